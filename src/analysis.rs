@@ -1,0 +1,1 @@
+//! The analysis commands: correlate, calibration, disagreements, bias, impact and the CI gate.

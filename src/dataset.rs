@@ -1,0 +1,1 @@
+//! Turns labelled feedback into cohort-weighted, leakage-free train/validation/test splits.

@@ -1,0 +1,1 @@
+//! The pre/post report: report.json, report.md and a self-contained report.html with plots.

@@ -1,0 +1,1 @@
+//! Batch inference with a trained evaluator, to JSONL or back into the store.

@@ -1,0 +1,1 @@
+//! Correlation, calibration and hypothesis-test statistics, checked against scipy.
