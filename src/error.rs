@@ -17,6 +17,8 @@ pub enum Error {
     /// Reading or writing a file.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
     /// Model loading, training or inference.
     #[error("{0}")]
     Model(String),
@@ -31,6 +33,7 @@ impl Error {
         match self {
             Error::CheckFailed(_) => 1,
             Error::Input(_) => 2,
+            Error::Store(e) if e.is_input() => 2,
             _ => 3,
         }
     }

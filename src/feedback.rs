@@ -73,10 +73,7 @@ impl HumanPolicy {
             }
         }
         if self.bad_max >= self.good_min {
-            return Err(format!(
-                "human policy: bad_max ({}) must be below good_min ({})",
-                self.bad_max, self.good_min
-            ));
+            return Err(format!("human policy: bad_max ({}) must be below good_min ({})", self.bad_max, self.good_min));
         }
         Ok(())
     }

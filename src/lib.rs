@@ -6,14 +6,18 @@
 //! classifier ([`model`]) as the new evaluator; [`score`] applies it; [`report`] and [`pipeline`]
 //! chain the stages into the weekly job.
 
+pub mod cli;
+pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod feedback;
+pub mod ingest;
 pub mod model;
 pub mod record;
 pub mod score;
 pub mod simulate;
 pub mod stats;
+pub mod store;
 pub mod train;
 
 pub use error::{Error, Result};

@@ -422,9 +422,7 @@ fn parse_scores(v: Option<&Value>, from_text: bool) -> Result<BTreeMap<String, f
         Some(Value::String(s)) if from_text => {
             parsed = serde_json::from_str::<Value>(s)
                 .map_err(|_| FieldError::new("eval_scores", "expected a JSON object"))?;
-            parsed
-                .as_object()
-                .ok_or_else(|| FieldError::new("eval_scores", "expected a JSON object"))?
+            parsed.as_object().ok_or_else(|| FieldError::new("eval_scores", "expected a JSON object"))?
         }
         Some(other) => {
             return Err(FieldError::new("eval_scores", format!("expected an object, got {}", kind(other))));

@@ -1,0 +1,204 @@
+//! The log store: eval logs, evaluator scores, feedback events and runs, behind one trait.
+//!
+//! [`Store`] is the seam between the stages and the database. SQLite ([`sqlite::SqliteStore`],
+//! one file, the default) implements it; a PostgreSQL implementation sits behind the same trait.
+//! Heavy joins and aggregations run inside the database: the analysis stages ask for whole result
+//! sets ([`Store::scored_requests`], [`Store::cohort_stats`]), never one query per request.
+
+pub mod sqlite;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+
+use crate::feedback::HumanPolicy;
+use crate::record::{EvalLog, FeedbackEvent};
+
+/// Errors from a store backend.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("sqlite store {path}: {source}")]
+    Sqlite { path: String, source: rusqlite::Error },
+    #[error("store {path}: schema version {found} is newer than this program understands ({supported})")]
+    SchemaTooNew { path: String, found: i64, supported: i64 },
+    /// A query was asked something it cannot answer (bad filter, unknown evaluator...).
+    #[error("{0}")]
+    Invalid(String),
+    #[error("postgres store {url}: {message}")]
+    Postgres { url: String, message: String },
+}
+
+impl StoreError {
+    /// Whether the error is the caller's (bad filter or argument) rather than the database's.
+    pub fn is_input(&self) -> bool {
+        matches!(self, StoreError::Invalid(_))
+    }
+}
+
+/// Result of one store call.
+pub type StoreResult<T> = std::result::Result<T, StoreError>;
+
+/// What happened to the rows of one insert call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct BatchOutcome {
+    /// Rows newly stored.
+    pub stored: u64,
+    /// Rows whose key (`request_id`, `event_id`) was already present; nothing changed for them.
+    pub duplicate: u64,
+    /// Feedback rows stored whose `request_id` has no log yet.
+    pub orphaned: u64,
+}
+
+impl std::ops::AddAssign for BatchOutcome {
+    fn add_assign(&mut self, o: BatchOutcome) {
+        self.stored += o.stored;
+        self.duplicate += o.duplicate;
+        self.orphaned += o.orphaned;
+    }
+}
+
+/// Which requests a query covers. Empty fields do not filter.
+#[derive(Debug, Clone, Default)]
+pub struct Filter {
+    /// Requests at or after this time.
+    pub since: Option<DateTime<Utc>>,
+    /// Requests strictly before this time.
+    pub until: Option<DateTime<Utc>>,
+    /// Only this evaluator's scores.
+    pub evaluator: Option<String>,
+    /// Only this `metadata.user_cohort`.
+    pub cohort: Option<String>,
+    /// Metadata equalities (`prompt_version = v3`), compared as text.
+    pub metadata: Vec<(String, String)>,
+}
+
+/// Options for [`Store::scored_requests`].
+#[derive(Debug, Clone, Default)]
+pub struct ScoredQuery {
+    pub filter: Filter,
+    pub policy: HumanPolicy,
+    /// A metadata key whose value is returned as [`ScoredRequest::group`].
+    pub group_key: Option<String>,
+    /// Also return prompt, output and metadata.
+    pub with_text: bool,
+    /// Return at most this many rows (in request order); `None` for all.
+    pub limit: Option<u64>,
+}
+
+/// A request with both an evaluator score and a human score.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoredRequest {
+    pub request_id: String,
+    /// Microseconds since the epoch.
+    pub timestamp_us: i64,
+    pub evaluator: String,
+    /// The evaluator's `overall`, in [0, 1].
+    pub eval_score: f64,
+    /// The aggregated human score (1-5) under the query's policy.
+    pub human_score: f64,
+    /// Feedback events that carried a score.
+    pub n_scored_events: u64,
+    pub cohort: Option<String>,
+    pub use_case: Option<String>,
+    /// The value of the query's group key, when asked and present.
+    pub group: Option<String>,
+    /// Present when the query asked `with_text`.
+    pub text: Option<RequestText>,
+}
+
+/// The text of a request.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestText {
+    pub prompt: String,
+    pub output: String,
+    /// The metadata object as JSON text.
+    pub metadata: String,
+}
+
+/// Who leaves feedback, per cohort (the seed's `compute_feedback_rate_by_cohort`, extended).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct CohortStats {
+    /// `None` for logs without `metadata.user_cohort`.
+    pub cohort: Option<String>,
+    pub requests: u64,
+    /// Requests with any feedback event.
+    pub with_feedback: u64,
+    pub with_explicit: u64,
+    pub with_implicit: u64,
+    /// Requests with a human score under the policy.
+    pub with_human_score: u64,
+    /// Of those, how many are good (`>= good_min`).
+    pub positive: u64,
+    /// Mean evaluator `overall` over all the cohort's requests (for the filter's evaluator).
+    pub mean_eval_score: Option<f64>,
+}
+
+/// Totals for `evalloop stats`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StoreStats {
+    pub backend: String,
+    pub location: String,
+    pub schema_version: i64,
+    pub logs: u64,
+    pub feedback_events: u64,
+    /// Feedback events whose request has no log.
+    pub orphaned_feedback: u64,
+    /// `feedback_type` -> count.
+    pub feedback_by_type: Vec<(String, u64)>,
+    /// Cohort (`null` for none) -> number of logs.
+    pub cohorts: Vec<(Option<String>, u64)>,
+    /// Evaluator -> number of scored requests.
+    pub evaluators: Vec<(String, u64)>,
+    pub first_timestamp: Option<String>,
+    pub last_timestamp: Option<String>,
+}
+
+/// A log store. All writes happen between [`Store::begin`] and [`Store::commit`].
+pub trait Store {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+    /// Where the store lives (a path, or a URL without password).
+    fn location(&self) -> String;
+
+    /// Opens a write transaction.
+    fn begin(&mut self) -> StoreResult<()>;
+    /// Commits the open transaction.
+    fn commit(&mut self) -> StoreResult<()>;
+    /// Rolls back the open transaction; nothing written since [`Store::begin`] stays.
+    fn rollback(&mut self) -> StoreResult<()>;
+
+    /// Inserts logs and their evaluator scores; an existing `request_id` is a duplicate.
+    fn insert_logs(&mut self, logs: &[EvalLog]) -> StoreResult<BatchOutcome>;
+    /// Inserts feedback; an existing `event_id` is a duplicate; an unknown request is orphaned.
+    fn insert_feedback(&mut self, events: &[FeedbackEvent]) -> StoreResult<BatchOutcome>;
+    /// Stores `overall` scores of a new evaluator for existing requests, replacing that
+    /// evaluator's earlier score for the same request. Unknown requests are counted as orphaned
+    /// and not stored.
+    fn insert_scores(&mut self, evaluator: &str, scores: &[(String, f64)]) -> StoreResult<BatchOutcome>;
+
+    /// Whether a log with this id exists.
+    fn log_exists(&self, request_id: &str) -> StoreResult<bool>;
+    /// A request's feedback events, oldest first.
+    fn feedback_for(&self, request_id: &str) -> StoreResult<Vec<FeedbackEvent>>;
+    /// Totals for `evalloop stats`.
+    fn stats(&self) -> StoreResult<StoreStats>;
+    /// Evaluator names present in the store, sorted.
+    fn evaluators(&self) -> StoreResult<Vec<String>>;
+
+    /// Requests with an evaluator score and a human score, ordered by `request_id`: the one
+    /// join every analysis stands on, run inside the database.
+    fn scored_requests(&self, q: &ScoredQuery) -> StoreResult<Vec<ScoredRequest>>;
+    /// Per-cohort feedback rates, ordered by cohort (`None` first).
+    fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>>;
+    /// The evaluator `overall` of every request matching the filter (with or without feedback).
+    fn eval_scores(&self, filter: &Filter) -> StoreResult<Vec<f64>>;
+}
+
+/// Opens the store a `--db` value names: a `postgres://` URL or a SQLite file path.
+pub fn open(db: &str) -> crate::Result<Box<dyn Store>> {
+    if db.starts_with("postgres://") || db.starts_with("postgresql://") {
+        return Err(crate::Error::Input(format!(
+            "{db}: the PostgreSQL backend is not built into this version; use a SQLite file path"
+        )));
+    }
+    Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(db))?))
+}
