@@ -164,7 +164,7 @@ fn record(settings: &Settings, a: RecordArgs) -> Result<Outcome> {
         "user_id": a.user,
         "timestamp": a.timestamp,
     });
-    let event = FeedbackEvent::from_json(&row, true, chrono::Utc::now())
+    let event = FeedbackEvent::from_json(row, true, chrono::Utc::now())
         .map_err(|e| Error::Input(format!("record: {}", e.to_string().replace("field `", "`--"))))?;
     let mut store = store::open(&settings.db)?;
     store.begin()?;

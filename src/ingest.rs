@@ -273,8 +273,8 @@ impl<'a> Batcher<'a> {
     fn push(&mut self, line: u64, parsed: std::result::Result<Value, FieldError>, raw: &[u8], from_text: bool) -> bool {
         self.cur.read += 1;
         let checked = parsed.and_then(|v| match &mut self.cur.rows {
-            Rows::Logs(rows) => EvalLog::from_json(&v, from_text).map(|l| rows.push(l)),
-            Rows::Feedback(rows) => FeedbackEvent::from_json(&v, from_text, self.now).map(|e| rows.push(e)),
+            Rows::Logs(rows) => EvalLog::from_json(v, from_text).map(|l| rows.push(l)),
+            Rows::Feedback(rows) => FeedbackEvent::from_json(v, from_text, self.now).map(|e| rows.push(e)),
         });
         if let Err(e) = checked {
             let cut = raw.len().min(64 * 1024);

@@ -72,37 +72,38 @@ impl EvalLog {
 
     /// Validates a parsed JSON object as an eval log. `from_text` relaxes types for CSV input,
     /// where every cell arrives as a string.
-    pub fn from_json(value: &Value, from_text: bool) -> Result<EvalLog, FieldError> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| FieldError::new("", format!("expected a JSON object, got {}", kind(value))))?;
-        let request_id = required_string(obj, "request_id")?;
+    pub fn from_json(value: Value, from_text: bool) -> Result<EvalLog, FieldError> {
+        let mut obj = match value {
+            Value::Object(m) => m,
+            other => return Err(FieldError::new("", format!("expected a JSON object, got {}", kind(&other)))),
+        };
+        let request_id = required_string(&mut obj, "request_id")?;
         let timestamp = match obj.get("timestamp") {
             None | Some(Value::Null) => return Err(FieldError::new("timestamp", "missing (RFC 3339 required)")),
             Some(v) => parse_timestamp(v, "timestamp")?,
         };
-        let prompt = required_text(obj, "prompt")?;
-        let output = required_text(obj, "output")?;
+        let prompt = required_text(&mut obj, "prompt")?;
+        let output = required_text(&mut obj, "output")?;
         let eval_scores = parse_scores(obj.get("eval_scores"), from_text)?;
         let feedback_collected = match obj.get("feedback_collected") {
             None | Some(Value::Null) => None,
             Some(v) => Some(parse_bool(v, "feedback_collected", from_text)?),
         };
-        let evaluator = match obj.get("evaluator") {
+        let evaluator = match obj.remove("evaluator") {
             None | Some(Value::Null) => DEFAULT_EVALUATOR.to_string(),
             Some(Value::String(s)) if s.trim().is_empty() => DEFAULT_EVALUATOR.to_string(),
-            Some(Value::String(s)) => s.clone(),
-            Some(v) => return Err(FieldError::new("evaluator", format!("expected a string, got {}", kind(v)))),
+            Some(Value::String(s)) => s,
+            Some(v) => return Err(FieldError::new("evaluator", format!("expected a string, got {}", kind(&v)))),
         };
-        let metadata = match obj.get("metadata") {
+        let metadata = match obj.remove("metadata") {
             None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
+            Some(Value::Object(m)) => m,
             Some(Value::String(s)) if from_text && s.trim().is_empty() => Map::new(),
-            Some(Value::String(s)) if from_text => match serde_json::from_str::<Value>(s) {
+            Some(Value::String(s)) if from_text => match serde_json::from_str::<Value>(&s) {
                 Ok(Value::Object(m)) => m,
                 _ => return Err(FieldError::new("metadata", "expected a JSON object")),
             },
-            Some(v) => return Err(FieldError::new("metadata", format!("expected an object, got {}", kind(v)))),
+            Some(v) => return Err(FieldError::new("metadata", format!("expected an object, got {}", kind(&v)))),
         };
         for key in ["user_cohort", "user_id", "use_case", "prompt_version"] {
             match metadata.get(key) {
@@ -253,11 +254,12 @@ pub struct FeedbackEvent {
 
 impl FeedbackEvent {
     /// Validates a parsed JSON object as a feedback event; `now` stands in for a missing timestamp.
-    pub fn from_json(value: &Value, from_text: bool, now: DateTime<Utc>) -> Result<FeedbackEvent, FieldError> {
-        let obj = value
-            .as_object()
-            .ok_or_else(|| FieldError::new("", format!("expected a JSON object, got {}", kind(value))))?;
-        let request_id = required_string(obj, "request_id")?;
+    pub fn from_json(value: Value, from_text: bool, now: DateTime<Utc>) -> Result<FeedbackEvent, FieldError> {
+        let mut obj = match value {
+            Value::Object(m) => m,
+            other => return Err(FieldError::new("", format!("expected a JSON object, got {}", kind(&other)))),
+        };
+        let request_id = required_string(&mut obj, "request_id")?;
         let type_name = match obj.get("feedback_type") {
             None | Some(Value::Null) => return Err(FieldError::new("feedback_type", "missing")),
             Some(Value::String(s)) => s.clone(),
@@ -277,13 +279,13 @@ impl FeedbackEvent {
         };
         let raw_value = obj.get("value").unwrap_or(&Value::Null);
         let value = parse_value(feedback_type, raw_value, from_text)?;
-        let user_id = optional_string(obj, "user_id")?;
+        let user_id = optional_string(&mut obj, "user_id")?;
         let given_ts = match obj.get("timestamp") {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) if from_text && s.is_empty() => None,
             Some(v) => Some(parse_timestamp(v, "timestamp")?),
         };
-        let event_id = match optional_string(obj, "event_id")? {
+        let event_id = match optional_string(&mut obj, "event_id")? {
             Some(id) => id,
             None => Self::derive_id(&request_id, feedback_type, &value, user_id.as_deref(), given_ts.as_ref()),
         };
@@ -464,29 +466,29 @@ fn parse_bool(v: &Value, field: &str, from_text: bool) -> Result<bool, FieldErro
     }
 }
 
-fn required_string(obj: &Map<String, Value>, field: &str) -> Result<String, FieldError> {
-    match obj.get(field) {
+fn required_string(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldError> {
+    match obj.remove(field) {
         None | Some(Value::Null) => Err(FieldError::new(field, "missing")),
         Some(Value::String(s)) if s.trim().is_empty() => Err(FieldError::new(field, "empty")),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(v) => Err(FieldError::new(field, format!("expected a string, got {}", kind(v)))),
+        Some(Value::String(s)) => Ok(s),
+        Some(v) => Err(FieldError::new(field, format!("expected a string, got {}", kind(&v)))),
     }
 }
 
-fn required_text(obj: &Map<String, Value>, field: &str) -> Result<String, FieldError> {
-    match obj.get(field) {
+fn required_text(obj: &mut Map<String, Value>, field: &str) -> Result<String, FieldError> {
+    match obj.remove(field) {
         None | Some(Value::Null) => Err(FieldError::new(field, "missing")),
-        Some(Value::String(s)) => Ok(s.clone()),
-        Some(v) => Err(FieldError::new(field, format!("expected a string, got {}", kind(v)))),
+        Some(Value::String(s)) => Ok(s),
+        Some(v) => Err(FieldError::new(field, format!("expected a string, got {}", kind(&v)))),
     }
 }
 
-fn optional_string(obj: &Map<String, Value>, field: &str) -> Result<Option<String>, FieldError> {
-    match obj.get(field) {
+fn optional_string(obj: &mut Map<String, Value>, field: &str) -> Result<Option<String>, FieldError> {
+    match obj.remove(field) {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(s)) if s.is_empty() => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(v) => Err(FieldError::new(field, format!("expected a string, got {}", kind(v)))),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(v) => Err(FieldError::new(field, format!("expected a string, got {}", kind(&v)))),
     }
 }
 
@@ -515,7 +517,7 @@ mod tests {
 
     #[test]
     fn valid_log_keeps_metadata_and_defaults_evaluator() {
-        let l = EvalLog::from_json(&log(), false).unwrap();
+        let l = EvalLog::from_json(log(), false).unwrap();
         assert_eq!(l.evaluator, "baseline");
         assert_eq!(l.overall(), 0.8);
         assert_eq!(l.meta_str("user_cohort"), Some("free"));
@@ -536,7 +538,7 @@ mod tests {
         for (key, value, field) in cases {
             let mut v = log();
             v[key] = value;
-            let e = EvalLog::from_json(&v, false).unwrap_err();
+            let e = EvalLog::from_json(v, false).unwrap_err();
             assert_eq!(e.field, field, "{e}");
         }
     }
@@ -545,7 +547,7 @@ mod tests {
     fn nan_score_from_csv_is_rejected() {
         let mut v = log();
         v["eval_scores"] = json!({"overall": "NaN"});
-        let e = EvalLog::from_json(&v, true).unwrap_err();
+        let e = EvalLog::from_json(v, true).unwrap_err();
         assert_eq!(e.field, "eval_scores.overall");
         assert!(e.reason.contains("finite"), "{e}");
     }
@@ -553,7 +555,7 @@ mod tests {
     #[test]
     fn feedback_validation() {
         let now = Utc::now();
-        let ok = |v: Value| FeedbackEvent::from_json(&v, false, now);
+        let ok = |v: Value| FeedbackEvent::from_json(v, false, now);
         let e = ok(json!({"request_id": "r", "feedback_type": "explicit_rating", "value": 7})).unwrap_err();
         assert_eq!(e.field, "value");
         assert!(e.reason.contains('7'));
@@ -573,11 +575,11 @@ mod tests {
     fn derived_event_id_is_stable_and_content_based() {
         let now = Utc::now();
         let v = json!({"request_id": "r", "feedback_type": "explicit_rating", "value": 4, "user_id": "u"});
-        let a = FeedbackEvent::from_json(&v, false, now).unwrap();
-        let b = FeedbackEvent::from_json(&v, false, now + chrono::Duration::seconds(5)).unwrap();
+        let a = FeedbackEvent::from_json(v.clone(), false, now).unwrap();
+        let b = FeedbackEvent::from_json(v.clone(), false, now + chrono::Duration::seconds(5)).unwrap();
         assert_eq!(a.event_id, b.event_id);
         let mut w = v.clone();
         w["value"] = json!(5);
-        assert_ne!(a.event_id, FeedbackEvent::from_json(&w, false, now).unwrap().event_id);
+        assert_ne!(a.event_id, FeedbackEvent::from_json(w, false, now).unwrap().event_id);
     }
 }

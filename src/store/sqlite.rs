@@ -561,7 +561,7 @@ mod tests {
 
     fn log(id: &str, cohort: &str, overall: f64) -> EvalLog {
         EvalLog::from_json(
-            &json!({"request_id": id, "timestamp": "2026-05-15T10:00:00Z", "prompt": "p", "output": "o",
+            json!({"request_id": id, "timestamp": "2026-05-15T10:00:00Z", "prompt": "p", "output": "o",
                     "eval_scores": {"overall": overall}, "metadata": {"user_cohort": cohort, "group_id": "g"}}),
             false,
         )
@@ -569,7 +569,7 @@ mod tests {
     }
 
     fn fb(id: &str, t: &str, v: serde_json::Value) -> FeedbackEvent {
-        FeedbackEvent::from_json(&json!({"request_id": id, "feedback_type": t, "value": v}), false, Utc::now()).unwrap()
+        FeedbackEvent::from_json(json!({"request_id": id, "feedback_type": t, "value": v}), false, Utc::now()).unwrap()
     }
 
     #[test]
