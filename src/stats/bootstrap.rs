@@ -20,11 +20,7 @@ pub struct BootstrapConfig {
 
 impl Default for BootstrapConfig {
     fn default() -> Self {
-        BootstrapConfig {
-            n_resamples: 2000,
-            seed: 0,
-            level: 0.95,
-        }
+        BootstrapConfig { n_resamples: 2000, seed: 0, level: 0.95 }
     }
 }
 
@@ -61,10 +57,8 @@ pub fn percentile_bootstrap(
         return Err(Undefined::new("n_resamples = 0"));
     }
     let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
-    let mut stats: Vec<f64> = (0..cfg.n_resamples)
-        .filter_map(|_| resample(&mut rng))
-        .filter(|v| v.is_finite())
-        .collect();
+    let mut stats: Vec<f64> =
+        (0..cfg.n_resamples).filter_map(|_| resample(&mut rng)).filter(|v| v.is_finite()).collect();
     if stats.len() * 2 < cfg.n_resamples {
         return Err(Undefined::new(format!(
             "only {} of {} bootstrap resamples were defined",
@@ -98,15 +92,9 @@ mod tests {
     fn same_seed_same_interval_other_seed_differs() {
         let data: Vec<f64> = (0..50).map(|i| ((i * 37) % 11) as f64).collect();
         let mean_of = |seed| {
-            let cfg = BootstrapConfig {
-                n_resamples: 500,
-                seed,
-                level: 0.9,
-            };
+            let cfg = BootstrapConfig { n_resamples: 500, seed, level: 0.9 };
             percentile_bootstrap(5.0, &cfg, |rng| {
-                let s: f64 = (0..data.len())
-                    .map(|_| data[draw_index(rng, data.len())])
-                    .sum();
+                let s: f64 = (0..data.len()).map(|_| data[draw_index(rng, data.len())]).sum();
                 Some(s / data.len() as f64)
             })
             .unwrap()
@@ -119,10 +107,7 @@ mod tests {
 
     #[test]
     fn mostly_undefined_resamples_make_the_interval_undefined() {
-        let cfg = BootstrapConfig {
-            n_resamples: 10,
-            ..Default::default()
-        };
+        let cfg = BootstrapConfig { n_resamples: 10, ..Default::default() };
         let mut k = 0;
         let r = percentile_bootstrap(0.0, &cfg, |_| {
             k += 1;

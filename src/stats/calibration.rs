@@ -33,10 +33,7 @@ pub struct CalibrationConfig {
 
 impl Default for CalibrationConfig {
     fn default() -> Self {
-        CalibrationConfig {
-            n_bins: 10,
-            threshold: 0.5,
-        }
+        CalibrationConfig { n_bins: 10, threshold: 0.5 }
     }
 }
 
@@ -173,18 +170,13 @@ pub fn calibration(
         return Err(Undefined::new("no samples"));
     }
     if labels.len() != n || weights.is_some_and(|w| w.len() != n) {
-        return Err(Undefined::new(
-            "scores, labels and weights differ in length",
-        ));
+        return Err(Undefined::new("scores, labels and weights differ in length"));
     }
     if cfg.n_bins == 0 {
         return Err(Undefined::new("n_bins = 0"));
     }
     if let Some(i) = scores.iter().position(|s| !(0.0..=1.0).contains(s)) {
-        return Err(Undefined::new(format!(
-            "score[{i}] = {} is not in [0, 1]",
-            scores[i]
-        )));
+        return Err(Undefined::new(format!("score[{i}] = {} is not in [0, 1]", scores[i])));
     }
     let ones;
     let w = match weights {
@@ -195,40 +187,19 @@ pub fn calibration(
         }
     };
     if let Some(i) = w.iter().position(|v| !(v.is_finite() && *v >= 0.0)) {
-        return Err(Undefined::new(format!(
-            "weight[{i}] = {} is not finite and >= 0",
-            w[i]
-        )));
+        return Err(Undefined::new(format!("weight[{i}] = {} is not finite and >= 0", w[i])));
     }
     let total_weight: f64 = w.iter().sum();
     if total_weight <= 0.0 {
         return Err(Undefined::new("total weight is 0"));
     }
     let y: Vec<f64> = labels.iter().map(|&g| if g { 1.0 } else { 0.0 }).collect();
-    let brier = scores
-        .iter()
-        .zip(&y)
-        .zip(w)
-        .map(|((s, l), wi)| wi * (s - l) * (s - l))
-        .sum::<f64>()
-        / total_weight;
+    let brier = scores.iter().zip(&y).zip(w).map(|((s, l), wi)| wi * (s - l) * (s - l)).sum::<f64>() / total_weight;
     Ok(CalibrationReport {
         n,
         total_weight,
-        uniform: reliability(
-            scores,
-            &y,
-            w,
-            &uniform_edges(cfg.n_bins),
-            BinStrategy::Uniform,
-        ),
-        quantile: reliability(
-            scores,
-            &y,
-            w,
-            &quantile_edges(scores, cfg.n_bins),
-            BinStrategy::Quantile,
-        ),
+        uniform: reliability(scores, &y, w, &uniform_edges(cfg.n_bins), BinStrategy::Uniform),
+        quantile: reliability(scores, &y, w, &quantile_edges(scores, cfg.n_bins), BinStrategy::Quantile),
         brier,
         roc_auc: roc_auc(scores, labels, Some(w)).into(),
         at_threshold: threshold_metrics(scores, labels, w, cfg.threshold),
@@ -247,19 +218,10 @@ fn uniform_edges(n_bins: usize) -> Vec<f64> {
 fn quantile_edges(scores: &[f64], n_bins: usize) -> Vec<f64> {
     let mut sorted = scores.to_vec();
     sorted.sort_unstable_by(f64::total_cmp);
-    uniform_edges(n_bins)
-        .into_iter()
-        .map(|q| quantile_sorted(&sorted, q * 100.0 / 100.0))
-        .collect()
+    uniform_edges(n_bins).into_iter().map(|q| quantile_sorted(&sorted, q * 100.0 / 100.0)).collect()
 }
 
-fn reliability(
-    scores: &[f64],
-    y: &[f64],
-    w: &[f64],
-    edges: &[f64],
-    strategy: BinStrategy,
-) -> ReliabilityTable {
+fn reliability(scores: &[f64], y: &[f64], w: &[f64], edges: &[f64], strategy: BinStrategy) -> ReliabilityTable {
     let n_bins = edges.len() - 1;
     let interior = &edges[1..n_bins];
     let mut count = vec![0usize; n_bins];
@@ -295,11 +257,7 @@ fn reliability(
             }
         })
         .collect();
-    ReliabilityTable {
-        strategy,
-        ece,
-        bins,
-    }
+    ReliabilityTable { strategy, ece, bins }
 }
 
 /// ROC AUC of `scores` for `labels` (true = positive) with optional weights, as
@@ -308,9 +266,7 @@ fn reliability(
 /// positive weight, or for a non-finite score.
 pub fn roc_auc(scores: &[f64], labels: &[bool], weights: Option<&[f64]>) -> Result<f64, Undefined> {
     if labels.len() != scores.len() || weights.is_some_and(|w| w.len() != scores.len()) {
-        return Err(Undefined::new(
-            "scores, labels and weights differ in length",
-        ));
+        return Err(Undefined::new("scores, labels and weights differ in length"));
     }
     super::check_finite(scores, "score")?;
     let wt = |i: usize| weights.map_or(1.0, |w| w[i]);
@@ -343,19 +299,10 @@ pub fn roc_auc(scores: &[f64], labels: &[bool], weights: Option<&[f64]>) -> Resu
 }
 
 fn ratio(num: f64, den: f64, what: &str) -> Outcome<f64> {
-    if den > 0.0 {
-        Outcome::Defined(num / den)
-    } else {
-        Outcome::Undefined(Undefined::new(format!("{what} is 0")))
-    }
+    if den > 0.0 { Outcome::Defined(num / den) } else { Outcome::Undefined(Undefined::new(format!("{what} is 0"))) }
 }
 
-fn threshold_metrics(
-    scores: &[f64],
-    labels: &[bool],
-    w: &[f64],
-    threshold: f64,
-) -> ThresholdMetrics {
+fn threshold_metrics(scores: &[f64], labels: &[bool], w: &[f64], threshold: f64) -> ThresholdMetrics {
     let (mut tp, mut fp, mut tn, mut fn_) = (0.0, 0.0, 0.0, 0.0);
     for ((&s, &good), &wi) in scores.iter().zip(labels).zip(w) {
         match (good, s > threshold) {
@@ -370,10 +317,8 @@ fn threshold_metrics(
     let (pred_bad, pred_good) = (tn + fn_, tp + fp);
     let (true_bad, true_good) = (tn + fp, tp + fn_);
     let expected_disagreement = pred_bad * true_good / total + pred_good * true_bad / total;
-    let cohen_kappa: Outcome<f64> = ratio(fp + fn_, expected_disagreement, "expected disagreement")
-        .into_result()
-        .map(|k| 1.0 - k)
-        .into();
+    let cohen_kappa: Outcome<f64> =
+        ratio(fp + fn_, expected_disagreement, "expected disagreement").into_result().map(|k| 1.0 - k).into();
     ThresholdMetrics {
         threshold,
         true_positive: tp,
@@ -394,40 +339,21 @@ mod tests {
 
     #[test]
     fn one_class_makes_auc_and_kappa_undefined() {
-        let r = calibration(
-            &[0.2, 0.7, 0.9],
-            &[true; 3],
-            None,
-            &CalibrationConfig::default(),
-        )
-        .unwrap();
+        let r = calibration(&[0.2, 0.7, 0.9], &[true; 3], None, &CalibrationConfig::default()).unwrap();
         assert!(!r.roc_auc.is_defined());
         // labels all good, predictions mixed: precision defined, kappa defined (= 0)
         assert_eq!(r.at_threshold.precision, Outcome::Defined(1.0));
         assert_eq!(r.at_threshold.cohen_kappa, Outcome::Defined(0.0));
-        let all_good =
-            calibration(&[0.8, 0.9], &[true; 2], None, &CalibrationConfig::default()).unwrap();
+        let all_good = calibration(&[0.8, 0.9], &[true; 2], None, &CalibrationConfig::default()).unwrap();
         assert!(!all_good.at_threshold.cohen_kappa.is_defined());
-        let none_pred = calibration(
-            &[0.1, 0.2],
-            &[true, false],
-            None,
-            &CalibrationConfig::default(),
-        )
-        .unwrap();
+        let none_pred = calibration(&[0.1, 0.2], &[true, false], None, &CalibrationConfig::default()).unwrap();
         assert!(!none_pred.at_threshold.precision.is_defined());
         assert_eq!(none_pred.at_threshold.f1, Outcome::Defined(0.0));
     }
 
     #[test]
     fn threshold_is_strict() {
-        let r = calibration(
-            &[0.5, 0.6],
-            &[false, true],
-            None,
-            &CalibrationConfig::default(),
-        )
-        .unwrap();
+        let r = calibration(&[0.5, 0.6], &[false, true], None, &CalibrationConfig::default()).unwrap();
         assert_eq!(r.at_threshold.true_negative, 1.0);
         assert_eq!(r.at_threshold.accuracy, Outcome::Defined(1.0));
     }
@@ -445,10 +371,7 @@ mod tests {
                 rl.push(l[i]);
             }
         }
-        let cfg = CalibrationConfig {
-            n_bins: 4,
-            threshold: 0.3,
-        };
+        let cfg = CalibrationConfig { n_bins: 4, threshold: 0.3 };
         let a = calibration(&s, &l, Some(&w), &cfg).unwrap();
         let b = calibration(&rs, &rl, None, &cfg).unwrap();
         assert!((a.brier - b.brier).abs() < 1e-15);

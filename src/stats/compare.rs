@@ -38,11 +38,7 @@ pub fn welch_t_test(a: &[f64], b: &[f64]) -> Result<WelchT, Undefined> {
     let df = se2 * se2 / (vn1 * vn1 / (na - 1.0) + vn2 * vn2 / (nb - 1.0));
     let statistic = (mean(a) - mean(b)) / se2.sqrt();
     let p_value = student_t_two_sided(statistic, df)?;
-    Ok(WelchT {
-        statistic,
-        p_value,
-        df,
-    })
+    Ok(WelchT { statistic, p_value, df })
 }
 
 /// Mann-Whitney U test (two-sided).
@@ -74,11 +70,7 @@ pub fn mann_whitney_u(a: &[f64], b: &[f64]) -> Result<MannWhitney, Undefined> {
     let has_ties = ties.iter().any(|&t| t > 1);
     if !(n1 > 8 && n2 > 8) && !has_ties {
         let p = mwu_exact_two_sided(n1, n2, u1.min(u2).round() as usize);
-        return Ok(MannWhitney {
-            u: u1,
-            p_value: p,
-            p_method: PMethod::Exact,
-        });
+        return Ok(MannWhitney { u: u1, p_value: p, p_method: PMethod::Exact });
     }
     let n = n1f + n2f;
     let tie_term: f64 = ties.iter().map(|&t| (t as f64).powi(3) - t as f64).sum();
@@ -90,11 +82,7 @@ pub fn mann_whitney_u(a: &[f64], b: &[f64]) -> Result<MannWhitney, Undefined> {
     } else {
         1.0
     };
-    Ok(MannWhitney {
-        u: u1,
-        p_value: p,
-        p_method: PMethod::Normal,
-    })
+    Ok(MannWhitney { u: u1, p_value: p, p_method: PMethod::Normal })
 }
 
 /// Exact two-sided p-value 2 * P(U <= k) (clipped to 1) for sample sizes `n1`, `n2` without
@@ -170,10 +158,7 @@ pub fn cohens_d(a: &[f64], b: &[f64]) -> Result<CohensD, Undefined> {
     if pooled_sd <= 0.0 {
         return Err(Undefined::new("pooled standard deviation is 0"));
     }
-    Ok(CohensD {
-        d: (mean(a) - mean(b)) / pooled_sd,
-        pooled_sd,
-    })
+    Ok(CohensD { d: (mean(a) - mean(b)) / pooled_sd, pooled_sd })
 }
 
 /// Treatment-versus-baseline comparison for the `impact` command.
@@ -207,9 +192,7 @@ pub struct ImpactComparison {
 pub fn compare_samples(a: &[f64], b: &[f64], cfg: &BootstrapConfig) -> ImpactComparison {
     let (ma, mb) = (mean(a), mean(b));
     let valid = check_two_samples(a, b, 1);
-    let diff_ci = valid
-        .clone()
-        .and_then(|()| bootstrap_diff_of_means(a, b, cfg));
+    let diff_ci = valid.clone().and_then(|()| bootstrap_diff_of_means(a, b, cfg));
     let improvement_pct = (valid.is_ok() && mb != 0.0).then(|| 100.0 * (ma - mb) / mb.abs());
     ImpactComparison {
         n_treatment: a.len(),
@@ -227,17 +210,10 @@ pub fn compare_samples(a: &[f64], b: &[f64], cfg: &BootstrapConfig) -> ImpactCom
 
 /// Seeded percentile-bootstrap interval for mean(a) - mean(b), resampling `a` and `b`
 /// independently with replacement. Undefined for an empty sample or a non-finite value.
-pub fn bootstrap_diff_of_means(
-    a: &[f64],
-    b: &[f64],
-    cfg: &BootstrapConfig,
-) -> Result<BootstrapCi, Undefined> {
+pub fn bootstrap_diff_of_means(a: &[f64], b: &[f64], cfg: &BootstrapConfig) -> Result<BootstrapCi, Undefined> {
     check_two_samples(a, b, 1)?;
     let resampled_mean = |rng: &mut ChaCha20Rng, v: &[f64]| {
-        (0..v.len())
-            .map(|_| v[draw_index(rng, v.len())])
-            .sum::<f64>()
-            / v.len() as f64
+        (0..v.len()).map(|_| v[draw_index(rng, v.len())]).sum::<f64>() / v.len() as f64
     };
     percentile_bootstrap(mean(a) - mean(b), cfg, |rng| {
         let ma = resampled_mean(rng, a);
@@ -248,10 +224,7 @@ pub fn bootstrap_diff_of_means(
 fn check_two_samples(a: &[f64], b: &[f64], min_n: usize) -> Result<(), Undefined> {
     for (v, name) in [(a, "a"), (b, "b")] {
         if v.len() < min_n {
-            return Err(Undefined::new(format!(
-                "sample {name} has {} < {min_n} values",
-                v.len()
-            )));
+            return Err(Undefined::new(format!("sample {name} has {} < {min_n} values", v.len())));
         }
         check_finite(v, name)?;
     }
@@ -283,11 +256,7 @@ mod tests {
 
     #[test]
     fn zero_baseline_gives_no_improvement_pct() {
-        let c = compare_samples(
-            &[1.0, 2.0, 3.0],
-            &[-1.0, 0.0, 1.0],
-            &BootstrapConfig::default(),
-        );
+        let c = compare_samples(&[1.0, 2.0, 3.0], &[-1.0, 0.0, 1.0], &BootstrapConfig::default());
         assert_eq!(c.improvement_pct, None);
         assert_eq!(c.diff_means, 2.0);
         let ci = c.diff_ci.ok().unwrap();

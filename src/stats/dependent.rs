@@ -51,15 +51,7 @@ pub fn williams_test(r_xz: f64, r_yz: f64, r_xy: f64, n: usize) -> Result<Willia
     let statistic = (r_xz - r_yz) * ((nf - 1.0) * (1.0 + r_xy)).sqrt() / den.sqrt();
     let df = nf - 3.0;
     let p_value = student_t_two_sided(statistic, df)?;
-    Ok(WilliamsTest {
-        r_xz,
-        r_yz,
-        r_xy,
-        n,
-        statistic,
-        df,
-        p_value,
-    })
+    Ok(WilliamsTest { r_xz, r_yz, r_xy, n, statistic, df, p_value })
 }
 
 /// Spearman(a, human) - Spearman(b, human) with a paired bootstrap interval.
@@ -121,15 +113,9 @@ mod tests {
     #[test]
     fn paired_bootstrap_is_deterministic_and_brackets_the_difference() {
         let h: Vec<f64> = (0..40).map(|i| (i % 5) as f64).collect();
-        let a: Vec<f64> = (0..40)
-            .map(|i| (i % 5) as f64 + ((i * 7) % 3) as f64)
-            .collect();
+        let a: Vec<f64> = (0..40).map(|i| (i % 5) as f64 + ((i * 7) % 3) as f64).collect();
         let b: Vec<f64> = (0..40).map(|i| ((i * 13) % 7) as f64).collect();
-        let cfg = BootstrapConfig {
-            n_resamples: 300,
-            seed: 42,
-            level: 0.95,
-        };
+        let cfg = BootstrapConfig { n_resamples: 300, seed: 42, level: 0.95 };
         let d1 = paired_bootstrap_spearman_diff(&a, &b, &h, &cfg).unwrap();
         let d2 = paired_bootstrap_spearman_diff(&a, &b, &h, &cfg).unwrap();
         assert_eq!(d1, d2);

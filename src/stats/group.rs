@@ -31,10 +31,7 @@ pub struct GroupCorrelation {
 /// non-constant. `min_group_size = 2` keeps pairs (each contributes +1 or -1), the usual
 /// group-level practice; use 3 to match the per-group p-value convention (n >= 3) elsewhere
 /// in this module. Skipped groups are counted, not averaged as 0 or NaN.
-pub fn group_correlation<K: Ord>(
-    rows: &[(K, f64, f64)],
-    min_group_size: usize,
-) -> GroupCorrelation {
+pub fn group_correlation<K: Ord>(rows: &[(K, f64, f64)], min_group_size: usize) -> GroupCorrelation {
     let min_n = min_group_size.max(2);
     let mut groups: BTreeMap<&K, (Vec<f64>, Vec<f64>)> = BTreeMap::new();
     for (k, x, y) in rows {
@@ -47,10 +44,7 @@ pub fn group_correlation<K: Ord>(
         if x.len() < min_n {
             continue;
         }
-        let (Ok(s), Ok(k)) = (
-            coefficient(CorrKind::Spearman, x, y),
-            coefficient(CorrKind::Kendall, x, y),
-        ) else {
+        let (Ok(s), Ok(k)) = (coefficient(CorrKind::Spearman, x, y), coefficient(CorrKind::Kendall, x, y)) else {
             continue;
         };
         sum_s += s;
@@ -61,9 +55,7 @@ pub fn group_correlation<K: Ord>(
         if used > 0 {
             Outcome::Defined(sum / used as f64)
         } else {
-            Outcome::Undefined(Undefined::new(
-                "no group has enough rows and two non-constant columns",
-            ))
+            Outcome::Undefined(Undefined::new("no group has enough rows and two non-constant columns"))
         }
     };
     GroupCorrelation {

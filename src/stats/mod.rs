@@ -25,17 +25,16 @@ pub mod dependent;
 pub mod group;
 pub mod rank;
 
-use serde::ser::{Serialize, SerializeStruct, Serializer};
+use serde::Serialize;
+use serde::ser::{SerializeStruct, Serializer};
 
 pub use bootstrap::{BootstrapCi, BootstrapConfig};
 pub use calibration::{
-    BinStrategy, CalibrationAccumulator, CalibrationConfig, CalibrationReport, ReliabilityBin,
-    ReliabilityTable, ThresholdMetrics,
+    BinStrategy, CalibrationAccumulator, CalibrationConfig, CalibrationReport, ReliabilityBin, ReliabilityTable,
+    ThresholdMetrics,
 };
 pub use compare::{CohensD, ImpactComparison, MannWhitney, WelchT};
-pub use corr::{
-    AgreementConfig, AgreementReport, ConfidenceInterval, Corr, CorrKind, CorrWithCi, PMethod,
-};
+pub use corr::{AgreementConfig, AgreementReport, ConfidenceInterval, Corr, CorrKind, CorrWithCi, PMethod};
 pub use dependent::{SpearmanDiff, WilliamsTest};
 pub use group::GroupCorrelation;
 
@@ -51,9 +50,7 @@ pub struct Undefined {
 impl Undefined {
     /// An undefined result with the given reason.
     pub fn new(reason: impl Into<String>) -> Self {
-        Undefined {
-            reason: reason.into(),
-        }
+        Undefined { reason: reason.into() }
     }
 }
 
@@ -121,11 +118,7 @@ impl<T> From<Result<T, Undefined>> for Outcome<T> {
 /// finite.
 pub(crate) fn check_pairs(x: &[f64], y: &[f64], min_n: usize) -> Result<(), Undefined> {
     if x.len() != y.len() {
-        return Err(Undefined::new(format!(
-            "x and y differ in length ({} vs {})",
-            x.len(),
-            y.len()
-        )));
+        return Err(Undefined::new(format!("x and y differ in length ({} vs {})", x.len(), y.len())));
     }
     if x.len() < min_n {
         return Err(Undefined::new(format!("n = {} < {min_n}", x.len())));
@@ -138,10 +131,7 @@ pub(crate) fn check_pairs(x: &[f64], y: &[f64], min_n: usize) -> Result<(), Unde
 /// Checks that every value of `v` is finite; `name` names the column in the reason.
 pub(crate) fn check_finite(v: &[f64], name: &str) -> Result<(), Undefined> {
     match v.iter().position(|a| !a.is_finite()) {
-        Some(i) => Err(Undefined::new(format!(
-            "{name}[{i}] = {} is not finite",
-            v[i]
-        ))),
+        Some(i) => Err(Undefined::new(format!("{name}[{i}] = {} is not finite", v[i]))),
         None => Ok(()),
     }
 }
@@ -182,11 +172,7 @@ pub(crate) fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
     let a = sorted[prev as usize];
     let b = sorted[prev as usize + 1];
     let diff = b - a;
-    if t >= 0.5 {
-        b - diff * (1.0 - t)
-    } else {
-        a + diff * t
-    }
+    if t >= 0.5 { b - diff * (1.0 - t) } else { a + diff * t }
 }
 
 #[cfg(test)]
@@ -206,10 +192,7 @@ mod tests {
     fn quantile_matches_numpy_linear() {
         // np.percentile([1, 2, 4, 8], [0, 25, 50, 90, 100]) = [1, 1.75, 3, 6.8, 8]
         let s = [1.0, 2.0, 4.0, 8.0];
-        let got: Vec<f64> = [0.0, 0.25, 0.5, 0.9, 1.0]
-            .iter()
-            .map(|&q| quantile_sorted(&s, q))
-            .collect();
+        let got: Vec<f64> = [0.0, 0.25, 0.5, 0.9, 1.0].iter().map(|&q| quantile_sorted(&s, q)).collect();
         let want = [1.0, 1.75, 3.0, 6.8, 8.0];
         for (g, w) in got.iter().zip(want) {
             assert!((g - w).abs() < 1e-12, "{g} vs {w}");
