@@ -68,7 +68,9 @@ pub fn mann_whitney_u(a: &[f64], b: &[f64]) -> Result<MannWhitney, Undefined> {
     let u2 = n1f * n2f - u1;
     let u = u1.max(u2);
     let has_ties = ties.iter().any(|&t| t > 1);
-    if !(n1 > 8 && n2 > 8) && !has_ties {
+    // scipy's _mwu_choose_method: asymptotic if both samples exceed 8 or there are ties
+    let exact = (n1 <= 8 || n2 <= 8) && !has_ties;
+    if exact {
         let p = mwu_exact_two_sided(n1, n2, u1.min(u2).round() as usize);
         return Ok(MannWhitney { u: u1, p_value: p, p_method: PMethod::Exact });
     }
