@@ -1,1 +1,0 @@
-//! Correlation, calibration and hypothesis-test statistics, checked against scipy.
