@@ -561,6 +561,25 @@ mod tests {
     }
 
     #[test]
+    fn agreement_report_serializes_undefined_and_bootstrap() {
+        let cfg =
+            AgreementConfig { level: 0.9, bootstrap: Some(BootstrapConfig { n_resamples: 200, seed: 1, level: 0.9 }) };
+        let x = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0];
+        let r = agreement(&x, &[1.0, 3.0, 2.0, 5.0, 4.0, 6.0], &cfg);
+        let k = r.kendall.as_ref().unwrap();
+        assert!(k.fisher_ci.is_none() && k.bootstrap_ci.as_ref().is_some_and(|b| b.is_defined()));
+        let json = serde_json::to_value(&r).unwrap();
+        assert_eq!(json["pearson"]["fisher_ci"]["level"], 0.9);
+        assert_eq!(json["spearman"]["p_method"], "student_t");
+        let flat = agreement(&x, &[2.0; 6], &cfg);
+        let json = serde_json::to_value(&flat).unwrap();
+        for k in ["pearson", "spearman", "kendall"] {
+            assert_eq!(json[k]["undefined"], true, "{k}");
+            assert_eq!(json[k]["reason"], "y is constant", "{k}");
+        }
+    }
+
+    #[test]
     fn fisher_ci_brackets_r_and_is_trivial_for_n_3() {
         let ci = pearson_fisher_ci(0.5, 50, 0.95).unwrap();
         assert!(ci.lower < 0.5 && 0.5 < ci.upper);

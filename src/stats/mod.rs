@@ -17,6 +17,8 @@
 //! [`dependent`] (Williams' test, paired bootstrap of a Spearman difference) and [`group`]
 //! (group-level correlation).
 
+#![warn(missing_docs)]
+
 pub mod bootstrap;
 pub mod calibration;
 pub mod compare;
