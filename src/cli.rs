@@ -8,11 +8,14 @@ use std::path::PathBuf;
 use clap::{Parser, Subcommand};
 use serde_json::{Value, json};
 
+use crate::analysis::{self, GroupBy, Scope};
 use crate::config::Settings;
 use crate::feedback::FeedbackSummary;
 use crate::ingest::{self, IngestOptions, Kind};
+use crate::record::parse_date_arg;
 use crate::record::{FeedbackEvent, FeedbackType};
 use crate::store;
+use crate::store::Filter;
 use crate::{Error, Result};
 
 /// evalloop: measure and retrain an LLM evaluator against human feedback.
@@ -51,6 +54,160 @@ pub enum Command {
     },
     /// Counts of logs, feedback by type, cohorts, evaluators and the time range.
     Stats,
+    /// Correlation of evaluator and human scores (Pearson, Spearman, Kendall tau-b, CIs).
+    Correlate(CorrelateArgs),
+    /// The evaluator score as P(good): ECE, Brier, ROC AUC, threshold metrics, reliability table.
+    Calibration(CalibrationArgs),
+    /// Requests where the evaluator and people disagree.
+    Disagreements(DisagreementsArgs),
+    /// Who leaves feedback: rates per cohort, share positive, under-represented cohorts.
+    Bias(BiasArgs),
+    /// Before/after comparison of a change: Welch's t, Mann-Whitney U, Cohen's d, bootstrap CI.
+    Impact(ImpactArgs),
+    /// The CI gate: thresholds from the config's [thresholds]; exit 1 when one fails.
+    Check(CheckArgs),
+    /// Recorded runs of the weekly loop.
+    Runs {
+        #[command(subcommand)]
+        what: RunsWhat,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RunsWhat {
+    /// Every run, newest first.
+    List,
+    /// One run in full.
+    Show {
+        /// The run id.
+        id: String,
+    },
+}
+
+/// Which requests an analysis covers.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct FilterArgs {
+    /// Requests at or after this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Requests before this time (RFC 3339 or YYYY-MM-DD).
+    #[arg(long)]
+    pub until: Option<String>,
+    /// The evaluator whose scores to use (default: the only one in the store).
+    #[arg(long)]
+    pub evaluator: Option<String>,
+    /// Only this cohort (metadata.user_cohort).
+    #[arg(long)]
+    pub cohort: Option<String>,
+}
+
+impl FilterArgs {
+    /// The validated filter.
+    pub fn resolve(&self) -> Result<Filter> {
+        let date = |flag: &str, v: &Option<String>| -> Result<Option<chrono::DateTime<chrono::Utc>>> {
+            v.as_deref()
+                .map(|s| parse_date_arg(s).map_err(|e| Error::Input(format!("--{flag}: {}", e.reason))))
+                .transpose()
+        };
+        Ok(Filter {
+            since: date("since", &self.since)?,
+            until: date("until", &self.until)?,
+            evaluator: self.evaluator.clone(),
+            cohort: self.cohort.clone(),
+            metadata: Vec::new(),
+        })
+    }
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CorrelateArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Also report each cohort, evaluator or use case separately.
+    #[arg(long, value_enum)]
+    pub by: Option<GroupBy>,
+    /// Percentile-bootstrap intervals with N resamples (0 = none).
+    #[arg(long, default_value_t = 0)]
+    pub bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Group-level (summary-level) correlation over this metadata key (e.g. group_id).
+    #[arg(long)]
+    pub group_key: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CalibrationArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Bins for ECE and the reliability table (equal-width and equal-mass both reported).
+    #[arg(long, default_value_t = 10)]
+    pub bins: usize,
+    /// The evaluator says good when its score is above this.
+    #[arg(long, default_value_t = 0.7)]
+    pub threshold: f64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DisagreementsArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// The evaluator says good when its score is above this.
+    #[arg(long, default_value_t = 0.7)]
+    pub threshold: f64,
+    /// Rows to show.
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Write every disagreement (with prompt and output) to this JSON Lines file.
+    #[arg(long)]
+    pub export: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct BiasArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Flag cohorts whose feedback rate is below this factor times the median rate.
+    #[arg(long, default_value_t = 0.5)]
+    pub low_factor: f64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImpactArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Baseline: requests before this date (with --after).
+    #[arg(long, requires = "after")]
+    pub before: Option<String>,
+    /// Treatment: requests at or after this date (with --before).
+    #[arg(long, requires = "before")]
+    pub after: Option<String>,
+    /// Compare two evaluators on the same requests (with --candidate).
+    #[arg(long, requires = "candidate")]
+    pub baseline_evaluator: Option<String>,
+    #[arg(long, requires = "baseline_evaluator")]
+    pub candidate: Option<String>,
+    /// KEY=BEFORE:AFTER, e.g. prompt_version=v3:v4.
+    #[arg(long)]
+    pub metadata: Option<String>,
+    /// Significance level.
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    /// Bootstrap resamples for the interval of the difference.
+    #[arg(long, default_value_t = 2000)]
+    pub bootstrap: usize,
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Also write the results as JUnit XML (one test case per threshold).
+    #[arg(long)]
+    pub junit: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -151,7 +308,126 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let s = store.stats()?;
             Ok(Outcome::ok(stats_text(&s), serde_json::to_value(&s).unwrap_or_default()))
         }
+        Command::Correlate(a) => {
+            let store = store::open(&settings.db)?;
+            let opts = analysis::CorrelateOptions {
+                by: a.by,
+                bootstrap: a.bootstrap,
+                seed: a.seed,
+                group_key: a.group_key.clone(),
+            };
+            let r = analysis::correlate(store.as_ref(), &scope(&settings, &a.filter)?, &opts)?;
+            Ok(Outcome::ok(crate::render::correlate(&r), to_json(&r)))
+        }
+        Command::Calibration(a) => {
+            if a.bins == 0 || !(0.0..=1.0).contains(&a.threshold) {
+                return Err(Error::Input("--bins must be at least 1 and --threshold within [0, 1]".into()));
+            }
+            let store = store::open(&settings.db)?;
+            let opts = analysis::CalibrationOptions { bins: a.bins, threshold: a.threshold };
+            let r = analysis::calibration(store.as_ref(), &scope(&settings, &a.filter)?, &opts)?;
+            Ok(Outcome::ok(crate::render::calibration(&r), to_json(&r)))
+        }
+        Command::Disagreements(a) => {
+            let store = store::open(&settings.db)?;
+            let r = analysis::disagreements(
+                store.as_ref(),
+                &scope(&settings, &a.filter)?,
+                a.threshold,
+                a.limit,
+                a.export.as_deref(),
+            )?;
+            Ok(Outcome::ok(crate::render::disagreements(&r, a.export.as_deref()), to_json(&r)))
+        }
+        Command::Bias(a) => {
+            let store = store::open(&settings.db)?;
+            let r = analysis::bias(store.as_ref(), &scope(&settings, &a.filter)?, a.low_factor)?;
+            Ok(Outcome::ok(crate::render::bias(&r), to_json(&r)))
+        }
+        Command::Impact(a) => impact(&settings, a),
+        Command::Runs { what } => {
+            let store = store::open(&settings.db)?;
+            match what {
+                RunsWhat::List => {
+                    let runs = store.runs()?;
+                    let mut text =
+                        format!("{:<28} {:<22} {:<10} {:<14} run dir\n", "id", "started", "status", "decision");
+                    for r in &runs {
+                        text.push_str(&format!(
+                            "{:<28} {:<22} {:<10} {:<14} {}\n",
+                            r.id,
+                            r.started_at.get(..19).unwrap_or(&r.started_at),
+                            r.status,
+                            r.decision.as_deref().unwrap_or("-"),
+                            r.run_dir
+                        ));
+                    }
+                    if runs.is_empty() {
+                        text = "no runs recorded yet".into();
+                    }
+                    Ok(Outcome::ok(text.trim_end().to_string(), to_json(&runs)))
+                }
+                RunsWhat::Show { id } => {
+                    let r = store.run(&id)?.ok_or_else(|| Error::Input(format!("no run with id {id:?}")))?;
+                    let text = serde_json::to_string_pretty(&r).unwrap_or_default();
+                    Ok(Outcome::ok(text, to_json(&r)))
+                }
+            }
+        }
+        Command::Check(a) => {
+            let t: analysis::Thresholds = settings.section("thresholds", &settings.config.thresholds)?;
+            if settings.config.thresholds.is_none() {
+                return Err(Error::Input("check needs --config FILE with a [thresholds] section".into()));
+            }
+            let store = store::open(&settings.db)?;
+            let r = analysis::check(store.as_ref(), &scope(&settings, &a.filter)?, &t)?;
+            if let Some(p) = &a.junit {
+                crate::atomic::write_atomic(p, analysis::junit_xml(&r).as_bytes())?;
+            }
+            Ok(Outcome { text: crate::render::check(&r), json: to_json(&r), code: if r.pass { 0 } else { 1 } })
+        }
     }
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Value {
+    serde_json::to_value(v).unwrap_or_default()
+}
+
+fn scope(settings: &Settings, f: &FilterArgs) -> Result<Scope> {
+    Ok(Scope { filter: f.resolve()?, policy: settings.policy.clone() })
+}
+
+fn impact(settings: &Settings, a: ImpactArgs) -> Result<Outcome> {
+    let date = |flag: &str, v: &str| parse_date_arg(v).map_err(|e| Error::Input(format!("--{flag}: {}", e.reason)));
+    let split = match (&a.before, &a.after, &a.baseline_evaluator, &a.candidate, &a.metadata) {
+        (Some(b), Some(f), None, None, None) => {
+            analysis::ImpactSplit::Dates { before: date("before", b)?, after: date("after", f)? }
+        }
+        (None, None, Some(b), Some(c), None) => {
+            analysis::ImpactSplit::Evaluators { baseline: b.clone(), candidate: c.clone() }
+        }
+        (None, None, None, None, Some(m)) => {
+            let bad =
+                || Error::Input(format!("--metadata {m:?}: expected KEY=BEFORE:AFTER, e.g. prompt_version=v3:v4"));
+            let (key, vals) = m.split_once('=').ok_or_else(bad)?;
+            let (before, after) = vals.split_once(':').ok_or_else(bad)?;
+            if key.is_empty() || before.is_empty() || after.is_empty() {
+                return Err(bad());
+            }
+            analysis::ImpactSplit::Metadata { key: key.into(), before: before.into(), after: after.into() }
+        }
+        _ => {
+            return Err(Error::Input(
+                "impact: give exactly one of --before/--after, --baseline-evaluator/--candidate, or --metadata".into(),
+            ));
+        }
+    };
+    if !(0.0..1.0).contains(&a.alpha) || a.alpha == 0.0 {
+        return Err(Error::Input(format!("--alpha {} must be in (0, 1)", a.alpha)));
+    }
+    let store = store::open(&settings.db)?;
+    let r = analysis::impact(store.as_ref(), &scope(settings, &a.filter)?, &split, a.alpha, a.bootstrap, a.seed)?;
+    Ok(Outcome::ok(crate::render::impact(&r), to_json(&r)))
 }
 
 fn record(settings: &Settings, a: RecordArgs) -> Result<Outcome> {

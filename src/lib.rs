@@ -6,6 +6,8 @@
 //! classifier ([`model`]) as the new evaluator; [`score`] applies it; [`report`] and [`pipeline`]
 //! chain the stages into the weekly job.
 
+pub mod analysis;
+pub mod atomic;
 pub mod cli;
 pub mod config;
 pub mod dataset;
@@ -14,6 +16,7 @@ pub mod feedback;
 pub mod ingest;
 pub mod model;
 pub mod record;
+pub mod render;
 pub mod score;
 pub mod simulate;
 pub mod stats;

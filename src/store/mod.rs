@@ -152,6 +152,29 @@ pub struct StoreStats {
     pub last_timestamp: Option<String>,
 }
 
+/// One recorded run of the weekly loop (`evalloop run`), as `evalloop runs` shows it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct RunRecord {
+    /// Unique id, e.g. `20260531T120000Z-1a2b3c4d`.
+    pub id: String,
+    /// RFC 3339.
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// SHA-256 of the config file's bytes, hex.
+    pub config_hash: String,
+    /// `running`, `completed` or `failed`.
+    pub status: String,
+    /// `promoted`, `kept_baseline`, or `null` before the gate ran.
+    pub decision: Option<String>,
+    /// The run directory (report, dataset, model).
+    pub run_dir: String,
+    pub model_path: Option<String>,
+    /// The dataset card, as JSON.
+    pub dataset_card: Option<serde_json::Value>,
+    /// Headline metrics (pre/post correlations, gate numbers), as JSON.
+    pub metrics: Option<serde_json::Value>,
+}
+
 /// A log store. All writes happen between [`Store::begin`] and [`Store::commit`].
 pub trait Store {
     /// `sqlite` or `postgres`.
@@ -191,6 +214,18 @@ pub trait Store {
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>>;
     /// The evaluator `overall` of every request matching the filter (with or without feedback).
     fn eval_scores(&self, filter: &Filter) -> StoreResult<Vec<f64>>;
+    /// Prompt, output and metadata of the given requests, in the given order; an unknown id is
+    /// an error.
+    fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>>;
+
+    /// Inserts or replaces a run record (by id).
+    fn save_run(&mut self, run: &RunRecord) -> StoreResult<()>;
+    /// Every run, newest first.
+    fn runs(&self) -> StoreResult<Vec<RunRecord>>;
+    /// The run with this id, if any.
+    fn run(&self, id: &str) -> StoreResult<Option<RunRecord>> {
+        Ok(self.runs()?.into_iter().find(|r| r.id == id))
+    }
 }
 
 /// Opens the store a `--db` value names: a `postgres://` URL or a SQLite file path.

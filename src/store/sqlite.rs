@@ -1,19 +1,20 @@
 //! The SQLite store: one file (WAL mode), schema created and migrated by the program.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, params, params_from_iter};
 
 use super::{
-    BatchOutcome, CohortStats, Filter, RequestText, ScoredQuery, ScoredRequest, Store, StoreError, StoreResult,
-    StoreStats,
+    BatchOutcome, CohortStats, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store, StoreError,
+    StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue, format_timestamp, from_micros, to_micros};
 
 /// The schema version this program writes. Each entry of [`MIGRATIONS`] moves one version up.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` takes a store from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -51,6 +52,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX feedback_events_request ON feedback_events(request_id, feedback_type, value_num);
     CREATE INDEX feedback_events_ts ON feedback_events(ts);",
+    // 1 -> 2: runs of the weekly loop.
+    "CREATE TABLE runs (
+        id TEXT PRIMARY KEY,
+        started_at TEXT NOT NULL,
+        finished_at TEXT,
+        config_hash TEXT NOT NULL,
+        status TEXT NOT NULL,
+        decision TEXT,
+        run_dir TEXT NOT NULL,
+        model_path TEXT,
+        dataset_card TEXT,
+        metrics TEXT
+    );",
 ];
 
 /// A store in one SQLite file.
@@ -246,7 +260,7 @@ impl Store for SqliteStore {
                     l.meta_str("user_id"),
                     l.meta_str("use_case"),
                     l.meta_str("prompt_version"),
-                    serde_json::Value::Object(l.metadata.clone()).to_string(),
+                    serde_json::to_string(&l.metadata).unwrap_or_else(|_| "{}".into()),
                 ])
                 .map_err(&err)?;
             if n == 0 {
@@ -254,15 +268,10 @@ impl Store for SqliteStore {
                 continue;
             }
             out.stored += 1;
-            let others: serde_json::Map<String, serde_json::Value> = l
-                .eval_scores
-                .iter()
-                .filter(|(k, _)| k.as_str() != "overall")
-                .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
-                .collect();
-            score_stmt
-                .execute(params![l.request_id, l.evaluator, l.overall(), serde_json::Value::Object(others).to_string()])
-                .map_err(&err)?;
+            let others: BTreeMap<&str, f64> =
+                l.eval_scores.iter().filter(|(k, _)| k.as_str() != "overall").map(|(k, v)| (k.as_str(), *v)).collect();
+            let others = serde_json::to_string(&others).unwrap_or_else(|_| "{}".into());
+            score_stmt.execute(params![l.request_id, l.evaluator, l.overall(), others]).map_err(&err)?;
         }
         Ok(out)
     }
@@ -486,12 +495,16 @@ impl Store for SqliteStore {
         let mut params = policy_params(policy);
         params.push(SqlValue::Real(policy.good_min));
         let good = params.len();
-        let score_cond = match &filter.evaluator {
+        // With an evaluator, its score is one primary-key lookup per request; without one, the
+        // mean over the request's evaluators.
+        let score_join = match &filter.evaluator {
             Some(e) => {
                 params.push(SqlValue::Text(e.clone()));
-                format!("WHERE evaluator = ?{}", params.len())
+                format!("LEFT JOIN eval_scores s ON s.request_id = l.request_id AND s.evaluator = ?{}", params.len())
             }
-            None => String::new(),
+            None => "LEFT JOIN (SELECT request_id, AVG(overall) AS overall FROM eval_scores GROUP BY request_id) s
+                     ON s.request_id = l.request_id"
+                .to_string(),
         };
         let cond = filter_sql(&Filter { evaluator: None, ..filter.clone() }, false, &mut params);
         let sql = format!(
@@ -501,13 +514,11 @@ impl Store for SqliteStore {
                        MAX(f.feedback_type LIKE 'implicit%') AS im,
                        AVG({EVENT_SCORE_SQL}) AS human
                 FROM feedback_events f GROUP BY f.request_id
-             ), s AS (
-                SELECT request_id, AVG(overall) AS overall FROM eval_scores {score_cond} GROUP BY request_id
              )
              SELECT l.cohort, COUNT(*), COUNT(h.request_id), COALESCE(SUM(h.ex), 0), COALESCE(SUM(h.im), 0),
                     COUNT(h.human), COALESCE(SUM(h.human >= ?{good}), 0), AVG(s.overall)
              FROM eval_logs l LEFT JOIN h ON h.request_id = l.request_id
-                              LEFT JOIN s ON s.request_id = l.request_id
+                              {score_join}
              WHERE 1 = 1{cond}
              GROUP BY l.cohort ORDER BY l.cohort"
         );
@@ -540,6 +551,82 @@ impl Store for SqliteStore {
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get(0)).map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>> {
+        ids.iter().map(|id| Ok((id.clone(), self.text_of(id)?))).collect()
+    }
+
+    fn save_run(&mut self, r: &RunRecord) -> StoreResult<()> {
+        let js = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
+        self.conn
+            .execute(
+                "INSERT INTO runs (id, started_at, finished_at, config_hash, status, decision, run_dir, model_path,
+                     dataset_card, metrics) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT(id) DO UPDATE SET finished_at = excluded.finished_at, status = excluded.status,
+                     decision = excluded.decision, model_path = excluded.model_path,
+                     dataset_card = excluded.dataset_card, metrics = excluded.metrics",
+                params![
+                    r.id,
+                    r.started_at,
+                    r.finished_at,
+                    r.config_hash,
+                    r.status,
+                    r.decision,
+                    r.run_dir,
+                    r.model_path,
+                    js(&r.dataset_card),
+                    js(&r.metrics)
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    fn runs(&self) -> StoreResult<Vec<RunRecord>> {
+        let mut s = self
+            .conn
+            .prepare(
+                "SELECT id, started_at, finished_at, config_hash, status, decision, run_dir, model_path, dataset_card,
+                     metrics FROM runs ORDER BY started_at DESC, id DESC",
+            )
+            .map_err(self.err())?;
+        let parse = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
+        let rows = s
+            .query_map([], |r| {
+                Ok(RunRecord {
+                    id: r.get(0)?,
+                    started_at: r.get(1)?,
+                    finished_at: r.get(2)?,
+                    config_hash: r.get(3)?,
+                    status: r.get(4)?,
+                    decision: r.get(5)?,
+                    run_dir: r.get(6)?,
+                    model_path: r.get(7)?,
+                    dataset_card: parse(r.get(8)?),
+                    metrics: parse(r.get(9)?),
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+}
+
+impl SqliteStore {
+    fn text_of(&self, id: &str) -> StoreResult<RequestText> {
+        let mut s = self
+            .conn
+            .prepare_cached("SELECT prompt, output, metadata FROM eval_logs WHERE request_id = ?1")
+            .map_err(self.err())?;
+        let mut rows = s.query([id]).map_err(self.err())?;
+        match rows.next().map_err(self.err())? {
+            Some(r) => Ok(RequestText {
+                prompt: r.get(0).map_err(self.err())?,
+                output: r.get(1).map_err(self.err())?,
+                metadata: r.get(2).map_err(self.err())?,
+            }),
+            None => Err(StoreError::Invalid(format!("no log for request {id:?}"))),
+        }
     }
 }
 

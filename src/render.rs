@@ -1,0 +1,266 @@
+//! Plain-text renderings of the analysis results, for people at a terminal.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::analysis::{
+    BiasReport, CalibrationSummary, CheckReport, CorrelateReport, Correlation, DisagreementReport, ImpactReport,
+};
+use crate::stats::{self, Outcome};
+
+fn num(x: Option<f64>) -> String {
+    x.map_or("undefined".into(), |v| format!("{v:.4}"))
+}
+
+fn p(x: Option<f64>) -> String {
+    x.map_or("-".into(), |v| if v < 1e-4 { format!("{v:.2e}") } else { format!("{v:.4}") })
+}
+
+fn ci(x: Option<[f64; 2]>) -> String {
+    x.map_or("-".into(), |[a, b]| format!("[{a:.3}, {b:.3}]"))
+}
+
+fn corr_lines(c: &Correlation, out: &mut String) {
+    let _ = writeln!(out, "  n_samples    {}", c.n_samples);
+    let rows = [
+        ("pearson_r", c.pearson_r, c.pearson_p, c.pearson_ci, "pearson"),
+        ("spearman_r", c.spearman_r, c.spearman_p, c.spearman_ci, "spearman"),
+        ("kendall_tau", c.kendall_tau, c.kendall_p, None, "kendall"),
+    ];
+    for (name, r, pv, fci, key) in rows {
+        match c.undefined.get(key) {
+            Some(reason) => {
+                let _ = writeln!(out, "  {name:<12} undefined ({reason})");
+            }
+            None => {
+                let _ = writeln!(out, "  {name:<12} {}  p = {}  95% CI {}", num(r), p(pv), ci(fci));
+            }
+        }
+    }
+    if let Some(b) = &c.bootstrap {
+        let _ = writeln!(
+            out,
+            "  bootstrap ({} resamples, seed {}): pearson {}  spearman {}  kendall {}",
+            b.n_resamples,
+            b.seed,
+            ci(b.pearson_ci),
+            ci(b.spearman_ci),
+            ci(b.kendall_ci)
+        );
+    }
+    if let Some(g) = &c.group_level {
+        let _ = writeln!(
+            out,
+            "  group-level by {}: spearman {}  kendall {}  ({} of {} groups usable)",
+            g.key,
+            num(g.spearman_r),
+            num(g.kendall_tau),
+            g.groups_used,
+            g.groups_total
+        );
+    }
+}
+
+/// `evalloop correlate`.
+pub fn correlate(r: &CorrelateReport) -> String {
+    let mut out = format!("evaluator {} vs human scores\n", r.evaluator.as_deref().unwrap_or("(per evaluator)"));
+    if let Some(reason) = r.overall.undefined.get("overall") {
+        let _ = writeln!(out, "  overall: {reason}");
+    } else {
+        corr_lines(&r.overall, &mut out);
+    }
+    for g in &r.by {
+        let _ = writeln!(out, "\n{}:", g.group.as_deref().unwrap_or("-"));
+        corr_lines(g, &mut out);
+    }
+    out.trim_end().to_string()
+}
+
+/// `evalloop calibration`.
+pub fn calibration(s: &CalibrationSummary) -> String {
+    let mut out = format!(
+        "evaluator {} as P(good): {} labelled ({} good, {} bad; {} neutral left out)\n",
+        s.evaluator.as_deref().unwrap_or("-"),
+        s.n_labelled,
+        s.n_good,
+        s.n_bad,
+        s.n_neutral_dropped
+    );
+    let r = match &s.report {
+        Outcome::Undefined(u) => return out + &format!("  undefined: {}", u.reason),
+        Outcome::Defined(r) => r,
+    };
+    let o = |x: &Outcome<f64>| num(x.as_ref().copied());
+    let _ = writeln!(out, "  ECE (equal-width, {} bins)  {:.4}", r.uniform.bins.len(), r.uniform.ece);
+    let _ = writeln!(out, "  ECE (equal-mass, {} bins)   {:.4}", r.quantile.bins.len(), r.quantile.ece);
+    let _ = writeln!(out, "  Brier score                 {:.4}", r.brier);
+    let _ = writeln!(out, "  ROC AUC                     {}", o(&r.roc_auc));
+    let t = &r.at_threshold;
+    let _ = writeln!(
+        out,
+        "  at threshold {}: accuracy {}  precision {}  recall {}  F1 {}  Cohen's kappa {}",
+        t.threshold,
+        o(&t.accuracy),
+        o(&t.precision),
+        o(&t.recall),
+        o(&t.f1),
+        o(&t.cohen_kappa)
+    );
+    let _ = writeln!(
+        out,
+        "\n  reliability (equal-width)\n  {:>13}  {:>7}  {:>14}  {:>8}",
+        "bin", "count", "mean predicted", "observed"
+    );
+    for b in &r.uniform.bins {
+        let _ = writeln!(
+            out,
+            "  [{:.2}, {:.2}]  {:>7}  {:>14}  {:>8}",
+            b.lower,
+            b.upper,
+            b.count,
+            b.mean_predicted.map_or("-".into(), |v| format!("{v:.3}")),
+            b.observed_frequency.map_or("-".into(), |v| format!("{v:.3}"))
+        );
+    }
+    out.trim_end().to_string()
+}
+
+/// `evalloop disagreements`.
+pub fn disagreements(r: &DisagreementReport, export: Option<&Path>) -> String {
+    let mut out = format!(
+        "evaluator {} (good when score > {}): {} labelled requests, {} disagreements (rate {})\n  evaluator good, people bad: {}\n  evaluator not good, people good: {}\n",
+        r.evaluator.as_deref().unwrap_or("-"),
+        r.threshold,
+        r.n_labelled,
+        r.evaluator_good_human_bad + r.evaluator_bad_human_good,
+        num(r.disagreement_rate),
+        r.evaluator_good_human_bad,
+        r.evaluator_bad_human_good
+    );
+    for (c, n) in &r.by_cohort {
+        let _ = writeln!(out, "  cohort {c}: {n}");
+    }
+    for d in &r.rows {
+        let cut = |s: &str| -> String {
+            let one: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+            if one.chars().count() > 70 { one.chars().take(70).collect::<String>() + "..." } else { one }
+        };
+        let _ = writeln!(
+            out,
+            "\n{}  eval {:.3}  human {:.2} ({})  cohort {}\n  prompt: {}\n  output: {}",
+            d.request_id,
+            d.eval_score,
+            d.human_score,
+            if d.human_says_good { "good" } else { "bad" },
+            d.cohort.as_deref().unwrap_or("-"),
+            cut(&d.prompt),
+            cut(&d.output)
+        );
+    }
+    if let Some(p) = export {
+        let _ = writeln!(out, "\nall disagreements written to {}", p.display());
+    }
+    out.trim_end().to_string()
+}
+
+/// `evalloop bias`.
+pub fn bias(r: &BiasReport) -> String {
+    let mut out = format!(
+        "{:<16} {:>9} {:>9} {:>8} {:>8} {:>8} {:>8} {:>8}\n",
+        "cohort", "requests", "with fb", "rate", "explicit", "implicit", "positive", "mean ev"
+    );
+    for c in &r.cohorts {
+        let _ = writeln!(
+            out,
+            "{:<16} {:>9} {:>9} {:>8.4} {:>8.4} {:>8.4} {:>8} {:>8}{}",
+            c.cohort,
+            c.requests,
+            c.requests_with_feedback,
+            c.feedback_rate,
+            c.explicit_rate,
+            c.implicit_rate,
+            c.share_positive.map_or("-".into(), |v| format!("{v:.3}")),
+            c.mean_eval_score.map_or("-".into(), |v| format!("{v:.3}")),
+            if c.underrepresented { "  <- under-represented" } else { "" }
+        );
+    }
+    let _ =
+        write!(out, "median feedback rate {}; flagged below {} x median", num(r.median_feedback_rate), r.low_factor);
+    out
+}
+
+fn comparison(name: &str, c: &stats::ImpactComparison, significant: bool, out: &mut String) {
+    let _ = writeln!(
+        out,
+        "{name}: before mean {:.4} (n {}), after mean {:.4} (n {}), change {:+.4}, improvement {}",
+        c.mean_baseline,
+        c.n_baseline,
+        c.mean_treatment,
+        c.n_treatment,
+        c.diff_means,
+        c.improvement_pct.map_or("undefined (zero or empty baseline)".into(), |v| format!("{v:+.2}%"))
+    );
+    if let Some(b) = c.diff_ci.as_ref() {
+        let _ = writeln!(out, "  bootstrap 95% CI of the change [{:.4}, {:.4}]", b.lower, b.upper);
+    }
+    match c.welch.as_ref() {
+        Some(w) => {
+            let _ = writeln!(out, "  Welch's t {:.4} (df {:.1}), p = {}", w.statistic, w.df, p(Some(w.p_value)));
+        }
+        None => {
+            let _ = writeln!(out, "  Welch's t undefined");
+        }
+    }
+    if let Some(m) = c.mann_whitney.as_ref() {
+        let _ = writeln!(out, "  Mann-Whitney U {:.1}, p = {}", m.u, p(Some(m.p_value)));
+    }
+    if let Some(d) = c.cohens_d.as_ref() {
+        let _ = writeln!(out, "  Cohen's d {:.4}", d.d);
+    }
+    let _ = writeln!(out, "  significant: {significant}");
+}
+
+/// `evalloop impact`.
+pub fn impact(r: &ImpactReport) -> String {
+    let mut out = format!("impact of {} (alpha {})\n", r.split, r.alpha);
+    comparison("evaluator scores", &r.eval_scores, r.eval_significant, &mut out);
+    if let Some(h) = &r.human_scores {
+        comparison("human scores", h, r.human_significant.unwrap_or(false), &mut out);
+    }
+    if let Some(a) = &r.agreement {
+        let _ = writeln!(
+            out,
+            "agreement with people on {} shared requests: baseline spearman {}, candidate spearman {}",
+            a.n_samples,
+            num(a.baseline_spearman),
+            num(a.candidate_spearman)
+        );
+        match a.williams.as_ref() {
+            Some(w) => {
+                let _ = writeln!(out, "  Williams' t {:.4} (df {}), p = {}", w.statistic, w.df, p(Some(w.p_value)));
+            }
+            None => {
+                let _ = writeln!(out, "  Williams' test undefined");
+            }
+        }
+    }
+    out.trim_end().to_string()
+}
+
+/// `evalloop check`.
+pub fn check(r: &CheckReport) -> String {
+    let mut out = format!("{:<36} {:>12} {:>12}  result\n", "check", "value", "required");
+    for c in &r.checks {
+        let _ = writeln!(
+            out,
+            "{:<36} {:>12} {:>12}  {}{}",
+            c.name,
+            c.value.map_or("undefined".into(), |v| format!("{v:.4}")),
+            c.limit,
+            if c.pass { "pass" } else { "FAIL" },
+            c.reason.as_ref().map_or(String::new(), |r| format!(" ({r})"))
+        );
+    }
+    let _ = write!(out, "{}", if r.pass { "PASS" } else { "FAIL" });
+    out
+}
