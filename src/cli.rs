@@ -51,6 +51,42 @@ pub enum Command {
     },
     /// Counts of logs, feedback by type, cohorts, evaluators and the time range.
     Stats,
+    /// Build labelled, cohort-weighted train/validation/test files from the store ([dataset]).
+    Dataset {
+        #[command(subcommand)]
+        what: DatasetWhat,
+    },
+    /// Write eval logs, biased feedback and ground truth from a human-judgement file ([simulate]).
+    Simulate(SimulateArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetWhat {
+    /// Write train/validation/test.jsonl and dataset_card.json/.md into --out.
+    Build {
+        /// The output directory (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// A human-judgement file (JSON Lines: dataset, item_id, group_id, system, source, reference, output, human).
+    #[arg(long)]
+    pub judgements: PathBuf,
+    /// The human dimension to use as the true score (e.g. coherence).
+    #[arg(long)]
+    pub dimension: String,
+    /// The output directory (created if needed).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of every random draw (default: [simulate] seed, else 7).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep this many whole groups out of logs and feedback (default: [simulate] holdout_groups, else 0).
+    #[arg(long)]
+    pub holdout_groups: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -150,6 +186,23 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let store = store::open(&settings.db)?;
             let s = store.stats()?;
             Ok(Outcome::ok(stats_text(&s), serde_json::to_value(&s).unwrap_or_default()))
+        }
+        Command::Dataset { what: DatasetWhat::Build { out } } => {
+            let cfg: crate::dataset::DatasetConfig = settings.section("dataset", &settings.config.dataset)?;
+            let store = store::open(&settings.db)?;
+            let built = crate::dataset::build(store.as_ref(), &settings.policy, &cfg, &out)?;
+            Ok(Outcome::ok(built.text, built.card))
+        }
+        Command::Simulate(a) => {
+            let mut cfg: crate::simulate::SimulateConfig = settings.section("simulate", &settings.config.simulate)?;
+            if let Some(s) = a.seed {
+                cfg.seed = s;
+            }
+            if let Some(n) = a.holdout_groups {
+                cfg.holdout_groups = n;
+            }
+            let s = crate::simulate::simulate(&a.judgements, &a.dimension, &a.out, &cfg)?;
+            Ok(Outcome::ok(s.to_string().trim_end().to_string(), serde_json::to_value(&s).unwrap_or_default()))
         }
     }
 }
