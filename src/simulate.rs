@@ -166,7 +166,7 @@ pub struct SimulateConfig {
     pub extremity: f64,
     /// Standard deviation of the per-request rating noise, in 1-5 points; default 0.
     pub rating_noise: f64,
-    /// Default: `free` (share 3, rate 0.2), `pro` (share 2, rate 0.4), `enterprise` (share 2, rate 0.7).
+    /// Default: `free` (share 3, rate 0.3), `pro` (share 2, rate 0.5), `enterprise` (share 2, rate 0.8).
     pub cohorts: Vec<CohortSpec>,
 }
 
@@ -195,7 +195,7 @@ impl Default for SimulateConfig {
             outcome_slope: 0.0,
             extremity: 0.0,
             rating_noise: 0.0,
-            cohorts: vec![c("free", 3.0, 0.2), c("pro", 2.0, 0.4), c("enterprise", 2.0, 0.7)],
+            cohorts: vec![c("free", 3.0, 0.3), c("pro", 2.0, 0.5), c("enterprise", 2.0, 0.8)],
         }
     }
 }
@@ -230,10 +230,10 @@ impl SimulateConfig {
         if self.users == 0 {
             return Err("users must be at least 1".into());
         }
-        if let Some([lo, hi]) = self.scale {
-            if !(lo < hi) {
-                return Err(format!("scale = [{lo}, {hi}] must be increasing"));
-            }
+        if let Some([lo, hi]) = self.scale
+            && (lo.is_nan() || hi.is_nan() || lo >= hi)
+        {
+            return Err(format!("scale = [{lo}, {hi}] must be increasing"));
         }
         self.end()?;
         Ok(())
@@ -291,7 +291,11 @@ impl std::fmt::Display for SimulateSummary {
             self.heldout_groups.len(),
             self.out
         )?;
-        writeln!(f, "  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}", "cohort", "requests", "explicit", "ratings", "thumbs", "implicit", "mean h5")?;
+        writeln!(
+            f,
+            "  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
+            "cohort", "requests", "explicit", "ratings", "thumbs", "implicit", "mean h5"
+        )?;
         for (name, c) in &self.cohorts {
             writeln!(
                 f,
@@ -478,11 +482,8 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
     let mut sys_order: Vec<&str> = systems.iter().copied().collect();
     sys_order.sort_by_key(|s| (hash64(&[&seed, "system", s]), *s));
     let n_sys = sys_order.len() as f64;
-    let system_cohort: BTreeMap<&str, usize> = sys_order
-        .iter()
-        .enumerate()
-        .map(|(i, s)| (*s, cohort_at(&shares, (i as f64 + 0.5) / n_sys)))
-        .collect();
+    let system_cohort: BTreeMap<&str, usize> =
+        sys_order.iter().enumerate().map(|(i, s)| (*s, cohort_at(&shares, (i as f64 + 0.5) / n_sys))).collect();
 
     // Baseline evaluator.
     let f1: Vec<f64> = rows.iter().map(|j| unigram_f1(&j.output, &j.reference)).collect();
@@ -681,10 +682,7 @@ impl Writer {
     }
 
     pub(crate) fn raw(&mut self, s: &str) -> Result<()> {
-        self.w
-            .write_all(s.as_bytes())
-            .and_then(|_| self.w.write_all(b"\n"))
-            .map_err(|e| Error::io(&self.path, e))
+        self.w.write_all(s.as_bytes()).and_then(|_| self.w.write_all(b"\n")).map_err(|e| Error::io(&self.path, e))
     }
 
     pub(crate) fn finish(mut self) -> Result<()> {
