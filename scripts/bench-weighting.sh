@@ -5,15 +5,18 @@
 # labelled requests), and print how close the weighted label mean comes to the truth, per cohort
 # and over the whole population of logged requests.
 #
-# Two bias scenarios (rates as simulate's defaults):
+# Three bias scenarios (rates as simulate's defaults):
 #   cohort   feedback rate depends on the cohort only (free 0.3, pro 0.5, enterprise 0.8;
-#            cohorts by system, so cohort and quality are correlated).
+#            cohorts by system, so cohort and quality are correlated: informative bias).
+#   users    the same rates, but cohorts by synthetic user, so cohort and quality are
+#            independent: the bias is not informative and weighting can only cost variance.
 #   outcome  as cohort, plus outcome-dependent feedback (outcome_slope = 2: bad outputs are
-#            reported more) and per-cohort standards (shift free -0.5, enterprise +0.5).
+#            reported more) and per-cohort standards (shift free -0.5, enterprise +0.5):
+#            selection within a cohort, which no cohort weight can undo.
 # Truth: the binary label (true rating >= 4 good, <= 2 bad, neutral left out) of every logged
 # request, what the dataset would hold if every request got a rating.
 #
-# Usage: scripts/bench-weighting.sh [JUDGEMENTS_DIR] [SEEDS]   (default ../shared/data/judgements, "1 2 3")
+# Usage: scripts/bench-weighting.sh [JUDGEMENTS_DIR] [SEEDS]   (default ../shared/data/judgements, seeds 1-10)
 # Needs: a release build (cargo build --release) and python3 (standard library only).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,7 +27,7 @@ if [[ -z "$DATA" ]]; then
   done
 fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; pass it as the first argument" >&2; exit 2; }
-SEEDS="${2:-1 2 3}"
+SEEDS="${2:-1 2 3 4 5 6 7 8 9 10}"
 BIN="${EVALLOOP_BIN:-target/release/evalloop}"
 [[ -x "$BIN" ]] || cargo build --release
 WORK="$(mktemp -d)"
@@ -33,6 +36,7 @@ trap 'rm -rf "$WORK"' EXIT
 scenario_toml() {
   case "$1" in
     cohort) echo "[simulate]" ;;
+    users) printf '[simulate]\ncohort_by = "user"\n' ;;
     outcome) cat <<'T'
 [simulate]
 outcome_slope = 2.0
@@ -58,7 +62,7 @@ T
 WEIGHTINGS="none inverse_rate ipw ipw_labelled"
 for spec in "newsroom:coherence" "realsumm:litepyramid_recall"; do
   name="${spec%%:*}"; dim="${spec#*:}"
-  for scen in cohort outcome; do
+  for scen in cohort users outcome; do
     for seed in $SEEDS; do
       run="$WORK/$name-$scen-$seed"
       mkdir -p "$run"
@@ -85,7 +89,7 @@ def rows(p):
     with open(p) as f:
         return [json.loads(l) for l in f if l.strip()]
 for name in ["newsroom", "realsumm"]:
-    for scen in ["cohort", "outcome"]:
+    for scen in ["cohort", "users", "outcome"]:
         res = {w: {"overall": [], "cohort": [], "ess": [], "n": []} for w in weightings}
         truth_overall = []
         for seed in seeds:
