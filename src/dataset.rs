@@ -1042,4 +1042,14 @@ mod tests {
         assert!(bad.validate().unwrap_err().contains("validation_fraction"));
         assert!(toml::from_str::<DatasetConfig>("weighting = [\"ipw2\"]").is_err());
     }
+
+    /// configs/dataset.toml says it shows the defaults; keep it honest.
+    #[test]
+    fn example_config_shows_the_defaults() {
+        let cf: crate::config::ConfigFile = toml::from_str(include_str!("../configs/dataset.toml")).unwrap();
+        let d: DatasetConfig = cf.dataset.unwrap().try_into().unwrap();
+        assert_eq!(d, DatasetConfig { group_key: Some("group_id".into()), ..Default::default() });
+        let s: crate::simulate::SimulateConfig = cf.simulate.unwrap().try_into().unwrap();
+        assert_eq!(s, crate::simulate::SimulateConfig::default());
+    }
 }

@@ -585,7 +585,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
             prompt,
             output: j.output.clone(),
             eval_scores: BTreeMap::from([("overall".to_string(), eval)]),
-            feedback_collected: Some(u_feedback < p),
+            feedback_collected: Some(u_feedback < p || u_implicit < cfg.implicit_rate),
             evaluator: cfg.evaluator.clone(),
             metadata,
         };
