@@ -192,3 +192,33 @@ fn outcome_dependent_feedback_over_reports_bad_outputs() {
     );
     assert!(p_low > 0.4 && p_high < 0.2, "low {p_low}, high {p_high}");
 }
+
+#[test]
+fn disagreements_graded_subsampled_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ex = root().join("data/example");
+    for (what, file) in [("logs", "logs.jsonl"), ("feedback", "feedback.jsonl")] {
+        let r = json_out(evalloop(dir).args(["--db", "e.db", "ingest", what]).arg(ex.join(file)));
+        assert_eq!(r["rejected"], 0);
+    }
+    std::fs::write(
+        dir.join("c.toml"),
+        "[dataset]\nlabel = \"graded\"\nsource = \"disagreements\"\nmax_examples = 12\nmin_per_stratum = 1\n\
+         weighting = [\"inverse_rate\", \"class_balance\", \"disagreement_boost\", \"normalize\"]\n",
+    )
+    .unwrap();
+    let card = json_out(evalloop(dir).args(["--db", "e.db", "--config", "c.toml", "dataset", "build", "--out", "ds"]));
+    assert_eq!(card["config"]["label"], "graded");
+    assert!(card["dropped_agreeing"].as_u64().unwrap() > 0);
+    assert!(card["examples"].as_u64().unwrap() <= 14, "{}", card["examples"]);
+    assert!(!card["subsampling"].as_array().unwrap().is_empty());
+    for split in ["train", "validation", "test"] {
+        for r in lines(&dir.join(format!("ds/{split}.jsonl"))) {
+            assert_eq!(r["is_disagreement"], true);
+            let l = r["label"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&l));
+            assert!(r["group"].as_str().unwrap().starts_with("prompt-"), "no group_key: prompt hash");
+        }
+    }
+}
