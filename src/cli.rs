@@ -71,6 +71,13 @@ pub enum Command {
         #[command(subcommand)]
         what: RunsWhat,
     },
+    /// Build labelled, cohort-weighted train/validation/test files from the store ([dataset]).
+    Dataset {
+        #[command(subcommand)]
+        what: DatasetWhat,
+    },
+    /// Write eval logs, biased feedback and ground truth from a human-judgement file ([simulate]).
+    Simulate(SimulateArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +215,35 @@ pub struct CheckArgs {
     /// Also write the results as JUnit XML (one test case per threshold).
     #[arg(long)]
     pub junit: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DatasetWhat {
+    /// Write train/validation/test.jsonl and dataset_card.json/.md into --out.
+    Build {
+        /// The output directory (created if needed).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// A human-judgement file (JSON Lines: dataset, item_id, group_id, system, source, reference, output, human).
+    #[arg(long)]
+    pub judgements: PathBuf,
+    /// The human dimension to use as the true score (e.g. coherence).
+    #[arg(long)]
+    pub dimension: String,
+    /// The output directory (created if needed).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of every random draw (default: [simulate] seed, else 7).
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Keep this many whole groups out of logs and feedback (default: [simulate] holdout_groups, else 0).
+    #[arg(long)]
+    pub holdout_groups: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -385,6 +421,23 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 crate::atomic::write_atomic(p, analysis::junit_xml(&r).as_bytes())?;
             }
             Ok(Outcome { text: crate::render::check(&r), json: to_json(&r), code: if r.pass { 0 } else { 1 } })
+        }
+        Command::Dataset { what: DatasetWhat::Build { out } } => {
+            let cfg: crate::dataset::DatasetConfig = settings.section("dataset", &settings.config.dataset)?;
+            let store = store::open(&settings.db)?;
+            let built = crate::dataset::build(store.as_ref(), &settings.policy, &cfg, &out)?;
+            Ok(Outcome::ok(built.text, built.card))
+        }
+        Command::Simulate(a) => {
+            let mut cfg: crate::simulate::SimulateConfig = settings.section("simulate", &settings.config.simulate)?;
+            if let Some(s) = a.seed {
+                cfg.seed = s;
+            }
+            if let Some(n) = a.holdout_groups {
+                cfg.holdout_groups = n;
+            }
+            let s = crate::simulate::simulate(&a.judgements, &a.dimension, &a.out, &cfg)?;
+            Ok(Outcome::ok(s.to_string().trim_end().to_string(), serde_json::to_value(&s).unwrap_or_default()))
         }
     }
 }

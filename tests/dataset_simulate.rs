@@ -1,0 +1,224 @@
+//! End to end: simulate on the shipped Newsroom sample -> ingest -> dataset build, on the real binary.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn sample() -> PathBuf {
+    root().join("data/example/newsroom-sample.jsonl")
+}
+
+fn evalloop(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("evalloop").unwrap();
+    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG");
+    c
+}
+
+fn json_out(c: &mut Command) -> Value {
+    let out = c.arg("--json").assert().success().get_output().stdout.clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+fn lines(p: &Path) -> Vec<Value> {
+    std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+fn simulate(dir: &Path, out: &str, extra: &[&str]) -> Value {
+    let mut c = evalloop(dir);
+    c.args(["simulate", "--judgements"]).arg(sample()).args(["--dimension", "coherence", "--out", out]);
+    c.args(extra);
+    json_out(&mut c)
+}
+
+#[test]
+fn simulate_ingest_build_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let s = simulate(dir, "sim", &["--seed", "3", "--holdout-groups", "4"]);
+    assert_eq!(s["heldout_groups"].as_array().unwrap().len(), 4);
+    let truth = lines(&dir.join("sim/truth.jsonl"));
+    let logs = lines(&dir.join("sim/logs.jsonl"));
+    let held = lines(&dir.join("sim/heldout.jsonl"));
+    assert_eq!(truth.len(), 140);
+    assert_eq!(logs.len() + held.len(), 140);
+    assert_eq!(held.len() as u64, s["heldout_requests"].as_u64().unwrap());
+    let held_groups: BTreeSet<&str> = held.iter().map(|h| h["group"].as_str().unwrap()).collect();
+    assert_eq!(held_groups.len(), 4);
+    for l in &logs {
+        let g = l["metadata"]["group_id"].as_str().unwrap();
+        assert!(!held_groups.contains(g), "held-out group {g} leaked into the logs");
+        for k in ["user_cohort", "user_id", "system", "dataset", "use_case"] {
+            assert!(l["metadata"][k].is_string(), "metadata.{k} missing");
+        }
+        let o = l["eval_scores"]["overall"].as_f64().unwrap();
+        assert!((0.0..=1.0).contains(&o));
+    }
+
+    // Both files ingest with zero rejects.
+    for (what, file) in [("logs", "sim/logs.jsonl"), ("feedback", "sim/feedback.jsonl")] {
+        let r = json_out(evalloop(dir).args(["--db", "e.db", "ingest", what, file, "--strict"]));
+        assert_eq!(r["rejected"], 0, "{what}: {r}");
+        assert_eq!(r["orphaned"], 0, "{what}: {r}");
+        assert!(r["stored"].as_u64().unwrap() > 0);
+    }
+
+    std::fs::write(
+        dir.join("evalloop.toml"),
+        "[store]\ndb = \"e.db\"\n\n[dataset]\nlabel = \"binary\"\nweighting = [\"ipw\", \"normalize\"]\n\
+         group_key = \"group_id\"\nseed = 5\nmin_effective_size = 1.0\n",
+    )
+    .unwrap();
+    let card = json_out(evalloop(dir).args(["--config", "evalloop.toml", "dataset", "build", "--out", "ds"]));
+    assert_eq!(card["config"]["label"], "binary");
+    let mut group_split: BTreeMap<String, &str> = BTreeMap::new();
+    let mut total = 0;
+    let mut train_weights = Vec::new();
+    for split in ["train", "validation", "test"] {
+        let rows = lines(&dir.join(format!("ds/{split}.jsonl")));
+        total += rows.len();
+        let mut prev = String::new();
+        for r in &rows {
+            let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(
+                keys,
+                ["cohort", "group", "is_disagreement", "label", "output", "prompt", "request_id", "weight"]
+            );
+            let id = r["request_id"].as_str().unwrap().to_string();
+            assert!(id > prev, "rows sorted by request_id");
+            prev = id;
+            assert!(matches!(r["label"].as_i64(), Some(0 | 1)));
+            let g = r["group"].as_str().unwrap().to_string();
+            assert!(!held_groups.contains(g.as_str()));
+            assert_eq!(*group_split.entry(g.clone()).or_insert(split), split, "group {g} crosses splits");
+            if split == "train" {
+                train_weights.push(r["weight"].as_f64().unwrap());
+            }
+        }
+    }
+    assert!(total > 20, "only {total} examples");
+    assert_eq!(card["examples"].as_u64().unwrap() as usize, total);
+    let mean: f64 = train_weights.iter().sum::<f64>() / train_weights.len() as f64;
+    assert!((mean - 1.0).abs() < 1e-4, "normalize: train mean weight {mean}");
+    let md = std::fs::read_to_string(dir.join("ds/dataset_card.md")).unwrap();
+    assert!(md.contains("effective size"));
+
+    // Same config + same store = byte-identical output.
+    evalloop(dir).args(["--config", "evalloop.toml", "dataset", "build", "--out", "ds2"]).assert().success();
+    for f in ["train.jsonl", "validation.jsonl", "test.jsonl", "dataset_card.json", "dataset_card.md"] {
+        let a = std::fs::read(dir.join("ds").join(f)).unwrap();
+        let b = std::fs::read(dir.join("ds2").join(f)).unwrap();
+        assert!(a == b, "{f} differs between two builds");
+    }
+}
+
+#[test]
+fn simulate_is_byte_identical_for_a_seed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    simulate(dir, "a", &["--seed", "11"]);
+    simulate(dir, "b", &["--seed", "11"]);
+    simulate(dir, "c", &["--seed", "12"]);
+    for f in ["logs.jsonl", "feedback.jsonl", "truth.jsonl", "heldout.jsonl"] {
+        assert_eq!(std::fs::read(dir.join("a").join(f)).unwrap(), std::fs::read(dir.join("b").join(f)).unwrap(), "{f}");
+    }
+    assert_ne!(
+        std::fs::read(dir.join("a/feedback.jsonl")).unwrap(),
+        std::fs::read(dir.join("c/feedback.jsonl")).unwrap()
+    );
+}
+
+/// The committed example (data/example/README.md) is what the documented command produces.
+#[test]
+fn committed_example_matches_its_command() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    simulate(dir, "ex", &["--seed", "7", "--holdout-groups", "4"]);
+    for f in ["logs.jsonl", "feedback.jsonl", "truth.jsonl", "heldout.jsonl"] {
+        let committed = std::fs::read(root().join("data/example").join(f)).unwrap();
+        assert!(committed == std::fs::read(dir.join("ex").join(f)).unwrap(), "data/example/{f} is stale");
+    }
+}
+
+#[test]
+fn simulate_names_missing_dimension_with_file_and_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = evalloop(tmp.path())
+        .args(["simulate", "--judgements"])
+        .arg(sample())
+        .args(["--dimension", "nope", "--out", "x"])
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(err.contains("newsroom-sample.jsonl:1") && err.contains("human.nope"), "{err}");
+}
+
+#[test]
+fn outcome_dependent_feedback_over_reports_bad_outputs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::write(
+        dir.join("sim.toml"),
+        "[simulate]\noutcome_slope = 3.0\n\n[[simulate.cohorts]]\nname = \"all\"\nshare = 1.0\nfeedback_rate = 0.3\n",
+    )
+    .unwrap();
+    let mut c = evalloop(dir);
+    c.args(["--config", "sim.toml", "simulate", "--judgements"]).arg(sample());
+    c.args(["--dimension", "coherence", "--out", "o"]);
+    json_out(&mut c);
+    let truth = lines(&dir.join("o/truth.jsonl"));
+    let mean = |xs: Vec<f64>| xs.iter().sum::<f64>() / xs.len() as f64;
+    let p_low = mean(
+        truth
+            .iter()
+            .filter(|t| t["perceived_score"].as_f64().unwrap() < 3.0)
+            .map(|t| t["feedback_probability"].as_f64().unwrap())
+            .collect(),
+    );
+    let p_high = mean(
+        truth
+            .iter()
+            .filter(|t| t["perceived_score"].as_f64().unwrap() >= 4.0)
+            .map(|t| t["feedback_probability"].as_f64().unwrap())
+            .collect(),
+    );
+    assert!(p_low > 0.4 && p_high < 0.2, "low {p_low}, high {p_high}");
+}
+
+#[test]
+fn disagreements_graded_subsampled_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let ex = root().join("data/example");
+    for (what, file) in [("logs", "logs.jsonl"), ("feedback", "feedback.jsonl")] {
+        let r = json_out(evalloop(dir).args(["--db", "e.db", "ingest", what]).arg(ex.join(file)));
+        assert_eq!(r["rejected"], 0);
+    }
+    std::fs::write(
+        dir.join("c.toml"),
+        "[dataset]\nlabel = \"graded\"\nsource = \"disagreements\"\nmax_examples = 12\nmin_per_stratum = 1\n\
+         weighting = [\"inverse_rate\", \"class_balance\", \"disagreement_boost\", \"normalize\"]\n",
+    )
+    .unwrap();
+    let card = json_out(evalloop(dir).args(["--db", "e.db", "--config", "c.toml", "dataset", "build", "--out", "ds"]));
+    assert_eq!(card["config"]["label"], "graded");
+    assert!(card["dropped_agreeing"].as_u64().unwrap() > 0);
+    assert!(card["examples"].as_u64().unwrap() <= 14, "{}", card["examples"]);
+    assert!(!card["subsampling"].as_array().unwrap().is_empty());
+    for split in ["train", "validation", "test"] {
+        for r in lines(&dir.join(format!("ds/{split}.jsonl"))) {
+            assert_eq!(r["is_disagreement"], true);
+            let l = r["label"].as_f64().unwrap();
+            assert!((0.0..=1.0).contains(&l));
+            assert!(r["group"].as_str().unwrap().starts_with("prompt-"), "no group_key: prompt hash");
+        }
+    }
+}
