@@ -14,6 +14,7 @@ pub mod feedback;
 pub mod ingest;
 pub mod model;
 pub mod record;
+pub mod report;
 pub mod score;
 pub mod simulate;
 pub mod stats;
