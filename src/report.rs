@@ -28,7 +28,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// The default cap on scatter points kept per side (pre, post) by [`Scatter::sample`].
 pub const MAX_SCATTER_POINTS: usize = 2000;
 /// The seed of the scatter subsample, fixed so that a report is reproducible.
-pub const SCATTER_SEED: u64 = 0x5eed_0f_2e90;
+pub const SCATTER_SEED: u64 = 0x5eed_2e90;
 /// The file names [`write_report`] writes into its directory.
 pub const JSON_FILE: &str = "report.json";
 /// See [`JSON_FILE`].
@@ -1240,12 +1240,9 @@ fn scatter_chart(id: &str, title: &str, s: &Scatter, human: (f64, f64), colors: 
         if s.points.is_empty() {
             return no_data(root, "no scored held-out requests");
         }
-        let groups = colors.named.len() + 1;
-        for g in 0..groups {
-            let (name, color) = match colors.named.get(g) {
-                Some(n) => (short(n, 24), COHORT_COLORS[g]),
-                None => ("other cohorts".to_string(), GRAY),
-            };
+        // The named cohorts (at most as many as there are colours), then "other" in gray.
+        let groups = colors.named.iter().zip(COHORT_COLORS).map(|(n, c)| (short(n, 24), c));
+        for (g, (name, color)) in groups.chain([("other cohorts".to_string(), GRAY)]).enumerate() {
             let pts: Vec<(f64, f64)> = s
                 .points
                 .iter()
@@ -1263,7 +1260,7 @@ fn scatter_chart(id: &str, title: &str, s: &Scatter, human: (f64, f64), colors: 
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
+            .background_style(WHITE.mix(0.75))
             .border_style(LIGHT)
             .label_font((FONT, 12))
             .draw()?;
@@ -1284,8 +1281,9 @@ fn reliability_chart(id: &str, title: &str, c: &Calibration, color: RGBColor) ->
         .iter()
         .filter_map(|b| Some((defined(b.mean_predicted)?, defined(b.observed)?, b.count)))
         .collect();
-    let lo = pts.iter().map(|p| p.0.min(p.1)).fold(0.0_f64, f64::min);
-    let hi = pts.iter().map(|p| p.0.max(p.1)).fold(1.0_f64, f64::max);
+    // The unit square, widened if a bin lies outside it, with room for the dots at the edges.
+    let lo = pts.iter().map(|p| p.0.min(p.1)).fold(0.0_f64, f64::min) - 0.02;
+    let hi = pts.iter().map(|p| p.0.max(p.1)).fold(1.0_f64, f64::max) + 0.02;
     let max_count = pts.iter().map(|p| p.2).max().unwrap_or(1).max(1) as f64;
     svg_figure(id, title, (580, 440), false, |root| {
         let mut chart = ChartBuilder::on(root)
@@ -1321,7 +1319,7 @@ fn reliability_chart(id: &str, title: &str, c: &Calibration, color: RGBColor) ->
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
+            .background_style(WHITE.mix(0.75))
             .border_style(LIGHT)
             .label_font((FONT, 12))
             .draw()
@@ -1353,32 +1351,35 @@ fn bar_chart(id: &str, title: &str, y_desc: &str, bars: &[Bar], scale: BarScale)
                 lo = lo.min(v);
                 hi = hi.max(v);
             }
-            ((lo - 0.1).max(-1.05), (hi + 0.12).min(1.08))
+            // Room for the value labels above (below) the bars; the axis starts at 0 when no
+            // value is negative.
+            let lo = if lo < 0.0 { (lo - 0.12).max(-1.1) } else { 0.0 };
+            (lo, (hi + 0.12).min(1.1))
         }
         BarScale::Count => (0.0, values.fold(1.0_f64, f64::max) * 1.15),
     };
     let base = 0.0_f64.clamp(lo, hi);
-    let width = 1160_u32;
-    let label_chars = ((width as usize - 80) / n / 7).clamp(4, 28);
-    let labels: Vec<String> = bars.iter().map(|b| short(&b.label, label_chars)).collect();
     let fmt = move |v: f64| match scale {
-        BarScale::Correlation => format!("{v:.2}"),
-        BarScale::Count => format!("{v:.0}"),
+        // No "-0.00" for a value that rounds to zero.
+        BarScale::Correlation => format!("{:.2}", if v.abs() < 0.005 { 0.0 } else { v }),
+        BarScale::Count => format!("{:.0}", if v.abs() < 0.5 { 0.0 } else { v }),
     };
-    svg_figure(id, title, (width, 400), true, |root| {
-        let label_of = |v: &f64| {
-            let i = v.round();
-            if (v - i).abs() < 1e-6 && i >= 0.0 {
-                labels.get(i as usize).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        };
+    // Category labels: horizontal (truncated to their slot) when at least 10 characters fit under
+    // their bars, else rotated to read upwards. About 6 px per character at this font size.
+    let width = 1160_u32;
+    let fit_chars = (width as usize - 90) / n / 6;
+    let longest = bars.iter().map(|b| b.label.chars().count()).max().unwrap_or(0);
+    let rotated = fit_chars < longest.min(10);
+    let labels: Vec<String> =
+        bars.iter().map(|b| short(&b.label, if rotated { 24 } else { fit_chars.max(1) })).collect();
+    let label_area = if rotated { 16 + 5 * labels.iter().map(|l| l.chars().count()).max().unwrap_or(0) } else { 30 };
+    let height = 360 + label_area as u32;
+    svg_figure(id, title, (width, height), true, |root| {
         let y_fmt = |v: &f64| fmt(*v);
         let mut chart = ChartBuilder::on(root)
             .caption(title, (FONT, 17))
             .margin(12)
-            .x_label_area_size(36)
+            .x_label_area_size(label_area as u32)
             .y_label_area_size(56)
             .build_cartesian_2d(-0.5..(n as f64 - 0.5), lo..hi)?;
         chart
@@ -1387,7 +1388,7 @@ fn bar_chart(id: &str, title: &str, y_desc: &str, bars: &[Bar], scale: BarScale)
             .light_line_style(LIGHT.mix(0.5))
             .bold_line_style(LIGHT)
             .x_labels(n)
-            .x_label_formatter(&label_of)
+            .x_label_formatter(&|_| String::new())
             .y_label_formatter(&y_fmt)
             .y_desc(y_desc)
             .label_style((FONT, 12))
@@ -1400,11 +1401,14 @@ fn bar_chart(id: &str, title: &str, y_desc: &str, bars: &[Bar], scale: BarScale)
             chart.draw_series(LineSeries::new([(-0.5, 0.0), (n as f64 - 0.5, 0.0)], TEXT.stroke_width(1)))?;
         }
         let value_labels = n <= 16;
-        for (side, color, offset) in [("pre (base)", PRE, -0.2), ("post (retrained)", POST, 0.2)] {
-            let mut elems: Vec<DynElement<'static, SVGBackend<'_>, (f64, f64)>> = Vec::new();
-            for (i, b) in bars.iter().enumerate() {
-                let x = i as f64 + offset;
-                let v = if offset < 0.0 { b.pre } else { b.post };
+        let mut elems: Vec<DynElement<'static, SVGBackend<'_>, (f64, f64)>> = Vec::new();
+        for (i, b) in bars.iter().enumerate() {
+            let c = i as f64;
+            if b.pre.is_none() && b.post.is_none() {
+                elems.push(Text::new("n/a".to_string(), (c, base), small_text(VPos::Bottom, &GRAY)).into_dyn());
+                continue;
+            }
+            for (v, color, x) in [(b.pre, PRE, c - 0.2), (b.post, POST, c + 0.2)] {
                 match v {
                     Some(v) => {
                         elems.push(Rectangle::new([(x - 0.18, base), (x + 0.18, v)], color.filled()).into_dyn());
@@ -1418,18 +1422,28 @@ fn bar_chart(id: &str, title: &str, y_desc: &str, bars: &[Bar], scale: BarScale)
                     }
                 }
             }
-            chart
-                .draw_series(elems)?
-                .label(side)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(LIGHT)
-            .label_font((FONT, 12))
-            .draw()
+        chart.draw_series(elems)?;
+        // Category labels, drawn here rather than by the mesh so that they can be rotated.
+        for (i, label) in labels.iter().enumerate() {
+            let (x, y) = chart.backend_coord(&(i as f64, lo));
+            let style = TextStyle::from((FONT, 12).into_font()).color(&TEXT);
+            let style = if rotated {
+                style.transform(FontTransform::Rotate270).pos(Pos::new(HPos::Right, VPos::Center))
+            } else {
+                style.pos(Pos::new(HPos::Center, VPos::Top))
+            };
+            root.draw(&Text::new(label.clone(), (x, y + 8), style))?;
+        }
+        // The legend, top right beside the caption, clear of the bars.
+        let (w, _) = root.dim_in_pixel();
+        for (k, (name, color)) in [("pre (base)", PRE), ("post (retrained)", POST)].into_iter().enumerate() {
+            let x = w as i32 - 260 + 120 * k as i32;
+            root.draw(&Rectangle::new([(x, 12), (x + 12, 24)], color.filled()))?;
+            let style = TextStyle::from((FONT, 12).into_font()).color(&TEXT).pos(Pos::new(HPos::Left, VPos::Center));
+            root.draw(&Text::new(name, (x + 18, 18), style))?;
+        }
+        Ok(())
     })
 }
 
@@ -1479,6 +1493,7 @@ fn loss_chart(tr: &TrainingSummary) -> Result<String> {
             .light_line_style(LIGHT.mix(0.5))
             .bold_line_style(LIGHT)
             .x_desc("optimizer step")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("loss")
             .label_style((FONT, 12))
             .axis_desc_style((FONT, 13))
@@ -1502,7 +1517,7 @@ fn loss_chart(tr: &TrainingSummary) -> Result<String> {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.85))
+            .background_style(WHITE.mix(0.75))
             .border_style(LIGHT)
             .label_font((FONT, 12))
             .draw()
@@ -1527,6 +1542,7 @@ fn val_spearman_chart(tr: &TrainingSummary) -> Result<String> {
             .light_line_style(LIGHT.mix(0.5))
             .bold_line_style(LIGHT)
             .x_desc("optimizer step")
+            .x_label_formatter(&|v| format!("{v:.0}"))
             .y_desc("Spearman ρ")
             .label_style((FONT, 12))
             .axis_desc_style((FONT, 13))
@@ -1543,7 +1559,7 @@ fn val_spearman_chart(tr: &TrainingSummary) -> Result<String> {
         chart
             .configure_series_labels()
             .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
+            .background_style(WHITE.mix(0.75))
             .border_style(LIGHT)
             .label_font((FONT, 12))
             .draw()
@@ -1606,7 +1622,7 @@ mod tests {
     pub(super) fn synthetic() -> ReportData {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
         let (mut pre_pts, mut post_pts) = (Vec::new(), Vec::new());
-        for i in 0..900 {
+        for i in 0..500 {
             let cohort = COHORTS[[0, 0, 1, 1, 1, 2, 3, 4][i % 8]];
             let z = normal(&mut rng);
             let human = round((0.55 + 0.22 * z).clamp(0.0, 1.0), 3);
@@ -1758,7 +1774,7 @@ mod tests {
                 alpha: Some(0.05),
             }),
             disagreements_by_cohort: disagreements,
-            scatter: PrePost { pre: Scatter::sample(pre_pts, 600), post: Scatter::sample(post_pts, 600) },
+            scatter: PrePost { pre: Scatter::sample(pre_pts, 400), post: Scatter::sample(post_pts, 400) },
         }
     }
 
@@ -1834,7 +1850,7 @@ mod tests {
             assert!(circles >= s.points.len(), "{id}: {circles} circles for {} points", s.points.len());
         }
         assert!(figure(&html, "scatter-pre").contains("Base evaluator vs human, pre (ρ = 0.431)"));
-        assert!(figure(&html, "scatter-pre").contains("600 of 900 requests shown"));
+        assert!(figure(&html, "scatter-pre").contains("400 of 500 requests shown"));
         // Reliability: the diagonal (dashed, so several segments), the curve, a dot per non-empty bin.
         let rel = figure(&html, "reliability-post");
         assert!(rel.contains("perfectly calibrated"));
@@ -1844,7 +1860,7 @@ mod tests {
         // Bars: two per cohort with both values, "n/a" where undefined (cohort "tiny").
         let bars = figure(&html, "cohort-spearman");
         assert!(bars.matches("<rect").count() >= 2 * COHORTS.len());
-        assert_eq!(bars.matches(">\nn/a\n<").count() + bars.matches(">n/a<").count(), 2, "tiny: pre and post n/a");
+        assert_eq!(bars.matches(">\nn/a\n<").count(), 1, "tiny: one n/a for both sides");
         let dis = figure(&html, "disagreements");
         assert!(dis.matches("<rect").count() >= 2 * 6);
         // Curves: train and validation loss lines, the best-step marker.
