@@ -10,6 +10,9 @@
 //! script, stylesheet or font from anywhere else. All user text (cohort names, evaluator names,
 //! the gate's reason) is escaped.
 
+// report.json's schema is public API that other tools read: keep every item documented.
+#![warn(missing_docs)]
+
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::Write as _;
@@ -42,7 +45,12 @@ pub const HTML_FILE: &str = "report.html";
 pub enum ReportError {
     /// plotters failed to draw one chart.
     #[error("drawing the {chart} chart: {message}")]
-    Plot { chart: String, message: String },
+    Plot {
+        /// The chart's `data-chart` id, e.g. `scatter-pre`.
+        chart: String,
+        /// plotters' message.
+        message: String,
+    },
 }
 
 // ---------------------------------------------------------------------------------------------
