@@ -661,9 +661,11 @@ fn calibration_table(d: &ReportData) -> Table {
 
 fn reliability_table(c: &Calibration) -> Table {
     let mut t = Table::new(&["bin", "count", "mean predicted", "observed"], &[false, true, true, true]);
-    for b in &c.reliability {
+    for (i, b) in c.reliability.iter().enumerate() {
+        // The last bin is closed: [0.9, 1.0].
+        let close = if i + 1 == c.reliability.len() { ']' } else { ')' };
         t.row(vec![
-            format!("[{:.2}, {:.2})", b.lower, b.upper),
+            format!("[{:.2}, {:.2}{close}", b.lower, b.upper),
             b.count.to_string(),
             num(b.mean_predicted, 3),
             num(b.observed, 3),
