@@ -14,6 +14,7 @@ use crate::feedback::FeedbackSummary;
 use crate::ingest::{self, IngestOptions, Kind};
 use crate::record::parse_date_arg;
 use crate::record::{FeedbackEvent, FeedbackType};
+use crate::report;
 use crate::store;
 use crate::store::Filter;
 use crate::{Error, Result};
@@ -78,6 +79,8 @@ pub enum Command {
     },
     /// Write eval logs, biased feedback and ground truth from a human-judgement file ([simulate]).
     Simulate(SimulateArgs),
+    /// Re-render report.md and report.html (and report.json) from a report.json.
+    Report(ReportArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +249,18 @@ pub struct SimulateArgs {
     pub holdout_groups: Option<usize>,
 }
 
+
+#[derive(Debug, clap::Args)]
+pub struct ReportArgs {
+    /// The report.json to render (as written by `evalloop run`).
+    #[arg(long)]
+    pub from: PathBuf,
+    /// The directory to write report.json, report.md and report.html into (default: the
+    /// directory of --from).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum IngestWhat {
     /// Eval logs: request_id, timestamp, prompt, output, eval_scores, evaluator, metadata.
@@ -338,6 +353,22 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             }
             let s = FeedbackSummary::from_events(&request_id, &events, &settings.policy, present);
             Ok(Outcome::ok(summary_text(&s, &settings), serde_json::to_value(&s).unwrap_or_default()))
+        }
+        Command::Report(a) => {
+            let out = a.out.unwrap_or_else(|| match a.from.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            });
+            let data = report::render(&a.from, &out)?;
+            let files: Vec<PathBuf> =
+                [report::JSON_FILE, report::MD_FILE, report::HTML_FILE].iter().map(|f| out.join(f)).collect();
+            let text = format!(
+                "wrote {} (run {})",
+                files.iter().map(|f| f.display().to_string()).collect::<Vec<_>>().join(", "),
+                data.meta.run_id
+            );
+            let js = json!({ "out": out, "files": files, "run_id": data.meta.run_id });
+            Ok(Outcome::ok(text, js))
         }
         Command::Stats => {
             let store = store::open(&settings.db)?;

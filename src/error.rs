@@ -19,6 +19,9 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
+    /// Drawing the report's charts.
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
     /// Model loading, training or inference.
     #[error("{0}")]
     Model(String),

@@ -17,6 +17,7 @@ pub mod ingest;
 pub mod model;
 pub mod record;
 pub mod render;
+pub mod report;
 pub mod score;
 pub mod simulate;
 pub mod stats;
