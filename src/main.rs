@@ -1,6 +1,7 @@
 //! The `evalloop` binary: parse, run, print, map errors to exit codes.
 #![allow(clippy::print_stdout)]
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -32,18 +33,18 @@ fn main() -> ExitCode {
     let json = cli.json;
     match evalloop::cli::run(cli) {
         Ok(out) => {
-            if json {
-                println!("{}", serde_json::to_string_pretty(&out.json).unwrap_or_default());
-            } else if !out.text.is_empty() {
-                println!("{}", out.text);
+            let text = if json { serde_json::to_string_pretty(&out.json).unwrap_or_default() } else { out.text };
+            // A closed pipe (`evalloop stats | head`) is not an error worth a panic.
+            if !text.is_empty() {
+                let _ = writeln!(std::io::stdout().lock(), "{text}");
             }
             ExitCode::from(out.code as u8)
         }
         Err(e) => {
-            let e = anyhow::Error::from(e);
-            eprintln!("error: {e:#}");
-            let code = e.downcast_ref::<evalloop::Error>().map_or(3, evalloop::Error::exit_code);
-            ExitCode::from(code as u8)
+            // Each error's message already names its cause; printing the source chain too
+            // would repeat it.
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code() as u8)
         }
     }
 }
