@@ -1,1 +1,311 @@
 //! Batch inference with a trained evaluator, to JSONL or back into the store.
+//!
+//! [`Scorer`] loads a model directory written by [`crate::train::train`] (or any Hugging Face
+//! `BertForSequenceClassification` directory with config.json, model.safetensors and
+//! tokenizer.json) as plain memory-mapped tensors, and scores (prompt, output) pairs: the
+//! probability of "good" (sigmoid of the logit) for binary models, the regression value for
+//! graded ones (`problem_type: "regression"`). Pairs are scored in batches sorted by token
+//! length, so little work goes to padding.
+//!
+//! [`score_jsonl`] applies it to a JSONL file whose lines carry `request_id`, `prompt`,
+//! `output`, and writes each line back with `score` added. Writing scores into the store as a
+//! new evaluator is left to the caller (the CLI), which can use [`Scorer::score_pairs`].
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+use crate::model::{InferenceModel, ModelError, PairTokenizer};
+use crate::train::LabelKind;
+
+pub use crate::model::parse_device;
+
+/// Default number of pairs per forward pass.
+pub const DEFAULT_BATCH_SIZE: usize = 32;
+
+/// A loaded evaluator model.
+#[derive(Debug)]
+pub struct Scorer {
+    model: InferenceModel,
+    tokenizer: PairTokenizer,
+    device: Device,
+    kind: LabelKind,
+    batch_size: usize,
+    dir: PathBuf,
+}
+
+impl Scorer {
+    /// Loads `model_dir` (config.json, model.safetensors, tokenizer.json) on `device`. The
+    /// truncation length is `max_length` from training_config.json, else
+    /// `model_max_length` from tokenizer_config.json, else 512, capped by the model's
+    /// `max_position_embeddings`. Batch size [`DEFAULT_BATCH_SIZE`].
+    pub fn load(model_dir: &Path, device: &Device) -> crate::Result<Self> {
+        let model = InferenceModel::load(model_dir, device)?;
+        let kind = match model.config.problem_type.as_deref() {
+            Some("regression") => LabelKind::Graded,
+            _ => LabelKind::Binary,
+        };
+        let read_usize = |file: &str, key: &str| -> Option<usize> {
+            let text = std::fs::read_to_string(model_dir.join(file)).ok()?;
+            let v: serde_json::Value = serde_json::from_str(&text).ok()?;
+            v.get(key)?.as_u64().map(|n| n as usize)
+        };
+        let max_length = read_usize("training_config.json", "max_length")
+            .or_else(|| read_usize("tokenizer_config.json", "model_max_length"))
+            .unwrap_or(512)
+            .min(model.config.max_position_embeddings);
+        let tokenizer = PairTokenizer::from_file(&model_dir.join("tokenizer.json"), max_length)?;
+        tracing::info!(model = %model_dir.display(), ?kind, max_length, "scorer loaded");
+        Ok(Scorer {
+            model,
+            tokenizer,
+            device: device.clone(),
+            kind,
+            batch_size: DEFAULT_BATCH_SIZE,
+            dir: model_dir.to_path_buf(),
+        })
+    }
+
+    /// Sets the number of pairs per forward pass (at least 1).
+    pub fn with_batch_size(mut self, batch_size: usize) -> Self {
+        self.batch_size = batch_size.max(1);
+        self
+    }
+
+    /// Binary (scores are probabilities) or graded (scores are values).
+    pub fn label_kind(&self) -> LabelKind {
+        self.kind
+    }
+
+    /// The model directory.
+    pub fn model_dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Raw outputs `(n, num_labels)` per pair, in input order.
+    pub fn logits_pairs<S: AsRef<str>>(&self, pairs: &[(S, S)]) -> crate::Result<Vec<Vec<f32>>> {
+        let enc = self.tokenizer.encode_pairs(pairs)?;
+        let mut order: Vec<usize> = (0..enc.len()).collect();
+        order.sort_by_key(|&i| enc[i].len());
+        let mut out = vec![Vec::new(); enc.len()];
+        for chunk in order.chunks(self.batch_size) {
+            let items: Vec<_> = chunk.iter().map(|&i| &enc[i]).collect();
+            let b = self.tokenizer.collate(&items, &self.device)?;
+            let z = self
+                .model
+                .model
+                .forward_t(&b.input_ids, &b.token_type_ids, &b.attention_mask, false)
+                .and_then(|z| z.to_dtype(DType::F32))
+                .and_then(|z| z.to_vec2::<f32>())
+                .map_err(ModelError::from)?;
+            for (&i, row) in chunk.iter().zip(z) {
+                out[i] = row;
+            }
+        }
+        Ok(out)
+    }
+
+    /// One score per (prompt, output) pair, in input order: sigmoid of the logit for binary
+    /// models (with two or more outputs: softmax probability of the last label), the output
+    /// value for graded ones.
+    pub fn score_pairs<S: AsRef<str>>(&self, pairs: &[(S, S)]) -> crate::Result<Vec<f64>> {
+        let logits = self.logits_pairs(pairs)?;
+        Ok(logits
+            .iter()
+            .map(|z| match (self.kind, z.len()) {
+                (LabelKind::Graded, _) => z[0] as f64,
+                (LabelKind::Binary, 1) => 1.0 / (1.0 + (-(z[0] as f64)).exp()),
+                (LabelKind::Binary, _) => {
+                    let max = z.iter().cloned().fold(f32::MIN, f32::max) as f64;
+                    let sum: f64 = z.iter().map(|v| (*v as f64 - max).exp()).sum();
+                    (z[z.len() - 1] as f64 - max).exp() / sum
+                }
+            })
+            .collect())
+    }
+}
+
+/// Options of [`score_jsonl`].
+#[derive(Debug, Clone)]
+pub struct ScoreOptions {
+    /// Pairs per forward pass (default 32).
+    pub batch_size: usize,
+    /// Where to run (default CPU).
+    pub device: Device,
+    /// Lines scored per chunk, bounding memory on large files (default 4096).
+    pub chunk_lines: usize,
+}
+
+impl Default for ScoreOptions {
+    fn default() -> Self {
+        ScoreOptions {
+            batch_size: DEFAULT_BATCH_SIZE,
+            device: Device::Cpu,
+            chunk_lines: 4096,
+        }
+    }
+}
+
+/// What [`score_jsonl`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScoreSummary {
+    /// Lines scored.
+    pub rows: usize,
+    /// Mean score (NaN when there were no rows).
+    pub mean_score: f64,
+}
+
+/// Reads `input` (JSONL, each line an object with string fields `request_id`, `prompt`,
+/// `output`; blank lines skipped), scores every line with the model in `model_dir`, and writes
+/// `output` with each object unchanged plus `score` (a number), in input order. `output` is
+/// written to a temp file and renamed at the end. Errors name file:line and field.
+pub fn score_jsonl(
+    model_dir: &Path,
+    input: &Path,
+    output: &Path,
+    opts: &ScoreOptions,
+) -> crate::Result<ScoreSummary> {
+    let scorer = Scorer::load(model_dir, &opts.device)?.with_batch_size(opts.batch_size);
+    let text = std::fs::read_to_string(input).map_err(|e| crate::Error::io(input, e))?;
+    let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
+    let mut pairs: Vec<(String, String)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let at = format!("{}:{}", input.display(), i + 1);
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).map_err(|e| crate::Error::Input(format!("{at}: {e}")))?;
+        let field = |name: &str| -> crate::Result<String> {
+            obj.get(name)
+                .and_then(|v| v.as_str())
+                .map(str::to_string)
+                .ok_or_else(|| {
+                    crate::Error::Input(format!("{at}: field {name} is missing or not a string"))
+                })
+        };
+        field("request_id")?;
+        pairs.push((field("prompt")?, field("output")?));
+        rows.push(obj);
+    }
+    let mut scores = Vec::with_capacity(pairs.len());
+    for chunk in pairs.chunks(opts.chunk_lines.max(1)) {
+        scores.extend(scorer.score_pairs(chunk)?);
+    }
+    let dir = output
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        output
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    {
+        let io = |e| crate::Error::io(&tmp, e);
+        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
+        for (mut obj, s) in rows.into_iter().zip(&scores) {
+            obj.insert("score".to_string(), serde_json::json!(s));
+            let line = serde_json::Value::Object(obj).to_string();
+            writeln!(w, "{line}").map_err(io)?;
+        }
+        let f = w
+            .into_inner()
+            .map_err(|e| crate::Error::io(&tmp, e.into_error()))?;
+        f.sync_all().map_err(io)?;
+    }
+    std::fs::rename(&tmp, output).map_err(|e| crate::Error::io(output, e))?;
+    let mean = if scores.is_empty() {
+        f64::NAN
+    } else {
+        scores.iter().sum::<f64>() / scores.len() as f64
+    };
+    Ok(ScoreSummary {
+        rows: scores.len(),
+        mean_score: mean,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::testutil::{random_weights, tiny_config, write_tokenizer};
+    use crate::model::weights::safetensors_bytes;
+
+    fn write_model(dir: &Path) {
+        let cfg = tiny_config();
+        std::fs::write(
+            dir.join("config.json"),
+            serde_json::to_string(&cfg).unwrap(),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("model.safetensors"),
+            safetensors_bytes(&random_weights(&cfg, 8), None).unwrap(),
+        )
+        .unwrap();
+        write_tokenizer(dir);
+    }
+
+    #[test]
+    fn scores_do_not_depend_on_batching_or_order() {
+        let dir = tempfile::tempdir().unwrap();
+        write_model(dir.path());
+        let pairs: Vec<(String, String)> = (0..9)
+            .map(|i| {
+                (
+                    "what is the answer".to_string(),
+                    "good ".repeat(i + 1) + "bad",
+                )
+            })
+            .collect();
+        let one = Scorer::load(dir.path(), &Device::Cpu)
+            .unwrap()
+            .with_batch_size(1);
+        let four = Scorer::load(dir.path(), &Device::Cpu)
+            .unwrap()
+            .with_batch_size(4);
+        let a = one.score_pairs(&pairs).unwrap();
+        let b = four.score_pairs(&pairs).unwrap();
+        assert_eq!(one.label_kind(), LabelKind::Binary);
+        for (x, y) in a.iter().zip(&b) {
+            assert!((0.0..=1.0).contains(x));
+            assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    }
+
+    #[test]
+    fn score_jsonl_adds_a_score_and_keeps_fields_and_order() {
+        let dir = tempfile::tempdir().unwrap();
+        write_model(dir.path());
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(
+            &input,
+            "{\"request_id\":\"r1\",\"prompt\":\"what\",\"output\":\"good answer\",\"extra\":3}\n\n\
+             {\"request_id\":\"r2\",\"prompt\":\"why\",\"output\":\"bad\"}\n",
+        )
+        .unwrap();
+        let output = dir.path().join("out.jsonl");
+        let s = score_jsonl(dir.path(), &input, &output, &ScoreOptions::default()).unwrap();
+        assert_eq!(s.rows, 2);
+        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines[0]["request_id"], "r1");
+        assert_eq!(lines[0]["extra"], 3);
+        assert!(lines[1]["score"].as_f64().is_some());
+
+        std::fs::write(&input, "{\"request_id\":\"r1\",\"prompt\":\"what\"}\n").unwrap();
+        let err = score_jsonl(dir.path(), &input, &output, &ScoreOptions::default()).unwrap_err();
+        assert!(
+            err.to_string().contains("in.jsonl:1: field output"),
+            "{err}"
+        );
+    }
+}

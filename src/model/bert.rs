@@ -1,0 +1,527 @@
+//! The layers of `BertForSequenceClassification`, in the style of candle's `bert.rs`, but
+//! trainable: a LayerNorm built from differentiable ops, real dropout through
+//! `forward_t(.., train)`, a pooler and a classifier head (as in candle's `xlm_roberta.rs`).
+//!
+//! Every `load(vb, cfg)` reads its tensors under `vb` with Hugging Face's names; shapes in the
+//! docs use `b` = batch, `s` = sequence length, `h` = hidden size.
+
+use std::sync::{Arc, Mutex};
+
+use candle_core::{D, DType, IndexOp, Module, Result, Tensor};
+use candle_nn::{Embedding, Linear, VarBuilder};
+use rand::{RngCore, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+
+use super::config::{BertConfig, HiddenAct};
+
+/// The position of a dropout random stream, saved in training checkpoints so that a resumed run
+/// draws the same masks as an uninterrupted one.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RngState {
+    /// The seed the stream was created with.
+    pub seed: u64,
+    /// ChaCha word position, as a decimal string (it is a u128).
+    pub word_pos: String,
+}
+
+/// A seeded random stream shared by every dropout layer of a model. candle's own CPU random
+/// tensors cannot be seeded, so masks are drawn here (ChaCha8) and copied to the device.
+#[derive(Debug, Clone)]
+pub struct DropoutRng {
+    seed: u64,
+    rng: Arc<Mutex<ChaCha8Rng>>,
+}
+
+impl DropoutRng {
+    /// A new stream from `seed`.
+    pub fn new(seed: u64) -> Self {
+        DropoutRng {
+            seed,
+            rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
+        }
+    }
+
+    /// The current position of the stream.
+    pub fn state(&self) -> Result<RngState> {
+        let rng = self
+            .rng
+            .lock()
+            .map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
+        Ok(RngState {
+            seed: self.seed,
+            word_pos: rng.get_word_pos().to_string(),
+        })
+    }
+
+    /// Moves the stream to a saved position (re-seeding it if the seed differs).
+    pub fn restore(&mut self, state: &RngState) -> Result<()> {
+        let pos: u128 = state
+            .word_pos
+            .parse()
+            .map_err(|_| candle_core::Error::msg(format!("bad rng word_pos {}", state.word_pos)))?;
+        let mut rng = self
+            .rng
+            .lock()
+            .map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
+        if state.seed != self.seed {
+            *rng = ChaCha8Rng::seed_from_u64(state.seed);
+            self.seed = state.seed;
+        }
+        rng.set_word_pos(pos);
+        Ok(())
+    }
+
+    /// A mask shaped like `xs` whose entries are `0` with probability `p` and `1 / (1 - p)`
+    /// otherwise, in `xs`'s dtype and on its device.
+    fn mask_like(&self, xs: &Tensor, p: f64) -> Result<Tensor> {
+        let n = xs.elem_count();
+        let threshold = (p * 4294967296.0) as u64;
+        let keep = (1.0 / (1.0 - p)) as f32;
+        let mut values = Vec::with_capacity(n);
+        {
+            let mut rng = self
+                .rng
+                .lock()
+                .map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
+            for _ in 0..n {
+                let r = rng.next_u32() as u64;
+                values.push(if r >= threshold { keep } else { 0.0 });
+            }
+        }
+        Tensor::from_vec(values, xs.shape(), &candle_core::Device::Cpu)?
+            .to_dtype(xs.dtype())?
+            .to_device(xs.device())
+    }
+}
+
+/// Inverted dropout with probability `p`, active only when `train` is true.
+#[derive(Debug, Clone)]
+pub struct Dropout {
+    p: f64,
+    rng: DropoutRng,
+}
+
+impl Dropout {
+    /// A dropout layer drawing from `rng`.
+    pub fn new(p: f64, rng: DropoutRng) -> Self {
+        Dropout { p, rng }
+    }
+
+    /// `xs` with entries zeroed with probability `p` and the rest scaled by `1 / (1 - p)` when
+    /// training; `xs` unchanged otherwise.
+    pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
+        if !train || self.p <= 0.0 {
+            return Ok(xs.clone());
+        }
+        xs.mul(&self.rng.mask_like(xs, self.p)?)
+    }
+}
+
+/// LayerNorm over the last dimension from composed ops, so that its input, weight and bias all
+/// get gradients (candle-nn's fused `ops::layer_norm` has no backward pass).
+#[derive(Debug, Clone)]
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    /// Reads `weight` and `bias`, both `(size,)`.
+    pub fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
+        Ok(LayerNorm {
+            weight: vb.get(size, "weight")?,
+            bias: vb.get(size, "bias")?,
+            eps,
+        })
+    }
+
+    /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension (biased variance,
+    /// as PyTorch).
+    pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        let mean = xs.mean_keepdim(D::Minus1)?;
+        let centered = xs.broadcast_sub(&mean)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let inv_std = (var + self.eps)?.sqrt()?.recip()?;
+        centered
+            .broadcast_mul(&inv_std)?
+            .broadcast_mul(&self.weight)?
+            .broadcast_add(&self.bias)
+    }
+}
+
+/// A linear layer `y = x W^T + b` reading `weight` `(out, in)` and `bias` `(out,)`.
+pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
+    let weight = vb.get((out_dim, in_dim), "weight")?;
+    let bias = vb.get(out_dim, "bias")?;
+    Ok(Linear::new(weight, Some(bias)))
+}
+
+/// Softmax over the last dimension from composed ops (candle-nn's `softmax_last_dim` has no
+/// backward pass). The subtracted max is detached: softmax does not depend on it.
+fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+    let max = xs.max_keepdim(D::Minus1)?.detach();
+    let exp = xs.broadcast_sub(&max)?.exp()?;
+    let sum = exp.sum_keepdim(D::Minus1)?;
+    exp.broadcast_div(&sum)
+}
+
+/// Word + position + token-type embeddings, then LayerNorm and dropout.
+#[derive(Debug, Clone)]
+pub struct BertEmbeddings {
+    word_embeddings: Embedding,
+    position_embeddings: Embedding,
+    token_type_embeddings: Embedding,
+    layer_norm: LayerNorm,
+    dropout: Dropout,
+}
+
+impl BertEmbeddings {
+    /// Reads `word_embeddings`, `position_embeddings`, `token_type_embeddings`, `LayerNorm`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig, rng: &DropoutRng) -> Result<Self> {
+        let h = cfg.hidden_size;
+        let emb = |n: usize, name: &str| -> Result<Embedding> {
+            Ok(Embedding::new(vb.pp(name).get((n, h), "weight")?, h))
+        };
+        Ok(BertEmbeddings {
+            word_embeddings: emb(cfg.vocab_size, "word_embeddings")?,
+            position_embeddings: emb(cfg.max_position_embeddings, "position_embeddings")?,
+            token_type_embeddings: emb(cfg.type_vocab_size, "token_type_embeddings")?,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
+            dropout: Dropout::new(cfg.hidden_dropout_prob, rng.clone()),
+        })
+    }
+
+    /// `input_ids`, `token_type_ids`: `(b, s)` u32 → `(b, s, h)`.
+    pub fn forward_t(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let (_b, s) = input_ids.dims2()?;
+        let words = self.word_embeddings.forward(input_ids)?;
+        let types = self.token_type_embeddings.forward(token_type_ids)?;
+        let positions = Tensor::arange(0u32, s as u32, input_ids.device())?;
+        let positions = self.position_embeddings.forward(&positions)?;
+        let xs = (words + types)?.broadcast_add(&positions)?;
+        let xs = self.layer_norm.forward(&xs)?;
+        self.dropout.forward_t(&xs, train)
+    }
+}
+
+/// Multi-head self-attention (query, key, value) with attention-probability dropout.
+#[derive(Debug, Clone)]
+pub struct BertSelfAttention {
+    query: Linear,
+    key: Linear,
+    value: Linear,
+    dropout: Dropout,
+    num_heads: usize,
+    head_size: usize,
+}
+
+impl BertSelfAttention {
+    /// Reads `query`, `key`, `value`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig, rng: &DropoutRng) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(BertSelfAttention {
+            query: linear(h, h, vb.pp("query"))?,
+            key: linear(h, h, vb.pp("key"))?,
+            value: linear(h, h, vb.pp("value"))?,
+            dropout: Dropout::new(cfg.attention_probs_dropout_prob, rng.clone()),
+            num_heads: cfg.num_attention_heads,
+            head_size: cfg.head_size(),
+        })
+    }
+
+    fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
+        let (b, s, _) = xs.dims3()?;
+        xs.reshape((b, s, self.num_heads, self.head_size))?
+            .transpose(1, 2)?
+            .contiguous()
+    }
+
+    /// `xs` `(b, s, h)`, `mask` `(b, 1, 1, s)` additive → `(b, s, h)`.
+    pub fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        let (b, s, h) = xs.dims3()?;
+        let q = self.split_heads(&self.query.forward(xs)?)?;
+        let k = self.split_heads(&self.key.forward(xs)?)?;
+        let v = self.split_heads(&self.value.forward(xs)?)?;
+        let scores = (q.matmul(&k.t()?)? * (1.0 / (self.head_size as f64).sqrt()))?;
+        let scores = scores.broadcast_add(mask)?;
+        let probs = softmax_last_dim(&scores)?;
+        let probs = self.dropout.forward_t(&probs, train)?;
+        probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))
+    }
+}
+
+/// A dense layer, dropout, then LayerNorm of the sum with the residual (`attention.output` and
+/// `output` in Hugging Face's names).
+#[derive(Debug, Clone)]
+pub struct BertResidualOutput {
+    dense: Linear,
+    layer_norm: LayerNorm,
+    dropout: Dropout,
+}
+
+impl BertResidualOutput {
+    /// Reads `dense` (`in_dim` → hidden) and `LayerNorm`.
+    pub fn load(vb: VarBuilder, in_dim: usize, cfg: &BertConfig, rng: &DropoutRng) -> Result<Self> {
+        Ok(BertResidualOutput {
+            dense: linear(in_dim, cfg.hidden_size, vb.pp("dense"))?,
+            layer_norm: LayerNorm::load(vb.pp("LayerNorm"), cfg.hidden_size, cfg.layer_norm_eps)?,
+            dropout: Dropout::new(cfg.hidden_dropout_prob, rng.clone()),
+        })
+    }
+
+    /// `xs` `(b, s, in_dim)`, `residual` `(b, s, h)` → `(b, s, h)`.
+    pub fn forward_t(&self, xs: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
+        let xs = self.dropout.forward_t(&self.dense.forward(xs)?, train)?;
+        self.layer_norm.forward(&(xs + residual)?)
+    }
+}
+
+/// One encoder layer: self-attention block then feed-forward block.
+#[derive(Debug, Clone)]
+pub struct BertLayer {
+    attention: BertSelfAttention,
+    attention_output: BertResidualOutput,
+    intermediate: Linear,
+    act: HiddenAct,
+    output: BertResidualOutput,
+}
+
+impl BertLayer {
+    /// Reads `attention.self`, `attention.output`, `intermediate.dense`, `output`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig, rng: &DropoutRng) -> Result<Self> {
+        let h = cfg.hidden_size;
+        Ok(BertLayer {
+            attention: BertSelfAttention::load(vb.pp("attention").pp("self"), cfg, rng)?,
+            attention_output: BertResidualOutput::load(
+                vb.pp("attention").pp("output"),
+                h,
+                cfg,
+                rng,
+            )?,
+            intermediate: linear(h, cfg.intermediate_size, vb.pp("intermediate").pp("dense"))?,
+            act: cfg.hidden_act,
+            output: BertResidualOutput::load(vb.pp("output"), cfg.intermediate_size, cfg, rng)?,
+        })
+    }
+
+    /// `xs` `(b, s, h)`, `mask` `(b, 1, 1, s)` → `(b, s, h)`.
+    pub fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        let attn = self.attention.forward_t(xs, mask, train)?;
+        let attn = self.attention_output.forward_t(&attn, xs, train)?;
+        let inter = self.intermediate.forward(&attn)?;
+        let inter = match self.act {
+            HiddenAct::Gelu => inter.gelu_erf()?,
+            HiddenAct::GeluTanh => inter.gelu()?,
+            HiddenAct::Relu => inter.relu()?,
+        };
+        self.output.forward_t(&inter, &attn, train)
+    }
+}
+
+/// The BERT encoder with its pooler (dense + tanh on the first token).
+#[derive(Debug, Clone)]
+pub struct BertModel {
+    embeddings: BertEmbeddings,
+    layers: Vec<BertLayer>,
+    pooler: Linear,
+}
+
+impl BertModel {
+    /// Reads `embeddings`, `encoder.layer.N`, `pooler.dense` under `vb`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig, rng: &DropoutRng) -> Result<Self> {
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| BertLayer::load(vb.pp(format!("encoder.layer.{i}")), cfg, rng))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(BertModel {
+            embeddings: BertEmbeddings::load(vb.pp("embeddings"), cfg, rng)?,
+            layers,
+            pooler: linear(
+                cfg.hidden_size,
+                cfg.hidden_size,
+                vb.pp("pooler").pp("dense"),
+            )?,
+        })
+    }
+
+    /// Token ids, token type ids and attention mask (1 = token, 0 = padding), all `(b, s)`,
+    /// → the pooled output `(b, h)`.
+    pub fn forward_t(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let mut xs = self
+            .embeddings
+            .forward_t(input_ids, token_type_ids, train)?;
+        let mask = extended_attention_mask(attention_mask, xs.dtype())?;
+        for layer in &self.layers {
+            xs = layer.forward_t(&xs, &mask, train)?;
+        }
+        let first = xs.i((.., 0))?;
+        self.pooler.forward(&first)?.tanh()
+    }
+}
+
+/// `(b, s)` 1/0 mask → `(b, 1, 1, s)` additive mask: 0 for tokens, the dtype's minimum for
+/// padding (as transformers does).
+fn extended_attention_mask(mask: &Tensor, dtype: DType) -> Result<Tensor> {
+    let (b, s) = mask.dims2()?;
+    let min = match dtype {
+        DType::F64 => f64::MIN,
+        DType::F16 => -65504.0,
+        DType::BF16 => -3.3895313892515355e38,
+        _ => f32::MIN as f64,
+    };
+    // (1 - m) * min = m * (-min) + min; exact for m in {0, 1}.
+    mask.to_dtype(dtype)?
+        .affine(-min, min)?
+        .reshape((b, 1, 1, s))
+}
+
+/// `BertForSequenceClassification`: BERT, dropout, and a linear classifier on the pooled output.
+#[derive(Debug, Clone)]
+pub struct BertForSequenceClassification {
+    bert: BertModel,
+    dropout: Dropout,
+    classifier: Linear,
+    num_labels: usize,
+}
+
+impl BertForSequenceClassification {
+    /// Reads the encoder under `bert.` (or at the root, for checkpoints without the prefix) and
+    /// `classifier.weight` `(num_labels, h)`, `classifier.bias` `(num_labels,)`. Dropout masks
+    /// are drawn from `rng`.
+    pub fn load(vb: VarBuilder, cfg: &BertConfig, rng: &DropoutRng) -> Result<Self> {
+        let bert_vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb.clone()
+        };
+        let num_labels = cfg.num_labels();
+        Ok(BertForSequenceClassification {
+            bert: BertModel::load(bert_vb, cfg, rng)?,
+            dropout: Dropout::new(cfg.classifier_dropout_prob(), rng.clone()),
+            classifier: linear(cfg.hidden_size, num_labels, vb.pp("classifier"))?,
+            num_labels,
+        })
+    }
+
+    /// Logits `(b, num_labels)` for ids, type ids and attention mask, all `(b, s)`; dropout is
+    /// on when `train`.
+    pub fn forward_t(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        let pooled = self
+            .bert
+            .forward_t(input_ids, token_type_ids, attention_mask, train)?;
+        let pooled = self.dropout.forward_t(&pooled, train)?;
+        self.classifier.forward(&pooled)
+    }
+
+    /// Number of outputs.
+    pub fn num_labels(&self) -> usize {
+        self.num_labels
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn layer_norm_matches_candle_fused_and_has_gradients() {
+        let dev = Device::Cpu;
+        let xs = Tensor::new(&[[1f32, 2., 4.], [-3., 0.5, 9.]], &dev).unwrap();
+        let w = candle_core::Var::new(&[1.5f32, -0.5, 2.0], &dev).unwrap();
+        let b = candle_core::Var::new(&[0.1f32, 0.2, 0.3], &dev).unwrap();
+        let ln = LayerNorm {
+            weight: w.as_tensor().clone(),
+            bias: b.as_tensor().clone(),
+            eps: 1e-5,
+        };
+        let ours = ln.forward(&xs).unwrap();
+        let fused = candle_nn::ops::layer_norm(&xs, &w, &b, 1e-5).unwrap();
+        let diff = (ours.clone() - fused)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+        let grads = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        for v in [&w, &b] {
+            let g = grads.get(v).expect("gradient");
+            assert!(
+                g.abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    > 0.0
+            );
+        }
+    }
+
+    #[test]
+    fn dropout_is_seeded_scaled_and_off_in_eval() {
+        let dev = Device::Cpu;
+        let xs = Tensor::ones((64, 64), DType::F32, &dev).unwrap();
+        let d = Dropout::new(0.25, DropoutRng::new(3));
+        let eval = d.forward_t(&xs, false).unwrap();
+        assert_eq!(eval.sum_all().unwrap().to_scalar::<f32>().unwrap(), 4096.0);
+        let a = d
+            .forward_t(&xs, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let zeros = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
+        assert!((zeros - 0.25).abs() < 0.03, "{zeros}");
+        assert!(a.iter().all(|v| *v == 0.0 || (*v - 4.0 / 3.0).abs() < 1e-6));
+        // Same seed, same masks; restoring a saved position replays the stream.
+        let d2 = Dropout::new(0.25, DropoutRng::new(3));
+        let b = d2
+            .forward_t(&xs, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a, b);
+        let state = d2.rng.state().unwrap();
+        let c = d2
+            .forward_t(&xs, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let mut rng3 = DropoutRng::new(99);
+        rng3.restore(&state).unwrap();
+        let d3 = Dropout::new(0.25, rng3);
+        let c3 = d3
+            .forward_t(&xs, true)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(c, c3);
+    }
+}

@@ -1,0 +1,185 @@
+//! A BERT sequence classifier in candle, with Hugging Face tensor names and a LayerNorm that has a gradient.
+//!
+//! - [`bert`]: the layers (`BertForSequenceClassification` and its parts), each with
+//!   `load(vb, cfg)` and `forward_t(.., train)`; real, seeded dropout.
+//! - [`config`]: the `config.json` serde struct ([`BertConfig`]).
+//! - [`tokenize`]: (prompt, output) pairs to padded id tensors ([`PairTokenizer`]).
+//! - [`hub`]: a base model from a local directory or the Hugging Face cache (offline).
+//! - [`weights`]: checkpoint loading (with or without the `bert.` prefix), seeded initialisation
+//!   of missing tensors, trainable `Var`s for training and plain mmaped tensors for inference.
+//!
+//! Tensor names follow Hugging Face's `BertForSequenceClassification` (`bert.embeddings.*`,
+//! `bert.encoder.layer.N.*`, `bert.pooler.dense.*`, `classifier.weight`, `classifier.bias`), so a
+//! directory written by [`crate::train`] loads in transformers and a transformers checkpoint
+//! loads here.
+
+pub mod bert;
+pub mod config;
+pub mod hub;
+pub mod tokenize;
+pub mod weights;
+
+pub use bert::{BertForSequenceClassification, DropoutRng, RngState};
+pub use config::{BertConfig, HiddenAct};
+pub use hub::resolve_base_model;
+pub use tokenize::{Batch, Encoded, PairTokenizer};
+pub use weights::{InferenceModel, TrainableModel};
+
+use std::path::PathBuf;
+
+use candle_core::Device;
+
+/// Errors of model loading, tokenization and the tensor code.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// A tensor operation failed (shape mismatch, missing tensor, device error).
+    #[error("tensor error: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A JSON file (config.json, ...) does not parse.
+    #[error("{path}: {source}")]
+    Json {
+        /// The file.
+        path: PathBuf,
+        /// The cause (with line and column).
+        source: serde_json::Error,
+    },
+    /// A config value is unusable.
+    #[error("{path}: {msg}")]
+    Config {
+        /// The config file it came from.
+        path: PathBuf,
+        /// What is wrong, naming the field.
+        msg: String,
+    },
+    /// The tokenizer could not be loaded or failed on an input.
+    #[error("tokenizer {path}: {msg}")]
+    Tokenizer {
+        /// The tokenizer.json.
+        path: PathBuf,
+        /// The tokenizers crate's message.
+        msg: String,
+    },
+    /// A base model given as a repo id is not in the local Hugging Face cache.
+    #[error(
+        "base model '{repo}' is not in the Hugging Face cache at {cache} (missing {missing}); \
+         this build reads the hub cache offline only (as with HF_HUB_OFFLINE=1): run \
+         scripts/fetch-model.sh, or set base_model to a local directory holding config.json, \
+         tokenizer.json and model.safetensors"
+    )]
+    NotInCache {
+        /// The repo id, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
+        repo: String,
+        /// The cache directory that was searched.
+        cache: PathBuf,
+        /// The first file that was not found.
+        missing: String,
+    },
+    /// A checkpoint does not fit the config (a missing encoder tensor, a wrong shape).
+    #[error("{path}: {msg}")]
+    Checkpoint {
+        /// The weights file.
+        path: PathBuf,
+        /// What does not fit.
+        msg: String,
+    },
+    /// A device string that is not `cpu`, `cuda`, `cuda:N` or `auto`, or a device that is
+    /// not available in this build.
+    #[error("device '{0}': {1}")]
+    Device(String, String),
+}
+
+impl ModelError {
+    /// Wraps an I/O error with its path.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        ModelError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+}
+
+impl From<ModelError> for crate::Error {
+    fn from(e: ModelError) -> Self {
+        match e {
+            ModelError::Io { path, source } => crate::Error::Io { path, source },
+            e @ (ModelError::Config { .. } | ModelError::Device(..)) => {
+                crate::Error::Input(e.to_string())
+            }
+            e => crate::Error::Model(e.to_string()),
+        }
+    }
+}
+
+/// Parses `--device`: `cpu`, `cuda` (= `cuda:0`), `cuda:N`, or `auto` (CUDA device 0 when this
+/// build has the `cuda` feature and a GPU is present, else the CPU).
+pub fn parse_device(spec: &str) -> crate::Result<Device> {
+    Ok(parse_device_inner(spec)?)
+}
+
+fn parse_device_inner(spec: &str) -> Result<Device, ModelError> {
+    let s = spec.trim().to_ascii_lowercase();
+    let bad = |msg: &str| ModelError::Device(spec.to_string(), msg.to_string());
+    match s.as_str() {
+        "cpu" => Ok(Device::Cpu),
+        "auto" => {
+            if candle_core::utils::cuda_is_available() {
+                Device::new_cuda(0).or(Ok(Device::Cpu))
+            } else {
+                Ok(Device::Cpu)
+            }
+        }
+        _ => {
+            let ordinal = if s == "cuda" {
+                0
+            } else if let Some(n) = s.strip_prefix("cuda:") {
+                n.parse::<usize>()
+                    .map_err(|_| bad("expected cpu, cuda, cuda:N (N a GPU index) or auto"))?
+            } else {
+                return Err(bad("expected cpu, cuda, cuda:N or auto"));
+            };
+            if !candle_core::utils::cuda_is_available() {
+                return Err(bad(
+                    "this build has no CUDA support (rebuild with `--features cuda`)",
+                ));
+            }
+            Device::new_cuda(ordinal).map_err(|e| bad(&e.to_string()))
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod testutil;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parse_device_accepts_cpu_and_auto_and_rejects_junk() {
+        assert!(parse_device("cpu").unwrap().is_cpu());
+        assert!(parse_device("CPU").unwrap().is_cpu());
+        let auto = parse_device("auto").unwrap();
+        if !candle_core::utils::cuda_is_available() {
+            assert!(auto.is_cpu());
+            let err = parse_device("cuda:0").unwrap_err().to_string();
+            assert!(
+                err.contains("cuda:0") && err.contains("--features cuda"),
+                "{err}"
+            );
+        }
+        let err = parse_device("gpu").unwrap_err().to_string();
+        assert!(err.contains("'gpu'"), "{err}");
+        assert!(parse_device("cuda:x").is_err());
+    }
+}
+
+#[cfg(test)]
+mod model_tests;

@@ -1,0 +1,410 @@
+//! Weights: the parameter list of a config, checkpoint loading under canonical Hugging Face names
+//! (`bert.` prefix added when missing), seeded initialisation of what a base checkpoint lacks
+//! (pooler, classifier), trainable `Var`s for training, and mmaped plain tensors for inference.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor, Var};
+use candle_nn::VarBuilder;
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::ModelError;
+use super::bert::{BertForSequenceClassification, DropoutRng};
+use super::config::BertConfig;
+
+/// How a parameter is initialised when the checkpoint does not have it (as transformers does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Init {
+    /// Normal(0, `initializer_range`).
+    Normal,
+    /// All zeros (biases).
+    Zeros,
+    /// All ones (LayerNorm weights).
+    Ones,
+}
+
+/// One parameter of the model: canonical name, shape, and initialiser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParamSpec {
+    /// Hugging Face name, e.g. `bert.encoder.layer.0.attention.self.query.weight`.
+    pub name: String,
+    /// Shape.
+    pub shape: Vec<usize>,
+    /// Initialiser for a missing tensor.
+    pub init: Init,
+}
+
+/// Every parameter of `BertForSequenceClassification` for `cfg`, in a fixed order.
+pub fn param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
+    let h = cfg.hidden_size;
+    let mut specs = Vec::new();
+    let mut push =
+        |name: String, shape: Vec<usize>, init: Init| specs.push(ParamSpec { name, shape, init });
+    let linear = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: &str, i: usize, o: usize| {
+        push(format!("{p}.weight"), vec![o, i], Init::Normal);
+        push(format!("{p}.bias"), vec![o], Init::Zeros);
+    };
+    let ln = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: &str| {
+        push(format!("{p}.weight"), vec![h], Init::Ones);
+        push(format!("{p}.bias"), vec![h], Init::Zeros);
+    };
+    let e = "bert.embeddings";
+    push(
+        format!("{e}.word_embeddings.weight"),
+        vec![cfg.vocab_size, h],
+        Init::Normal,
+    );
+    push(
+        format!("{e}.position_embeddings.weight"),
+        vec![cfg.max_position_embeddings, h],
+        Init::Normal,
+    );
+    push(
+        format!("{e}.token_type_embeddings.weight"),
+        vec![cfg.type_vocab_size, h],
+        Init::Normal,
+    );
+    ln(&mut push, &format!("{e}.LayerNorm"));
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("bert.encoder.layer.{l}");
+        for qkv in ["query", "key", "value"] {
+            linear(&mut push, &format!("{p}.attention.self.{qkv}"), h, h);
+        }
+        linear(&mut push, &format!("{p}.attention.output.dense"), h, h);
+        ln(&mut push, &format!("{p}.attention.output.LayerNorm"));
+        linear(
+            &mut push,
+            &format!("{p}.intermediate.dense"),
+            h,
+            cfg.intermediate_size,
+        );
+        linear(
+            &mut push,
+            &format!("{p}.output.dense"),
+            cfg.intermediate_size,
+            h,
+        );
+        ln(&mut push, &format!("{p}.output.LayerNorm"));
+    }
+    linear(&mut push, "bert.pooler.dense", h, h);
+    linear(&mut push, "classifier", h, cfg.num_labels());
+    specs
+}
+
+/// True for parameters that get no weight decay: biases and LayerNorm weights.
+pub fn is_no_decay(name: &str) -> bool {
+    name.ends_with(".bias") || name.contains("LayerNorm")
+}
+
+/// A checkpoint name under Hugging Face's canonical sequence-classification names: `bert.`
+/// added when missing, old `gamma`/`beta` LayerNorm names mapped; `None` for tensors the model
+/// does not use (`position_ids` buffers, pre-training heads).
+pub fn canonical_name(name: &str) -> Option<String> {
+    let name = name.strip_prefix("model.").unwrap_or(name);
+    if name.ends_with("position_ids") || name.starts_with("cls.") {
+        return None;
+    }
+    let name = if name.starts_with("bert.") || name.starts_with("classifier.") {
+        name.to_string()
+    } else {
+        format!("bert.{name}")
+    };
+    let name = match name.strip_suffix(".gamma") {
+        Some(stem) if stem.ends_with("LayerNorm") => format!("{stem}.weight"),
+        _ => match name.strip_suffix(".beta") {
+            Some(stem) if stem.ends_with("LayerNorm") => format!("{stem}.bias"),
+            _ => name,
+        },
+    };
+    Some(name)
+}
+
+/// Reads a safetensors checkpoint onto the CPU as f32 under canonical names.
+pub fn load_checkpoint(path: &Path) -> Result<BTreeMap<String, Tensor>, ModelError> {
+    let raw =
+        candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| ModelError::Checkpoint {
+            path: path.to_path_buf(),
+            msg: e.to_string(),
+        })?;
+    let mut out = BTreeMap::new();
+    for (name, t) in raw {
+        if let Some(canon) = canonical_name(&name) {
+            out.insert(canon, t.to_dtype(DType::F32)?);
+        }
+    }
+    Ok(out)
+}
+
+/// What [`init_weights`] took from the checkpoint and what it initialised.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct InitReport {
+    /// Parameters read from the checkpoint.
+    pub loaded: Vec<String>,
+    /// Parameters newly initialised (missing or, for the classifier, of another shape).
+    pub initialized: Vec<String>,
+    /// Checkpoint tensors the model does not use.
+    pub unused: Vec<String>,
+}
+
+/// The full parameter set for `cfg`: tensors from `checkpoint` where present, the rest drawn
+/// from a ChaCha8 stream seeded with `seed` (normal with `initializer_range`, zeros, ones).
+/// The encoder must be complete in the checkpoint (`origin` names it in errors); the pooler and
+/// classifier may be missing, and a classifier of another shape is replaced.
+pub fn init_weights(
+    cfg: &BertConfig,
+    checkpoint: Option<BTreeMap<String, Tensor>>,
+    origin: &Path,
+    seed: u64,
+) -> Result<(BTreeMap<String, Tensor>, InitReport), ModelError> {
+    let mut ckpt = checkpoint.unwrap_or_default();
+    let must_exist = !ckpt.is_empty();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let mut report = InitReport::default();
+    let mut out = BTreeMap::new();
+    for spec in param_specs(cfg) {
+        let optional =
+            spec.name.starts_with("classifier.") || spec.name.starts_with("bert.pooler.");
+        if let Some(t) = ckpt.remove(&spec.name) {
+            if t.dims() == spec.shape.as_slice() {
+                report.loaded.push(spec.name.clone());
+                out.insert(spec.name, t);
+                continue;
+            }
+            if !spec.name.starts_with("classifier.") {
+                return Err(ModelError::Checkpoint {
+                    path: origin.to_path_buf(),
+                    msg: format!(
+                        "tensor {} has shape {:?}, the config needs {:?}",
+                        spec.name,
+                        t.dims(),
+                        spec.shape
+                    ),
+                });
+            }
+        } else if must_exist && !optional {
+            return Err(ModelError::Checkpoint {
+                path: origin.to_path_buf(),
+                msg: format!(
+                    "tensor {} is missing (with or without the bert. prefix)",
+                    spec.name
+                ),
+            });
+        }
+        let n: usize = spec.shape.iter().product();
+        let values: Vec<f32> = match spec.init {
+            Init::Zeros => vec![0.0; n],
+            Init::Ones => vec![1.0; n],
+            Init::Normal => (0..n)
+                .map(|_| (normal(&mut rng) * cfg.initializer_range) as f32)
+                .collect(),
+        };
+        report.initialized.push(spec.name.clone());
+        out.insert(
+            spec.name,
+            Tensor::from_vec(values, spec.shape, &Device::Cpu)?,
+        );
+    }
+    report.unused = ckpt.into_keys().collect();
+    Ok((out, report))
+}
+
+/// A standard normal draw (Box-Muller).
+fn normal(rng: &mut ChaCha8Rng) -> f64 {
+    let u1: f64 = 1.0 - rng.random::<f64>();
+    let u2: f64 = rng.random::<f64>();
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
+/// A trainable parameter.
+#[derive(Debug, Clone)]
+pub struct Param {
+    /// Canonical name.
+    pub name: String,
+    /// The variable the optimizer updates.
+    pub var: Var,
+    /// Whether weight decay applies (not for biases and LayerNorm weights).
+    pub decay: bool,
+}
+
+/// A model whose trainable parameters are `Var`s (the frozen ones are plain tensors, so no
+/// gradient is computed for them).
+#[derive(Debug, Clone)]
+pub struct TrainableModel {
+    /// The network.
+    pub model: BertForSequenceClassification,
+    /// Its config.
+    pub config: BertConfig,
+    params: Vec<Param>,
+    frozen: BTreeMap<String, Tensor>,
+    rng: DropoutRng,
+}
+
+impl TrainableModel {
+    /// Builds the model on `device` from a full parameter set (see [`init_weights`]);
+    /// parameters for which `trainable(name)` is false stay constant. Dropout masks come from a
+    /// stream seeded with `dropout_seed`.
+    pub fn new(
+        config: &BertConfig,
+        weights: BTreeMap<String, Tensor>,
+        trainable: impl Fn(&str) -> bool,
+        dropout_seed: u64,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let mut params = Vec::new();
+        let mut frozen = BTreeMap::new();
+        let mut all: HashMap<String, Tensor> = HashMap::new();
+        for (name, t) in weights {
+            let t = t.to_dtype(DType::F32)?.to_device(device)?;
+            if trainable(&name) {
+                let var = Var::from_tensor(&t)?;
+                all.insert(name.clone(), var.as_tensor().clone());
+                params.push(Param {
+                    decay: !is_no_decay(&name),
+                    name,
+                    var,
+                });
+            } else {
+                all.insert(name.clone(), t.clone());
+                frozen.insert(name, t);
+            }
+        }
+        let rng = DropoutRng::new(dropout_seed);
+        let vb = VarBuilder::from_tensors(all, DType::F32, device);
+        let model = BertForSequenceClassification::load(vb, config, &rng)?;
+        Ok(TrainableModel {
+            model,
+            config: config.clone(),
+            params,
+            frozen,
+            rng,
+        })
+    }
+
+    /// The trainable parameters, in name order.
+    pub fn params(&self) -> &[Param] {
+        &self.params
+    }
+
+    /// The dropout stream (to save and restore its position).
+    pub fn dropout_rng(&mut self) -> &mut DropoutRng {
+        &mut self.rng
+    }
+
+    /// Every weight, trainable and frozen, under canonical names.
+    pub fn tensors(&self) -> BTreeMap<String, Tensor> {
+        let mut out = self.frozen.clone();
+        for p in &self.params {
+            out.insert(p.name.clone(), p.var.as_tensor().detach());
+        }
+        out
+    }
+
+    /// Sets the trainable parameters from `weights` (names must match).
+    pub fn set_params(&self, weights: &HashMap<String, Tensor>) -> Result<(), ModelError> {
+        for p in &self.params {
+            let t = weights.get(&p.name).ok_or_else(|| {
+                ModelError::Candle(candle_core::Error::msg(format!(
+                    "no saved value for {}",
+                    p.name
+                )))
+            })?;
+            p.var.set(&t.to_device(p.var.device())?)?;
+        }
+        Ok(())
+    }
+}
+
+/// Serialises tensors as safetensors bytes (on the CPU), with optional string metadata.
+pub fn safetensors_bytes(
+    tensors: &BTreeMap<String, Tensor>,
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>, ModelError> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, t)| Ok((k.clone(), t.to_device(&Device::Cpu)?.contiguous()?)))
+        .collect::<Result<_, candle_core::Error>>()?;
+    safetensors::serialize(cpu.iter().map(|(k, t)| (k.as_str(), t)), metadata)
+        .map_err(|e| ModelError::Candle(candle_core::Error::msg(e.to_string())))
+}
+
+/// A trained classifier loaded for inference: plain (memory-mapped) tensors, no `Var`s, so no
+/// gradient graph is recorded.
+#[derive(Debug, Clone)]
+pub struct InferenceModel {
+    /// The network.
+    pub model: BertForSequenceClassification,
+    /// Its config.json.
+    pub config: BertConfig,
+}
+
+impl InferenceModel {
+    /// Loads `dir/config.json` and `dir/model.safetensors` (names with or without `bert.`).
+    pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
+        let config = BertConfig::from_file(&dir.join("config.json"))?;
+        let weights = dir.join("model.safetensors");
+        if !weights.is_file() {
+            return Err(ModelError::Checkpoint {
+                path: weights,
+                msg: "not found (only safetensors weights are loaded)".to_string(),
+            });
+        }
+        // SAFETY: the file is memory-mapped read-only; like every mmap it must not be truncated
+        // while the model is loaded, which the training code never does (it writes a new file
+        // and renames it).
+        let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
+        let model =
+            BertForSequenceClassification::load(vb, &config, &DropoutRng::new(0)).map_err(|e| {
+                ModelError::Checkpoint {
+                    path: weights.clone(),
+                    msg: e.to_string(),
+                }
+            })?;
+        Ok(InferenceModel { model, config })
+    }
+
+    /// Builds an inference model from in-memory tensors (canonical names), e.g. a base model
+    /// with an initialised head.
+    pub fn from_tensors(
+        config: &BertConfig,
+        weights: BTreeMap<String, Tensor>,
+        device: &Device,
+    ) -> Result<Self, ModelError> {
+        let vb = VarBuilder::from_tensors(weights.into_iter().collect(), DType::F32, device);
+        let model = BertForSequenceClassification::load(vb, config, &DropoutRng::new(0))?;
+        Ok(InferenceModel {
+            model,
+            config: config.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_names_add_the_bert_prefix_once() {
+        assert_eq!(
+            canonical_name("embeddings.word_embeddings.weight").as_deref(),
+            Some("bert.embeddings.word_embeddings.weight")
+        );
+        assert_eq!(
+            canonical_name("bert.pooler.dense.bias").as_deref(),
+            Some("bert.pooler.dense.bias")
+        );
+        assert_eq!(
+            canonical_name("classifier.weight").as_deref(),
+            Some("classifier.weight")
+        );
+        assert_eq!(
+            canonical_name("encoder.layer.0.output.LayerNorm.gamma").as_deref(),
+            Some("bert.encoder.layer.0.output.LayerNorm.weight")
+        );
+        assert_eq!(canonical_name("embeddings.position_ids"), None);
+        assert!(is_no_decay("bert.embeddings.LayerNorm.weight"));
+        assert!(is_no_decay("classifier.bias"));
+        assert!(!is_no_decay("classifier.weight"));
+    }
+}

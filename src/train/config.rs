@@ -1,0 +1,241 @@
+//! The `[train]` section of the config file.
+
+use serde::{Deserialize, Serialize};
+
+/// Which kind of label the dataset has (from its dataset_card.json `config.label`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LabelKind {
+    /// 0/1 labels: one logit, BCE with logits, score = sigmoid(logit).
+    Binary,
+    /// Labels in [0, 1]: one output, MSE, score = the output.
+    Graded,
+}
+
+/// The metric early stopping and best-checkpoint selection watch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EvalMetric {
+    /// Validation loss (lower is better).
+    Loss,
+    /// Spearman correlation of scores with labels (higher is better).
+    Spearman,
+    /// ROC AUC (binary labels only; higher is better).
+    Auc,
+    /// Accuracy at 0.5 (binary labels only; higher is better).
+    Accuracy,
+}
+
+/// Raw `[train]` settings. Every key has a default; unknown keys are an error.
+///
+/// ```toml
+/// [train]
+/// base_model = "sentence-transformers/all-MiniLM-L6-v2"   # or a local directory
+/// epochs = 3
+/// max_steps = 0            # 0 = no limit
+/// batch_size = 16
+/// max_length = 256
+/// learning_rate = 5e-5
+/// seed = 7
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TrainConfig {
+    /// Hub repo id (read from the local Hugging Face cache, offline) or a local directory with
+    /// config.json, tokenizer.json, model.safetensors. Default
+    /// `sentence-transformers/all-MiniLM-L6-v2`.
+    pub base_model: String,
+    /// Passes over the training split (default 3).
+    pub epochs: usize,
+    /// Stop after this many optimizer steps; 0 = no limit (default 0). Sets the schedule
+    /// length when smaller than `epochs` worth of steps.
+    pub max_steps: usize,
+    /// Examples per forward pass (default 16). The optimizer batch is
+    /// `batch_size * grad_accum`.
+    pub batch_size: usize,
+    /// Truncation length in tokens of a (prompt, output) pair, special tokens included; capped
+    /// by the model's `max_position_embeddings` (default 256).
+    pub max_length: usize,
+    /// Peak learning rate of AdamW (default 5e-5).
+    pub learning_rate: f64,
+    /// Seed of the head initialisation, data order and dropout (default 7).
+    pub seed: u64,
+    /// Decoupled AdamW weight decay, not applied to biases and LayerNorm weights (default 0.01).
+    pub weight_decay: f64,
+    /// AdamW beta1 (default 0.9).
+    pub adam_beta1: f64,
+    /// AdamW beta2 (default 0.999).
+    pub adam_beta2: f64,
+    /// AdamW epsilon (default 1e-8).
+    pub adam_eps: f64,
+    /// Warmup as a share of the total optimizer steps (default 0.1); ignored when
+    /// `warmup_steps` > 0.
+    pub warmup_ratio: f64,
+    /// Warmup in optimizer steps; 0 = use `warmup_ratio` (default 0).
+    pub warmup_steps: usize,
+    /// Clip gradients to this global L2 norm; 0 = no clipping (default 1.0).
+    pub grad_clip: f64,
+    /// Micro-batches per optimizer step (default 1).
+    pub grad_accum: usize,
+    /// Metric for early stopping and the best checkpoint (default "spearman").
+    pub eval_metric: EvalMetric,
+    /// Epochs without improvement of `eval_metric` before stopping; 0 = never stop early
+    /// (default 2).
+    pub patience: usize,
+    /// Keep the embeddings fixed (default false).
+    pub freeze_embeddings: bool,
+    /// Keep the lowest k encoder layers fixed (default 0).
+    pub freeze_layers: usize,
+    /// Write a resumable checkpoint every N optimizer steps, besides the one at each epoch end;
+    /// 0 = only at epoch ends (default 0).
+    pub checkpoint_every: usize,
+    /// Write a metrics.jsonl line every N optimizer steps (default 10).
+    pub log_every: usize,
+    /// Override every dropout probability of the base config; unset = keep the base model's.
+    pub dropout: Option<f64>,
+    /// Label kind; unset = read `config.label` from the dataset's dataset_card.json.
+    pub label: Option<LabelKind>,
+    /// Batch size of evaluation passes (default 32).
+    pub eval_batch_size: usize,
+    /// `cpu`, `cuda`, `cuda:N` or `auto` (default "cpu").
+    pub device: String,
+    /// Keep the resumable training state (`train_state/`) after a successful run (default
+    /// false).
+    pub keep_checkpoints: bool,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            base_model: "sentence-transformers/all-MiniLM-L6-v2".to_string(),
+            epochs: 3,
+            max_steps: 0,
+            batch_size: 16,
+            max_length: 256,
+            learning_rate: 5e-5,
+            seed: 7,
+            weight_decay: 0.01,
+            adam_beta1: 0.9,
+            adam_beta2: 0.999,
+            adam_eps: 1e-8,
+            warmup_ratio: 0.1,
+            warmup_steps: 0,
+            grad_clip: 1.0,
+            grad_accum: 1,
+            eval_metric: EvalMetric::Spearman,
+            patience: 2,
+            freeze_embeddings: false,
+            freeze_layers: 0,
+            checkpoint_every: 0,
+            log_every: 10,
+            dropout: None,
+            label: None,
+            eval_batch_size: 32,
+            device: "cpu".to_string(),
+            keep_checkpoints: false,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct TrainFile {
+    #[serde(default)]
+    train: TrainConfig,
+}
+
+impl TrainConfig {
+    /// Reads the `[train]` table of a TOML document (other tables are ignored; a missing
+    /// `[train]` gives the defaults). `origin` names the file in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> crate::Result<Self> {
+        let file: TrainFile = toml::from_str(text)
+            .map_err(|e| crate::Error::Input(format!("{origin}: [train]: {e}")))?;
+        file.train.validate(origin)?;
+        Ok(file.train)
+    }
+
+    /// Checks ranges; errors name the key.
+    pub fn validate(&self, origin: &str) -> crate::Result<()> {
+        let bad = |key: &str, msg: String| {
+            Err(crate::Error::Input(format!(
+                "{origin}: [train] {key}: {msg}"
+            )))
+        };
+        if self.batch_size == 0 {
+            return bad("batch_size", "must be at least 1".into());
+        }
+        if self.eval_batch_size == 0 {
+            return bad("eval_batch_size", "must be at least 1".into());
+        }
+        if self.grad_accum == 0 {
+            return bad("grad_accum", "must be at least 1".into());
+        }
+        if self.epochs == 0 && self.max_steps == 0 {
+            return bad("epochs", "epochs and max_steps are both 0".into());
+        }
+        if self.max_length < 8 {
+            return bad(
+                "max_length",
+                format!("{} is too short (at least 8)", self.max_length),
+            );
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
+            return bad(
+                "learning_rate",
+                format!("{} is not a positive number", self.learning_rate),
+            );
+        }
+        if !(0.0..1.0).contains(&self.warmup_ratio) {
+            return bad(
+                "warmup_ratio",
+                format!("{} is not in [0, 1)", self.warmup_ratio),
+            );
+        }
+        if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
+            return bad("weight_decay", format!("{} is negative", self.weight_decay));
+        }
+        if self.grad_clip.is_nan() || self.grad_clip < 0.0 {
+            return bad("grad_clip", format!("{} is negative", self.grad_clip));
+        }
+        if let Some(p) = self.dropout
+            && !(0.0..1.0).contains(&p)
+        {
+            return bad("dropout", format!("{p} is not in [0, 1)"));
+        }
+        if self.log_every == 0 {
+            return bad("log_every", "must be at least 1".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn issue_example_parses_and_unknown_keys_are_rejected() {
+        let text = r#"
+            [store]
+            path = "x.db"
+            [train]
+            base_model = "sentence-transformers/all-MiniLM-L6-v2"
+            epochs = 3
+            max_steps = 0
+            batch_size = 16
+            max_length = 256
+            learning_rate = 5e-5
+            seed = 7
+        "#;
+        let cfg = TrainConfig::from_toml_str(text, "evalloop.toml").unwrap();
+        assert_eq!(cfg, TrainConfig::default());
+        let cfg = TrainConfig::from_toml_str("[train]\neval_metric = \"auc\"\n", "f").unwrap();
+        assert_eq!(cfg.eval_metric, EvalMetric::Auc);
+        let err = TrainConfig::from_toml_str("[train]\nbatchsize = 3\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("batchsize"), "{err}");
+        let err = TrainConfig::from_toml_str("[train]\nbatch_size = 0\n", "f.toml").unwrap_err();
+        assert!(
+            err.to_string().contains("f.toml: [train] batch_size"),
+            "{err}"
+        );
+    }
+}

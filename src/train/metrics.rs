@@ -1,0 +1,164 @@
+//! Evaluation metrics of a classifier's scores against labels: weighted loss, Spearman, AUC,
+//! accuracy. Accumulators in the burn style (`update` then `compute`).
+
+use serde::{Deserialize, Serialize};
+
+/// Metrics of one evaluation pass.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalMetrics {
+    /// Number of examples.
+    pub n: usize,
+    /// Weighted mean loss (BCE with logits for binary, MSE for graded); NaN (written as null)
+    /// when the weights sum to 0.
+    #[serde(deserialize_with = "nan_if_null")]
+    pub loss: f64,
+    /// Spearman rank correlation between scores and labels (`None` when undefined: fewer than
+    /// two examples or constant scores or labels).
+    pub spearman: Option<f64>,
+    /// ROC AUC of the scores for label >= 0.5 (binary labels only; `None` when one class is
+    /// absent).
+    pub auc: Option<f64>,
+    /// Share of examples where score >= 0.5 agrees with label >= 0.5 (binary labels only).
+    pub accuracy: Option<f64>,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
+}
+
+/// Collects (score, label, weight, loss) of each example, then computes [`EvalMetrics`].
+#[derive(Debug, Clone, Default)]
+pub struct EvalAccumulator {
+    scores: Vec<f64>,
+    labels: Vec<f64>,
+    weighted_loss: f64,
+    weight: f64,
+}
+
+impl EvalAccumulator {
+    /// Adds one example: its score (probability for binary, value for graded), label, weight
+    /// and unweighted loss.
+    pub fn update(&mut self, score: f64, label: f64, weight: f64, loss: f64) {
+        self.scores.push(score);
+        self.labels.push(label);
+        self.weighted_loss += weight * loss;
+        self.weight += weight;
+    }
+
+    /// The metrics so far; `binary` adds AUC and accuracy.
+    pub fn compute(&self, binary: bool) -> EvalMetrics {
+        let n = self.scores.len();
+        let loss = if self.weight > 0.0 {
+            self.weighted_loss / self.weight
+        } else {
+            f64::NAN
+        };
+        let (auc, accuracy) = if binary {
+            let correct = self
+                .scores
+                .iter()
+                .zip(&self.labels)
+                .filter(|(s, l)| (**s >= 0.5) == (**l >= 0.5))
+                .count();
+            let acc = if n > 0 {
+                Some(correct as f64 / n as f64)
+            } else {
+                None
+            };
+            (auc(&self.scores, &self.labels), acc)
+        } else {
+            (None, None)
+        };
+        EvalMetrics {
+            n,
+            loss,
+            spearman: spearman(&self.scores, &self.labels),
+            auc,
+            accuracy,
+        }
+    }
+}
+
+/// Ranks (1-based) with ties given their average rank.
+pub fn average_ranks(xs: &[f64]) -> Vec<f64> {
+    let mut idx: Vec<usize> = (0..xs.len()).collect();
+    idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
+    let mut ranks = vec![0.0; xs.len()];
+    let mut i = 0;
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && xs[idx[j + 1]] == xs[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        for k in &idx[i..=j] {
+            ranks[*k] = avg;
+        }
+        i = j + 1;
+    }
+    ranks
+}
+
+fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
+    let n = x.len() as f64;
+    if x.len() < 2 {
+        return None;
+    }
+    let mx = x.iter().sum::<f64>() / n;
+    let my = y.iter().sum::<f64>() / n;
+    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
+    for (a, b) in x.iter().zip(y) {
+        sxy += (a - mx) * (b - my);
+        sxx += (a - mx) * (a - mx);
+        syy += (b - my) * (b - my);
+    }
+    if sxx <= 0.0 || syy <= 0.0 {
+        return None;
+    }
+    Some(sxy / (sxx * syy).sqrt())
+}
+
+/// Spearman's rho (Pearson correlation of average ranks), as `scipy.stats.spearmanr`.
+pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    if x.len() != y.len() {
+        return None;
+    }
+    pearson(&average_ranks(x), &average_ranks(y))
+}
+
+/// ROC AUC by the rank-sum (Mann-Whitney) formula, ties counted half; positives are
+/// `label >= 0.5`.
+pub fn auc(scores: &[f64], labels: &[f64]) -> Option<f64> {
+    let ranks = average_ranks(scores);
+    let pos = labels.iter().filter(|l| **l >= 0.5).count() as f64;
+    let neg = labels.len() as f64 - pos;
+    if pos == 0.0 || neg == 0.0 {
+        return None;
+    }
+    let rank_sum: f64 = ranks
+        .iter()
+        .zip(labels)
+        .filter(|(_, l)| **l >= 0.5)
+        .map(|(r, _)| r)
+        .sum();
+    Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Reference values from scipy:
+    //   from scipy.stats import spearmanr; from sklearn.metrics import roc_auc_score
+    //   spearmanr([0.1, 0.4, 0.35, 0.8, 0.8], [0, 0, 1, 1, 1]).statistic  -> 0.5923488777590924
+    //   roc_auc_score([0, 0, 1, 1, 1], [0.1, 0.4, 0.35, 0.8, 0.8])         -> 0.8333333333333333
+    #[test]
+    fn spearman_and_auc_match_scipy_with_ties() {
+        let s = [0.1, 0.4, 0.35, 0.8, 0.8];
+        let l = [0.0, 0.0, 1.0, 1.0, 1.0];
+        assert!((spearman(&s, &l).unwrap() - 0.5923488777590924).abs() < 1e-12);
+        assert!((auc(&s, &l).unwrap() - 0.8333333333333333).abs() < 1e-12);
+        assert_eq!(spearman(&[1.0, 1.0], &[0.0, 1.0]), None);
+        assert_eq!(auc(&s, &[1.0; 5]), None);
+    }
+}

@@ -1,0 +1,765 @@
+//! Fine-tunes the BERT evaluator on a dataset directory: weighted losses, AdamW, checkpoints, resume.
+//!
+//! [`train`] reads `train.jsonl`, `validation.jsonl`, `test.jsonl` and `dataset_card.json` from a
+//! dataset directory (as `dataset build` writes them), fine-tunes the base model
+//! ([`TrainConfig::base_model`]) and writes a Hugging Face model directory:
+//!
+//! - `config.json` (`architectures: ["BertForSequenceClassification"]`, `id2label`,
+//!   `label2id`, `num_labels: 1`, `problem_type`: `multi_label_classification` for binary labels
+//!   (one logit, BCE), `regression` for graded ones (MSE)),
+//! - `model.safetensors` (the best checkpoint by [`TrainConfig::eval_metric`] on the validation
+//!   split, or the last weights without a validation split; Hugging Face names),
+//! - `tokenizer.json`, `tokenizer_config.json` (and `vocab.txt`, `special_tokens_map.json` when
+//!   the base has them),
+//! - `training_config.json` (the [`TrainConfig`], label kind, effective `max_length`),
+//! - `metrics.json` (validation and test metrics of the kept model, evaluation history),
+//! - `metrics.jsonl` (one line per logged step and per evaluation).
+//!
+//! While training, `train_state/checkpoint.safetensors` holds weights, AdamW moments, step,
+//! dropout RNG position, data-order position and early-stopping state, written atomically
+//! (temp file, fsync, rename) every `checkpoint_every` steps and at each epoch end;
+//! `train_state/best.safetensors` holds the best weights so far. With `resume`, training
+//! continues from the checkpoint and ends with the same weights and metrics as an uninterrupted
+//! run with the same seed on the CPU.
+
+mod checkpoint;
+pub mod config;
+pub mod data;
+pub mod loss;
+pub mod metrics;
+mod optim;
+
+pub use config::{EvalMetric, LabelKind, TrainConfig};
+pub use data::Example;
+pub use loss::{per_example_loss, weighted_loss};
+pub use metrics::EvalMetrics;
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{D, DType, Device, Tensor};
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+use crate::model::{self, BertConfig, Encoded, ModelError, PairTokenizer, TrainableModel, weights};
+use checkpoint::{CheckpointState, write_atomic};
+use metrics::EvalAccumulator;
+use optim::AdamW;
+
+/// What a finished training run reports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainSummary {
+    /// The model directory written.
+    pub out_dir: PathBuf,
+    /// Label kind trained for.
+    pub label: LabelKind,
+    /// Optimizer steps taken.
+    pub steps: usize,
+    /// Epochs completed (a partial last epoch cut by `max_steps` counts).
+    pub epochs_completed: usize,
+    /// True when early stopping ended the run.
+    pub stopped_early: bool,
+    /// Epoch (1-based) of the kept model, `None` without a validation split.
+    pub best_epoch: Option<usize>,
+    /// Validation metrics of the kept model.
+    pub validation: Option<EvalMetrics>,
+    /// Test metrics of the kept model.
+    pub test: Option<EvalMetrics>,
+    /// Every evaluation on the validation split, in order.
+    pub history: Vec<EvalRecord>,
+}
+
+/// One evaluation on the validation split.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRecord {
+    /// 1-based epoch.
+    pub epoch: usize,
+    /// Optimizer steps so far.
+    pub step: usize,
+    /// The metrics.
+    pub metrics: EvalMetrics,
+}
+
+/// Fine-tunes `cfg.base_model` on `dataset_dir` and writes the model directory `out_dir`
+/// (see the module docs for its files). With `resume`, continues from
+/// `out_dir/train_state/checkpoint.safetensors` when there is one (the config and training
+/// data must be the same; the device may differ).
+pub fn train(
+    dataset_dir: &Path,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    resume: bool,
+) -> crate::Result<TrainSummary> {
+    let device = model::parse_device(&cfg.device)?;
+    match run(dataset_dir, cfg, out_dir, resume, &device, None)? {
+        Some(summary) => Ok(summary),
+        None => Err(crate::Error::Model(
+            "training stopped before the end".into(),
+        )),
+    }
+}
+
+/// An optimizer step's worth of micro-batches, as indices into the training examples.
+fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..n).collect();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000_0000 ^ (epoch as u64 + 1));
+    order.shuffle(&mut rng);
+    order
+}
+
+/// Learning rate at optimizer step `step` (0-based): linear warmup to `peak` over `warmup`
+/// steps (step k gets `(k + 1) / warmup`), then linear decay to 0 at `total`.
+pub fn lr_at(step: usize, peak: f64, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        peak * (step + 1) as f64 / warmup as f64
+    } else if total <= warmup {
+        peak
+    } else {
+        peak * ((total - step) as f64 / (total - warmup) as f64).max(0.0)
+    }
+}
+
+struct Setup {
+    kind: LabelKind,
+    config: BertConfig,
+    base_dir: PathBuf,
+    tokenizer: PairTokenizer,
+    train: Vec<Example>,
+    train_enc: Vec<Encoded>,
+    validation: Vec<Example>,
+    validation_enc: Vec<Encoded>,
+    test: Vec<Example>,
+    test_enc: Vec<Encoded>,
+    fingerprint: String,
+}
+
+fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
+    cfg.validate("train config")?;
+    let kind = match cfg.label {
+        Some(k) => k,
+        None => data::read_label_kind(dataset_dir)?,
+    };
+    if matches!(cfg.eval_metric, EvalMetric::Auc | EvalMetric::Accuracy)
+        && kind == LabelKind::Graded
+    {
+        return Err(crate::Error::Input(format!(
+            "[train] eval_metric: {:?} needs binary labels, the dataset is graded",
+            cfg.eval_metric
+        )));
+    }
+    let train_path = dataset_dir.join("train.jsonl");
+    let train = data::read_split(&train_path, kind, false)?;
+    if train.is_empty() {
+        return Err(crate::Error::Input(format!(
+            "{}: no examples",
+            train_path.display()
+        )));
+    }
+    let validation = data::read_split(&dataset_dir.join("validation.jsonl"), kind, true)?;
+    let test = data::read_split(&dataset_dir.join("test.jsonl"), kind, true)?;
+
+    let base_dir = model::resolve_base_model(&cfg.base_model)?;
+    let mut config = BertConfig::from_file(&base_dir.join("config.json"))?;
+    match kind {
+        LabelKind::Binary => config.set_classifier(&["good"], "multi_label_classification"),
+        LabelKind::Graded => config.set_classifier(&["score"], "regression"),
+    }
+    if let Some(p) = cfg.dropout {
+        config.hidden_dropout_prob = p;
+        config.attention_probs_dropout_prob = p;
+        config.classifier_dropout = None;
+    }
+    if cfg.freeze_layers > config.num_hidden_layers {
+        return Err(crate::Error::Input(format!(
+            "[train] freeze_layers: {} but the base model has {} layers",
+            cfg.freeze_layers, config.num_hidden_layers
+        )));
+    }
+    let max_length = cfg.max_length.min(config.max_position_embeddings);
+    let tokenizer = PairTokenizer::from_file(&base_dir.join("tokenizer.json"), max_length)?;
+    let enc = |xs: &[Example]| -> crate::Result<Vec<Encoded>> {
+        let pairs: Vec<(&str, &str)> = xs
+            .iter()
+            .map(|e| (e.prompt.as_str(), e.output.as_str()))
+            .collect();
+        Ok(tokenizer.encode_pairs(&pairs)?)
+    };
+    let train_enc = enc(&train)?;
+    let validation_enc = enc(&validation)?;
+    let test_enc = enc(&test)?;
+
+    // What a checkpoint must agree with to be resumed: the config (less the device and
+    // checkpoint bookkeeping) and the training data.
+    let mut hasher = sha2::Sha256::new();
+    let mut fp_cfg = cfg.clone();
+    fp_cfg.device = String::new();
+    fp_cfg.keep_checkpoints = false;
+    hasher.update(
+        serde_json::to_string(&fp_cfg)
+            .unwrap_or_default()
+            .as_bytes(),
+    );
+    hasher.update(format!("{kind:?}").as_bytes());
+    for e in &train {
+        hasher.update(e.request_id.as_bytes());
+        hasher.update(e.label.to_le_bytes());
+        hasher.update(e.weight.to_le_bytes());
+    }
+    for e in &train_enc {
+        for id in &e.ids {
+            hasher.update(id.to_le_bytes());
+        }
+    }
+    let fingerprint = hex::encode(hasher.finalize());
+    Ok(Setup {
+        kind,
+        config,
+        base_dir,
+        tokenizer,
+        train,
+        train_enc,
+        validation,
+        validation_enc,
+        test,
+        test_enc,
+        fingerprint,
+    })
+}
+
+fn trainable_filter(cfg: &TrainConfig) -> impl Fn(&str) -> bool + use<> {
+    let freeze_embeddings = cfg.freeze_embeddings;
+    let freeze_layers = cfg.freeze_layers;
+    move |name: &str| {
+        if freeze_embeddings && name.starts_with("bert.embeddings.") {
+            return false;
+        }
+        if let Some(rest) = name.strip_prefix("bert.encoder.layer.")
+            && let Some(idx) = rest.split('.').next().and_then(|s| s.parse::<usize>().ok())
+        {
+            return idx >= freeze_layers;
+        }
+        true
+    }
+}
+
+/// Scores (probability for binary, value for graded) and unweighted losses of examples, in
+/// order, evaluated in batches sorted by length without dropout.
+pub(crate) fn predict(
+    model: &model::BertForSequenceClassification,
+    tokenizer: &PairTokenizer,
+    enc: &[Encoded],
+    batch_size: usize,
+    device: &Device,
+) -> Result<Vec<f32>, ModelError> {
+    let mut order: Vec<usize> = (0..enc.len()).collect();
+    order.sort_by_key(|&i| enc[i].len());
+    let mut logits = vec![0f32; enc.len()];
+    for chunk in order.chunks(batch_size.max(1)) {
+        let items: Vec<&Encoded> = chunk.iter().map(|&i| &enc[i]).collect();
+        let batch = tokenizer.collate(&items, device)?;
+        let out = model.forward_t(
+            &batch.input_ids,
+            &batch.token_type_ids,
+            &batch.attention_mask,
+            false,
+        )?;
+        let out = out.i_first_column()?;
+        for (&i, v) in chunk.iter().zip(out) {
+            logits[i] = v;
+        }
+    }
+    Ok(logits)
+}
+
+trait FirstColumn {
+    fn i_first_column(&self) -> candle_core::Result<Vec<f32>>;
+}
+
+impl FirstColumn for Tensor {
+    fn i_first_column(&self) -> candle_core::Result<Vec<f32>> {
+        self.narrow(D::Minus1, 0, 1)?
+            .flatten_all()?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()
+    }
+}
+
+/// The score reported for a logit: sigmoid for binary, identity for graded.
+pub fn score_of(logit: f64, kind: LabelKind) -> f64 {
+    match kind {
+        LabelKind::Binary => 1.0 / (1.0 + (-logit).exp()),
+        LabelKind::Graded => logit,
+    }
+}
+
+fn example_loss(logit: f64, label: f64, kind: LabelKind) -> f64 {
+    match kind {
+        LabelKind::Binary => logit.max(0.0) - logit * label + (-logit.abs()).exp().ln_1p(),
+        LabelKind::Graded => (logit - label) * (logit - label),
+    }
+}
+
+fn evaluate(
+    model: &model::BertForSequenceClassification,
+    setup: &Setup,
+    examples: &[Example],
+    enc: &[Encoded],
+    batch_size: usize,
+    device: &Device,
+) -> crate::Result<EvalMetrics> {
+    let logits = predict(model, &setup.tokenizer, enc, batch_size, device)?;
+    let mut acc = EvalAccumulator::default();
+    for (e, &z) in examples.iter().zip(&logits) {
+        let z = z as f64;
+        acc.update(
+            score_of(z, setup.kind),
+            e.label,
+            e.weight,
+            example_loss(z, e.label, setup.kind),
+        );
+    }
+    Ok(acc.compute(setup.kind == LabelKind::Binary))
+}
+
+fn metric_value(m: &EvalMetrics, which: EvalMetric) -> f64 {
+    // Higher is better for every value returned here; NaN never counts as an improvement.
+    match which {
+        EvalMetric::Loss => -m.loss,
+        EvalMetric::Spearman => m.spearman.unwrap_or(f64::NAN),
+        EvalMetric::Auc => m.auc.unwrap_or(f64::NAN),
+        EvalMetric::Accuracy => m.accuracy.unwrap_or(f64::NAN),
+    }
+}
+
+fn model_err(e: candle_core::Error) -> crate::Error {
+    crate::Error::from(ModelError::from(e))
+}
+
+struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    fn open(path: &Path, keep_bytes: Option<u64>) -> crate::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| crate::Error::io(path, e))?;
+        file.set_len(keep_bytes.unwrap_or(0))
+            .map_err(|e| crate::Error::io(path, e))?;
+        let mut log = MetricsLog {
+            path: path.to_path_buf(),
+            file,
+        };
+        use std::io::Seek;
+        log.file
+            .seek(std::io::SeekFrom::End(0))
+            .map_err(|e| crate::Error::io(path, e))?;
+        Ok(log)
+    }
+
+    fn write(&mut self, value: &serde_json::Value) -> crate::Result<()> {
+        writeln!(self.file, "{value}").map_err(|e| crate::Error::io(&self.path, e))
+    }
+
+    /// Bytes written so far, made durable.
+    fn sync_len(&mut self) -> crate::Result<u64> {
+        self.file
+            .sync_data()
+            .map_err(|e| crate::Error::io(&self.path, e))?;
+        let len = self
+            .file
+            .metadata()
+            .map_err(|e| crate::Error::io(&self.path, e))?
+            .len();
+        Ok(len)
+    }
+}
+
+/// The training loop. `stop_after` (tests only) returns `None` after that many optimizer
+/// steps, as if the process had been killed.
+fn run(
+    dataset_dir: &Path,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    resume: bool,
+    device: &Device,
+    stop_after: Option<usize>,
+) -> crate::Result<Option<TrainSummary>> {
+    let setup = setup(dataset_dir, cfg)?;
+    let state_dir = out_dir.join("train_state");
+    std::fs::create_dir_all(&state_dir).map_err(|e| crate::Error::io(&state_dir, e))?;
+    let ckpt_path = state_dir.join("checkpoint.safetensors");
+    let best_path = state_dir.join("best.safetensors");
+
+    // Initial weights: the base checkpoint plus a seeded head.
+    let base_weights = setup.base_dir.join("model.safetensors");
+    let ckpt = weights::load_checkpoint(&base_weights)?;
+    let (init, report) = weights::init_weights(&setup.config, Some(ckpt), &base_weights, cfg.seed)?;
+    tracing::info!(
+        base = %setup.base_dir.display(),
+        loaded = report.loaded.len(),
+        initialized = ?report.initialized,
+        unused = report.unused.len(),
+        "base model loaded"
+    );
+    let mut tm = TrainableModel::new(
+        &setup.config,
+        init,
+        trainable_filter(cfg),
+        cfg.seed.wrapping_add(1),
+        device,
+    )?;
+    let mut opt = AdamW::new(tm.params(), cfg).map_err(model_err)?;
+
+    let n = setup.train.len();
+    let batches_per_epoch = n.div_ceil(cfg.batch_size);
+    let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accum);
+    let mut total_steps = steps_per_epoch * cfg.epochs;
+    if cfg.max_steps > 0 && (cfg.epochs == 0 || cfg.max_steps < total_steps) {
+        total_steps = cfg.max_steps;
+    }
+    let warmup = if cfg.warmup_steps > 0 {
+        cfg.warmup_steps
+    } else {
+        (cfg.warmup_ratio * total_steps as f64).ceil() as usize
+    };
+
+    let mut state = CheckpointState::new(
+        setup.fingerprint.clone(),
+        tm.dropout_rng().state().map_err(model_err)?,
+    );
+    let metrics_path = out_dir.join("metrics.jsonl");
+    let mut keep_metrics = None;
+    if resume && ckpt_path.is_file() {
+        let (st, tensors) = checkpoint::read(&ckpt_path)?;
+        if st.fingerprint != setup.fingerprint {
+            return Err(crate::Error::Input(format!(
+                "{}: the checkpoint was written with another config or training data; \
+                 run without --resume to start over",
+                ckpt_path.display()
+            )));
+        }
+        tm.set_params(&tensors.params).map_err(crate::Error::from)?;
+        opt.restore(st.adam_step, &tensors.m, &tensors.v, tm.params())
+            .map_err(model_err)?;
+        tm.dropout_rng().restore(&st.rng).map_err(model_err)?;
+        keep_metrics = Some(st.metrics_len);
+        tracing::info!(
+            step = st.step,
+            epoch = st.epoch + 1,
+            "resuming from checkpoint"
+        );
+        state = st;
+    } else if resume {
+        tracing::info!(path = %ckpt_path.display(), "no checkpoint to resume from; starting over");
+    }
+    let mut log = MetricsLog::open(&metrics_path, keep_metrics)?;
+
+    let bar = indicatif::ProgressBar::new(total_steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} steps  {msg}  eta {eta}")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    bar.set_position(state.step as u64);
+
+    let save_checkpoint = |tm: &mut TrainableModel,
+                           opt: &AdamW,
+                           state: &mut CheckpointState,
+                           log: &mut MetricsLog|
+     -> crate::Result<()> {
+        state.metrics_len = log.sync_len()?;
+        state.rng = tm.dropout_rng().state().map_err(model_err)?;
+        state.adam_step = opt.step_count();
+        checkpoint::write(&ckpt_path, state, tm, opt)?;
+        tracing::debug!(step = state.step, "checkpoint written");
+        Ok(())
+    };
+
+    let started = Instant::now();
+    let mut seen_since_start = 0usize;
+    let mut running_loss = 0.0;
+    let mut running_n = 0usize;
+    let mut finished = state.done;
+    while !finished {
+        if state.epoch >= cfg.epochs.max(1) && cfg.epochs > 0 || state.step >= total_steps {
+            break;
+        }
+        let order = epoch_order(n, cfg.seed, state.epoch);
+        let mut epoch_cut = false;
+        while state.next_batch < batches_per_epoch {
+            let first = state.next_batch;
+            let last = (first + cfg.grad_accum).min(batches_per_epoch);
+            let micro: Vec<&[usize]> = (first..last)
+                .map(|b| &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(n)])
+                .collect();
+            let total_weight: f64 = micro
+                .iter()
+                .flat_map(|m| m.iter())
+                .map(|&i| setup.train[i].weight)
+                .sum();
+            let mut grads: Vec<Option<Tensor>> = vec![None; tm.params().len()];
+            let mut step_loss = 0.0;
+            for idx in &micro {
+                let items: Vec<&Encoded> = idx.iter().map(|&i| &setup.train_enc[i]).collect();
+                let batch = setup.tokenizer.collate(&items, device)?;
+                let labels: Vec<f32> = idx.iter().map(|&i| setup.train[i].label as f32).collect();
+                let wts: Vec<f32> = idx.iter().map(|&i| setup.train[i].weight as f32).collect();
+                let labels = Tensor::from_vec(labels, idx.len(), device).map_err(model_err)?;
+                let wts = Tensor::from_vec(wts, idx.len(), device).map_err(model_err)?;
+                let logits = tm
+                    .model
+                    .forward_t(
+                        &batch.input_ids,
+                        &batch.token_type_ids,
+                        &batch.attention_mask,
+                        true,
+                    )
+                    .map_err(model_err)?
+                    .narrow(D::Minus1, 0, 1)
+                    .and_then(|t| t.flatten_all())
+                    .map_err(model_err)?;
+                if total_weight <= 0.0 {
+                    continue;
+                }
+                let loss = weighted_loss(&logits, &labels, &wts, setup.kind, total_weight)
+                    .map_err(model_err)?;
+                step_loss += loss
+                    .to_dtype(DType::F64)
+                    .and_then(|t| t.to_scalar::<f64>())
+                    .map_err(model_err)?;
+                let g = loss.backward().map_err(model_err)?;
+                for (slot, p) in grads.iter_mut().zip(tm.params()) {
+                    if let Some(gp) = g.get(p.var.as_tensor()) {
+                        *slot = Some(match slot.take() {
+                            None => gp.clone(),
+                            Some(acc) => (acc + gp).map_err(model_err)?,
+                        });
+                    }
+                }
+            }
+            if total_weight > 0.0 {
+                let lr = lr_at(state.step, cfg.learning_rate, warmup, total_steps);
+                opt.step(tm.params(), &mut grads, lr, cfg.grad_clip)
+                    .map_err(model_err)?;
+            }
+            let examples: usize = micro.iter().map(|m| m.len()).sum();
+            seen_since_start += examples;
+            running_loss += step_loss;
+            running_n += 1;
+            state.step += 1;
+            state.next_batch = last;
+            let rate = seen_since_start as f64 / started.elapsed().as_secs_f64().max(1e-9);
+            bar.set_position(state.step as u64);
+            bar.set_message(format!("loss {step_loss:.4}  {rate:.1} ex/s"));
+            if state.step.is_multiple_of(cfg.log_every) || state.step == total_steps {
+                let lr = lr_at(state.step - 1, cfg.learning_rate, warmup, total_steps);
+                log.write(&serde_json::json!({
+                    "kind": "train", "step": state.step, "epoch": state.epoch + 1,
+                    "loss": running_loss / running_n.max(1) as f64, "lr": lr,
+                    "examples_per_sec": rate,
+                }))?;
+                tracing::info!(
+                    step = state.step,
+                    loss = running_loss / running_n.max(1) as f64,
+                    lr,
+                    examples_per_sec = rate,
+                    "train"
+                );
+                running_loss = 0.0;
+                running_n = 0;
+            }
+            if state.step >= total_steps {
+                epoch_cut = state.next_batch < batches_per_epoch;
+                break;
+            }
+            if cfg.checkpoint_every > 0 && state.step.is_multiple_of(cfg.checkpoint_every) {
+                save_checkpoint(&mut tm, &opt, &mut state, &mut log)?;
+            }
+            if stop_after.is_some_and(|s| state.step >= s) {
+                bar.abandon();
+                return Ok(None);
+            }
+        }
+
+        // End of an epoch (or of the step budget): evaluate, keep the best, maybe stop.
+        let epoch_no = state.epoch + 1;
+        if !setup.validation.is_empty() {
+            let m = evaluate(
+                &tm.model,
+                &setup,
+                &setup.validation,
+                &setup.validation_enc,
+                cfg.eval_batch_size,
+                device,
+            )?;
+            log.write(&serde_json::json!({
+                "kind": "eval", "split": "validation", "step": state.step, "epoch": epoch_no,
+                "loss": m.loss, "spearman": m.spearman, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
+            }))?;
+            tracing::info!(epoch = epoch_no, step = state.step, loss = m.loss, spearman = ?m.spearman, auc = ?m.auc, "validation");
+            let value = metric_value(&m, cfg.eval_metric);
+            let improved = match state.best_value {
+                None => !value.is_nan() || state.best_epoch.is_none(),
+                Some(b) => value > b,
+            };
+            state.history.push(EvalRecord {
+                epoch: epoch_no,
+                step: state.step,
+                metrics: m,
+            });
+            if improved {
+                state.best_value = if value.is_nan() { None } else { Some(value) };
+                state.best_epoch = Some(epoch_no);
+                state.bad_epochs = 0;
+                let bytes = weights::safetensors_bytes(&tm.tensors(), None)?;
+                write_atomic(&best_path, &bytes)?;
+            } else {
+                state.bad_epochs += 1;
+            }
+            if cfg.patience > 0 && state.bad_epochs >= cfg.patience {
+                tracing::info!(epoch = epoch_no, patience = cfg.patience, "early stopping");
+                state.stopped_early = true;
+                finished = true;
+            }
+        }
+        state.epoch += 1;
+        state.next_batch = 0;
+        if epoch_cut || state.step >= total_steps || (cfg.epochs > 0 && state.epoch >= cfg.epochs) {
+            finished = true;
+        }
+        state.done = finished;
+        save_checkpoint(&mut tm, &opt, &mut state, &mut log)?;
+        if stop_after.is_some_and(|s| state.step >= s) && !finished {
+            bar.abandon();
+            return Ok(None);
+        }
+    }
+    bar.finish_and_clear();
+
+    // The kept model: the best validation checkpoint, else the last weights.
+    let final_weights: BTreeMap<String, Tensor> =
+        if state.best_epoch.is_some() && best_path.is_file() {
+            weights::load_checkpoint(&best_path)?
+        } else {
+            tm.tensors()
+        };
+    let infer = model::InferenceModel::from_tensors(&setup.config, final_weights.clone(), device)?;
+    let validation = if setup.validation.is_empty() {
+        None
+    } else {
+        Some(evaluate(
+            &infer.model,
+            &setup,
+            &setup.validation,
+            &setup.validation_enc,
+            cfg.eval_batch_size,
+            device,
+        )?)
+    };
+    let test = if setup.test.is_empty() {
+        None
+    } else {
+        let m = evaluate(
+            &infer.model,
+            &setup,
+            &setup.test,
+            &setup.test_enc,
+            cfg.eval_batch_size,
+            device,
+        )?;
+        log.write(&serde_json::json!({
+            "kind": "eval", "split": "test", "step": state.step, "epoch": state.best_epoch,
+            "loss": m.loss, "spearman": m.spearman, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
+        }))?;
+        Some(m)
+    };
+    log.sync_len()?;
+
+    let summary = TrainSummary {
+        out_dir: out_dir.to_path_buf(),
+        label: setup.kind,
+        steps: state.step,
+        epochs_completed: state.epoch,
+        stopped_early: state.stopped_early,
+        best_epoch: state.best_epoch,
+        validation,
+        test,
+        history: state.history.clone(),
+    };
+    write_output(out_dir, cfg, &setup, &final_weights, &summary)?;
+    if !cfg.keep_checkpoints {
+        std::fs::remove_dir_all(&state_dir).map_err(|e| crate::Error::io(&state_dir, e))?;
+    }
+    tracing::info!(out = %out_dir.display(), steps = summary.steps, "training done");
+    Ok(Some(summary))
+}
+
+fn write_json(path: &Path, value: &impl Serialize) -> crate::Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| crate::Error::Model(format!("{}: {e}", path.display())))?;
+    write_atomic(path, format!("{text}\n").as_bytes())
+}
+
+fn write_output(
+    out_dir: &Path,
+    cfg: &TrainConfig,
+    setup: &Setup,
+    final_weights: &BTreeMap<String, Tensor>,
+    summary: &TrainSummary,
+) -> crate::Result<()> {
+    let bytes = weights::safetensors_bytes(
+        final_weights,
+        Some(
+            [("format".to_string(), "pt".to_string())]
+                .into_iter()
+                .collect(),
+        ),
+    )?;
+    write_atomic(&out_dir.join("model.safetensors"), &bytes)?;
+    write_json(&out_dir.join("config.json"), &setup.config)?;
+    let max_length = setup.tokenizer.max_length();
+    for f in ["tokenizer.json", "vocab.txt", "special_tokens_map.json"] {
+        let src = setup.base_dir.join(f);
+        if src.is_file() {
+            let bytes = std::fs::read(&src).map_err(|e| crate::Error::io(&src, e))?;
+            write_atomic(&out_dir.join(f), &bytes)?;
+        }
+    }
+    let tc_src = setup.base_dir.join("tokenizer_config.json");
+    let mut tok_cfg: serde_json::Value = if tc_src.is_file() {
+        let text = std::fs::read_to_string(&tc_src).map_err(|e| crate::Error::io(&tc_src, e))?;
+        serde_json::from_str(&text)
+            .map_err(|e| crate::Error::Input(format!("{}: {e}", tc_src.display())))?
+    } else {
+        serde_json::json!({"tokenizer_class": "BertTokenizer", "do_lower_case": true})
+    };
+    if let Some(obj) = tok_cfg.as_object_mut() {
+        obj.insert("model_max_length".into(), max_length.into());
+    }
+    write_json(&out_dir.join("tokenizer_config.json"), &tok_cfg)?;
+    write_json(
+        &out_dir.join("training_config.json"),
+        &serde_json::json!({
+            "train": cfg,
+            "label": setup.kind,
+            "max_length": max_length,
+            "base_model_dir": setup.base_dir,
+            "evalloop_version": env!("CARGO_PKG_VERSION"),
+        }),
+    )?;
+    write_json(&out_dir.join("metrics.json"), summary)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
