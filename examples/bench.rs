@@ -6,6 +6,7 @@
 //! Training: the real `train()` loop (full fine-tuning, dropout on, AdamW, batch 16, every pair
 //! truncated to exactly 128 tokens); the first step is left out as warmup. Scoring:
 //! `Scorer::score_pairs` (tokenization included), batch 32 x 128 tokens. Prints one JSON line.
+#![allow(clippy::print_stdout)]
 
 use std::time::Instant;
 
@@ -15,18 +16,14 @@ use evalloop::train::{TrainConfig, train};
 
 /// A pair long enough that longest-first truncation cuts it to 128 tokens.
 fn long_pair(i: usize) -> (String, String) {
-    let prompt =
-        format!("question {i}: ") + &"please explain how the system handles requests ".repeat(12);
-    let output = format!("answer {i}: ")
-        + &"the service validates input and returns a helpful reply ".repeat(12);
+    let prompt = format!("question {i}: ") + &"please explain how the system handles requests ".repeat(12);
+    let output = format!("answer {i}: ") + &"the service validates input and returns a helpful reply ".repeat(12);
     (prompt, output)
 }
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let base = args
-        .first()
-        .context("usage: bench BASE_DIR [TRAIN_STEPS] [SCORE_BATCHES]")?;
+    let base = args.first().context("usage: bench BASE_DIR [TRAIN_STEPS] [SCORE_BATCHES]")?;
     let steps: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(4);
     let score_batches: usize = args.get(2).map(|s| s.parse()).transpose()?.unwrap_or(4);
     let tmp = std::env::temp_dir().join(format!("evalloop-bench-{}", std::process::id()));
@@ -46,10 +43,7 @@ fn main() -> Result<()> {
         lines.push('\n');
     }
     std::fs::write(data.join("train.jsonl"), lines)?;
-    std::fs::write(
-        data.join("dataset_card.json"),
-        r#"{"config": {"label": "binary"}}"#,
-    )?;
+    std::fs::write(data.join("dataset_card.json"), r#"{"config": {"label": "binary"}}"#)?;
     let out = tmp.join("model");
     let cfg = TrainConfig {
         base_model: base.clone(),

@@ -5,6 +5,7 @@
 //! ```
 //! With `--train-from`, first fine-tunes BASE_DIR for a few steps on synthetic pairs into
 //! MODEL_DIR (so the check covers a directory written by `train`, not only a base model).
+#![allow(clippy::print_stdout)]
 
 use std::path::PathBuf;
 
@@ -14,22 +15,10 @@ use evalloop::train::{TrainConfig, train};
 
 fn sample_pairs() -> Vec<(String, String)> {
     [
-        (
-            "What is the capital of France?",
-            "Paris is the capital of France.",
-        ),
-        (
-            "What is the capital of France?",
-            "I think it's Berlin, or maybe Madrid.",
-        ),
-        (
-            "Summarise the ticket.",
-            "The customer cannot log in after the password reset; escalated.",
-        ),
-        (
-            "Write a haiku about rain.",
-            "Rain on the tin roof / a small drum for sleeping cats / the gutters sing on",
-        ),
+        ("What is the capital of France?", "Paris is the capital of France."),
+        ("What is the capital of France?", "I think it's Berlin, or maybe Madrid."),
+        ("Summarise the ticket.", "The customer cannot log in after the password reset; escalated."),
+        ("Write a haiku about rain.", "Rain on the tin roof / a small drum for sleeping cats / the gutters sing on"),
         ("Translate 'thank you' to German.", "Danke."),
         ("hi", &"a very long answer that goes on and on ".repeat(40)),
     ]
@@ -43,11 +32,7 @@ fn write_dataset(dir: &std::path::Path) -> Result<()> {
     let mut lines = String::new();
     for i in 0..32 {
         let good = i % 2 == 0;
-        let out = if good {
-            "a correct and helpful answer"
-        } else {
-            "a wrong and useless answer"
-        };
+        let out = if good { "a correct and helpful answer" } else { "a wrong and useless answer" };
         lines.push_str(
             &serde_json::json!({
                 "request_id": format!("r{i}"), "prompt": format!("question number {i}"),
@@ -61,10 +46,7 @@ fn write_dataset(dir: &std::path::Path) -> Result<()> {
     for split in ["train", "validation"] {
         std::fs::write(dir.join(format!("{split}.jsonl")), &lines)?;
     }
-    std::fs::write(
-        dir.join("dataset_card.json"),
-        r#"{"config": {"label": "binary"}}"#,
-    )?;
+    std::fs::write(dir.join("dataset_card.json"), r#"{"config": {"label": "binary"}}"#)?;
     Ok(())
 }
 

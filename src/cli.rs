@@ -81,6 +81,62 @@ pub enum Command {
     Simulate(SimulateArgs),
     /// Re-render report.md and report.html (and report.json) from a report.json.
     Report(ReportArgs),
+    /// Fine-tune the BERT evaluator on a dataset directory ([train] in --config).
+    Train(TrainArgs),
+    /// Score requests with a trained evaluator: a JSONL file, or the store as a new evaluator.
+    Score(ScoreArgs),
+    /// The weekly loop from --config: ingest, dataset, train, score, report, gate.
+    Run(RunArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct TrainArgs {
+    /// A directory from `evalloop dataset build` (train/validation/test.jsonl, dataset_card.json).
+    #[arg(long)]
+    pub dataset: PathBuf,
+    /// The model directory to write (Hugging Face layout).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from the latest checkpoint in --out.
+    #[arg(long)]
+    pub resume: bool,
+    /// cpu, cuda, cuda:N or auto (default: [train] device, else cpu).
+    #[arg(long)]
+    pub device: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScoreArgs {
+    /// The trained model directory.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// JSON Lines with request_id, prompt, output.
+    #[arg(long, requires = "output", conflicts_with = "store")]
+    pub input: Option<PathBuf>,
+    /// Where to write the input lines with `score` added.
+    #[arg(long, requires = "input")]
+    pub output: Option<PathBuf>,
+    /// Score the store's logs (filtered) and store the scores as a new evaluator.
+    #[arg(long)]
+    pub store: bool,
+    /// The new evaluator's name (default: the model directory's name).
+    #[arg(long)]
+    pub evaluator_name: Option<String>,
+    #[command(flatten)]
+    pub filter: FilterArgs,
+    /// Pairs per forward pass.
+    #[arg(long, default_value_t = 32)]
+    pub batch_size: usize,
+    /// cpu, cuda, cuda:N or auto.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The run directory (default: [run] out_dir/<run id>); an existing one is resumed.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,7 +305,6 @@ pub struct SimulateArgs {
     pub holdout_groups: Option<usize>,
 }
 
-
 #[derive(Debug, clap::Args)]
 pub struct ReportArgs {
     /// The report.json to render (as written by `evalloop run`).
@@ -353,6 +408,43 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             }
             let s = FeedbackSummary::from_events(&request_id, &events, &settings.policy, present);
             Ok(Outcome::ok(summary_text(&s, &settings), serde_json::to_value(&s).unwrap_or_default()))
+        }
+        Command::Train(a) => {
+            let mut cfg: crate::train::TrainConfig = settings.section("train", &settings.config.train)?;
+            if let Some(d) = a.device {
+                cfg.device = d;
+            }
+            let s = crate::train::train(&a.dataset, &cfg, &a.out, a.resume)?;
+            let text = format!(
+                "trained {} steps over {} epochs{}; best epoch {}; model in {}",
+                s.steps,
+                s.epochs_completed,
+                if s.stopped_early { " (stopped early)" } else { "" },
+                s.best_epoch.map_or("-".into(), |e| e.to_string()),
+                s.out_dir.display()
+            );
+            Ok(Outcome::ok(text, to_json(&s)))
+        }
+        Command::Score(a) => score(&settings, a),
+        Command::Run(a) => {
+            let o = crate::pipeline::run(&settings, a.out.as_deref())?;
+            let mut text = format!("run {} in {}\n", o.run_id, o.run_dir.display());
+            let f = |x: Option<f64>| x.map_or("undefined".into(), |v| format!("{v:.4}"));
+            text.push_str(&format!(
+                "held-out spearman: base {}  retrained {}\n",
+                f(o.pre_spearman),
+                f(o.post_spearman)
+            ));
+            if let Some(r) = &o.gate_reason {
+                text.push_str(&format!("gate: {r}\n"));
+            }
+            for (step, secs) in &o.timings {
+                text.push_str(&format!("  {step:<10} {secs:8.1} s\n"));
+            }
+            if let Some(h) = &o.report_html {
+                text.push_str(&format!("report: {}", h.display()));
+            }
+            Ok(Outcome { text: text.trim_end().to_string(), json: to_json(&o), code: o.exit_code })
         }
         Command::Report(a) => {
             let out = a.out.unwrap_or_else(|| match a.from.parent() {
@@ -479,6 +571,37 @@ fn to_json<T: serde::Serialize>(v: &T) -> Value {
 
 fn scope(settings: &Settings, f: &FilterArgs) -> Result<Scope> {
     Ok(Scope { filter: f.resolve()?, policy: settings.policy.clone() })
+}
+
+fn score(settings: &Settings, a: ScoreArgs) -> Result<Outcome> {
+    let device = crate::model::parse_device(&a.device)?;
+    if let (Some(input), Some(output)) = (&a.input, &a.output) {
+        let opts = crate::score::ScoreOptions { batch_size: a.batch_size, device, ..Default::default() };
+        let s = crate::score::score_jsonl(&a.model, input, output, &opts)?;
+        let text = format!("scored {} lines into {} (mean score {:.4})", s.rows, output.display(), s.mean_score);
+        return Ok(Outcome::ok(text, json!({"rows": s.rows, "mean_score": s.mean_score, "output": output})));
+    }
+    if !a.store {
+        return Err(Error::Input("score: give --input FILE --output FILE, or --store".into()));
+    }
+    let name = a.evaluator_name.clone().unwrap_or_else(|| {
+        a.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "retrained".into())
+    });
+    let scorer = crate::score::Scorer::load(&a.model, &device)?.with_batch_size(a.batch_size);
+    let mut store = store::open(&settings.db)?;
+    let ids = store.request_ids(&a.filter.resolve()?)?;
+    let mut outcome = crate::store::BatchOutcome::default();
+    for chunk in ids.chunks(4096) {
+        let texts = store.request_texts(chunk)?;
+        let pairs: Vec<(String, String)> = texts.into_iter().map(|(_, t)| (t.prompt, t.output)).collect();
+        let scores = scorer.score_pairs(&pairs)?;
+        let rows: Vec<(String, f64)> = chunk.iter().cloned().zip(scores).collect();
+        store.begin()?;
+        outcome += store.insert_scores(&name, &rows)?;
+        store.commit()?;
+    }
+    let text = format!("scored {} requests in {} as evaluator {name:?}", outcome.stored, store.location());
+    Ok(Outcome::ok(text, json!({"evaluator": name, "stored": outcome.stored})))
 }
 
 fn impact(settings: &Settings, a: ImpactArgs) -> Result<Outcome> {

@@ -520,6 +520,18 @@ pub struct Built {
 
 /// Builds the dataset from the store into `out` (created if needed).
 pub fn build(store: &dyn Store, policy: &HumanPolicy, cfg: &DatasetConfig, out: &Path) -> Result<Built> {
+    build_in(store, &Filter::default(), policy, cfg, out)
+}
+
+/// Builds the dataset from the requests in `window` (time range, cohort, metadata; its
+/// evaluator is ignored: `cfg.evaluator` picks it) into `out`.
+pub fn build_in(
+    store: &dyn Store,
+    window: &Filter,
+    policy: &HumanPolicy,
+    cfg: &DatasetConfig,
+    out: &Path,
+) -> Result<Built> {
     cfg.validate().map_err(|e| Error::Input(format!("[dataset]: {e}")))?;
     let evaluators = store.evaluators()?;
     let evaluator = match &cfg.evaluator {
@@ -541,7 +553,7 @@ pub fn build(store: &dyn Store, policy: &HumanPolicy, cfg: &DatasetConfig, out: 
             )));
         }
     };
-    let filter = Filter { evaluator: Some(evaluator.clone()), ..Default::default() };
+    let filter = Filter { evaluator: Some(evaluator.clone()), ..window.clone() };
     let rows = store.scored_requests(&ScoredQuery {
         filter: filter.clone(),
         policy: policy.clone(),

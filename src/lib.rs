@@ -15,6 +15,7 @@ pub mod error;
 pub mod feedback;
 pub mod ingest;
 pub mod model;
+pub mod pipeline;
 pub mod record;
 pub mod render;
 pub mod report;

@@ -139,11 +139,7 @@ pub struct ScoreOptions {
 
 impl Default for ScoreOptions {
     fn default() -> Self {
-        ScoreOptions {
-            batch_size: DEFAULT_BATCH_SIZE,
-            device: Device::Cpu,
-            chunk_lines: 4096,
-        }
+        ScoreOptions { batch_size: DEFAULT_BATCH_SIZE, device: Device::Cpu, chunk_lines: 4096 }
     }
 }
 
@@ -160,12 +156,7 @@ pub struct ScoreSummary {
 /// `output`; blank lines skipped), scores every line with the model in `model_dir`, and writes
 /// `output` with each object unchanged plus `score` (a number), in input order. `output` is
 /// written to a temp file and renamed at the end. Errors name file:line and field.
-pub fn score_jsonl(
-    model_dir: &Path,
-    input: &Path,
-    output: &Path,
-    opts: &ScoreOptions,
-) -> crate::Result<ScoreSummary> {
+pub fn score_jsonl(model_dir: &Path, input: &Path, output: &Path, opts: &ScoreOptions) -> crate::Result<ScoreSummary> {
     let scorer = Scorer::load(model_dir, &opts.device)?.with_batch_size(opts.batch_size);
     let text = std::fs::read_to_string(input).map_err(|e| crate::Error::io(input, e))?;
     let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
@@ -181,9 +172,7 @@ pub fn score_jsonl(
             obj.get(name)
                 .and_then(|v| v.as_str())
                 .map(str::to_string)
-                .ok_or_else(|| {
-                    crate::Error::Input(format!("{at}: field {name} is missing or not a string"))
-                })
+                .ok_or_else(|| crate::Error::Input(format!("{at}: field {name} is missing or not a string")))
         };
         field("request_id")?;
         pairs.push((field("prompt")?, field("output")?));
@@ -193,16 +182,10 @@ pub fn score_jsonl(
     for chunk in pairs.chunks(opts.chunk_lines.max(1)) {
         scores.extend(scorer.score_pairs(chunk)?);
     }
-    let dir = output
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
+    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        output
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default(),
+        output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
         std::process::id()
     ));
     {
@@ -213,21 +196,12 @@ pub fn score_jsonl(
             let line = serde_json::Value::Object(obj).to_string();
             writeln!(w, "{line}").map_err(io)?;
         }
-        let f = w
-            .into_inner()
-            .map_err(|e| crate::Error::io(&tmp, e.into_error()))?;
+        let f = w.into_inner().map_err(|e| crate::Error::io(&tmp, e.into_error()))?;
         f.sync_all().map_err(io)?;
     }
     std::fs::rename(&tmp, output).map_err(|e| crate::Error::io(output, e))?;
-    let mean = if scores.is_empty() {
-        f64::NAN
-    } else {
-        scores.iter().sum::<f64>() / scores.len() as f64
-    };
-    Ok(ScoreSummary {
-        rows: scores.len(),
-        mean_score: mean,
-    })
+    let mean = if scores.is_empty() { f64::NAN } else { scores.iter().sum::<f64>() / scores.len() as f64 };
+    Ok(ScoreSummary { rows: scores.len(), mean_score: mean })
 }
 
 #[cfg(test)]
@@ -238,16 +212,9 @@ mod tests {
 
     fn write_model(dir: &Path) {
         let cfg = tiny_config();
-        std::fs::write(
-            dir.join("config.json"),
-            serde_json::to_string(&cfg).unwrap(),
-        )
-        .unwrap();
-        std::fs::write(
-            dir.join("model.safetensors"),
-            safetensors_bytes(&random_weights(&cfg, 8), None).unwrap(),
-        )
-        .unwrap();
+        std::fs::write(dir.join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
+        std::fs::write(dir.join("model.safetensors"), safetensors_bytes(&random_weights(&cfg, 8), None).unwrap())
+            .unwrap();
         write_tokenizer(dir);
     }
 
@@ -255,20 +222,10 @@ mod tests {
     fn scores_do_not_depend_on_batching_or_order() {
         let dir = tempfile::tempdir().unwrap();
         write_model(dir.path());
-        let pairs: Vec<(String, String)> = (0..9)
-            .map(|i| {
-                (
-                    "what is the answer".to_string(),
-                    "good ".repeat(i + 1) + "bad",
-                )
-            })
-            .collect();
-        let one = Scorer::load(dir.path(), &Device::Cpu)
-            .unwrap()
-            .with_batch_size(1);
-        let four = Scorer::load(dir.path(), &Device::Cpu)
-            .unwrap()
-            .with_batch_size(4);
+        let pairs: Vec<(String, String)> =
+            (0..9).map(|i| ("what is the answer".to_string(), "good ".repeat(i + 1) + "bad")).collect();
+        let one = Scorer::load(dir.path(), &Device::Cpu).unwrap().with_batch_size(1);
+        let four = Scorer::load(dir.path(), &Device::Cpu).unwrap().with_batch_size(4);
         let a = one.score_pairs(&pairs).unwrap();
         let b = four.score_pairs(&pairs).unwrap();
         assert_eq!(one.label_kind(), LabelKind::Binary);
@@ -292,20 +249,14 @@ mod tests {
         let output = dir.path().join("out.jsonl");
         let s = score_jsonl(dir.path(), &input, &output, &ScoreOptions::default()).unwrap();
         assert_eq!(s.rows, 2);
-        let lines: Vec<serde_json::Value> = std::fs::read_to_string(&output)
-            .unwrap()
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
+        let lines: Vec<serde_json::Value> =
+            std::fs::read_to_string(&output).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
         assert_eq!(lines[0]["request_id"], "r1");
         assert_eq!(lines[0]["extra"], 3);
         assert!(lines[1]["score"].as_f64().is_some());
 
         std::fs::write(&input, "{\"request_id\":\"r1\",\"prompt\":\"what\"}\n").unwrap();
         let err = score_jsonl(dir.path(), &input, &output, &ScoreOptions::default()).unwrap_err();
-        assert!(
-            err.to_string().contains("in.jsonl:1: field output"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("in.jsonl:1: field output"), "{err}");
     }
 }

@@ -36,22 +36,13 @@ pub struct DropoutRng {
 impl DropoutRng {
     /// A new stream from `seed`.
     pub fn new(seed: u64) -> Self {
-        DropoutRng {
-            seed,
-            rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))),
-        }
+        DropoutRng { seed, rng: Arc::new(Mutex::new(ChaCha8Rng::seed_from_u64(seed))) }
     }
 
     /// The current position of the stream.
     pub fn state(&self) -> Result<RngState> {
-        let rng = self
-            .rng
-            .lock()
-            .map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
-        Ok(RngState {
-            seed: self.seed,
-            word_pos: rng.get_word_pos().to_string(),
-        })
+        let rng = self.rng.lock().map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
+        Ok(RngState { seed: self.seed, word_pos: rng.get_word_pos().to_string() })
     }
 
     /// Moves the stream to a saved position (re-seeding it if the seed differs).
@@ -60,10 +51,7 @@ impl DropoutRng {
             .word_pos
             .parse()
             .map_err(|_| candle_core::Error::msg(format!("bad rng word_pos {}", state.word_pos)))?;
-        let mut rng = self
-            .rng
-            .lock()
-            .map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
+        let mut rng = self.rng.lock().map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
         if state.seed != self.seed {
             *rng = ChaCha8Rng::seed_from_u64(state.seed);
             self.seed = state.seed;
@@ -80,18 +68,13 @@ impl DropoutRng {
         let keep = (1.0 / (1.0 - p)) as f32;
         let mut values = Vec::with_capacity(n);
         {
-            let mut rng = self
-                .rng
-                .lock()
-                .map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
+            let mut rng = self.rng.lock().map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
             for _ in 0..n {
                 let r = rng.next_u32() as u64;
                 values.push(if r >= threshold { keep } else { 0.0 });
             }
         }
-        Tensor::from_vec(values, xs.shape(), &candle_core::Device::Cpu)?
-            .to_dtype(xs.dtype())?
-            .to_device(xs.device())
+        Tensor::from_vec(values, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())
     }
 }
 
@@ -130,11 +113,7 @@ pub struct LayerNorm {
 impl LayerNorm {
     /// Reads `weight` and `bias`, both `(size,)`.
     pub fn load(vb: VarBuilder, size: usize, eps: f64) -> Result<Self> {
-        Ok(LayerNorm {
-            weight: vb.get(size, "weight")?,
-            bias: vb.get(size, "bias")?,
-            eps,
-        })
+        Ok(LayerNorm { weight: vb.get(size, "weight")?, bias: vb.get(size, "bias")?, eps })
     }
 
     /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension (biased variance,
@@ -144,10 +123,7 @@ impl LayerNorm {
         let centered = xs.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
         let inv_std = (var + self.eps)?.sqrt()?.recip()?;
-        centered
-            .broadcast_mul(&inv_std)?
-            .broadcast_mul(&self.weight)?
-            .broadcast_add(&self.bias)
+        centered.broadcast_mul(&inv_std)?.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)
     }
 }
 
@@ -181,9 +157,8 @@ impl BertEmbeddings {
     /// Reads `word_embeddings`, `position_embeddings`, `token_type_embeddings`, `LayerNorm`.
     pub fn load(vb: VarBuilder, cfg: &BertConfig, rng: &DropoutRng) -> Result<Self> {
         let h = cfg.hidden_size;
-        let emb = |n: usize, name: &str| -> Result<Embedding> {
-            Ok(Embedding::new(vb.pp(name).get((n, h), "weight")?, h))
-        };
+        let emb =
+            |n: usize, name: &str| -> Result<Embedding> { Ok(Embedding::new(vb.pp(name).get((n, h), "weight")?, h)) };
         Ok(BertEmbeddings {
             word_embeddings: emb(cfg.vocab_size, "word_embeddings")?,
             position_embeddings: emb(cfg.max_position_embeddings, "position_embeddings")?,
@@ -194,12 +169,7 @@ impl BertEmbeddings {
     }
 
     /// `input_ids`, `token_type_ids`: `(b, s)` u32 → `(b, s, h)`.
-    pub fn forward_t(
-        &self,
-        input_ids: &Tensor,
-        token_type_ids: &Tensor,
-        train: bool,
-    ) -> Result<Tensor> {
+    pub fn forward_t(&self, input_ids: &Tensor, token_type_ids: &Tensor, train: bool) -> Result<Tensor> {
         let (_b, s) = input_ids.dims2()?;
         let words = self.word_embeddings.forward(input_ids)?;
         let types = self.token_type_embeddings.forward(token_type_ids)?;
@@ -238,9 +208,7 @@ impl BertSelfAttention {
 
     fn split_heads(&self, xs: &Tensor) -> Result<Tensor> {
         let (b, s, _) = xs.dims3()?;
-        xs.reshape((b, s, self.num_heads, self.head_size))?
-            .transpose(1, 2)?
-            .contiguous()
+        xs.reshape((b, s, self.num_heads, self.head_size))?.transpose(1, 2)?.contiguous()
     }
 
     /// `xs` `(b, s, h)`, `mask` `(b, 1, 1, s)` additive → `(b, s, h)`.
@@ -299,12 +267,7 @@ impl BertLayer {
         let h = cfg.hidden_size;
         Ok(BertLayer {
             attention: BertSelfAttention::load(vb.pp("attention").pp("self"), cfg, rng)?,
-            attention_output: BertResidualOutput::load(
-                vb.pp("attention").pp("output"),
-                h,
-                cfg,
-                rng,
-            )?,
+            attention_output: BertResidualOutput::load(vb.pp("attention").pp("output"), h, cfg, rng)?,
             intermediate: linear(h, cfg.intermediate_size, vb.pp("intermediate").pp("dense"))?,
             act: cfg.hidden_act,
             output: BertResidualOutput::load(vb.pp("output"), cfg.intermediate_size, cfg, rng)?,
@@ -342,11 +305,7 @@ impl BertModel {
         Ok(BertModel {
             embeddings: BertEmbeddings::load(vb.pp("embeddings"), cfg, rng)?,
             layers,
-            pooler: linear(
-                cfg.hidden_size,
-                cfg.hidden_size,
-                vb.pp("pooler").pp("dense"),
-            )?,
+            pooler: linear(cfg.hidden_size, cfg.hidden_size, vb.pp("pooler").pp("dense"))?,
         })
     }
 
@@ -359,9 +318,7 @@ impl BertModel {
         attention_mask: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
-        let mut xs = self
-            .embeddings
-            .forward_t(input_ids, token_type_ids, train)?;
+        let mut xs = self.embeddings.forward_t(input_ids, token_type_ids, train)?;
         let mask = extended_attention_mask(attention_mask, xs.dtype())?;
         for layer in &self.layers {
             xs = layer.forward_t(&xs, &mask, train)?;
@@ -382,9 +339,7 @@ fn extended_attention_mask(mask: &Tensor, dtype: DType) -> Result<Tensor> {
         _ => f32::MIN as f64,
     };
     // (1 - m) * min = m * (-min) + min; exact for m in {0, 1}.
-    mask.to_dtype(dtype)?
-        .affine(-min, min)?
-        .reshape((b, 1, 1, s))
+    mask.to_dtype(dtype)?.affine(-min, min)?.reshape((b, 1, 1, s))
 }
 
 /// `BertForSequenceClassification`: BERT, dropout, and a linear classifier on the pooled output.
@@ -401,11 +356,8 @@ impl BertForSequenceClassification {
     /// `classifier.weight` `(num_labels, h)`, `classifier.bias` `(num_labels,)`. Dropout masks
     /// are drawn from `rng`.
     pub fn load(vb: VarBuilder, cfg: &BertConfig, rng: &DropoutRng) -> Result<Self> {
-        let bert_vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
-            vb.pp("bert")
-        } else {
-            vb.clone()
-        };
+        let bert_vb =
+            if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb.clone() };
         let num_labels = cfg.num_labels();
         Ok(BertForSequenceClassification {
             bert: BertModel::load(bert_vb, cfg, rng)?,
@@ -424,9 +376,7 @@ impl BertForSequenceClassification {
         attention_mask: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
-        let pooled = self
-            .bert
-            .forward_t(input_ids, token_type_ids, attention_mask, train)?;
+        let pooled = self.bert.forward_t(input_ids, token_type_ids, attention_mask, train)?;
         let pooled = self.dropout.forward_t(&pooled, train)?;
         self.classifier.forward(&pooled)
     }
@@ -448,32 +398,15 @@ mod tests {
         let xs = Tensor::new(&[[1f32, 2., 4.], [-3., 0.5, 9.]], &dev).unwrap();
         let w = candle_core::Var::new(&[1.5f32, -0.5, 2.0], &dev).unwrap();
         let b = candle_core::Var::new(&[0.1f32, 0.2, 0.3], &dev).unwrap();
-        let ln = LayerNorm {
-            weight: w.as_tensor().clone(),
-            bias: b.as_tensor().clone(),
-            eps: 1e-5,
-        };
+        let ln = LayerNorm { weight: w.as_tensor().clone(), bias: b.as_tensor().clone(), eps: 1e-5 };
         let ours = ln.forward(&xs).unwrap();
         let fused = candle_nn::ops::layer_norm(&xs, &w, &b, 1e-5).unwrap();
-        let diff = (ours.clone() - fused)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
+        let diff = (ours.clone() - fused).unwrap().abs().unwrap().max_all().unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
         let grads = ours.sqr().unwrap().sum_all().unwrap().backward().unwrap();
         for v in [&w, &b] {
             let g = grads.get(v).expect("gradient");
-            assert!(
-                g.abs()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap()
-                    > 0.0
-            );
+            assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
         }
     }
 
@@ -484,44 +417,20 @@ mod tests {
         let d = Dropout::new(0.25, DropoutRng::new(3));
         let eval = d.forward_t(&xs, false).unwrap();
         assert_eq!(eval.sum_all().unwrap().to_scalar::<f32>().unwrap(), 4096.0);
-        let a = d
-            .forward_t(&xs, true)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let a = d.forward_t(&xs, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let zeros = a.iter().filter(|v| **v == 0.0).count() as f64 / a.len() as f64;
         assert!((zeros - 0.25).abs() < 0.03, "{zeros}");
         assert!(a.iter().all(|v| *v == 0.0 || (*v - 4.0 / 3.0).abs() < 1e-6));
         // Same seed, same masks; restoring a saved position replays the stream.
         let d2 = Dropout::new(0.25, DropoutRng::new(3));
-        let b = d2
-            .forward_t(&xs, true)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let b = d2.forward_t(&xs, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(a, b);
         let state = d2.rng.state().unwrap();
-        let c = d2
-            .forward_t(&xs, true)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let c = d2.forward_t(&xs, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let mut rng3 = DropoutRng::new(99);
         rng3.restore(&state).unwrap();
         let d3 = Dropout::new(0.25, rng3);
-        let c3 = d3
-            .forward_t(&xs, true)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
+        let c3 = d3.forward_t(&xs, true).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(c, c3);
     }
 }

@@ -114,25 +114,17 @@ impl BertConfig {
     /// Reads and validates a config.json.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let cfg: BertConfig = serde_json::from_str(&text).map_err(|source| ModelError::Json {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let cfg: BertConfig =
+            serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })?;
         cfg.validate(path)?;
         Ok(cfg)
     }
 
     /// Checks the values the model code relies on; `origin` names the file in errors.
     pub fn validate(&self, origin: &Path) -> Result<(), ModelError> {
-        let bad = |msg: String| ModelError::Config {
-            path: origin.to_path_buf(),
-            msg,
-        };
+        let bad = |msg: String| ModelError::Config { path: origin.to_path_buf(), msg };
         if self.model_type != "bert" {
-            return Err(bad(format!(
-                "model_type is '{}', only 'bert' is supported",
-                self.model_type
-            )));
+            return Err(bad(format!("model_type is '{}', only 'bert' is supported", self.model_type)));
         }
         if self.position_embedding_type != "absolute" {
             return Err(bad(format!(
@@ -151,16 +143,11 @@ impl BertConfig {
         }
         for (name, p) in [
             ("hidden_dropout_prob", self.hidden_dropout_prob),
-            (
-                "attention_probs_dropout_prob",
-                self.attention_probs_dropout_prob,
-            ),
+            ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
             ("classifier_dropout", self.classifier_dropout.unwrap_or(0.0)),
         ] {
             if !(0.0..1.0).contains(&p) {
-                return Err(bad(format!(
-                    "{name} is {p}, expected a probability in [0, 1)"
-                )));
+                return Err(bad(format!("{name} is {p}, expected a probability in [0, 1)")));
             }
         }
         if self.num_labels() == 0 {
@@ -172,11 +159,7 @@ impl BertConfig {
     /// Number of classifier outputs: the size of `id2label` when set, else `num_labels`, else 2
     /// (transformers' default).
     pub fn num_labels(&self) -> usize {
-        if !self.id2label.is_empty() {
-            self.id2label.len()
-        } else {
-            self.num_labels.unwrap_or(2)
-        }
+        if !self.id2label.is_empty() { self.id2label.len() } else { self.num_labels.unwrap_or(2) }
     }
 
     /// Dropout probability before the classifier.
@@ -193,16 +176,8 @@ impl BertConfig {
     /// `label2id`, `num_labels` and `problem_type` set for the given label names.
     pub fn set_classifier(&mut self, labels: &[&str], problem_type: &str) {
         self.architectures = vec!["BertForSequenceClassification".to_string()];
-        self.id2label = labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (i.to_string(), l.to_string()))
-            .collect();
-        self.label2id = labels
-            .iter()
-            .enumerate()
-            .map(|(i, l)| (l.to_string(), i))
-            .collect();
+        self.id2label = labels.iter().enumerate().map(|(i, l)| (i.to_string(), l.to_string())).collect();
+        self.label2id = labels.iter().enumerate().map(|(i, l)| (l.to_string(), i)).collect();
         self.num_labels = Some(labels.len());
         self.problem_type = Some(problem_type.to_string());
     }
@@ -240,18 +215,8 @@ mod tests {
 
     #[test]
     fn validate_names_the_bad_field() {
-        let cfg = BertConfig {
-            hidden_size: 30,
-            num_attention_heads: 4,
-            ..Default::default()
-        };
-        let err = cfg
-            .validate(Path::new("x/config.json"))
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("x/config.json") && err.contains("num_attention_heads"),
-            "{err}"
-        );
+        let cfg = BertConfig { hidden_size: 30, num_attention_heads: 4, ..Default::default() };
+        let err = cfg.validate(Path::new("x/config.json")).unwrap_err().to_string();
+        assert!(err.contains("x/config.json") && err.contains("num_attention_heads"), "{err}");
     }
 }

@@ -17,12 +17,7 @@ pub fn hub_cache_dir() -> PathBuf {
     if let Some(home) = std::env::var_os("HF_HOME").filter(|v| !v.is_empty()) {
         return PathBuf::from(home).join("hub");
     }
-    std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_default()
-        .join(".cache")
-        .join("huggingface")
-        .join("hub")
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_default().join(".cache").join("huggingface").join("hub")
 }
 
 /// Resolves `base_model` to a directory holding config.json, tokenizer.json and
@@ -91,13 +86,8 @@ mod tests {
     fn repo_ids_resolve_through_the_cache_layout_and_fail_clearly_when_missing() {
         let tmp = tempfile::tempdir().unwrap();
         let cache = tmp.path().join("hub");
-        let err = resolve_in("acme/tiny-bert", &cache)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("'acme/tiny-bert'") && err.contains(cache.to_str().unwrap()),
-            "{err}"
-        );
+        let err = resolve_in("acme/tiny-bert", &cache).unwrap_err().to_string();
+        assert!(err.contains("'acme/tiny-bert'") && err.contains(cache.to_str().unwrap()), "{err}");
         assert!(err.contains("fetch-model.sh"), "{err}");
 
         let repo = cache.join("models--acme--tiny-bert");
@@ -112,9 +102,7 @@ mod tests {
         // A local directory wins and must be complete.
         assert_eq!(resolve_in(snap.to_str().unwrap(), &cache).unwrap(), snap);
         std::fs::remove_file(snap.join("tokenizer.json")).unwrap();
-        let err = resolve_in(snap.to_str().unwrap(), &cache)
-            .unwrap_err()
-            .to_string();
+        let err = resolve_in(snap.to_str().unwrap(), &cache).unwrap_err().to_string();
         assert!(err.contains("tokenizer.json"), "{err}");
     }
 }

@@ -99,10 +99,7 @@ pub enum ModelError {
 impl ModelError {
     /// Wraps an I/O error with its path.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        ModelError::Io {
-            path: path.into(),
-            source,
-        }
+        ModelError::Io { path: path.into(), source }
     }
 }
 
@@ -110,9 +107,7 @@ impl From<ModelError> for crate::Error {
     fn from(e: ModelError) -> Self {
         match e {
             ModelError::Io { path, source } => crate::Error::Io { path, source },
-            e @ (ModelError::Config { .. } | ModelError::Device(..)) => {
-                crate::Error::Input(e.to_string())
-            }
+            e @ (ModelError::Config { .. } | ModelError::Device(..)) => crate::Error::Input(e.to_string()),
             e => crate::Error::Model(e.to_string()),
         }
     }
@@ -140,15 +135,12 @@ fn parse_device_inner(spec: &str) -> Result<Device, ModelError> {
             let ordinal = if s == "cuda" {
                 0
             } else if let Some(n) = s.strip_prefix("cuda:") {
-                n.parse::<usize>()
-                    .map_err(|_| bad("expected cpu, cuda, cuda:N (N a GPU index) or auto"))?
+                n.parse::<usize>().map_err(|_| bad("expected cpu, cuda, cuda:N (N a GPU index) or auto"))?
             } else {
                 return Err(bad("expected cpu, cuda, cuda:N or auto"));
             };
             if !candle_core::utils::cuda_is_available() {
-                return Err(bad(
-                    "this build has no CUDA support (rebuild with `--features cuda`)",
-                ));
+                return Err(bad("this build has no CUDA support (rebuild with `--features cuda`)"));
             }
             Device::new_cuda(ordinal).map_err(|e| bad(&e.to_string()))
         }
@@ -170,10 +162,7 @@ mod tests {
         if !candle_core::utils::cuda_is_available() {
             assert!(auto.is_cpu());
             let err = parse_device("cuda:0").unwrap_err().to_string();
-            assert!(
-                err.contains("cuda:0") && err.contains("--features cuda"),
-                "{err}"
-            );
+            assert!(err.contains("cuda:0") && err.contains("--features cuda"), "{err}");
         }
         let err = parse_device("gpu").unwrap_err().to_string();
         assert!(err.contains("'gpu'"), "{err}");

@@ -13,19 +13,16 @@ pub const CLS: u32 = 2;
 
 /// The made-up vocabulary: special tokens then a few words.
 pub const VOCAB: &[&str] = &[
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "answer", "the", "a", "is",
-    "helpful", "wrong", "correct", "yes", "no", "ok", "great", "terrible", "question", "what",
-    "why", "how", "fine", "poor", "##s", "##ly", ".", ",", "?",
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "good", "bad", "answer", "the", "a", "is", "helpful", "wrong",
+    "correct", "yes", "no", "ok", "great", "terrible", "question", "what", "why", "how", "fine", "poor", "##s", "##ly",
+    ".", ",", "?",
 ];
 
 /// Writes a BERT-style tokenizer.json (BertNormalizer, BertPreTokenizer, WordPiece, the
 /// `[CLS] A [SEP] B [SEP]` template) over [`VOCAB`] into `dir`; returns its path.
 pub fn write_tokenizer(dir: &Path) -> PathBuf {
-    let vocab: serde_json::Map<String, serde_json::Value> = VOCAB
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (t.to_string(), i.into()))
-        .collect();
+    let vocab: serde_json::Map<String, serde_json::Value> =
+        VOCAB.iter().enumerate().map(|(i, t)| (t.to_string(), i.into())).collect();
     let added: Vec<serde_json::Value> = VOCAB[..5]
         .iter()
         .enumerate()
@@ -34,10 +31,8 @@ pub fn write_tokenizer(dir: &Path) -> PathBuf {
                 "rstrip": false, "normalized": false, "special": true})
         })
         .collect();
-    let special =
-        |t: &str, type_id: u32| serde_json::json!({"SpecialToken": {"id": t, "type_id": type_id}});
-    let seq =
-        |t: &str, type_id: u32| serde_json::json!({"Sequence": {"id": t, "type_id": type_id}});
+    let special = |t: &str, type_id: u32| serde_json::json!({"SpecialToken": {"id": t, "type_id": type_id}});
+    let seq = |t: &str, type_id: u32| serde_json::json!({"Sequence": {"id": t, "type_id": type_id}});
     let json = serde_json::json!({
         "version": "1.0",
         "truncation": null,
@@ -79,9 +74,7 @@ pub fn tiny_config() -> BertConfig {
 
 /// Random weights for `cfg` (canonical names), seeded.
 pub fn random_weights(cfg: &BertConfig, seed: u64) -> BTreeMap<String, Tensor> {
-    init_weights(cfg, None, Path::new("random"), seed)
-        .unwrap()
-        .0
+    init_weights(cfg, None, Path::new("random"), seed).unwrap().0
 }
 
 /// Writes a base-model directory (config.json, tokenizer.json, model.safetensors) for a tiny
@@ -95,22 +88,14 @@ pub fn write_tiny_base(dir: &Path, seed: u64, with_prefix: bool) -> BTreeMap<Str
     cfg.label2id.clear();
     cfg.problem_type = None;
     cfg.num_labels = None;
-    std::fs::write(
-        dir.join("config.json"),
-        serde_json::to_string_pretty(&cfg).unwrap(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
     write_tokenizer(dir);
     let weights = random_weights(&tiny_config(), seed);
     let stored: std::collections::HashMap<String, Tensor> = weights
         .iter()
         .filter(|(k, _)| with_prefix || !k.starts_with("classifier."))
         .map(|(k, v)| {
-            let name = if with_prefix {
-                k.clone()
-            } else {
-                k.trim_start_matches("bert.").to_string()
-            };
+            let name = if with_prefix { k.clone() } else { k.trim_start_matches("bert.").to_string() };
             (name, v.clone())
         })
         .collect();

@@ -66,20 +66,11 @@ impl PairTokenizer {
     /// truncation at `max_length`, no padding (batches are padded by [`PairTokenizer::collate`]).
     /// The pad id is the file's padding id, else the id of `[PAD]`, else 0.
     pub fn from_file(path: &Path, max_length: usize) -> Result<Self, ModelError> {
-        let err = |msg: String| ModelError::Tokenizer {
-            path: path.to_path_buf(),
-            msg,
-        };
+        let err = |msg: String| ModelError::Tokenizer { path: path.to_path_buf(), msg };
         let mut tokenizer = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
-        let pad_id = tokenizer
-            .get_padding()
-            .map(|p| p.pad_id)
-            .or_else(|| tokenizer.token_to_id("[PAD]"))
-            .unwrap_or(0);
+        let pad_id = tokenizer.get_padding().map(|p| p.pad_id).or_else(|| tokenizer.token_to_id("[PAD]")).unwrap_or(0);
         if max_length < 4 {
-            return Err(err(format!(
-                "max_length {max_length} is too short for a pair"
-            )));
+            return Err(err(format!("max_length {max_length} is too short for a pair")));
         }
         tokenizer
             .with_truncation(Some(TruncationParams {
@@ -90,12 +81,7 @@ impl PairTokenizer {
             }))
             .map_err(|e| err(e.to_string()))?;
         tokenizer.with_padding(None);
-        Ok(PairTokenizer {
-            tokenizer,
-            path: path.to_path_buf(),
-            max_length,
-            pad_id,
-        })
+        Ok(PairTokenizer { tokenizer, path: path.to_path_buf(), max_length, pad_id })
     }
 
     /// The truncation length in tokens.
@@ -109,27 +95,15 @@ impl PairTokenizer {
     }
 
     /// Tokenizes pairs, in order (the tokenizers crate spreads the work over threads).
-    pub fn encode_pairs<S: AsRef<str>>(
-        &self,
-        pairs: &[(S, S)],
-    ) -> Result<Vec<Encoded>, ModelError> {
-        let inputs: Vec<(&str, &str)> = pairs
-            .iter()
-            .map(|(a, b)| (a.as_ref(), b.as_ref()))
-            .collect();
-        let encodings =
-            self.tokenizer
-                .encode_batch(inputs, true)
-                .map_err(|e| ModelError::Tokenizer {
-                    path: self.path.clone(),
-                    msg: e.to_string(),
-                })?;
+    pub fn encode_pairs<S: AsRef<str>>(&self, pairs: &[(S, S)]) -> Result<Vec<Encoded>, ModelError> {
+        let inputs: Vec<(&str, &str)> = pairs.iter().map(|(a, b)| (a.as_ref(), b.as_ref())).collect();
+        let encodings = self
+            .tokenizer
+            .encode_batch(inputs, true)
+            .map_err(|e| ModelError::Tokenizer { path: self.path.clone(), msg: e.to_string() })?;
         Ok(encodings
             .into_iter()
-            .map(|e| Encoded {
-                ids: e.get_ids().to_vec(),
-                type_ids: e.get_type_ids().to_vec(),
-            })
+            .map(|e| Encoded { ids: e.get_ids().to_vec(), type_ids: e.get_type_ids().to_vec() })
             .collect())
     }
 
@@ -165,9 +139,7 @@ mod tests {
         let path = testutil::write_tokenizer(dir.path());
         let tok = PairTokenizer::from_file(&path, 10).unwrap();
         let long = "good ".repeat(20);
-        let enc = tok
-            .encode_pairs(&[("bad answer", "good"), ("bad", long.as_str())])
-            .unwrap();
+        let enc = tok.encode_pairs(&[("bad answer", "good"), ("bad", long.as_str())]).unwrap();
         // [CLS] bad answer [SEP] good [SEP]
         assert_eq!(enc[0].len(), 6);
         assert_eq!(enc[0].type_ids, vec![0, 0, 0, 0, 1, 1]);
@@ -179,9 +151,6 @@ mod tests {
         assert_eq!(batch.input_ids.dims(), &[2, 10]);
         let mask = batch.attention_mask.to_vec2::<u32>().unwrap();
         assert_eq!(mask[0].iter().sum::<u32>(), 6);
-        assert_eq!(
-            batch.input_ids.to_vec2::<u32>().unwrap()[0][6..],
-            [testutil::PAD; 4]
-        );
+        assert_eq!(batch.input_ids.to_vec2::<u32>().unwrap()[0][6..], [testutil::PAD; 4]);
     }
 }

@@ -40,8 +40,7 @@ pub struct ParamSpec {
 pub fn param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
     let h = cfg.hidden_size;
     let mut specs = Vec::new();
-    let mut push =
-        |name: String, shape: Vec<usize>, init: Init| specs.push(ParamSpec { name, shape, init });
+    let mut push = |name: String, shape: Vec<usize>, init: Init| specs.push(ParamSpec { name, shape, init });
     let linear = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: &str, i: usize, o: usize| {
         push(format!("{p}.weight"), vec![o, i], Init::Normal);
         push(format!("{p}.bias"), vec![o], Init::Zeros);
@@ -51,21 +50,9 @@ pub fn param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
         push(format!("{p}.bias"), vec![h], Init::Zeros);
     };
     let e = "bert.embeddings";
-    push(
-        format!("{e}.word_embeddings.weight"),
-        vec![cfg.vocab_size, h],
-        Init::Normal,
-    );
-    push(
-        format!("{e}.position_embeddings.weight"),
-        vec![cfg.max_position_embeddings, h],
-        Init::Normal,
-    );
-    push(
-        format!("{e}.token_type_embeddings.weight"),
-        vec![cfg.type_vocab_size, h],
-        Init::Normal,
-    );
+    push(format!("{e}.word_embeddings.weight"), vec![cfg.vocab_size, h], Init::Normal);
+    push(format!("{e}.position_embeddings.weight"), vec![cfg.max_position_embeddings, h], Init::Normal);
+    push(format!("{e}.token_type_embeddings.weight"), vec![cfg.type_vocab_size, h], Init::Normal);
     ln(&mut push, &format!("{e}.LayerNorm"));
     for l in 0..cfg.num_hidden_layers {
         let p = format!("bert.encoder.layer.{l}");
@@ -74,18 +61,8 @@ pub fn param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
         }
         linear(&mut push, &format!("{p}.attention.output.dense"), h, h);
         ln(&mut push, &format!("{p}.attention.output.LayerNorm"));
-        linear(
-            &mut push,
-            &format!("{p}.intermediate.dense"),
-            h,
-            cfg.intermediate_size,
-        );
-        linear(
-            &mut push,
-            &format!("{p}.output.dense"),
-            cfg.intermediate_size,
-            h,
-        );
+        linear(&mut push, &format!("{p}.intermediate.dense"), h, cfg.intermediate_size);
+        linear(&mut push, &format!("{p}.output.dense"), cfg.intermediate_size, h);
         ln(&mut push, &format!("{p}.output.LayerNorm"));
     }
     linear(&mut push, "bert.pooler.dense", h, h);
@@ -123,11 +100,8 @@ pub fn canonical_name(name: &str) -> Option<String> {
 
 /// Reads a safetensors checkpoint onto the CPU as f32 under canonical names.
 pub fn load_checkpoint(path: &Path) -> Result<BTreeMap<String, Tensor>, ModelError> {
-    let raw =
-        candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| ModelError::Checkpoint {
-            path: path.to_path_buf(),
-            msg: e.to_string(),
-        })?;
+    let raw = candle_core::safetensors::load(path, &Device::Cpu)
+        .map_err(|e| ModelError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
     let mut out = BTreeMap::new();
     for (name, t) in raw {
         if let Some(canon) = canonical_name(&name) {
@@ -164,8 +138,7 @@ pub fn init_weights(
     let mut report = InitReport::default();
     let mut out = BTreeMap::new();
     for spec in param_specs(cfg) {
-        let optional =
-            spec.name.starts_with("classifier.") || spec.name.starts_with("bert.pooler.");
+        let optional = spec.name.starts_with("classifier.") || spec.name.starts_with("bert.pooler.");
         if let Some(t) = ckpt.remove(&spec.name) {
             if t.dims() == spec.shape.as_slice() {
                 report.loaded.push(spec.name.clone());
@@ -175,36 +148,23 @@ pub fn init_weights(
             if !spec.name.starts_with("classifier.") {
                 return Err(ModelError::Checkpoint {
                     path: origin.to_path_buf(),
-                    msg: format!(
-                        "tensor {} has shape {:?}, the config needs {:?}",
-                        spec.name,
-                        t.dims(),
-                        spec.shape
-                    ),
+                    msg: format!("tensor {} has shape {:?}, the config needs {:?}", spec.name, t.dims(), spec.shape),
                 });
             }
         } else if must_exist && !optional {
             return Err(ModelError::Checkpoint {
                 path: origin.to_path_buf(),
-                msg: format!(
-                    "tensor {} is missing (with or without the bert. prefix)",
-                    spec.name
-                ),
+                msg: format!("tensor {} is missing (with or without the bert. prefix)", spec.name),
             });
         }
         let n: usize = spec.shape.iter().product();
         let values: Vec<f32> = match spec.init {
             Init::Zeros => vec![0.0; n],
             Init::Ones => vec![1.0; n],
-            Init::Normal => (0..n)
-                .map(|_| (normal(&mut rng) * cfg.initializer_range) as f32)
-                .collect(),
+            Init::Normal => (0..n).map(|_| (normal(&mut rng) * cfg.initializer_range) as f32).collect(),
         };
         report.initialized.push(spec.name.clone());
-        out.insert(
-            spec.name,
-            Tensor::from_vec(values, spec.shape, &Device::Cpu)?,
-        );
+        out.insert(spec.name, Tensor::from_vec(values, spec.shape, &Device::Cpu)?);
     }
     report.unused = ckpt.into_keys().collect();
     Ok((out, report))
@@ -260,11 +220,7 @@ impl TrainableModel {
             if trainable(&name) {
                 let var = Var::from_tensor(&t)?;
                 all.insert(name.clone(), var.as_tensor().clone());
-                params.push(Param {
-                    decay: !is_no_decay(&name),
-                    name,
-                    var,
-                });
+                params.push(Param { decay: !is_no_decay(&name), name, var });
             } else {
                 all.insert(name.clone(), t.clone());
                 frozen.insert(name, t);
@@ -273,13 +229,7 @@ impl TrainableModel {
         let rng = DropoutRng::new(dropout_seed);
         let vb = VarBuilder::from_tensors(all, DType::F32, device);
         let model = BertForSequenceClassification::load(vb, config, &rng)?;
-        Ok(TrainableModel {
-            model,
-            config: config.clone(),
-            params,
-            frozen,
-            rng,
-        })
+        Ok(TrainableModel { model, config: config.clone(), params, frozen, rng })
     }
 
     /// The trainable parameters, in name order.
@@ -304,12 +254,9 @@ impl TrainableModel {
     /// Sets the trainable parameters from `weights` (names must match).
     pub fn set_params(&self, weights: &HashMap<String, Tensor>) -> Result<(), ModelError> {
         for p in &self.params {
-            let t = weights.get(&p.name).ok_or_else(|| {
-                ModelError::Candle(candle_core::Error::msg(format!(
-                    "no saved value for {}",
-                    p.name
-                )))
-            })?;
+            let t = weights
+                .get(&p.name)
+                .ok_or_else(|| ModelError::Candle(candle_core::Error::msg(format!("no saved value for {}", p.name))))?;
             p.var.set(&t.to_device(p.var.device())?)?;
         }
         Ok(())
@@ -354,13 +301,8 @@ impl InferenceModel {
         // while the model is loaded, which the training code never does (it writes a new file
         // and renames it).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
-        let model =
-            BertForSequenceClassification::load(vb, &config, &DropoutRng::new(0)).map_err(|e| {
-                ModelError::Checkpoint {
-                    path: weights.clone(),
-                    msg: e.to_string(),
-                }
-            })?;
+        let model = BertForSequenceClassification::load(vb, &config, &DropoutRng::new(0))
+            .map_err(|e| ModelError::Checkpoint { path: weights.clone(), msg: e.to_string() })?;
         Ok(InferenceModel { model, config })
     }
 
@@ -373,10 +315,7 @@ impl InferenceModel {
     ) -> Result<Self, ModelError> {
         let vb = VarBuilder::from_tensors(weights.into_iter().collect(), DType::F32, device);
         let model = BertForSequenceClassification::load(vb, config, &DropoutRng::new(0))?;
-        Ok(InferenceModel {
-            model,
-            config: config.clone(),
-        })
+        Ok(InferenceModel { model, config: config.clone() })
     }
 }
 
@@ -390,14 +329,8 @@ mod tests {
             canonical_name("embeddings.word_embeddings.weight").as_deref(),
             Some("bert.embeddings.word_embeddings.weight")
         );
-        assert_eq!(
-            canonical_name("bert.pooler.dense.bias").as_deref(),
-            Some("bert.pooler.dense.bias")
-        );
-        assert_eq!(
-            canonical_name("classifier.weight").as_deref(),
-            Some("classifier.weight")
-        );
+        assert_eq!(canonical_name("bert.pooler.dense.bias").as_deref(), Some("bert.pooler.dense.bias"));
+        assert_eq!(canonical_name("classifier.weight").as_deref(), Some("classifier.weight"));
         assert_eq!(
             canonical_name("encoder.layer.0.output.LayerNorm.gamma").as_deref(),
             Some("bert.encoder.layer.0.output.LayerNorm.weight")

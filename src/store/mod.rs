@@ -214,6 +214,9 @@ pub trait Store {
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>>;
     /// The evaluator `overall` of every request matching the filter (with or without feedback).
     fn eval_scores(&self, filter: &Filter) -> StoreResult<Vec<f64>>;
+    /// Ids of the logs matching the filter (with a score from the filter's evaluator, when it
+    /// names one), ordered by id.
+    fn request_ids(&self, filter: &Filter) -> StoreResult<Vec<String>>;
     /// Prompt, output and metadata of the given requests, in the given order; an unknown id is
     /// an error.
     fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>>;

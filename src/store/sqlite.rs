@@ -553,6 +553,16 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
+    fn request_ids(&self, filter: &Filter) -> StoreResult<Vec<String>> {
+        let mut params = Vec::new();
+        let cond = filter_sql(filter, true, &mut params);
+        let join = if filter.evaluator.is_some() { "JOIN eval_scores s ON s.request_id = l.request_id" } else { "" };
+        let sql = format!("SELECT l.request_id FROM eval_logs l {join} WHERE 1 = 1{cond} ORDER BY l.request_id");
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
     fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>> {
         ids.iter().map(|id| Ok((id.clone(), self.text_of(id)?))).collect()
     }

@@ -78,10 +78,7 @@ pub(crate) struct CheckpointTensors {
 /// directory.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> crate::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().to_string())
-        .unwrap_or_default();
+    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
     let io = |e| crate::Error::io(&tmp, e);
     {
@@ -96,12 +93,7 @@ pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> crate::Result<()> {
     Ok(())
 }
 
-pub(crate) fn write(
-    path: &Path,
-    state: &CheckpointState,
-    tm: &TrainableModel,
-    opt: &AdamW,
-) -> crate::Result<()> {
+pub(crate) fn write(path: &Path, state: &CheckpointState, tm: &TrainableModel, opt: &AdamW) -> crate::Result<()> {
     let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
     let (m, v) = opt.moments();
     for (i, p) in tm.params().iter().enumerate() {
@@ -109,8 +101,7 @@ pub(crate) fn write(
         tensors.insert(format!("m/{}", p.name), m[i].clone());
         tensors.insert(format!("v/{}", p.name), v[i].clone());
     }
-    let json = serde_json::to_string(state)
-        .map_err(|e| crate::Error::Model(format!("checkpoint state: {e}")))?;
+    let json = serde_json::to_string(state).map_err(|e| crate::Error::Model(format!("checkpoint state: {e}")))?;
     let meta = [("evalloop_state".to_string(), json)].into_iter().collect();
     let bytes = weights::safetensors_bytes(&tensors, Some(meta))?;
     write_atomic(path, &bytes)
@@ -119,21 +110,15 @@ pub(crate) fn write(
 pub(crate) fn read(path: &Path) -> crate::Result<(CheckpointState, CheckpointTensors)> {
     let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
     let bad = |msg: String| crate::Error::Model(format!("{}: {msg}", path.display()));
-    let (_, meta) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let json = meta
         .metadata()
         .as_ref()
         .and_then(|m| m.get("evalloop_state"))
         .ok_or_else(|| bad("no evalloop_state in the header".into()))?;
     let state: CheckpointState = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
-    let all = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
-        .map_err(|e| bad(e.to_string()))?;
-    let mut t = CheckpointTensors {
-        params: HashMap::new(),
-        m: HashMap::new(),
-        v: HashMap::new(),
-    };
+    let all = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu).map_err(|e| bad(e.to_string()))?;
+    let mut t = CheckpointTensors { params: HashMap::new(), m: HashMap::new(), v: HashMap::new() };
     for (k, v) in all {
         if let Some(n) = k.strip_prefix("param/") {
             t.params.insert(n.to_string(), v);

@@ -147,19 +147,15 @@ impl TrainConfig {
     /// Reads the `[train]` table of a TOML document (other tables are ignored; a missing
     /// `[train]` gives the defaults). `origin` names the file in errors.
     pub fn from_toml_str(text: &str, origin: &str) -> crate::Result<Self> {
-        let file: TrainFile = toml::from_str(text)
-            .map_err(|e| crate::Error::Input(format!("{origin}: [train]: {e}")))?;
+        let file: TrainFile =
+            toml::from_str(text).map_err(|e| crate::Error::Input(format!("{origin}: [train]: {e}")))?;
         file.train.validate(origin)?;
         Ok(file.train)
     }
 
     /// Checks ranges; errors name the key.
     pub fn validate(&self, origin: &str) -> crate::Result<()> {
-        let bad = |key: &str, msg: String| {
-            Err(crate::Error::Input(format!(
-                "{origin}: [train] {key}: {msg}"
-            )))
-        };
+        let bad = |key: &str, msg: String| Err(crate::Error::Input(format!("{origin}: [train] {key}: {msg}")));
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1".into());
         }
@@ -173,22 +169,13 @@ impl TrainConfig {
             return bad("epochs", "epochs and max_steps are both 0".into());
         }
         if self.max_length < 8 {
-            return bad(
-                "max_length",
-                format!("{} is too short (at least 8)", self.max_length),
-            );
+            return bad("max_length", format!("{} is too short (at least 8)", self.max_length));
         }
         if !(self.learning_rate > 0.0 && self.learning_rate.is_finite()) {
-            return bad(
-                "learning_rate",
-                format!("{} is not a positive number", self.learning_rate),
-            );
+            return bad("learning_rate", format!("{} is not a positive number", self.learning_rate));
         }
         if !(0.0..1.0).contains(&self.warmup_ratio) {
-            return bad(
-                "warmup_ratio",
-                format!("{} is not in [0, 1)", self.warmup_ratio),
-            );
+            return bad("warmup_ratio", format!("{} is not in [0, 1)", self.warmup_ratio));
         }
         if self.weight_decay.is_nan() || self.weight_decay < 0.0 {
             return bad("weight_decay", format!("{} is negative", self.weight_decay));
@@ -233,9 +220,6 @@ mod tests {
         let err = TrainConfig::from_toml_str("[train]\nbatchsize = 3\n", "f.toml").unwrap_err();
         assert!(err.to_string().contains("batchsize"), "{err}");
         let err = TrainConfig::from_toml_str("[train]\nbatch_size = 0\n", "f.toml").unwrap_err();
-        assert!(
-            err.to_string().contains("f.toml: [train] batch_size"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("f.toml: [train] batch_size"), "{err}");
     }
 }

@@ -49,8 +49,7 @@ pub fn read_split(path: &Path, kind: LabelKind, optional: bool) -> crate::Result
             continue;
         }
         let at = format!("{}:{}", path.display(), i + 1);
-        let row: Row =
-            serde_json::from_str(line).map_err(|e| crate::Error::Input(format!("{at}: {e}")))?;
+        let row: Row = serde_json::from_str(line).map_err(|e| crate::Error::Input(format!("{at}: {e}")))?;
         let label_ok = match kind {
             LabelKind::Binary => row.label == 0.0 || row.label == 1.0,
             LabelKind::Graded => (0.0..=1.0).contains(&row.label),
@@ -60,10 +59,7 @@ pub fn read_split(path: &Path, kind: LabelKind, optional: bool) -> crate::Result
                 LabelKind::Binary => "0 or 1 (binary dataset)",
                 LabelKind::Graded => "in [0, 1] (graded dataset)",
             };
-            return Err(crate::Error::Input(format!(
-                "{at}: field label is {}, expected {want}",
-                row.label
-            )));
+            return Err(crate::Error::Input(format!("{at}: field label is {}, expected {want}", row.label)));
         }
         if !(row.weight >= 0.0 && row.weight.is_finite()) {
             return Err(crate::Error::Input(format!(
@@ -113,20 +109,11 @@ mod tests {
              {\"request_id\":\"b\",\"prompt\":\"p\",\"output\":\"o\",\"label\":0.5,\"weight\":1}\n",
         )
         .unwrap();
-        let err = read_split(&p, LabelKind::Binary, false)
-            .unwrap_err()
-            .to_string();
-        assert!(
-            err.contains("train.jsonl:2") && err.contains("field label"),
-            "{err}"
-        );
+        let err = read_split(&p, LabelKind::Binary, false).unwrap_err().to_string();
+        assert!(err.contains("train.jsonl:2") && err.contains("field label"), "{err}");
         let rows = read_split(&p, LabelKind::Graded, false).unwrap();
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].weight, 2.0);
-        assert!(
-            read_split(&dir.path().join("none.jsonl"), LabelKind::Graded, true)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(read_split(&dir.path().join("none.jsonl"), LabelKind::Graded, true).unwrap().is_empty());
     }
 }

@@ -20,15 +20,6 @@ pub fn per_example_loss(logits: &Tensor, labels: &Tensor, kind: LabelKind) -> Re
 /// `sum_i w_i * loss_i / norm`, a scalar. With `norm` the total weight of the optimizer
 /// batch, micro-batches of an accumulated step add up to the weighted mean over the whole
 /// batch, and an example of weight 0 contributes nothing.
-pub fn weighted_loss(
-    logits: &Tensor,
-    labels: &Tensor,
-    weights: &Tensor,
-    kind: LabelKind,
-    norm: f64,
-) -> Result<Tensor> {
-    per_example_loss(logits, labels, kind)?
-        .mul(weights)?
-        .sum_all()?
-        / norm
+pub fn weighted_loss(logits: &Tensor, labels: &Tensor, weights: &Tensor, kind: LabelKind, norm: f64) -> Result<Tensor> {
+    per_example_loss(logits, labels, kind)?.mul(weights)?.sum_all()? / norm
 }

@@ -48,34 +48,15 @@ impl EvalAccumulator {
     /// The metrics so far; `binary` adds AUC and accuracy.
     pub fn compute(&self, binary: bool) -> EvalMetrics {
         let n = self.scores.len();
-        let loss = if self.weight > 0.0 {
-            self.weighted_loss / self.weight
-        } else {
-            f64::NAN
-        };
+        let loss = if self.weight > 0.0 { self.weighted_loss / self.weight } else { f64::NAN };
         let (auc, accuracy) = if binary {
-            let correct = self
-                .scores
-                .iter()
-                .zip(&self.labels)
-                .filter(|(s, l)| (**s >= 0.5) == (**l >= 0.5))
-                .count();
-            let acc = if n > 0 {
-                Some(correct as f64 / n as f64)
-            } else {
-                None
-            };
+            let correct = self.scores.iter().zip(&self.labels).filter(|(s, l)| (**s >= 0.5) == (**l >= 0.5)).count();
+            let acc = if n > 0 { Some(correct as f64 / n as f64) } else { None };
             (auc(&self.scores, &self.labels), acc)
         } else {
             (None, None)
         };
-        EvalMetrics {
-            n,
-            loss,
-            spearman: spearman(&self.scores, &self.labels),
-            auc,
-            accuracy,
-        }
+        EvalMetrics { n, loss, spearman: spearman(&self.scores, &self.labels), auc, accuracy }
     }
 }
 
@@ -135,12 +116,7 @@ pub fn auc(scores: &[f64], labels: &[f64]) -> Option<f64> {
     if pos == 0.0 || neg == 0.0 {
         return None;
     }
-    let rank_sum: f64 = ranks
-        .iter()
-        .zip(labels)
-        .filter(|(_, l)| **l >= 0.5)
-        .map(|(r, _)| r)
-        .sum();
+    let rank_sum: f64 = ranks.iter().zip(labels).filter(|(_, l)| **l >= 0.5).map(|(r, _)| r).sum();
     Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
 }
 

@@ -89,18 +89,11 @@ pub struct EvalRecord {
 /// (see the module docs for its files). With `resume`, continues from
 /// `out_dir/train_state/checkpoint.safetensors` when there is one (the config and training
 /// data must be the same; the device may differ).
-pub fn train(
-    dataset_dir: &Path,
-    cfg: &TrainConfig,
-    out_dir: &Path,
-    resume: bool,
-) -> crate::Result<TrainSummary> {
+pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
     let device = model::parse_device(&cfg.device)?;
     match run(dataset_dir, cfg, out_dir, resume, &device, None)? {
         Some(summary) => Ok(summary),
-        None => Err(crate::Error::Model(
-            "training stopped before the end".into(),
-        )),
+        None => Err(crate::Error::Model("training stopped before the end".into())),
     }
 }
 
@@ -144,9 +137,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         Some(k) => k,
         None => data::read_label_kind(dataset_dir)?,
     };
-    if matches!(cfg.eval_metric, EvalMetric::Auc | EvalMetric::Accuracy)
-        && kind == LabelKind::Graded
-    {
+    if matches!(cfg.eval_metric, EvalMetric::Auc | EvalMetric::Accuracy) && kind == LabelKind::Graded {
         return Err(crate::Error::Input(format!(
             "[train] eval_metric: {:?} needs binary labels, the dataset is graded",
             cfg.eval_metric
@@ -155,10 +146,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     let train_path = dataset_dir.join("train.jsonl");
     let train = data::read_split(&train_path, kind, false)?;
     if train.is_empty() {
-        return Err(crate::Error::Input(format!(
-            "{}: no examples",
-            train_path.display()
-        )));
+        return Err(crate::Error::Input(format!("{}: no examples", train_path.display())));
     }
     let validation = data::read_split(&dataset_dir.join("validation.jsonl"), kind, true)?;
     let test = data::read_split(&dataset_dir.join("test.jsonl"), kind, true)?;
@@ -183,10 +171,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     let max_length = cfg.max_length.min(config.max_position_embeddings);
     let tokenizer = PairTokenizer::from_file(&base_dir.join("tokenizer.json"), max_length)?;
     let enc = |xs: &[Example]| -> crate::Result<Vec<Encoded>> {
-        let pairs: Vec<(&str, &str)> = xs
-            .iter()
-            .map(|e| (e.prompt.as_str(), e.output.as_str()))
-            .collect();
+        let pairs: Vec<(&str, &str)> = xs.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
         Ok(tokenizer.encode_pairs(&pairs)?)
     };
     let train_enc = enc(&train)?;
@@ -199,11 +184,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     let mut fp_cfg = cfg.clone();
     fp_cfg.device = String::new();
     fp_cfg.keep_checkpoints = false;
-    hasher.update(
-        serde_json::to_string(&fp_cfg)
-            .unwrap_or_default()
-            .as_bytes(),
-    );
+    hasher.update(serde_json::to_string(&fp_cfg).unwrap_or_default().as_bytes());
     hasher.update(format!("{kind:?}").as_bytes());
     for e in &train {
         hasher.update(e.request_id.as_bytes());
@@ -262,12 +243,7 @@ pub(crate) fn predict(
     for chunk in order.chunks(batch_size.max(1)) {
         let items: Vec<&Encoded> = chunk.iter().map(|&i| &enc[i]).collect();
         let batch = tokenizer.collate(&items, device)?;
-        let out = model.forward_t(
-            &batch.input_ids,
-            &batch.token_type_ids,
-            &batch.attention_mask,
-            false,
-        )?;
+        let out = model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, false)?;
         let out = out.i_first_column()?;
         for (&i, v) in chunk.iter().zip(out) {
             logits[i] = v;
@@ -282,10 +258,7 @@ trait FirstColumn {
 
 impl FirstColumn for Tensor {
     fn i_first_column(&self) -> candle_core::Result<Vec<f32>> {
-        self.narrow(D::Minus1, 0, 1)?
-            .flatten_all()?
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()
+        self.narrow(D::Minus1, 0, 1)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
     }
 }
 
@@ -316,12 +289,7 @@ fn evaluate(
     let mut acc = EvalAccumulator::default();
     for (e, &z) in examples.iter().zip(&logits) {
         let z = z as f64;
-        acc.update(
-            score_of(z, setup.kind),
-            e.label,
-            e.weight,
-            example_loss(z, e.label, setup.kind),
-        );
+        acc.update(score_of(z, setup.kind), e.label, e.weight, example_loss(z, e.label, setup.kind));
     }
     Ok(acc.compute(setup.kind == LabelKind::Binary))
 }
@@ -354,16 +322,10 @@ impl MetricsLog {
             .truncate(false)
             .open(path)
             .map_err(|e| crate::Error::io(path, e))?;
-        file.set_len(keep_bytes.unwrap_or(0))
-            .map_err(|e| crate::Error::io(path, e))?;
-        let mut log = MetricsLog {
-            path: path.to_path_buf(),
-            file,
-        };
+        file.set_len(keep_bytes.unwrap_or(0)).map_err(|e| crate::Error::io(path, e))?;
+        let mut log = MetricsLog { path: path.to_path_buf(), file };
         use std::io::Seek;
-        log.file
-            .seek(std::io::SeekFrom::End(0))
-            .map_err(|e| crate::Error::io(path, e))?;
+        log.file.seek(std::io::SeekFrom::End(0)).map_err(|e| crate::Error::io(path, e))?;
         Ok(log)
     }
 
@@ -373,14 +335,8 @@ impl MetricsLog {
 
     /// Bytes written so far, made durable.
     fn sync_len(&mut self) -> crate::Result<u64> {
-        self.file
-            .sync_data()
-            .map_err(|e| crate::Error::io(&self.path, e))?;
-        let len = self
-            .file
-            .metadata()
-            .map_err(|e| crate::Error::io(&self.path, e))?
-            .len();
+        self.file.sync_data().map_err(|e| crate::Error::io(&self.path, e))?;
+        let len = self.file.metadata().map_err(|e| crate::Error::io(&self.path, e))?.len();
         Ok(len)
     }
 }
@@ -412,13 +368,7 @@ fn run(
         unused = report.unused.len(),
         "base model loaded"
     );
-    let mut tm = TrainableModel::new(
-        &setup.config,
-        init,
-        trainable_filter(cfg),
-        cfg.seed.wrapping_add(1),
-        device,
-    )?;
+    let mut tm = TrainableModel::new(&setup.config, init, trainable_filter(cfg), cfg.seed.wrapping_add(1), device)?;
     let mut opt = AdamW::new(tm.params(), cfg).map_err(model_err)?;
 
     let n = setup.train.len();
@@ -428,16 +378,10 @@ fn run(
     if cfg.max_steps > 0 && (cfg.epochs == 0 || cfg.max_steps < total_steps) {
         total_steps = cfg.max_steps;
     }
-    let warmup = if cfg.warmup_steps > 0 {
-        cfg.warmup_steps
-    } else {
-        (cfg.warmup_ratio * total_steps as f64).ceil() as usize
-    };
+    let warmup =
+        if cfg.warmup_steps > 0 { cfg.warmup_steps } else { (cfg.warmup_ratio * total_steps as f64).ceil() as usize };
 
-    let mut state = CheckpointState::new(
-        setup.fingerprint.clone(),
-        tm.dropout_rng().state().map_err(model_err)?,
-    );
+    let mut state = CheckpointState::new(setup.fingerprint.clone(), tm.dropout_rng().state().map_err(model_err)?);
     let metrics_path = out_dir.join("metrics.jsonl");
     let mut keep_metrics = None;
     if resume && ckpt_path.is_file() {
@@ -450,15 +394,10 @@ fn run(
             )));
         }
         tm.set_params(&tensors.params).map_err(crate::Error::from)?;
-        opt.restore(st.adam_step, &tensors.m, &tensors.v, tm.params())
-            .map_err(model_err)?;
+        opt.restore(st.adam_step, &tensors.m, &tensors.v, tm.params()).map_err(model_err)?;
         tm.dropout_rng().restore(&st.rng).map_err(model_err)?;
         keep_metrics = Some(st.metrics_len);
-        tracing::info!(
-            step = st.step,
-            epoch = st.epoch + 1,
-            "resuming from checkpoint"
-        );
+        tracing::info!(step = st.step, epoch = st.epoch + 1, "resuming from checkpoint");
         state = st;
     } else if resume {
         tracing::info!(path = %ckpt_path.display(), "no checkpoint to resume from; starting over");
@@ -499,14 +438,9 @@ fn run(
         while state.next_batch < batches_per_epoch {
             let first = state.next_batch;
             let last = (first + cfg.grad_accum).min(batches_per_epoch);
-            let micro: Vec<&[usize]> = (first..last)
-                .map(|b| &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(n)])
-                .collect();
-            let total_weight: f64 = micro
-                .iter()
-                .flat_map(|m| m.iter())
-                .map(|&i| setup.train[i].weight)
-                .sum();
+            let micro: Vec<&[usize]> =
+                (first..last).map(|b| &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(n)]).collect();
+            let total_weight: f64 = micro.iter().flat_map(|m| m.iter()).map(|&i| setup.train[i].weight).sum();
             let mut grads: Vec<Option<Tensor>> = vec![None; tm.params().len()];
             let mut step_loss = 0.0;
             for idx in &micro {
@@ -518,12 +452,7 @@ fn run(
                 let wts = Tensor::from_vec(wts, idx.len(), device).map_err(model_err)?;
                 let logits = tm
                     .model
-                    .forward_t(
-                        &batch.input_ids,
-                        &batch.token_type_ids,
-                        &batch.attention_mask,
-                        true,
-                    )
+                    .forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, true)
                     .map_err(model_err)?
                     .narrow(D::Minus1, 0, 1)
                     .and_then(|t| t.flatten_all())
@@ -531,12 +460,8 @@ fn run(
                 if total_weight <= 0.0 {
                     continue;
                 }
-                let loss = weighted_loss(&logits, &labels, &wts, setup.kind, total_weight)
-                    .map_err(model_err)?;
-                step_loss += loss
-                    .to_dtype(DType::F64)
-                    .and_then(|t| t.to_scalar::<f64>())
-                    .map_err(model_err)?;
+                let loss = weighted_loss(&logits, &labels, &wts, setup.kind, total_weight).map_err(model_err)?;
+                step_loss += loss.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(model_err)?;
                 let g = loss.backward().map_err(model_err)?;
                 for (slot, p) in grads.iter_mut().zip(tm.params()) {
                     if let Some(gp) = g.get(p.var.as_tensor()) {
@@ -549,8 +474,7 @@ fn run(
             }
             if total_weight > 0.0 {
                 let lr = lr_at(state.step, cfg.learning_rate, warmup, total_steps);
-                opt.step(tm.params(), &mut grads, lr, cfg.grad_clip)
-                    .map_err(model_err)?;
+                opt.step(tm.params(), &mut grads, lr, cfg.grad_clip).map_err(model_err)?;
             }
             let examples: usize = micro.iter().map(|m| m.len()).sum();
             seen_since_start += examples;
@@ -594,14 +518,7 @@ fn run(
         // End of an epoch (or of the step budget): evaluate, keep the best, maybe stop.
         let epoch_no = state.epoch + 1;
         if !setup.validation.is_empty() {
-            let m = evaluate(
-                &tm.model,
-                &setup,
-                &setup.validation,
-                &setup.validation_enc,
-                cfg.eval_batch_size,
-                device,
-            )?;
+            let m = evaluate(&tm.model, &setup, &setup.validation, &setup.validation_enc, cfg.eval_batch_size, device)?;
             log.write(&serde_json::json!({
                 "kind": "eval", "split": "validation", "step": state.step, "epoch": epoch_no,
                 "loss": m.loss, "spearman": m.spearman, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
@@ -612,11 +529,7 @@ fn run(
                 None => !value.is_nan() || state.best_epoch.is_none(),
                 Some(b) => value > b,
             };
-            state.history.push(EvalRecord {
-                epoch: epoch_no,
-                step: state.step,
-                metrics: m,
-            });
+            state.history.push(EvalRecord { epoch: epoch_no, step: state.step, metrics: m });
             if improved {
                 state.best_value = if value.is_nan() { None } else { Some(value) };
                 state.best_epoch = Some(epoch_no);
@@ -647,36 +560,21 @@ fn run(
     bar.finish_and_clear();
 
     // The kept model: the best validation checkpoint, else the last weights.
-    let final_weights: BTreeMap<String, Tensor> =
-        if state.best_epoch.is_some() && best_path.is_file() {
-            weights::load_checkpoint(&best_path)?
-        } else {
-            tm.tensors()
-        };
+    let final_weights: BTreeMap<String, Tensor> = if state.best_epoch.is_some() && best_path.is_file() {
+        weights::load_checkpoint(&best_path)?
+    } else {
+        tm.tensors()
+    };
     let infer = model::InferenceModel::from_tensors(&setup.config, final_weights.clone(), device)?;
     let validation = if setup.validation.is_empty() {
         None
     } else {
-        Some(evaluate(
-            &infer.model,
-            &setup,
-            &setup.validation,
-            &setup.validation_enc,
-            cfg.eval_batch_size,
-            device,
-        )?)
+        Some(evaluate(&infer.model, &setup, &setup.validation, &setup.validation_enc, cfg.eval_batch_size, device)?)
     };
     let test = if setup.test.is_empty() {
         None
     } else {
-        let m = evaluate(
-            &infer.model,
-            &setup,
-            &setup.test,
-            &setup.test_enc,
-            cfg.eval_batch_size,
-            device,
-        )?;
+        let m = evaluate(&infer.model, &setup, &setup.test, &setup.test_enc, cfg.eval_batch_size, device)?;
         log.write(&serde_json::json!({
             "kind": "eval", "split": "test", "step": state.step, "epoch": state.best_epoch,
             "loss": m.loss, "spearman": m.spearman, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
@@ -705,8 +603,8 @@ fn run(
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> crate::Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| crate::Error::Model(format!("{}: {e}", path.display())))?;
+    let text =
+        serde_json::to_string_pretty(value).map_err(|e| crate::Error::Model(format!("{}: {e}", path.display())))?;
     write_atomic(path, format!("{text}\n").as_bytes())
 }
 
@@ -719,11 +617,7 @@ fn write_output(
 ) -> crate::Result<()> {
     let bytes = weights::safetensors_bytes(
         final_weights,
-        Some(
-            [("format".to_string(), "pt".to_string())]
-                .into_iter()
-                .collect(),
-        ),
+        Some([("format".to_string(), "pt".to_string())].into_iter().collect()),
     )?;
     write_atomic(&out_dir.join("model.safetensors"), &bytes)?;
     write_json(&out_dir.join("config.json"), &setup.config)?;
@@ -738,8 +632,7 @@ fn write_output(
     let tc_src = setup.base_dir.join("tokenizer_config.json");
     let mut tok_cfg: serde_json::Value = if tc_src.is_file() {
         let text = std::fs::read_to_string(&tc_src).map_err(|e| crate::Error::io(&tc_src, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| crate::Error::Input(format!("{}: {e}", tc_src.display())))?
+        serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", tc_src.display())))?
     } else {
         serde_json::json!({"tokenizer_class": "BertTokenizer", "do_lower_case": true})
     };

@@ -57,9 +57,7 @@ impl AdamW {
         for (i, p) in params.iter().enumerate() {
             let get = |map: &HashMap<String, Tensor>| -> Result<Tensor> {
                 map.get(&p.name)
-                    .ok_or_else(|| {
-                        candle_core::Error::msg(format!("no optimizer state for {}", p.name))
-                    })?
+                    .ok_or_else(|| candle_core::Error::msg(format!("no optimizer state for {}", p.name)))?
                     .to_device(p.var.device())
             };
             self.m[i] = get(m)?;
@@ -72,27 +70,13 @@ impl AdamW {
     /// Clips `grads` to global L2 norm `clip` (0 = off), then applies one update with
     /// learning rate `lr`. Parameters without a gradient are left alone. Returns the gradient
     /// norm before clipping.
-    pub(crate) fn step(
-        &mut self,
-        params: &[Param],
-        grads: &mut [Option<Tensor>],
-        lr: f64,
-        clip: f64,
-    ) -> Result<f64> {
+    pub(crate) fn step(&mut self, params: &[Param], grads: &mut [Option<Tensor>], lr: f64, clip: f64) -> Result<f64> {
         let mut sq = 0.0;
         for g in grads.iter().flatten() {
-            sq += g
-                .sqr()?
-                .sum_all()?
-                .to_dtype(DType::F64)?
-                .to_scalar::<f64>()?;
+            sq += g.sqr()?.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
         }
         let norm = sq.sqrt();
-        let scale = if clip > 0.0 && norm > clip {
-            clip / (norm + 1e-6)
-        } else {
-            1.0
-        };
+        let scale = if clip > 0.0 && norm > clip { clip / (norm + 1e-6) } else { 1.0 };
         self.t += 1;
         let bc1 = 1.0 - self.beta1.powi(self.t as i32);
         let bc2 = 1.0 - self.beta2.powi(self.t as i32);
@@ -105,11 +89,8 @@ impl AdamW {
             let denom = ((&v / bc2)?.sqrt()? + self.eps)?;
             let update = ((&m / bc1)? / denom)?;
             let theta = p.var.as_tensor().detach();
-            let theta = if p.decay && self.weight_decay > 0.0 {
-                (theta * (1.0 - lr * self.weight_decay))?
-            } else {
-                theta
-            };
+            let theta =
+                if p.decay && self.weight_decay > 0.0 { (theta * (1.0 - lr * self.weight_decay))? } else { theta };
             p.var.set(&(theta - (update * lr)?)?)?;
             self.m[i] = m;
             self.v[i] = v;

@@ -22,14 +22,10 @@ fn write_dataset(dir: &Path, n_train: usize, n_val: usize, kind: &str, seed: u64
         let mut lines = String::new();
         for i in 0..n {
             let good = rng.random_bool(0.5);
-            let mut words: Vec<&str> = (0..rng.random_range(2..6))
-                .map(|_| FILLER[rng.random_range(0..FILLER.len())])
-                .collect();
+            let mut words: Vec<&str> =
+                (0..rng.random_range(2..6)).map(|_| FILLER[rng.random_range(0..FILLER.len())]).collect();
             let key = if good { GOOD } else { BAD };
-            words.insert(
-                rng.random_range(0..=words.len()),
-                key[rng.random_range(0..key.len())],
-            );
+            words.insert(rng.random_range(0..=words.len()), key[rng.random_range(0..key.len())]);
             let label = if kind == "binary" {
                 if good { 1.0 } else { 0.0 }
             } else if good {
@@ -53,11 +49,7 @@ fn write_dataset(dir: &Path, n_train: usize, n_val: usize, kind: &str, seed: u64
     split("train", n_train);
     split("validation", n_val);
     split("test", n_val);
-    std::fs::write(
-        dir.join("dataset_card.json"),
-        serde_json::json!({"config": {"label": kind}}).to_string(),
-    )
-    .unwrap();
+    std::fs::write(dir.join("dataset_card.json"), serde_json::json!({"config": {"label": kind}}).to_string()).unwrap();
 }
 
 fn tiny_cfg(base: &Path) -> TrainConfig {
@@ -85,30 +77,17 @@ fn weighted_loss_gradient_matches_finite_differences() {
     for (kind, y) in [(LabelKind::Binary, &labels), (LabelKind::Graded, &graded)] {
         let z = Var::new(&z0, &dev).unwrap();
         let loss = weighted_loss(z.as_tensor(), y, &w, kind, 5.0).unwrap();
-        let g = loss
-            .backward()
-            .unwrap()
-            .get(z.as_tensor())
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
+        let g = loss.backward().unwrap().get(z.as_tensor()).unwrap().to_vec1::<f64>().unwrap();
         for i in 0..z0.len() {
             let at = |d: f64| {
                 let mut zz = z0;
                 zz[i] += d;
                 let t = Tensor::new(&zz, &dev).unwrap();
-                weighted_loss(&t, y, &w, kind, 5.0)
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap()
+                weighted_loss(&t, y, &w, kind, 5.0).unwrap().to_scalar::<f64>().unwrap()
             };
             let h = 1e-6;
             let numeric = (at(h) - at(-h)) / (2.0 * h);
-            assert!(
-                (g[i] - numeric).abs() < 1e-7,
-                "{kind:?} z[{i}]: {} vs {numeric}",
-                g[i]
-            );
+            assert!((g[i] - numeric).abs() < 1e-7, "{kind:?} z[{i}]: {} vs {numeric}", g[i]);
         }
         assert_eq!(g[2], 0.0, "weight-0 example has a gradient");
     }
@@ -131,21 +110,12 @@ fn weighted_loss_gradient_matches_finite_differences() {
 fn weight_zero_example_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config();
-    let tok = crate::model::PairTokenizer::from_file(
-        &crate::model::testutil::write_tokenizer(dir.path()),
-        32,
-    )
-    .unwrap();
+    let tok = crate::model::PairTokenizer::from_file(&crate::model::testutil::write_tokenizer(dir.path()), 32).unwrap();
     let tm = TrainableModel::new(&cfg, random_weights(&cfg, 4), |_| true, 1, &Device::Cpu).unwrap();
     let grads_for = |pairs: &[(&str, &str)], labels: &[f32], w: &[f32]| {
         let enc = tok.encode_pairs(pairs).unwrap();
-        let b = tok
-            .collate(&enc.iter().collect::<Vec<_>>(), &Device::Cpu)
-            .unwrap();
-        let z = tm
-            .model
-            .forward_t(&b.input_ids, &b.token_type_ids, &b.attention_mask, false)
-            .unwrap();
+        let b = tok.collate(&enc.iter().collect::<Vec<_>>(), &Device::Cpu).unwrap();
+        let z = tm.model.forward_t(&b.input_ids, &b.token_type_ids, &b.attention_mask, false).unwrap();
         let z = z.flatten_all().unwrap();
         let y = Tensor::new(labels, &Device::Cpu).unwrap();
         let w = Tensor::new(w, &Device::Cpu).unwrap();
@@ -153,27 +123,12 @@ fn weight_zero_example_changes_nothing() {
         let g = loss.backward().unwrap();
         tm.params()
             .iter()
-            .map(|p| {
-                g.get(p.var.as_tensor())
-                    .unwrap()
-                    .flatten_all()
-                    .unwrap()
-                    .to_vec1::<f32>()
-                    .unwrap()
-            })
+            .map(|p| g.get(p.var.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
             .collect::<Vec<_>>()
     };
-    let base = grads_for(
-        &[("what", "good answer"), ("why", "bad")],
-        &[1.0, 0.0],
-        &[1.0, 2.0],
-    );
+    let base = grads_for(&[("what", "good answer"), ("why", "bad")], &[1.0, 0.0], &[1.0, 2.0]);
     let with_zero = grads_for(
-        &[
-            ("what", "good answer"),
-            ("why", "bad"),
-            ("how is the question", "a terrible wrong answer"),
-        ],
+        &[("what", "good answer"), ("why", "bad"), ("how is the question", "a terrible wrong answer")],
         &[1.0, 0.0, 1.0],
         &[1.0, 2.0, 0.0],
     );
@@ -206,21 +161,13 @@ fn loss_falls_on_a_separable_toy_set_and_output_is_a_hf_directory() {
     let data = tmp.path().join("data");
     write_dataset(&data, 96, 32, "binary", 1);
     let out = tmp.path().join("out");
-    let cfg = TrainConfig {
-        epochs: 12,
-        dropout: Some(0.0),
-        learning_rate: 3e-3,
-        ..tiny_cfg(&base)
-    };
+    let cfg = TrainConfig { epochs: 12, dropout: Some(0.0), learning_rate: 3e-3, ..tiny_cfg(&base) };
     let summary = train(&data, &cfg, &out, false).unwrap();
     assert_eq!(summary.steps, 12 * 12);
     let (head, tail) = first_and_last_train_loss(&out);
     assert!(tail < 0.5 * head, "loss {head} -> {tail}");
     let val = summary.validation.clone().unwrap();
-    eprintln!(
-        "toy run: train loss {head:.4} -> {tail:.4}, validation {val:?}, test {:?}",
-        summary.test
-    );
+    eprintln!("toy run: train loss {head:.4} -> {tail:.4}, validation {val:?}, test {:?}", summary.test);
     assert!(val.auc.unwrap() > 0.9, "{val:?}");
     let test = summary.test.clone().unwrap();
     assert!(test.auc.unwrap() > 0.9, "{test:?}");
@@ -247,10 +194,7 @@ fn loss_falls_on_a_separable_toy_set_and_output_is_a_hf_directory() {
     assert!(names.contains_key("bert.encoder.layer.1.output.dense.weight"));
     assert!(names.contains_key("classifier.bias"));
     let raw = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
-    assert!(
-        raw.keys()
-            .all(|k| k.starts_with("bert.") || k.starts_with("classifier."))
-    );
+    assert!(raw.keys().all(|k| k.starts_with("bert.") || k.starts_with("classifier.")));
 }
 
 #[test]
@@ -261,12 +205,7 @@ fn graded_labels_train_with_mse() {
     let data = tmp.path().join("data");
     write_dataset(&data, 48, 16, "graded", 2);
     let out = tmp.path().join("out");
-    let cfg = TrainConfig {
-        epochs: 4,
-        grad_accum: 2,
-        freeze_layers: 1,
-        ..tiny_cfg(&base)
-    };
+    let cfg = TrainConfig { epochs: 4, grad_accum: 2, freeze_layers: 1, ..tiny_cfg(&base) };
     let summary = train(&data, &cfg, &out, false).unwrap();
     assert_eq!(summary.label, LabelKind::Graded);
     assert_eq!(summary.steps, 4 * 3);
@@ -279,15 +218,9 @@ fn graded_labels_train_with_mse() {
     let trained = crate::model::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
     let basew = crate::model::weights::load_checkpoint(&base.join("model.safetensors")).unwrap();
     let k = "bert.encoder.layer.0.attention.self.query.weight";
-    assert_eq!(
-        trained[k].to_vec2::<f32>().unwrap(),
-        basew[k].to_vec2::<f32>().unwrap()
-    );
+    assert_eq!(trained[k].to_vec2::<f32>().unwrap(), basew[k].to_vec2::<f32>().unwrap());
     let k = "bert.encoder.layer.1.attention.self.query.weight";
-    assert_ne!(
-        trained[k].to_vec2::<f32>().unwrap(),
-        basew[k].to_vec2::<f32>().unwrap()
-    );
+    assert_ne!(trained[k].to_vec2::<f32>().unwrap(), basew[k].to_vec2::<f32>().unwrap());
 }
 
 fn without_rates(metrics_jsonl: &str) -> Vec<serde_json::Value> {
@@ -313,24 +246,14 @@ fn resume_equals_uninterrupted() {
     let data = tmp.path().join("data");
     write_dataset(&data, 40, 16, "binary", 5);
     // 40 examples, batch 8, accum 2: 3 steps an epoch, 9 steps in all; dropout on.
-    let cfg = TrainConfig {
-        epochs: 3,
-        grad_accum: 2,
-        checkpoint_every: 2,
-        dropout: Some(0.1),
-        ..tiny_cfg(&base)
-    };
+    let cfg = TrainConfig { epochs: 3, grad_accum: 2, checkpoint_every: 2, dropout: Some(0.1), ..tiny_cfg(&base) };
     let full = tmp.path().join("full");
     let a = train(&data, &cfg, &full, false).unwrap();
     assert_eq!(a.steps, 9);
 
     let cut = tmp.path().join("cut");
     // Checkpoints at steps 2, 3 (epoch end), 4; "killed" after step 5.
-    assert!(
-        run(&data, &cfg, &cut, false, &Device::Cpu, Some(5))
-            .unwrap()
-            .is_none()
-    );
+    assert!(run(&data, &cfg, &cut, false, &Device::Cpu, Some(5)).unwrap().is_none());
     assert!(cut.join("train_state/checkpoint.safetensors").is_file());
     assert!(!cut.join("model.safetensors").exists());
     let b = train(&data, &cfg, &cut, true).unwrap();
@@ -360,20 +283,10 @@ fn resume_refuses_a_checkpoint_from_another_config() {
     write_tiny_base(&base, 3, false);
     let data = tmp.path().join("data");
     write_dataset(&data, 16, 8, "binary", 5);
-    let cfg = TrainConfig {
-        checkpoint_every: 1,
-        ..tiny_cfg(&base)
-    };
+    let cfg = TrainConfig { checkpoint_every: 1, ..tiny_cfg(&base) };
     let out = tmp.path().join("out");
-    assert!(
-        run(&data, &cfg, &out, false, &Device::Cpu, Some(1))
-            .unwrap()
-            .is_none()
-    );
-    let other = TrainConfig {
-        learning_rate: 1e-4,
-        ..cfg
-    };
+    assert!(run(&data, &cfg, &out, false, &Device::Cpu, Some(1)).unwrap().is_none());
+    let other = TrainConfig { learning_rate: 1e-4, ..cfg };
     let err = train(&data, &other, &out, true).unwrap_err().to_string();
     assert!(err.contains("another config"), "{err}");
 }
@@ -392,9 +305,7 @@ fn lr_schedule_warms_up_then_decays_to_zero() {
 #[test]
 fn real_minilm_fine_tunes_a_few_steps() {
     let Some(dir) = std::env::var_os("EVALLOOP_TEST_MODEL_DIR") else {
-        eprintln!(
-            "skipped: set EVALLOOP_TEST_MODEL_DIR to a MiniLM directory (scripts/fetch-model.sh)"
-        );
+        eprintln!("skipped: set EVALLOOP_TEST_MODEL_DIR to a MiniLM directory (scripts/fetch-model.sh)");
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
