@@ -1,21 +1,28 @@
 #!/usr/bin/env bash
-# The main job on the shipped example data: build, ingest the example logs and feedback into a
-# fresh store under out/demo/, and print what the loop measures.
+# The main job on the shipped example data: build evalloop, put the real pretrained model in
+# place (scripts/fetch-model.sh), and run the weekly loop (configs/weekly.toml) on the example
+# logs and biased feedback in data/example/: ingest -> dataset build -> fine-tune MiniLM ->
+# score the held-out split -> report -> gate. Prints where report.html is.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$root"
+echo "== build (release)"
 cargo build --release --quiet --bins
 ev="$root/target/release/evalloop"
-out="$root/out/demo"
-rm -rf "$out"; mkdir -p "$out"
-export EVALLOOP_DB="$out/evalloop.db"
-"$ev" ingest logs data/example/logs.jsonl
-"$ev" ingest feedback data/example/feedback.jsonl
-echo; "$ev" stats
-first=$(head -1 data/example/feedback.jsonl | python3 -c 'import json,sys; print(json.load(sys.stdin)["request_id"])')
-echo; "$ev" summary "$first"
-echo; "$ev" correlate --by cohort --group-key group_id
-echo; "$ev" calibration
-echo; "$ev" bias
-echo; "$ev" disagreements --limit 3 --export "$out/disagreements.jsonl"
-echo; "$ev" check --config configs/ci.toml --junit "$out/check.xml" || echo "(the CI gate failed on the baseline evaluator, as expected: see $out/check.xml)"
+echo "== model"
+scripts/fetch-model.sh
+rm -rf out/weekly
+echo "== the weekly loop (configs/weekly.toml)"
+"$ev" --config configs/weekly.toml run --out out/weekly/run
+export EVALLOOP_DB=out/weekly/evalloop.db
+echo; echo "== the store after the run"
+"$ev" stats
+echo; echo "== who leaves feedback"
+"$ev" bias
+echo; echo "== base evaluator vs people, all labelled requests"
+"$ev" correlate --evaluator baseline-unigram-f1 --by cohort --group-key group_id
+echo; echo "== the CI gate on the base evaluator (configs/ci.toml)"
+"$ev" check --evaluator baseline-unigram-f1 --config configs/ci.toml --junit out/weekly/check.xml \
+  || echo "(the gate failed: the base evaluator is out of calibration; see out/weekly/check.xml)"
+echo
+echo "report: $root/out/weekly/run/report.html"

@@ -45,8 +45,8 @@ fn simulate_ingest_build_round_trip() {
     let truth = lines(&dir.join("sim/truth.jsonl"));
     let logs = lines(&dir.join("sim/logs.jsonl"));
     let held = lines(&dir.join("sim/heldout.jsonl"));
-    assert_eq!(truth.len(), 140);
-    assert_eq!(logs.len() + held.len(), 140);
+    assert_eq!(truth.len(), 280);
+    assert_eq!(logs.len() + held.len(), 280);
     assert_eq!(held.len() as u64, s["heldout_requests"].as_u64().unwrap());
     let held_groups: BTreeSet<&str> = held.iter().map(|h| h["group"].as_str().unwrap()).collect();
     assert_eq!(held_groups.len(), 4);
@@ -138,7 +138,8 @@ fn simulate_is_byte_identical_for_a_seed() {
 fn committed_example_matches_its_command() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    simulate(dir, "ex", &["--seed", "7", "--holdout-groups", "4"]);
+    let cfg = root().join("data/example/simulate.toml");
+    simulate(dir, "ex", &["--seed", "7", "--holdout-groups", "4", "--config", cfg.to_str().unwrap()]);
     for f in ["logs.jsonl", "feedback.jsonl", "truth.jsonl", "heldout.jsonl"] {
         let committed = std::fs::read(root().join("data/example").join(f)).unwrap();
         assert!(committed == std::fs::read(dir.join("ex").join(f)).unwrap(), "data/example/{f} is stale");
