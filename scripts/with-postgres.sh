@@ -120,7 +120,7 @@ fi
 
 export EVALLOOP_DB="postgres://evalloop@127.0.0.1:$PORT/evalloop"
 export EVALLOOP_TEST_PG="$EVALLOOP_DB"
-echo "with-postgres: PostgreSQL $("$BINDIR/postgres" -V | awk '{print $NF}') at $EVALLOOP_DB" >&2
+echo "with-postgres: PostgreSQL $("$BINDIR/postgres" -V | awk '{print $3}') at $EVALLOOP_DB" >&2
 
 set +e
 "$@"
