@@ -3,6 +3,8 @@
 //! `cargo run --release --example bench_query -- DB` prints one line per query: rows and seconds.
 //! `scored_requests` with the default policy is what `correlate` asks the store for.
 
+#![allow(clippy::print_stdout)] // A benchmark prints its results.
+
 use std::time::Instant;
 
 use anyhow::Result;
@@ -14,7 +16,12 @@ fn main() -> Result<()> {
     let store = store::open(&db)?;
     let t = Instant::now();
     let rows = store.scored_requests(&ScoredQuery::default())?;
-    println!("{} scored_requests (correlate) rows {} secs {:.3}", store.backend(), rows.len(), t.elapsed().as_secs_f64());
+    println!(
+        "{} scored_requests (correlate) rows {} secs {:.3}",
+        store.backend(),
+        rows.len(),
+        t.elapsed().as_secs_f64()
+    );
     let t = Instant::now();
     let cs = store.cohort_stats(&Filter::default(), &HumanPolicy::default())?;
     println!("{} cohort_stats rows {} secs {:.3}", store.backend(), cs.len(), t.elapsed().as_secs_f64());

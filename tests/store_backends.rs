@@ -169,7 +169,13 @@ fn fb(id: &str, event: &str, t: &str, v: Value) -> FeedbackEvent {
 
 fn fixture_logs() -> Vec<EvalLog> {
     vec![
-        log("r01", 1, 0.9, None, json!({"user_cohort": "free", "group_id": "g1", "prompt_version": "v1", "flag": true})),
+        log(
+            "r01",
+            1,
+            0.9,
+            None,
+            json!({"user_cohort": "free", "group_id": "g1", "prompt_version": "v1", "flag": true}),
+        ),
         log("r02", 2, 0.2, None, json!({"user_cohort": "free", "group_id": "g2", "prompt_version": "v2", "tier": 2})),
         log("r03", 3, 0.5, Some("judge-v2"), json!({"user_cohort": "pro", "group_id": "g1", "use_case": "code"})),
         log("r04", 4, 0.7, None, json!({"user_cohort": "pro", "flag": false, "tier": 2.5})),
@@ -308,7 +314,15 @@ fn scored_requests_agree_across_backends() {
     // Byte order: "R06" sorts before "r01", as SQLite's BINARY collation has it.
     assert_eq!(
         ids("default"),
-        ["R06/judge-v2", "r01/baseline", "r01/new-eval", "r02/baseline", "r04/baseline", "r04/new-eval", "r07/baseline"]
+        [
+            "R06/judge-v2",
+            "r01/baseline",
+            "r01/new-eval",
+            "r02/baseline",
+            "r04/baseline",
+            "r04/new-eval",
+            "r07/baseline"
+        ]
     );
     assert_eq!(all["default"][1]["human_score"], json!(3.5));
     assert_eq!(ids("implicit policy").len(), 9, "r03 (discard) and r05 (edit) now have a score");
@@ -420,8 +434,11 @@ fn injection_text_is_stored_and_reported_as_plain_text() {
         ];
         s.begin().unwrap();
         s.insert_logs(&logs).unwrap();
-        s.insert_feedback(&[fb("i1", INJECTION, "explicit_rating", json!(4)), fb(INJECTION, "e2", "explicit_rating", json!(2))])
-            .unwrap();
+        s.insert_feedback(&[
+            fb("i1", INJECTION, "explicit_rating", json!(4)),
+            fb(INJECTION, "e2", "explicit_rating", json!(2)),
+        ])
+        .unwrap();
         s.commit().unwrap();
         let by_cohort = Filter { cohort: Some(INJECTION.into()), ..Default::default() };
         let by_key = Filter { metadata: vec![(INJECTION.into(), INJECTION.into())], ..Default::default() };

@@ -289,9 +289,8 @@ impl PostgresStore {
         let shown = redact_url(url);
         let config: postgres::Config =
             url.parse().map_err(|e| StoreError::Invalid(format!("postgres URL {shown}: {e}")))?;
-        let client = config
-            .connect(NoTls)
-            .map_err(|e| StoreError::Postgres { url: shown.clone(), message: describe(&e) })?;
+        let client =
+            config.connect(NoTls).map_err(|e| StoreError::Postgres { url: shown.clone(), message: describe(&e) })?;
         let mut store = PostgresStore { client: Mutex::new(client), shown, in_tx: false, staged: false };
         store.migrate()?;
         Ok(store)
@@ -638,11 +637,9 @@ impl Store for PostgresStore {
     }
 
     fn evaluators(&self) -> StoreResult<Vec<String>> {
-        self.query_map(
-            "SELECT DISTINCT evaluator FROM eval_scores ORDER BY evaluator",
-            &Params::default(),
-            |r| r.try_get(0),
-        )
+        self.query_map("SELECT DISTINCT evaluator FROM eval_scores ORDER BY evaluator", &Params::default(), |r| {
+            r.try_get(0)
+        })
     }
 
     /// Citus: `h` groups by `request_id` and every join is on it, so the whole query runs on the
