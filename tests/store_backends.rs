@@ -486,3 +486,22 @@ fn reopening_keeps_data_and_schema_version() {
         assert!(!st.location.contains("password"), "{}", st.location);
     }
 }
+
+#[test]
+fn failed_statement_makes_commit_fail_not_quietly_roll_back() {
+    // PostgreSQL only: SQLite stores the NUL character that PostgreSQL refuses.
+    for mut b in backends("failed_statement").into_iter().filter(|b| b.name == "postgres") {
+        let s = b.store.as_mut();
+        s.begin().unwrap();
+        s.insert_logs(&fixture_logs()[..2]).unwrap();
+        let mut bad = log("nul", 1, 0.5, None, json!({}));
+        bad.prompt = "a\u{0}b".into();
+        let e = s.insert_logs(&[bad]).unwrap_err().to_string();
+        assert!(e.contains("0x00"), "{e}");
+        let e = s.commit().unwrap_err().to_string();
+        assert!(e.contains("rolled back"), "{e}");
+        assert!(!s.log_exists("r01").unwrap(), "nothing of the failed transaction stays");
+        let (l, _) = load(s);
+        assert_eq!(l.stored, 8, "the store works after the failure");
+    }
+}

@@ -16,6 +16,7 @@
 //! requires of a table distributed by `request_id`. Staging tables are temporary (coordinator
 //! only); Citus moves their rows to the shards in the `INSERT ... SELECT`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, MutexGuard};
 
 use postgres::binary_copy::BinaryCopyInWriter;
@@ -149,6 +150,9 @@ pub struct PostgresStore {
     /// The URL without its password.
     shown: String,
     in_tx: bool,
+    /// Whether a statement failed since [`Store::begin`]: the server has then aborted the
+    /// transaction, and a `COMMIT` would quietly roll back, so [`Store::commit`] reports it.
+    tx_failed: AtomicBool,
     /// Whether this session's staging tables surely exist (reset on rollback, which may undo them).
     staged: bool,
 }
@@ -291,13 +295,22 @@ impl PostgresStore {
             url.parse().map_err(|e| StoreError::Invalid(format!("postgres URL {shown}: {e}")))?;
         let client =
             config.connect(NoTls).map_err(|e| StoreError::Postgres { url: shown.clone(), message: describe(&e) })?;
-        let mut store = PostgresStore { client: Mutex::new(client), shown, in_tx: false, staged: false };
+        let mut store = PostgresStore {
+            client: Mutex::new(client),
+            shown,
+            in_tx: false,
+            tx_failed: AtomicBool::new(false),
+            staged: false,
+        };
         store.migrate()?;
         Ok(store)
     }
 
     fn err(&self) -> impl Fn(postgres::Error) -> StoreError + '_ {
-        move |e| StoreError::Postgres { url: self.shown.clone(), message: describe(&e) }
+        move |e| {
+            self.tx_failed.store(true, Ordering::Relaxed);
+            StoreError::Postgres { url: self.shown.clone(), message: describe(&e) }
+        }
     }
 
     fn client(&self) -> MutexGuard<'_, Client> {
@@ -357,7 +370,11 @@ impl PostgresStore {
     /// Runs `f` inside the caller's transaction, or inside one of its own when none is open.
     fn in_transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> StoreResult<T>) -> StoreResult<T> {
         if self.in_tx {
-            return f(self);
+            let r = f(self);
+            if r.is_err() {
+                self.tx_failed.store(true, Ordering::Relaxed);
+            }
+            return r;
         }
         self.begin()?;
         match f(self) {
@@ -445,12 +462,20 @@ impl Store for PostgresStore {
         if !self.in_tx {
             self.client().batch_execute("BEGIN").map_err(self.err())?;
             self.in_tx = true;
+            self.tx_failed.store(false, Ordering::Relaxed);
         }
         Ok(())
     }
 
     fn commit(&mut self) -> StoreResult<()> {
         if self.in_tx {
+            if self.tx_failed.load(Ordering::Relaxed) {
+                self.rollback()?;
+                return Err(StoreError::Postgres {
+                    url: self.shown.clone(),
+                    message: "commit after a failed statement: the transaction was rolled back".into(),
+                });
+            }
             self.in_tx = false;
             self.client().batch_execute("COMMIT").map_err(self.err())?;
         }
