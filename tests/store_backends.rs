@@ -35,6 +35,8 @@ impl Drop for Scratch {
 
 struct Backend {
     name: &'static str,
+    /// The `--db` value that names this store.
+    db: String,
     store: Box<dyn Store>,
     /// How to open another connection to the same store.
     reopen: Box<dyn Fn() -> Box<dyn Store>>,
@@ -50,6 +52,7 @@ fn backends(test: &str) -> Vec<Backend> {
     let p2 = path.clone();
     let mut out = vec![Backend {
         name: "sqlite",
+        db: path.display().to_string(),
         store: Box::new(SqliteStore::open(&path).expect("open sqlite")),
         reopen: Box::new(move || Box::new(SqliteStore::open(&p2).expect("reopen sqlite"))),
         _scratch: Scratch::Dir(dir),
@@ -71,6 +74,7 @@ fn backends(test: &str) -> Vec<Backend> {
             let u2 = store_url.clone();
             out.push(Backend {
                 name: "postgres",
+                db: store_url.clone(),
                 store: Box::new(PostgresStore::open(&store_url).expect("open postgres")),
                 reopen: Box::new(move || Box::new(PostgresStore::open(&u2).expect("reopen postgres"))),
                 _scratch: Scratch::Schema { admin_url: url, schema },
@@ -503,5 +507,72 @@ fn failed_statement_makes_commit_fail_not_quietly_roll_back() {
         assert!(!s.log_exists("r01").unwrap(), "nothing of the failed transaction stays");
         let (l, _) = load(s);
         assert_eq!(l.stored, 8, "the store works after the failure");
+    }
+}
+
+/// Runs the binary with `--json`; returns its JSON output.
+fn evalloop(db: &str, args: &[&str]) -> Value {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_evalloop"))
+        .args(["--db", db, "--json"])
+        .args(args)
+        .env_remove("EVALLOOP_CONFIG")
+        .output()
+        .expect("run evalloop");
+    assert!(out.status.success(), "evalloop {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).expect("JSON output")
+}
+
+#[test]
+fn commands_answer_alike_on_both_backends() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, rows: Vec<Value>| {
+        let p = dir.path().join(name);
+        let text: String = rows.iter().map(|r| format!("{r}\n")).collect();
+        std::fs::write(&p, text).unwrap();
+        p.display().to_string()
+    };
+    let logs = write("logs.jsonl", fixture_logs().iter().map(EvalLog::to_json).collect());
+    let feedback = write("feedback.jsonl", fixture_feedback().iter().map(FeedbackEvent::to_json).collect());
+    let mut results = Vec::new();
+    for b in backends("commands") {
+        let db = b.db.as_str();
+        let mut st = evalloop(db, &["stats"]);
+        assert_eq!(st["backend"], json!(b.name));
+        st["backend"] = Value::Null;
+        st["location"] = Value::Null;
+        let mut r = serde_json::Map::new();
+        r.insert("ingest_logs".into(), evalloop(db, &["ingest", "logs", &logs]));
+        r.insert("ingest_logs_again".into(), evalloop(db, &["ingest", "logs", &logs, "--batch-size", "3"]));
+        r.insert("ingest_feedback".into(), evalloop(db, &["ingest", "feedback", &feedback, "--strict"]));
+        let record = [
+            "record",
+            "--request-id",
+            "r08",
+            "--type",
+            "rating",
+            "--value",
+            "5",
+            "--timestamp",
+            "2026-05-15T21:00:00Z",
+        ];
+        r.insert("record".into(), evalloop(db, &record));
+        r.insert("summary".into(), evalloop(db, &["summary", "r01"]));
+        r.insert("summary_orphan".into(), evalloop(db, &["summary", "zz-orphan"]));
+        r.insert("empty_stats".into(), st);
+        let mut st = evalloop(db, &["stats"]);
+        st["location"] = Value::Null;
+        st["backend"] = Value::Null;
+        r.insert("stats".into(), st);
+        let r = Value::Object(r);
+        results.push((b.name, r));
+    }
+    let first = &results[0].1;
+    assert_eq!(first["ingest_logs"]["stored"], json!(8));
+    assert_eq!(first["ingest_logs_again"]["duplicate"], json!(8));
+    assert_eq!(first["ingest_feedback"]["orphaned"], json!(1));
+    assert_eq!(first["summary"]["human_score"], json!(3.5));
+    assert_eq!(first["stats"]["feedback_events"], json!(13));
+    for (name, r) in &results[1..] {
+        assert_eq!(r, first, "{name} differs from sqlite");
     }
 }
