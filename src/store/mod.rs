@@ -5,6 +5,7 @@
 //! Heavy joins and aggregations run inside the database: the analysis stages ask for whole result
 //! sets ([`Store::scored_requests`], [`Store::cohort_stats`]), never one query per request.
 
+pub mod postgres;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -234,9 +235,7 @@ pub trait Store {
 /// Opens the store a `--db` value names: a `postgres://` URL or a SQLite file path.
 pub fn open(db: &str) -> crate::Result<Box<dyn Store>> {
     if db.starts_with("postgres://") || db.starts_with("postgresql://") {
-        return Err(crate::Error::Input(format!(
-            "{db}: the PostgreSQL backend is not built into this version; use a SQLite file path"
-        )));
+        return Ok(Box::new(postgres::PostgresStore::open(db)?));
     }
     Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(db))?))
 }

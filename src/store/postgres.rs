@@ -1,0 +1,816 @@
+//! The PostgreSQL store: the same schema, migrations and results as SQLite, on a server.
+//!
+//! Writes go through `COPY ... (FORMAT binary)` into session-local staging tables, then one
+//! `INSERT ... SELECT ... ON CONFLICT DO NOTHING` per table moves them into place and counts
+//! stored, duplicate and orphaned rows, all inside the transaction the caller opened with
+//! [`Store::begin`]. Reads are one SQL statement each, parameterised (user values and metadata
+//! keys travel as `$n` parameters, never in the SQL text) and streamed back row by row.
+//!
+//! # Citus
+//! The SQL sticks to what Citus runs on tables distributed by `request_id` (`eval_logs`,
+//! `eval_scores` and `feedback_events` co-located): every join and every grouped subquery is on
+//! `request_id`, so [`Store::scored_requests`], [`Store::cohort_stats`], [`Store::eval_scores`] and
+//! the orphan counts push down to the shards; lookups by one `request_id` ([`Store::log_exists`],
+//! [`Store::feedback_for`]) route to one shard. `ON CONFLICT DO NOTHING` names no key, so the
+//! same statements work when `feedback_events` is keyed `(request_id, event_id)`, as Citus
+//! requires of a table distributed by `request_id`. Staging tables are temporary (coordinator
+//! only); Citus moves their rows to the shards in the `INSERT ... SELECT`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
+
+use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::fallible_iterator::FallibleIterator;
+use postgres::types::{ToSql, Type};
+use postgres::{Client, NoTls, Row};
+
+use super::{
+    BatchOutcome, CohortStats, Filter, RequestText, ScoredQuery, ScoredRequest, Store, StoreError, StoreResult,
+    StoreStats,
+};
+use crate::feedback::HumanPolicy;
+use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue, format_timestamp, from_micros, to_micros};
+
+/// The schema version this program writes; kept equal to [`super::sqlite::SCHEMA_VERSION`], one
+/// entry of [`MIGRATIONS`] per version, so both backends move in lock-step.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Migration `i` takes a store from version `i` to `i + 1` (the PostgreSQL spelling of the
+/// SQLite migration with the same index). Text keys use the "C" collation so that ordering is
+/// byte order, as SQLite's `BINARY`.
+const MIGRATIONS: &[&str] = &[
+    // 0 -> 1: logs, scores, feedback.
+    r#"CREATE TABLE eval_logs (
+        request_id TEXT COLLATE "C" PRIMARY KEY,
+        ts BIGINT NOT NULL,
+        prompt TEXT NOT NULL,
+        output TEXT NOT NULL,
+        feedback_collected BOOLEAN,
+        cohort TEXT COLLATE "C",
+        user_id TEXT,
+        use_case TEXT,
+        prompt_version TEXT,
+        metadata JSONB NOT NULL
+    );
+    CREATE INDEX eval_logs_ts ON eval_logs(ts);
+    CREATE INDEX eval_logs_cohort ON eval_logs(cohort);
+    CREATE TABLE eval_scores (
+        request_id TEXT COLLATE "C" NOT NULL,
+        evaluator TEXT COLLATE "C" NOT NULL,
+        overall DOUBLE PRECISION NOT NULL,
+        scores JSONB NOT NULL,
+        PRIMARY KEY (request_id, evaluator)
+    );
+    CREATE INDEX eval_scores_evaluator ON eval_scores(evaluator);
+    CREATE TABLE feedback_events (
+        event_id TEXT COLLATE "C" PRIMARY KEY,
+        request_id TEXT COLLATE "C" NOT NULL,
+        feedback_type TEXT COLLATE "C" NOT NULL,
+        value_num DOUBLE PRECISION,
+        value_text TEXT,
+        user_id TEXT,
+        ts BIGINT NOT NULL
+    );
+    CREATE INDEX feedback_events_request ON feedback_events(request_id, feedback_type, value_num);
+    CREATE INDEX feedback_events_ts ON feedback_events(ts);"#,
+];
+
+/// Holds the schema version: one row, created by the first migration run.
+const VERSION_TABLE: &str = "evalloop_schema";
+
+/// Key of the advisory lock that serialises migrations of one database.
+const MIGRATION_LOCK: i64 = 0x6576_616c_6c6f_6f70; // "evalloop"
+
+/// Session-local staging tables that COPY fills; created once per session, emptied per batch.
+const STAGING_SQL: &str = r#"
+    CREATE TEMP TABLE IF NOT EXISTS evalloop_stage_logs (
+        seq INT NOT NULL, request_id TEXT COLLATE "C" NOT NULL, ts BIGINT NOT NULL, prompt TEXT NOT NULL,
+        output TEXT NOT NULL, feedback_collected BOOLEAN, cohort TEXT COLLATE "C", user_id TEXT, use_case TEXT,
+        prompt_version TEXT, metadata TEXT NOT NULL, evaluator TEXT COLLATE "C" NOT NULL,
+        overall DOUBLE PRECISION NOT NULL, scores TEXT NOT NULL
+    );
+    CREATE TEMP TABLE IF NOT EXISTS evalloop_stage_feedback (
+        seq INT NOT NULL, event_id TEXT COLLATE "C" NOT NULL, request_id TEXT COLLATE "C" NOT NULL,
+        feedback_type TEXT COLLATE "C" NOT NULL, value_num DOUBLE PRECISION, value_text TEXT, user_id TEXT,
+        ts BIGINT NOT NULL
+    );
+    CREATE TEMP TABLE IF NOT EXISTS evalloop_stage_scores (
+        seq INT NOT NULL, request_id TEXT COLLATE "C" NOT NULL, overall DOUBLE PRECISION NOT NULL
+    );"#;
+
+/// Moves staged logs into `eval_logs` (first occurrence of a `request_id` in the batch wins, an
+/// existing one is a duplicate) and their scores into `eval_scores`, for newly stored logs only.
+/// Returns the number stored. On Citus: an INSERT ... SELECT from a coordinator-local table,
+/// rows routed to shards by `request_id`.
+const MOVE_LOGS_SQL: &str = "WITH ins AS (
+        INSERT INTO eval_logs (request_id, ts, prompt, output, feedback_collected, cohort, user_id, use_case,
+                               prompt_version, metadata)
+        SELECT DISTINCT ON (request_id) request_id, ts, prompt, output, feedback_collected, cohort, user_id,
+               use_case, prompt_version, metadata::jsonb
+        FROM evalloop_stage_logs ORDER BY request_id, seq
+        ON CONFLICT DO NOTHING
+        RETURNING request_id
+    ), sc AS (
+        INSERT INTO eval_scores (request_id, evaluator, overall, scores)
+        SELECT DISTINCT ON (s.request_id) s.request_id, s.evaluator, s.overall, s.scores::jsonb
+        FROM evalloop_stage_logs s JOIN ins ON ins.request_id = s.request_id
+        ORDER BY s.request_id, s.seq
+        ON CONFLICT DO NOTHING
+    )
+    SELECT COUNT(*) FROM ins";
+
+/// Moves staged feedback into `feedback_events` (first occurrence of an `event_id` wins);
+/// returns stored and, of those, orphaned (no log yet). The orphan join is on `request_id`.
+const MOVE_FEEDBACK_SQL: &str = "WITH ins AS (
+        INSERT INTO feedback_events (event_id, request_id, feedback_type, value_num, value_text, user_id, ts)
+        SELECT DISTINCT ON (event_id) event_id, request_id, feedback_type, value_num, value_text, user_id, ts
+        FROM evalloop_stage_feedback ORDER BY event_id, seq
+        ON CONFLICT DO NOTHING
+        RETURNING request_id
+    )
+    SELECT COUNT(*), COUNT(*) - COUNT(l.request_id)
+    FROM ins LEFT JOIN eval_logs l ON l.request_id = ins.request_id";
+
+/// Staged scores whose request has a log (each counts as stored, as SQLite counts each upsert).
+const COUNT_SCORED_SQL: &str =
+    "SELECT COUNT(*) FROM evalloop_stage_scores s JOIN eval_logs l ON l.request_id = s.request_id";
+
+/// Upserts staged scores of evaluator `$1` for existing requests; the last score of a request in
+/// the batch wins, as SQLite's row-by-row upsert leaves it. Keyed on `(request_id, evaluator)`.
+const MOVE_SCORES_SQL: &str = "INSERT INTO eval_scores (request_id, evaluator, overall, scores)
+    SELECT DISTINCT ON (s.request_id) s.request_id, $1::text, s.overall, '{}'::jsonb
+    FROM evalloop_stage_scores s JOIN eval_logs l ON l.request_id = s.request_id
+    ORDER BY s.request_id, s.seq DESC
+    ON CONFLICT (request_id, evaluator) DO UPDATE SET overall = EXCLUDED.overall";
+
+/// A store in a PostgreSQL database.
+pub struct PostgresStore {
+    /// Behind a lock because the read methods take `&self` and a client needs `&mut`.
+    client: Mutex<Client>,
+    /// The URL without its password.
+    shown: String,
+    in_tx: bool,
+    /// Whether a statement failed since [`Store::begin`]: the server has then aborted the
+    /// transaction, and a `COMMIT` would quietly roll back, so [`Store::commit`] reports it.
+    tx_failed: AtomicBool,
+    /// Whether this session's staging tables surely exist (reset on rollback, which may undo them).
+    staged: bool,
+}
+
+/// Query parameters, and the `$n::type` placeholders that name them in the SQL text.
+#[derive(Default)]
+struct Params(Vec<Box<dyn ToSql + Sync>>);
+
+impl Params {
+    /// Adds a value; returns its placeholder, cast to `ty` so the server never has to guess.
+    fn bind<T: ToSql + Sync + 'static>(&mut self, value: T, ty: &str) -> String {
+        self.0.push(Box::new(value));
+        format!("${}::{ty}", self.0.len())
+    }
+
+    fn refs(&self) -> impl ExactSizeIterator<Item = &(dyn ToSql + Sync)> {
+        self.0.iter().map(|b| b.as_ref())
+    }
+}
+
+/// The score one feedback event (alias `f`) contributes under a policy: the PostgreSQL spelling
+/// of the SQLite store's `EVENT_SCORE_SQL`, with the policy's scores as parameters.
+fn event_score_sql(p: &HumanPolicy, params: &mut Params) -> String {
+    let up = params.bind(p.thumbs_up, "float8");
+    let down = params.bind(p.thumbs_down, "float8");
+    let usage = params.bind(p.implicit_usage, "float8");
+    let edit = params.bind(p.implicit_edit, "float8");
+    let discard = params.bind(p.implicit_discard, "float8");
+    format!(
+        "CASE f.feedback_type
+            WHEN 'explicit_thumbs_up' THEN {up}
+            WHEN 'explicit_thumbs_down' THEN {down}
+            WHEN 'explicit_rating' THEN f.value_num
+            WHEN 'implicit_usage' THEN CASE WHEN f.value_num = 1 THEN {usage} END
+            WHEN 'implicit_edit' THEN CASE WHEN f.value_num = 1 THEN {edit} END
+            WHEN 'implicit_discard' THEN CASE WHEN f.value_num = 1 THEN {discard} END
+        END"
+    )
+}
+
+/// Column for a metadata key that has one, else `metadata ->> $key` (the key is a parameter).
+/// Booleans read as `1`/`0`, as SQLite's `json_extract` gives them, so filters match alike.
+fn metadata_expr(key: &str, params: &mut Params) -> String {
+    match key {
+        "user_cohort" => "l.cohort".into(),
+        "user_id" => "l.user_id".into(),
+        "use_case" => "l.use_case".into(),
+        "prompt_version" => "l.prompt_version".into(),
+        _ => {
+            let k = params.bind(key.to_string(), "text");
+            format!(
+                "(CASE WHEN jsonb_typeof(l.metadata -> {k}) = 'boolean'
+                       THEN CASE WHEN (l.metadata -> {k}) = 'true'::jsonb THEN '1' ELSE '0' END
+                       ELSE l.metadata ->> {k} END)"
+            )
+        }
+    }
+}
+
+/// `AND ...` conditions for a filter on `eval_logs l` (and `eval_scores s` when `with_scores`).
+fn filter_sql(f: &Filter, with_scores: bool, params: &mut Params) -> String {
+    let mut sql = String::new();
+    if let Some(t) = f.since {
+        sql.push_str(&format!(" AND l.ts >= {}", params.bind(to_micros(&t), "int8")));
+    }
+    if let Some(t) = f.until {
+        sql.push_str(&format!(" AND l.ts < {}", params.bind(to_micros(&t), "int8")));
+    }
+    if let Some(c) = &f.cohort {
+        sql.push_str(&format!(" AND l.cohort = {}", params.bind(c.clone(), "text")));
+    }
+    if with_scores && let Some(e) = &f.evaluator {
+        sql.push_str(&format!(" AND s.evaluator = {}", params.bind(e.clone(), "text")));
+    }
+    for (k, v) in &f.metadata {
+        let expr = metadata_expr(k, params);
+        sql.push_str(&format!(" AND {expr} = {}", params.bind(v.clone(), "text")));
+    }
+    sql
+}
+
+/// The URL as it may be shown: the password (in the user part or a `password=` parameter) cut.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let (authority, tail) = rest.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
+            format!("{user}@{host}")
+        }
+        None => authority.to_string(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| if kv.starts_with("password=") { "password=***".to_string() } else { kv.to_string() })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_string(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// A server error's message, detail and SQLSTATE, or the client error with its cause.
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut s = format!("{}: {} (SQLSTATE {})", db.severity(), db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                s.push_str(&format!("; {d}"));
+            }
+            if let Some(w) = db.where_() {
+                s.push_str(&format!("; at {w}"));
+            }
+            s
+        }
+        None => {
+            // The client error's Display leaves out its cause ("error connecting to server").
+            let mut s = e.to_string();
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                s.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+            s
+        }
+    }
+}
+
+impl PostgresStore {
+    /// Connects to the database a `postgres://` URL names (no TLS) and migrates it to
+    /// [`SCHEMA_VERSION`]. Tables go to the first schema on the connection's `search_path`
+    /// (set one with `?options=-csearch_path%3Dname`).
+    pub fn open(url: &str) -> StoreResult<PostgresStore> {
+        let shown = redact_url(url);
+        let config: postgres::Config =
+            url.parse().map_err(|e| StoreError::Invalid(format!("postgres URL {shown}: {e}")))?;
+        let client =
+            config.connect(NoTls).map_err(|e| StoreError::Postgres { url: shown.clone(), message: describe(&e) })?;
+        let mut store = PostgresStore {
+            client: Mutex::new(client),
+            shown,
+            in_tx: false,
+            tx_failed: AtomicBool::new(false),
+            staged: false,
+        };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn err(&self) -> impl Fn(postgres::Error) -> StoreError + '_ {
+        move |e| {
+            self.tx_failed.store(true, Ordering::Relaxed);
+            StoreError::Postgres { url: self.shown.clone(), message: describe(&e) }
+        }
+    }
+
+    fn client(&self) -> MutexGuard<'_, Client> {
+        // A panic while holding the lock leaves the client as usable as it was; keep going.
+        self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// The schema version recorded in the database; 0 before the first migration.
+    pub fn schema_version(&self) -> StoreResult<i64> {
+        let mut c = self.client();
+        let exists: Option<String> = c
+            .query_one("SELECT to_regclass($1::text)::text", &[&VERSION_TABLE])
+            .and_then(|r| r.try_get(0))
+            .map_err(self.err())?;
+        if exists.is_none() {
+            return Ok(0);
+        }
+        let row = c.query_opt(&format!("SELECT version FROM {VERSION_TABLE}"), &[]).map_err(self.err())?;
+        match row {
+            Some(r) => r.try_get(0).map_err(self.err()),
+            None => Ok(0),
+        }
+    }
+
+    fn migrate(&mut self) -> StoreResult<()> {
+        let found = self.schema_version()?;
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { path: self.shown.clone(), found, supported: SCHEMA_VERSION });
+        }
+        if found == SCHEMA_VERSION {
+            return Ok(());
+        }
+        let err = |e: postgres::Error| StoreError::Postgres { url: self.shown.clone(), message: describe(&e) };
+        let mut c = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tx = c.transaction().map_err(err)?;
+        // Another process may be migrating the same database: wait for it, then re-read.
+        tx.execute("SELECT pg_advisory_xact_lock($1::int8)", &[&MIGRATION_LOCK]).map_err(err)?;
+        tx.batch_execute(&format!("CREATE TABLE IF NOT EXISTS {VERSION_TABLE} (version BIGINT NOT NULL)"))
+            .map_err(err)?;
+        let found: i64 = match tx.query_opt(&format!("SELECT version FROM {VERSION_TABLE}"), &[]).map_err(err)? {
+            Some(r) => r.try_get(0).map_err(err)?,
+            None => {
+                tx.execute(&format!("INSERT INTO {VERSION_TABLE} (version) VALUES (0)"), &[]).map_err(err)?;
+                0
+            }
+        };
+        if found > SCHEMA_VERSION {
+            return Err(StoreError::SchemaTooNew { path: self.shown.clone(), found, supported: SCHEMA_VERSION });
+        }
+        for sql in MIGRATIONS.iter().skip(found as usize) {
+            tx.batch_execute(sql).map_err(err)?;
+        }
+        tx.execute(&format!("UPDATE {VERSION_TABLE} SET version = $1::int8"), &[&SCHEMA_VERSION]).map_err(err)?;
+        tx.commit().map_err(err)
+    }
+
+    /// Runs `f` inside the caller's transaction, or inside one of its own when none is open.
+    fn in_transaction<T>(&mut self, f: impl FnOnce(&mut Self) -> StoreResult<T>) -> StoreResult<T> {
+        if self.in_tx {
+            let r = f(self);
+            if r.is_err() {
+                self.tx_failed.store(true, Ordering::Relaxed);
+            }
+            return r;
+        }
+        self.begin()?;
+        match f(self) {
+            Ok(v) => {
+                self.commit()?;
+                Ok(v)
+            }
+            Err(e) => {
+                // The first error is the one worth reporting.
+                let _ = self.rollback();
+                Err(e)
+            }
+        }
+    }
+
+    /// Creates the staging tables if this session may not have them, and empties `table`.
+    fn prepare_stage(&mut self, table: &str) -> StoreResult<()> {
+        let mut sql = String::new();
+        if !self.staged {
+            sql.push_str(STAGING_SQL);
+        }
+        sql.push_str(&format!("TRUNCATE {table};"));
+        self.client().batch_execute(&sql).map_err(self.err())?;
+        self.staged = true;
+        Ok(())
+    }
+
+    /// COPYs rows into a staging table in binary format; `row` writes one record.
+    fn copy_rows<T>(
+        &self,
+        table: &str,
+        types: &[Type],
+        rows: &[T],
+        mut row: impl FnMut(&mut BinaryCopyInWriter<'_>, i32, &T) -> Result<(), postgres::Error>,
+    ) -> StoreResult<()> {
+        let mut c = self.client();
+        let sink = c.copy_in(&format!("COPY {table} FROM STDIN (FORMAT binary)")).map_err(self.err())?;
+        let mut w = BinaryCopyInWriter::new(sink, types);
+        for (i, r) in rows.iter().enumerate() {
+            let seq = i32::try_from(i)
+                .map_err(|_| StoreError::Invalid(format!("a batch of {} rows is too large", rows.len())))?;
+            row(&mut w, seq, r).map_err(self.err())?;
+        }
+        w.finish().map_err(self.err())?;
+        Ok(())
+    }
+
+    /// Runs a query and converts each row as it arrives (rows are streamed, not collected first).
+    fn query_map<T>(
+        &self,
+        sql: &str,
+        params: &Params,
+        mut f: impl FnMut(&Row) -> Result<T, postgres::Error>,
+    ) -> StoreResult<Vec<T>> {
+        let mut c = self.client();
+        let mut rows = c.query_raw(sql, params.refs()).map_err(self.err())?;
+        let mut out = Vec::new();
+        while let Some(row) = rows.next().map_err(self.err())? {
+            out.push(f(&row).map_err(self.err())?);
+        }
+        Ok(out)
+    }
+
+    fn count(&self, sql: &str) -> StoreResult<u64> {
+        let v: i64 = self.client().query_one(sql, &[]).and_then(|r| r.try_get(0)).map_err(self.err())?;
+        Ok(v as u64)
+    }
+
+    /// `(key, count)` pairs from a two-column query.
+    fn counted<K: for<'a> postgres::types::FromSql<'a>>(&self, sql: &str) -> StoreResult<Vec<(K, u64)>> {
+        self.query_map(sql, &Params::default(), |r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64)))
+    }
+}
+
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn location(&self) -> String {
+        self.shown.clone()
+    }
+
+    fn begin(&mut self) -> StoreResult<()> {
+        if !self.in_tx {
+            self.client().batch_execute("BEGIN").map_err(self.err())?;
+            self.in_tx = true;
+            self.tx_failed.store(false, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> StoreResult<()> {
+        if self.in_tx {
+            if self.tx_failed.load(Ordering::Relaxed) {
+                self.rollback()?;
+                return Err(StoreError::Postgres {
+                    url: self.shown.clone(),
+                    message: "commit after a failed statement: the transaction was rolled back".into(),
+                });
+            }
+            self.in_tx = false;
+            self.client().batch_execute("COMMIT").map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) -> StoreResult<()> {
+        if self.in_tx {
+            self.in_tx = false;
+            self.staged = false;
+            self.client().batch_execute("ROLLBACK").map_err(self.err())?;
+        }
+        Ok(())
+    }
+
+    fn insert_logs(&mut self, logs: &[EvalLog]) -> StoreResult<BatchOutcome> {
+        if logs.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        self.in_transaction(|s| {
+            s.prepare_stage("evalloop_stage_logs")?;
+            let types = [
+                Type::INT4,
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT,
+                Type::TEXT,
+                Type::BOOL,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::FLOAT8,
+                Type::TEXT,
+            ];
+            s.copy_rows("evalloop_stage_logs", &types, logs, |w, seq, l| {
+                let others: serde_json::Map<String, serde_json::Value> = l
+                    .eval_scores
+                    .iter()
+                    .filter(|(k, _)| k.as_str() != "overall")
+                    .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
+                    .collect();
+                w.write(&[
+                    &seq,
+                    &l.request_id,
+                    &to_micros(&l.timestamp),
+                    &l.prompt,
+                    &l.output,
+                    &l.feedback_collected,
+                    &l.meta_str("user_cohort"),
+                    &l.meta_str("user_id"),
+                    &l.meta_str("use_case"),
+                    &l.meta_str("prompt_version"),
+                    &serde_json::Value::Object(l.metadata.clone()).to_string(),
+                    &l.evaluator,
+                    &l.overall(),
+                    &serde_json::Value::Object(others).to_string(),
+                ])
+            })?;
+            let stored = s.count(MOVE_LOGS_SQL)?;
+            Ok(BatchOutcome { stored, duplicate: logs.len() as u64 - stored, orphaned: 0 })
+        })
+    }
+
+    fn insert_feedback(&mut self, events: &[FeedbackEvent]) -> StoreResult<BatchOutcome> {
+        if events.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        self.in_transaction(|s| {
+            s.prepare_stage("evalloop_stage_feedback")?;
+            let types =
+                [Type::INT4, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::TEXT, Type::TEXT, Type::INT8];
+            s.copy_rows("evalloop_stage_feedback", &types, events, |w, seq, e| {
+                let text = match &e.value {
+                    FeedbackValue::Text(t) => Some(t.as_str()),
+                    _ => None,
+                };
+                w.write(&[
+                    &seq,
+                    &e.event_id,
+                    &e.request_id,
+                    &e.feedback_type.as_str(),
+                    &e.value.as_number(),
+                    &text,
+                    &e.user_id,
+                    &to_micros(&e.timestamp),
+                ])
+            })?;
+            let (stored, orphaned): (i64, i64) = s
+                .client()
+                .query_one(MOVE_FEEDBACK_SQL, &[])
+                .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+                .map_err(s.err())?;
+            let stored = stored as u64;
+            Ok(BatchOutcome { stored, duplicate: events.len() as u64 - stored, orphaned: orphaned as u64 })
+        })
+    }
+
+    fn insert_scores(&mut self, evaluator: &str, scores: &[(String, f64)]) -> StoreResult<BatchOutcome> {
+        if scores.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        self.in_transaction(|s| {
+            s.prepare_stage("evalloop_stage_scores")?;
+            s.copy_rows("evalloop_stage_scores", &[Type::INT4, Type::TEXT, Type::FLOAT8], scores, |w, seq, r| {
+                w.write(&[&seq, &r.0, &r.1])
+            })?;
+            let stored = s.count(COUNT_SCORED_SQL)?;
+            s.client().execute(MOVE_SCORES_SQL, &[&evaluator]).map_err(s.err())?;
+            Ok(BatchOutcome { stored, duplicate: 0, orphaned: scores.len() as u64 - stored })
+        })
+    }
+
+    fn log_exists(&self, request_id: &str) -> StoreResult<bool> {
+        self.client()
+            .query_one("SELECT EXISTS (SELECT 1 FROM eval_logs WHERE request_id = $1::text)", &[&request_id])
+            .and_then(|r| r.try_get(0))
+            .map_err(self.err())
+    }
+
+    fn feedback_for(&self, request_id: &str) -> StoreResult<Vec<FeedbackEvent>> {
+        let mut params = Params::default();
+        let id = params.bind(request_id.to_string(), "text");
+        let sql = format!(
+            "SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
+             WHERE request_id = {id} ORDER BY ts, event_id"
+        );
+        let rows = self.query_map(&sql, &params, |r| {
+            Ok((
+                r.try_get::<_, String>(0)?,
+                r.try_get::<_, String>(1)?,
+                r.try_get::<_, Option<f64>>(2)?,
+                r.try_get::<_, Option<String>>(3)?,
+                r.try_get::<_, Option<String>>(4)?,
+                r.try_get::<_, i64>(5)?,
+            ))
+        })?;
+        let mut out = Vec::with_capacity(rows.len());
+        for (event_id, t, num, text, user_id, ts) in rows {
+            let feedback_type = FeedbackType::parse(&t)
+                .ok_or_else(|| StoreError::Invalid(format!("stored feedback {event_id} has unknown type {t:?}")))?;
+            out.push(FeedbackEvent {
+                event_id,
+                request_id: request_id.to_string(),
+                feedback_type,
+                value: stored_value(feedback_type, num, text),
+                user_id,
+                timestamp: from_micros(ts),
+            });
+        }
+        Ok(out)
+    }
+
+    fn stats(&self) -> StoreResult<StoreStats> {
+        let mut st = StoreStats {
+            backend: "postgres".into(),
+            location: self.location(),
+            schema_version: self.schema_version()?,
+            logs: self.count("SELECT COUNT(*) FROM eval_logs")?,
+            feedback_events: self.count("SELECT COUNT(*) FROM feedback_events")?,
+            orphaned_feedback: self.count(
+                "SELECT COUNT(*) FROM feedback_events f WHERE NOT EXISTS
+                 (SELECT 1 FROM eval_logs l WHERE l.request_id = f.request_id)",
+            )?,
+            ..Default::default()
+        };
+        st.feedback_by_type = self.counted(
+            "SELECT feedback_type, COUNT(*) FROM feedback_events GROUP BY feedback_type ORDER BY feedback_type",
+        )?;
+        st.cohorts =
+            self.counted("SELECT cohort, COUNT(*) FROM eval_logs GROUP BY cohort ORDER BY cohort NULLS FIRST")?;
+        st.evaluators =
+            self.counted("SELECT evaluator, COUNT(*) FROM eval_scores GROUP BY evaluator ORDER BY evaluator")?;
+        let (lo, hi): (Option<i64>, Option<i64>) = self
+            .client()
+            .query_one("SELECT MIN(ts), MAX(ts) FROM eval_logs", &[])
+            .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map_err(self.err())?;
+        st.first_timestamp = lo.map(|t| format_timestamp(&from_micros(t)));
+        st.last_timestamp = hi.map(|t| format_timestamp(&from_micros(t)));
+        Ok(st)
+    }
+
+    fn evaluators(&self) -> StoreResult<Vec<String>> {
+        self.query_map("SELECT DISTINCT evaluator FROM eval_scores ORDER BY evaluator", &Params::default(), |r| {
+            r.try_get(0)
+        })
+    }
+
+    /// Citus: `h` groups by `request_id` and every join is on it, so the whole query runs on the
+    /// shards; the coordinator merges the sorted streams and applies the limit.
+    fn scored_requests(&self, q: &ScoredQuery) -> StoreResult<Vec<ScoredRequest>> {
+        let mut params = Params::default();
+        let score = event_score_sql(&q.policy, &mut params);
+        let group = match &q.group_key {
+            Some(k) => metadata_expr(k, &mut params),
+            None => "NULL::text".into(),
+        };
+        let text = if q.with_text { "l.prompt, l.output, l.metadata::text" } else { "NULL, NULL, NULL" };
+        let cond = filter_sql(&q.filter, true, &mut params);
+        let limit = match q.limit {
+            Some(n) => format!(" LIMIT {}", params.bind(i64::try_from(n).unwrap_or(i64::MAX), "int8")),
+            None => String::new(),
+        };
+        let sql = format!(
+            "WITH h AS (
+                SELECT f.request_id, AVG({score}) AS human, COUNT({score}) AS n
+                FROM feedback_events f GROUP BY f.request_id
+             )
+             SELECT l.request_id, l.ts, s.evaluator, s.overall, h.human, h.n, l.cohort, l.use_case, {group}, {text}
+             FROM h JOIN eval_logs l ON l.request_id = h.request_id
+                    JOIN eval_scores s ON s.request_id = l.request_id
+             WHERE h.human IS NOT NULL{cond}
+             ORDER BY l.request_id, s.evaluator{limit}"
+        );
+        self.query_map(&sql, &params, |r| {
+            let prompt: Option<String> = r.try_get(9)?;
+            let text = match prompt {
+                Some(prompt) => {
+                    let metadata: String = r.try_get(11)?;
+                    Some(RequestText { prompt, output: r.try_get(10)?, metadata: canonical_json(metadata) })
+                }
+                None => None,
+            };
+            Ok(ScoredRequest {
+                request_id: r.try_get(0)?,
+                timestamp_us: r.try_get(1)?,
+                evaluator: r.try_get(2)?,
+                eval_score: r.try_get(3)?,
+                human_score: r.try_get(4)?,
+                n_scored_events: r.try_get::<_, i64>(5)? as u64,
+                cohort: r.try_get(6)?,
+                use_case: r.try_get(7)?,
+                group: r.try_get(8)?,
+                text,
+            })
+        })
+    }
+
+    /// Citus: `h` and `s` group by `request_id` (pushed down whole); the outer GROUP BY cohort
+    /// runs as partial aggregates on the shards, merged on the coordinator.
+    fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>> {
+        let mut params = Params::default();
+        let score = event_score_sql(policy, &mut params);
+        let good = params.bind(policy.good_min, "float8");
+        let score_cond = match &filter.evaluator {
+            Some(e) => format!("WHERE evaluator = {}", params.bind(e.clone(), "text")),
+            None => String::new(),
+        };
+        let cond = filter_sql(&Filter { evaluator: None, ..filter.clone() }, false, &mut params);
+        let sql = format!(
+            "WITH h AS (
+                SELECT f.request_id,
+                       MAX(CASE WHEN f.feedback_type LIKE 'explicit%' THEN 1 ELSE 0 END) AS ex,
+                       MAX(CASE WHEN f.feedback_type LIKE 'implicit%' THEN 1 ELSE 0 END) AS im,
+                       AVG({score}) AS human
+                FROM feedback_events f GROUP BY f.request_id
+             ), s AS (
+                SELECT request_id, AVG(overall) AS overall FROM eval_scores {score_cond} GROUP BY request_id
+             )
+             SELECT l.cohort, COUNT(*), COUNT(h.request_id), COALESCE(SUM(h.ex), 0), COALESCE(SUM(h.im), 0),
+                    COUNT(h.human), COALESCE(SUM(CASE WHEN h.human >= {good} THEN 1 ELSE 0 END), 0),
+                    AVG(s.overall)
+             FROM eval_logs l LEFT JOIN h ON h.request_id = l.request_id
+                              LEFT JOIN s ON s.request_id = l.request_id
+             WHERE TRUE{cond}
+             GROUP BY l.cohort ORDER BY l.cohort NULLS FIRST"
+        );
+        self.query_map(&sql, &params, |r| {
+            let n = |i| r.try_get::<_, i64>(i).map(|x| x as u64);
+            Ok(CohortStats {
+                cohort: r.try_get(0)?,
+                requests: n(1)?,
+                with_feedback: n(2)?,
+                with_explicit: n(3)?,
+                with_implicit: n(4)?,
+                with_human_score: n(5)?,
+                positive: n(6)?,
+                mean_eval_score: r.try_get(7)?,
+            })
+        })
+    }
+
+    /// Citus: a co-located join on `request_id`, pushed down; the coordinator merges the order.
+    fn eval_scores(&self, filter: &Filter) -> StoreResult<Vec<f64>> {
+        let mut params = Params::default();
+        let cond = filter_sql(filter, true, &mut params);
+        let sql = format!(
+            "SELECT s.overall FROM eval_logs l JOIN eval_scores s ON s.request_id = l.request_id
+             WHERE TRUE{cond} ORDER BY l.request_id, s.evaluator"
+        );
+        self.query_map(&sql, &params, |r| r.try_get(0))
+    }
+}
+
+/// JSONB text re-serialised as serde_json writes it (sorted keys, no spaces), the form the SQLite
+/// store keeps; text that does not parse is returned as it came.
+fn canonical_json(text: String) -> String {
+    match serde_json::from_str::<serde_json::Value>(&text) {
+        Ok(v) => v.to_string(),
+        Err(_) => text,
+    }
+}
+
+/// Rebuilds a typed value from its stored columns.
+fn stored_value(t: FeedbackType, num: Option<f64>, text: Option<String>) -> FeedbackValue {
+    match t {
+        FeedbackType::Rating => FeedbackValue::Rating(num.unwrap_or(0.0) as u8),
+        FeedbackType::TextComment => FeedbackValue::Text(text.unwrap_or_default()),
+        _ => FeedbackValue::Bool(num.unwrap_or(1.0) != 0.0),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redact_url_cuts_passwords() {
+        assert_eq!(redact_url("postgres://u:secret@h:5432/db"), "postgres://u@h:5432/db");
+        assert_eq!(redact_url("postgresql://u:p%40ss@h/db?sslmode=disable"), "postgresql://u@h/db?sslmode=disable");
+        assert_eq!(redact_url("postgres://h/db?user=u&password=secret"), "postgres://h/db?user=u&password=***");
+        assert_eq!(redact_url("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn schema_versions_move_in_lock_step() {
+        assert_eq!(SCHEMA_VERSION, super::super::sqlite::SCHEMA_VERSION);
+        assert_eq!(MIGRATIONS.len() as i64, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn canonical_json_matches_serde_json() {
+        assert_eq!(canonical_json(r#"{"b": 1, "a": [true, null]}"#.into()), r#"{"a":[true,null],"b":1}"#);
+    }
+}
