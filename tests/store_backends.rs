@@ -14,7 +14,7 @@ use evalloop::feedback::HumanPolicy;
 use evalloop::record::{EvalLog, FeedbackEvent};
 use evalloop::store::postgres::PostgresStore;
 use evalloop::store::sqlite::SqliteStore;
-use evalloop::store::{BatchOutcome, Filter, ScoredQuery, Store};
+use evalloop::store::{BatchOutcome, Filter, RunRecord, ScoredQuery, Store};
 use serde_json::{Value, json};
 
 /// Keeps a backend's storage alive for the test, and removes it afterwards.
@@ -157,13 +157,13 @@ fn log(id: &str, hour: u32, overall: f64, evaluator: Option<&str>, metadata: Val
     if let Some(e) = evaluator {
         v["evaluator"] = json!(e);
     }
-    EvalLog::from_json(&v, false).expect("valid log")
+    EvalLog::from_json(v, false).expect("valid log")
 }
 
 fn fb(id: &str, event: &str, t: &str, v: Value) -> FeedbackEvent {
     let now = Utc.with_ymd_and_hms(2026, 5, 16, 0, 0, 0).single().expect("time");
     FeedbackEvent::from_json(
-        &json!({"event_id": event, "request_id": id, "feedback_type": t, "value": v, "user_id": "u1",
+        json!({"event_id": event, "request_id": id, "feedback_type": t, "value": v, "user_id": "u1",
                 "timestamp": "2026-05-15T20:00:00Z"}),
         false,
         now,
@@ -387,7 +387,7 @@ fn cohort_stats_eval_scores_stats_agree() {
     let st = &all["stats"];
     assert_eq!((&st["logs"], &st["feedback_events"], &st["orphaned_feedback"]), (&json!(8), &json!(12), &json!(1)));
     assert_eq!(st["first_timestamp"], json!("2026-05-15T01:00:00.000000Z"));
-    assert_eq!(st["schema_version"], json!(1));
+    assert_eq!(st["schema_version"], json!(evalloop::store::sqlite::SCHEMA_VERSION));
 }
 
 #[test]
@@ -485,7 +485,7 @@ fn reopening_keeps_data_and_schema_version() {
         drop(std::mem::replace(&mut b.store, (b.reopen)()));
         let again = (b.reopen)();
         let st = again.stats().unwrap();
-        assert_eq!((st.schema_version, st.logs), (1, 8), "{}", b.name);
+        assert_eq!((st.schema_version, st.logs), (evalloop::store::sqlite::SCHEMA_VERSION, 8), "{}", b.name);
         assert_eq!(st.backend, b.name);
         assert!(!st.location.contains("password"), "{}", st.location);
     }
@@ -575,4 +575,36 @@ fn commands_answer_alike_on_both_backends() {
     for (name, r) in &results[1..] {
         assert_eq!(r, first, "{name} differs from sqlite");
     }
+}
+
+#[test]
+fn request_ids_texts_and_runs_agree() {
+    on_each_backend("request_ids_texts_and_runs_agree", |s| {
+        load(s);
+        let ids = s.request_ids(&Filter::default()).unwrap();
+        let some: Vec<String> = ids.iter().take(2).cloned().collect();
+        let texts = s.request_texts(&some).unwrap();
+        assert!(s.request_texts(&["no-such-request".to_string()]).is_err());
+        let run = RunRecord {
+            id: "r1".into(),
+            started_at: "2026-05-31T00:00:00.000000Z".into(),
+            config_hash: "abc".into(),
+            status: "running".into(),
+            run_dir: "runs/r1".into(),
+            ..Default::default()
+        };
+        s.save_run(&run).unwrap();
+        let done = RunRecord {
+            status: "completed".into(),
+            decision: Some("kept_baseline".into()),
+            metrics: Some(serde_json::json!({"pre_spearman": 0.25})),
+            ..run.clone()
+        };
+        s.save_run(&done).unwrap();
+        let runs = s.runs().unwrap();
+        assert_eq!(runs.len(), 1);
+        assert_eq!(runs[0], done);
+        assert_eq!(s.run("r1").unwrap(), Some(done));
+        serde_json::json!({"ids": ids, "texts": to_json(texts), "runs": to_json(runs)})
+    });
 }

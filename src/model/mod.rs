@@ -147,8 +147,10 @@ fn parse_device_inner(spec: &str) -> Result<Device, ModelError> {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod testutil;
+/// Test support: a tiny random BERT (2 layers, hidden 32, a made-up vocabulary) written as a
+/// base-model directory, for this crate's unit and integration tests. Not part of the API.
+#[doc(hidden)]
+pub mod testutil;
 
 #[cfg(test)]
 mod tests {

@@ -25,15 +25,15 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row};
 
 use super::{
-    BatchOutcome, CohortStats, Filter, RequestText, ScoredQuery, ScoredRequest, Store, StoreError, StoreResult,
-    StoreStats,
+    BatchOutcome, CohortStats, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store, StoreError,
+    StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue, format_timestamp, from_micros, to_micros};
 
 /// The schema version this program writes; kept equal to [`super::sqlite::SCHEMA_VERSION`], one
 /// entry of [`MIGRATIONS`] per version, so both backends move in lock-step.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Migration `i` takes a store from version `i` to `i + 1` (the PostgreSQL spelling of the
 /// SQLite migration with the same index). Text keys use the "C" collation so that ordering is
@@ -73,6 +73,19 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX feedback_events_request ON feedback_events(request_id, feedback_type, value_num);
     CREATE INDEX feedback_events_ts ON feedback_events(ts);"#,
+    // 1 -> 2: runs of the weekly loop (a small reference table; on Citus, a reference table).
+    r#"CREATE TABLE runs (
+        id TEXT COLLATE "C" PRIMARY KEY,
+        started_at TEXT COLLATE "C" NOT NULL,
+        finished_at TEXT,
+        config_hash TEXT NOT NULL,
+        status TEXT NOT NULL,
+        decision TEXT,
+        run_dir TEXT NOT NULL,
+        model_path TEXT,
+        dataset_card JSONB,
+        metrics JSONB
+    );"#,
 ];
 
 /// Holds the schema version: one row, created by the first migration run.
@@ -770,6 +783,87 @@ impl Store for PostgresStore {
              WHERE TRUE{cond} ORDER BY l.request_id, s.evaluator"
         );
         self.query_map(&sql, &params, |r| r.try_get(0))
+    }
+
+    /// Citus: a co-located join on `request_id`, pushed down.
+    fn request_ids(&self, filter: &Filter) -> StoreResult<Vec<String>> {
+        let mut params = Params::default();
+        let cond = filter_sql(filter, true, &mut params);
+        let join = if filter.evaluator.is_some() { "JOIN eval_scores s ON s.request_id = l.request_id" } else { "" };
+        let sql = format!("SELECT l.request_id FROM eval_logs l {join} WHERE TRUE{cond} ORDER BY l.request_id");
+        self.query_map(&sql, &params, |r| r.try_get(0))
+    }
+
+    /// Citus: one router query per id (filtered by the distribution key).
+    fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for id in ids {
+            let mut params = Params::default();
+            let p = params.bind(id.clone(), "text");
+            let sql = format!("SELECT prompt, output, metadata::text FROM eval_logs WHERE request_id = {p}");
+            let rows = self.query_map(&sql, &params, |r| {
+                Ok(RequestText {
+                    prompt: r.try_get(0)?,
+                    output: r.try_get(1)?,
+                    metadata: canonical_json(r.try_get(2)?),
+                })
+            })?;
+            let text =
+                rows.into_iter().next().ok_or_else(|| StoreError::Invalid(format!("no log for request {id:?}")))?;
+            out.push((id.clone(), text));
+        }
+        Ok(out)
+    }
+
+    fn save_run(&mut self, r: &RunRecord) -> StoreResult<()> {
+        let js = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
+        let mut params = Params::default();
+        let vals = [
+            params.bind(r.id.clone(), "text"),
+            params.bind(r.started_at.clone(), "text"),
+            params.bind(r.finished_at.clone(), "text"),
+            params.bind(r.config_hash.clone(), "text"),
+            params.bind(r.status.clone(), "text"),
+            params.bind(r.decision.clone(), "text"),
+            params.bind(r.run_dir.clone(), "text"),
+            params.bind(r.model_path.clone(), "text"),
+            format!("({})::jsonb", params.bind(js(&r.dataset_card), "text")),
+            format!("({})::jsonb", params.bind(js(&r.metrics), "text")),
+        ]
+        .join(", ");
+        let sql = format!(
+            "INSERT INTO runs (id, started_at, finished_at, config_hash, status, decision, run_dir, model_path,
+                 dataset_card, metrics) VALUES ({vals})
+             ON CONFLICT (id) DO UPDATE SET finished_at = excluded.finished_at, status = excluded.status,
+                 decision = excluded.decision, model_path = excluded.model_path,
+                 dataset_card = excluded.dataset_card, metrics = excluded.metrics"
+        );
+        let refs: Vec<&(dyn ToSql + Sync)> = params.refs().collect();
+        self.client().execute(&sql, &refs).map_err(self.err())?;
+        Ok(())
+    }
+
+    fn runs(&self) -> StoreResult<Vec<RunRecord>> {
+        let parse = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
+        self.query_map(
+            "SELECT id, started_at, finished_at, config_hash, status, decision, run_dir, model_path,
+                 dataset_card::text, metrics::text FROM runs ORDER BY started_at DESC, id DESC",
+            &Params::default(),
+            |r| {
+                Ok(RunRecord {
+                    id: r.try_get(0)?,
+                    started_at: r.try_get(1)?,
+                    finished_at: r.try_get(2)?,
+                    config_hash: r.try_get(3)?,
+                    status: r.try_get(4)?,
+                    decision: r.try_get(5)?,
+                    run_dir: r.try_get(6)?,
+                    model_path: r.try_get(7)?,
+                    dataset_card: parse(r.try_get(8)?),
+                    metrics: parse(r.try_get(9)?),
+                })
+            },
+        )
     }
 }
 

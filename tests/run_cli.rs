@@ -1,0 +1,136 @@
+//! The weekly loop end to end on the real binary: the shipped example data, a tiny random BERT
+//! as the base model (written in the test), every step, the run record, resume and the gate's
+//! exit code.
+
+use std::path::Path;
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn config(dir: &Path, extra_run: &str) -> std::path::PathBuf {
+    let base = dir.join("base");
+    if !base.exists() {
+        evalloop::model::testutil::write_tiny_base(&base, 7, false);
+    }
+    let ex = root().join("data/example");
+    let text = format!(
+        r#"[store]
+db = "{db}"
+
+[run]
+ingest_logs = ["{ex}/logs.jsonl"]
+ingest_feedback = ["{ex}/feedback.jsonl"]
+out_dir = "{runs}"
+group_key = "group_id"
+{extra_run}
+
+[dataset]
+label = "graded"
+group_key = "group_id"
+train_fraction = 0.7
+validation_fraction = 0.15
+
+[train]
+base_model = "{base}"
+epochs = 1
+batch_size = 8
+max_length = 48
+"#,
+        db = dir.join("t.db").display(),
+        ex = ex.display(),
+        runs = dir.join("runs").display(),
+        base = base.display(),
+    );
+    let p = dir.join(format!("weekly{}.toml", extra_run.len()));
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn evalloop(dir: &Path) -> Command {
+    let mut c = Command::cargo_bin("evalloop").unwrap();
+    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG");
+    c
+}
+
+fn json(c: &mut Command) -> Value {
+    let out = c.arg("--json").assert().success().get_output().stdout.clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn weekly_loop_runs_every_step_records_the_run_and_resumes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = config(dir, "");
+    let run_dir = dir.join("run1");
+    let o = json(evalloop(dir).arg("--config").arg(&cfg).args(["run", "--out"]).arg(&run_dir));
+    for step in ["ingest", "dataset", "train", "score", "report"] {
+        assert!(o["timings"][step].is_number(), "step {step} did not run: {o}");
+    }
+    assert!(o["promoted"].is_boolean());
+    for f in [
+        "report.json",
+        "report.md",
+        "report.html",
+        "model/config.json",
+        "model/model.safetensors",
+        "dataset/test.jsonl",
+    ] {
+        assert!(run_dir.join(f).exists(), "{f} missing");
+    }
+    let report: Value = serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+    let n = report["pre"]["n_samples"].as_u64().unwrap();
+    assert!(n >= 10, "held-out split too small: {n}");
+    assert_eq!(report["post"]["n_samples"].as_u64().unwrap(), n, "pre and post cover the same requests");
+    assert!(report["gate"]["test"] == "williams");
+    assert!(report["training"]["curves"].as_array().unwrap().len() > 1);
+    let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
+    assert!(html.matches("<svg").count() >= 5, "plots missing from report.html");
+
+    // The run is recorded, and the retrained evaluator's held-out scores are in the store.
+    let runs = json(evalloop(dir).arg("--config").arg(&cfg).args(["runs", "list"]));
+    assert_eq!(runs.as_array().unwrap().len(), 1);
+    let run = &runs[0];
+    assert_eq!(run["status"], "completed");
+    assert_eq!(run["id"], o["run_id"]);
+    assert!(run["dataset_card"]["splits"].is_object());
+    let new_eval = format!("evalloop-{}", o["run_id"].as_str().unwrap());
+    let c = json(evalloop(dir).arg("--config").arg(&cfg).args(["correlate", "--evaluator", &new_eval]));
+    assert_eq!(c["n_samples"].as_u64().unwrap(), n);
+
+    // Resuming the same run directory redoes nothing that is already there.
+    let again = json(evalloop(dir).arg("--config").arg(&cfg).args(["run", "--out"]).arg(&run_dir));
+    assert_eq!(again["run_id"], o["run_id"]);
+    for step in ["ingest", "dataset", "train", "score"] {
+        assert!(again["timings"].get(step).is_none(), "step {step} ran again: {again}");
+    }
+    assert_eq!(again["pre_spearman"], o["pre_spearman"]);
+    assert_eq!(again["post_spearman"], o["post_spearman"]);
+}
+
+#[test]
+fn gate_failure_exits_1_with_fail_on_regression() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // A margin no evaluator can clear.
+    let cfg = config(dir, "margin = 2.0\nfail_on_regression = true\nskip = [\"report\"]");
+    let out = evalloop(dir).arg("--config").arg(&cfg).arg("run").assert().code(1).get_output().stdout.clone();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("kept the base evaluator") && text.contains("below margin 2"), "{text}");
+    let runs = json(evalloop(dir).arg("--config").arg(&cfg).args(["runs", "list"]));
+    assert_eq!(runs[0]["decision"], "kept_baseline");
+    // A run made with another config is not resumed over.
+    let other = config(dir, "");
+    let run_dir = runs[0]["run_dir"].as_str().unwrap();
+    evalloop(dir)
+        .arg("--config")
+        .arg(&other)
+        .args(["run", "--out", run_dir])
+        .assert()
+        .code(2)
+        .stderr(predicates::str::contains("another config"));
+}
