@@ -104,7 +104,8 @@ pub fn train(
     }
 }
 
-/// An optimizer step's worth of micro-batches, as indices into the training examples.
+/// The order of the training examples in `epoch`: a permutation seeded by (seed, epoch), so a
+/// resumed run sees the same order without saving it.
 fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000_0000 ^ (epoch as u64 + 1));
@@ -247,9 +248,9 @@ fn trainable_filter(cfg: &TrainConfig) -> impl Fn(&str) -> bool + use<> {
     }
 }
 
-/// Scores (probability for binary, value for graded) and unweighted losses of examples, in
-/// order, evaluated in batches sorted by length without dropout.
-pub(crate) fn predict(
+/// The first output (logit or value) of each encoded pair, in order; evaluated without
+/// dropout in batches sorted by length.
+fn predict(
     model: &model::BertForSequenceClassification,
     tokenizer: &PairTokenizer,
     enc: &[Encoded],
@@ -268,7 +269,7 @@ pub(crate) fn predict(
             &batch.attention_mask,
             false,
         )?;
-        let out = out.i_first_column()?;
+        let out = first_column(&out)?;
         for (&i, v) in chunk.iter().zip(out) {
             logits[i] = v;
         }
@@ -276,17 +277,12 @@ pub(crate) fn predict(
     Ok(logits)
 }
 
-trait FirstColumn {
-    fn i_first_column(&self) -> candle_core::Result<Vec<f32>>;
-}
-
-impl FirstColumn for Tensor {
-    fn i_first_column(&self) -> candle_core::Result<Vec<f32>> {
-        self.narrow(D::Minus1, 0, 1)?
-            .flatten_all()?
-            .to_dtype(DType::F32)?
-            .to_vec1::<f32>()
-    }
+/// Column 0 of `(b, num_labels)` outputs, as f32.
+fn first_column(out: &Tensor) -> candle_core::Result<Vec<f32>> {
+    out.narrow(D::Minus1, 0, 1)?
+        .flatten_all()?
+        .to_dtype(DType::F32)?
+        .to_vec1::<f32>()
 }
 
 /// The score reported for a logit: sigmoid for binary, identity for graded.
