@@ -564,13 +564,16 @@ fn run(
                     "loss": running_loss / running_n.max(1) as f64, "lr": lr,
                     "examples_per_sec": rate,
                 }))?;
-                tracing::info!(
-                    step = state.step,
-                    loss = running_loss / running_n.max(1) as f64,
-                    lr,
-                    examples_per_sec = rate,
-                    "train"
-                );
+                // Logs go to stderr like the bar: hide the bar while the line is written.
+                bar.suspend(|| {
+                    tracing::info!(
+                        step = state.step,
+                        loss = running_loss / running_n.max(1) as f64,
+                        lr,
+                        examples_per_sec = rate,
+                        "train"
+                    )
+                });
                 running_loss = 0.0;
                 running_n = 0;
             }
@@ -602,7 +605,9 @@ fn run(
                 "kind": "eval", "split": "validation", "step": state.step, "epoch": epoch_no,
                 "loss": m.loss, "spearman": m.spearman, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
             }))?;
-            tracing::info!(epoch = epoch_no, step = state.step, loss = m.loss, spearman = ?m.spearman, auc = ?m.auc, "validation");
+            bar.suspend(|| {
+                tracing::info!(epoch = epoch_no, step = state.step, loss = m.loss, spearman = ?m.spearman, auc = ?m.auc, "validation")
+            });
             let value = metric_value(&m, cfg.eval_metric);
             let improved = match state.best_value {
                 None => !value.is_nan() || state.best_epoch.is_none(),
