@@ -7,6 +7,7 @@
 //! truncated to exactly 128 tokens); the first step is left out as warmup. Scoring:
 //! `Scorer::score_pairs` (tokenization included), batch 32 x 128 tokens. Prints one JSON line.
 #![allow(clippy::print_stdout)]
+// A benchmark script: its result is its stdout.
 
 use std::time::Instant;
 

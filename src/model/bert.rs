@@ -117,8 +117,17 @@ impl LayerNorm {
     }
 
     /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension (biased variance,
-    /// as PyTorch).
+    /// as PyTorch). When no gradient is being recorded (no input is a `Var` or derived from
+    /// one, as in scoring) candle's fused kernel is used instead.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        if xs.dtype() == DType::F32
+            && !xs.track_op()
+            && !self.weight.track_op()
+            && !self.bias.track_op()
+            && xs.is_contiguous()
+        {
+            return candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps as f32);
+        }
         let mean = xs.mean_keepdim(D::Minus1)?;
         let centered = xs.broadcast_sub(&mean)?;
         let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
@@ -135,8 +144,12 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
 }
 
 /// Softmax over the last dimension from composed ops (candle-nn's `softmax_last_dim` has no
-/// backward pass). The subtracted max is detached: softmax does not depend on it.
+/// backward pass). The subtracted max is detached: softmax does not depend on it. Without
+/// gradient recording the fused kernel is used.
 fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+    if xs.dtype() == DType::F32 && !xs.track_op() && xs.is_contiguous() {
+        return candle_nn::ops::softmax_last_dim(xs);
+    }
     let max = xs.max_keepdim(D::Minus1)?.detach();
     let exp = xs.broadcast_sub(&max)?.exp()?;
     let sum = exp.sum_keepdim(D::Minus1)?;
@@ -408,6 +421,26 @@ mod tests {
             let g = grads.get(v).expect("gradient");
             assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
         }
+    }
+
+    #[test]
+    fn fused_inference_path_matches_the_composed_ops() {
+        let dev = Device::Cpu;
+        let xs = Tensor::randn(0f32, 3., (2, 5, 16), &dev).unwrap();
+        let w = Tensor::randn(1f32, 0.2, 16, &dev).unwrap();
+        let b = Tensor::randn(0f32, 0.2, 16, &dev).unwrap();
+        let ln = LayerNorm { weight: w.clone(), bias: b.clone(), eps: 1e-12 };
+        let fused = ln.forward(&xs).unwrap();
+        let wv = candle_core::Var::from_tensor(&w).unwrap();
+        let ln_v = LayerNorm { weight: wv.as_tensor().clone(), bias: b, eps: 1e-12 };
+        let composed = ln_v.forward(&xs).unwrap();
+        let d = (fused - composed).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-5);
+        let xv = candle_core::Var::from_tensor(&xs).unwrap();
+        let sm_fused = softmax_last_dim(&xs).unwrap();
+        let sm_composed = softmax_last_dim(xv.as_tensor()).unwrap();
+        let d = (sm_fused - sm_composed).unwrap().abs().unwrap().max_all().unwrap();
+        assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
     }
 
     #[test]

@@ -97,7 +97,8 @@ pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool
     }
 }
 
-/// An optimizer step's worth of micro-batches, as indices into the training examples.
+/// The order of the training examples in `epoch`: a permutation seeded by (seed, epoch), so a
+/// resumed run sees the same order without saving it.
 fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     let mut order: Vec<usize> = (0..n).collect();
     let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000_0000 ^ (epoch as u64 + 1));
@@ -228,9 +229,9 @@ fn trainable_filter(cfg: &TrainConfig) -> impl Fn(&str) -> bool + use<> {
     }
 }
 
-/// Scores (probability for binary, value for graded) and unweighted losses of examples, in
-/// order, evaluated in batches sorted by length without dropout.
-pub(crate) fn predict(
+/// The first output (logit or value) of each encoded pair, in order; evaluated without
+/// dropout in batches sorted by length.
+fn predict(
     model: &model::BertForSequenceClassification,
     tokenizer: &PairTokenizer,
     enc: &[Encoded],
@@ -244,7 +245,7 @@ pub(crate) fn predict(
         let items: Vec<&Encoded> = chunk.iter().map(|&i| &enc[i]).collect();
         let batch = tokenizer.collate(&items, device)?;
         let out = model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, false)?;
-        let out = out.i_first_column()?;
+        let out = first_column(&out)?;
         for (&i, v) in chunk.iter().zip(out) {
             logits[i] = v;
         }
@@ -252,14 +253,9 @@ pub(crate) fn predict(
     Ok(logits)
 }
 
-trait FirstColumn {
-    fn i_first_column(&self) -> candle_core::Result<Vec<f32>>;
-}
-
-impl FirstColumn for Tensor {
-    fn i_first_column(&self) -> candle_core::Result<Vec<f32>> {
-        self.narrow(D::Minus1, 0, 1)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
-    }
+/// Column 0 of `(b, num_labels)` outputs, as f32.
+fn first_column(out: &Tensor) -> candle_core::Result<Vec<f32>> {
+    out.narrow(D::Minus1, 0, 1)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
 }
 
 /// The score reported for a logit: sigmoid for binary, identity for graded.
@@ -492,13 +488,16 @@ fn run(
                     "loss": running_loss / running_n.max(1) as f64, "lr": lr,
                     "examples_per_sec": rate,
                 }))?;
-                tracing::info!(
-                    step = state.step,
-                    loss = running_loss / running_n.max(1) as f64,
-                    lr,
-                    examples_per_sec = rate,
-                    "train"
-                );
+                // Logs go to stderr like the bar: hide the bar while the line is written.
+                bar.suspend(|| {
+                    tracing::info!(
+                        step = state.step,
+                        loss = running_loss / running_n.max(1) as f64,
+                        lr,
+                        examples_per_sec = rate,
+                        "train"
+                    )
+                });
                 running_loss = 0.0;
                 running_n = 0;
             }
@@ -523,7 +522,9 @@ fn run(
                 "kind": "eval", "split": "validation", "step": state.step, "epoch": epoch_no,
                 "loss": m.loss, "spearman": m.spearman, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
             }))?;
-            tracing::info!(epoch = epoch_no, step = state.step, loss = m.loss, spearman = ?m.spearman, auc = ?m.auc, "validation");
+            bar.suspend(|| {
+                tracing::info!(epoch = epoch_no, step = state.step, loss = m.loss, spearman = ?m.spearman, auc = ?m.auc, "validation")
+            });
             let value = metric_value(&m, cfg.eval_metric);
             let improved = match state.best_value {
                 None => !value.is_nan() || state.best_epoch.is_none(),
