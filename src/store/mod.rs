@@ -232,6 +232,31 @@ pub trait Store {
     }
 }
 
+/// One stored feedback row (event_id, feedback_type, value_num, value_text, user_id, ts) as
+/// both backends keep it.
+pub(crate) type StoredFeedback = (String, String, Option<f64>, Option<String>, Option<String>, i64);
+
+/// Rebuilds a feedback event from its stored columns.
+pub(crate) fn stored_event(request_id: &str, row: StoredFeedback) -> StoreResult<FeedbackEvent> {
+    use crate::record::{FeedbackType, FeedbackValue};
+    let (event_id, t, num, text, user_id, ts) = row;
+    let feedback_type = FeedbackType::parse(&t)
+        .ok_or_else(|| StoreError::Invalid(format!("stored feedback {event_id} has unknown type {t:?}")))?;
+    let value = match feedback_type {
+        FeedbackType::Rating => FeedbackValue::Rating(num.unwrap_or(0.0) as u8),
+        FeedbackType::TextComment => FeedbackValue::Text(text.unwrap_or_default()),
+        _ => FeedbackValue::Bool(num.unwrap_or(1.0) != 0.0),
+    };
+    Ok(FeedbackEvent {
+        event_id,
+        request_id: request_id.to_string(),
+        feedback_type,
+        value,
+        user_id,
+        timestamp: crate::record::from_micros(ts),
+    })
+}
+
 /// Opens the store a `--db` value names: a `postgres://` URL or a SQLite file path.
 pub fn open(db: &str) -> crate::Result<Box<dyn Store>> {
     if db.starts_with("postgres://") || db.starts_with("postgresql://") {

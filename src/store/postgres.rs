@@ -29,7 +29,7 @@ use super::{
     StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
-use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue, format_timestamp, from_micros, to_micros};
+use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, from_micros, to_micros};
 
 /// The schema version this program writes; kept equal to [`super::sqlite::SCHEMA_VERSION`], one
 /// entry of [`MIGRATIONS`] per version, so both backends move in lock-step.
@@ -628,20 +628,7 @@ impl Store for PostgresStore {
                 r.try_get::<_, i64>(5)?,
             ))
         })?;
-        let mut out = Vec::with_capacity(rows.len());
-        for (event_id, t, num, text, user_id, ts) in rows {
-            let feedback_type = FeedbackType::parse(&t)
-                .ok_or_else(|| StoreError::Invalid(format!("stored feedback {event_id} has unknown type {t:?}")))?;
-            out.push(FeedbackEvent {
-                event_id,
-                request_id: request_id.to_string(),
-                feedback_type,
-                value: stored_value(feedback_type, num, text),
-                user_id,
-                timestamp: from_micros(ts),
-            });
-        }
-        Ok(out)
+        rows.into_iter().map(|row| super::stored_event(request_id, row)).collect()
     }
 
     fn stats(&self) -> StoreResult<StoreStats> {
@@ -873,15 +860,6 @@ fn canonical_json(text: String) -> String {
     match serde_json::from_str::<serde_json::Value>(&text) {
         Ok(v) => v.to_string(),
         Err(_) => text,
-    }
-}
-
-/// Rebuilds a typed value from its stored columns.
-fn stored_value(t: FeedbackType, num: Option<f64>, text: Option<String>) -> FeedbackValue {
-    match t {
-        FeedbackType::Rating => FeedbackValue::Rating(num.unwrap_or(0.0) as u8),
-        FeedbackType::TextComment => FeedbackValue::Text(text.unwrap_or_default()),
-        _ => FeedbackValue::Bool(num.unwrap_or(1.0) != 0.0),
     }
 }
 

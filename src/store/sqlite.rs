@@ -11,7 +11,7 @@ use super::{
     StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
-use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue, format_timestamp, from_micros, to_micros};
+use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, from_micros, to_micros};
 
 /// The schema version this program writes. Each entry of [`MIGRATIONS`] moves one version up.
 pub const SCHEMA_VERSION: i64 = 2;
@@ -363,17 +363,7 @@ impl Store for SqliteStore {
             .map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
-            let (event_id, t, num, text, user_id, ts) = row.map_err(self.err())?;
-            let feedback_type = FeedbackType::parse(&t)
-                .ok_or_else(|| StoreError::Invalid(format!("stored feedback {event_id} has unknown type {t:?}")))?;
-            out.push(FeedbackEvent {
-                event_id,
-                request_id: request_id.to_string(),
-                feedback_type,
-                value: stored_value(feedback_type, num, text),
-                user_id,
-                timestamp: from_micros(ts),
-            });
+            out.push(super::stored_event(request_id, row.map_err(self.err())?)?);
         }
         Ok(out)
     }
@@ -637,15 +627,6 @@ impl SqliteStore {
             }),
             None => Err(StoreError::Invalid(format!("no log for request {id:?}"))),
         }
-    }
-}
-
-/// Rebuilds a typed value from its stored columns.
-fn stored_value(t: FeedbackType, num: Option<f64>, text: Option<String>) -> FeedbackValue {
-    match t {
-        FeedbackType::Rating => FeedbackValue::Rating(num.unwrap_or(0.0) as u8),
-        FeedbackType::TextComment => FeedbackValue::Text(text.unwrap_or_default()),
-        _ => FeedbackValue::Bool(num.unwrap_or(1.0) != 0.0),
     }
 }
 
