@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
-use crate::model::{InferenceModel, ModelError, PairTokenizer};
+use crate::model::{InferenceModel, ModelError, PairTokenizer, Truncation};
 use crate::train::LabelKind;
 
 pub use crate::model::parse_device;
@@ -39,7 +39,8 @@ impl Scorer {
     /// Loads `model_dir` (config.json, model.safetensors, tokenizer.json) on `device`. The
     /// truncation length is `max_length` from training_config.json, else
     /// `model_max_length` from tokenizer_config.json, else 512, capped by the model's
-    /// `max_position_embeddings`. Batch size [`DEFAULT_BATCH_SIZE`].
+    /// `max_position_embeddings`. The truncation rule is `truncation` from training_config.json
+    /// (as training used it), else longest-first. Batch size [`DEFAULT_BATCH_SIZE`].
     pub fn load(model_dir: &Path, device: &Device) -> crate::Result<Self> {
         let model = InferenceModel::load(model_dir, device)?;
         let kind = match model.config.problem_type.as_deref() {
@@ -55,8 +56,10 @@ impl Scorer {
             .or_else(|| read_usize("tokenizer_config.json", "model_max_length"))
             .unwrap_or(512)
             .min(model.config.max_position_embeddings);
-        let tokenizer = PairTokenizer::from_file(&model_dir.join("tokenizer.json"), max_length)?;
-        tracing::info!(model = %model_dir.display(), ?kind, max_length, "scorer loaded");
+        let truncation = read_truncation(model_dir)?;
+        let tokenizer =
+            PairTokenizer::from_file(&model_dir.join("tokenizer.json"), max_length)?.with_truncation(truncation)?;
+        tracing::info!(model = %model_dir.display(), ?kind, max_length, ?truncation, "scorer loaded");
         Ok(Scorer {
             model,
             tokenizer,
@@ -123,6 +126,22 @@ impl Scorer {
                 }
             })
             .collect())
+    }
+}
+
+/// `truncation` of training_config.json (top level, else `train.truncation`); longest-first
+/// when the file or key is missing, an error naming the file when the value is unknown.
+fn read_truncation(model_dir: &Path) -> crate::Result<Truncation> {
+    let path = model_dir.join("training_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Truncation::default());
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", path.display())))?;
+    match v.get("truncation").or_else(|| v.get("train").and_then(|t| t.get("truncation"))) {
+        None | Some(serde_json::Value::Null) => Ok(Truncation::default()),
+        Some(t) => serde_json::from_value(t.clone())
+            .map_err(|e| crate::Error::Input(format!("{}: field truncation: {e}", path.display()))),
     }
 }
 

@@ -29,9 +29,9 @@ pub mod loss;
 pub mod metrics;
 mod optim;
 
-pub use config::{EvalMetric, LabelKind, TrainConfig};
+pub use config::{EvalMetric, LabelKind, Objective, TrainConfig, Truncation};
 pub use data::Example;
-pub use loss::{per_example_loss, weighted_loss};
+pub use loss::{pairwise_loss, per_example_loss, weighted_loss};
 pub use metrics::EvalMetrics;
 
 use std::collections::BTreeMap;
@@ -40,9 +40,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{D, DType, Device, Tensor};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -97,14 +94,6 @@ pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool
     }
 }
 
-/// An optimizer step's worth of micro-batches, as indices into the training examples.
-fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000_0000 ^ (epoch as u64 + 1));
-    order.shuffle(&mut rng);
-    order
-}
-
 /// Learning rate at optimizer step `step` (0-based): linear warmup to `peak` over `warmup`
 /// steps (step k gets `(k + 1) / warmup`), then linear decay to 0 at `total`.
 pub fn lr_at(step: usize, peak: f64, warmup: usize, total: usize) -> f64 {
@@ -119,6 +108,7 @@ pub fn lr_at(step: usize, peak: f64, warmup: usize, total: usize) -> f64 {
 
 struct Setup {
     kind: LabelKind,
+    objective: Objective,
     config: BertConfig,
     base_dir: PathBuf,
     tokenizer: PairTokenizer,
@@ -133,10 +123,25 @@ struct Setup {
 
 fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     cfg.validate("train config")?;
-    let kind = match cfg.label {
+    let label_kind = match cfg.label {
         Some(k) => k,
         None => data::read_label_kind(dataset_dir)?,
     };
+    // The pointwise loss and head follow the objective when it names one.
+    let kind = match cfg.objective {
+        Some(Objective::Graded) => LabelKind::Graded,
+        Some(Objective::Binary) if label_kind == LabelKind::Graded => {
+            return Err(crate::Error::Input(
+                "[train] objective: \"binary\" needs binary labels, the dataset is graded".into(),
+            ));
+        }
+        Some(Objective::Binary) => LabelKind::Binary,
+        _ => label_kind,
+    };
+    let objective = cfg.objective.unwrap_or(match kind {
+        LabelKind::Binary => Objective::Binary,
+        LabelKind::Graded => Objective::Graded,
+    });
     if matches!(cfg.eval_metric, EvalMetric::Auc | EvalMetric::Accuracy) && kind == LabelKind::Graded {
         return Err(crate::Error::Input(format!(
             "[train] eval_metric: {:?} needs binary labels, the dataset is graded",
@@ -169,7 +174,8 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         )));
     }
     let max_length = cfg.max_length.min(config.max_position_embeddings);
-    let tokenizer = PairTokenizer::from_file(&base_dir.join("tokenizer.json"), max_length)?;
+    let tokenizer =
+        PairTokenizer::from_file(&base_dir.join("tokenizer.json"), max_length)?.with_truncation(cfg.truncation)?;
     let enc = |xs: &[Example]| -> crate::Result<Vec<Encoded>> {
         let pairs: Vec<(&str, &str)> = xs.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
         Ok(tokenizer.encode_pairs(&pairs)?)
@@ -199,6 +205,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     let fingerprint = hex::encode(hasher.finalize());
     Ok(Setup {
         kind,
+        objective,
         config,
         base_dir,
         tokenizer,
@@ -289,7 +296,13 @@ fn evaluate(
     let mut acc = EvalAccumulator::default();
     for (e, &z) in examples.iter().zip(&logits) {
         let z = z as f64;
-        acc.update(score_of(z, setup.kind), e.label, e.weight, example_loss(z, e.label, setup.kind));
+        acc.update_in_group(
+            e.group.as_deref(),
+            score_of(z, setup.kind),
+            e.label,
+            e.weight,
+            example_loss(z, e.label, setup.kind),
+        );
     }
     Ok(acc.compute(setup.kind == LabelKind::Binary))
 }
@@ -301,6 +314,7 @@ fn metric_value(m: &EvalMetrics, which: EvalMetric) -> f64 {
         EvalMetric::Spearman => m.spearman.unwrap_or(f64::NAN),
         EvalMetric::Auc => m.auc.unwrap_or(f64::NAN),
         EvalMetric::Accuracy => m.accuracy.unwrap_or(f64::NAN),
+        EvalMetric::GroupSpearman => m.group_spearman.unwrap_or(f64::NAN),
     }
 }
 
@@ -369,12 +383,14 @@ fn run(
         "base model loaded"
     );
     let mut tm = TrainableModel::new(&setup.config, init, trainable_filter(cfg), cfg.seed.wrapping_add(1), device)?;
-    let mut opt = AdamW::new(tm.params(), cfg).map_err(model_err)?;
+    let mut opt = AdamW::new(tm.params(), cfg, setup.config.num_hidden_layers).map_err(model_err)?;
 
-    let n = setup.train.len();
-    let batches_per_epoch = n.div_ceil(cfg.batch_size);
-    let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accum);
-    let mut total_steps = steps_per_epoch * cfg.epochs;
+    let objective = setup.objective;
+    let group_aware = objective.has_pairwise();
+    let pointwise = objective != Objective::Pairwise;
+    let plan = |epoch: usize| data::epoch_batches(&setup.train, cfg.batch_size, cfg.seed, epoch, group_aware);
+    // Group-aware batches can differ in number from epoch to epoch: count each epoch's steps.
+    let mut total_steps: usize = (0..cfg.epochs).map(|e| plan(e).len().div_ceil(cfg.grad_accum)).sum();
     if cfg.max_steps > 0 && (cfg.epochs == 0 || cfg.max_steps < total_steps) {
         total_steps = cfg.max_steps;
     }
@@ -433,17 +449,29 @@ fn run(
         if state.epoch >= cfg.epochs.max(1) && cfg.epochs > 0 || state.step >= total_steps {
             break;
         }
-        let order = epoch_order(n, cfg.seed, state.epoch);
+        let batches = plan(state.epoch);
+        let batches_per_epoch = batches.len();
         let mut epoch_cut = false;
         while state.next_batch < batches_per_epoch {
             let first = state.next_batch;
             let last = (first + cfg.grad_accum).min(batches_per_epoch);
-            let micro: Vec<&[usize]> =
-                (first..last).map(|b| &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(n)]).collect();
+            let micro: Vec<&[usize]> = batches[first..last].iter().map(Vec::as_slice).collect();
             let total_weight: f64 = micro.iter().flat_map(|m| m.iter()).map(|&i| setup.train[i].weight).sum();
+            let pairs: Vec<Vec<(u32, u32, f64)>> = if group_aware {
+                micro.iter().map(|idx| loss::batch_pairs(&setup.train, idx, cfg.pair_min_diff)).collect()
+            } else {
+                vec![Vec::new(); micro.len()]
+            };
+            let total_pair_weight: f64 = pairs.iter().flatten().map(|p| p.2).sum();
+            let use_pointwise = pointwise && total_weight > 0.0;
+            let use_pairs = group_aware && total_pair_weight > 0.0;
             let mut grads: Vec<Option<Tensor>> = vec![None; tm.params().len()];
             let mut step_loss = 0.0;
-            for idx in &micro {
+            for (idx, batch_pairs) in micro.iter().zip(&pairs) {
+                if !pointwise && batch_pairs.is_empty() {
+                    // Nothing to learn from this micro-batch under a purely pairwise loss.
+                    continue;
+                }
                 let items: Vec<&Encoded> = idx.iter().map(|&i| &setup.train_enc[i]).collect();
                 let batch = setup.tokenizer.collate(&items, device)?;
                 let labels: Vec<f32> = idx.iter().map(|&i| setup.train[i].label as f32).collect();
@@ -457,10 +485,29 @@ fn run(
                     .narrow(D::Minus1, 0, 1)
                     .and_then(|t| t.flatten_all())
                     .map_err(model_err)?;
-                if total_weight <= 0.0 {
-                    continue;
+                let mut loss: Option<Tensor> = None;
+                if use_pointwise {
+                    loss = Some(weighted_loss(&logits, &labels, &wts, setup.kind, total_weight).map_err(model_err)?);
                 }
-                let loss = weighted_loss(&logits, &labels, &wts, setup.kind, total_weight).map_err(model_err)?;
+                if use_pairs && !batch_pairs.is_empty() {
+                    let better: Vec<u32> = batch_pairs.iter().map(|p| p.0).collect();
+                    let worse: Vec<u32> = batch_pairs.iter().map(|p| p.1).collect();
+                    let pw: Vec<f32> = batch_pairs.iter().map(|p| p.2 as f32).collect();
+                    let np = batch_pairs.len();
+                    let pair_loss = pairwise_loss(
+                        &logits,
+                        &Tensor::from_vec(better, np, device).map_err(model_err)?,
+                        &Tensor::from_vec(worse, np, device).map_err(model_err)?,
+                        &Tensor::from_vec(pw, np, device).map_err(model_err)?,
+                        total_pair_weight,
+                    )
+                    .map_err(model_err)?;
+                    loss = Some(match loss {
+                        None => pair_loss,
+                        Some(l) => (l + (pair_loss * cfg.pairwise_weight).map_err(model_err)?).map_err(model_err)?,
+                    });
+                }
+                let Some(loss) = loss else { continue };
                 step_loss += loss.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(model_err)?;
                 let g = loss.backward().map_err(model_err)?;
                 for (slot, p) in grads.iter_mut().zip(tm.params()) {
@@ -472,7 +519,7 @@ fn run(
                     }
                 }
             }
-            if total_weight > 0.0 {
+            if use_pointwise || use_pairs {
                 let lr = lr_at(state.step, cfg.learning_rate, warmup, total_steps);
                 opt.step(tm.params(), &mut grads, lr, cfg.grad_clip).map_err(model_err)?;
             }
@@ -521,9 +568,18 @@ fn run(
             let m = evaluate(&tm.model, &setup, &setup.validation, &setup.validation_enc, cfg.eval_batch_size, device)?;
             log.write(&serde_json::json!({
                 "kind": "eval", "split": "validation", "step": state.step, "epoch": epoch_no,
-                "loss": m.loss, "spearman": m.spearman, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
+                "loss": m.loss, "spearman": m.spearman, "group_spearman": m.group_spearman,
+                "groups_used": m.groups_used, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
             }))?;
-            tracing::info!(epoch = epoch_no, step = state.step, loss = m.loss, spearman = ?m.spearman, auc = ?m.auc, "validation");
+            tracing::info!(
+                epoch = epoch_no,
+                step = state.step,
+                loss = m.loss,
+                spearman = ?m.spearman,
+                group_spearman = ?m.group_spearman,
+                auc = ?m.auc,
+                "validation"
+            );
             let value = metric_value(&m, cfg.eval_metric);
             let improved = match state.best_value {
                 None => !value.is_nan() || state.best_epoch.is_none(),
@@ -577,7 +633,8 @@ fn run(
         let m = evaluate(&infer.model, &setup, &setup.test, &setup.test_enc, cfg.eval_batch_size, device)?;
         log.write(&serde_json::json!({
             "kind": "eval", "split": "test", "step": state.step, "epoch": state.best_epoch,
-            "loss": m.loss, "spearman": m.spearman, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
+            "loss": m.loss, "spearman": m.spearman, "group_spearman": m.group_spearman,
+                "groups_used": m.groups_used, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
         }))?;
         Some(m)
     };
@@ -646,6 +703,7 @@ fn write_output(
             "train": cfg,
             "label": setup.kind,
             "max_length": max_length,
+            "truncation": cfg.truncation,
             "base_model_dir": setup.base_dir,
             "evalloop_version": env!("CARGO_PKG_VERSION"),
         }),
