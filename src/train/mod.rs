@@ -69,6 +69,11 @@ pub struct TrainSummary {
     pub test: Option<EvalMetrics>,
     /// Every evaluation on the validation split, in order.
     pub history: Vec<EvalRecord>,
+    /// For an ensemble (`seeds`), each member's summary in seed order; the metrics above are
+    /// then those of the averaged scores (their `loss` is of the averaged score: BCE of the
+    /// mean probability, squared error of the mean value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<TrainSummary>,
 }
 
 /// One evaluation on the validation split.
@@ -86,12 +91,86 @@ pub struct EvalRecord {
 /// (see the module docs for its files). With `resume`, continues from
 /// `out_dir/train_state/checkpoint.safetensors` when there is one (the config and training
 /// data must be the same; the device may differ).
+///
+/// With `cfg.seeds` non-empty it trains an ensemble instead: one member per seed into
+/// `out_dir/member-<seed>/` (with `resume`, a member that has finished, i.e. has its
+/// `metrics.json`, is kept), then writes `out_dir/ensemble.json` (see [`crate::score`]) and
+/// `out_dir/metrics.json` with the ensemble's validation and test metrics.
 pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
+    if !cfg.seeds.is_empty() {
+        return train_ensemble(dataset_dir, cfg, out_dir, resume);
+    }
     let device = model::parse_device(&cfg.device)?;
     match run(dataset_dir, cfg, out_dir, resume, &device, None)? {
         Some(summary) => Ok(summary),
         None => Err(crate::Error::Model("training stopped before the end".into())),
     }
+}
+
+fn train_ensemble(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
+    cfg.validate("train config")?;
+    std::fs::create_dir_all(out_dir).map_err(|e| crate::Error::io(out_dir, e))?;
+    let mut members = Vec::new();
+    let mut names = Vec::new();
+    for &seed in &cfg.seeds {
+        let name = format!("member-{seed}");
+        let dir = out_dir.join(&name);
+        let done = dir.join("metrics.json");
+        let summary = if resume && done.is_file() && dir.join("model.safetensors").is_file() {
+            let text = std::fs::read_to_string(&done).map_err(|e| crate::Error::io(&done, e))?;
+            tracing::info!(member = %dir.display(), "ensemble member already trained");
+            serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", done.display())))?
+        } else {
+            tracing::info!(seed, member = %dir.display(), "training ensemble member");
+            std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
+            let member_cfg = TrainConfig { seed, seeds: Vec::new(), ..cfg.clone() };
+            train(dataset_dir, &member_cfg, &dir, resume)?
+        };
+        members.push(summary);
+        names.push(name);
+    }
+    let ens = crate::score::EnsembleFile { members: names, seeds: cfg.seeds.clone(), aggregate: "mean".into() };
+    write_json(&out_dir.join(crate::score::ENSEMBLE_FILE), &ens)?;
+
+    // The ensemble's own metrics: the averaged scores on the validation and test splits.
+    let kind = members.first().map_or(LabelKind::Binary, |m| m.label);
+    let device = model::parse_device(&cfg.device)?;
+    let scorer = crate::score::Scorer::load(out_dir, &device)?.with_batch_size(cfg.eval_batch_size);
+    let eval_split = |name: &str| -> crate::Result<Option<EvalMetrics>> {
+        let examples = data::read_split(&dataset_dir.join(name), kind, true)?;
+        if examples.is_empty() {
+            return Ok(None);
+        }
+        let pairs: Vec<(&str, &str)> = examples.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
+        let scores = scorer.score_pairs(&pairs)?;
+        let mut acc = EvalAccumulator::default();
+        for (e, &s) in examples.iter().zip(&scores) {
+            let loss = match kind {
+                LabelKind::Binary => {
+                    let p = s.clamp(1e-12, 1.0 - 1e-12);
+                    -(e.label * p.ln() + (1.0 - e.label) * (1.0 - p).ln())
+                }
+                LabelKind::Graded => (s - e.label) * (s - e.label),
+            };
+            acc.update_in_group(e.group.as_deref(), s, e.label, e.weight, loss);
+        }
+        Ok(Some(acc.compute(kind == LabelKind::Binary)))
+    };
+    let summary = TrainSummary {
+        out_dir: out_dir.to_path_buf(),
+        label: kind,
+        steps: members.iter().map(|m| m.steps).sum(),
+        epochs_completed: members.iter().map(|m| m.epochs_completed).max().unwrap_or(0),
+        stopped_early: members.iter().any(|m| m.stopped_early),
+        best_epoch: None,
+        validation: eval_split("validation.jsonl")?,
+        test: eval_split("test.jsonl")?,
+        history: Vec::new(),
+        members,
+    };
+    write_json(&out_dir.join("metrics.json"), &summary)?;
+    tracing::info!(out = %out_dir.display(), members = summary.members.len(), "ensemble trained");
+    Ok(summary)
 }
 
 /// Learning rate at optimizer step `step` (0-based): linear warmup to `peak` over `warmup`
@@ -650,6 +729,7 @@ fn run(
         validation,
         test,
         history: state.history.clone(),
+        members: Vec::new(),
     };
     write_output(out_dir, cfg, &setup, &final_weights, &summary)?;
     if !cfg.keep_checkpoints {

@@ -175,6 +175,37 @@ fn output_first_truncation_is_used_by_the_scorer() {
     assert_ne!(enc_lf, enc_of);
 }
 
+/// `seeds = [..]` trains one member per seed, and the directory scores as their mean.
+#[test]
+fn seeds_train_an_ensemble_that_scores_the_members_mean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, true);
+    let data = tmp.path().join("data");
+    write_ranking_dataset(&data, [6, 3, 3], 5);
+    let out = tmp.path().join("ens");
+    let cfg = TrainConfig { epochs: 1, seeds: vec![11, 12], ..tiny_cfg(&base) };
+    let s = train(&data, &cfg, &out, false).unwrap();
+    assert_eq!(s.members.len(), 2);
+    assert!(out.join("member-11/model.safetensors").is_file() && out.join("member-12/model.safetensors").is_file());
+    let ens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ensemble.json")).unwrap()).unwrap();
+    assert_eq!(ens["members"], serde_json::json!(["member-11", "member-12"]));
+    let pairs = [("what question", "good bad"), ("why", "terrible answer")];
+    let load = |p: &Path| crate::score::Scorer::load(p, &Device::Cpu).unwrap().score_pairs(&pairs).unwrap();
+    let (a, b, e) = (load(&out.join("member-11")), load(&out.join("member-12")), load(&out));
+    for i in 0..pairs.len() {
+        assert!((e[i] - (a[i] + b[i]) / 2.0).abs() < 1e-6);
+    }
+    assert!(s.test.unwrap().group_spearman.is_some());
+    // Resuming keeps finished members.
+    let mtime = || std::fs::metadata(out.join("member-11/model.safetensors")).unwrap().modified().unwrap();
+    let before = mtime();
+    let again = train(&data, &cfg, &out, true).unwrap();
+    assert_eq!(again.members.iter().map(|m| m.steps).collect::<Vec<_>>(), vec![s.members[0].steps; 2]);
+    assert_eq!(mtime(), before);
+}
+
 fn tiny_cfg(base: &Path) -> TrainConfig {
     TrainConfig {
         base_model: base.to_string_lossy().to_string(),
