@@ -23,6 +23,10 @@ pub enum LabelKind {
 ///   group is what is learnt.
 /// - `graded+pairwise`: the pointwise loss of the label kind plus `pairwise_weight` times the
 ///   pairwise loss.
+///
+/// The validation `loss` is always the label kind's pointwise loss of the model's output; under
+/// `pairwise` the output is not fitted to the labels' scale, so watch `group_spearman` (or
+/// `spearman`) instead (`eval_metric`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Objective {
     /// Weighted MSE.
