@@ -7,6 +7,11 @@
 //! graded ones (`problem_type: "regression"`). Pairs are scored in batches sorted by token
 //! length, so little work goes to padding.
 //!
+//! A directory with an `ensemble.json` (written by training with `seeds = [..]`) is an
+//! ensemble: `{"members": ["member-1", "member-2", ...], "aggregate": "mean"}`, each member a
+//! model directory relative to it. Its score is the mean of the members' scores (probabilities
+//! for binary models, values for graded ones); the members must share the label kind.
+//!
 //! [`score_jsonl`] applies it to a JSONL file whose lines carry `request_id`, `prompt`,
 //! `output`, and writes each line back with `score` added. Writing scores into the store as a
 //! new evaluator is left to the caller (the CLI), which can use [`Scorer::score_pairs`].
@@ -16,7 +21,7 @@ use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
 
-use crate::model::{InferenceModel, ModelError, PairTokenizer};
+use crate::model::{InferenceModel, ModelError, PairTokenizer, Truncation};
 use crate::train::LabelKind;
 
 pub use crate::model::parse_device;
@@ -24,23 +29,106 @@ pub use crate::model::parse_device;
 /// Default number of pairs per forward pass.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
-/// A loaded evaluator model.
+/// The file that makes a model directory an ensemble.
+pub const ENSEMBLE_FILE: &str = "ensemble.json";
+
+/// A loaded evaluator model: one model, or the members of an ensemble.
 #[derive(Debug)]
 pub struct Scorer {
-    model: InferenceModel,
-    tokenizer: PairTokenizer,
+    members: Vec<Member>,
     device: Device,
     kind: LabelKind,
     batch_size: usize,
     dir: PathBuf,
 }
 
+/// One model with its tokenizer.
+#[derive(Debug)]
+struct Member {
+    model: InferenceModel,
+    tokenizer: PairTokenizer,
+}
+
+/// `ensemble.json`: the member directories (relative to the ensemble directory) and how their
+/// scores are combined.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct EnsembleFile {
+    /// Member model directories, relative to the ensemble directory.
+    pub members: Vec<String>,
+    /// The seeds the members were trained with, in member order.
+    #[serde(default)]
+    pub seeds: Vec<u64>,
+    /// How scores are combined; only `"mean"` (the default).
+    #[serde(default = "mean")]
+    pub aggregate: String,
+}
+
+fn mean() -> String {
+    "mean".to_string()
+}
+
 impl Scorer {
+    /// Loads a model directory, or an ensemble directory (one with [`ENSEMBLE_FILE`]): every
+    /// member as [`Scorer::load_model`] would, with scores averaged.
+    pub fn load(model_dir: &Path, device: &Device) -> crate::Result<Self> {
+        let ens_path = model_dir.join(ENSEMBLE_FILE);
+        if !ens_path.is_file() {
+            return Self::load_model(model_dir, device);
+        }
+        let text = std::fs::read_to_string(&ens_path).map_err(|e| crate::Error::io(&ens_path, e))?;
+        let ens: EnsembleFile =
+            serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", ens_path.display())))?;
+        if ens.aggregate != "mean" {
+            return Err(crate::Error::Input(format!(
+                "{}: field aggregate is {:?}, only \"mean\" is known",
+                ens_path.display(),
+                ens.aggregate
+            )));
+        }
+        if ens.members.is_empty() {
+            return Err(crate::Error::Input(format!("{}: field members is empty", ens_path.display())));
+        }
+        let mut members = Vec::new();
+        let mut kind = None;
+        for m in &ens.members {
+            let one = Self::load_model(&model_dir.join(m), device)?;
+            if kind.is_some_and(|k| k != one.kind) {
+                return Err(crate::Error::Input(format!(
+                    "{}: member {m} is {:?}, the others {:?}",
+                    ens_path.display(),
+                    one.kind,
+                    kind
+                )));
+            }
+            kind = Some(one.kind);
+            members.extend(one.members);
+        }
+        tracing::info!(model = %model_dir.display(), members = members.len(), "ensemble loaded");
+        Ok(Scorer {
+            members,
+            device: device.clone(),
+            kind: kind.unwrap_or(LabelKind::Binary),
+            batch_size: DEFAULT_BATCH_SIZE,
+            dir: model_dir.to_path_buf(),
+        })
+    }
+
+    /// Number of models averaged (1 for a plain model directory).
+    pub fn num_members(&self) -> usize {
+        self.members.len()
+    }
+
+    /// The truncation rule of the (first) model.
+    pub fn truncation(&self) -> Truncation {
+        self.members.first().map(|m| m.tokenizer.truncation()).unwrap_or_default()
+    }
+
     /// Loads `model_dir` (config.json, model.safetensors, tokenizer.json) on `device`. The
     /// truncation length is `max_length` from training_config.json, else
     /// `model_max_length` from tokenizer_config.json, else 512, capped by the model's
-    /// `max_position_embeddings`. Batch size [`DEFAULT_BATCH_SIZE`].
-    pub fn load(model_dir: &Path, device: &Device) -> crate::Result<Self> {
+    /// `max_position_embeddings`. The truncation rule is `truncation` from training_config.json
+    /// (as training used it), else longest-first. Batch size [`DEFAULT_BATCH_SIZE`].
+    pub fn load_model(model_dir: &Path, device: &Device) -> crate::Result<Self> {
         let model = InferenceModel::load(model_dir, device)?;
         let kind = match model.config.problem_type.as_deref() {
             Some("regression") => LabelKind::Graded,
@@ -55,11 +143,12 @@ impl Scorer {
             .or_else(|| read_usize("tokenizer_config.json", "model_max_length"))
             .unwrap_or(512)
             .min(model.config.max_position_embeddings);
-        let tokenizer = PairTokenizer::from_file(&model_dir.join("tokenizer.json"), max_length)?;
-        tracing::info!(model = %model_dir.display(), ?kind, max_length, "scorer loaded");
+        let truncation = read_truncation(model_dir)?;
+        let tokenizer =
+            PairTokenizer::from_file(&model_dir.join("tokenizer.json"), max_length)?.with_truncation(truncation)?;
+        tracing::info!(model = %model_dir.display(), ?kind, max_length, ?truncation, "scorer loaded");
         Ok(Scorer {
-            model,
-            tokenizer,
+            members: vec![Member { model, tokenizer }],
             device: device.clone(),
             kind,
             batch_size: DEFAULT_BATCH_SIZE,
@@ -83,16 +172,35 @@ impl Scorer {
         &self.dir
     }
 
-    /// Raw outputs `(n, num_labels)` per pair, in input order.
+    /// Raw outputs `(n, num_labels)` per pair, in input order; for an ensemble, the mean of
+    /// the members' outputs.
     pub fn logits_pairs<S: AsRef<str>>(&self, pairs: &[(S, S)]) -> crate::Result<Vec<Vec<f32>>> {
-        let enc = self.tokenizer.encode_pairs(pairs)?;
+        let mut sum: Vec<Vec<f32>> = Vec::new();
+        for m in &self.members {
+            let z = self.member_logits(m, pairs)?;
+            if sum.is_empty() {
+                sum = z;
+            } else {
+                for (acc, row) in sum.iter_mut().zip(z) {
+                    for (a, v) in acc.iter_mut().zip(row) {
+                        *a += v;
+                    }
+                }
+            }
+        }
+        let k = self.members.len().max(1) as f32;
+        Ok(sum.into_iter().map(|row| row.into_iter().map(|v| v / k).collect()).collect())
+    }
+
+    fn member_logits<S: AsRef<str>>(&self, m: &Member, pairs: &[(S, S)]) -> crate::Result<Vec<Vec<f32>>> {
+        let enc = m.tokenizer.encode_pairs(pairs)?;
         let mut order: Vec<usize> = (0..enc.len()).collect();
         order.sort_by_key(|&i| enc[i].len());
         let mut out = vec![Vec::new(); enc.len()];
         for chunk in order.chunks(self.batch_size) {
             let items: Vec<_> = chunk.iter().map(|&i| &enc[i]).collect();
-            let b = self.tokenizer.collate(&items, &self.device)?;
-            let z = self
+            let b = m.tokenizer.collate(&items, &self.device)?;
+            let z = m
                 .model
                 .model
                 .forward_t(&b.input_ids, &b.token_type_ids, &b.attention_mask, false)
@@ -108,21 +216,41 @@ impl Scorer {
 
     /// One score per (prompt, output) pair, in input order: sigmoid of the logit for binary
     /// models (with two or more outputs: softmax probability of the last label), the output
-    /// value for graded ones.
+    /// value for graded ones; for an ensemble, the mean of the members' scores.
     pub fn score_pairs<S: AsRef<str>>(&self, pairs: &[(S, S)]) -> crate::Result<Vec<f64>> {
-        let logits = self.logits_pairs(pairs)?;
-        Ok(logits
-            .iter()
-            .map(|z| match (self.kind, z.len()) {
-                (LabelKind::Graded, _) => z[0] as f64,
-                (LabelKind::Binary, 1) => 1.0 / (1.0 + (-(z[0] as f64)).exp()),
-                (LabelKind::Binary, _) => {
-                    let max = z.iter().cloned().fold(f32::MIN, f32::max) as f64;
-                    let sum: f64 = z.iter().map(|v| (*v as f64 - max).exp()).sum();
-                    (z[z.len() - 1] as f64 - max).exp() / sum
-                }
-            })
-            .collect())
+        let mut sum = vec![0.0; pairs.len()];
+        for m in &self.members {
+            let logits = self.member_logits(m, pairs)?;
+            for (acc, z) in sum.iter_mut().zip(&logits) {
+                *acc += match (self.kind, z.len()) {
+                    (LabelKind::Graded, _) => z[0] as f64,
+                    (LabelKind::Binary, 1) => 1.0 / (1.0 + (-(z[0] as f64)).exp()),
+                    (LabelKind::Binary, _) => {
+                        let max = z.iter().cloned().fold(f32::MIN, f32::max) as f64;
+                        let sum: f64 = z.iter().map(|v| (*v as f64 - max).exp()).sum();
+                        (z[z.len() - 1] as f64 - max).exp() / sum
+                    }
+                };
+            }
+        }
+        let k = self.members.len().max(1) as f64;
+        Ok(sum.into_iter().map(|v| v / k).collect())
+    }
+}
+
+/// `truncation` of training_config.json (top level, else `train.truncation`); longest-first
+/// when the file or key is missing, an error naming the file when the value is unknown.
+fn read_truncation(model_dir: &Path) -> crate::Result<Truncation> {
+    let path = model_dir.join("training_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Truncation::default());
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", path.display())))?;
+    match v.get("truncation").or_else(|| v.get("train").and_then(|t| t.get("truncation"))) {
+        None | Some(serde_json::Value::Null) => Ok(Truncation::default()),
+        Some(t) => serde_json::from_value(t.clone())
+            .map_err(|e| crate::Error::Input(format!("{}: field truncation: {e}", path.display()))),
     }
 }
 
@@ -258,5 +386,32 @@ mod tests {
         std::fs::write(&input, "{\"request_id\":\"r1\",\"prompt\":\"what\"}\n").unwrap();
         let err = score_jsonl(dir.path(), &input, &output, &ScoreOptions::default()).unwrap_err();
         assert!(err.to_string().contains("in.jsonl:1: field output"), "{err}");
+    }
+
+    #[test]
+    fn an_ensemble_scores_the_mean_of_its_members() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tiny_config();
+        for (name, seed) in [("member-1", 8), ("member-2", 9)] {
+            let d = dir.path().join(name);
+            std::fs::create_dir_all(&d).unwrap();
+            std::fs::write(d.join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
+            std::fs::write(d.join("model.safetensors"), safetensors_bytes(&random_weights(&cfg, seed), None).unwrap())
+                .unwrap();
+            write_tokenizer(&d);
+        }
+        let pairs = [("what", "good answer"), ("why", "bad"), ("how", "a wrong answer")];
+        let a = Scorer::load(&dir.path().join("member-1"), &Device::Cpu).unwrap().score_pairs(&pairs).unwrap();
+        let b = Scorer::load(&dir.path().join("member-2"), &Device::Cpu).unwrap().score_pairs(&pairs).unwrap();
+        let ens =
+            EnsembleFile { members: vec!["member-1".into(), "member-2".into()], seeds: vec![1, 2], aggregate: mean() };
+        std::fs::write(dir.path().join(ENSEMBLE_FILE), serde_json::to_string(&ens).unwrap()).unwrap();
+        let scorer = Scorer::load(dir.path(), &Device::Cpu).unwrap();
+        assert_eq!(scorer.num_members(), 2);
+        let e = scorer.score_pairs(&pairs).unwrap();
+        for i in 0..pairs.len() {
+            assert!((e[i] - (a[i] + b[i]) / 2.0).abs() < 1e-9, "{e:?} vs {a:?} {b:?}");
+        }
+        assert!(a.iter().zip(&b).any(|(x, y)| (x - y).abs() > 1e-4), "members should differ");
     }
 }

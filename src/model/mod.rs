@@ -22,7 +22,7 @@ pub mod weights;
 pub use bert::{BertForSequenceClassification, DropoutRng, RngState};
 pub use config::{BertConfig, HiddenAct};
 pub use hub::resolve_base_model;
-pub use tokenize::{Batch, Encoded, PairTokenizer};
+pub use tokenize::{Batch, Encoded, PairTokenizer, Truncation};
 pub use weights::{InferenceModel, TrainableModel};
 
 use std::path::PathBuf;

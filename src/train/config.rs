@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::model::Truncation;
+
 /// Which kind of label the dataset has (from its dataset_card.json `config.label`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -12,9 +14,45 @@ pub enum LabelKind {
     Graded,
 }
 
+/// The training objective (`objective` in `[train]`).
+///
+/// - `graded`: per-example weighted MSE of the output against the label (labels in [0, 1]).
+/// - `binary`: per-example weighted BCE with logits (labels 0/1).
+/// - `pairwise`: a weighted logistic (RankNet) loss over ordered pairs within a group (see
+///   [`super::loss::pairwise_loss`]); the output is an unbounded score whose order within a
+///   group is what is learnt.
+/// - `graded+pairwise`: the pointwise loss of the label kind plus `pairwise_weight` times the
+///   pairwise loss.
+///
+/// The validation `loss` is always the label kind's pointwise loss of the model's output; under
+/// `pairwise` the output is not fitted to the labels' scale, so watch `group_spearman` (or
+/// `spearman`) instead (`eval_metric`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Objective {
+    /// Weighted MSE.
+    #[serde(rename = "graded")]
+    Graded,
+    /// Weighted BCE with logits.
+    #[serde(rename = "binary")]
+    Binary,
+    /// Weighted logistic pairwise ranking loss within groups.
+    #[serde(rename = "pairwise")]
+    Pairwise,
+    /// The label kind's pointwise loss plus `pairwise_weight` times the pairwise loss.
+    #[serde(rename = "graded+pairwise")]
+    GradedPairwise,
+}
+
+impl Objective {
+    /// Whether the objective has a pairwise term (and batches keep groups together).
+    pub fn has_pairwise(self) -> bool {
+        matches!(self, Objective::Pairwise | Objective::GradedPairwise)
+    }
+}
+
 /// The metric early stopping and best-checkpoint selection watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum EvalMetric {
     /// Validation loss (lower is better).
     Loss,
@@ -24,6 +62,10 @@ pub enum EvalMetric {
     Auc,
     /// Accuracy at 0.5 (binary labels only; higher is better).
     Accuracy,
+    /// `group_spearman`: mean within-group Spearman over the validation groups (the dataset's
+    /// `group` field; higher is better). An evaluation where no group is usable never counts
+    /// as an improvement.
+    GroupSpearman,
 }
 
 /// Raw `[train]` settings. Every key has a default; unknown keys are an error.
@@ -37,6 +79,14 @@ pub enum EvalMetric {
 /// max_length = 256
 /// learning_rate = 5e-5
 /// seed = 7
+/// # quality (issue 8); these are the defaults
+/// truncation = "longest_first"   # or "output_first"
+/// # objective = "graded"         # unset = from the label kind ("graded" or "binary")
+/// pair_min_diff = 0.1
+/// pairwise_weight = 1.0
+/// layer_lr_decay = 1.0
+/// eval_metric = "spearman"       # or "group_spearman", "loss", "auc", "accuracy"
+/// # seeds = [1, 2, 3]            # an ensemble: one member per seed
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -77,7 +127,9 @@ pub struct TrainConfig {
     pub grad_clip: f64,
     /// Micro-batches per optimizer step (default 1).
     pub grad_accum: usize,
-    /// Metric for early stopping and the best checkpoint (default "spearman").
+    /// Metric for early stopping and the best checkpoint: `loss`, `spearman`, `group_spearman`
+    /// (mean within-group Spearman, see [`super::metrics`]), `auc`, `accuracy` (default
+    /// "spearman").
     pub eval_metric: EvalMetric,
     /// Epochs without improvement of `eval_metric` before stopping; 0 = never stop early
     /// (default 2).
@@ -102,6 +154,29 @@ pub struct TrainConfig {
     /// Keep the resumable training state (`train_state/`) after a successful run (default
     /// false).
     pub keep_checkpoints: bool,
+    /// Which text of a (prompt, output) pair is cut when the pair exceeds `max_length`:
+    /// `"longest_first"` or `"output_first"` (keep the whole output, cut the prompt); see
+    /// [`Truncation`]. Written to `training_config.json` and used again by the scorer
+    /// (default "longest_first").
+    pub truncation: Truncation,
+    /// Training objective: `"graded"`, `"binary"`, `"pairwise"` or `"graded+pairwise"` (see
+    /// [`Objective`]); unset = the label kind's pointwise loss (default unset). `"binary"`
+    /// needs binary labels; `"graded"` on binary labels fits MSE to 0/1.
+    pub objective: Option<Objective>,
+    /// Smallest label difference for a pair of the same group to count in the pairwise loss
+    /// (default 0.1, in label units; binary labels differ by 0 or 1).
+    pub pair_min_diff: f64,
+    /// Weight of the pairwise term in `"graded+pairwise"` (default 1.0): loss = pointwise +
+    /// `pairwise_weight` * pairwise.
+    pub pairwise_weight: f64,
+    /// Layer-wise learning-rate decay: encoder layer l (1-based) of L gets
+    /// `learning_rate * layer_lr_decay^(L - l)`, the embeddings `layer_lr_decay^L`, the pooler
+    /// and classifier the full rate; 1.0 = off (default 1.0, usual values 0.8-0.95).
+    pub layer_lr_decay: f64,
+    /// Train an ensemble: one member per seed into `out/member-<seed>/` (each with this
+    /// config and `seed` replaced), plus `out/ensemble.json`; the scorer averages the members'
+    /// scores. Empty = one model from `seed` in `out/` (default empty).
+    pub seeds: Vec<u64>,
 }
 
 impl Default for TrainConfig {
@@ -133,6 +208,12 @@ impl Default for TrainConfig {
             eval_batch_size: 32,
             device: "cpu".to_string(),
             keep_checkpoints: false,
+            truncation: Truncation::LongestFirst,
+            objective: None,
+            pair_min_diff: 0.1,
+            pairwise_weight: 1.0,
+            layer_lr_decay: 1.0,
+            seeds: Vec::new(),
         }
     }
 }
@@ -191,6 +272,19 @@ impl TrainConfig {
         if self.log_every == 0 {
             return bad("log_every", "must be at least 1".into());
         }
+        if !(self.pair_min_diff >= 0.0 && self.pair_min_diff.is_finite()) {
+            return bad("pair_min_diff", format!("{} is not a number >= 0", self.pair_min_diff));
+        }
+        if !(self.pairwise_weight >= 0.0 && self.pairwise_weight.is_finite()) {
+            return bad("pairwise_weight", format!("{} is not a number >= 0", self.pairwise_weight));
+        }
+        if !(self.layer_lr_decay > 0.0 && self.layer_lr_decay <= 1.0) {
+            return bad("layer_lr_decay", format!("{} is not in (0, 1]", self.layer_lr_decay));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        if let Some(s) = self.seeds.iter().find(|s| !seen.insert(**s)) {
+            return bad("seeds", format!("seed {s} is listed twice"));
+        }
         Ok(())
     }
 }
@@ -217,6 +311,20 @@ mod tests {
         assert_eq!(cfg, TrainConfig::default());
         let cfg = TrainConfig::from_toml_str("[train]\neval_metric = \"auc\"\n", "f").unwrap();
         assert_eq!(cfg.eval_metric, EvalMetric::Auc);
+        let cfg = TrainConfig::from_toml_str("[train]\neval_metric = \"group_spearman\"\n", "f").unwrap();
+        assert_eq!(cfg.eval_metric, EvalMetric::GroupSpearman);
+        let cfg = TrainConfig::from_toml_str(
+            "[train]\ntruncation = \"output_first\"\nobjective = \"graded+pairwise\"\nlayer_lr_decay = 0.9\nseeds = [1, 2]\n",
+            "f",
+        )
+        .unwrap();
+        assert_eq!(cfg.truncation, Truncation::OutputFirst);
+        assert_eq!(cfg.objective, Some(Objective::GradedPairwise));
+        assert_eq!((cfg.layer_lr_decay, cfg.seeds.clone()), (0.9, vec![1, 2]));
+        let err = TrainConfig::from_toml_str("[train]\nlayer_lr_decay = 1.5\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("layer_lr_decay"), "{err}");
+        let err = TrainConfig::from_toml_str("[train]\nobjective = \"listwise\"\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("listwise"), "{err}");
         let err = TrainConfig::from_toml_str("[train]\nbatchsize = 3\n", "f.toml").unwrap_err();
         assert!(err.to_string().contains("batchsize"), "{err}");
         let err = TrainConfig::from_toml_str("[train]\nbatch_size = 0\n", "f.toml").unwrap_err();

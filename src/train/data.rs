@@ -2,6 +2,9 @@
 
 use std::path::Path;
 
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 
 use super::config::LabelKind;
@@ -19,6 +22,10 @@ pub struct Example {
     pub label: f64,
     /// Loss weight, >= 0.
     pub weight: f64,
+    /// The prompt group (the dataset's `group` field: a metadata key such as `group_id`, else
+    /// the prompt); `None` when the row has none. Used by the group-level metric and the
+    /// pairwise objective.
+    pub group: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -29,6 +36,8 @@ struct Row {
     label: f64,
     #[serde(default = "one")]
     weight: f64,
+    #[serde(default)]
+    group: Option<String>,
 }
 
 fn one() -> f64 {
@@ -73,9 +82,63 @@ pub fn read_split(path: &Path, kind: LabelKind, optional: bool) -> crate::Result
             output: row.output,
             label: row.label,
             weight: row.weight,
+            group: row.group,
         });
     }
     Ok(out)
+}
+
+/// The micro-batches of epoch `epoch` (0-based), as indices into `examples`, from a seeded
+/// shuffle.
+///
+/// Without `group_aware`: a shuffle of all examples cut into batches of `batch_size`.
+/// With `group_aware` (pairwise objectives): the groups are shuffled (examples without a group
+/// are groups of one), each group's members too, and batches are filled with whole groups in
+/// that order: a group that does not fit in what is left of the current batch starts a new
+/// one; only a group larger than `batch_size` is split, into full batches and a remainder that
+/// is packed like a group. Batches then hold at most `batch_size` examples.
+pub fn epoch_batches(
+    examples: &[Example],
+    batch_size: usize,
+    seed: u64,
+    epoch: usize,
+    group_aware: bool,
+) -> Vec<Vec<usize>> {
+    let batch_size = batch_size.max(1);
+    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000_0000 ^ (epoch as u64 + 1));
+    if !group_aware {
+        let mut order: Vec<usize> = (0..examples.len()).collect();
+        order.shuffle(&mut rng);
+        return order.chunks(batch_size).map(<[usize]>::to_vec).collect();
+    }
+    let mut by_group: std::collections::BTreeMap<&str, Vec<usize>> = std::collections::BTreeMap::new();
+    let mut groups: Vec<Vec<usize>> = Vec::new();
+    for (i, e) in examples.iter().enumerate() {
+        match &e.group {
+            Some(g) => by_group.entry(g.as_str()).or_default().push(i),
+            None => groups.push(vec![i]),
+        }
+    }
+    groups.extend(by_group.into_values());
+    groups.shuffle(&mut rng);
+    let mut batches = Vec::new();
+    let mut current: Vec<usize> = Vec::new();
+    for mut g in groups {
+        g.shuffle(&mut rng);
+        let mut rest = g.as_slice();
+        while rest.len() > batch_size {
+            batches.push(rest[..batch_size].to_vec());
+            rest = &rest[batch_size..];
+        }
+        if current.len() + rest.len() > batch_size {
+            batches.push(std::mem::take(&mut current));
+        }
+        current.extend_from_slice(rest);
+    }
+    if !current.is_empty() {
+        batches.push(current);
+    }
+    batches
 }
 
 /// The label kind from `dataset_card.json` (`{"config": {"label": "binary"|"graded"}}`).
@@ -115,5 +178,44 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[0].weight, 2.0);
         assert!(read_split(&dir.path().join("none.jsonl"), LabelKind::Graded, true).unwrap().is_empty());
+        assert_eq!(rows[0].group.as_deref(), Some("g"));
+        assert_eq!(rows[1].group, None);
+    }
+
+    #[test]
+    fn group_aware_batches_keep_groups_whole_and_split_only_large_ones() {
+        let ex = |g: Option<&str>| Example {
+            request_id: String::new(),
+            prompt: String::new(),
+            output: String::new(),
+            label: 0.5,
+            weight: 1.0,
+            group: g.map(str::to_string),
+        };
+        // Groups of 3, 3, 2, 9 and two ungrouped rows; batch 4.
+        let mut examples = Vec::new();
+        for (g, n) in [("a", 3), ("b", 3), ("c", 2), ("big", 9)] {
+            examples.extend((0..n).map(|_| ex(Some(g))));
+        }
+        examples.push(ex(None));
+        examples.push(ex(None));
+        for epoch in 0..5 {
+            let batches = epoch_batches(&examples, 4, 7, epoch, true);
+            let mut all: Vec<usize> = batches.iter().flatten().copied().collect();
+            all.sort_unstable();
+            assert_eq!(all, (0..examples.len()).collect::<Vec<_>>());
+            assert!(batches.iter().all(|b| !b.is_empty() && b.len() <= 4));
+            // Small groups are never split; "big" is in 2 full batches plus one part.
+            for g in ["a", "b", "c"] {
+                let holding = batches.iter().filter(|b| b.iter().any(|&i| examples[i].group.as_deref() == Some(g)));
+                assert_eq!(holding.count(), 1, "group {g} split in epoch {epoch}: {batches:?}");
+            }
+            let big = batches.iter().filter(|b| b.iter().any(|&i| examples[i].group.as_deref() == Some("big")));
+            assert_eq!(big.count(), 3);
+        }
+        assert_ne!(epoch_batches(&examples, 4, 7, 0, true), epoch_batches(&examples, 4, 7, 1, true));
+        // Without group awareness: plain chunks of a shuffle.
+        let plain = epoch_batches(&examples, 4, 7, 0, false);
+        assert_eq!(plain.iter().map(Vec::len).collect::<Vec<_>>(), vec![4, 4, 4, 4, 3]);
     }
 }

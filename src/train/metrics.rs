@@ -1,5 +1,11 @@
 //! Evaluation metrics of a classifier's scores against labels: weighted loss, Spearman, AUC,
-//! accuracy. Accumulators in the burn style (`update` then `compute`).
+//! accuracy, and the group-level Spearman. Accumulators in the burn style (`update` then
+//! `compute`).
+//!
+//! The group-level (summary-level) Spearman is how an evaluator is used: it ranks the outputs
+//! for one prompt. It is Spearman's rho between scores and labels within each `group` (the
+//! dataset's `group` field), averaged without weights over the groups with at least two
+//! examples and non-constant scores and labels ([`crate::stats::group::group_correlation`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +26,14 @@ pub struct EvalMetrics {
     pub auc: Option<f64>,
     /// Share of examples where score >= 0.5 agrees with label >= 0.5 (binary labels only).
     pub accuracy: Option<f64>,
+    /// Mean within-group Spearman of scores with labels over the groups where it is defined
+    /// (see the module docs); `None` when no group is usable (no `group` field, singleton
+    /// groups, constant labels within every group).
+    #[serde(default)]
+    pub group_spearman: Option<f64>,
+    /// Groups averaged into `group_spearman`.
+    #[serde(default)]
+    pub groups_used: usize,
 }
 
 fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -31,6 +45,7 @@ fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> 
 pub struct EvalAccumulator {
     scores: Vec<f64>,
     labels: Vec<f64>,
+    groups: Vec<(String, f64, f64)>,
     weighted_loss: f64,
     weight: f64,
 }
@@ -45,6 +60,15 @@ impl EvalAccumulator {
         self.weight += weight;
     }
 
+    /// Adds one example as [`EvalAccumulator::update`] does, and counts it in `group` for the
+    /// group-level Spearman (examples without a group only count in the dataset-level figures).
+    pub fn update_in_group(&mut self, group: Option<&str>, score: f64, label: f64, weight: f64, loss: f64) {
+        self.update(score, label, weight, loss);
+        if let Some(g) = group {
+            self.groups.push((g.to_string(), score, label));
+        }
+    }
+
     /// The metrics so far; `binary` adds AUC and accuracy.
     pub fn compute(&self, binary: bool) -> EvalMetrics {
         let n = self.scores.len();
@@ -56,7 +80,16 @@ impl EvalAccumulator {
         } else {
             (None, None)
         };
-        EvalMetrics { n, loss, spearman: spearman(&self.scores, &self.labels), auc, accuracy }
+        let g = crate::stats::group::group_correlation(&self.groups, 2);
+        EvalMetrics {
+            n,
+            loss,
+            spearman: spearman(&self.scores, &self.labels),
+            auc,
+            accuracy,
+            group_spearman: g.mean_spearman.ok(),
+            groups_used: g.groups_used,
+        }
     }
 }
 
@@ -136,5 +169,33 @@ mod tests {
         assert!((auc(&s, &l).unwrap() - 0.8333333333333333).abs() < 1e-12);
         assert_eq!(spearman(&[1.0, 1.0], &[0.0, 1.0]), None);
         assert_eq!(auc(&s, &[1.0; 5]), None);
+    }
+
+    /// Group "a" ranks perfectly, "b" backwards, "c" has constant labels (skipped), "d" is a
+    /// singleton (skipped), and ungrouped rows only count in the overall Spearman.
+    #[test]
+    fn group_spearman_averages_usable_groups() {
+        let mut acc = EvalAccumulator::default();
+        for (g, s, l) in [
+            (Some("a"), 0.1, 0.0),
+            (Some("a"), 0.5, 0.5),
+            (Some("a"), 0.9, 1.0),
+            (Some("b"), 0.9, 0.2),
+            (Some("b"), 0.1, 0.8),
+            (Some("c"), 0.3, 0.5),
+            (Some("c"), 0.4, 0.5),
+            (Some("d"), 0.4, 0.1),
+            (None, 0.7, 0.7),
+        ] {
+            acc.update_in_group(g, s, l, 1.0, 0.0);
+        }
+        let m = acc.compute(false);
+        assert_eq!(m.n, 9);
+        assert_eq!(m.groups_used, 2);
+        assert!((m.group_spearman.unwrap() - 0.0).abs() < 1e-12, "{m:?}");
+        let mut one = EvalAccumulator::default();
+        one.update(0.1, 0.0, 1.0, 0.0);
+        one.update(0.2, 1.0, 1.0, 0.0);
+        assert_eq!(one.compute(false).group_spearman, None);
     }
 }

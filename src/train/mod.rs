@@ -29,9 +29,9 @@ pub mod loss;
 pub mod metrics;
 mod optim;
 
-pub use config::{EvalMetric, LabelKind, TrainConfig};
+pub use config::{EvalMetric, LabelKind, Objective, TrainConfig, Truncation};
 pub use data::Example;
-pub use loss::{per_example_loss, weighted_loss};
+pub use loss::{pairwise_loss, per_example_loss, weighted_loss};
 pub use metrics::EvalMetrics;
 
 use std::collections::BTreeMap;
@@ -40,9 +40,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::{D, DType, Device, Tensor};
-use rand::SeedableRng;
-use rand::seq::SliceRandom;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
@@ -72,6 +69,11 @@ pub struct TrainSummary {
     pub test: Option<EvalMetrics>,
     /// Every evaluation on the validation split, in order.
     pub history: Vec<EvalRecord>,
+    /// For an ensemble (`seeds`), each member's summary in seed order; the metrics above are
+    /// then those of the averaged scores (their `loss` is of the averaged score: BCE of the
+    /// mean probability, squared error of the mean value).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub members: Vec<TrainSummary>,
 }
 
 /// One evaluation on the validation split.
@@ -89,7 +91,15 @@ pub struct EvalRecord {
 /// (see the module docs for its files). With `resume`, continues from
 /// `out_dir/train_state/checkpoint.safetensors` when there is one (the config and training
 /// data must be the same; the device may differ).
+///
+/// With `cfg.seeds` non-empty it trains an ensemble instead: one member per seed into
+/// `out_dir/member-<seed>/` (with `resume`, a member that has finished, i.e. has its
+/// `metrics.json`, is kept), then writes `out_dir/ensemble.json` (see [`crate::score`]) and
+/// `out_dir/metrics.json` with the ensemble's validation and test metrics.
 pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
+    if !cfg.seeds.is_empty() {
+        return train_ensemble(dataset_dir, cfg, out_dir, resume);
+    }
     let device = model::parse_device(&cfg.device)?;
     match run(dataset_dir, cfg, out_dir, resume, &device, None)? {
         Some(summary) => Ok(summary),
@@ -97,13 +107,70 @@ pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool
     }
 }
 
-/// The order of the training examples in `epoch`: a permutation seeded by (seed, epoch), so a
-/// resumed run sees the same order without saving it.
-fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..n).collect();
-    let mut rng = ChaCha8Rng::seed_from_u64(seed ^ 0x5eed_0000_0000_0000 ^ (epoch as u64 + 1));
-    order.shuffle(&mut rng);
-    order
+fn train_ensemble(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
+    cfg.validate("train config")?;
+    std::fs::create_dir_all(out_dir).map_err(|e| crate::Error::io(out_dir, e))?;
+    let mut members = Vec::new();
+    let mut names = Vec::new();
+    for &seed in &cfg.seeds {
+        let name = format!("member-{seed}");
+        let dir = out_dir.join(&name);
+        let done = dir.join("metrics.json");
+        let summary = if resume && done.is_file() && dir.join("model.safetensors").is_file() {
+            let text = std::fs::read_to_string(&done).map_err(|e| crate::Error::io(&done, e))?;
+            tracing::info!(member = %dir.display(), "ensemble member already trained");
+            serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", done.display())))?
+        } else {
+            tracing::info!(seed, member = %dir.display(), "training ensemble member");
+            std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
+            let member_cfg = TrainConfig { seed, seeds: Vec::new(), ..cfg.clone() };
+            train(dataset_dir, &member_cfg, &dir, resume)?
+        };
+        members.push(summary);
+        names.push(name);
+    }
+    let ens = crate::score::EnsembleFile { members: names, seeds: cfg.seeds.clone(), aggregate: "mean".into() };
+    write_json(&out_dir.join(crate::score::ENSEMBLE_FILE), &ens)?;
+
+    // The ensemble's own metrics: the averaged scores on the validation and test splits.
+    let kind = members.first().map_or(LabelKind::Binary, |m| m.label);
+    let device = model::parse_device(&cfg.device)?;
+    let scorer = crate::score::Scorer::load(out_dir, &device)?.with_batch_size(cfg.eval_batch_size);
+    let eval_split = |name: &str| -> crate::Result<Option<EvalMetrics>> {
+        let examples = data::read_split(&dataset_dir.join(name), kind, true)?;
+        if examples.is_empty() {
+            return Ok(None);
+        }
+        let pairs: Vec<(&str, &str)> = examples.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
+        let scores = scorer.score_pairs(&pairs)?;
+        let mut acc = EvalAccumulator::default();
+        for (e, &s) in examples.iter().zip(&scores) {
+            let loss = match kind {
+                LabelKind::Binary => {
+                    let p = s.clamp(1e-12, 1.0 - 1e-12);
+                    -(e.label * p.ln() + (1.0 - e.label) * (1.0 - p).ln())
+                }
+                LabelKind::Graded => (s - e.label) * (s - e.label),
+            };
+            acc.update_in_group(e.group.as_deref(), s, e.label, e.weight, loss);
+        }
+        Ok(Some(acc.compute(kind == LabelKind::Binary)))
+    };
+    let summary = TrainSummary {
+        out_dir: out_dir.to_path_buf(),
+        label: kind,
+        steps: members.iter().map(|m| m.steps).sum(),
+        epochs_completed: members.iter().map(|m| m.epochs_completed).max().unwrap_or(0),
+        stopped_early: members.iter().any(|m| m.stopped_early),
+        best_epoch: None,
+        validation: eval_split("validation.jsonl")?,
+        test: eval_split("test.jsonl")?,
+        history: Vec::new(),
+        members,
+    };
+    write_json(&out_dir.join("metrics.json"), &summary)?;
+    tracing::info!(out = %out_dir.display(), members = summary.members.len(), "ensemble trained");
+    Ok(summary)
 }
 
 /// Learning rate at optimizer step `step` (0-based): linear warmup to `peak` over `warmup`
@@ -120,6 +187,7 @@ pub fn lr_at(step: usize, peak: f64, warmup: usize, total: usize) -> f64 {
 
 struct Setup {
     kind: LabelKind,
+    objective: Objective,
     config: BertConfig,
     base_dir: PathBuf,
     tokenizer: PairTokenizer,
@@ -134,10 +202,25 @@ struct Setup {
 
 fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     cfg.validate("train config")?;
-    let kind = match cfg.label {
+    let label_kind = match cfg.label {
         Some(k) => k,
         None => data::read_label_kind(dataset_dir)?,
     };
+    // The pointwise loss and head follow the objective when it names one.
+    let kind = match cfg.objective {
+        Some(Objective::Graded) => LabelKind::Graded,
+        Some(Objective::Binary) if label_kind == LabelKind::Graded => {
+            return Err(crate::Error::Input(
+                "[train] objective: \"binary\" needs binary labels, the dataset is graded".into(),
+            ));
+        }
+        Some(Objective::Binary) => LabelKind::Binary,
+        _ => label_kind,
+    };
+    let objective = cfg.objective.unwrap_or(match kind {
+        LabelKind::Binary => Objective::Binary,
+        LabelKind::Graded => Objective::Graded,
+    });
     if matches!(cfg.eval_metric, EvalMetric::Auc | EvalMetric::Accuracy) && kind == LabelKind::Graded {
         return Err(crate::Error::Input(format!(
             "[train] eval_metric: {:?} needs binary labels, the dataset is graded",
@@ -170,7 +253,8 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         )));
     }
     let max_length = cfg.max_length.min(config.max_position_embeddings);
-    let tokenizer = PairTokenizer::from_file(&base_dir.join("tokenizer.json"), max_length)?;
+    let tokenizer =
+        PairTokenizer::from_file(&base_dir.join("tokenizer.json"), max_length)?.with_truncation(cfg.truncation)?;
     let enc = |xs: &[Example]| -> crate::Result<Vec<Encoded>> {
         let pairs: Vec<(&str, &str)> = xs.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
         Ok(tokenizer.encode_pairs(&pairs)?)
@@ -200,6 +284,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     let fingerprint = hex::encode(hasher.finalize());
     Ok(Setup {
         kind,
+        objective,
         config,
         base_dir,
         tokenizer,
@@ -285,7 +370,13 @@ fn evaluate(
     let mut acc = EvalAccumulator::default();
     for (e, &z) in examples.iter().zip(&logits) {
         let z = z as f64;
-        acc.update(score_of(z, setup.kind), e.label, e.weight, example_loss(z, e.label, setup.kind));
+        acc.update_in_group(
+            e.group.as_deref(),
+            score_of(z, setup.kind),
+            e.label,
+            e.weight,
+            example_loss(z, e.label, setup.kind),
+        );
     }
     Ok(acc.compute(setup.kind == LabelKind::Binary))
 }
@@ -297,6 +388,7 @@ fn metric_value(m: &EvalMetrics, which: EvalMetric) -> f64 {
         EvalMetric::Spearman => m.spearman.unwrap_or(f64::NAN),
         EvalMetric::Auc => m.auc.unwrap_or(f64::NAN),
         EvalMetric::Accuracy => m.accuracy.unwrap_or(f64::NAN),
+        EvalMetric::GroupSpearman => m.group_spearman.unwrap_or(f64::NAN),
     }
 }
 
@@ -365,12 +457,14 @@ fn run(
         "base model loaded"
     );
     let mut tm = TrainableModel::new(&setup.config, init, trainable_filter(cfg), cfg.seed.wrapping_add(1), device)?;
-    let mut opt = AdamW::new(tm.params(), cfg).map_err(model_err)?;
+    let mut opt = AdamW::new(tm.params(), cfg, setup.config.num_hidden_layers).map_err(model_err)?;
 
-    let n = setup.train.len();
-    let batches_per_epoch = n.div_ceil(cfg.batch_size);
-    let steps_per_epoch = batches_per_epoch.div_ceil(cfg.grad_accum);
-    let mut total_steps = steps_per_epoch * cfg.epochs;
+    let objective = setup.objective;
+    let group_aware = objective.has_pairwise();
+    let pointwise = objective != Objective::Pairwise;
+    let plan = |epoch: usize| data::epoch_batches(&setup.train, cfg.batch_size, cfg.seed, epoch, group_aware);
+    // Group-aware batches can differ in number from epoch to epoch: count each epoch's steps.
+    let mut total_steps: usize = (0..cfg.epochs).map(|e| plan(e).len().div_ceil(cfg.grad_accum)).sum();
     if cfg.max_steps > 0 && (cfg.epochs == 0 || cfg.max_steps < total_steps) {
         total_steps = cfg.max_steps;
     }
@@ -429,17 +523,29 @@ fn run(
         if state.epoch >= cfg.epochs.max(1) && cfg.epochs > 0 || state.step >= total_steps {
             break;
         }
-        let order = epoch_order(n, cfg.seed, state.epoch);
+        let batches = plan(state.epoch);
+        let batches_per_epoch = batches.len();
         let mut epoch_cut = false;
         while state.next_batch < batches_per_epoch {
             let first = state.next_batch;
             let last = (first + cfg.grad_accum).min(batches_per_epoch);
-            let micro: Vec<&[usize]> =
-                (first..last).map(|b| &order[b * cfg.batch_size..((b + 1) * cfg.batch_size).min(n)]).collect();
+            let micro: Vec<&[usize]> = batches[first..last].iter().map(Vec::as_slice).collect();
             let total_weight: f64 = micro.iter().flat_map(|m| m.iter()).map(|&i| setup.train[i].weight).sum();
+            let pairs: Vec<Vec<(u32, u32, f64)>> = if group_aware {
+                micro.iter().map(|idx| loss::batch_pairs(&setup.train, idx, cfg.pair_min_diff)).collect()
+            } else {
+                vec![Vec::new(); micro.len()]
+            };
+            let total_pair_weight: f64 = pairs.iter().flatten().map(|p| p.2).sum();
+            let use_pointwise = pointwise && total_weight > 0.0;
+            let use_pairs = group_aware && total_pair_weight > 0.0;
             let mut grads: Vec<Option<Tensor>> = vec![None; tm.params().len()];
             let mut step_loss = 0.0;
-            for idx in &micro {
+            for (idx, batch_pairs) in micro.iter().zip(&pairs) {
+                if !pointwise && batch_pairs.is_empty() {
+                    // Nothing to learn from this micro-batch under a purely pairwise loss.
+                    continue;
+                }
                 let items: Vec<&Encoded> = idx.iter().map(|&i| &setup.train_enc[i]).collect();
                 let batch = setup.tokenizer.collate(&items, device)?;
                 let labels: Vec<f32> = idx.iter().map(|&i| setup.train[i].label as f32).collect();
@@ -453,10 +559,29 @@ fn run(
                     .narrow(D::Minus1, 0, 1)
                     .and_then(|t| t.flatten_all())
                     .map_err(model_err)?;
-                if total_weight <= 0.0 {
-                    continue;
+                let mut loss: Option<Tensor> = None;
+                if use_pointwise {
+                    loss = Some(weighted_loss(&logits, &labels, &wts, setup.kind, total_weight).map_err(model_err)?);
                 }
-                let loss = weighted_loss(&logits, &labels, &wts, setup.kind, total_weight).map_err(model_err)?;
+                if use_pairs && !batch_pairs.is_empty() {
+                    let better: Vec<u32> = batch_pairs.iter().map(|p| p.0).collect();
+                    let worse: Vec<u32> = batch_pairs.iter().map(|p| p.1).collect();
+                    let pw: Vec<f32> = batch_pairs.iter().map(|p| p.2 as f32).collect();
+                    let np = batch_pairs.len();
+                    let pair_loss = pairwise_loss(
+                        &logits,
+                        &Tensor::from_vec(better, np, device).map_err(model_err)?,
+                        &Tensor::from_vec(worse, np, device).map_err(model_err)?,
+                        &Tensor::from_vec(pw, np, device).map_err(model_err)?,
+                        total_pair_weight,
+                    )
+                    .map_err(model_err)?;
+                    loss = Some(match loss {
+                        None => pair_loss,
+                        Some(l) => (l + (pair_loss * cfg.pairwise_weight).map_err(model_err)?).map_err(model_err)?,
+                    });
+                }
+                let Some(loss) = loss else { continue };
                 step_loss += loss.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(model_err)?;
                 let g = loss.backward().map_err(model_err)?;
                 for (slot, p) in grads.iter_mut().zip(tm.params()) {
@@ -468,7 +593,7 @@ fn run(
                     }
                 }
             }
-            if total_weight > 0.0 {
+            if use_pointwise || use_pairs {
                 let lr = lr_at(state.step, cfg.learning_rate, warmup, total_steps);
                 opt.step(tm.params(), &mut grads, lr, cfg.grad_clip).map_err(model_err)?;
             }
@@ -520,10 +645,19 @@ fn run(
             let m = evaluate(&tm.model, &setup, &setup.validation, &setup.validation_enc, cfg.eval_batch_size, device)?;
             log.write(&serde_json::json!({
                 "kind": "eval", "split": "validation", "step": state.step, "epoch": epoch_no,
-                "loss": m.loss, "spearman": m.spearman, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
+                "loss": m.loss, "spearman": m.spearman, "group_spearman": m.group_spearman,
+                "groups_used": m.groups_used, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
             }))?;
             bar.suspend(|| {
-                tracing::info!(epoch = epoch_no, step = state.step, loss = m.loss, spearman = ?m.spearman, auc = ?m.auc, "validation")
+                tracing::info!(
+                    epoch = epoch_no,
+                    step = state.step,
+                    loss = m.loss,
+                    spearman = ?m.spearman,
+                    group_spearman = ?m.group_spearman,
+                    auc = ?m.auc,
+                    "validation"
+                )
             });
             let value = metric_value(&m, cfg.eval_metric);
             let improved = match state.best_value {
@@ -578,7 +712,8 @@ fn run(
         let m = evaluate(&infer.model, &setup, &setup.test, &setup.test_enc, cfg.eval_batch_size, device)?;
         log.write(&serde_json::json!({
             "kind": "eval", "split": "test", "step": state.step, "epoch": state.best_epoch,
-            "loss": m.loss, "spearman": m.spearman, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
+            "loss": m.loss, "spearman": m.spearman, "group_spearman": m.group_spearman,
+                "groups_used": m.groups_used, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
         }))?;
         Some(m)
     };
@@ -594,6 +729,7 @@ fn run(
         validation,
         test,
         history: state.history.clone(),
+        members: Vec::new(),
     };
     write_output(out_dir, cfg, &setup, &final_weights, &summary)?;
     if !cfg.keep_checkpoints {
@@ -647,6 +783,7 @@ fn write_output(
             "train": cfg,
             "label": setup.kind,
             "max_length": max_length,
+            "truncation": cfg.truncation,
             "base_model_dir": setup.base_dir,
             "evalloop_version": env!("CARGO_PKG_VERSION"),
         }),

@@ -1,5 +1,12 @@
 //! AdamW with decoupled weight decay only on the parameters marked for it (not biases and
-//! LayerNorm weights), global-norm gradient clipping, and state that can be saved and restored.
+//! LayerNorm weights), layer-wise learning-rate decay, global-norm gradient clipping, and state
+//! that can be saved and restored.
+//!
+//! Layer-wise learning-rate decay (`layer_lr_decay` = d in `[train]`, 1.0 = off) gives each
+//! parameter its own rate, as PyTorch parameter groups would: with L encoder layers, layer l
+//! (1-based; `bert.encoder.layer.{l-1}.*`) gets `lr * d^(L - l)`, the embeddings
+//! (`bert.embeddings.*`) `lr * d^L`, the pooler and classifier `lr`. The decoupled weight decay
+//! of a parameter uses its own rate.
 
 use std::collections::HashMap;
 
@@ -8,6 +15,24 @@ use candle_core::{DType, Result, Tensor};
 use super::config::TrainConfig;
 use crate::model::weights::Param;
 
+/// The learning-rate multiplier of parameter `name` under layer-wise decay `decay` with
+/// `num_layers` encoder layers (see the module docs).
+pub(crate) fn layer_lr_scale(name: &str, num_layers: usize, decay: f64) -> f64 {
+    if decay == 1.0 {
+        return 1.0;
+    }
+    let depth = if name.starts_with("bert.embeddings.") {
+        num_layers
+    } else if let Some(rest) = name.strip_prefix("bert.encoder.layer.")
+        && let Some(idx) = rest.split('.').next().and_then(|s| s.parse::<usize>().ok())
+    {
+        num_layers.saturating_sub(idx + 1)
+    } else {
+        0
+    };
+    decay.powi(depth as i32)
+}
+
 /// AdamW as PyTorch's `torch.optim.AdamW` (bias-corrected moments, `eps` added to the
 /// corrected square root).
 #[derive(Debug)]
@@ -15,6 +40,8 @@ pub(crate) struct AdamW {
     m: Vec<Tensor>,
     v: Vec<Tensor>,
     t: usize,
+    /// Learning-rate multiplier of each parameter (layer-wise decay).
+    lr_scale: Vec<f64>,
     beta1: f64,
     beta2: f64,
     eps: f64,
@@ -22,13 +49,14 @@ pub(crate) struct AdamW {
 }
 
 impl AdamW {
-    /// Zero moments for `params`.
-    pub(crate) fn new(params: &[Param], cfg: &TrainConfig) -> Result<Self> {
+    /// Zero moments for `params` of a model with `num_layers` encoder layers.
+    pub(crate) fn new(params: &[Param], cfg: &TrainConfig, num_layers: usize) -> Result<Self> {
         let zeros = |p: &Param| p.var.as_tensor().zeros_like();
         Ok(AdamW {
             m: params.iter().map(zeros).collect::<Result<_>>()?,
             v: params.iter().map(zeros).collect::<Result<_>>()?,
             t: 0,
+            lr_scale: params.iter().map(|p| layer_lr_scale(&p.name, num_layers, cfg.layer_lr_decay)).collect(),
             beta1: cfg.adam_beta1,
             beta2: cfg.adam_beta2,
             eps: cfg.adam_eps,
@@ -88,6 +116,7 @@ impl AdamW {
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let denom = ((&v / bc2)?.sqrt()? + self.eps)?;
             let update = ((&m / bc1)? / denom)?;
+            let lr = lr * self.lr_scale[i];
             let theta = p.var.as_tensor().detach();
             let theta =
                 if p.decay && self.weight_decay > 0.0 { (theta * (1.0 - lr * self.weight_decay))? } else { theta };
@@ -96,5 +125,44 @@ impl AdamW {
             self.v[i] = v;
         }
         Ok(norm)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn layer_lr_decay_scales_each_layers_first_update() {
+        assert_eq!(layer_lr_scale("bert.encoder.layer.3.output.dense.weight", 4, 1.0), 1.0);
+        assert_eq!(layer_lr_scale("bert.encoder.layer.3.output.dense.weight", 4, 0.5), 1.0);
+        assert_eq!(layer_lr_scale("bert.encoder.layer.0.output.dense.weight", 4, 0.5), 0.125);
+        assert_eq!(layer_lr_scale("bert.embeddings.word_embeddings.weight", 4, 0.5), 0.0625);
+        assert_eq!(layer_lr_scale("bert.pooler.dense.weight", 4, 0.5), 1.0);
+        assert_eq!(layer_lr_scale("classifier.weight", 4, 0.5), 1.0);
+
+        // Adam's first update is lr * sign(g) (up to eps): each parameter moves by its own rate.
+        let names = [
+            "bert.embeddings.word_embeddings.weight",
+            "bert.encoder.layer.0.attention.self.query.weight",
+            "bert.encoder.layer.1.attention.self.query.weight",
+            "classifier.weight",
+        ];
+        let params: Vec<Param> = names
+            .iter()
+            .map(|n| Param { name: n.to_string(), var: Var::zeros(3, DType::F32, &Device::Cpu).unwrap(), decay: false })
+            .collect();
+        let cfg = TrainConfig { layer_lr_decay: 0.5, weight_decay: 0.0, ..Default::default() };
+        let mut opt = AdamW::new(&params, &cfg, 2).unwrap();
+        let mut grads: Vec<Option<Tensor>> =
+            params.iter().map(|_| Some(Tensor::new(&[1f32, -2.0, 0.5], &Device::Cpu).unwrap())).collect();
+        opt.step(&params, &mut grads, 0.1, 0.0).unwrap();
+        for (p, want) in params.iter().zip([0.025f32, 0.05, 0.1, 0.1]) {
+            let got = p.var.as_tensor().to_vec1::<f32>().unwrap();
+            for (g, sign) in got.iter().zip([-1.0f32, 1.0, -1.0]) {
+                assert!((g - sign * want).abs() < 1e-5, "{}: {got:?}, want {want}", p.name);
+            }
+        }
     }
 }

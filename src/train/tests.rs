@@ -52,6 +52,160 @@ fn write_dataset(dir: &Path, n_train: usize, n_val: usize, kind: &str, seed: u64
     std::fs::write(dir.join("dataset_card.json"), serde_json::json!({"config": {"label": kind}}).to_string()).unwrap();
 }
 
+/// Groups of four outputs for one prompt each, with 0 to 3 good words among bad ones and the
+/// share of good words as the graded label; one group per prompt, so ranking within a group
+/// is what there is to learn.
+fn write_ranking_dataset(dir: &Path, groups: [usize; 3], seed: u64) {
+    std::fs::create_dir_all(dir).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    for (name, n_groups) in ["train", "validation", "test"].into_iter().zip(groups) {
+        let mut lines = String::new();
+        for g in 0..n_groups {
+            let prompt = format!("{} question {}", FILLER[g % FILLER.len()], FILLER[(g / 7) % FILLER.len()]);
+            for k in 0..4 {
+                let mut words: Vec<&str> = (0..3)
+                    .map(|j| {
+                        if j < k { GOOD[rng.random_range(0..GOOD.len())] } else { BAD[rng.random_range(0..BAD.len())] }
+                    })
+                    .collect();
+                words.push(FILLER[rng.random_range(0..FILLER.len())]);
+                for j in (1..words.len()).rev() {
+                    words.swap(j, rng.random_range(0..=j));
+                }
+                lines.push_str(
+                    &serde_json::json!({
+                        "request_id": format!("{name}-{g}-{k}"), "prompt": prompt,
+                        "output": words.join(" "), "label": k as f64 / 4.0 + 0.1, "weight": 1.0,
+                        "cohort": null, "group": format!("{name}-{g}"), "is_disagreement": false,
+                    })
+                    .to_string(),
+                );
+                lines.push('\n');
+            }
+        }
+        std::fs::write(dir.join(format!("{name}.jsonl")), lines).unwrap();
+    }
+    std::fs::write(dir.join("dataset_card.json"), serde_json::json!({"config": {"label": "graded"}}).to_string())
+        .unwrap();
+}
+
+/// The pairwise objective raises the held-out within-group ranking of a random model, with
+/// group-aware batches (groups of 4, batch 8: two whole groups a batch).
+#[test]
+fn pairwise_training_raises_group_level_spearman() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, true);
+    let data = tmp.path().join("data");
+    write_ranking_dataset(&data, [24, 12, 12], 4);
+    let cfg = TrainConfig {
+        epochs: 8,
+        dropout: Some(0.0),
+        objective: Some(Objective::Pairwise),
+        eval_metric: EvalMetric::GroupSpearman,
+        ..tiny_cfg(&base)
+    };
+    let before =
+        train(&data, &TrainConfig { learning_rate: 1e-12, epochs: 1, ..cfg.clone() }, &tmp.path().join("b"), false)
+            .unwrap();
+    let after = train(&data, &cfg, &tmp.path().join("a"), false).unwrap();
+    let g0 = before.test.unwrap().group_spearman.unwrap();
+    let t = after.test.clone().unwrap();
+    let g1 = t.group_spearman.unwrap();
+    eprintln!("pairwise toy: test group spearman {g0:.3} -> {g1:.3}, {t:?}");
+    assert_eq!(t.groups_used, 12);
+    assert!(g1 > 0.6 && g1 > g0 + 0.3, "{g0} -> {g1}");
+    // Every step saw whole groups: 24 groups of 4 in batches of 8 = 12 steps an epoch.
+    assert_eq!(after.steps, 8 * 12);
+    let (head, tail) = first_and_last_train_loss(&tmp.path().join("a"));
+    assert!(tail < head, "pairwise loss {head} -> {tail}");
+
+    // graded+pairwise trains too, and layer-wise decay with it.
+    let mixed =
+        TrainConfig { objective: Some(Objective::GradedPairwise), layer_lr_decay: 0.8, pairwise_weight: 0.5, ..cfg };
+    let m = train(&data, &mixed, &tmp.path().join("m"), false).unwrap();
+    assert!(m.test.unwrap().group_spearman.unwrap() > g0, "graded+pairwise did not learn");
+}
+
+/// output_first is written into training_config.json and the scorer tokenizes the same way:
+/// its scores equal the training run's own test predictions.
+#[test]
+fn output_first_truncation_is_used_by_the_scorer() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, true);
+    let data = tmp.path().join("data");
+    write_dataset(&data, 16, 8, "graded", 3);
+    // Long prompts, so the two truncations differ.
+    for split in ["train", "validation", "test"] {
+        let p = data.join(format!("{split}.jsonl"));
+        let text: String = std::fs::read_to_string(&p)
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap();
+                v["prompt"] = serde_json::json!("what is the question ".repeat(8));
+                format!("{v}\n")
+            })
+            .collect();
+        std::fs::write(&p, text).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let cfg = TrainConfig { epochs: 1, max_length: 12, truncation: Truncation::OutputFirst, ..tiny_cfg(&base) };
+    let s = train(&data, &cfg, &out, false).unwrap();
+    let tc: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training_config.json")).unwrap()).unwrap();
+    assert_eq!(tc["truncation"], "output_first");
+    assert_eq!(tc["train"]["truncation"], "output_first");
+
+    let test = data::read_split(&data.join("test.jsonl"), LabelKind::Graded, false).unwrap();
+    let pairs: Vec<(String, String)> = test.iter().map(|e| (e.prompt.clone(), e.output.clone())).collect();
+    let scorer = crate::score::Scorer::load(&out, &Device::Cpu).unwrap();
+    let scores = scorer.score_pairs(&pairs).unwrap();
+    let wmse: f64 = scores.iter().zip(&test).map(|(s, e)| e.weight * (s - e.label).powi(2)).sum::<f64>()
+        / test.iter().map(|e| e.weight).sum::<f64>();
+    let t = s.test.unwrap();
+    assert!((wmse - t.loss).abs() < 1e-5, "scorer {wmse} vs training's test loss {}", t.loss);
+
+    // The same model scored with longest-first truncation gives other scores.
+    let tok = crate::model::PairTokenizer::from_file(&out.join("tokenizer.json"), 12).unwrap();
+    let enc_lf = tok.encode_pairs(&pairs).unwrap();
+    let tok_of = tok.clone().with_truncation(Truncation::OutputFirst).unwrap();
+    let enc_of = tok_of.encode_pairs(&pairs).unwrap();
+    assert_ne!(enc_lf, enc_of);
+}
+
+/// `seeds = [..]` trains one member per seed, and the directory scores as their mean.
+#[test]
+fn seeds_train_an_ensemble_that_scores_the_members_mean() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, true);
+    let data = tmp.path().join("data");
+    write_ranking_dataset(&data, [6, 3, 3], 5);
+    let out = tmp.path().join("ens");
+    let cfg = TrainConfig { epochs: 1, seeds: vec![11, 12], ..tiny_cfg(&base) };
+    let s = train(&data, &cfg, &out, false).unwrap();
+    assert_eq!(s.members.len(), 2);
+    assert!(out.join("member-11/model.safetensors").is_file() && out.join("member-12/model.safetensors").is_file());
+    let ens: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("ensemble.json")).unwrap()).unwrap();
+    assert_eq!(ens["members"], serde_json::json!(["member-11", "member-12"]));
+    let pairs = [("what question", "good bad"), ("why", "terrible answer")];
+    let load = |p: &Path| crate::score::Scorer::load(p, &Device::Cpu).unwrap().score_pairs(&pairs).unwrap();
+    let (a, b, e) = (load(&out.join("member-11")), load(&out.join("member-12")), load(&out));
+    for i in 0..pairs.len() {
+        assert!((e[i] - (a[i] + b[i]) / 2.0).abs() < 1e-6);
+    }
+    assert!(s.test.unwrap().group_spearman.is_some());
+    // Resuming keeps finished members.
+    let mtime = || std::fs::metadata(out.join("member-11/model.safetensors")).unwrap().modified().unwrap();
+    let before = mtime();
+    let again = train(&data, &cfg, &out, true).unwrap();
+    assert_eq!(again.members.iter().map(|m| m.steps).collect::<Vec<_>>(), vec![s.members[0].steps; 2]);
+    assert_eq!(mtime(), before);
+}
+
 fn tiny_cfg(base: &Path) -> TrainConfig {
     TrainConfig {
         base_model: base.to_string_lossy().to_string(),
@@ -103,6 +257,57 @@ fn weighted_loss_gradient_matches_finite_differences() {
     .to_scalar::<f64>()
     .unwrap();
     assert!((one - (1.0 + (-2.5f64).exp()).ln()).abs() < 1e-12);
+}
+
+/// Central differences of the pairwise loss against backprop, in f64, with a zero-weight pair
+/// and pairs far apart in score (where a naive softplus overflows).
+#[test]
+fn pairwise_loss_gradient_matches_finite_differences() {
+    let dev = Device::Cpu;
+    let s0 = [0.3f64, -1.2, 2.0, 45.0, -40.0];
+    let better = Tensor::new(&[0u32, 2, 1, 3, 4], &dev).unwrap();
+    let worse = Tensor::new(&[1u32, 0, 4, 4, 3], &dev).unwrap();
+    let pw = Tensor::new(&[1.0f64, 2.0, 0.0, 0.5, 1.5], &dev).unwrap();
+    let s = Var::new(&s0, &dev).unwrap();
+    let loss = pairwise_loss(s.as_tensor(), &better, &worse, &pw, 4.0).unwrap();
+    let g = loss.backward().unwrap().get(s.as_tensor()).unwrap().to_vec1::<f64>().unwrap();
+    let at = |ss: &[f64]| {
+        pairwise_loss(&Tensor::new(ss, &dev).unwrap(), &better, &worse, &pw, 4.0).unwrap().to_scalar::<f64>().unwrap()
+    };
+    for i in 0..s0.len() {
+        let h = 1e-6;
+        let (mut up, mut down) = (s0, s0);
+        up[i] += h;
+        down[i] -= h;
+        let numeric = (at(&up) - at(&down)) / (2.0 * h);
+        assert!((g[i] - numeric).abs() < 1e-7, "s[{i}]: {} vs {numeric}", g[i]);
+    }
+    // The value: sum_p w_p ln(1 + exp(-(s_b - s_w))) / 4, computed directly.
+    let sp = |d: f64| (-d).max(0.0) + (-d.abs()).exp().ln_1p();
+    let want = (sp(0.3 + 1.2) + 2.0 * sp(2.0 - 0.3) + 0.5 * sp(85.0) + 1.5 * sp(-85.0)) / 4.0;
+    assert!((loss.to_scalar::<f64>().unwrap() - want).abs() < 1e-12);
+}
+
+#[test]
+fn batch_pairs_use_groups_label_gaps_and_weight_products() {
+    let ex = |g: Option<&str>, label: f64, weight: f64| Example {
+        request_id: String::new(),
+        prompt: String::new(),
+        output: String::new(),
+        label,
+        weight,
+        group: g.map(str::to_string),
+    };
+    let examples = vec![
+        ex(Some("a"), 0.2, 1.0),
+        ex(Some("a"), 0.9, 2.0),
+        ex(Some("a"), 0.25, 3.0), // 0.05 from example 0: below pair_min_diff
+        ex(Some("b"), 1.0, 1.0),  // another group
+        ex(None, 0.0, 1.0),       // no group
+        ex(Some("a"), 0.5, 0.0),  // weight 0
+    ];
+    let pairs = loss::batch_pairs(&examples, &[0, 1, 2, 3, 4, 5], 0.1);
+    assert_eq!(pairs, vec![(1, 0, 2.0), (1, 2, 6.0)]);
 }
 
 /// Adding an example of weight 0 to a batch leaves every parameter gradient unchanged.
@@ -205,12 +410,28 @@ fn graded_labels_train_with_mse() {
     let data = tmp.path().join("data");
     write_dataset(&data, 48, 16, "graded", 2);
     let out = tmp.path().join("out");
-    let cfg = TrainConfig { epochs: 4, grad_accum: 2, freeze_layers: 1, ..tiny_cfg(&base) };
+    let cfg = TrainConfig {
+        epochs: 4,
+        grad_accum: 2,
+        freeze_layers: 1,
+        eval_metric: EvalMetric::GroupSpearman,
+        ..tiny_cfg(&base)
+    };
     let summary = train(&data, &cfg, &out, false).unwrap();
     assert_eq!(summary.label, LabelKind::Graded);
     assert_eq!(summary.steps, 4 * 3);
     let val = summary.validation.unwrap();
     assert!(val.auc.is_none() && val.spearman.is_some());
+    // Every row is in group "g": the group-level figure is the one group's Spearman.
+    assert_eq!(val.groups_used, 1);
+    assert!((val.group_spearman.unwrap() - val.spearman.unwrap()).abs() < 1e-9, "{val:?}");
+    let evals: Vec<serde_json::Value> = std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|v| v["kind"] == "eval")
+        .collect();
+    assert!(evals.iter().all(|v| v["group_spearman"].is_f64() && v["groups_used"] == 1), "{evals:?}");
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["problem_type"], "regression");

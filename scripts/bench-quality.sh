@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Quality benchmark (issue 8): does the retrained evaluator agree with people, ranking the
+# outputs of one prompt as experts do?
+#
+# For each dataset (Newsroom coherence and relevance, BAGEL quality, from the judgements
+# directory) and each seed:
+#   1. `evalloop simulate` with biased feedback: cohorts by system (free, pro, enterprise at
+#      feedback rates 0.3 / 0.5 / 0.8), outcome-dependent feedback (outcome_slope = 1.5: bad
+#      outputs are reported more) and per-cohort standards (shift free -0.5, enterprise +0.5),
+#      with HOLDOUT whole groups (prompts) kept out of logs and feedback;
+#   2. ingest, `dataset build` (graded labels, groups = metadata group_id, train/validation split
+#      by whole groups) under weighting `none` and `inverse_rate`;
+#   3. `evalloop train` from MiniLM under each configuration below, then `evalloop score` on
+#      the held-out groups;
+#   4. the group-level Spearman with the experts' scores on the held-out groups (mean over
+#      groups of the within-group Spearman, groups with a constant column skipped) of the
+#      baseline evaluator (simulate's unigram F1) and of every trained model.
+# Printed: per dataset and configuration, the mean and spread (population sd) over seeds, and
+# the mean training time.
+#
+# Configurations (name: objective, weighting, truncation, extra keys):
+#   graded        graded MSE, no weighting, longest-first   (the plain port of the usual recipe)
+#   graded_inv    graded MSE, inverse_rate weights
+#   graded_of     graded MSE, output_first truncation
+#   pairwise_of   pairwise logistic loss, output_first
+#   gp_of         graded+pairwise, output_first, eval_metric group_spearman, layer_lr_decay 0.9
+#   gp_of_inv     as gp_of with inverse_rate weights
+#
+# Usage: scripts/bench-quality.sh
+# Environment (defaults): DATA (../shared/data/judgements), DATASETS ("newsroom:coherence
+# newsroom:relevance bagel:quality"), SEEDS ("1 2 3"), CONFIGS (all above), EPOCHS (3),
+# MAX_LENGTH (256), BATCH (16), LR (5e-5), THREADS (2: candle's CPU threads), MODEL
+# (models/all-MiniLM-L6-v2), HOLDOUT_FRAC (0.3: share of groups held out), KEEP (unset: set to
+# keep the work directory).
+# Needs: a release build and python3 (standard library only). CPU time: about one training run
+# of MiniLM per (dataset, seed, configuration); see BENCHMARKS.md for what one took here.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA="${DATA:-}"
+if [[ -z "$DATA" ]]; then
+  for d in ../shared/data/judgements ../../shared/data/judgements /work/shared/data/judgements; do
+    [[ -d "$d" ]] && DATA="$d" && break
+  done
+fi
+[[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
+DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
+SEEDS="${SEEDS:-1 2 3}"
+CONFIGS="${CONFIGS:-graded graded_inv graded_of pairwise_of gp_of gp_of_inv}"
+EPOCHS="${EPOCHS:-3}"
+MAX_LENGTH="${MAX_LENGTH:-256}"
+BATCH="${BATCH:-16}"
+LR="${LR:-5e-5}"
+MODEL="${MODEL:-models/all-MiniLM-L6-v2}"
+HOLDOUT_FRAC="${HOLDOUT_FRAC:-0.3}"
+export RAYON_NUM_THREADS="${THREADS:-2}"
+[[ -f "$MODEL/model.safetensors" ]] || { echo "no model in $MODEL (scripts/fetch-model.sh)" >&2; exit 2; }
+BIN="${EVALLOOP_BIN:-target/release/evalloop}"
+[[ -x "$BIN" ]] || cargo build --release
+WORK="$(mktemp -d)"
+if [[ -z "${KEEP:-}" ]]; then trap 'rm -rf "$WORK"' EXIT; else echo "work directory: $WORK" >&2; fi
+
+sim_toml() {
+  cat <<'T'
+[simulate]
+cohort_by = "system"
+outcome_slope = 1.5
+[[simulate.cohorts]]
+name = "free"
+share = 3.0
+feedback_rate = 0.3
+shift = -0.5
+[[simulate.cohorts]]
+name = "pro"
+share = 2.0
+feedback_rate = 0.5
+[[simulate.cohorts]]
+name = "enterprise"
+share = 2.0
+feedback_rate = 0.8
+shift = 0.5
+T
+}
+
+# config name -> "weighting|[train] lines"
+config_spec() {
+  local common="base_model = \"$MODEL\"
+epochs = $EPOCHS
+batch_size = $BATCH
+max_length = $MAX_LENGTH
+learning_rate = $LR
+patience = 0
+log_every = 1000"
+  case "$1" in
+    graded) printf 'none|%s\nobjective = "graded"\n' "$common" ;;
+    graded_inv) printf 'inverse_rate|%s\nobjective = "graded"\n' "$common" ;;
+    graded_of) printf 'none|%s\nobjective = "graded"\ntruncation = "output_first"\n' "$common" ;;
+    pairwise_of) printf 'none|%s\nobjective = "pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\n' "$common" ;;
+    gp_of) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
+    gp_of_inv) printf 'inverse_rate|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
+    *) echo "unknown config $1" >&2; exit 2 ;;
+  esac
+}
+
+for spec in $DATASETS; do
+  name="${spec%%:*}"; dim="${spec#*:}"
+  groups=$(python3 -c "import json,sys; print(len({json.loads(l)['group_id'] for l in open(sys.argv[1]) if l.strip()}))" "$DATA/$name.jsonl")
+  holdout=$(python3 -c "print(max(1, round($groups * $HOLDOUT_FRAC)))")
+  for seed in $SEEDS; do
+    run="$WORK/$name-$dim-$seed"
+    mkdir -p "$run"
+    sim_toml > "$run/sim.toml"
+    "$BIN" --config "$run/sim.toml" simulate --judgements "$DATA/$name.jsonl" --dimension "$dim" \
+      --out "$run/sim" --seed "$seed" --holdout-groups "$holdout" > /dev/null
+    "$BIN" --db "$run/e.db" ingest logs "$run/sim/logs.jsonl" --strict > /dev/null
+    "$BIN" --db "$run/e.db" ingest feedback "$run/sim/feedback.jsonl" --strict > /dev/null
+    for w in none inverse_rate; do
+      printf '[dataset]\nlabel = "graded"\nweighting = ["%s"]\ntrain_fraction = 0.8\nvalidation_fraction = 0.2\nmin_effective_size = 0.0\ngroup_key = "group_id"\nseed = %s\n' \
+        "$w" "$seed" > "$run/ds-$w.toml"
+      "$BIN" --db "$run/e.db" --config "$run/ds-$w.toml" dataset build --out "$run/ds-$w" > /dev/null 2>&1
+    done
+    for c in $CONFIGS; do
+      s="$(config_spec "$c")"
+      w="${s%%|*}"
+      printf '[train]\nseed = %s\n%s\n' "$seed" "${s#*|}" > "$run/train-$c.toml"
+      start=$(date +%s.%N)
+      "$BIN" --config "$run/train-$c.toml" train --dataset "$run/ds-$w" --out "$run/m-$c" > "$run/train-$c.log" 2>&1 \
+        || { echo "train failed: $run/train-$c.log" >&2; tail -5 "$run/train-$c.log" >&2; exit 1; }
+      end=$(date +%s.%N)
+      python3 -c "print($end - $start)" > "$run/m-$c/train_seconds"
+      "$BIN" score --model "$run/m-$c" --input "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl" > /dev/null
+      echo "done: $name/$dim seed $seed $c ($(cat "$run/m-$c/train_seconds" | cut -c1-6) s)" >&2
+    done
+  done
+done
+
+python3 - "$WORK" "$DATASETS" "$SEEDS" "$CONFIGS" <<'PY'
+import json, sys, statistics as st
+from collections import defaultdict
+work, datasets, seeds, configs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
+
+def ranks(xs):
+    order = sorted(range(len(xs)), key=lambda i: xs[i])
+    r = [0.0] * len(xs)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+            j += 1
+        for k in order[i:j + 1]:
+            r[k] = (i + j) / 2 + 1
+        i = j + 1
+    return r
+
+def spearman(x, y):
+    rx, ry = ranks(x), ranks(y)
+    mx, my = st.mean(rx), st.mean(ry)
+    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
+    sxx = sum((a - mx) ** 2 for a in rx)
+    syy = sum((b - my) ** 2 for b in ry)
+    return None if sxx <= 0 or syy <= 0 else sxy / (sxx * syy) ** 0.5
+
+def group_spearman(rows, key):
+    g = defaultdict(list)
+    for r in rows:
+        g[r["group"]].append((r[key], r["human_score"]))
+    vals = [spearman([a for a, _ in v], [b for _, b in v]) for v in g.values() if len(v) >= 2]
+    vals = [v for v in vals if v is not None]
+    return (st.mean(vals) if vals else float("nan")), len(vals)
+
+def rows(p):
+    with open(p) as f:
+        return [json.loads(l) for l in f if l.strip()]
+
+print(f"held-out group-level Spearman with expert scores (mean, sd over seeds {' '.join(seeds)})")
+print(f"{'dataset':<22} {'evaluator':<14} {'mean':>7} {'sd':>7} {'groups':>7} {'train s':>8}")
+for spec in datasets:
+    name, dim = spec.split(":")
+    res = defaultdict(list); ng = {}; secs = defaultdict(list)
+    for seed in seeds:
+        run = f"{work}/{name}-{dim}-{seed}"
+        held = rows(f"{run}/sim/heldout.jsonl")
+        v, n = group_spearman(held, "eval_score"); res["baseline_f1"].append(v); ng["baseline_f1"] = n
+        for c in configs:
+            v, n = group_spearman(rows(f"{run}/scores-{c}.jsonl"), "score")
+            res[c].append(v); ng[c] = n
+            secs[c].append(float(open(f"{run}/m-{c}/train_seconds").read()))
+    for c in ["baseline_f1"] + configs:
+        sd = st.pstdev(res[c]) if len(res[c]) > 1 else 0.0
+        t = f"{st.mean(secs[c]):8.0f}" if secs[c] else f"{'-':>8}"
+        print(f"{name + '/' + dim:<22} {c:<14} {st.mean(res[c]):7.3f} {sd:7.3f} {ng[c]:7d} {t}")
+PY
