@@ -33,7 +33,7 @@ use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, fro
 
 /// The schema version this program writes; kept equal to [`super::sqlite::SCHEMA_VERSION`], one
 /// entry of [`MIGRATIONS`] per version, so both backends move in lock-step.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` takes a store from version `i` to `i + 1` (the PostgreSQL spelling of the
 /// SQLite migration with the same index). Text keys use the "C" collation so that ordering is
@@ -86,6 +86,9 @@ const MIGRATIONS: &[&str] = &[
         dataset_card JSONB,
         metrics JSONB
     );"#,
+    // 2 -> 3: the cohort index carries request_id (an index-only scan for per-cohort aggregates).
+    r#"DROP INDEX eval_logs_cohort;
+    CREATE INDEX eval_logs_cohort ON eval_logs(cohort, request_id);"#,
 ];
 
 /// Holds the schema version: one row, created by the first migration run.

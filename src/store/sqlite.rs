@@ -14,7 +14,7 @@ use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, from_micros, to_micros};
 
 /// The schema version this program writes. Each entry of [`MIGRATIONS`] moves one version up.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Migration `i` takes a store from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -65,6 +65,10 @@ const MIGRATIONS: &[&str] = &[
         dataset_card TEXT,
         metrics TEXT
     );",
+    // 2 -> 3: the cohort index carries request_id, so per-cohort aggregates (bias, dataset
+    // rates) read the index alone instead of every wide log row.
+    "DROP INDEX eval_logs_cohort;
+    CREATE INDEX eval_logs_cohort ON eval_logs(cohort, request_id);",
 ];
 
 /// A store in one SQLite file.
@@ -445,15 +449,16 @@ impl Store for SqliteStore {
             }
             None => String::new(),
         };
+        // CROSS JOIN fixes the join order: the (few) requests with feedback drive the lookups.
+        // Left to itself, SQLite 3.54 may scan every score of the evaluator instead.
         let sql = format!(
             "WITH h AS (
                 SELECT f.request_id, AVG({EVENT_SCORE_SQL}) AS human, COUNT({EVENT_SCORE_SQL}) AS n
                 FROM feedback_events f GROUP BY f.request_id
              )
              SELECT l.request_id, l.ts, s.evaluator, s.overall, h.human, h.n, l.cohort, l.use_case, {group}, {text}
-             FROM h JOIN eval_logs l ON l.request_id = h.request_id
-                    JOIN eval_scores s ON s.request_id = l.request_id
-             WHERE h.human IS NOT NULL{cond}
+             FROM h CROSS JOIN eval_logs l CROSS JOIN eval_scores s
+             WHERE l.request_id = h.request_id AND s.request_id = l.request_id AND h.human IS NOT NULL{cond}
              ORDER BY l.request_id, s.evaluator{limit}"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
