@@ -442,10 +442,12 @@ impl Store for SqliteStore {
         };
         let text = if q.with_text { "l.prompt, l.output, l.metadata" } else { "NULL, NULL, NULL" };
         let cond = filter_sql(&q.filter, true, &mut params);
-        let limit = match q.limit {
+        // Without a limit the rows are sorted here: SQLite would sort them in a temporary B-tree
+        // although the feedback aggregate already comes in request order.
+        let order = match q.limit {
             Some(n) => {
                 params.push(SqlValue::Integer(n as i64));
-                format!(" LIMIT ?{}", params.len())
+                format!(" ORDER BY l.request_id, s.evaluator LIMIT ?{}", params.len())
             }
             None => String::new(),
         };
@@ -459,7 +461,7 @@ impl Store for SqliteStore {
              SELECT l.request_id, l.ts, s.evaluator, s.overall, h.human, h.n, l.cohort, l.use_case, {group}, {text}
              FROM h CROSS JOIN eval_logs l CROSS JOIN eval_scores s
              WHERE l.request_id = h.request_id AND s.request_id = l.request_id AND h.human IS NOT NULL{cond}
-             ORDER BY l.request_id, s.evaluator{limit}"
+             {order}"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt
@@ -483,7 +485,11 @@ impl Store for SqliteStore {
                 })
             })
             .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
+        let mut rows: Vec<ScoredRequest> = rows.collect::<Result<_, _>>().map_err(self.err())?;
+        if q.limit.is_none() {
+            rows.sort_by(|a, b| (&a.request_id, &a.evaluator).cmp(&(&b.request_id, &b.evaluator)));
+        }
+        Ok(rows)
     }
 
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>> {
