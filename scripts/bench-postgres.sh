@@ -4,7 +4,7 @@
 #   scripts/bench-postgres.sh                                   # 10,000,000 logs / 1,000,000 feedback
 #   BENCH_LOGS=1000000 BENCH_FEEDBACK=200000 scripts/bench-postgres.sh
 #
-# Generates the data with the deterministic generator (examples/gen_logs.rs), ingests it with
+# Generates the data with the deterministic generator (src/bin/gen-logs.rs), ingests it with
 # `evalloop ingest` into a fresh SQLite file and into a throwaway PostgreSQL cluster
 # (scripts/with-postgres.sh), and prints rows/s for each and the time of the query `correlate`
 # stands on (Store::scored_requests, default policy; examples/bench_query.rs), before and after
@@ -48,7 +48,7 @@ fi
 
 N_LOGS=${BENCH_LOGS:-10000000}
 N_FEEDBACK=${BENCH_FEEDBACK:-1000000}
-cargo build --release --bin evalloop --example gen_logs --example bench_query
+cargo build --release --bin evalloop --bin gen-logs --example bench_query
 
 if [ -n "${BENCH_DIR:-}" ]; then
     WORK=$BENCH_DIR
@@ -61,7 +61,7 @@ fi
 
 echo "generating $N_LOGS logs / $N_FEEDBACK feedback events in $WORK"
 t0=$(date +%s.%N)
-target/release/examples/gen_logs "$N_LOGS" "$N_FEEDBACK" "$WORK"
+target/release/gen-logs --logs "$N_LOGS" --feedback "$N_FEEDBACK" --out "$WORK" >/dev/null
 echo "generated in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s ($(du -sh "$WORK" | cut -f1))"
 
 export PG_SERVER_OPTS=${PG_SERVER_OPTS:--c shared_buffers=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min -c work_mem=64MB -c maintenance_work_mem=256MB}
