@@ -389,35 +389,12 @@ impl Store for SqliteStore {
             )?,
             ..Default::default()
         };
-        let mut s = self
-            .conn
-            .prepare(
-                "SELECT feedback_type, COUNT(*) FROM feedback_events GROUP BY feedback_type ORDER BY feedback_type",
-            )
-            .map_err(&err)?;
-        st.feedback_by_type = s
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-            .map_err(&err)?
-            .collect::<Result<_, _>>()
-            .map_err(&err)?;
-        let mut s = self
-            .conn
-            .prepare("SELECT cohort, COUNT(*) FROM eval_logs GROUP BY cohort ORDER BY cohort")
-            .map_err(&err)?;
-        st.cohorts = s
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-            .map_err(&err)?
-            .collect::<Result<_, _>>()
-            .map_err(&err)?;
-        let mut s = self
-            .conn
-            .prepare("SELECT evaluator, COUNT(*) FROM eval_scores GROUP BY evaluator ORDER BY evaluator")
-            .map_err(&err)?;
-        st.evaluators = s
-            .query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))
-            .map_err(&err)?
-            .collect::<Result<_, _>>()
-            .map_err(&err)?;
+        st.feedback_by_type = self.counted(
+            "SELECT feedback_type, COUNT(*) FROM feedback_events GROUP BY feedback_type ORDER BY feedback_type",
+        )?;
+        st.cohorts = self.counted("SELECT cohort, COUNT(*) FROM eval_logs GROUP BY cohort ORDER BY cohort")?;
+        st.evaluators =
+            self.counted("SELECT evaluator, COUNT(*) FROM eval_scores GROUP BY evaluator ORDER BY evaluator")?;
         let (lo, hi): (Option<i64>, Option<i64>) = self
             .conn
             .query_row("SELECT MIN(ts), MAX(ts) FROM eval_logs", [], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -624,6 +601,13 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// `(key, count)` pairs from a two-column query.
+    fn counted<K: rusqlite::types::FromSql>(&self, sql: &str) -> StoreResult<Vec<(K, u64)>> {
+        let mut s = self.conn.prepare(sql).map_err(self.err())?;
+        let rows = s.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64))).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
     fn text_of(&self, id: &str) -> StoreResult<RequestText> {
         let mut s = self
             .conn
