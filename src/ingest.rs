@@ -147,9 +147,10 @@ pub fn ingest(store: &mut dyn Store, kind: Kind, source: &str, opts: &IngestOpti
     let strict = opts.strict;
     let reader = std::thread::spawn(move || {
         let send = |b| tx.send(b).is_ok();
+        let mut batcher = Batcher::new(kind, &reader_label, batch_size, strict, &send);
         let result = match format {
-            Format::Jsonl => read_jsonl(input, &reader_label, kind, batch_size, strict, &send),
-            Format::Csv => read_csv(input, &reader_label, kind, batch_size, strict, &send),
+            Format::Jsonl => read_jsonl(input, &mut batcher),
+            Format::Csv => read_csv(input, &mut batcher),
         };
         if let Err(e) = result {
             let _ = tx.send(Err(e));
@@ -302,16 +303,10 @@ impl<'a> Batcher<'a> {
     }
 }
 
-fn read_jsonl(
-    input: Box<dyn Read + Send>,
-    label: &str,
-    kind: Kind,
-    size: usize,
-    strict: bool,
-    send: &dyn Fn(std::result::Result<Batch, Error>) -> bool,
-) -> Result<()> {
+/// Reads rows into the batcher until the input ends or the batcher says stop.
+fn read_jsonl(input: Box<dyn Read + Send>, b: &mut Batcher<'_>) -> Result<()> {
+    let label = b.label;
     let mut r = BufReader::with_capacity(1 << 20, input);
-    let mut b = Batcher::new(kind, label, size, strict, send);
     let mut buf = Vec::with_capacity(4096);
     let mut line = 0u64;
     loop {
@@ -357,18 +352,12 @@ fn json_error(text: &str, e: &serde_json::Error) -> FieldError {
     FieldError::new(field, format!("invalid JSON at column {}: {e}{hint}", e.column()))
 }
 
-fn read_csv(
-    input: Box<dyn Read + Send>,
-    label: &str,
-    kind: Kind,
-    size: usize,
-    strict: bool,
-    send: &dyn Fn(std::result::Result<Batch, Error>) -> bool,
-) -> Result<()> {
+/// Reads rows into the batcher until the input ends or the batcher says stop.
+fn read_csv(input: Box<dyn Read + Send>, b: &mut Batcher<'_>) -> Result<()> {
+    let label = b.label;
     let mut rdr = csv::ReaderBuilder::new().flexible(false).from_reader(BufReader::with_capacity(1 << 20, input));
     let headers =
         rdr.headers().map_err(|e| Error::Input(format!("{label}:1: cannot read the CSV header: {e}")))?.clone();
-    let mut b = Batcher::new(kind, label, size, strict, send);
     let mut rec = csv::ByteRecord::new();
     loop {
         let line = rdr.position().line() + 1;
