@@ -1,5 +1,6 @@
 //! Where a base model's files are: a local directory, or a repo id in the Hugging Face hub
-//! cache, read offline through hf-hub's cache API.
+//! cache, read through hf-hub's cache API. Builds with the `hub-download` feature fetch a repo
+//! missing from the cache unless `HF_HUB_OFFLINE` is set; other builds never touch the network.
 
 use std::path::{Path, PathBuf};
 
@@ -23,13 +24,72 @@ pub fn hub_cache_dir() -> PathBuf {
 /// Resolves `base_model` to a directory holding config.json, tokenizer.json and
 /// model.safetensors: an existing directory is used as is; anything else is taken as a hub
 /// repo id (`owner/name`, revision `main`) and looked up in the local cache ([`hub_cache_dir`]).
-/// Nothing is downloaded: a repo missing from the cache is an error naming the repo and the
-/// cache path.
+/// A repo missing from the cache is downloaded into it when the build has the `hub-download`
+/// feature and `HF_HUB_OFFLINE` is not set; otherwise it is an error naming the repo, the cache
+/// path and the reason.
 pub fn resolve_base_model(base_model: &str) -> Result<PathBuf, ModelError> {
-    resolve_in(base_model, &hub_cache_dir())
+    let cache = hub_cache_dir();
+    let why = offline_reason();
+    let found = resolve_in(base_model, &cache, why);
+    #[cfg(feature = "hub-download")]
+    if why.is_none() && matches!(found, Err(ModelError::NotInCache { .. })) {
+        return download(base_model, &cache);
+    }
+    found
 }
 
-fn resolve_in(base_model: &str, cache_dir: &Path) -> Result<PathBuf, ModelError> {
+/// True when `HF_HUB_OFFLINE` asks for offline mode (`1`, `true`, `yes`, `on`, any case), as
+/// huggingface_hub reads it.
+fn hub_offline_env() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+/// Why a repo missing from the cache is not downloaded, or `None` when it will be.
+fn offline_reason() -> Option<&'static str> {
+    if !cfg!(feature = "hub-download") {
+        Some("this build reads the hub cache offline only (build with --features hub-download to fetch)")
+    } else if hub_offline_env() {
+        Some("HF_HUB_OFFLINE is set, so nothing is downloaded")
+    } else {
+        None
+    }
+}
+
+#[cfg(feature = "hub-download")]
+fn download(base_model: &str, cache: &Path) -> Result<PathBuf, ModelError> {
+    use hf_hub::api::sync::ApiBuilder;
+    let fail = |file: &str, msg: String| ModelError::Download {
+        repo: base_model.to_string(),
+        file: file.to_string(),
+        cache: cache.to_path_buf(),
+        msg,
+    };
+    let mut builder = ApiBuilder::from_cache(hf_hub::Cache::new(cache.to_path_buf())).with_progress(true);
+    if let Some(endpoint) = std::env::var("HF_ENDPOINT").ok().filter(|e| !e.is_empty()) {
+        builder = builder.with_endpoint(endpoint);
+    }
+    let api = builder.build().map_err(|e| fail("(client)", e.to_string()))?;
+    let repo = api.model(base_model.to_string());
+    let mut snapshot = None;
+    for f in REQUIRED_FILES.iter().chain(["tokenizer_config.json", "vocab.txt"].iter()) {
+        match repo.get(f) {
+            Ok(p) => {
+                if snapshot.is_none() {
+                    snapshot = p.parent().map(Path::to_path_buf);
+                }
+            }
+            // The optional files may be absent from a repo; the required ones may not.
+            Err(e) if REQUIRED_FILES.contains(f) => return Err(fail(f, e.to_string())),
+            Err(_) => {}
+        }
+    }
+    snapshot.ok_or_else(|| fail("config.json", "no snapshot directory".to_string()))
+}
+
+fn resolve_in(base_model: &str, cache_dir: &Path, why: Option<&'static str>) -> Result<PathBuf, ModelError> {
+    let why = why.unwrap_or("it will be downloaded");
     let local = Path::new(base_model);
     if local.is_dir() {
         for f in REQUIRED_FILES {
@@ -67,6 +127,7 @@ fn resolve_in(base_model: &str, cache_dir: &Path) -> Result<PathBuf, ModelError>
                     repo: base_model.to_string(),
                     cache: cache_dir.to_path_buf(),
                     missing: f.to_string(),
+                    why,
                 });
             }
         }
@@ -75,6 +136,7 @@ fn resolve_in(base_model: &str, cache_dir: &Path) -> Result<PathBuf, ModelError>
         repo: base_model.to_string(),
         cache: cache_dir.to_path_buf(),
         missing: "config.json".to_string(),
+        why,
     })
 }
 
@@ -86,7 +148,7 @@ mod tests {
     fn repo_ids_resolve_through_the_cache_layout_and_fail_clearly_when_missing() {
         let tmp = tempfile::tempdir().unwrap();
         let cache = tmp.path().join("hub");
-        let err = resolve_in("acme/tiny-bert", &cache).unwrap_err().to_string();
+        let err = resolve_in("acme/tiny-bert", &cache, offline_reason()).unwrap_err().to_string();
         assert!(err.contains("'acme/tiny-bert'") && err.contains(cache.to_str().unwrap()), "{err}");
         assert!(err.contains("fetch-model.sh"), "{err}");
 
@@ -98,11 +160,11 @@ mod tests {
         for f in REQUIRED_FILES {
             std::fs::write(snap.join(f), "x").unwrap();
         }
-        assert_eq!(resolve_in("acme/tiny-bert", &cache).unwrap(), snap);
+        assert_eq!(resolve_in("acme/tiny-bert", &cache, None).unwrap(), snap);
         // A local directory wins and must be complete.
-        assert_eq!(resolve_in(snap.to_str().unwrap(), &cache).unwrap(), snap);
+        assert_eq!(resolve_in(snap.to_str().unwrap(), &cache, None).unwrap(), snap);
         std::fs::remove_file(snap.join("tokenizer.json")).unwrap();
-        let err = resolve_in(snap.to_str().unwrap(), &cache).unwrap_err().to_string();
+        let err = resolve_in(snap.to_str().unwrap(), &cache, None).unwrap_err().to_string();
         assert!(err.contains("tokenizer.json"), "{err}");
     }
 }

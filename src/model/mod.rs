@@ -70,9 +70,8 @@ pub enum ModelError {
     /// A base model given as a repo id is not in the local Hugging Face cache.
     #[error(
         "base model '{repo}' is not in the Hugging Face cache at {cache} (missing {missing}); \
-         this build reads the hub cache offline only (as with HF_HUB_OFFLINE=1): run \
-         scripts/fetch-model.sh, or set base_model to a local directory holding config.json, \
-         tokenizer.json and model.safetensors"
+         {why}: run scripts/fetch-model.sh, or set base_model to a local directory holding \
+         config.json, tokenizer.json and model.safetensors"
     )]
     NotInCache {
         /// The repo id, e.g. `sentence-transformers/all-MiniLM-L6-v2`.
@@ -81,6 +80,21 @@ pub enum ModelError {
         cache: PathBuf,
         /// The first file that was not found.
         missing: String,
+        /// Why nothing was downloaded (the build has no `hub-download` feature, or
+        /// `HF_HUB_OFFLINE` is set).
+        why: &'static str,
+    },
+    /// Downloading a base model from the hub failed (only with the `hub-download` feature).
+    #[error("downloading {file} of base model '{repo}' into {cache}: {msg}")]
+    Download {
+        /// The repo id.
+        repo: String,
+        /// The file being fetched.
+        file: String,
+        /// The cache directory written to.
+        cache: PathBuf,
+        /// hf-hub's message.
+        msg: String,
     },
     /// A checkpoint does not fit the config (a missing encoder tensor, a wrong shape).
     #[error("{path}: {msg}")]
