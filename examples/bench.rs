@@ -11,6 +11,12 @@
 
 use std::time::Instant;
 
+/// The `evalloop` binary's allocator (src/main.rs), so that the benchmark measures what the
+/// `train` and `score` commands do (glibc's malloc returns the large activation buffers to the
+/// kernel and page-faults them back in on every step).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result};
 use evalloop::score::Scorer;
 use evalloop::train::{TrainConfig, train};

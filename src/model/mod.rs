@@ -4,6 +4,8 @@
 //!   `load(vb, cfg)` and `forward_t(.., train)`; real, seeded dropout.
 //! - [`config`]: the `config.json` serde struct ([`BertConfig`]).
 //! - [`tokenize`]: (prompt, output) pairs to padded id tensors ([`PairTokenizer`]).
+//! - [`ops`]: fused CPU kernels with backward passes (LayerNorm, masked softmax, GELU) and
+//!   AdamW's in-place update.
 //! - [`hub`]: a base model from a local directory or the Hugging Face cache (offline).
 //! - [`weights`]: checkpoint loading (with or without the `bert.` prefix), seeded initialisation
 //!   of missing tensors, trainable `Var`s for training and plain mmaped tensors for inference.
@@ -16,6 +18,7 @@
 pub mod bert;
 pub mod config;
 pub mod hub;
+pub mod ops;
 pub mod tokenize;
 pub mod weights;
 
