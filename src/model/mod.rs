@@ -1,5 +1,6 @@
 //! A BERT sequence classifier in candle, with Hugging Face tensor names and a LayerNorm that has a gradient.
 //!
+//! - [`alloc`]: mimalloc settings for the binaries (freed memory stays mapped).
 //! - [`bert`]: the layers (`BertForSequenceClassification` and its parts), each with
 //!   `load(vb, cfg)` and `forward_t(.., train)`; real, seeded dropout.
 //! - [`config`]: the `config.json` serde struct ([`BertConfig`]).
@@ -15,6 +16,7 @@
 //! directory written by [`crate::train`] loads in transformers and a transformers checkpoint
 //! loads here.
 
+pub mod alloc;
 pub mod bert;
 pub mod config;
 pub mod hub;
