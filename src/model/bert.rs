@@ -167,6 +167,19 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     Ok(Linear::new(weight, Some(bias)))
 }
 
+/// `l` applied to `xs` (`(.., in)` → `(.., out)`): [`ops::linear`] (matrix product and bias in
+/// one gemm, one graph node) on contiguous f32 CPU tensors, candle's `Linear` otherwise.
+fn dense(l: &Linear, xs: &Tensor) -> Result<Tensor> {
+    if let Some(b) = l.bias()
+        && ops::fused_ok(xs)
+        && ops::fused_ok(l.weight())
+        && ops::fused_ok(b)
+    {
+        return ops::linear(xs, l.weight(), b);
+    }
+    l.forward(xs)
+}
+
 /// Softmax over the last dimension from composed ops (candle-nn's `softmax_last_dim` has no
 /// backward pass). The subtracted max is detached: softmax does not depend on it. Without
 /// gradient recording the fused kernel is used.
@@ -251,9 +264,9 @@ impl BertSelfAttention {
     /// `xs` `(b, s, h)`, `mask` `(b, 1, 1, s)` additive → `(b, s, h)`.
     pub fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
         let (b, s, h) = xs.dims3()?;
-        let q = self.split_heads(&self.query.forward(xs)?)?;
-        let k = self.split_heads(&self.key.forward(xs)?)?;
-        let v = self.split_heads(&self.value.forward(xs)?)?;
+        let q = self.split_heads(&dense(&self.query, xs)?)?;
+        let k = self.split_heads(&dense(&self.key, xs)?)?;
+        let v = self.split_heads(&dense(&self.value, xs)?)?;
         let scale = 1.0 / (self.head_size as f64).sqrt();
         let scores = q.matmul(&k.t()?)?;
         let probs = if ops::fused_ok(&scores) && ops::fused_ok(mask) {
@@ -289,7 +302,7 @@ impl BertResidualOutput {
 
     /// `xs` `(b, s, in_dim)`, `residual` `(b, s, h)` → `(b, s, h)`.
     pub fn forward_t(&self, xs: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
-        let xs = self.dropout.forward_t(&self.dense.forward(xs)?, train)?;
+        let xs = self.dropout.forward_t(&dense(&self.dense, xs)?, train)?;
         self.layer_norm.forward(&(xs + residual)?)
     }
 }
@@ -321,7 +334,7 @@ impl BertLayer {
     pub fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
         let attn = self.attention.forward_t(xs, mask, train)?;
         let attn = self.attention_output.forward_t(&attn, xs, train)?;
-        let inter = self.intermediate.forward(&attn)?;
+        let inter = dense(&self.intermediate, &attn)?;
         let inter = match self.act {
             HiddenAct::Gelu if ops::fused_ok(&inter) => ops::gelu_erf(&inter)?,
             HiddenAct::Gelu => inter.gelu_erf()?,
@@ -368,7 +381,7 @@ impl BertModel {
             xs = layer.forward_t(&xs, &mask, train)?;
         }
         let first = xs.i((.., 0))?;
-        self.pooler.forward(&first)?.tanh()
+        dense(&self.pooler, &first)?.tanh()
     }
 }
 
@@ -422,7 +435,7 @@ impl BertForSequenceClassification {
     ) -> Result<Tensor> {
         let pooled = self.bert.forward_t(input_ids, token_type_ids, attention_mask, train)?;
         let pooled = self.dropout.forward_t(&pooled, train)?;
-        self.classifier.forward(&pooled)
+        dense(&self.classifier, &pooled)
     }
 
     /// Number of outputs.

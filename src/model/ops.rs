@@ -1,4 +1,5 @@
-//! Fused CPU f32 kernels with backward passes for training: LayerNorm, the attention's scaled,
+//! Fused CPU f32 kernels with backward passes for training: linear layers with their bias,
+//! LayerNorm, the attention's scaled,
 //! masked softmax and exact (erf) GELU, each one pass over the data forward and one backward
 //! where the composed candle ops take five to twenty; and AdamW's in-place update.
 //!
@@ -41,6 +42,160 @@ fn last_dim(l: &Layout, op: &str) -> Result<usize> {
     match l.dims().last() {
         Some(&n) if n > 0 => Ok(n),
         _ => bail!("{op}: needs a non-empty last dimension, got {:?}", l.dims()),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Linear
+
+/// `x W^T + b` over the last dimension: `x` `(.., k)`, `weight` `(n, k)`, `bias` `(n,)` →
+/// `(.., n)`, as one graph node: the bias is the initial value of the output that the matrix
+/// product accumulates into (one gemm, no separate add), and the backward pass computes
+/// dx = g W and dW = g^T x with one gemm each (no reshapes, no broadcast). Needs [`fused_ok`]
+/// inputs.
+pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
+    x.apply_op3(weight, bias, LinearOp)
+}
+
+struct LinearOp;
+
+fn parallelism() -> gemm::Parallelism {
+    match candle_core::utils::get_num_threads() {
+        0 | 1 => gemm::Parallelism::None,
+        n => gemm::Parallelism::Rayon(n),
+    }
+}
+
+/// `dst (m x n, row-major) = [dst +] lhs (m x k) * rhs (k x n)`, each operand given by its row
+/// and column strides.
+#[allow(clippy::too_many_arguments)]
+fn sgemm(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    accumulate: bool,
+    lhs: &[f32],
+    (lhs_rs, lhs_cs): (usize, usize),
+    rhs: &[f32],
+    (rhs_rs, rhs_cs): (usize, usize),
+) -> Result<()> {
+    let span = |rows: usize, cols: usize, rs: usize, cs: usize| (rows - 1) * rs + (cols - 1) * cs + 1;
+    if m == 0 || n == 0 || k == 0 {
+        return Ok(());
+    }
+    if dst.len() < m * n || lhs.len() < span(m, k, lhs_rs, lhs_cs) || rhs.len() < span(k, n, rhs_rs, rhs_cs) {
+        bail!("sgemm: operands too small for {m} x {k} x {n}");
+    }
+    // SAFETY: the bounds of all three operands were checked above; dst does not alias them.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            lhs_cs as isize,
+            lhs_rs as isize,
+            rhs.as_ptr(),
+            rhs_cs as isize,
+            rhs_rs as isize,
+            if accumulate { 1.0 } else { 0.0 },
+            1.0,
+            false,
+            false,
+            false,
+            parallelism(),
+        )
+    }
+    Ok(())
+}
+
+impl CustomOp3 for LinearOp {
+    fn name(&self) -> &'static str {
+        "evalloop-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (x, w, b) = (f32_slice(s1, l1, op)?, f32_slice(s2, l2, op)?, f32_slice(s3, l3, op)?);
+        let k = last_dim(l1, op)?;
+        let (n, wk) = l2.shape().dims2()?;
+        if wk != k || b.len() != n {
+            bail!("{op}: input (.., {k}), weight ({n}, {wk}), bias {} do not fit", b.len());
+        }
+        let m = x.len() / k;
+        let mut y = Vec::with_capacity(m * n);
+        for _ in 0..m {
+            y.extend_from_slice(b);
+        }
+        // y += x (m x k) * W^T (k x n); W^T[kk][j] = w[j * k + kk].
+        sgemm((m, n, k), &mut y, true, x, (k, 1), w, (1, k))?;
+        let mut dims = l1.dims().to_vec();
+        *dims.last_mut().expect("checked") = n;
+        Ok((CpuStorage::F32(y), Shape::from(dims)))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let grad = grad.contiguous()?;
+        let n = weight.dim(0)?;
+        let dx = grad.apply_op2_no_bwd(weight, &LinearBwd { weight_grad: false })?.reshape(x.shape())?;
+        let dw = grad.apply_op2_no_bwd(&x.contiguous()?, &LinearBwd { weight_grad: true })?;
+        let db = grad.reshape(((), n))?.sum(0)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
+}
+
+/// The two gradient products of [`linear`]: with `g` `(m, n)`, `dx = g W` (`weight_grad: false`,
+/// second operand W `(n, k)`) or `dW = g^T x` (`weight_grad: true`, second operand x `(m, k)`).
+struct LinearBwd {
+    weight_grad: bool,
+}
+
+impl CustomOp2 for LinearBwd {
+    fn name(&self) -> &'static str {
+        "evalloop-linear-bwd"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let op = self.name();
+        let (g, o) = (f32_slice(s1, l1, op)?, f32_slice(s2, l2, op)?);
+        let n = last_dim(l1, op)?;
+        let m = g.len() / n;
+        let k = last_dim(l2, op)?;
+        if self.weight_grad {
+            if o.len() != m * k {
+                bail!("{op}: gradient has {m} rows, input {}", o.len() / k);
+            }
+            let mut dw = vec![0f32; n * k];
+            // dW (n x k) = g^T (n x m) * x (m x k); g^T[j][r] = g[r * n + j].
+            sgemm((n, k, m), &mut dw, false, g, (1, n), o, (k, 1))?;
+            Ok((CpuStorage::F32(dw), Shape::from((n, k))))
+        } else {
+            if o.len() != n * k {
+                bail!("{op}: weight has {} values, expected {n} x {k}", o.len());
+            }
+            let mut dx = vec![0f32; m * k];
+            // dx (m x k) = g (m x n) * W (n x k).
+            sgemm((m, k, n), &mut dx, false, g, (n, 1), o, (k, 1))?;
+            Ok((CpuStorage::F32(dx), Shape::from((m, k))))
+        }
     }
 }
 
@@ -513,6 +668,31 @@ mod tests {
         let var = c.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
         let inv = (var + eps).unwrap().sqrt().unwrap().recip().unwrap();
         c.broadcast_mul(&inv).unwrap().broadcast_mul(w).unwrap().broadcast_add(b).unwrap()
+    }
+
+    #[test]
+    fn linear_forward_and_gradients_match_candle_linear() {
+        let dev = Device::Cpu;
+        let x = Var::randn(0f32, 1.0, (3, 37, 24), &dev).unwrap();
+        let w = Var::randn(0f32, 0.2, (40, 24), &dev).unwrap();
+        let b = Var::randn(0f32, 0.5, 40, &dev).unwrap();
+        let fused = linear(&x, &w, &b).unwrap();
+        let reference = candle_nn::Linear::new(w.as_tensor().clone(), Some(b.as_tensor().clone()));
+        let reference = candle_core::Module::forward(&reference, x.as_tensor()).unwrap();
+        assert_eq!(fused.dims(), &[3, 37, 40]);
+        assert!(max_diff(&fused, &reference) < 1e-5);
+        let probe = Tensor::randn(0f32, 1.0, (3, 37, 40), &dev).unwrap();
+        let gf = grads_of(&[&x, &w, &b], &fused, &probe);
+        let gr = grads_of(&[&x, &w, &b], &reference, &probe);
+        for (name, (a, r)) in ["x", "weight", "bias"].iter().zip(gf.iter().zip(&gr)) {
+            assert_eq!(a.shape(), r.shape(), "{name}");
+            assert!(max_diff(a, r) < 1e-4, "{name}: {}", max_diff(a, r));
+        }
+        // A 2-D input (the pooler and the classifier).
+        let x2 = Tensor::randn(0f32, 1.0, (5, 24), &dev).unwrap();
+        let y2 = linear(&x2, &w, &b).unwrap();
+        let r2 = x2.matmul(&w.as_tensor().t().unwrap()).unwrap().broadcast_add(&b).unwrap();
+        assert!(max_diff(&y2, &r2) < 1e-5);
     }
 
     #[test]
