@@ -11,6 +11,12 @@
 
 use std::time::Instant;
 
+/// The `evalloop` binary's allocator (src/main.rs), so that the benchmark measures what the
+/// `train` and `score` commands do (glibc's malloc returns the large activation buffers to the
+/// kernel and page-faults them back in on every step).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use anyhow::{Context, Result};
 use evalloop::score::Scorer;
 use evalloop::train::{TrainConfig, train};
@@ -23,6 +29,7 @@ fn long_pair(i: usize) -> (String, String) {
 }
 
 fn main() -> Result<()> {
+    evalloop::model::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let base = args.first().context("usage: bench BASE_DIR [TRAIN_STEPS] [SCORE_BATCHES]")?;
     let steps: usize = args.get(1).map(|s| s.parse()).transpose()?.unwrap_or(4);

@@ -14,6 +14,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::config::{BertConfig, HiddenAct};
+use super::ops;
 
 /// The position of a dropout random stream, saved in training checkpoints so that a resumed run
 /// draws the same masks as an uninterrupted one.
@@ -63,7 +64,12 @@ impl DropoutRng {
     /// A mask shaped like `xs` whose entries are `0` with probability `p` and `1 / (1 - p)`
     /// otherwise, in `xs`'s dtype and on its device.
     fn mask_like(&self, xs: &Tensor, p: f64) -> Result<Tensor> {
-        let n = xs.elem_count();
+        let values = self.keep_values(xs.elem_count(), p)?;
+        Tensor::from_vec(values, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())
+    }
+
+    /// `n` dropout multipliers: `0` with probability `p`, `1 / (1 - p)` otherwise.
+    fn keep_values(&self, n: usize, p: f64) -> Result<Vec<f32>> {
         let threshold = (p * 4294967296.0) as u64;
         let keep = (1.0 / (1.0 - p)) as f32;
         let mut values = Vec::with_capacity(n);
@@ -74,7 +80,7 @@ impl DropoutRng {
                 values.push(if r >= threshold { keep } else { 0.0 });
             }
         }
-        Tensor::from_vec(values, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())
+        Ok(values)
     }
 }
 
@@ -99,6 +105,15 @@ impl Dropout {
         }
         xs.mul(&self.rng.mask_like(xs, self.p)?)
     }
+
+    /// The multipliers [`Dropout::forward_t`] would apply to a tensor of `n` elements (drawn
+    /// from the same stream, in the same order), or `None` when it would do nothing.
+    pub fn keep_values(&self, n: usize, train: bool) -> Result<Option<Vec<f32>>> {
+        if !train || self.p <= 0.0 {
+            return Ok(None);
+        }
+        self.rng.keep_values(n, self.p).map(Some)
+    }
 }
 
 /// LayerNorm over the last dimension from composed ops, so that its input, weight and bias all
@@ -118,15 +133,24 @@ impl LayerNorm {
 
     /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension (biased variance,
     /// as PyTorch). When no gradient is being recorded (no input is a `Var` or derived from
-    /// one, as in scoring) candle's fused kernel is used instead.
+    /// one, as in scoring) candle's fused kernel is used; when one is, on contiguous f32 CPU
+    /// tensors, [`ops::layer_norm`] (fused, with a backward pass); otherwise composed ops.
     pub fn forward(&self, xs: &Tensor) -> Result<Tensor> {
-        if xs.dtype() == DType::F32
+        self.forward_fused(xs, true)
+    }
+
+    fn forward_fused(&self, xs: &Tensor, fused: bool) -> Result<Tensor> {
+        if fused
+            && xs.dtype() == DType::F32
             && !xs.track_op()
             && !self.weight.track_op()
             && !self.bias.track_op()
             && xs.is_contiguous()
         {
             return candle_nn::ops::layer_norm(xs, &self.weight, &self.bias, self.eps as f32);
+        }
+        if fused && ops::fused_ok(xs) && ops::fused_ok(&self.weight) && ops::fused_ok(&self.bias) {
+            return ops::layer_norm(xs, &self.weight, &self.bias, self.eps);
         }
         let mean = xs.mean_keepdim(D::Minus1)?;
         let centered = xs.broadcast_sub(&mean)?;
@@ -141,6 +165,19 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     let weight = vb.get((out_dim, in_dim), "weight")?;
     let bias = vb.get(out_dim, "bias")?;
     Ok(Linear::new(weight, Some(bias)))
+}
+
+/// `l` applied to `xs` (`(.., in)` → `(.., out)`): [`ops::linear`] (matrix product and bias in
+/// one gemm, one graph node) on contiguous f32 CPU tensors, candle's `Linear` otherwise.
+fn dense(l: &Linear, xs: &Tensor) -> Result<Tensor> {
+    if let Some(b) = l.bias()
+        && ops::fused_ok(xs)
+        && ops::fused_ok(l.weight())
+        && ops::fused_ok(b)
+    {
+        return ops::linear(xs, l.weight(), b);
+    }
+    l.forward(xs)
 }
 
 /// Softmax over the last dimension from composed ops (candle-nn's `softmax_last_dim` has no
@@ -227,13 +264,19 @@ impl BertSelfAttention {
     /// `xs` `(b, s, h)`, `mask` `(b, 1, 1, s)` additive → `(b, s, h)`.
     pub fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
         let (b, s, h) = xs.dims3()?;
-        let q = self.split_heads(&self.query.forward(xs)?)?;
-        let k = self.split_heads(&self.key.forward(xs)?)?;
-        let v = self.split_heads(&self.value.forward(xs)?)?;
-        let scores = (q.matmul(&k.t()?)? * (1.0 / (self.head_size as f64).sqrt()))?;
-        let scores = scores.broadcast_add(mask)?;
-        let probs = softmax_last_dim(&scores)?;
-        let probs = self.dropout.forward_t(&probs, train)?;
+        let q = self.split_heads(&dense(&self.query, xs)?)?;
+        let k = self.split_heads(&dense(&self.key, xs)?)?;
+        let v = self.split_heads(&dense(&self.value, xs)?)?;
+        let scale = 1.0 / (self.head_size as f64).sqrt();
+        let scores = q.matmul(&k.t()?)?;
+        let probs = if ops::fused_ok(&scores) && ops::fused_ok(mask) {
+            // Softmax and dropout in one pass; the mask is drawn as forward_t would draw it.
+            let keep = self.dropout.keep_values(scores.elem_count(), train)?;
+            ops::scaled_masked_softmax_dropout(&scores, mask, scale, keep)?
+        } else {
+            let probs = softmax_last_dim(&(scores * scale)?.broadcast_add(mask)?)?;
+            self.dropout.forward_t(&probs, train)?
+        };
         probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))
     }
 }
@@ -259,7 +302,7 @@ impl BertResidualOutput {
 
     /// `xs` `(b, s, in_dim)`, `residual` `(b, s, h)` → `(b, s, h)`.
     pub fn forward_t(&self, xs: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
-        let xs = self.dropout.forward_t(&self.dense.forward(xs)?, train)?;
+        let xs = self.dropout.forward_t(&dense(&self.dense, xs)?, train)?;
         self.layer_norm.forward(&(xs + residual)?)
     }
 }
@@ -291,8 +334,9 @@ impl BertLayer {
     pub fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
         let attn = self.attention.forward_t(xs, mask, train)?;
         let attn = self.attention_output.forward_t(&attn, xs, train)?;
-        let inter = self.intermediate.forward(&attn)?;
+        let inter = dense(&self.intermediate, &attn)?;
         let inter = match self.act {
+            HiddenAct::Gelu if ops::fused_ok(&inter) => ops::gelu_erf(&inter)?,
             HiddenAct::Gelu => inter.gelu_erf()?,
             HiddenAct::GeluTanh => inter.gelu()?,
             HiddenAct::Relu => inter.relu()?,
@@ -337,7 +381,7 @@ impl BertModel {
             xs = layer.forward_t(&xs, &mask, train)?;
         }
         let first = xs.i((.., 0))?;
-        self.pooler.forward(&first)?.tanh()
+        dense(&self.pooler, &first)?.tanh()
     }
 }
 
@@ -391,7 +435,7 @@ impl BertForSequenceClassification {
     ) -> Result<Tensor> {
         let pooled = self.bert.forward_t(input_ids, token_type_ids, attention_mask, train)?;
         let pooled = self.dropout.forward_t(&pooled, train)?;
-        self.classifier.forward(&pooled)
+        dense(&self.classifier, &pooled)
     }
 
     /// Number of outputs.

@@ -1,9 +1,12 @@
 //! A BERT sequence classifier in candle, with Hugging Face tensor names and a LayerNorm that has a gradient.
 //!
+//! - [`alloc`]: mimalloc settings for the binaries (freed memory stays mapped).
 //! - [`bert`]: the layers (`BertForSequenceClassification` and its parts), each with
 //!   `load(vb, cfg)` and `forward_t(.., train)`; real, seeded dropout.
 //! - [`config`]: the `config.json` serde struct ([`BertConfig`]).
 //! - [`tokenize`]: (prompt, output) pairs to padded id tensors ([`PairTokenizer`]).
+//! - [`ops`]: fused CPU kernels with backward passes (LayerNorm, masked softmax, GELU) and
+//!   AdamW's in-place update.
 //! - [`hub`]: a base model from a local directory or the Hugging Face cache (offline).
 //! - [`weights`]: checkpoint loading (with or without the `bert.` prefix), seeded initialisation
 //!   of missing tensors, trainable `Var`s for training and plain mmaped tensors for inference.
@@ -13,9 +16,11 @@
 //! directory written by [`crate::train`] loads in transformers and a transformers checkpoint
 //! loads here.
 
+pub mod alloc;
 pub mod bert;
 pub mod config;
 pub mod hub;
+pub mod ops;
 pub mod tokenize;
 pub mod weights;
 

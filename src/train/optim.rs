@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use candle_core::{DType, Result, Tensor};
 
 use super::config::TrainConfig;
+use crate::model::ops;
 use crate::model::weights::Param;
 
 /// The learning-rate multiplier of parameter `name` under layer-wise decay `decay` with
@@ -88,8 +89,9 @@ impl AdamW {
                     .ok_or_else(|| candle_core::Error::msg(format!("no optimizer state for {}", p.name)))?
                     .to_device(p.var.device())
             };
-            self.m[i] = get(m)?;
-            self.v[i] = get(v)?;
+            // Own copies: the update writes the moments in place.
+            self.m[i] = get(m)?.copy()?;
+            self.v[i] = get(v)?.copy()?;
         }
         self.t = t;
         Ok(())
@@ -110,13 +112,27 @@ impl AdamW {
         let bc2 = 1.0 - self.beta2.powi(self.t as i32);
         for (i, (p, g)) in params.iter().zip(grads.iter_mut()).enumerate() {
             let Some(g) = g.take() else { continue };
+            let lr = lr * self.lr_scale[i];
+            let theta = p.var.as_tensor();
+            if ops::fused_ok(theta) && ops::fused_ok(&self.m[i]) && ops::fused_ok(&self.v[i]) && g.dtype() == DType::F32
+            {
+                // One pass each over m, v and the parameter, in place, no temporaries.
+                ops::adam_moments(&self.m[i], &self.v[i], &g, scale, self.beta1, self.beta2)?;
+                let decay = if p.decay && self.weight_decay > 0.0 { 1.0 - lr * self.weight_decay } else { 1.0 };
+                ops::adam_update(
+                    theta,
+                    &self.m[i],
+                    &self.v[i],
+                    ops::AdamUpdate { lr, decay, bc1, bc2, eps: self.eps },
+                )?;
+                continue;
+            }
             let g = g.detach();
             let g = if scale != 1.0 { (g * scale)? } else { g };
             let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
             let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
             let denom = ((&v / bc2)?.sqrt()? + self.eps)?;
             let update = ((&m / bc1)? / denom)?;
-            let lr = lr * self.lr_scale[i];
             let theta = p.var.as_tensor().detach();
             let theta =
                 if p.decay && self.weight_decay > 0.0 { (theta * (1.0 - lr * self.weight_decay))? } else { theta };
