@@ -74,7 +74,8 @@ const MIGRATIONS: &[&str] = &[
     // and metadata move to `log_texts`, so the analyses never read them. Scores are keyed by
     // (log_id, evaluator); feedback carries the log_id of its request, NULL while orphaned (the
     // partial index finds those when their log arrives). log_id keeps the old rowid, i.e. the
-    // ingest order.
+    // ingest order. Feedback has two indexes instead of three: by log_id (covering the human
+    // score) and the orphans by request_id; the unused one on its time is gone.
     "CREATE TABLE eval_logs_v4 (
         log_id INTEGER PRIMARY KEY,
         request_id TEXT NOT NULL UNIQUE,
@@ -129,10 +130,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX eval_logs_ts ON eval_logs(ts);
     CREATE INDEX eval_logs_cohort ON eval_logs(cohort);
     CREATE INDEX eval_scores_evaluator ON eval_scores(evaluator);
-    CREATE INDEX feedback_events_request ON feedback_events(request_id);
     CREATE INDEX feedback_events_log ON feedback_events(log_id, feedback_type, value_num);
-    CREATE INDEX feedback_events_orphans ON feedback_events(request_id) WHERE log_id IS NULL;
-    CREATE INDEX feedback_events_ts ON feedback_events(ts);",
+    CREATE INDEX feedback_events_orphans ON feedback_events(request_id) WHERE log_id IS NULL;",
 ];
 
 /// Stores with fewer logs than this are read on one connection; larger ones are split by
@@ -513,7 +512,11 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(
                 "SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
-                 WHERE request_id = ?1 ORDER BY ts, event_id",
+                 WHERE log_id = (SELECT log_id FROM eval_logs WHERE request_id = ?1)
+                 UNION ALL
+                 SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
+                 WHERE log_id IS NULL AND request_id = ?1
+                 ORDER BY ts, event_id",
             )
             .map_err(self.err())?;
         let rows = s
