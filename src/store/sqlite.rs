@@ -162,7 +162,10 @@ impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         let err = |source| StoreError::Sqlite { path: path.display().to_string(), source };
         let conn = Connection::open(path).map_err(err)?;
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;").map_err(err)?;
+        // 16 KiB pages for a new file (an existing one keeps its own): the analyses read about
+        // a gigabyte of pages at 10M logs, a quarter as many reads and cache lookups as 4 KiB.
+        conn.execute_batch("PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(err)?;
         conn.execute_batch(READ_PRAGMAS).map_err(err)?;
         conn.execute_batch("PRAGMA cache_size = -65536;").map_err(err)?;
         let mut store =
@@ -1218,6 +1221,14 @@ mod tests {
         assert_eq!(s.stats().unwrap().orphaned_feedback, 0);
         let cs = s.cohort_stats(&Filter::default(), &HumanPolicy::default()).unwrap();
         assert_eq!((cs[0].requests, cs[0].with_feedback, cs[0].positive), (2, 1, 1));
+    }
+
+    #[test]
+    fn new_stores_use_16_kib_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let size: i64 = s.connection().query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(size, 16384);
     }
 
     #[test]
