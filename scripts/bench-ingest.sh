@@ -31,24 +31,29 @@ import csv, json, sys, datetime
 d = sys.argv[1]
 def us(t):
     return int(datetime.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() * 1_000_000)
-with open(f"{d}/logs.jsonl") as f, open(f"{d}/logs.csv", "w", newline="") as lo, open(f"{d}/scores.csv", "w", newline="") as so:
-    lw, sw = csv.writer(lo), csv.writer(so)
-    for line in f:
+# Schema v4: the narrow eval_logs row, log_texts, scores and feedback keyed by log_id (the line number).
+log_ids = {}
+with open(f"{d}/logs.jsonl") as f, open(f"{d}/logs.csv", "w", newline="") as lo, \
+        open(f"{d}/texts.csv", "w", newline="") as to, open(f"{d}/scores.csv", "w", newline="") as so:
+    lw, tw, sw = csv.writer(lo), csv.writer(to), csv.writer(so)
+    for i, line in enumerate(f, 1):
         r = json.loads(line); m = r["metadata"]
-        lw.writerow([r["request_id"], us(r["timestamp"]), r["prompt"], r["output"], "", m.get("user_cohort"),
-                     m.get("user_id"), m.get("use_case"), m.get("prompt_version"), json.dumps(m, separators=(",", ":"))])
+        log_ids[r["request_id"]] = i
+        lw.writerow([i, r["request_id"], us(r["timestamp"]), m.get("user_cohort"), m.get("use_case"), m.get("user_id"),
+                     m.get("prompt_version"), ""])
+        tw.writerow([i, r["prompt"], r["output"], json.dumps(m, separators=(",", ":"))])
         other = {k: v for k, v in r["eval_scores"].items() if k != "overall"}
-        sw.writerow([r["request_id"], r.get("evaluator", "baseline"), r["eval_scores"]["overall"], json.dumps(other)])
+        sw.writerow([i, r.get("evaluator", "baseline"), r["eval_scores"]["overall"], json.dumps(other)])
 with open(f"{d}/feedback.jsonl") as f, open(f"{d}/feedback.csv", "w", newline="") as fo:
     w = csv.writer(fo)
     for line in f:
         r = json.loads(line); v = r.get("value", True)
         num = None if isinstance(v, str) else float(v)
-        w.writerow([r["event_id"], r["request_id"], r["feedback_type"], num, v if isinstance(v, str) else None,
-                    r.get("user_id"), us(r["timestamp"])])
+        w.writerow([r["event_id"], r["request_id"], log_ids.get(r["request_id"]), r["feedback_type"], num,
+                    v if isinstance(v, str) else None, r.get("user_id"), us(r["timestamp"])])
 PY
 read -r _ p_s p_rss < <(measure peer sqlite3 "$work/peer.db" "PRAGMA journal_mode=WAL;" "PRAGMA synchronous=NORMAL;" \
-  ".import --csv $work/logs.csv eval_logs" ".import --csv $work/scores.csv eval_scores" ".import --csv $work/feedback.csv feedback_events")
+  ".import --csv $work/logs.csv eval_logs" ".import --csv $work/texts.csv log_texts" ".import --csv $work/scores.csv eval_scores" ".import --csv $work/feedback.csv feedback_events")
 
 python3 - "$logs" "$fb" "$l_s" "$l_rss" "$f_s" "$f_rss" "$p_s" "$p_rss" <<'PY'
 import sys

@@ -33,7 +33,7 @@ use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, fro
 
 /// The schema version this program writes; kept equal to [`super::sqlite::SCHEMA_VERSION`], one
 /// entry of [`MIGRATIONS`] per version, so both backends move in lock-step.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migration `i` takes a store from version `i` to `i + 1` (the PostgreSQL spelling of the
 /// SQLite migration with the same index). Text keys use the "C" collation so that ordering is
@@ -89,6 +89,10 @@ const MIGRATIONS: &[&str] = &[
     // 2 -> 3: the cohort index carries request_id (an index-only scan for per-cohort aggregates).
     r#"DROP INDEX eval_logs_cohort;
     CREATE INDEX eval_logs_cohort ON eval_logs(cohort, request_id);"#,
+    // 3 -> 4: the SQLite store moved to integer keys and a narrow log table (its analyses were
+    // bound by B-tree seeks on text keys). PostgreSQL hash-joins and reads only the columns a
+    // query names, so its tables stay as they are; this step only records the version.
+    "SELECT 1",
 ];
 
 /// Holds the schema version: one row, created by the first migration run.

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use rusqlite::types::Value as SqlValue;
-use rusqlite::{Connection, params, params_from_iter};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use super::{
     BatchOutcome, CohortStats, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store, StoreError,
@@ -14,7 +14,7 @@ use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, from_micros, to_micros};
 
 /// The schema version this program writes. Each entry of [`MIGRATIONS`] moves one version up.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Migration `i` takes a store from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -69,13 +69,92 @@ const MIGRATIONS: &[&str] = &[
     // rates) read the index alone instead of every wide log row.
     "DROP INDEX eval_logs_cohort;
     CREATE INDEX eval_logs_cohort ON eval_logs(cohort, request_id);",
+    // 3 -> 4: integer keys and a narrow log table. `eval_logs` keeps one narrow row per request
+    // (an INTEGER PRIMARY KEY `log_id`, the request id and the indexed columns); prompt, output
+    // and metadata move to `log_texts`, so the analyses never read them. Scores are keyed by
+    // (log_id, evaluator); feedback carries the log_id of its request, NULL while orphaned (the
+    // partial index finds those when their log arrives). log_id keeps the old rowid, i.e. the
+    // ingest order. Feedback has two indexes instead of three: by log_id (covering the human
+    // score) and the orphans by request_id; the unused one on its time is gone.
+    "CREATE TABLE eval_logs_v4 (
+        log_id INTEGER PRIMARY KEY,
+        request_id TEXT NOT NULL UNIQUE,
+        ts INTEGER NOT NULL,
+        cohort TEXT,
+        use_case TEXT,
+        user_id TEXT,
+        prompt_version TEXT,
+        feedback_collected INTEGER
+    );
+    INSERT INTO eval_logs_v4 (log_id, request_id, ts, cohort, use_case, user_id, prompt_version, feedback_collected)
+        SELECT rowid, request_id, ts, cohort, use_case, user_id, prompt_version, feedback_collected
+        FROM eval_logs ORDER BY rowid;
+    CREATE TABLE log_texts (
+        log_id INTEGER PRIMARY KEY,
+        prompt TEXT NOT NULL,
+        output TEXT NOT NULL,
+        metadata TEXT NOT NULL
+    );
+    INSERT INTO log_texts (log_id, prompt, output, metadata)
+        SELECT rowid, prompt, output, metadata FROM eval_logs ORDER BY rowid;
+    CREATE TABLE eval_scores_v4 (
+        log_id INTEGER NOT NULL,
+        evaluator TEXT NOT NULL,
+        overall REAL NOT NULL,
+        scores TEXT NOT NULL,
+        PRIMARY KEY (log_id, evaluator)
+    ) WITHOUT ROWID;
+    INSERT INTO eval_scores_v4 (log_id, evaluator, overall, scores)
+        SELECT l.rowid, s.evaluator, s.overall, s.scores
+        FROM eval_scores s JOIN eval_logs l ON l.request_id = s.request_id ORDER BY 1, 2;
+    CREATE TABLE feedback_events_v4 (
+        event_id TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        log_id INTEGER,
+        feedback_type TEXT NOT NULL,
+        value_num REAL,
+        value_text TEXT,
+        user_id TEXT,
+        ts INTEGER NOT NULL
+    );
+    INSERT INTO feedback_events_v4 (rowid, event_id, request_id, log_id, feedback_type, value_num, value_text,
+            user_id, ts)
+        SELECT f.rowid, f.event_id, f.request_id, l.rowid, f.feedback_type, f.value_num, f.value_text, f.user_id, f.ts
+        FROM feedback_events f LEFT JOIN eval_logs l ON l.request_id = f.request_id ORDER BY f.rowid;
+    DROP TABLE eval_logs;
+    DROP TABLE eval_scores;
+    DROP TABLE feedback_events;
+    ALTER TABLE eval_logs_v4 RENAME TO eval_logs;
+    ALTER TABLE eval_scores_v4 RENAME TO eval_scores;
+    ALTER TABLE feedback_events_v4 RENAME TO feedback_events;
+    CREATE INDEX eval_logs_ts ON eval_logs(ts);
+    CREATE INDEX eval_logs_cohort ON eval_logs(cohort);
+    CREATE INDEX eval_scores_evaluator ON eval_scores(evaluator);
+    CREATE INDEX feedback_events_log ON feedback_events(log_id, feedback_type, value_num);
+    CREATE INDEX feedback_events_orphans ON feedback_events(request_id) WHERE log_id IS NULL;",
 ];
+
+/// Stores with fewer logs than this are read on one connection; larger ones are split by
+/// `log_id` range over [`read_threads`] connections.
+const PARALLEL_MIN_LOGS: i64 = 200_000;
+
+/// Page cache of the extra reading connections, in KiB (the writer's is 64 MiB). Their reads
+/// are one pass over each table; a small cache recycles its pages instead of touching fresh
+/// memory for every page read.
+const READER_CACHE_KIB: i64 = 8192;
+
+/// How many connections read a large store at once: the available cores, at most 8.
+fn read_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get()).min(8)
+}
 
 /// A store in one SQLite file.
 pub struct SqliteStore {
     conn: Connection,
     path: PathBuf,
     in_tx: bool,
+    /// Below this many logs, reads stay on one connection (see [`PARALLEL_MIN_LOGS`]).
+    parallel_min_logs: i64,
 }
 
 impl SqliteStore {
@@ -83,15 +162,14 @@ impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         let err = |source| StoreError::Sqlite { path: path.display().to_string(), source };
         let conn = Connection::open(path).map_err(err)?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = NORMAL;
-             PRAGMA busy_timeout = 10000;
-             PRAGMA cache_size = -65536;
-             PRAGMA temp_store = MEMORY;",
-        )
-        .map_err(err)?;
-        let mut store = SqliteStore { conn, path: path.to_path_buf(), in_tx: false };
+        // 16 KiB pages for a new file (an existing one keeps its own): the analyses read about
+        // a gigabyte of pages at 10M logs, a quarter as many reads and cache lookups as 4 KiB.
+        conn.execute_batch("PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(err)?;
+        conn.execute_batch(READ_PRAGMAS).map_err(err)?;
+        conn.execute_batch("PRAGMA cache_size = -65536;").map_err(err)?;
+        let mut store =
+            SqliteStore { conn, path: path.to_path_buf(), in_tx: false, parallel_min_logs: PARALLEL_MIN_LOGS };
         store.migrate()?;
         Ok(store)
     }
@@ -131,7 +209,77 @@ impl SqliteStore {
     pub fn connection(&self) -> &Connection {
         &self.conn
     }
+
+    /// Splits the `log_id` range into one chunk per reading thread when the store is large
+    /// enough and no write transaction is open (other connections would not see its rows);
+    /// otherwise one chunk covering everything.
+    fn log_id_chunks(&self) -> StoreResult<Vec<(i64, i64)>> {
+        let threads = read_threads() as i64;
+        if self.in_tx || threads < 2 {
+            return Ok(vec![(i64::MIN, i64::MAX)]);
+        }
+        let (lo, hi): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row(
+                // Two subqueries: each is one B-tree descent, where MIN and MAX together scan.
+                "SELECT (SELECT MIN(log_id) FROM eval_logs), (SELECT MAX(log_id) FROM eval_logs)",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(self.err())?;
+        let (Some(lo), Some(hi)) = (lo, hi) else { return Ok(vec![(i64::MIN, i64::MAX)]) };
+        let span = hi.saturating_sub(lo).saturating_add(1);
+        if span < self.parallel_min_logs.max(threads) {
+            return Ok(vec![(i64::MIN, i64::MAX)]);
+        }
+        let step = span / threads;
+        Ok((0..threads)
+            .map(|i| {
+                let a = if i == 0 { i64::MIN } else { lo + i * step };
+                let b = if i == threads - 1 { i64::MAX } else { lo + (i + 1) * step - 1 };
+                (a, b)
+            })
+            .collect())
+    }
+
+    /// Runs `f` once per `log_id` chunk: the first on this connection, the others each on a
+    /// read-only connection of its own in a thread of its own (WAL readers do not block each
+    /// other). Results come back in chunk order.
+    fn on_chunks<T: Send>(
+        &self,
+        f: impl Fn(&Connection, i64, i64) -> rusqlite::Result<T> + Sync,
+    ) -> StoreResult<Vec<T>> {
+        let chunks = self.log_id_chunks()?;
+        let path = self.path.as_path();
+        let f = &f;
+        let results: Vec<rusqlite::Result<T>> = std::thread::scope(|scope| {
+            let others: Vec<_> = chunks[1..]
+                .iter()
+                .map(|&(a, b)| {
+                    scope.spawn(move || {
+                        let conn = Connection::open_with_flags(
+                            path,
+                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+                        )?;
+                        conn.execute_batch(READ_PRAGMAS)?;
+                        conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB};"))?;
+                        f(&conn, a, b)
+                    })
+                })
+                .collect();
+            let mut results = vec![f(&self.conn, chunks[0].0, chunks[0].1)];
+            for h in others {
+                results.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
+            }
+            results
+        });
+        results.into_iter().map(|r| r.map_err(self.err())).collect()
+    }
 }
+
+/// Settings for every connection (the writer's and the extra readers').
+const READ_PRAGMAS: &str = "PRAGMA busy_timeout = 10000;
+     PRAGMA temp_store = MEMORY;";
 
 /// SQL for the score one feedback event contributes under a policy; parameters ?1..?5 are the
 /// thumbs-up, thumbs-down, usage, edit and discard scores (NULL = ignored). Table alias `f`.
@@ -169,7 +317,10 @@ fn metadata_expr(key: &str, params: &mut Vec<SqlValue>) -> String {
         "prompt_version" => "l.prompt_version".into(),
         _ => {
             params.push(SqlValue::Text(json_path(key)));
-            format!("CAST(json_extract(l.metadata, ?{}) AS TEXT)", params.len())
+            format!(
+                "CAST(json_extract((SELECT t.metadata FROM log_texts t WHERE t.log_id = l.log_id), ?{}) AS TEXT)",
+                params.len()
+            )
         }
     }
 }
@@ -240,31 +391,41 @@ impl Store for SqliteStore {
         let mut log_stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO eval_logs (request_id, ts, prompt, output, feedback_collected, cohort, user_id,
-                     use_case, prompt_version, metadata)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(request_id) DO NOTHING",
+                "INSERT INTO eval_logs (request_id, ts, feedback_collected, cohort, user_id, use_case, prompt_version)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(request_id) DO NOTHING",
             )
+            .map_err(&err)?;
+        let mut text_stmt = self
+            .conn
+            .prepare_cached("INSERT INTO log_texts (log_id, prompt, output, metadata) VALUES (?1, ?2, ?3, ?4)")
             .map_err(&err)?;
         let mut score_stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO eval_scores (request_id, evaluator, overall, scores) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(request_id, evaluator) DO NOTHING",
+                "INSERT INTO eval_scores (log_id, evaluator, overall, scores) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(log_id, evaluator) DO NOTHING",
             )
+            .map_err(&err)?;
+        // Feedback that came before its log is attached to it here; when there is none (the
+        // usual case, read from the small partial index), the per-log update is skipped.
+        let orphans: bool = self
+            .conn
+            .query_row("SELECT EXISTS (SELECT 1 FROM feedback_events WHERE log_id IS NULL)", [], |r| r.get(0))
+            .map_err(&err)?;
+        let mut attach = self
+            .conn
+            .prepare_cached("UPDATE feedback_events SET log_id = ?1 WHERE request_id = ?2 AND log_id IS NULL")
             .map_err(&err)?;
         for l in logs {
             let n = log_stmt
                 .execute(params![
                     l.request_id,
                     to_micros(&l.timestamp),
-                    l.prompt,
-                    l.output,
                     l.feedback_collected,
                     l.meta_str("user_cohort"),
                     l.meta_str("user_id"),
                     l.meta_str("use_case"),
                     l.meta_str("prompt_version"),
-                    serde_json::to_string(&l.metadata).unwrap_or_else(|_| "{}".into()),
                 ])
                 .map_err(&err)?;
             if n == 0 {
@@ -272,10 +433,16 @@ impl Store for SqliteStore {
                 continue;
             }
             out.stored += 1;
+            let log_id = self.conn.last_insert_rowid();
+            let metadata = serde_json::to_string(&l.metadata).unwrap_or_else(|_| "{}".into());
+            text_stmt.execute(params![log_id, l.prompt, l.output, metadata]).map_err(&err)?;
             let others: BTreeMap<&str, f64> =
                 l.eval_scores.iter().filter(|(k, _)| k.as_str() != "overall").map(|(k, v)| (k.as_str(), *v)).collect();
             let others = serde_json::to_string(&others).unwrap_or_else(|_| "{}".into());
-            score_stmt.execute(params![l.request_id, l.evaluator, l.overall(), others]).map_err(&err)?;
+            score_stmt.execute(params![log_id, l.evaluator, l.overall(), others]).map_err(&err)?;
+            if orphans {
+                attach.execute(params![log_id, l.request_id]).map_err(&err)?;
+            }
         }
         Ok(out)
     }
@@ -286,20 +453,24 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO feedback_events (event_id, request_id, feedback_type, value_num, value_text, user_id, ts)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(event_id) DO NOTHING",
+                "INSERT INTO feedback_events (event_id, request_id, log_id, feedback_type, value_num, value_text,
+                     user_id, ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(event_id) DO NOTHING",
             )
             .map_err(&err)?;
-        let mut exists = self.conn.prepare_cached("SELECT 1 FROM eval_logs WHERE request_id = ?1").map_err(&err)?;
+        let mut log_id =
+            self.conn.prepare_cached("SELECT log_id FROM eval_logs WHERE request_id = ?1").map_err(&err)?;
         for e in events {
             let text = match &e.value {
                 FeedbackValue::Text(t) => Some(t.as_str()),
                 _ => None,
             };
+            let id: Option<i64> = log_id.query_row([&e.request_id], |r| r.get(0)).optional().map_err(&err)?;
             let n = stmt
                 .execute(params![
                     e.event_id,
                     e.request_id,
+                    id,
                     e.feedback_type.as_str(),
                     e.value.as_number(),
                     text,
@@ -312,7 +483,7 @@ impl Store for SqliteStore {
                 continue;
             }
             out.stored += 1;
-            if !exists.exists([&e.request_id]).map_err(&err)? {
+            if id.is_none() {
                 out.orphaned += 1;
             }
         }
@@ -325,9 +496,9 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO eval_scores (request_id, evaluator, overall, scores)
-                 SELECT ?1, ?2, ?3, '{}' WHERE EXISTS (SELECT 1 FROM eval_logs WHERE request_id = ?1)
-                 ON CONFLICT(request_id, evaluator) DO UPDATE SET overall = excluded.overall",
+                "INSERT INTO eval_scores (log_id, evaluator, overall, scores)
+                 SELECT l.log_id, ?2, ?3, '{}' FROM eval_logs l WHERE l.request_id = ?1
+                 ON CONFLICT(log_id, evaluator) DO UPDATE SET overall = excluded.overall",
             )
             .map_err(&err)?;
         for (id, score) in scores {
@@ -350,7 +521,11 @@ impl Store for SqliteStore {
             .conn
             .prepare_cached(
                 "SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
-                 WHERE request_id = ?1 ORDER BY ts, event_id",
+                 WHERE log_id = (SELECT log_id FROM eval_logs WHERE request_id = ?1)
+                 UNION ALL
+                 SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
+                 WHERE log_id IS NULL AND request_id = ?1
+                 ORDER BY ts, event_id",
             )
             .map_err(self.err())?;
         let rows = s
@@ -383,10 +558,7 @@ impl Store for SqliteStore {
             schema_version: self.schema_version()?,
             logs: count("SELECT COUNT(*) FROM eval_logs")?,
             feedback_events: count("SELECT COUNT(*) FROM feedback_events")?,
-            orphaned_feedback: count(
-                "SELECT COUNT(*) FROM feedback_events f WHERE NOT EXISTS
-                 (SELECT 1 FROM eval_logs l WHERE l.request_id = f.request_id)",
-            )?,
+            orphaned_feedback: count("SELECT COUNT(*) FROM feedback_events WHERE log_id IS NULL")?,
             ..Default::default()
         };
         st.feedback_by_type = self.counted(
@@ -417,10 +589,13 @@ impl Store for SqliteStore {
             Some(k) => metadata_expr(k, &mut params),
             None => "NULL".into(),
         };
-        let text = if q.with_text { "l.prompt, l.output, l.metadata" } else { "NULL, NULL, NULL" };
+        let (text, text_join) = if q.with_text {
+            ("t.prompt, t.output, t.metadata", " CROSS JOIN log_texts t")
+        } else {
+            ("NULL, NULL, NULL", "")
+        };
+        let text_cond = if q.with_text { " AND t.log_id = l.log_id" } else { "" };
         let cond = filter_sql(&q.filter, true, &mut params);
-        // Without a limit the rows are sorted here: SQLite would sort them in a temporary B-tree
-        // although the feedback aggregate already comes in request order.
         let order = match q.limit {
             Some(n) => {
                 params.push(SqlValue::Integer(n as i64));
@@ -428,102 +603,175 @@ impl Store for SqliteStore {
             }
             None => String::new(),
         };
-        // CROSS JOIN fixes the join order: the (few) requests with feedback drive the lookups.
-        // Left to itself, SQLite 3.54 may scan every score of the evaluator instead.
+        let (lo, hi) = (params.len() + 1, params.len() + 2);
+        // The feedback aggregate comes in log_id order from its covering index and drives
+        // integer-key lookups into the narrow log table and the scores (CROSS JOIN fixes that
+        // order). Without a limit the rows are sorted here, and a large store is read in log_id
+        // chunks on several connections at once.
         let sql = format!(
             "WITH h AS (
-                SELECT f.request_id, AVG({EVENT_SCORE_SQL}) AS human, COUNT({EVENT_SCORE_SQL}) AS n
-                FROM feedback_events f GROUP BY f.request_id
+                SELECT f.log_id, AVG({EVENT_SCORE_SQL}) AS human, COUNT({EVENT_SCORE_SQL}) AS n
+                FROM feedback_events f WHERE f.log_id BETWEEN ?{lo} AND ?{hi} GROUP BY f.log_id
              )
              SELECT l.request_id, l.ts, s.evaluator, s.overall, h.human, h.n, l.cohort, l.use_case, {group}, {text}
-             FROM h CROSS JOIN eval_logs l CROSS JOIN eval_scores s
-             WHERE l.request_id = h.request_id AND s.request_id = l.request_id AND h.human IS NOT NULL{cond}
+             FROM h CROSS JOIN eval_logs l CROSS JOIN eval_scores s{text_join}
+             WHERE l.log_id = h.log_id AND s.log_id = h.log_id AND h.human IS NOT NULL{text_cond}{cond}
              {order}"
         );
-        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
-        let rows = stmt
-            .query_map(params_from_iter(params.iter()), |r| {
-                let prompt: Option<String> = r.get(9)?;
-                let text = match prompt {
-                    Some(prompt) => Some(RequestText { prompt, output: r.get(10)?, metadata: r.get(11)? }),
-                    None => None,
-                };
-                Ok(ScoredRequest {
-                    request_id: r.get(0)?,
-                    timestamp_us: r.get(1)?,
-                    evaluator: r.get(2)?,
-                    eval_score: r.get(3)?,
-                    human_score: r.get(4)?,
-                    n_scored_events: r.get::<_, i64>(5)? as u64,
-                    cohort: r.get(6)?,
-                    use_case: r.get(7)?,
-                    group: r.get(8)?,
-                    text,
-                })
-            })
-            .map_err(self.err())?;
-        let mut rows: Vec<ScoredRequest> = rows.collect::<Result<_, _>>().map_err(self.err())?;
-        if q.limit.is_none() {
-            rows.sort_by(|a, b| (&a.request_id, &a.evaluator).cmp(&(&b.request_id, &b.evaluator)));
+        let run = |conn: &Connection, a: i64, b: i64| -> rusqlite::Result<Vec<ScoredRequest>> {
+            // The chunk's feedback count bounds its rows (for one evaluator): reserving it once
+            // spares the copies and fresh pages of a doubling vector of large rows.
+            let events: i64 =
+                conn.query_row("SELECT COUNT(*) FROM feedback_events WHERE log_id BETWEEN ?1 AND ?2", [a, b], |r| {
+                    r.get(0)
+                })?;
+            let mut params = params.clone();
+            params.extend([SqlValue::Integer(a), SqlValue::Integer(b)]);
+            let mut stmt = conn.prepare(&sql)?;
+            let mut out = Vec::with_capacity(q.limit.map_or(events, |n| events.min(n as i64)).max(0) as usize);
+            for row in stmt.query_map(params_from_iter(params.iter()), scored_row)? {
+                out.push(row?);
+            }
+            Ok(out)
+        };
+        if q.limit.is_some() {
+            return run(&self.conn, i64::MIN, i64::MAX).map_err(self.err());
         }
+        let chunks = self.on_chunks(run)?;
+        let mut rows = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+        for chunk in chunks {
+            rows.extend(chunk);
+        }
+        rows.sort_unstable_by(|a, b| (&a.request_id, &a.evaluator).cmp(&(&b.request_id, &b.evaluator)));
         Ok(rows)
     }
 
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>> {
-        let mut params = policy_params(policy);
-        params.push(SqlValue::Real(policy.good_min));
-        let good = params.len();
-        // With an evaluator, its score is one primary-key lookup per request; without one, the
-        // mean over the request's evaluators.
-        let score_join = match &filter.evaluator {
-            Some(e) => {
-                params.push(SqlValue::Text(e.clone()));
-                format!("LEFT JOIN eval_scores s ON s.request_id = l.request_id AND s.evaluator = ?{}", params.len())
-            }
-            None => "LEFT JOIN (SELECT request_id, AVG(overall) AS overall FROM eval_scores GROUP BY request_id) s
-                     ON s.request_id = l.request_id"
-                .to_string(),
-        };
-        let cond = filter_sql(&Filter { evaluator: None, ..filter.clone() }, false, &mut params);
-        let sql = format!(
-            "WITH h AS (
-                SELECT f.request_id,
-                       MAX(f.feedback_type LIKE 'explicit%') AS ex,
-                       MAX(f.feedback_type LIKE 'implicit%') AS im,
-                       AVG({EVENT_SCORE_SQL}) AS human
-                FROM feedback_events f GROUP BY f.request_id
-             )
-             SELECT l.cohort, COUNT(*), COUNT(h.request_id), COALESCE(SUM(h.ex), 0), COALESCE(SUM(h.im), 0),
-                    COUNT(h.human), COALESCE(SUM(h.human >= ?{good}), 0), AVG(s.overall)
-             FROM eval_logs l LEFT JOIN h ON h.request_id = l.request_id
-                              {score_join}
-             WHERE 1 = 1{cond}
-             GROUP BY l.cohort ORDER BY l.cohort"
+        // Three scans in log_id order (the narrow logs with the filter, the scores, the feedback
+        // aggregate), merged here: a constant number of queries and no per-log index seeks.
+        let mut log_params = Vec::new();
+        let cond = filter_sql(&Filter { evaluator: None, ..filter.clone() }, false, &mut log_params);
+        let logs_sql = format!(
+            "SELECT l.log_id, l.cohort FROM eval_logs l WHERE l.log_id BETWEEN ?{} AND ?{}{cond} ORDER BY l.log_id",
+            log_params.len() + 1,
+            log_params.len() + 2
         );
-        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
-        let rows = stmt
-            .query_map(params_from_iter(params.iter()), |r| {
-                let n = |i| r.get::<_, i64>(i).map(|x| x as u64);
-                Ok(CohortStats {
-                    cohort: r.get(0)?,
-                    requests: n(1)?,
-                    with_feedback: n(2)?,
-                    with_explicit: n(3)?,
-                    with_implicit: n(4)?,
-                    with_human_score: n(5)?,
-                    positive: n(6)?,
-                    mean_eval_score: r.get(7)?,
-                })
+        // The unary + keeps SQLite on the primary key (log_id, evaluator), which holds the score,
+        // rather than the evaluator index, which would need a lookup per row.
+        let (scores_sql, evaluator) = match &filter.evaluator {
+            Some(e) => (
+                "SELECT log_id, overall FROM eval_scores WHERE log_id BETWEEN ?1 AND ?2 AND +evaluator = ?3
+                 ORDER BY log_id",
+                Some(e.clone()),
+            ),
+            None => (
+                "SELECT log_id, AVG(overall) FROM eval_scores WHERE log_id BETWEEN ?1 AND ?2
+                 GROUP BY log_id ORDER BY log_id",
+                None,
+            ),
+        };
+        let feedback_sql = format!(
+            "SELECT f.log_id, MAX(f.feedback_type LIKE 'explicit%'), MAX(f.feedback_type LIKE 'implicit%'),
+                    AVG({EVENT_SCORE_SQL})
+             FROM feedback_events f WHERE f.log_id BETWEEN ?6 AND ?7 GROUP BY f.log_id ORDER BY f.log_id"
+        );
+        let policy_params = policy_params(policy);
+        let good_min = policy.good_min;
+        let run = |conn: &Connection, a: i64, b: i64| -> rusqlite::Result<Vec<(Option<String>, CohortAcc)>> {
+            let range = [SqlValue::Integer(a), SqlValue::Integer(b)];
+            let mut lp = log_params.clone();
+            lp.extend(range.clone());
+            let mut logs_stmt = conn.prepare(&logs_sql)?;
+            let mut logs = logs_stmt.query(params_from_iter(lp.iter()))?;
+            let mut sp = range.to_vec();
+            sp.extend(evaluator.clone().map(SqlValue::Text));
+            let mut scores_stmt = conn.prepare(scores_sql)?;
+            let mut scores = scores_stmt.query(params_from_iter(sp.iter()))?;
+            let mut fp = policy_params.clone();
+            fp.extend(range);
+            let mut fb_stmt = conn.prepare(&feedback_sql)?;
+            let mut fb = fb_stmt.query(params_from_iter(fp.iter()))?;
+
+            let mut cohorts: Vec<(Option<String>, CohortAcc)> = Vec::new();
+            let mut score: Option<(i64, Option<f64>)> = None;
+            let mut scores_done = false;
+            let mut feedback: Option<(i64, i64, i64, Option<f64>)> = None;
+            let mut feedback_done = false;
+            let mut last = usize::MAX;
+            while let Some(r) = logs.next()? {
+                let log_id: i64 = r.get(0)?;
+                let cohort = match r.get_ref(1)? {
+                    rusqlite::types::ValueRef::Text(t) => Some(t),
+                    _ => None,
+                };
+                if last >= cohorts.len() || cohorts[last].0.as_deref().map(str::as_bytes) != cohort {
+                    last = match cohorts.iter().position(|(c, _)| c.as_deref().map(str::as_bytes) == cohort) {
+                        Some(i) => i,
+                        None => {
+                            let name = cohort.map(|t| String::from_utf8_lossy(t).into_owned());
+                            cohorts.push((name, CohortAcc::default()));
+                            cohorts.len() - 1
+                        }
+                    };
+                }
+                let acc = &mut cohorts[last].1;
+                acc.requests += 1;
+                while !scores_done && score.is_none_or(|(id, _)| id < log_id) {
+                    match scores.next()? {
+                        Some(s) => score = Some((s.get(0)?, s.get(1)?)),
+                        None => scores_done = true,
+                    }
+                }
+                if let Some((id, Some(v))) = score
+                    && id == log_id
+                {
+                    acc.score_sum.add(v);
+                    acc.scored += 1;
+                }
+                while !feedback_done && feedback.is_none_or(|(id, ..)| id < log_id) {
+                    match fb.next()? {
+                        Some(f) => feedback = Some((f.get(0)?, f.get(1)?, f.get(2)?, f.get(3)?)),
+                        None => feedback_done = true,
+                    }
+                }
+                if let Some((id, ex, im, human)) = feedback
+                    && id == log_id
+                {
+                    acc.with_feedback += 1;
+                    acc.with_explicit += ex as u64;
+                    acc.with_implicit += im as u64;
+                    if let Some(h) = human {
+                        acc.with_human_score += 1;
+                        acc.positive += u64::from(h >= good_min);
+                    }
+                }
+            }
+            Ok(cohorts)
+        };
+        let mut merged: BTreeMap<Option<String>, CohortAcc> = BTreeMap::new();
+        for (cohort, acc) in self.on_chunks(run)?.into_iter().flatten() {
+            merged.entry(cohort).or_default().merge(&acc);
+        }
+        Ok(merged
+            .into_iter()
+            .map(|(cohort, a)| CohortStats {
+                cohort,
+                requests: a.requests,
+                with_feedback: a.with_feedback,
+                with_explicit: a.with_explicit,
+                with_implicit: a.with_implicit,
+                with_human_score: a.with_human_score,
+                positive: a.positive,
+                mean_eval_score: (a.scored > 0).then(|| a.score_sum.value() / a.scored as f64),
             })
-            .map_err(self.err())?;
-        rows.collect::<Result<_, _>>().map_err(self.err())
+            .collect())
     }
 
     fn eval_scores(&self, filter: &Filter) -> StoreResult<Vec<f64>> {
         let mut params = Vec::new();
         let cond = filter_sql(filter, true, &mut params);
         let sql = format!(
-            "SELECT s.overall FROM eval_logs l JOIN eval_scores s ON s.request_id = l.request_id
+            "SELECT s.overall FROM eval_logs l JOIN eval_scores s ON s.log_id = l.log_id
              WHERE 1 = 1{cond} ORDER BY l.request_id, s.evaluator"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
@@ -534,7 +782,7 @@ impl Store for SqliteStore {
     fn request_ids(&self, filter: &Filter) -> StoreResult<Vec<String>> {
         let mut params = Vec::new();
         let cond = filter_sql(filter, true, &mut params);
-        let join = if filter.evaluator.is_some() { "JOIN eval_scores s ON s.request_id = l.request_id" } else { "" };
+        let join = if filter.evaluator.is_some() { "JOIN eval_scores s ON s.log_id = l.log_id" } else { "" };
         let sql = format!("SELECT l.request_id FROM eval_logs l {join} WHERE 1 = 1{cond} ORDER BY l.request_id");
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get(0)).map_err(self.err())?;
@@ -611,7 +859,10 @@ impl SqliteStore {
     fn text_of(&self, id: &str) -> StoreResult<RequestText> {
         let mut s = self
             .conn
-            .prepare_cached("SELECT prompt, output, metadata FROM eval_logs WHERE request_id = ?1")
+            .prepare_cached(
+                "SELECT t.prompt, t.output, t.metadata FROM eval_logs l JOIN log_texts t ON t.log_id = l.log_id
+                 WHERE l.request_id = ?1",
+            )
             .map_err(self.err())?;
         let mut rows = s.query([id]).map_err(self.err())?;
         match rows.next().map_err(self.err())? {
@@ -622,6 +873,81 @@ impl SqliteStore {
             }),
             None => Err(StoreError::Invalid(format!("no log for request {id:?}"))),
         }
+    }
+}
+
+/// One row of the scored-requests query.
+fn scored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScoredRequest> {
+    let prompt: Option<String> = r.get(9)?;
+    let text = match prompt {
+        Some(prompt) => Some(RequestText { prompt, output: r.get(10)?, metadata: r.get(11)? }),
+        None => None,
+    };
+    Ok(ScoredRequest {
+        request_id: r.get(0)?,
+        timestamp_us: r.get(1)?,
+        evaluator: r.get(2)?,
+        eval_score: r.get(3)?,
+        human_score: r.get(4)?,
+        n_scored_events: r.get::<_, i64>(5)? as u64,
+        cohort: r.get(6)?,
+        use_case: r.get(7)?,
+        group: r.get(8)?,
+        text,
+    })
+}
+
+/// A compensated (Kahan-Babuska-Neumaier) sum, as SQLite's own `SUM` and `AVG` keep it.
+#[derive(Debug, Clone, Copy, Default)]
+struct KbnSum {
+    sum: f64,
+    err: f64,
+}
+
+impl KbnSum {
+    fn add(&mut self, x: f64) {
+        let t = self.sum + x;
+        if self.sum.abs() >= x.abs() {
+            self.err += (self.sum - t) + x;
+        } else {
+            self.err += (x - t) + self.sum;
+        }
+        self.sum = t;
+    }
+
+    fn merge(&mut self, o: &KbnSum) {
+        self.add(o.sum);
+        self.err += o.err;
+    }
+
+    fn value(&self) -> f64 {
+        self.sum + self.err
+    }
+}
+
+/// Per-cohort counts of [`Store::cohort_stats`] for one chunk of logs; chunks merge exactly.
+#[derive(Debug, Clone, Copy, Default)]
+struct CohortAcc {
+    requests: u64,
+    with_feedback: u64,
+    with_explicit: u64,
+    with_implicit: u64,
+    with_human_score: u64,
+    positive: u64,
+    scored: u64,
+    score_sum: KbnSum,
+}
+
+impl CohortAcc {
+    fn merge(&mut self, o: &CohortAcc) {
+        self.requests += o.requests;
+        self.with_feedback += o.with_feedback;
+        self.with_explicit += o.with_explicit;
+        self.with_implicit += o.with_implicit;
+        self.with_human_score += o.with_human_score;
+        self.positive += o.positive;
+        self.scored += o.scored;
+        self.score_sum.merge(&o.score_sum);
     }
 }
 
@@ -674,6 +1000,235 @@ mod tests {
         let cs = s.cohort_stats(&Filter::default(), &HumanPolicy::default()).unwrap();
         assert_eq!(cs.len(), 2);
         assert_eq!((cs[1].requests, cs[1].with_feedback, cs[1].with_implicit), (2, 2, 1));
+    }
+
+    /// Logs over three cohorts (and none), two evaluators, metadata keys; feedback of every
+    /// kind, one orphan.
+    fn fixture() -> (Vec<EvalLog>, Vec<FeedbackEvent>, Vec<(String, f64)>) {
+        let cohorts = ["free", "pro", "enterprise", ""];
+        let logs: Vec<EvalLog> = (0..40)
+            .map(|i| {
+                let mut l = log(&format!("r{:03}", (i * 7) % 40), cohorts[i % 4], (i as f64 * 0.37) % 1.0);
+                if i % 4 == 3 {
+                    l.metadata.remove("user_cohort");
+                }
+                l.metadata.insert("tier".into(), json!(format!("t{}", i % 3)));
+                l
+            })
+            .collect();
+        let kinds = [
+            ("explicit_thumbs_up", json!(true)),
+            ("explicit_thumbs_down", json!(true)),
+            ("explicit_rating", json!(4)),
+            ("explicit_rating", json!(1)),
+            ("explicit_text_comment", json!("hm")),
+            ("implicit_usage", json!(true)),
+            ("implicit_discard", json!(false)),
+        ];
+        let mut events: Vec<FeedbackEvent> = (0..60)
+            .map(|j| {
+                let (t, v) = &kinds[j % kinds.len()];
+                let mut e = fb(&format!("r{:03}", (j * 11) % 37), t, v.clone());
+                e.event_id = format!("e{j:03}");
+                e
+            })
+            .collect();
+        let mut orphan = fb("zzz", "explicit_rating", json!(3));
+        orphan.event_id = "e-orphan".into();
+        events.push(orphan);
+        let second: Vec<(String, f64)> =
+            (0..40).step_by(3).map(|i| (format!("r{i:03}"), (i as f64 * 0.11) % 1.0)).collect();
+        (logs, events, second)
+    }
+
+    fn load(s: &mut SqliteStore, logs: &[EvalLog], events: &[FeedbackEvent], second: &[(String, f64)]) {
+        s.begin().unwrap();
+        s.insert_logs(logs).unwrap();
+        s.insert_feedback(events).unwrap();
+        s.insert_scores("judge-v2", second).unwrap();
+        s.commit().unwrap();
+    }
+
+    /// Everything the analyses read, as JSON (the store's location left out).
+    fn answers(s: &SqliteStore) -> serde_json::Value {
+        let judge = Filter { evaluator: Some("judge-v2".into()), ..Default::default() };
+        let tier = Filter { metadata: vec![("tier".into(), "t1".into())], ..Default::default() };
+        let policy = HumanPolicy { implicit_usage: Some(4.0), ..Default::default() };
+        let queries = [
+            ScoredQuery::default(),
+            ScoredQuery {
+                filter: judge.clone(),
+                with_text: true,
+                group_key: Some("tier".into()),
+                ..Default::default()
+            },
+            ScoredQuery { filter: tier.clone(), policy: policy.clone(), limit: Some(3), ..Default::default() },
+            ScoredQuery { filter: Filter { cohort: Some("pro".into()), ..Default::default() }, ..Default::default() },
+        ];
+        let mut stats = s.stats().unwrap();
+        stats.location.clear();
+        let ids = s.request_ids(&Filter::default()).unwrap();
+        let feedback = ["r000", "zzz"].map(|id| format!("{:?}", s.feedback_for(id).unwrap()));
+        json!({
+            "scored": queries.iter().map(|q| s.scored_requests(q).unwrap()).collect::<Vec<_>>(),
+            "cohorts": [
+                s.cohort_stats(&Filter::default(), &HumanPolicy::default()).unwrap(),
+                s.cohort_stats(&judge, &policy).unwrap(),
+                s.cohort_stats(&tier, &HumanPolicy::default()).unwrap(),
+            ],
+            "eval_scores": [s.eval_scores(&Filter::default()).unwrap(), s.eval_scores(&judge).unwrap()],
+            "ids": [&ids, &s.request_ids(&judge).unwrap()],
+            "texts": s.request_texts(&ids).unwrap(),
+            "feedback": feedback,
+            "stats": stats,
+        })
+    }
+
+    /// Writes the fixture with the version-3 schema and SQL, as the previous release did.
+    fn write_v3(path: &Path, logs: &[EvalLog], events: &[FeedbackEvent], second: &[(String, f64)]) {
+        let mut c = Connection::open(path).unwrap();
+        let tx = c.transaction().unwrap();
+        for sql in &MIGRATIONS[..3] {
+            tx.execute_batch(sql).unwrap();
+        }
+        tx.execute_batch("PRAGMA user_version = 3").unwrap();
+        for l in logs {
+            let n = tx
+                .execute(
+                    "INSERT INTO eval_logs (request_id, ts, prompt, output, feedback_collected, cohort, user_id,
+                         use_case, prompt_version, metadata)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT(request_id) DO NOTHING",
+                    params![
+                        l.request_id,
+                        to_micros(&l.timestamp),
+                        l.prompt,
+                        l.output,
+                        l.feedback_collected,
+                        l.meta_str("user_cohort"),
+                        l.meta_str("user_id"),
+                        l.meta_str("use_case"),
+                        l.meta_str("prompt_version"),
+                        serde_json::to_string(&l.metadata).unwrap(),
+                    ],
+                )
+                .unwrap();
+            if n == 1 {
+                tx.execute(
+                    "INSERT INTO eval_scores (request_id, evaluator, overall, scores) VALUES (?1, ?2, ?3, '{}')",
+                    params![l.request_id, l.evaluator, l.overall()],
+                )
+                .unwrap();
+            }
+        }
+        for e in events {
+            let text = match &e.value {
+                FeedbackValue::Text(t) => Some(t.as_str()),
+                _ => None,
+            };
+            tx.execute(
+                "INSERT INTO feedback_events (event_id, request_id, feedback_type, value_num, value_text, user_id, ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    e.event_id,
+                    e.request_id,
+                    e.feedback_type.as_str(),
+                    e.value.as_number(),
+                    text,
+                    e.user_id,
+                    to_micros(&e.timestamp)
+                ],
+            )
+            .unwrap();
+        }
+        for (id, score) in second {
+            tx.execute(
+                "INSERT INTO eval_scores (request_id, evaluator, overall, scores) VALUES (?1, 'judge-v2', ?2, '{}')",
+                params![id, score],
+            )
+            .unwrap();
+        }
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn version_3_store_migrates_and_answers_the_same() {
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let mut fresh = SqliteStore::open(&dir.path().join("fresh.db")).unwrap();
+        load(&mut fresh, &logs, &events, &second);
+        let old = dir.path().join("old.db");
+        write_v3(&old, &logs, &events, &second);
+        let migrated = SqliteStore::open(&old).unwrap();
+        assert_eq!(migrated.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(answers(&migrated), answers(&fresh));
+        assert_eq!(migrated.stats().unwrap().orphaned_feedback, 1);
+        // The migrated store keeps taking writes: the orphan's log arrives.
+        let mut migrated = migrated;
+        migrated.begin().unwrap();
+        migrated.insert_logs(&[log("zzz", "pro", 0.3)]).unwrap();
+        migrated.commit().unwrap();
+        assert_eq!(migrated.stats().unwrap().orphaned_feedback, 0);
+    }
+
+    #[test]
+    fn failed_migration_leaves_the_version_3_store_untouched() {
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        write_v3(&old, &logs, &events, &second);
+        // A table in the way of the migration makes it fail half-way through.
+        Connection::open(&old).unwrap().execute_batch("CREATE TABLE eval_scores_v4 (x)").unwrap();
+        assert!(SqliteStore::open(&old).is_err());
+        let c = Connection::open(&old).unwrap();
+        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let logs_v4: i64 = c
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('eval_logs_v4', 'log_texts')", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let prompt: i64 =
+            c.query_row("SELECT COUNT(*) FROM eval_logs WHERE prompt IS NOT NULL", [], |r| r.get(0)).unwrap();
+        assert_eq!((version, logs_v4, prompt), (3, 0, 40));
+    }
+
+    #[test]
+    fn chunked_reads_on_several_connections_answer_as_one() {
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        load(&mut s, &logs, &events, &second);
+        let one = answers(&s);
+        s.parallel_min_logs = 0;
+        let chunks = s.log_id_chunks().unwrap();
+        assert_eq!(chunks.len(), read_threads(), "the store is split when the machine has cores to spare");
+        assert_eq!(answers(&s), one);
+    }
+
+    #[test]
+    fn orphaned_feedback_counts_once_its_log_arrives() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        s.begin().unwrap();
+        let o = s.insert_feedback(&[fb("late", "explicit_rating", json!(5))]).unwrap();
+        s.commit().unwrap();
+        assert_eq!(o.orphaned, 1);
+        assert!(s.scored_requests(&ScoredQuery::default()).unwrap().is_empty());
+        s.begin().unwrap();
+        s.insert_logs(&[log("late", "pro", 0.4), log("other", "pro", 0.6)]).unwrap();
+        s.commit().unwrap();
+        let rows = s.scored_requests(&ScoredQuery::default()).unwrap();
+        assert_eq!((rows.len(), rows[0].request_id.as_str(), rows[0].human_score), (1, "late", 5.0));
+        assert_eq!(s.stats().unwrap().orphaned_feedback, 0);
+        let cs = s.cohort_stats(&Filter::default(), &HumanPolicy::default()).unwrap();
+        assert_eq!((cs[0].requests, cs[0].with_feedback, cs[0].positive), (2, 1, 1));
+    }
+
+    #[test]
+    fn new_stores_use_16_kib_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let size: i64 = s.connection().query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+        assert_eq!(size, 16384);
     }
 
     #[test]
