@@ -25,6 +25,8 @@
 #   pairwise_of   pairwise logistic loss, output_first
 #   gp_of         graded+pairwise, output_first, eval_metric group_spearman, layer_lr_decay 0.9
 #   gp_of_inv     as gp_of with inverse_rate weights
+#   gp_of_sp      as gp_of with eval_metric spearman (dataset-level validation Spearman: with
+#                 groups of two, few validation groups have two labelled outputs)
 #   peer          the PyTorch + transformers peer (scripts/bench_quality_peer.py): the same
 #                 MiniLM, graded MSE, longest-first, same epochs / batch / lr / max_length /
 #                 seed, no weighting, on the same dataset directory
@@ -108,6 +110,7 @@ log_every = 1000"
     graded_of) printf 'none|%s\nobjective = "graded"\ntruncation = "output_first"\n' "$common" ;;
     pairwise_of) printf 'none|%s\nobjective = "pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\n' "$common" ;;
     gp_of) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
+    gp_of_sp) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     peer) printf 'none|%s\nobjective = "graded"\n' "$common" ;;
     gp_of_inv) printf 'inverse_rate|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     *) echo "unknown config $1" >&2; exit 2 ;;
