@@ -40,7 +40,7 @@
 # directory to reuse it: runs whose scores are already there are not trained again, so a grid
 # can be run in parts and printed whole), PEER_PYTHON (/tmp/evalloop-pyenv/bin/python: a python
 # with torch and transformers, for `peer`).
-# Needs: a release build and python3 (standard library only). CPU time: about one training run
+# Needs: a release build, python3 (standard library only), and for `peer` PEER_PYTHON. CPU time: about one training run
 # of MiniLM per (dataset, seed, configuration); see BENCHMARKS.md for what one took here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -53,7 +53,7 @@ fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
 DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
 SEEDS="${SEEDS:-1 2 3}"
-CONFIGS="${CONFIGS:-graded graded_inv graded_of pairwise_of gp_of gp_of_inv}"
+CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp}"
 EPOCHS="${EPOCHS:-3}"
 MAX_LENGTH="${MAX_LENGTH:-256}"
 BATCH="${BATCH:-16}"
