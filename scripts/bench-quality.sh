@@ -40,8 +40,9 @@
 # directory to reuse it: runs whose scores are already there are not trained again, so a grid
 # can be run in parts and printed whole), PEER_PYTHON (/tmp/evalloop-pyenv/bin/python: a python
 # with torch and transformers, for `peer`).
-# Needs: a release build, python3 (standard library only), and for `peer` PEER_PYTHON. CPU time: about one training run
-# of MiniLM per (dataset, seed, configuration); see BENCHMARKS.md for what one took here.
+# Needs: a release build, python3 (standard library only), and for `peer` PEER_PYTHON. CPU
+# time: about one training run of MiniLM per (dataset, seed, configuration); see BENCHMARKS.md
+# for what one took here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-}"
