@@ -15,6 +15,10 @@ request_id, prompt, output, label in [0, 1], weight, group):
 - after each epoch, the validation Spearman; the best epoch's weights are kept (evalloop's
   default `eval_metric = "spearman"`, `patience = 0` in the benchmark).
 
+The seed seeds torch (head initialisation, dropout) and Python's shuffle of the training
+examples each epoch: the same seed number as evalloop's run, not the same random streams, so the
+two implementations see different data orders and head initialisations.
+
 Then scores `--heldout` (JSONL with request_id, prompt, output) and writes each line back with
 `score` added, as `evalloop score` does. Prints `train_seconds S` (training and validation
 passes only, not loading python, torch or the model) to stdout.
