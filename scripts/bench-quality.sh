@@ -25,15 +25,24 @@
 #   pairwise_of   pairwise logistic loss, output_first
 #   gp_of         graded+pairwise, output_first, eval_metric group_spearman, layer_lr_decay 0.9
 #   gp_of_inv     as gp_of with inverse_rate weights
+#   gp_of_sp      as gp_of with eval_metric spearman (dataset-level validation Spearman: with
+#                 groups of two, few validation groups have two labelled outputs)
+#   peer          the PyTorch + transformers peer (scripts/bench_quality_peer.py): the same
+#                 MiniLM, graded MSE, longest-first, same epochs / batch / lr / max_length /
+#                 seed, no weighting, on the same dataset directory
 #
 # Usage: scripts/bench-quality.sh
 # Environment (defaults): DATA (../shared/data/judgements), DATASETS ("newsroom:coherence
 # newsroom:relevance bagel:quality"), SEEDS ("1 2 3"), CONFIGS (all above), EPOCHS (3),
 # MAX_LENGTH (256), BATCH (16), LR (5e-5), THREADS (2: candle's CPU threads), MODEL
 # (models/all-MiniLM-L6-v2), HOLDOUT_FRAC (0.3: share of groups held out), KEEP (unset: set to
-# keep the work directory).
-# Needs: a release build and python3 (standard library only). CPU time: about one training run
-# of MiniLM per (dataset, seed, configuration); see BENCHMARKS.md for what one took here.
+# keep the work directory), WORK (unset: a fresh temp directory; set to an existing work
+# directory to reuse it: runs whose scores are already there are not trained again, so a grid
+# can be run in parts and printed whole), PEER_PYTHON (/tmp/evalloop-pyenv/bin/python: a python
+# with torch and transformers, for `peer`).
+# Needs: a release build, python3 (standard library only), and for `peer` PEER_PYTHON. CPU
+# time: about one training run of MiniLM per (dataset, seed, configuration); see BENCHMARKS.md
+# for what one took here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA="${DATA:-}"
@@ -45,7 +54,7 @@ fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
 DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
 SEEDS="${SEEDS:-1 2 3}"
-CONFIGS="${CONFIGS:-graded graded_inv graded_of pairwise_of gp_of gp_of_inv}"
+CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp}"
 EPOCHS="${EPOCHS:-3}"
 MAX_LENGTH="${MAX_LENGTH:-256}"
 BATCH="${BATCH:-16}"
@@ -56,8 +65,14 @@ export RAYON_NUM_THREADS="${THREADS:-2}"
 [[ -f "$MODEL/model.safetensors" ]] || { echo "no model in $MODEL (scripts/fetch-model.sh)" >&2; exit 2; }
 BIN="${EVALLOOP_BIN:-target/release/evalloop}"
 [[ -x "$BIN" ]] || cargo build --release
-WORK="$(mktemp -d)"
-if [[ -z "${KEEP:-}" ]]; then trap 'rm -rf "$WORK"' EXIT; else echo "work directory: $WORK" >&2; fi
+PEER_PYTHON="${PEER_PYTHON:-/tmp/evalloop-pyenv/bin/python}"
+if [[ -n "${WORK:-}" ]]; then
+  mkdir -p "$WORK"
+  echo "work directory: $WORK" >&2
+else
+  WORK="$(mktemp -d)"
+  if [[ -z "${KEEP:-}" ]]; then trap 'rm -rf "$WORK"' EXIT; else echo "work directory: $WORK" >&2; fi
+fi
 
 sim_toml() {
   cat <<'T'
@@ -96,6 +111,8 @@ log_every = 1000"
     graded_of) printf 'none|%s\nobjective = "graded"\ntruncation = "output_first"\n' "$common" ;;
     pairwise_of) printf 'none|%s\nobjective = "pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\n' "$common" ;;
     gp_of) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
+    gp_of_sp) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
+    peer) printf 'none|%s\nobjective = "graded"\n' "$common" ;;
     gp_of_inv) printf 'inverse_rate|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     *) echo "unknown config $1" >&2; exit 2 ;;
   esac
@@ -108,6 +125,7 @@ for spec in $DATASETS; do
   for seed in $SEEDS; do
     run="$WORK/$name-$dim-$seed"
     mkdir -p "$run"
+    if [[ ! -f "$run/prepared" ]]; then
     sim_toml > "$run/sim.toml"
     "$BIN" --config "$run/sim.toml" simulate --judgements "$DATA/$name.jsonl" --dimension "$dim" \
       --out "$run/sim" --seed "$seed" --holdout-groups "$holdout" > /dev/null
@@ -118,23 +136,40 @@ for spec in $DATASETS; do
         "$w" "$seed" > "$run/ds-$w.toml"
       "$BIN" --db "$run/e.db" --config "$run/ds-$w.toml" dataset build --out "$run/ds-$w" > /dev/null 2>&1
     done
+    touch "$run/prepared"
+    fi
     for c in $CONFIGS; do
+      [[ -f "$run/scores-$c.jsonl" ]] && continue
       s="$(config_spec "$c")"
       w="${s%%|*}"
       printf '[train]\nseed = %s\n%s\n' "$seed" "${s#*|}" > "$run/train-$c.toml"
       start=$(date +%s.%N)
+      if [[ "$c" == peer ]]; then
+        mkdir -p "$run/m-$c"
+        "$PEER_PYTHON" scripts/bench_quality_peer.py --dataset "$run/ds-$w" --model "$MODEL" \
+          --heldout "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" --epochs "$EPOCHS" \
+          --batch-size "$BATCH" --lr "$LR" --max-length "$MAX_LENGTH" --seed "$seed" \
+          --threads "$RAYON_NUM_THREADS" > "$run/train-$c.log" 2>&1 \
+          || { echo "peer failed: $run/train-$c.log" >&2; tail -5 "$run/train-$c.log" >&2; exit 1; }
+        # The peer's own training time (without loading python and torch).
+        grep -o 'train_seconds [0-9.]*' "$run/train-$c.log" | cut -d' ' -f2 > "$run/m-$c/train_seconds"
+        mv "$run/scores-$c.jsonl.tmp" "$run/scores-$c.jsonl"
+        echo "done: $name/$dim seed $seed $c ($(cut -c1-6 < "$run/m-$c/train_seconds") s)" >&2
+        continue
+      fi
       "$BIN" --config "$run/train-$c.toml" train --dataset "$run/ds-$w" --out "$run/m-$c" > "$run/train-$c.log" 2>&1 \
         || { echo "train failed: $run/train-$c.log" >&2; tail -5 "$run/train-$c.log" >&2; exit 1; }
       end=$(date +%s.%N)
       python3 -c "print($end - $start)" > "$run/m-$c/train_seconds"
-      "$BIN" score --model "$run/m-$c" --input "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl" > /dev/null
+      "$BIN" score --model "$run/m-$c" --input "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" > /dev/null
+      mv "$run/scores-$c.jsonl.tmp" "$run/scores-$c.jsonl"
       echo "done: $name/$dim seed $seed $c ($(cat "$run/m-$c/train_seconds" | cut -c1-6) s)" >&2
     done
   done
 done
 
 python3 - "$WORK" "$DATASETS" "$SEEDS" "$CONFIGS" <<'PY'
-import json, sys, statistics as st
+import json, os, sys, statistics as st
 from collections import defaultdict
 work, datasets, seeds, configs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
 
@@ -172,7 +207,7 @@ def rows(p):
         return [json.loads(l) for l in f if l.strip()]
 
 print(f"held-out group-level Spearman with expert scores (mean, sd over seeds {' '.join(seeds)})")
-print(f"{'dataset':<22} {'evaluator':<14} {'mean':>7} {'sd':>7} {'groups':>7} {'train s':>8}")
+print(f"{'dataset':<22} {'evaluator':<14} {'mean':>7} {'sd':>7} {'groups':>7} {'train s':>8}  per seed")
 for spec in datasets:
     name, dim = spec.split(":")
     res = defaultdict(list); ng = {}; secs = defaultdict(list)
@@ -181,11 +216,17 @@ for spec in datasets:
         held = rows(f"{run}/sim/heldout.jsonl")
         v, n = group_spearman(held, "eval_score"); res["baseline_f1"].append(v); ng["baseline_f1"] = n
         for c in configs:
-            v, n = group_spearman(rows(f"{run}/scores-{c}.jsonl"), "score")
+            p = f"{run}/scores-{c}.jsonl"
+            if not os.path.exists(p):
+                continue  # not run (yet): the row says how many seeds it has
+            v, n = group_spearman(rows(p), "score")
             res[c].append(v); ng[c] = n
             secs[c].append(float(open(f"{run}/m-{c}/train_seconds").read()))
     for c in ["baseline_f1"] + configs:
+        if not res[c]:
+            continue
         sd = st.pstdev(res[c]) if len(res[c]) > 1 else 0.0
         t = f"{st.mean(secs[c]):8.0f}" if secs[c] else f"{'-':>8}"
-        print(f"{name + '/' + dim:<22} {c:<14} {st.mean(res[c]):7.3f} {sd:7.3f} {ng[c]:7d} {t}")
+        per = " ".join(f"{v:.3f}" for v in res[c])
+        print(f"{name + '/' + dim:<22} {c:<14} {st.mean(res[c]):7.3f} {sd:7.3f} {ng[c]:7d} {t}  {per}")
 PY
