@@ -102,8 +102,9 @@ pub struct ScoredRequest {
     pub use_case: Option<String>,
     /// The value of the query's group key, when asked and present.
     pub group: Option<String>,
-    /// Present when the query asked `with_text`.
-    pub text: Option<RequestText>,
+    /// Present when the query asked `with_text`. Boxed: the analyses that read no text hold
+    /// hundreds of thousands of rows, and a pointer keeps each row 64 bytes smaller.
+    pub text: Option<Box<RequestText>>,
 }
 
 /// The text of a request.

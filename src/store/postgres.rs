@@ -705,7 +705,7 @@ impl Store for PostgresStore {
             let text = match prompt {
                 Some(prompt) => {
                     let metadata: String = r.try_get(11)?;
-                    Some(RequestText { prompt, output: r.try_get(10)?, metadata: canonical_json(metadata) })
+                    Some(Box::new(RequestText { prompt, output: r.try_get(10)?, metadata: canonical_json(metadata) }))
                 }
                 None => None,
             };

@@ -620,11 +620,14 @@ impl Store for SqliteStore {
         );
         let run = |conn: &Connection, a: i64, b: i64| -> rusqlite::Result<Vec<ScoredRequest>> {
             // The chunk's feedback count bounds its rows (for one evaluator): reserving it once
-            // spares the copies and fresh pages of a doubling vector of large rows.
-            let events: i64 =
-                conn.query_row("SELECT COUNT(*) FROM feedback_events WHERE log_id BETWEEN ?1 AND ?2", [a, b], |r| {
-                    r.get(0)
-                })?;
+            // spares the copies and fresh pages of a doubling vector of large rows. The first
+            // chunk's vector receives the other chunks' rows too, so it reserves for all of them.
+            let upper = if a == i64::MIN { i64::MAX } else { b };
+            let events: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM feedback_events WHERE log_id BETWEEN ?1 AND ?2",
+                [a, upper],
+                |r| r.get(0),
+            )?;
             let mut params = params.clone();
             params.extend([SqlValue::Integer(a), SqlValue::Integer(b)]);
             let mut stmt = conn.prepare(&sql)?;
@@ -637,8 +640,10 @@ impl Store for SqliteStore {
         if q.limit.is_some() {
             return run(&self.conn, i64::MIN, i64::MAX).map_err(self.err());
         }
-        let chunks = self.on_chunks(run)?;
-        let mut rows = Vec::with_capacity(chunks.iter().map(Vec::len).sum());
+        // Appending to the first chunk's vector (reserved for every chunk) copies only the
+        // other chunks' rows, where a fresh vector would copy all of them into fresh pages.
+        let mut chunks = self.on_chunks(run)?.into_iter();
+        let mut rows = chunks.next().unwrap_or_default();
         for chunk in chunks {
             rows.extend(chunk);
         }
@@ -880,7 +885,7 @@ impl SqliteStore {
 fn scored_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScoredRequest> {
     let prompt: Option<String> = r.get(9)?;
     let text = match prompt {
-        Some(prompt) => Some(RequestText { prompt, output: r.get(10)?, metadata: r.get(11)? }),
+        Some(prompt) => Some(Box::new(RequestText { prompt, output: r.get(10)?, metadata: r.get(11)? })),
         None => None,
     };
     Ok(ScoredRequest {
