@@ -279,6 +279,19 @@ impl FeedbackEvent {
         };
         let raw_value = obj.get("value").unwrap_or(&Value::Null);
         let value = parse_value(feedback_type, raw_value, from_text)?;
+        // Ratings per human dimension have a specified format (docs/multi-dimension.md) but no
+        // implementation yet: storing one would count it as an overall rating, so refuse it.
+        match obj.get("dimension") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(s)) if from_text && s.is_empty() => {}
+            Some(_) => {
+                return Err(FieldError::new(
+                    "dimension",
+                    "per-dimension ratings are not supported yet (docs/multi-dimension.md); \
+                     without this refusal the event would count as an overall rating",
+                ));
+            }
+        }
         let user_id = optional_string(&mut obj, "user_id")?;
         let given_ts = match obj.get("timestamp") {
             None | Some(Value::Null) => None,
@@ -569,6 +582,13 @@ mod tests {
         assert_eq!(f.value, FeedbackValue::Bool(true));
         let f = ok(json!({"request_id": "r", "feedback_type": "explicit_rating", "value": 4.0})).unwrap();
         assert_eq!(f.value, FeedbackValue::Rating(4));
+        let dim = json!({"request_id": "r", "feedback_type": "explicit_rating", "value": 4, "dimension": "coherence"});
+        let e = ok(dim).unwrap_err();
+        assert_eq!(e.field, "dimension");
+        assert!(e.reason.contains("not supported yet"), "{}", e.reason);
+        // An empty CSV cell is no dimension: an overall rating, as before.
+        let csv = json!({"request_id": "r", "feedback_type": "explicit_rating", "value": "4", "dimension": ""});
+        assert_eq!(FeedbackEvent::from_json(csv, true, now).unwrap().value, FeedbackValue::Rating(4));
     }
 
     #[test]
