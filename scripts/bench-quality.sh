@@ -171,28 +171,9 @@ done
 python3 - "$WORK" "$DATASETS" "$SEEDS" "$CONFIGS" <<'PY'
 import json, os, sys, statistics as st
 from collections import defaultdict
+sys.path.insert(0, "scripts")
+from rank_stats import spearman
 work, datasets, seeds, configs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
-
-def ranks(xs):
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    r = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in order[i:j + 1]:
-            r[k] = (i + j) / 2 + 1
-        i = j + 1
-    return r
-
-def spearman(x, y):
-    rx, ry = ranks(x), ranks(y)
-    mx, my = st.mean(rx), st.mean(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    return None if sxx <= 0 or syy <= 0 else sxy / (sxx * syy) ** 0.5
 
 def group_spearman(rows, key):
     g = defaultdict(list)

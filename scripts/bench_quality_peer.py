@@ -39,6 +39,8 @@ import time
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from rank_stats import spearman  # scripts/ is on sys.path: it holds this script
+
 
 def read_jsonl(path, required=True):
     try:
@@ -48,31 +50,6 @@ def read_jsonl(path, required=True):
         if required:
             raise
         return []
-
-
-def ranks(xs):
-    order = sorted(range(len(xs)), key=lambda i: xs[i])
-    r = [0.0] * len(xs)
-    i = 0
-    while i < len(order):
-        j = i
-        while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-            j += 1
-        for k in order[i:j + 1]:
-            r[k] = (i + j) / 2 + 1
-        i = j + 1
-    return r
-
-
-def spearman(x, y):
-    if len(x) < 2:
-        return float("nan")
-    rx, ry = ranks(x), ranks(y)
-    mx, my = sum(rx) / len(rx), sum(ry) / len(ry)
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    return float("nan") if sxx <= 0 or syy <= 0 else sxy / math.sqrt(sxx * syy)
 
 
 def main():
@@ -165,6 +142,7 @@ def main():
             sched.step()
         if validation:
             rho = spearman(predict(validation), [r["label"] for r in validation])
+            rho = float("nan") if rho is None else rho
             history.append({"epoch": epoch + 1, "spearman": rho})
             print(f"epoch {epoch + 1} validation spearman {rho:.4f}", file=sys.stderr)
             if not math.isnan(rho) and (best is None or rho > best):
