@@ -27,6 +27,9 @@
 #   gp_of_inv     as gp_of with inverse_rate weights
 #   gp_of_sp      as gp_of with eval_metric spearman (dataset-level validation Spearman: with
 #                 groups of two, few validation groups have two labelled outputs)
+#   gp_of_b       as gp_of with pair_scope = "batch": pairs of any two outputs of a batch
+#   gp_of_ens     as gp_of, an ensemble of three members (seeds s, s+100, s+200) whose mean
+#                 score is the evaluator
 #   peer          the PyTorch + transformers peer (scripts/bench_quality_peer.py): the same
 #                 MiniLM, graded MSE, longest-first, same epochs / batch / lr / max_length /
 #                 seed, no weighting, on the same dataset directory
@@ -114,6 +117,8 @@ log_every = 1000"
     gp_of_sp) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     peer) printf 'none|%s\nobjective = "graded"\n' "$common" ;;
     gp_of_inv) printf 'inverse_rate|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
+    gp_of_b) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\npair_scope = "batch"\n' "$common" ;;
+    gp_of_ens) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\nseeds = [%s, %s, %s]\n' "$common" "$2" "$(($2 + 100))" "$(($2 + 200))" ;;
     *) echo "unknown config $1" >&2; exit 2 ;;
   esac
 }
@@ -140,7 +145,7 @@ for spec in $DATASETS; do
     fi
     for c in $CONFIGS; do
       [[ -f "$run/scores-$c.jsonl" ]] && continue
-      s="$(config_spec "$c")"
+      s="$(config_spec "$c" "$seed")"
       w="${s%%|*}"
       printf '[train]\nseed = %s\n%s\n' "$seed" "${s#*|}" > "$run/train-$c.toml"
       start=$(date +%s.%N)

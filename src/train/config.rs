@@ -43,6 +43,19 @@ pub enum Objective {
     GradedPairwise,
 }
 
+/// Which pairs of a micro-batch the pairwise loss compares (`pair_scope`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PairScope {
+    /// Only two outputs of the same group (prompt): the within-group ranking.
+    #[serde(rename = "group")]
+    Group,
+    /// Any two labelled outputs of the micro-batch, of the same group or not: more pairs where
+    /// groups have few labelled outputs each, at the price of comparing outputs of different
+    /// prompts (right when the human scale is absolute, as a 1-5 rating is).
+    #[serde(rename = "batch")]
+    Batch,
+}
+
 impl Objective {
     /// Whether the objective has a pairwise term (and batches keep groups together).
     pub fn has_pairwise(self) -> bool {
@@ -84,6 +97,7 @@ pub enum EvalMetric {
 /// # objective = "graded"         # unset = from the label kind ("graded" or "binary")
 /// pair_min_diff = 0.1
 /// pairwise_weight = 1.0
+/// pair_scope = "group"           # or "batch"
 /// layer_lr_decay = 1.0
 /// eval_metric = "spearman"       # or "group_spearman", "loss", "auc", "accuracy"
 /// # seeds = [1, 2, 3]            # an ensemble: one member per seed
@@ -169,6 +183,9 @@ pub struct TrainConfig {
     /// Weight of the pairwise term in `"graded+pairwise"` (default 1.0): loss = pointwise +
     /// `pairwise_weight` * pairwise.
     pub pairwise_weight: f64,
+    /// Which pairs the pairwise loss uses: `"group"` (two outputs of the same group) or
+    /// `"batch"` (any two outputs of a micro-batch); default "group". See [`PairScope`].
+    pub pair_scope: PairScope,
     /// Layer-wise learning-rate decay: encoder layer l (1-based) of L gets
     /// `learning_rate * layer_lr_decay^(L - l)`, the embeddings `layer_lr_decay^L`, the pooler
     /// and classifier the full rate; 1.0 = off (default 1.0, usual values 0.8-0.95).
@@ -212,6 +229,7 @@ impl Default for TrainConfig {
             objective: None,
             pair_min_diff: 0.1,
             pairwise_weight: 1.0,
+            pair_scope: PairScope::Group,
             layer_lr_decay: 1.0,
             seeds: Vec::new(),
         }
@@ -314,13 +332,16 @@ mod tests {
         let cfg = TrainConfig::from_toml_str("[train]\neval_metric = \"group_spearman\"\n", "f").unwrap();
         assert_eq!(cfg.eval_metric, EvalMetric::GroupSpearman);
         let cfg = TrainConfig::from_toml_str(
-            "[train]\ntruncation = \"output_first\"\nobjective = \"graded+pairwise\"\nlayer_lr_decay = 0.9\nseeds = [1, 2]\n",
+            "[train]\ntruncation = \"output_first\"\nobjective = \"graded+pairwise\"\nlayer_lr_decay = 0.9\nseeds = [1, 2]\npair_scope = \"batch\"\n",
             "f",
         )
         .unwrap();
         assert_eq!(cfg.truncation, Truncation::OutputFirst);
         assert_eq!(cfg.objective, Some(Objective::GradedPairwise));
         assert_eq!((cfg.layer_lr_decay, cfg.seeds.clone()), (0.9, vec![1, 2]));
+        assert_eq!((cfg.pair_scope, TrainConfig::default().pair_scope), (PairScope::Batch, PairScope::Group));
+        let err = TrainConfig::from_toml_str("[train]\npair_scope = \"all\"\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("pair_scope"), "{err}");
         let err = TrainConfig::from_toml_str("[train]\nlayer_lr_decay = 1.5\n", "f.toml").unwrap_err();
         assert!(err.to_string().contains("layer_lr_decay"), "{err}");
         let err = TrainConfig::from_toml_str("[train]\nobjective = \"listwise\"\n", "f.toml").unwrap_err();

@@ -11,7 +11,7 @@
 
 use candle_core::{Result, Tensor};
 
-use super::config::LabelKind;
+use super::config::{LabelKind, PairScope};
 use super::data::Example;
 
 /// Unweighted loss of each example, `(b,)` from logits and labels `(b,)`:
@@ -35,17 +35,19 @@ pub fn weighted_loss(logits: &Tensor, labels: &Tensor, weights: &Tensor, kind: L
 }
 
 /// Pairs of positions in a micro-batch `idx` (indices into `examples`) for the pairwise loss:
-/// `(better, worse, w_better * w_worse)` for every two examples of the same group (rows
-/// without a group pair with nothing) whose labels differ by at least `min_diff` (and by more
-/// than 0). Pairs of weight 0 are left out.
-pub fn batch_pairs(examples: &[Example], idx: &[usize], min_diff: f64) -> Vec<(u32, u32, f64)> {
+/// `(better, worse, w_better * w_worse)` for every two examples whose labels differ by at least
+/// `min_diff` (and by more than 0), and under [`PairScope::Group`] are of the same group (rows
+/// without a group then pair with nothing). Pairs of weight 0 are left out.
+pub fn batch_pairs(examples: &[Example], idx: &[usize], min_diff: f64, scope: PairScope) -> Vec<(u32, u32, f64)> {
     let mut pairs = Vec::new();
     for a in 0..idx.len() {
         let ea = &examples[idx[a]];
-        let Some(ga) = &ea.group else { continue };
+        if scope == PairScope::Group && ea.group.is_none() {
+            continue;
+        }
         for (b, &ib) in idx.iter().enumerate().skip(a + 1) {
             let eb = &examples[ib];
-            if eb.group.as_ref() != Some(ga) {
+            if scope == PairScope::Group && eb.group != ea.group {
                 continue;
             }
             let diff = ea.label - eb.label;

@@ -29,7 +29,7 @@ pub mod loss;
 pub mod metrics;
 mod optim;
 
-pub use config::{EvalMetric, LabelKind, Objective, TrainConfig, Truncation};
+pub use config::{EvalMetric, LabelKind, Objective, PairScope, TrainConfig, Truncation};
 pub use data::Example;
 pub use loss::{pairwise_loss, per_example_loss, weighted_loss};
 pub use metrics::EvalMetrics;
@@ -532,7 +532,10 @@ fn run(
             let micro: Vec<&[usize]> = batches[first..last].iter().map(Vec::as_slice).collect();
             let total_weight: f64 = micro.iter().flat_map(|m| m.iter()).map(|&i| setup.train[i].weight).sum();
             let pairs: Vec<Vec<(u32, u32, f64)>> = if group_aware {
-                micro.iter().map(|idx| loss::batch_pairs(&setup.train, idx, cfg.pair_min_diff)).collect()
+                micro
+                    .iter()
+                    .map(|idx| loss::batch_pairs(&setup.train, idx, cfg.pair_min_diff, cfg.pair_scope))
+                    .collect()
             } else {
                 vec![Vec::new(); micro.len()]
             };

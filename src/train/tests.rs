@@ -306,8 +306,15 @@ fn batch_pairs_use_groups_label_gaps_and_weight_products() {
         ex(None, 0.0, 1.0),       // no group
         ex(Some("a"), 0.5, 0.0),  // weight 0
     ];
-    let pairs = loss::batch_pairs(&examples, &[0, 1, 2, 3, 4, 5], 0.1);
+    let pairs = loss::batch_pairs(&examples, &[0, 1, 2, 3, 4, 5], 0.1, PairScope::Group);
     assert_eq!(pairs, vec![(1, 0, 2.0), (1, 2, 6.0)]);
+    // Batch scope: every two rows with a label gap, whatever their groups (1.0 - 0.9 is just
+    // under 0.1 in f64, so rows 1 and 3 make no pair).
+    let pairs = loss::batch_pairs(&examples, &[0, 1, 2, 3, 4, 5], 0.1, PairScope::Batch);
+    assert_eq!(
+        pairs,
+        vec![(1, 0, 2.0), (3, 0, 1.0), (0, 4, 1.0), (1, 2, 6.0), (1, 4, 2.0), (3, 2, 3.0), (2, 4, 3.0), (3, 4, 1.0)]
+    );
 }
 
 /// Adding an example of weight 0 to a batch leaves every parameter gradient unchanged.
