@@ -100,7 +100,6 @@ pub enum EvalMetric {
 /// pair_scope = "group"           # or "batch"
 /// layer_lr_decay = 1.0
 /// eval_metric = "spearman"       # or "group_spearman", "loss", "auc", "accuracy"
-/// min_eval_groups = 5            # group_spearman with fewer usable groups: select by spearman
 /// # seeds = [1, 2, 3]            # an ensemble: one member per seed
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -146,11 +145,6 @@ pub struct TrainConfig {
     /// (mean within-group Spearman, see [`super::metrics`]), `auc`, `accuracy` (default
     /// "spearman").
     pub eval_metric: EvalMetric,
-    /// `eval_metric = "group_spearman"` needs at least this many validation groups whose rows
-    /// have two different labels; with fewer (a handful of groups, each +1 or -1, is noise) the
-    /// run selects and stops by the dataset-level `spearman` instead, says so in the log and
-    /// records it as `selection_metric` in metrics.json (default 5; 0 = never fall back).
-    pub min_eval_groups: usize,
     /// Epochs without improvement of `eval_metric` before stopping; 0 = never stop early
     /// (default 2).
     pub patience: usize,
@@ -221,7 +215,6 @@ impl Default for TrainConfig {
             grad_clip: 1.0,
             grad_accum: 1,
             eval_metric: EvalMetric::Spearman,
-            min_eval_groups: 5,
             patience: 2,
             freeze_embeddings: false,
             freeze_layers: 0,

@@ -63,10 +63,6 @@ pub struct TrainSummary {
     pub stopped_early: bool,
     /// Epoch (1-based) of the kept model, `None` without a validation split.
     pub best_epoch: Option<usize>,
-    /// The metric that chose the kept epoch: `eval_metric`, or `spearman` where
-    /// `group_spearman` had fewer than `min_eval_groups` usable validation groups.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub selection_metric: Option<EvalMetric>,
     /// Validation metrics of the kept model.
     pub validation: Option<EvalMetrics>,
     /// Test metrics of the kept model.
@@ -167,7 +163,6 @@ fn train_ensemble(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume:
         epochs_completed: members.iter().map(|m| m.epochs_completed).max().unwrap_or(0),
         stopped_early: members.iter().any(|m| m.stopped_early),
         best_epoch: None,
-        selection_metric: None,
         validation: eval_split("validation.jsonl")?,
         test: eval_split("test.jsonl")?,
         history: Vec::new(),
@@ -193,8 +188,6 @@ pub fn lr_at(step: usize, peak: f64, warmup: usize, total: usize) -> f64 {
 struct Setup {
     kind: LabelKind,
     objective: Objective,
-    /// The metric that selects the best epoch (see [`selection_metric`]).
-    eval_metric: EvalMetric,
     config: BertConfig,
     base_dir: PathBuf,
     tokenizer: PairTokenizer,
@@ -289,11 +282,9 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         }
     }
     let fingerprint = hex::encode(hasher.finalize());
-    let eval_metric = selection_metric(cfg, &validation);
     Ok(Setup {
         kind,
         objective,
-        eval_metric,
         config,
         base_dir,
         tokenizer,
@@ -388,32 +379,6 @@ fn evaluate(
         );
     }
     Ok(acc.compute(setup.kind == LabelKind::Binary))
-}
-
-/// `cfg.eval_metric`, except that `group_spearman` falls back to `spearman` when fewer than
-/// `cfg.min_eval_groups` validation groups have two different labels (the only groups whose
-/// Spearman can be defined).
-pub(crate) fn selection_metric(cfg: &TrainConfig, validation: &[Example]) -> EvalMetric {
-    if cfg.eval_metric != EvalMetric::GroupSpearman || validation.is_empty() {
-        return cfg.eval_metric;
-    }
-    let mut spans: BTreeMap<&str, (f64, f64)> = BTreeMap::new();
-    for e in validation {
-        if let Some(g) = e.group.as_deref() {
-            let s = spans.entry(g).or_insert((e.label, e.label));
-            *s = (s.0.min(e.label), s.1.max(e.label));
-        }
-    }
-    let usable = spans.values().filter(|(lo, hi)| hi > lo).count();
-    if usable >= cfg.min_eval_groups {
-        return EvalMetric::GroupSpearman;
-    }
-    tracing::warn!(
-        usable_groups = usable,
-        min_eval_groups = cfg.min_eval_groups,
-        "eval_metric group_spearman: too few validation groups with two different labels; selecting by spearman"
-    );
-    EvalMetric::Spearman
 }
 
 fn metric_value(m: &EvalMetrics, which: EvalMetric) -> f64 {
@@ -697,7 +662,7 @@ fn run(
                     "validation"
                 )
             });
-            let value = metric_value(&m, setup.eval_metric);
+            let value = metric_value(&m, cfg.eval_metric);
             let improved = match state.best_value {
                 None => !value.is_nan() || state.best_epoch.is_none(),
                 Some(b) => value > b,
@@ -764,7 +729,6 @@ fn run(
         epochs_completed: state.epoch,
         stopped_early: state.stopped_early,
         best_epoch: state.best_epoch,
-        selection_metric: (!setup.validation.is_empty()).then_some(setup.eval_metric),
         validation,
         test,
         history: state.history.clone(),
