@@ -30,6 +30,11 @@
 #   gp_of_b       as gp_of with pair_scope = "batch": pairs of any two outputs of a batch
 #   gp_of_ens     as gp_of, an ensemble of three members (seeds s, s+100, s+200) whose mean
 #                 score is the evaluator
+#   gp_of_mt      as gp_of, multi-task (docs/multi-dimension.md): the dataset's other human
+#                 dimensions (Newsroom coherence: fluency, informativeness, relevance; BAGEL
+#                 quality: informativeness, naturalness) as extra outputs, from the dimension
+#                 ratings simulate emits (--dimensions) on the same rated requests; the primary
+#                 feedback, labels and splits are those of the other configurations
 #   peer          the PyTorch + transformers peer (scripts/bench_quality_peer.py): the same
 #                 MiniLM, graded MSE, longest-first, same epochs / batch / lr / max_length /
 #                 seed, no weighting, on the same dataset directory
@@ -57,7 +62,7 @@ fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
 DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
 SEEDS="${SEEDS:-1 2 3}"
-CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp}"
+CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens}"
 EPOCHS="${EPOCHS:-3}"
 MAX_LENGTH="${MAX_LENGTH:-256}"
 BATCH="${BATCH:-16}"
@@ -116,6 +121,7 @@ log_every = 1000"
     gp_of) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_sp) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     peer) printf 'none|%s\nobjective = "graded"\n' "$common" ;;
+    gp_of_mt) printf 'none-mt|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_inv) printf 'inverse_rate|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_b) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\npair_scope = "batch"\n' "$common" ;;
     gp_of_ens) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\nseeds = [%s, %s, %s]\n' "$common" "$2" "$(($2 + 100))" "$(($2 + 200))" ;;
@@ -127,13 +133,17 @@ for spec in $DATASETS; do
   name="${spec%%:*}"; dim="${spec#*:}"
   groups=$(python3 -c "import json,sys; print(len({json.loads(l)['group_id'] for l in open(sys.argv[1]) if l.strip()}))" "$DATA/$name.jsonl")
   holdout=$(python3 -c "print(max(1, round($groups * $HOLDOUT_FRAC)))")
+  # The dataset's other human dimensions, for the multi-task configuration.
+  others=$(python3 -c "import json,sys; print(','.join(sorted({k for l in open(sys.argv[1]) if l.strip() for k in json.loads(l)['human']} - {sys.argv[2]})))" "$DATA/$name.jsonl" "$dim")
+  dims_flag=()
+  [[ -n "$others" ]] && dims_flag=(--dimensions "$others")
   for seed in $SEEDS; do
     run="$WORK/$name-$dim-$seed"
     mkdir -p "$run"
     if [[ ! -f "$run/prepared" ]]; then
     sim_toml > "$run/sim.toml"
     "$BIN" --config "$run/sim.toml" simulate --judgements "$DATA/$name.jsonl" --dimension "$dim" \
-      --out "$run/sim" --seed "$seed" --holdout-groups "$holdout" > /dev/null
+      --out "$run/sim" --seed "$seed" --holdout-groups "$holdout" "${dims_flag[@]}" > /dev/null
     "$BIN" --db "$run/e.db" ingest logs "$run/sim/logs.jsonl" --strict > /dev/null
     "$BIN" --db "$run/e.db" ingest feedback "$run/sim/feedback.jsonl" --strict > /dev/null
     for w in none inverse_rate; do
@@ -142,6 +152,20 @@ for spec in $DATASETS; do
       "$BIN" --db "$run/e.db" --config "$run/ds-$w.toml" dataset build --out "$run/ds-$w" > /dev/null 2>&1
     done
     touch "$run/prepared"
+    fi
+    if [[ -n "$others" && ! -f "$run/prepared-mt" ]]; then
+      # A work directory prepared before multi-task: simulating again with --dimensions writes
+      # the same logs and primary feedback (those events are duplicates on ingest) plus the
+      # dimension ratings.
+      if ! grep -q '"dimension"' "$run/sim/feedback.jsonl"; then
+        "$BIN" --config "$run/sim.toml" simulate --judgements "$DATA/$name.jsonl" --dimension "$dim" \
+          --out "$run/sim" --seed "$seed" --holdout-groups "$holdout" "${dims_flag[@]}" > /dev/null
+        "$BIN" --db "$run/e.db" ingest feedback "$run/sim/feedback.jsonl" --strict > /dev/null
+      fi
+      printf '[dataset]\nlabel = "graded"\nweighting = ["none"]\ntrain_fraction = 0.8\nvalidation_fraction = 0.2\nmin_effective_size = 0.0\ngroup_key = "group_id"\nseed = %s\ndimensions = [%s]\n' \
+        "$seed" "$(python3 -c "import json,sys; print(', '.join(json.dumps(d) for d in sys.argv[1].split(',')))" "$others")" > "$run/ds-none-mt.toml"
+      "$BIN" --db "$run/e.db" --config "$run/ds-none-mt.toml" dataset build --out "$run/ds-none-mt" > /dev/null 2>&1
+      touch "$run/prepared-mt"
     fi
     for c in $CONFIGS; do
       [[ -f "$run/scores-$c.jsonl" ]] && continue
@@ -215,4 +239,26 @@ for spec in datasets:
         t = f"{st.mean(secs[c]):8.0f}" if secs[c] else f"{'-':>8}"
         per = " ".join(f"{v:.3f}" for v in res[c])
         print(f"{name + '/' + dim:<22} {c:<14} {st.mean(res[c]):7.3f} {sd:7.3f} {ng[c]:7d} {t}  {per}")
+
+# Multi-task models: each extra output against the experts' score on its dimension.
+lines = []
+for spec in datasets:
+    name, dim = spec.split(":")
+    for c in configs:
+        per_dim = defaultdict(list)
+        for seed in seeds:
+            p = f"{work}/{name}-{dim}-{seed}/scores-{c}.jsonl"
+            if not os.path.exists(p):
+                continue
+            rs = rows(p)
+            for d in sorted(rs[0].get("scores", {})) if rs else []:
+                flat = [dict(r, score_d=r["scores"][d], human_score=r["human_scores"][d]) for r in rs]
+                per_dim[d].append(group_spearman(flat, "score_d")[0])
+        for d, vals in per_dim.items():
+            sd = st.pstdev(vals) if len(vals) > 1 else 0.0
+            lines.append(f"{name + '/' + dim:<22} {c + ':' + d:<30} {st.mean(vals):7.3f} {sd:7.3f}  "
+                         + " ".join(f"{v:.3f}" for v in vals))
+if lines:
+    print("\nmulti-task outputs: held-out group-level Spearman of scores.<dimension> with the experts' <dimension>")
+    print("\n".join(lines))
 PY

@@ -303,6 +303,11 @@ pub struct SimulateArgs {
     /// Keep this many whole groups out of logs and feedback (default: [simulate] holdout_groups, else 0).
     #[arg(long)]
     pub holdout_groups: Option<usize>,
+    /// Extra human dimensions to rate alongside --dimension, comma-separated (e.g.
+    /// relevance,fluency): one dimension rating event each per rated request (default:
+    /// [simulate] dimensions, else none).
+    #[arg(long, value_delimiter = ',')]
+    pub dimensions: Option<Vec<String>>,
 }
 
 #[derive(Debug, clap::Args)]
@@ -559,6 +564,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             if let Some(n) = a.holdout_groups {
                 cfg.holdout_groups = n;
             }
+            if let Some(d) = a.dimensions {
+                cfg.dimensions = d;
+            }
             let s = crate::simulate::simulate(&a.judgements, &a.dimension, &a.out, &cfg)?;
             Ok(Outcome::ok(s.to_string().trim_end().to_string(), serde_json::to_value(&s).unwrap_or_default()))
         }
@@ -698,6 +706,9 @@ fn stats_text(s: &crate::store::StoreStats) -> String {
         "store {} ({}, schema v{})\nlogs {}\nfeedback events {} ({} orphaned)\n",
         s.location, s.backend, s.schema_version, s.logs, s.feedback_events, s.orphaned_feedback
     );
+    if s.dimension_ratings > 0 {
+        t.push_str(&format!("dimension ratings {} (not part of the human score)\n", s.dimension_ratings));
+    }
     for (k, n) in &s.feedback_by_type {
         t.push_str(&format!("  {k:<24} {n}\n"));
     }

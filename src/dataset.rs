@@ -10,6 +10,14 @@
 //! `label = "binary"` (default): good (human score `>= good_min`) is 1, bad (`<= bad_max`) is 0,
 //! neutral requests are dropped. `"graded"`: `(human_score - 1) / 4`, in [0, 1], all requests.
 //!
+//! # Dimension labels (multi-task)
+//! With `dimensions = ["coherence", "relevance"]` (default none) every row also gets
+//! `labels: {"coherence": 0.75, "relevance": null}`: the request's mean rating on each
+//! dimension (feedback events with that `dimension`, the store's `dimension_ratings`) mapped as
+//! graded labels are, `(h - 1) / 4`, or `null` when the request has no rating on it. `label`
+//! stays the primary label from the human-score policy, which never counts dimension ratings;
+//! a request needs a primary label to be a row. The card gains per-dimension label counts.
+//!
 //! # Disagreements
 //! The evaluator says good when `eval_score > eval_threshold` (default 0.7, the seed's). A request
 //! is a disagreement when the evaluator says good and the human verdict is bad, or the evaluator
@@ -154,6 +162,10 @@ pub struct DatasetConfig {
     pub min_effective_size: f64,
     /// Whose scores to use; default the store's only evaluator (an error when there are several).
     pub evaluator: Option<String>,
+    /// Human dimensions whose ratings become per-row `labels` (see the module docs); default
+    /// none (rows as without multi-task).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dimensions: Vec<String>,
 }
 
 impl Default for DatasetConfig {
@@ -175,6 +187,7 @@ impl Default for DatasetConfig {
             disagreement_boost: 2.0,
             min_effective_size: 30.0,
             evaluator: None,
+            dimensions: Vec::new(),
         }
     }
 }
@@ -210,6 +223,15 @@ impl DatasetConfig {
         if self.group_key.as_ref().is_some_and(|k| k.trim().is_empty()) {
             return Err("group_key is empty".into());
         }
+        let mut seen = BTreeSet::new();
+        for (i, d) in self.dimensions.iter().enumerate() {
+            if !crate::record::is_dimension_name(d) {
+                return Err(format!("dimensions[{i}] {d:?} is not a dimension name ([a-z0-9_]+)"));
+            }
+            if !seen.insert(d) {
+                return Err(format!("dimensions[{i}] {d:?} is listed twice"));
+            }
+        }
         Ok(())
     }
 }
@@ -233,6 +255,8 @@ pub struct Example {
     pub is_disagreement: bool,
     /// The product of the weighting factors so far.
     pub weight: f64,
+    /// Per configured dimension, `(mean rating - 1) / 4`, or `None` without a rating on it.
+    pub labels: BTreeMap<String, Option<f64>>,
 }
 
 /// A cohort's feedback counts, from [`Store::cohort_stats`].
@@ -563,6 +587,10 @@ pub fn build_in(
     })?;
     let stats = store.cohort_stats(&filter, policy)?;
     let rates = cohort_rates(&stats, cfg.rate);
+    let mut dimension_means: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+    for d in store.dimension_scores(&cfg.dimensions)? {
+        dimension_means.entry(d.request_id).or_default().insert(d.dimension, d.mean);
+    }
 
     let candidates = rows.len();
     let (mut dropped_neutral, mut dropped_agreeing) = (0usize, 0usize);
@@ -590,6 +618,15 @@ pub fn build_in(
             continue;
         }
         let group = r.group.unwrap_or_else(|| prompt_group(&text.prompt));
+        let means = dimension_means.get(&r.request_id);
+        let labels = cfg
+            .dimensions
+            .iter()
+            .map(|d| {
+                let h = means.and_then(|m| m.get(d));
+                (d.clone(), h.map(|h| ((h - 1.0) / 4.0).clamp(0.0, 1.0)))
+            })
+            .collect();
         examples.push(Example {
             request_id: r.request_id,
             prompt: text.prompt,
@@ -602,6 +639,7 @@ pub fn build_in(
             group,
             is_disagreement,
             weight: 1.0,
+            labels,
         });
     }
     if examples.is_empty() {
@@ -700,7 +738,7 @@ pub fn build_in(
                 LabelKind::Binary => json!(e.label as i64),
                 LabelKind::Graded => json!(r6(e.label)),
             };
-            w.line(&json!({
+            let mut row = json!({
                 "cohort": e.cohort,
                 "group": e.group,
                 "is_disagreement": e.is_disagreement,
@@ -709,7 +747,11 @@ pub fn build_in(
                 "prompt": e.prompt,
                 "request_id": e.request_id,
                 "weight": r6(e.weight),
-            }))?;
+            });
+            if !cfg.dimensions.is_empty() {
+                row["labels"] = e.labels.iter().map(|(d, v)| (d.clone(), json!(v.map(r6)))).collect();
+            }
+            w.line(&row)?;
         }
         w.finish()?;
     }
@@ -739,7 +781,31 @@ pub fn build_in(
             )
         })
         .collect();
-    let card = json!({
+    // Per dimension: examples with a label on it, overall and per split.
+    let dimension_card: serde_json::Map<String, Value> = cfg
+        .dimensions
+        .iter()
+        .map(|d| {
+            let has = |e: &&Example| e.labels.get(d).is_some_and(Option::is_some);
+            let mut v = json!({"labelled": examples.iter().filter(has).count()});
+            for split in Split::ALL {
+                v[split.name()] = json!(examples.iter().filter(|e| split_of(e) == split).filter(has).count());
+            }
+            (d.clone(), v)
+        })
+        .collect();
+    if !cfg.dimensions.is_empty() {
+        let _ = writeln!(
+            text,
+            "  dimension labels: {}",
+            dimension_card
+                .iter()
+                .map(|(d, v)| format!("{d} {}/{}", v["labelled"], examples.len()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    let mut card = json!({
         "config": cfg,
         "human_policy": policy,
         "evaluator": evaluator,
@@ -759,6 +825,9 @@ pub fn build_in(
         "warnings": warnings,
         "generator": format!("evalloop {}", env!("CARGO_PKG_VERSION")),
     });
+    if !cfg.dimensions.is_empty() {
+        card["dimensions"] = Value::Object(dimension_card);
+    }
     let mut w = Writer::create(&out.join("dataset_card.json"))?;
     w.raw(&serde_json::to_string_pretty(&card).map_err(|e| Error::Input(format!("dataset_card.json: {e}")))?)?;
     w.finish()?;
@@ -866,6 +935,12 @@ fn card_markdown(card: &Value, summary: &str) -> String {
             );
         }
     }
+    if let Some(dims) = card["dimensions"].as_object() {
+        md.push_str("\n## Dimension labels\n\n| dimension | labelled | train | validation | test |\n|---|---:|---:|---:|---:|\n");
+        for (d, v) in dims {
+            let _ = writeln!(md, "| {d} | {} | {} | {} | {} |", v["labelled"], v["train"], v["validation"], v["test"]);
+        }
+    }
     if let Some(w) = card["warnings"].as_array().filter(|w| !w.is_empty()) {
         md.push_str("\n## Warnings\n\n");
         for x in w {
@@ -893,6 +968,7 @@ mod tests {
             group: group.into(),
             is_disagreement: class == "good",
             weight: 1.0,
+            labels: BTreeMap::new(),
         }
     }
 

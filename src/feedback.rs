@@ -172,6 +172,7 @@ mod tests {
             value: v,
             user_id: None,
             timestamp: Utc::now(),
+            dimension: None,
         }
     }
 

@@ -3,7 +3,8 @@
 //! Field names follow the seed design: an eval log has `request_id`, `timestamp`, `prompt`,
 //! `output`, `eval_scores` (with `overall` in [0, 1]), `feedback_collected`, `evaluator` and
 //! `metadata`; a feedback event has `request_id`, `feedback_type`, `value`, `user_id`,
-//! `timestamp` and `event_id`. Validation works on a parsed JSON object so that every problem is
+//! `timestamp`, `event_id` and, for a rating of one human dimension, `dimension`
+//! (docs/multi-dimension.md). Validation works on a parsed JSON object so that every problem is
 //! named by its field; [`FieldError`] carries that name and the reason.
 
 use std::collections::BTreeMap;
@@ -250,6 +251,10 @@ pub struct FeedbackEvent {
     pub user_id: Option<String>,
     /// Given, or the time of ingest.
     pub timestamp: DateTime<Utc>,
+    /// The human dimension an `explicit_rating` rates (`[a-z0-9_]+`, e.g. `coherence`); `None`
+    /// for the overall rating and every other feedback type. Stored apart from the feedback
+    /// events (the store's `dimension_ratings`), so no human score or analysis counts it.
+    pub dimension: Option<String>,
 }
 
 impl FeedbackEvent {
@@ -279,19 +284,7 @@ impl FeedbackEvent {
         };
         let raw_value = obj.get("value").unwrap_or(&Value::Null);
         let value = parse_value(feedback_type, raw_value, from_text)?;
-        // Ratings per human dimension have a specified format (docs/multi-dimension.md) but no
-        // implementation yet: storing one would count it as an overall rating, so refuse it.
-        match obj.get("dimension") {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) if from_text && s.is_empty() => {}
-            Some(_) => {
-                return Err(FieldError::new(
-                    "dimension",
-                    "per-dimension ratings are not supported yet (docs/multi-dimension.md); \
-                     without this refusal the event would count as an overall rating",
-                ));
-            }
-        }
+        let dimension = parse_dimension(obj.remove("dimension"), feedback_type, from_text)?;
         let user_id = optional_string(&mut obj, "user_id")?;
         let given_ts = match obj.get("timestamp") {
             None | Some(Value::Null) => None,
@@ -300,19 +293,37 @@ impl FeedbackEvent {
         };
         let event_id = match optional_string(&mut obj, "event_id")? {
             Some(id) => id,
-            None => Self::derive_id(&request_id, feedback_type, &value, user_id.as_deref(), given_ts.as_ref()),
+            None => Self::derive_id(
+                &request_id,
+                feedback_type,
+                &value,
+                user_id.as_deref(),
+                given_ts.as_ref(),
+                dimension.as_deref(),
+            ),
         };
-        Ok(FeedbackEvent { event_id, request_id, feedback_type, value, user_id, timestamp: given_ts.unwrap_or(now) })
+        Ok(FeedbackEvent {
+            event_id,
+            request_id,
+            feedback_type,
+            value,
+            user_id,
+            timestamp: given_ts.unwrap_or(now),
+            dimension,
+        })
     }
 
     /// A stable id from the event's content as given (timestamp only when given), so that
-    /// re-ingesting the same file adds nothing: `sha256(request_id, type, value, user, ts)`, hex, 32 chars.
+    /// re-ingesting the same file adds nothing: `sha256(request_id, type, value, user, ts)`, hex,
+    /// 32 chars; a dimension rating also hashes its `dimension` (last, so that the ids of events
+    /// without one are what they were before dimensions existed).
     pub fn derive_id(
         request_id: &str,
         feedback_type: FeedbackType,
         value: &FeedbackValue,
         user_id: Option<&str>,
         timestamp: Option<&DateTime<Utc>>,
+        dimension: Option<&str>,
     ) -> String {
         let mut h = Sha256::new();
         for part in [
@@ -325,19 +336,60 @@ impl FeedbackEvent {
             h.update((part.len() as u64).to_le_bytes());
             h.update(part.as_bytes());
         }
+        if let Some(d) = dimension {
+            h.update(b"dimension");
+            h.update((d.len() as u64).to_le_bytes());
+            h.update(d.as_bytes());
+        }
         hex::encode(&h.finalize()[..16])
     }
 
+    /// The event as the JSON object it was read from; `dimension` only when it has one.
     pub fn to_json(&self) -> Value {
-        serde_json::json!({
+        let mut v = serde_json::json!({
             "event_id": self.event_id,
             "request_id": self.request_id,
             "feedback_type": self.feedback_type.as_str(),
             "value": self.value.to_json(),
             "user_id": self.user_id,
             "timestamp": format_timestamp(&self.timestamp),
-        })
+        });
+        if let Some(d) = &self.dimension {
+            v["dimension"] = Value::String(d.clone());
+        }
+        v
     }
+}
+
+/// Whether `name` is a valid dimension name: non-empty, `[a-z0-9_]+`.
+pub fn is_dimension_name(name: &str) -> bool {
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+/// Checks the optional `dimension` of a feedback event: absent, null (or an empty CSV cell) is
+/// none; otherwise a `[a-z0-9_]+` string on an `explicit_rating`.
+fn parse_dimension(v: Option<Value>, t: FeedbackType, from_text: bool) -> Result<Option<String>, FieldError> {
+    let name = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if from_text && s.is_empty() => return Ok(None),
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(FieldError::new("dimension", format!("expected a string, got {}", kind(&other))));
+        }
+    };
+    if t != FeedbackType::Rating {
+        return Err(FieldError::new(
+            "dimension",
+            format!("{t} cannot carry a dimension ({name:?}); only explicit_rating rates one dimension"),
+        ));
+    }
+    if !is_dimension_name(&name) {
+        return Err(FieldError::new(
+            "dimension",
+            format!("{:?} is not a dimension name (lower-case letters, digits and _ only)", name),
+        ));
+    }
+    Ok(Some(name))
 }
 
 /// Checks a value for a feedback type: rating an integer 1-5, comment a non-empty string, thumbs
@@ -582,13 +634,70 @@ mod tests {
         assert_eq!(f.value, FeedbackValue::Bool(true));
         let f = ok(json!({"request_id": "r", "feedback_type": "explicit_rating", "value": 4.0})).unwrap();
         assert_eq!(f.value, FeedbackValue::Rating(4));
-        let dim = json!({"request_id": "r", "feedback_type": "explicit_rating", "value": 4, "dimension": "coherence"});
-        let e = ok(dim).unwrap_err();
-        assert_eq!(e.field, "dimension");
-        assert!(e.reason.contains("not supported yet"), "{}", e.reason);
         // An empty CSV cell is no dimension: an overall rating, as before.
         let csv = json!({"request_id": "r", "feedback_type": "explicit_rating", "value": "4", "dimension": ""});
-        assert_eq!(FeedbackEvent::from_json(csv, true, now).unwrap().value, FeedbackValue::Rating(4));
+        let f = FeedbackEvent::from_json(csv, true, now).unwrap();
+        assert_eq!((f.value, f.dimension), (FeedbackValue::Rating(4), None));
+    }
+
+    #[test]
+    fn dimension_ratings_validate_name_type_and_value() {
+        let now = Utc::now();
+        let ev = |v: Value| FeedbackEvent::from_json(v, false, now);
+        let f = ev(json!({"request_id": "r", "feedback_type": "explicit_rating", "value": 4,
+                          "dimension": "coherence_2"}))
+        .unwrap();
+        assert_eq!((f.value.clone(), f.dimension.as_deref()), (FeedbackValue::Rating(4), Some("coherence_2")));
+        assert_eq!(f.to_json()["dimension"], "coherence_2");
+        let csv = json!({"request_id": "r", "feedback_type": "explicit_rating", "value": "2", "dimension": "fluency"});
+        assert_eq!(FeedbackEvent::from_json(csv, true, now).unwrap().dimension.as_deref(), Some("fluency"));
+        for (v, field, needle) in [
+            (
+                json!({"feedback_type": "explicit_rating", "value": 4, "dimension": "Coherence"}),
+                "dimension",
+                "Coherence",
+            ),
+            (json!({"feedback_type": "explicit_rating", "value": 4, "dimension": "a-b"}), "dimension", "a-b"),
+            (json!({"feedback_type": "explicit_rating", "value": 4, "dimension": 3}), "dimension", "number 3"),
+            (
+                json!({"feedback_type": "explicit_thumbs_up", "dimension": "coherence"}),
+                "dimension",
+                "explicit_thumbs_up",
+            ),
+            (json!({"feedback_type": "implicit_edit", "dimension": "coherence"}), "dimension", "implicit_edit"),
+            (json!({"feedback_type": "explicit_rating", "value": 6, "dimension": "coherence"}), "value", "6"),
+        ] {
+            let mut v = v;
+            v["request_id"] = json!("r");
+            let e = ev(v).unwrap_err();
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.reason.contains(needle), "{e}");
+        }
+    }
+
+    /// One user's ratings of one request on two dimensions, same value and time, are two events.
+    #[test]
+    fn dimension_ratings_get_their_own_derived_ids() {
+        let now = Utc::now();
+        let base = json!({"request_id": "r", "feedback_type": "explicit_rating", "value": 4, "user_id": "u",
+                          "timestamp": "2026-05-15T10:00:00Z"});
+        let id = |dim: Option<&str>| {
+            let mut v = base.clone();
+            if let Some(d) = dim {
+                v["dimension"] = json!(d);
+            }
+            FeedbackEvent::from_json(v, false, now).unwrap().event_id
+        };
+        let (overall, a, b) = (id(None), id(Some("coherence")), id(Some("relevance")));
+        assert!(overall != a && a != b && overall != b);
+        // The overall rating's id is the one derived before dimensions existed (pinned).
+        let ts = parse_timestamp(&json!("2026-05-15T10:00:00Z"), "t").unwrap();
+        let mut h = Sha256::new();
+        for part in ["r", "explicit_rating", "4", "u", &format_timestamp(&ts)] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        assert_eq!(overall, hex::encode(&h.finalize()[..16]));
     }
 
     #[test]

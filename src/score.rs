@@ -12,8 +12,14 @@
 //! model directory relative to it. Its score is the mean of the members' scores (probabilities
 //! for binary models, values for graded ones); the members must share the label kind.
 //!
+//! A multi-task model (trained with `dimensions`: `training_config.json` lists them and the
+//! head has `1 + K` outputs) scores output 0 as above, and gives each dimension k the value of
+//! output k, named by `id2label`; an ensemble averages each dimension over its members, which
+//! must have the same dimensions.
+//!
 //! [`score_jsonl`] applies it to a JSONL file whose lines carry `request_id`, `prompt`,
-//! `output`, and writes each line back with `score` added. Writing scores into the store as a
+//! `output`, and writes each line back with `score` added (and `scores: {dimension: value}` for
+//! a multi-task model). Writing scores into the store as a
 //! new evaluator is left to the caller (the CLI), which can use [`Scorer::score_pairs`].
 
 use std::io::Write;
@@ -38,6 +44,8 @@ pub struct Scorer {
     members: Vec<Member>,
     device: Device,
     kind: LabelKind,
+    /// Dimension names of outputs 1..K (empty for a one-output model).
+    dimensions: Vec<String>,
     batch_size: usize,
     dir: PathBuf,
 }
@@ -90,6 +98,7 @@ impl Scorer {
         }
         let mut members = Vec::new();
         let mut kind = None;
+        let mut dimensions: Option<Vec<String>> = None;
         for m in &ens.members {
             let one = Self::load_model(&model_dir.join(m), device)?;
             if kind.is_some_and(|k| k != one.kind) {
@@ -100,7 +109,15 @@ impl Scorer {
                     kind
                 )));
             }
+            if let Some(d) = dimensions.as_ref().filter(|d| **d != one.dimensions) {
+                return Err(crate::Error::Input(format!(
+                    "{}: member {m} has dimensions {:?}, the others {d:?}",
+                    ens_path.display(),
+                    one.dimensions
+                )));
+            }
             kind = Some(one.kind);
+            dimensions = Some(one.dimensions);
             members.extend(one.members);
         }
         tracing::info!(model = %model_dir.display(), members = members.len(), "ensemble loaded");
@@ -108,6 +125,7 @@ impl Scorer {
             members,
             device: device.clone(),
             kind: kind.unwrap_or(LabelKind::Binary),
+            dimensions: dimensions.unwrap_or_default(),
             batch_size: DEFAULT_BATCH_SIZE,
             dir: model_dir.to_path_buf(),
         })
@@ -144,6 +162,7 @@ impl Scorer {
             .unwrap_or(512)
             .min(model.config.max_position_embeddings);
         let truncation = read_truncation(model_dir)?;
+        let dimensions = read_dimensions(model_dir, &model.config)?;
         let tokenizer =
             PairTokenizer::from_file(&model_dir.join("tokenizer.json"), max_length)?.with_truncation(truncation)?;
         tracing::info!(model = %model_dir.display(), ?kind, max_length, ?truncation, "scorer loaded");
@@ -151,6 +170,7 @@ impl Scorer {
             members: vec![Member { model, tokenizer }],
             device: device.clone(),
             kind,
+            dimensions,
             batch_size: DEFAULT_BATCH_SIZE,
             dir: model_dir.to_path_buf(),
         })
@@ -165,6 +185,11 @@ impl Scorer {
     /// Binary (scores are probabilities) or graded (scores are values).
     pub fn label_kind(&self) -> LabelKind {
         self.kind
+    }
+
+    /// The dimensions of outputs 1..K, in output order (empty for a one-output model).
+    pub fn dimensions(&self) -> &[String] {
+        &self.dimensions
     }
 
     /// The model directory.
@@ -218,12 +243,25 @@ impl Scorer {
     /// models (with two or more outputs: softmax probability of the last label), the output
     /// value for graded ones; for an ensemble, the mean of the members' scores.
     pub fn score_pairs<S: AsRef<str>>(&self, pairs: &[(S, S)]) -> crate::Result<Vec<f64>> {
+        Ok(self.score_pairs_with_dimensions(pairs)?.0)
+    }
+
+    /// [`Scorer::score_pairs`], plus each pair's values on the model's dimensions (outputs
+    /// 1..K, in [`Scorer::dimensions`] order; empty rows for a one-output model); for an
+    /// ensemble, each the mean over the members.
+    pub fn score_pairs_with_dimensions<S: AsRef<str>>(
+        &self,
+        pairs: &[(S, S)],
+    ) -> crate::Result<(Vec<f64>, Vec<Vec<f64>>)> {
+        let n_dims = self.dimensions.len();
         let mut sum = vec![0.0; pairs.len()];
+        let mut dims = vec![vec![0.0; n_dims]; pairs.len()];
         for m in &self.members {
             let logits = self.member_logits(m, pairs)?;
-            for (acc, z) in sum.iter_mut().zip(&logits) {
+            for ((acc, dacc), z) in sum.iter_mut().zip(dims.iter_mut()).zip(&logits) {
                 *acc += match (self.kind, z.len()) {
                     (LabelKind::Graded, _) => z[0] as f64,
+                    (LabelKind::Binary, _) if n_dims > 0 => 1.0 / (1.0 + (-(z[0] as f64)).exp()),
                     (LabelKind::Binary, 1) => 1.0 / (1.0 + (-(z[0] as f64)).exp()),
                     (LabelKind::Binary, _) => {
                         let max = z.iter().cloned().fold(f32::MIN, f32::max) as f64;
@@ -231,10 +269,15 @@ impl Scorer {
                         (z[z.len() - 1] as f64 - max).exp() / sum
                     }
                 };
+                for (a, v) in dacc.iter_mut().zip(&z[1..]) {
+                    *a += *v as f64;
+                }
             }
         }
         let k = self.members.len().max(1) as f64;
-        Ok(sum.into_iter().map(|v| v / k).collect())
+        let scores = sum.into_iter().map(|v| v / k).collect();
+        let dims = dims.into_iter().map(|row| row.into_iter().map(|v| v / k).collect()).collect();
+        Ok((scores, dims))
     }
 }
 
@@ -252,6 +295,46 @@ fn read_truncation(model_dir: &Path) -> crate::Result<Truncation> {
         Some(t) => serde_json::from_value(t.clone())
             .map_err(|e| crate::Error::Input(format!("{}: field truncation: {e}", path.display()))),
     }
+}
+
+/// The dimensions of a multi-task model: `dimensions` of training_config.json (none when the
+/// file or key is missing), which must match the head: `num_labels = 1 + K` and `id2label`
+/// naming output k as dimension k. Errors name the file and field.
+fn read_dimensions(model_dir: &Path, config: &crate::model::BertConfig) -> crate::Result<Vec<String>> {
+    let path = model_dir.join("training_config.json");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(Vec::new());
+    };
+    let v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", path.display())))?;
+    let dims: Vec<String> = match v.get("dimensions") {
+        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
+        Some(d) => serde_json::from_value(d.clone())
+            .map_err(|e| crate::Error::Input(format!("{}: field dimensions: {e}", path.display())))?,
+    };
+    if dims.is_empty() {
+        return Ok(dims);
+    }
+    if config.num_labels() != 1 + dims.len() {
+        return Err(crate::Error::Input(format!(
+            "{}: field dimensions lists {} dimensions but config.json has num_labels {} (expected 1 + {})",
+            path.display(),
+            dims.len(),
+            config.num_labels(),
+            dims.len()
+        )));
+    }
+    for (k, d) in dims.iter().enumerate() {
+        let named = config.id2label.get(&(k + 1).to_string());
+        if named != Some(d) {
+            return Err(crate::Error::Input(format!(
+                "{}: field id2label.{} is {named:?}, training_config.json's dimensions[{k}] is {d:?}",
+                model_dir.join("config.json").display(),
+                k + 1
+            )));
+        }
+    }
+    Ok(dims)
 }
 
 /// Options of [`score_jsonl`].
@@ -307,8 +390,11 @@ pub fn score_jsonl(model_dir: &Path, input: &Path, output: &Path, opts: &ScoreOp
         rows.push(obj);
     }
     let mut scores = Vec::with_capacity(pairs.len());
+    let mut dim_scores = Vec::with_capacity(pairs.len());
     for chunk in pairs.chunks(opts.chunk_lines.max(1)) {
-        scores.extend(scorer.score_pairs(chunk)?);
+        let (s, d) = scorer.score_pairs_with_dimensions(chunk)?;
+        scores.extend(s);
+        dim_scores.extend(d);
     }
     let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
@@ -319,8 +405,13 @@ pub fn score_jsonl(model_dir: &Path, input: &Path, output: &Path, opts: &ScoreOp
     {
         let io = |e| crate::Error::io(&tmp, e);
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
-        for (mut obj, s) in rows.into_iter().zip(&scores) {
+        for ((mut obj, s), d) in rows.into_iter().zip(&scores).zip(&dim_scores) {
             obj.insert("score".to_string(), serde_json::json!(s));
+            if !scorer.dimensions().is_empty() {
+                let named: serde_json::Map<String, serde_json::Value> =
+                    scorer.dimensions().iter().zip(d).map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+                obj.insert("scores".to_string(), serde_json::Value::Object(named));
+            }
             let line = serde_json::Value::Object(obj).to_string();
             writeln!(w, "{line}").map_err(io)?;
         }

@@ -56,6 +56,18 @@
 //! records `human_score_5` (`h5`), `perceived_score` (`h5 + shift_c`, clamped, without noise) and
 //! `true_rating` (its rounding) for every request, given feedback or not.
 //!
+//! # Several human dimensions (`dimensions`, `--dimensions a,b`)
+//! Each extra dimension k (besides `--dimension`, the primary one) is rated alongside the
+//! primary rating: when a request's explicit feedback is a rating (not a thumb), the same user
+//! also leaves one `explicit_rating` event with `"dimension": k` per extra dimension, with the
+//! value `round(clamp(h5_k + shift_c + noise_k, 1, 5))`, where `h5_k` is the request's judgement
+//! on k mapped to 1-5 (the scale of k is inferred from k's own scores unless `scale` is set),
+//! `shift_c` the cohort's shift and `noise_k ~ N(0, rating_noise)` a draw of its own per
+//! dimension (after the request's other draws, so the primary feedback is the same with or
+//! without extra dimensions). Whether a request gets feedback still follows the primary
+//! dimension alone. `truth.jsonl` and `heldout.jsonl` then gain `human_scores` (every listed
+//! dimension, primary first, on the judgement's own scale).
+//!
 //! # Determinism
 //! Every random draw comes from a ChaCha8 generator seeded by `seed` and the request id, in a
 //! fixed order, and timestamps are spread uniformly over the `window_days` ending at `end_time`
@@ -168,6 +180,10 @@ pub struct SimulateConfig {
     pub rating_noise: f64,
     /// Default: `free` (share 3, rate 0.3), `pro` (share 2, rate 0.5), `enterprise` (share 2, rate 0.8).
     pub cohorts: Vec<CohortSpec>,
+    /// Extra human dimensions rated alongside the primary one (see the module docs); default
+    /// none (`--dimensions` overrides).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dimensions: Vec<String>,
 }
 
 impl Default for SimulateConfig {
@@ -196,6 +212,7 @@ impl Default for SimulateConfig {
             extremity: 0.0,
             rating_noise: 0.0,
             cohorts: vec![c("free", 3.0, 0.3), c("pro", 2.0, 0.5), c("enterprise", 2.0, 0.8)],
+            dimensions: Vec::new(),
         }
     }
 }
@@ -229,6 +246,15 @@ impl SimulateConfig {
         }
         if self.users == 0 {
             return Err("users must be at least 1".into());
+        }
+        let mut dims = BTreeSet::new();
+        for (i, d) in self.dimensions.iter().enumerate() {
+            if !crate::record::is_dimension_name(d) {
+                return Err(format!("dimensions[{i}] {d:?} is not a dimension name ([a-z0-9_]+)"));
+            }
+            if !dims.insert(d) {
+                return Err(format!("dimensions[{i}] {d:?} is listed twice"));
+            }
         }
         if let Some([lo, hi]) = self.scale
             && (lo.is_nan() || hi.is_nan() || lo >= hi)
@@ -274,6 +300,16 @@ pub struct SimulateSummary {
     pub heldout_requests: u64,
     pub heldout_groups: Vec<String>,
     pub cohorts: BTreeMap<String, CohortCounts>,
+    /// The extra dimensions rated (empty without `--dimensions`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub dimensions: Vec<String>,
+    /// Dimension rating events written (counted in `feedback_events` too).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub dimension_ratings: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl std::fmt::Display for SimulateSummary {
@@ -291,6 +327,15 @@ impl std::fmt::Display for SimulateSummary {
             self.heldout_groups.len(),
             self.out
         )?;
+        if !self.dimensions.is_empty() {
+            writeln!(
+                f,
+                "  dimension ratings: {} ({} per rated request: {})",
+                self.dimension_ratings,
+                self.dimensions.len(),
+                self.dimensions.join(", ")
+            )?;
+        }
         writeln!(
             f,
             "  {:<14} {:>8} {:>8} {:>8} {:>8} {:>8} {:>10}",
@@ -309,6 +354,12 @@ impl std::fmt::Display for SimulateSummary {
 
 /// Reads a judgement file, checking that every line has `dimension`; errors name file:line.
 pub fn read_judgements(path: &Path, dimension: &str) -> Result<Vec<Judgement>> {
+    read_judgements_with(path, &[dimension])
+}
+
+/// Reads a judgement file, checking that every line has a finite score on each of
+/// `dimensions`; errors name file:line and the field.
+pub fn read_judgements_with(path: &Path, dimensions: &[&str]) -> Result<Vec<Judgement>> {
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     let mut seen = BTreeSet::new();
@@ -319,15 +370,17 @@ pub fn read_judgements(path: &Path, dimension: &str) -> Result<Vec<Judgement>> {
         }
         let at = format!("{}:{}", path.display(), i + 1);
         let j: Judgement = serde_json::from_str(&line).map_err(|e| Error::Input(format!("{at}: {e}")))?;
-        match j.human.get(dimension) {
-            Some(x) if x.is_finite() => {}
-            Some(x) => return Err(Error::Input(format!("{at}: field `human.{dimension}`: {x} is not finite"))),
-            None => {
-                let have: Vec<&str> = j.human.keys().map(String::as_str).collect();
-                return Err(Error::Input(format!(
-                    "{at}: field `human.{dimension}`: missing (this file has {})",
-                    have.join(", ")
-                )));
+        for dimension in dimensions {
+            match j.human.get(*dimension) {
+                Some(x) if x.is_finite() => {}
+                Some(x) => return Err(Error::Input(format!("{at}: field `human.{dimension}`: {x} is not finite"))),
+                None => {
+                    let have: Vec<&str> = j.human.keys().map(String::as_str).collect();
+                    return Err(Error::Input(format!(
+                        "{at}: field `human.{dimension}`: missing (this file has {})",
+                        have.join(", ")
+                    )));
+                }
             }
         }
         if !seen.insert(j.item_id.clone()) {
@@ -443,17 +496,30 @@ fn standard_normal(rng: &mut ChaCha8Rng) -> f64 {
 /// Runs a simulation and writes its files into `out` (created if needed).
 pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateConfig) -> Result<SimulateSummary> {
     cfg.validate().map_err(|e| Error::Input(format!("[simulate]: {e}")))?;
-    let rows = read_judgements(judgements, dimension)?;
-    let scores: Vec<f64> = rows.iter().map(|j| j.human[dimension]).collect();
-    let scale = match cfg.scale {
-        Some(s) => s,
-        None => infer_scale(&scores).ok_or_else(|| {
-            Error::Input(format!(
-                "{}: human.{dimension} scores are not on a 0-1, 1-5 or 1-6 scale; set [simulate] scale = [lo, hi]",
-                judgements.display()
-            ))
-        })?,
+    if let Some(i) = cfg.dimensions.iter().position(|d| d == dimension) {
+        return Err(Error::Input(format!(
+            "[simulate] dimensions[{i}] {dimension:?} is the primary dimension (--dimension); list only the others"
+        )));
+    }
+    let mut wanted = vec![dimension];
+    wanted.extend(cfg.dimensions.iter().map(String::as_str));
+    let rows = read_judgements_with(judgements, &wanted)?;
+    let scale_of = |dim: &str| -> Result<[f64; 2]> {
+        match cfg.scale {
+            Some(s) => Ok(s),
+            None => {
+                let scores: Vec<f64> = rows.iter().map(|j| j.human[dim]).collect();
+                infer_scale(&scores).ok_or_else(|| {
+                    Error::Input(format!(
+                        "{}: human.{dim} scores are not on a 0-1, 1-5 or 1-6 scale; set [simulate] scale = [lo, hi]",
+                        judgements.display()
+                    ))
+                })
+            }
+        }
     };
+    let scale = scale_of(dimension)?;
+    let extra_scales: Vec<[f64; 2]> = cfg.dimensions.iter().map(|d| scale_of(d)).collect::<Result<_>>()?;
     let end = cfg.end().map_err(|e| Error::Input(format!("[simulate]: {e}")))?;
     let seed = cfg.seed.to_string();
 
@@ -512,6 +578,8 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         heldout_requests: 0,
         heldout_groups: heldout.iter().map(|s| s.to_string()).collect(),
         cohorts: cfg.cohorts.iter().map(|c| (c.name.clone(), CohortCounts::default())).collect(),
+        dimensions: cfg.dimensions.clone(),
+        dimension_ratings: 0,
     };
     for (j, f1) in rows.iter().zip(&f1) {
         let mut rng = ChaCha8Rng::seed_from_u64(hash64(&[&seed, "request", &j.item_id]));
@@ -524,6 +592,9 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         let u_implicit: f64 = rng.random();
         let delay_explicit: f64 = -rng.random::<f64>().max(f64::MIN_POSITIVE).ln() * 600.0;
         let delay_implicit: f64 = -rng.random::<f64>().max(f64::MIN_POSITIVE).ln() * 120.0;
+        // Extra dimensions draw after everything above, so the primary feedback does not move.
+        let extra_noise: Vec<f64> =
+            cfg.dimensions.iter().map(|_| standard_normal(&mut rng) * cfg.rating_noise).collect();
 
         let user_id = format!("user-{user_n:04}");
         let ci = match by {
@@ -543,7 +614,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         let eval = overall(*f1);
         let ts = end - Duration::microseconds(window_us - offset_us);
 
-        w_truth.line(&json!({
+        let mut truth = json!({
             "request_id": j.item_id,
             "cohort": cohort.name,
             "group": j.group_id,
@@ -555,10 +626,16 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
             "true_rating": perceived.round() as u8,
             "feedback_probability": if is_held { 0.0 } else { p },
             "eval_score": eval,
-        }))?;
+        });
+        let human_scores: Option<Map<String, Value>> =
+            (!cfg.dimensions.is_empty()).then(|| wanted.iter().map(|d| (d.to_string(), json!(j.human[*d]))).collect());
+        if let Some(hs) = &human_scores {
+            truth["human_scores"] = Value::Object(hs.clone());
+        }
+        w_truth.line(&truth)?;
         if is_held {
             summary.heldout_requests += 1;
-            w_held.line(&json!({
+            let mut held = json!({
                 "request_id": j.item_id,
                 "prompt": prompt,
                 "output": j.output,
@@ -567,7 +644,11 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
                 "human_score": h,
                 "human_score_5": h5,
                 "eval_score": eval,
-            }))?;
+            });
+            if let Some(hs) = human_scores {
+                held["human_scores"] = Value::Object(hs);
+            }
+            w_held.line(&held)?;
             continue;
         }
 
@@ -595,10 +676,10 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         counts.requests += 1;
         counts.mean_human_score_5 += h5;
 
-        let event = |t: FeedbackType, value: FeedbackValue, delay_s: f64| {
+        let event = |t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
             let at = ts + Duration::microseconds((delay_s * 1e6) as i64);
             let at = at - Duration::microseconds(i64::from(at.timestamp_subsec_micros()));
-            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(&user_id), Some(&at));
+            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(&user_id), Some(&at), dimension);
             FeedbackEvent {
                 event_id: id,
                 request_id: j.item_id.clone(),
@@ -606,6 +687,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
                 value,
                 user_id: Some(user_id.clone()),
                 timestamp: at,
+                dimension: dimension.map(str::to_string),
             }
         };
         let mut events = Vec::new();
@@ -615,10 +697,16 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
             if thumb {
                 counts.thumbs += 1;
                 let t = if rating >= 4 { FeedbackType::ThumbsUp } else { FeedbackType::ThumbsDown };
-                events.push(event(t, FeedbackValue::Bool(true), delay_explicit));
+                events.push(event(t, FeedbackValue::Bool(true), delay_explicit, None));
             } else {
                 counts.ratings += 1;
-                events.push(event(FeedbackType::Rating, FeedbackValue::Rating(rating), delay_explicit));
+                events.push(event(FeedbackType::Rating, FeedbackValue::Rating(rating), delay_explicit, None));
+                for ((d, sc), noise) in cfg.dimensions.iter().zip(&extra_scales).zip(&extra_noise) {
+                    let xk = (to_five(j.human[d.as_str()], *sc) + cohort.shift + noise).clamp(1.0, 5.0);
+                    let value = FeedbackValue::Rating(xk.round() as u8);
+                    events.push(event(FeedbackType::Rating, value, delay_explicit, Some(d)));
+                    summary.dimension_ratings += 1;
+                }
             }
         }
         if u_implicit < cfg.implicit_rate {
@@ -630,7 +718,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
             } else {
                 FeedbackType::Discard
             };
-            events.push(event(t, FeedbackValue::Bool(true), delay_implicit));
+            events.push(event(t, FeedbackValue::Bool(true), delay_implicit, None));
         }
         for e in &events {
             w_fb.line(&e.to_json())?;

@@ -223,3 +223,89 @@ fn disagreements_graded_subsampled_build() {
         }
     }
 }
+
+/// `simulate --dimensions` adds one dimension rating per extra dimension to each rated request
+/// and leaves the primary feedback as it was; `dataset build` with `dimensions` gives each row
+/// `labels` from them, and its primary labels and splits are those of a build without.
+#[test]
+fn extra_dimensions_flow_from_simulate_into_dataset_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let args = ["--seed", "3", "--holdout-groups", "4"];
+    simulate(dir, "one", &args);
+    let s = simulate(dir, "multi", &[&args[..], &["--dimensions", "relevance,fluency"]].concat());
+    assert_eq!(s["dimensions"], serde_json::json!(["relevance", "fluency"]));
+    let plain = lines(&dir.join("one/feedback.jsonl"));
+    let multi = lines(&dir.join("multi/feedback.jsonl"));
+    let (primary, dims): (Vec<&Value>, Vec<&Value>) = multi.iter().partition(|e| e.get("dimension").is_none());
+    assert_eq!(primary.into_iter().cloned().collect::<Vec<_>>(), plain, "primary feedback changed");
+    let rated: BTreeSet<&str> = plain
+        .iter()
+        .filter(|e| e["feedback_type"] == "explicit_rating")
+        .map(|e| e["request_id"].as_str().unwrap())
+        .collect();
+    assert_eq!(dims.len(), 2 * rated.len());
+    assert_eq!(s["dimension_ratings"].as_u64().unwrap() as usize, dims.len());
+    let truth = lines(&dir.join("multi/truth.jsonl"));
+    let by_id: BTreeMap<&str, &Value> = truth.iter().map(|t| (t["request_id"].as_str().unwrap(), t)).collect();
+    for e in &dims {
+        let id = e["request_id"].as_str().unwrap();
+        assert!(rated.contains(id), "dimension rating on a request without a rating: {e}");
+        let d = e["dimension"].as_str().unwrap();
+        // Newsroom is on 1-5 and the default cohorts have no shift or noise: the rating is the
+        // rounded judgement.
+        let h = by_id[id]["human_scores"][d].as_f64().unwrap();
+        assert_eq!(e["value"].as_f64().unwrap(), h.round(), "{e}");
+    }
+    assert!(lines(&dir.join("multi/heldout.jsonl")).iter().all(|h| h["human_scores"]["coherence"].is_number()));
+    assert!(lines(&dir.join("one/truth.jsonl")).iter().all(|t| t.get("human_scores").is_none()));
+
+    for (db, sim) in [("one.db", "one"), ("multi.db", "multi")] {
+        for what in ["logs", "feedback"] {
+            let file = format!("{sim}/{what}.jsonl");
+            json_out(evalloop(dir).args(["--db", db, "ingest", what, &file, "--strict"]));
+        }
+    }
+    let cfg =
+        "[dataset]\nlabel = \"graded\"\nweighting = [\"none\"]\ngroup_key = \"group_id\"\nmin_effective_size = 0.0\n";
+    std::fs::write(dir.join("plain.toml"), cfg).unwrap();
+    std::fs::write(
+        dir.join("mt.toml"),
+        format!("{cfg}dimensions = [\"relevance\", \"fluency\", \"informativeness\"]\n"),
+    )
+    .unwrap();
+    json_out(evalloop(dir).args(["--db", "one.db", "--config", "plain.toml", "dataset", "build", "--out", "ds-plain"]));
+    let card =
+        json_out(evalloop(dir).args(["--db", "multi.db", "--config", "mt.toml", "dataset", "build", "--out", "ds-mt"]));
+    let mut labelled = 0;
+    for split in ["train", "validation", "test"] {
+        let a = lines(&dir.join(format!("ds-plain/{split}.jsonl")));
+        let b = lines(&dir.join(format!("ds-mt/{split}.jsonl")));
+        assert_eq!(a.len(), b.len());
+        let mut n = 0;
+        for (x, y) in a.iter().zip(&b) {
+            let mut y = y.clone();
+            let labels = y.as_object_mut().unwrap().remove("labels").unwrap();
+            assert_eq!(*x, y, "a row changed besides its labels");
+            // No request was rated on informativeness (not simulated): null everywhere.
+            assert!(labels["informativeness"].is_null());
+            let id = x["request_id"].as_str().unwrap();
+            for d in ["relevance", "fluency"] {
+                match labels[d].as_f64() {
+                    Some(v) => {
+                        let h = by_id[id]["human_scores"][d].as_f64().unwrap();
+                        assert!((v - (h.round() - 1.0) / 4.0).abs() < 1e-9, "{id} {d}: {v} vs {h}");
+                        n += usize::from(d == "relevance");
+                    }
+                    None => assert!(labels[d].is_null() && !rated.contains(id)),
+                }
+            }
+        }
+        assert_eq!(card["dimensions"]["relevance"][split].as_u64().unwrap() as usize, n, "{split}");
+        assert_eq!(card["dimensions"]["informativeness"][split], 0);
+        labelled += n;
+    }
+    assert!(labelled > 0);
+    assert_eq!(card["dimensions"]["relevance"]["labelled"].as_u64().unwrap() as usize, labelled);
+    assert_eq!(card["config"]["dimensions"], serde_json::json!(["relevance", "fluency", "informativeness"]));
+}

@@ -273,3 +273,84 @@ fn interrupted_ingest_keeps_whole_batches() {
     let s = json_out(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
     assert_eq!((s["stored"].as_u64().unwrap(), s["duplicate"].as_u64().unwrap()), (400_000 - n, n));
 }
+
+/// Dimension ratings (docs/multi-dimension.md) are stored, from JSONL and from a CSV
+/// `dimension` column, and change no correlate figure; a dimension on another feedback type
+/// is rejected with file, line and field.
+#[test]
+fn dimension_ratings_are_stored_and_change_no_correlate_figure() {
+    let d = tempfile::tempdir().unwrap();
+    let mut logs = String::new();
+    let mut fb = String::new();
+    for i in 0..12 {
+        logs.push_str(&format!(
+            "{{\"request_id\": \"q{i}\", \"timestamp\": \"2026-05-15T10:00:00Z\", \"prompt\": \"p\", \"output\": \"o\", \"eval_scores\": {{\"overall\": {}}}, \"metadata\": {{\"user_cohort\": \"{}\"}}}}\n",
+            (i * 7 % 12) as f64 / 12.0,
+            ["free", "pro"][i % 2]
+        ));
+        fb.push_str(&format!(
+            "{{\"request_id\": \"q{i}\", \"feedback_type\": \"explicit_rating\", \"value\": {}, \"user_id\": \"u\"}}\n",
+            1 + i % 5
+        ));
+    }
+    write(d.path(), "logs.jsonl", &logs);
+    write(d.path(), "fb.jsonl", &fb);
+    json_out(bin(d.path()).args(["ingest", "logs", "logs.jsonl", "--strict"]));
+    json_out(bin(d.path()).args(["ingest", "feedback", "fb.jsonl", "--strict"]));
+    let before = json_out(bin(d.path()).args(["correlate"]));
+
+    // Dimension ratings opposite to the overall ones: were they counted, every figure would move.
+    let mut dims = String::new();
+    for i in 0..12 {
+        dims.push_str(&format!(
+            "{{\"request_id\": \"q{i}\", \"feedback_type\": \"explicit_rating\", \"value\": {}, \"dimension\": \"coherence\", \"user_id\": \"u\"}}\n",
+            5 - i % 5
+        ));
+    }
+    write(d.path(), "dims.jsonl", &dims);
+    let s = json_out(bin(d.path()).args(["ingest", "feedback", "dims.jsonl", "--strict"]));
+    assert_eq!(s["stored"], 12);
+    write(
+        d.path(),
+        "dims.csv",
+        "request_id,feedback_type,value,dimension,user_id\nq1,explicit_rating,2,relevance,u\nq2,explicit_rating,5,,u2\n",
+    );
+    let s = json_out(bin(d.path()).args(["ingest", "feedback", "dims.csv", "--strict"]));
+    assert_eq!(s["stored"], 2);
+    // The CSV row with an empty dimension is an overall rating; the store compared with below
+    // gets the same overall rating and no dimension ratings.
+    let st = json_out(bin(d.path()).args(["stats"]));
+    assert_eq!((st["feedback_events"].as_u64(), st["dimension_ratings"].as_u64()), (Some(13), Some(13)));
+
+    let e = tempfile::tempdir().unwrap();
+    write(e.path(), "logs.jsonl", &logs);
+    write(e.path(), "fb.jsonl", &fb);
+    write(e.path(), "overall.csv", "request_id,feedback_type,value,dimension,user_id\nq2,explicit_rating,5,,u2\n");
+    json_out(bin(e.path()).args(["ingest", "logs", "logs.jsonl", "--strict"]));
+    json_out(bin(e.path()).args(["ingest", "feedback", "fb.jsonl", "--strict"]));
+    json_out(bin(e.path()).args(["ingest", "feedback", "overall.csv", "--strict"]));
+    let with_dims = json_out(bin(d.path()).args(["correlate"]));
+    let without = json_out(bin(e.path()).args(["correlate"]));
+    assert_eq!(with_dims, without, "dimension ratings changed correlate");
+    assert_eq!(json_out(bin(d.path()).args(["bias"])), json_out(bin(e.path()).args(["bias"])));
+    assert_ne!(before, without, "the overall CSV rating counts (sanity)");
+
+    // A dimension on a thumbs-up: rejected, named by file, line and field; --strict stores nothing.
+    write(
+        d.path(),
+        "bad.jsonl",
+        "{\"request_id\": \"q1\", \"feedback_type\": \"explicit_rating\", \"value\": 4, \"dimension\": \"coherence\", \"user_id\": \"v\"}\n\
+         {\"request_id\": \"q1\", \"feedback_type\": \"explicit_thumbs_up\", \"dimension\": \"coherence\"}\n",
+    );
+    let out = bin(d.path())
+        .args(["ingest", "feedback", "bad.jsonl", "--strict"])
+        .assert()
+        .failure()
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8_lossy(&out);
+    assert!(err.contains("bad.jsonl:2") && err.contains("field `dimension`"), "{err}");
+    let st = json_out(bin(d.path()).args(["stats"]));
+    assert_eq!(st["dimension_ratings"], 13, "--strict stored part of the file");
+}

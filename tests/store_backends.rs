@@ -608,3 +608,74 @@ fn request_ids_texts_and_runs_agree() {
         serde_json::json!({"ids": ids, "texts": to_json(texts), "runs": to_json(runs)})
     });
 }
+
+/// Dimension ratings on both backends: stored apart (mixed in one batch with overall feedback),
+/// duplicates and orphans counted, per-request means alike, and no answer of the analyses moved.
+#[test]
+fn dimension_ratings_agree_and_change_no_answer() {
+    let dim = |id: &str, event: &str, v: i64, d: &str| {
+        let now = Utc.with_ymd_and_hms(2026, 5, 16, 0, 0, 0).single().expect("time");
+        FeedbackEvent::from_json(
+            json!({"event_id": event, "request_id": id, "feedback_type": "explicit_rating", "value": v,
+                   "dimension": d, "user_id": "u1", "timestamp": "2026-05-15T20:00:00Z"}),
+            false,
+            now,
+        )
+        .expect("valid dimension rating")
+    };
+    let all = on_each_backend("dimension_ratings", |s| {
+        load(s);
+        let answers = |s: &mut dyn Store| {
+            let mut stats = to_json(s.stats().unwrap());
+            stats["backend"] = Value::Null;
+            stats["location"] = Value::Null;
+            stats["dimension_ratings"] = Value::Null;
+            json!({
+                "scored": to_json(s.scored_requests(&ScoredQuery::default()).unwrap()),
+                "cohorts": to_json(s.cohort_stats(&Filter::default(), &HumanPolicy::default()).unwrap()),
+                "feedback_r01": format!("{:?}", s.feedback_for("r01").unwrap()),
+                "stats": stats,
+            })
+        };
+        let before = answers(s);
+        let dims = vec![
+            dim("r01", "d1", 1, "coherence"),
+            dim("r01", "d2", 4, "coherence"),
+            dim("r01", "d3", 2, "fluency"),
+            dim("zz-none", "d4", 3, "coherence"),
+        ];
+        s.begin().unwrap();
+        let first = s.insert_feedback(&dims).unwrap();
+        s.commit().unwrap();
+        let unchanged = answers(s) == before;
+        // One batch mixing overall feedback, new and repeated dimension ratings.
+        let mixed =
+            vec![fb("r02", "plain-1", "explicit_rating", json!(5)), dims[0].clone(), dim("r02", "d5", 5, "fluency")];
+        s.begin().unwrap();
+        let again = s.insert_feedback(&mixed).unwrap();
+        s.commit().unwrap();
+        json!({
+            "first": to_json(first),
+            "again": to_json(again),
+            "unchanged": unchanged,
+            "feedback_events": s.stats().unwrap().feedback_events,
+            "dimension_ratings": s.stats().unwrap().dimension_ratings,
+            "scores": to_json(s.dimension_scores(&["coherence".into(), "fluency".into()]).unwrap()),
+            "only_fluency": to_json(s.dimension_scores(&["fluency".into()]).unwrap()),
+        })
+    });
+    assert_eq!(all["first"], json!({"stored": 4, "duplicate": 0, "orphaned": 1}));
+    assert_eq!(all["unchanged"], json!(true), "dimension ratings changed an answer of the analyses");
+    assert_eq!(all["again"], json!({"stored": 2, "duplicate": 1, "orphaned": 0}));
+    assert_eq!((&all["feedback_events"], &all["dimension_ratings"]), (&json!(13), &json!(5)));
+    assert_eq!(
+        all["scores"],
+        json!([
+            {"request_id": "r01", "dimension": "coherence", "mean": 2.5, "ratings": 2},
+            {"request_id": "r01", "dimension": "fluency", "mean": 2.0, "ratings": 1},
+            {"request_id": "r02", "dimension": "fluency", "mean": 5.0, "ratings": 1},
+            {"request_id": "zz-none", "dimension": "coherence", "mean": 3.0, "ratings": 1},
+        ])
+    );
+    assert_eq!(all["only_fluency"].as_array().unwrap().len(), 2);
+}

@@ -144,6 +144,8 @@ pub struct StoreStats {
     pub feedback_events: u64,
     /// Feedback events whose request has no log.
     pub orphaned_feedback: u64,
+    /// Ratings of one human dimension (`dimension_ratings`, apart from `feedback_events`).
+    pub dimension_ratings: u64,
     /// `feedback_type` -> count.
     pub feedback_by_type: Vec<(String, u64)>,
     /// Cohort (`null` for none) -> number of logs.
@@ -152,6 +154,17 @@ pub struct StoreStats {
     pub evaluators: Vec<(String, u64)>,
     pub first_timestamp: Option<String>,
     pub last_timestamp: Option<String>,
+}
+
+/// A request's ratings on one human dimension (events with a `dimension`), aggregated.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DimensionScore {
+    pub request_id: String,
+    pub dimension: String,
+    /// Mean of the request's ratings on the dimension, on the 1-5 scale.
+    pub mean: f64,
+    /// Ratings averaged.
+    pub ratings: u64,
 }
 
 /// One recorded run of the weekly loop (`evalloop run`), as `evalloop runs` shows it.
@@ -194,6 +207,9 @@ pub trait Store {
     /// Inserts logs and their evaluator scores; an existing `request_id` is a duplicate.
     fn insert_logs(&mut self, logs: &[EvalLog]) -> StoreResult<BatchOutcome>;
     /// Inserts feedback; an existing `event_id` is a duplicate; an unknown request is orphaned.
+    /// Events with a `dimension` go to the `dimension_ratings` table, the others to
+    /// `feedback_events` (which the human score and every analysis read), in the same
+    /// transaction; event ids are unique within each table.
     fn insert_feedback(&mut self, events: &[FeedbackEvent]) -> StoreResult<BatchOutcome>;
     /// Stores `overall` scores of a new evaluator for existing requests, replacing that
     /// evaluator's earlier score for the same request. Unknown requests are counted as orphaned
@@ -212,6 +228,9 @@ pub trait Store {
     /// Requests with an evaluator score and a human score, ordered by `request_id`: the one
     /// join every analysis stands on, run inside the database.
     fn scored_requests(&self, q: &ScoredQuery) -> StoreResult<Vec<ScoredRequest>>;
+    /// The mean rating of every request on each of `dimensions` that it has ratings for,
+    /// ordered by `request_id` then dimension (orphaned ratings included).
+    fn dimension_scores(&self, dimensions: &[String]) -> StoreResult<Vec<DimensionScore>>;
     /// Per-cohort feedback rates, ordered by cohort (`None` first).
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>>;
     /// The evaluator `overall` of every request matching the filter (with or without feedback).
@@ -255,6 +274,7 @@ pub(crate) fn stored_event(request_id: &str, row: StoredFeedback) -> StoreResult
         value,
         user_id,
         timestamp: crate::record::from_micros(ts),
+        dimension: None,
     })
 }
 

@@ -25,8 +25,8 @@ use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row};
 
 use super::{
-    BatchOutcome, CohortStats, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store, StoreError,
-    StoreResult, StoreStats,
+    BatchOutcome, CohortStats, DimensionScore, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store,
+    StoreError, StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, from_micros, to_micros};
@@ -116,7 +116,36 @@ const STAGING_SQL: &str = r#"
     );
     CREATE TEMP TABLE IF NOT EXISTS evalloop_stage_scores (
         seq INT NOT NULL, request_id TEXT COLLATE "C" NOT NULL, overall DOUBLE PRECISION NOT NULL
+    );
+    CREATE TEMP TABLE IF NOT EXISTS evalloop_stage_dimensions (
+        seq INT NOT NULL, event_id TEXT COLLATE "C" NOT NULL, request_id TEXT COLLATE "C" NOT NULL,
+        dimension TEXT COLLATE "C" NOT NULL, value_num DOUBLE PRECISION NOT NULL, user_id TEXT, ts BIGINT NOT NULL
     );"#;
+
+/// Ratings of one human dimension, apart from `feedback_events` (see the SQLite store's
+/// `DIMENSION_RATINGS_SQL`): created on open, for new and existing databases, under the
+/// migration lock. On Citus, distribute it by `request_id` like `feedback_events`.
+const DIMENSION_RATINGS_SQL: &str = r#"CREATE TABLE IF NOT EXISTS dimension_ratings (
+        event_id TEXT COLLATE "C" PRIMARY KEY,
+        request_id TEXT COLLATE "C" NOT NULL,
+        dimension TEXT COLLATE "C" NOT NULL,
+        value_num DOUBLE PRECISION NOT NULL,
+        user_id TEXT,
+        ts BIGINT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS dimension_ratings_request ON dimension_ratings(request_id, dimension);"#;
+
+/// Moves staged dimension ratings into `dimension_ratings` (first occurrence of an `event_id`
+/// wins); returns stored and, of those, orphaned, as [`MOVE_FEEDBACK_SQL`] does.
+const MOVE_DIMENSIONS_SQL: &str = "WITH ins AS (
+        INSERT INTO dimension_ratings (event_id, request_id, dimension, value_num, user_id, ts)
+        SELECT DISTINCT ON (event_id) event_id, request_id, dimension, value_num, user_id, ts
+        FROM evalloop_stage_dimensions ORDER BY event_id, seq
+        ON CONFLICT DO NOTHING
+        RETURNING request_id
+    )
+    SELECT COUNT(*), COUNT(*) - COUNT(l.request_id)
+    FROM ins LEFT JOIN eval_logs l ON l.request_id = ins.request_id";
 
 /// Moves staged logs into `eval_logs` (first occurrence of a `request_id` in the batch wins, an
 /// existing one is a duplicate) and their scores into `eval_scores`, for newly stored logs only.
@@ -323,7 +352,19 @@ impl PostgresStore {
             staged: false,
         };
         store.migrate()?;
+        store.create_dimension_ratings()?;
         Ok(store)
+    }
+
+    /// Creates `dimension_ratings` when missing; the migration lock keeps two processes opening
+    /// one new database from racing on it.
+    fn create_dimension_ratings(&mut self) -> StoreResult<()> {
+        let err = |e: postgres::Error| StoreError::Postgres { url: self.shown.clone(), message: describe(&e) };
+        let mut c = self.client.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tx = c.transaction().map_err(err)?;
+        tx.execute("SELECT pg_advisory_xact_lock($1::int8)", &[&MIGRATION_LOCK]).map_err(err)?;
+        tx.batch_execute(DIMENSION_RATINGS_SQL).map_err(err)?;
+        tx.commit().map_err(err)
     }
 
     fn err(&self) -> impl Fn(postgres::Error) -> StoreError + '_ {
@@ -458,6 +499,33 @@ impl PostgresStore {
         Ok(out)
     }
 
+    /// Stores events that all carry a `dimension` into `dimension_ratings`.
+    fn insert_dimension_ratings(&mut self, events: &[FeedbackEvent]) -> StoreResult<BatchOutcome> {
+        if events.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        self.prepare_stage("evalloop_stage_dimensions")?;
+        let types = [Type::INT4, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::TEXT, Type::INT8];
+        self.copy_rows("evalloop_stage_dimensions", &types, events, |w, seq, e| {
+            w.write(&[
+                &seq,
+                &e.event_id,
+                &e.request_id,
+                &e.dimension.as_deref().unwrap_or_default(),
+                &e.value.as_number().unwrap_or(f64::NAN),
+                &e.user_id,
+                &to_micros(&e.timestamp),
+            ])
+        })?;
+        let (stored, orphaned): (i64, i64) = self
+            .client()
+            .query_one(MOVE_DIMENSIONS_SQL, &[])
+            .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map_err(self.err())?;
+        let stored = stored as u64;
+        Ok(BatchOutcome { stored, duplicate: events.len() as u64 - stored, orphaned: orphaned as u64 })
+    }
+
     fn count(&self, sql: &str) -> StoreResult<u64> {
         let v: i64 = self.client().query_one(sql, &[]).and_then(|r| r.try_get(0)).map_err(self.err())?;
         Ok(v as u64)
@@ -563,6 +631,15 @@ impl Store for PostgresStore {
     }
 
     fn insert_feedback(&mut self, events: &[FeedbackEvent]) -> StoreResult<BatchOutcome> {
+        if events.iter().any(|e| e.dimension.is_some()) {
+            let (dims, plain): (Vec<FeedbackEvent>, Vec<FeedbackEvent>) =
+                events.iter().cloned().partition(|e| e.dimension.is_some());
+            return self.in_transaction(|s| {
+                let mut out = s.insert_feedback(&plain)?;
+                out += s.insert_dimension_ratings(&dims)?;
+                Ok(out)
+            });
+        }
         if events.is_empty() {
             return Ok(BatchOutcome::default());
         }
@@ -649,6 +726,7 @@ impl Store for PostgresStore {
                 "SELECT COUNT(*) FROM feedback_events f WHERE NOT EXISTS
                  (SELECT 1 FROM eval_logs l WHERE l.request_id = f.request_id)",
             )?,
+            dimension_ratings: self.count("SELECT COUNT(*) FROM dimension_ratings")?,
             ..Default::default()
         };
         st.feedback_by_type = self.counted(
@@ -726,6 +804,26 @@ impl Store for PostgresStore {
 
     /// Citus: `h` and `s` group by `request_id` (pushed down whole); the outer GROUP BY cohort
     /// runs as partial aggregates on the shards, merged on the coordinator.
+    fn dimension_scores(&self, dimensions: &[String]) -> StoreResult<Vec<DimensionScore>> {
+        if dimensions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut params = Params::default();
+        let dims = params.bind(dimensions.to_vec(), "text[]");
+        let sql = format!(
+            "SELECT request_id, dimension, AVG(value_num), COUNT(*) FROM dimension_ratings
+             WHERE dimension = ANY({dims}) GROUP BY request_id, dimension ORDER BY request_id, dimension"
+        );
+        self.query_map(&sql, &params, |r| {
+            Ok(DimensionScore {
+                request_id: r.try_get(0)?,
+                dimension: r.try_get(1)?,
+                mean: r.try_get(2)?,
+                ratings: r.try_get::<_, i64>(3)? as u64,
+            })
+        })
+    }
+
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>> {
         let mut params = Params::default();
         let score = event_score_sql(policy, &mut params);

@@ -7,8 +7,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use super::{
-    BatchOutcome, CohortStats, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store, StoreError,
-    StoreResult, StoreStats,
+    BatchOutcome, CohortStats, DimensionScore, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store,
+    StoreError, StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, from_micros, to_micros};
@@ -134,6 +134,20 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX feedback_events_orphans ON feedback_events(request_id) WHERE log_id IS NULL;",
 ];
 
+/// Ratings of one human dimension (feedback events with a `dimension`), kept apart from
+/// `feedback_events` so that the human score and the analyses, which read only that table, are
+/// unchanged by them. Created on open for new and existing stores alike (no schema version of
+/// its own); keyed by request id, so a rating that comes before its log needs no attaching.
+const DIMENSION_RATINGS_SQL: &str = "CREATE TABLE IF NOT EXISTS dimension_ratings (
+        event_id TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        dimension TEXT NOT NULL,
+        value_num REAL NOT NULL,
+        user_id TEXT,
+        ts INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS dimension_ratings_request ON dimension_ratings(request_id, dimension, value_num);";
+
 /// Stores with fewer logs than this are read on one connection; larger ones are split by
 /// `log_id` range over [`read_threads`] connections.
 const PARALLEL_MIN_LOGS: i64 = 200_000;
@@ -171,6 +185,7 @@ impl SqliteStore {
         let mut store =
             SqliteStore { conn, path: path.to_path_buf(), in_tx: false, parallel_min_logs: PARALLEL_MIN_LOGS };
         store.migrate()?;
+        store.conn.execute_batch(DIMENSION_RATINGS_SQL).map_err(store.err())?;
         Ok(store)
     }
 
@@ -458,6 +473,13 @@ impl Store for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(event_id) DO NOTHING",
             )
             .map_err(&err)?;
+        let mut dim_stmt = self
+            .conn
+            .prepare_cached(
+                "INSERT INTO dimension_ratings (event_id, request_id, dimension, value_num, user_id, ts)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(event_id) DO NOTHING",
+            )
+            .map_err(&err)?;
         let mut log_id =
             self.conn.prepare_cached("SELECT log_id FROM eval_logs WHERE request_id = ?1").map_err(&err)?;
         for e in events {
@@ -466,8 +488,16 @@ impl Store for SqliteStore {
                 _ => None,
             };
             let id: Option<i64> = log_id.query_row([&e.request_id], |r| r.get(0)).optional().map_err(&err)?;
-            let n = stmt
-                .execute(params![
+            let n = match &e.dimension {
+                Some(d) => dim_stmt.execute(params![
+                    e.event_id,
+                    e.request_id,
+                    d,
+                    e.value.as_number(),
+                    e.user_id,
+                    to_micros(&e.timestamp),
+                ]),
+                None => stmt.execute(params![
                     e.event_id,
                     e.request_id,
                     id,
@@ -476,8 +506,9 @@ impl Store for SqliteStore {
                     text,
                     e.user_id,
                     to_micros(&e.timestamp),
-                ])
-                .map_err(&err)?;
+                ]),
+            }
+            .map_err(&err)?;
             if n == 0 {
                 out.duplicate += 1;
                 continue;
@@ -559,6 +590,7 @@ impl Store for SqliteStore {
             logs: count("SELECT COUNT(*) FROM eval_logs")?,
             feedback_events: count("SELECT COUNT(*) FROM feedback_events")?,
             orphaned_feedback: count("SELECT COUNT(*) FROM feedback_events WHERE log_id IS NULL")?,
+            dimension_ratings: count("SELECT COUNT(*) FROM dimension_ratings")?,
             ..Default::default()
         };
         st.feedback_by_type = self.counted(
@@ -649,6 +681,30 @@ impl Store for SqliteStore {
         }
         rows.sort_unstable_by(|a, b| (&a.request_id, &a.evaluator).cmp(&(&b.request_id, &b.evaluator)));
         Ok(rows)
+    }
+
+    fn dimension_scores(&self, dimensions: &[String]) -> StoreResult<Vec<DimensionScore>> {
+        if dimensions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (1..=dimensions.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "SELECT request_id, dimension, AVG(value_num), COUNT(*) FROM dimension_ratings
+             WHERE dimension IN ({}) GROUP BY request_id, dimension ORDER BY request_id, dimension",
+            marks.join(", ")
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let rows = stmt
+            .query_map(params_from_iter(dimensions.iter()), |r| {
+                Ok(DimensionScore {
+                    request_id: r.get(0)?,
+                    dimension: r.get(1)?,
+                    mean: r.get(2)?,
+                    ratings: r.get::<_, i64>(3)? as u64,
+                })
+            })
+            .map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>> {
@@ -1226,6 +1282,56 @@ mod tests {
         assert_eq!(s.stats().unwrap().orphaned_feedback, 0);
         let cs = s.cohort_stats(&Filter::default(), &HumanPolicy::default()).unwrap();
         assert_eq!((cs[0].requests, cs[0].with_feedback, cs[0].positive), (2, 1, 1));
+    }
+
+    /// Dimension ratings land in their own table: the human score, cohort figures and the
+    /// feedback table answer as without them; their means come back per request and dimension.
+    #[test]
+    fn dimension_ratings_are_stored_apart_and_change_no_answer() {
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let mut plain = SqliteStore::open(&dir.path().join("plain.db")).unwrap();
+        load(&mut plain, &logs, &events, &second);
+        let mut with = SqliteStore::open(&dir.path().join("with.db")).unwrap();
+        load(&mut with, &logs, &events, &second);
+        let rating = |id: &str, v: u8, dim: &str, user: &str| {
+            FeedbackEvent::from_json(
+                json!({"request_id": id, "feedback_type": "explicit_rating", "value": v, "dimension": dim,
+                       "user_id": user, "timestamp": "2026-05-15T11:00:00Z"}),
+                false,
+                Utc::now(),
+            )
+            .unwrap()
+        };
+        let dims = [
+            rating("r000", 1, "coherence", "u1"),
+            rating("r000", 4, "coherence", "u2"),
+            rating("r000", 5, "relevance", "u1"),
+            rating("r007", 2, "fluency", "u1"),
+            rating("nolog", 3, "coherence", "u1"),
+        ];
+        with.begin().unwrap();
+        let o = with.insert_feedback(&dims).unwrap();
+        let again = with.insert_feedback(&dims[..2]).unwrap();
+        with.commit().unwrap();
+        assert_eq!(o, BatchOutcome { stored: 5, duplicate: 0, orphaned: 1 });
+        assert_eq!(again, BatchOutcome { stored: 0, duplicate: 2, orphaned: 0 });
+        let mut a = answers(&with);
+        assert_eq!(a["stats"]["dimension_ratings"], 5);
+        a["stats"]["dimension_ratings"] = json!(0);
+        assert_eq!(a, answers(&plain), "dimension ratings changed an answer");
+        let got = with.dimension_scores(&["coherence".into(), "relevance".into()]).unwrap();
+        let got: Vec<(&str, &str, f64, u64)> =
+            got.iter().map(|d| (d.request_id.as_str(), d.dimension.as_str(), d.mean, d.ratings)).collect();
+        assert_eq!(
+            got,
+            vec![("nolog", "coherence", 3.0, 1), ("r000", "coherence", 2.5, 2), ("r000", "relevance", 5.0, 1)]
+        );
+        assert!(with.dimension_scores(&[]).unwrap().is_empty());
+        // A store opened again (as an existing one is) keeps the table and its rows.
+        drop(with);
+        let reopened = SqliteStore::open(&dir.path().join("with.db")).unwrap();
+        assert_eq!(reopened.dimension_scores(&["fluency".into()]).unwrap().len(), 1);
     }
 
     #[test]

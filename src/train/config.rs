@@ -101,6 +101,9 @@ pub enum EvalMetric {
 /// layer_lr_decay = 1.0
 /// eval_metric = "spearman"       # or "group_spearman", "loss", "auc", "accuracy"
 /// # seeds = [1, 2, 3]            # an ensemble: one member per seed
+/// # multi-task (docs/multi-dimension.md)
+/// # dimensions = ["relevance"]   # unset = the dataset card's config.dimensions; [] = one output
+/// dimension_weight = 1.0
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -194,6 +197,13 @@ pub struct TrainConfig {
     /// config and `seed` replaced), plus `out/ensemble.json`; the scorer averages the members'
     /// scores. Empty = one model from `seed` in `out/` (default empty).
     pub seeds: Vec<u64>,
+    /// Human dimensions to learn besides the primary score, one extra output each (outputs
+    /// 1..K of the head, graded MSE against the dataset rows' `labels`); unset = the dataset
+    /// card's `config.dimensions`, `[]` = one output (default unset).
+    pub dimensions: Option<Vec<String>>,
+    /// Weight of the dimension term: loss = primary loss + `dimension_weight` x the mean over
+    /// dimensions of each one's masked weighted MSE (default 1.0).
+    pub dimension_weight: f64,
 }
 
 impl Default for TrainConfig {
@@ -232,6 +242,8 @@ impl Default for TrainConfig {
             pair_scope: PairScope::Group,
             layer_lr_decay: 1.0,
             seeds: Vec::new(),
+            dimensions: None,
+            dimension_weight: 1.0,
         }
     }
 }
@@ -303,6 +315,18 @@ impl TrainConfig {
         if let Some(s) = self.seeds.iter().find(|s| !seen.insert(**s)) {
             return bad("seeds", format!("seed {s} is listed twice"));
         }
+        if !(self.dimension_weight >= 0.0 && self.dimension_weight.is_finite()) {
+            return bad("dimension_weight", format!("{} is not a number >= 0", self.dimension_weight));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for (i, d) in self.dimensions.iter().flatten().enumerate() {
+            if !crate::record::is_dimension_name(d) {
+                return bad("dimensions", format!("[{i}] {d:?} is not a dimension name ([a-z0-9_]+)"));
+            }
+            if !names.insert(d) {
+                return bad("dimensions", format!("[{i}] {d:?} is listed twice"));
+            }
+        }
         Ok(())
     }
 }
@@ -348,6 +372,15 @@ mod tests {
         assert!(err.to_string().contains("listwise"), "{err}");
         let err = TrainConfig::from_toml_str("[train]\nbatchsize = 3\n", "f.toml").unwrap_err();
         assert!(err.to_string().contains("batchsize"), "{err}");
+        let cfg =
+            TrainConfig::from_toml_str("[train]\ndimensions = [\"coherence\"]\ndimension_weight = 0.5\n", "f").unwrap();
+        assert_eq!((cfg.dimensions, cfg.dimension_weight), (Some(vec!["coherence".to_string()]), 0.5));
+        let cfg = TrainConfig::from_toml_str("[train]\ndimensions = []\n", "f").unwrap();
+        assert_eq!(cfg.dimensions, Some(vec![]));
+        let err = TrainConfig::from_toml_str("[train]\ndimensions = [\"Co\"]\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("f.toml: [train] dimensions"), "{err}");
+        let err = TrainConfig::from_toml_str("[train]\ndimension_weight = -1\n", "f.toml").unwrap_err();
+        assert!(err.to_string().contains("dimension_weight"), "{err}");
         let err = TrainConfig::from_toml_str("[train]\nbatch_size = 0\n", "f.toml").unwrap_err();
         assert!(err.to_string().contains("f.toml: [train] batch_size"), "{err}");
     }

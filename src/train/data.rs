@@ -6,6 +6,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
+use serde_json::Value;
 
 use super::config::LabelKind;
 
@@ -26,6 +27,9 @@ pub struct Example {
     /// the prompt); `None` when the row has none. Used by the group-level metric and the
     /// pairwise objective.
     pub group: Option<String>,
+    /// Multi-task: the label on each trained dimension, in the run's dimension order (the
+    /// row's `labels`, in [0, 1]); `None` where the row has none. Empty without dimensions.
+    pub labels: Vec<Option<f64>>,
 }
 
 #[derive(Deserialize)]
@@ -38,6 +42,8 @@ struct Row {
     weight: f64,
     #[serde(default)]
     group: Option<String>,
+    #[serde(default)]
+    labels: Option<serde_json::Map<String, Value>>,
 }
 
 fn one() -> f64 {
@@ -47,6 +53,17 @@ fn one() -> f64 {
 /// Reads a split (`train.jsonl`, ...); a missing file is an empty split when `optional`.
 /// Errors name file:line and the field.
 pub fn read_split(path: &Path, kind: LabelKind, optional: bool) -> crate::Result<Vec<Example>> {
+    read_split_with(path, kind, &[], optional)
+}
+
+/// Reads a split as [`read_split`] does, with each row's label on every one of `dimensions`
+/// (its `labels` object must name each, as a number in [0, 1] or `null`).
+pub fn read_split_with(
+    path: &Path,
+    kind: LabelKind,
+    dimensions: &[String],
+    optional: bool,
+) -> crate::Result<Vec<Example>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
@@ -76,6 +93,29 @@ pub fn read_split(path: &Path, kind: LabelKind, optional: bool) -> crate::Result
                 row.weight
             )));
         }
+        let mut labels = Vec::with_capacity(dimensions.len());
+        for d in dimensions {
+            let v = match row.labels.as_ref() {
+                None => {
+                    return Err(crate::Error::Input(format!(
+                        "{at}: field labels is missing; training dimension {d:?} needs a dataset built with \
+                         [dataset] dimensions"
+                    )));
+                }
+                Some(m) => m.get(d).ok_or_else(|| {
+                    crate::Error::Input(format!("{at}: field labels.{d} is missing (the row has no such dimension)"))
+                })?,
+            };
+            labels.push(match v {
+                Value::Null => None,
+                Value::Number(n) if n.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)) => n.as_f64(),
+                other => {
+                    return Err(crate::Error::Input(format!(
+                        "{at}: field labels.{d} is {other}, expected a number in [0, 1] or null"
+                    )));
+                }
+            });
+        }
         out.push(Example {
             request_id: row.request_id,
             prompt: row.prompt,
@@ -83,6 +123,7 @@ pub fn read_split(path: &Path, kind: LabelKind, optional: bool) -> crate::Result
             label: row.label,
             weight: row.weight,
             group: row.group,
+            labels,
         });
     }
     Ok(out)
@@ -141,6 +182,25 @@ pub fn epoch_batches(
     batches
 }
 
+/// The dimensions of a dataset (`config.dimensions` of its `dataset_card.json`; none when the
+/// key is absent).
+pub fn read_card_dimensions(dataset_dir: &Path) -> crate::Result<Vec<String>> {
+    #[derive(Deserialize)]
+    struct Card {
+        config: CardConfig,
+    }
+    #[derive(Deserialize)]
+    struct CardConfig {
+        #[serde(default)]
+        dimensions: Vec<String>,
+    }
+    let path = dataset_dir.join("dataset_card.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+    let card: Card = serde_json::from_str(&text)
+        .map_err(|e| crate::Error::Input(format!("{}: config.dimensions: {e}", path.display())))?;
+    Ok(card.config.dimensions)
+}
+
 /// The label kind from `dataset_card.json` (`{"config": {"label": "binary"|"graded"}}`).
 pub fn read_label_kind(dataset_dir: &Path) -> crate::Result<LabelKind> {
     #[derive(Deserialize)]
@@ -183,6 +243,29 @@ mod tests {
     }
 
     #[test]
+    fn dimension_labels_are_read_in_order_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("train.jsonl");
+        let row = |labels: &str| {
+            format!("{{\"request_id\":\"a\",\"prompt\":\"p\",\"output\":\"o\",\"label\":0.5,\"labels\":{labels}}}\n")
+        };
+        std::fs::write(&p, row("{\"fluency\":0.25,\"coherence\":null}")).unwrap();
+        let dims = ["coherence".to_string(), "fluency".to_string()];
+        let rows = read_split_with(&p, LabelKind::Graded, &dims, false).unwrap();
+        assert_eq!(rows[0].labels, vec![None, Some(0.25)]);
+        assert!(read_split(&p, LabelKind::Graded, false).unwrap()[0].labels.is_empty());
+        for (labels, needle) in [
+            ("{\"coherence\":0.5}", "train.jsonl:1: field labels.fluency is missing"),
+            ("{\"coherence\":1.5,\"fluency\":0}", "train.jsonl:1: field labels.coherence is 1.5"),
+            ("null", "train.jsonl:1: field labels is missing"),
+        ] {
+            std::fs::write(&p, row(labels)).unwrap();
+            let err = read_split_with(&p, LabelKind::Graded, &dims, false).unwrap_err().to_string();
+            assert!(err.contains(needle), "{err}");
+        }
+    }
+
+    #[test]
     fn group_aware_batches_keep_groups_whole_and_split_only_large_ones() {
         let ex = |g: Option<&str>| Example {
             request_id: String::new(),
@@ -191,6 +274,7 @@ mod tests {
             label: 0.5,
             weight: 1.0,
             group: g.map(str::to_string),
+            labels: Vec::new(),
         };
         // Groups of 3, 3, 2, 9 and two ungrouped rows; batch 4.
         let mut examples = Vec::new();

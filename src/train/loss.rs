@@ -34,6 +34,23 @@ pub fn weighted_loss(logits: &Tensor, labels: &Tensor, weights: &Tensor, kind: L
     per_example_loss(logits, labels, kind)?.mul(weights)?.sum_all()? / norm
 }
 
+/// The multi-task dimension term, a scalar: `sum_{i,k} mw_ik (z_ik - y_ik)^2 * coef_k` from
+/// outputs `z` `(b, K)`, labels `y` `(b, K)` (anything where the label is missing), `mw` `(b, K)`
+/// the example weight where row i has a label on dimension k and 0 elsewhere, and `coef` `(K,)`.
+/// With `coef_k = 1 / (K * sum_i mw_ik)` over the optimizer batch (0 for a dimension without
+/// labels in it), this is the mean over dimensions of each one's masked weighted MSE, and
+/// accumulated micro-batches add up to it.
+pub fn dimension_loss(outputs: &Tensor, labels: &Tensor, masked_weights: &Tensor, coef: &Tensor) -> Result<Tensor> {
+    outputs.sub(labels)?.sqr()?.mul(masked_weights)?.broadcast_mul(&coef.unsqueeze(0)?)?.sum_all()
+}
+
+/// `coef_k` of [`dimension_loss`] for the per-dimension label weight totals of an optimizer
+/// batch: `1 / (K * total_k)`, 0 where `total_k` is 0.
+pub fn dimension_coefficients(totals: &[f64]) -> Vec<f64> {
+    let k = totals.len() as f64;
+    totals.iter().map(|&t| if t > 0.0 { 1.0 / (k * t) } else { 0.0 }).collect()
+}
+
 /// Pairs of positions in a micro-batch `idx` (indices into `examples`) for the pairwise loss:
 /// `(better, worse, w_better * w_worse)` for every two examples whose labels differ by at least
 /// `min_diff` (and by more than 0), and under [`PairScope::Group`] are of the same group (rows

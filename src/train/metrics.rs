@@ -34,6 +34,11 @@ pub struct EvalMetrics {
     /// Groups averaged into `group_spearman`.
     #[serde(default)]
     pub groups_used: usize,
+    /// Multi-task models: the same metrics per human dimension (outputs 1..K against the
+    /// rows' `labels`, graded: `loss` is the weighted MSE), over the rows with a label on it;
+    /// empty (and not written) for a one-output model.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub dimensions: std::collections::BTreeMap<String, EvalMetrics>,
 }
 
 fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
@@ -89,6 +94,7 @@ impl EvalAccumulator {
             accuracy,
             group_spearman: g.mean_spearman.ok(),
             groups_used: g.groups_used,
+            dimensions: std::collections::BTreeMap::new(),
         }
     }
 }

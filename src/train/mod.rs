@@ -6,7 +6,8 @@
 //!
 //! - `config.json` (`architectures: ["BertForSequenceClassification"]`, `id2label`,
 //!   `label2id`, `num_labels: 1`, `problem_type`: `multi_label_classification` for binary labels
-//!   (one logit, BCE), `regression` for graded ones (MSE)),
+//!   (one logit, BCE), `regression` for graded ones (MSE)); a multi-task model (below) has
+//!   `num_labels = 1 + K` and `id2label = {"0": "score" (or "good"), "1": <dimension 1>, ...}`,
 //! - `model.safetensors` (the best checkpoint by [`TrainConfig::eval_metric`] on the validation
 //!   split, or the last weights without a validation split; Hugging Face names),
 //! - `tokenizer.json`, `tokenizer_config.json` (and `vocab.txt`, `special_tokens_map.json` when
@@ -14,6 +15,15 @@
 //! - `training_config.json` (the [`TrainConfig`], label kind, effective `max_length`),
 //! - `metrics.json` (validation and test metrics of the kept model, evaluation history),
 //! - `metrics.jsonl` (one line per logged step and per evaluation).
+//!
+//! # Multi-task (`dimensions`)
+//! With K human dimensions (`[train] dimensions`, else the dataset card's), the head has
+//! `1 + K` outputs. Output 0 is the primary score: the objective, `eval_metric`, early stopping
+//! and the scorer's `score` are about it alone. Output k (1..K) is dimension k, fitted to the
+//! rows' `labels` by a graded MSE: loss = primary loss + `dimension_weight` x the mean over
+//! dimensions of `sum_i m_ik w_i (z_ik - y_ik)^2 / sum_i m_ik w_i` (sums over the optimizer
+//! batch; `m_ik = 0` where row i has no label on k; a dimension without labels in the batch
+//! adds 0). Validation and test metrics carry the same figures per dimension (`dimensions`).
 //!
 //! While training, `train_state/checkpoint.safetensors` holds weights, AdamW moments, step,
 //! dropout RNG position, data-order position and early-stopping state, written atomically
@@ -31,7 +41,7 @@ mod optim;
 
 pub use config::{EvalMetric, LabelKind, Objective, PairScope, TrainConfig, Truncation};
 pub use data::Example;
-pub use loss::{pairwise_loss, per_example_loss, weighted_loss};
+pub use loss::{dimension_coefficients, dimension_loss, pairwise_loss, per_example_loss, weighted_loss};
 pub use metrics::EvalMetrics;
 
 use std::collections::BTreeMap;
@@ -136,13 +146,14 @@ fn train_ensemble(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume:
     let kind = members.first().map_or(LabelKind::Binary, |m| m.label);
     let device = model::parse_device(&cfg.device)?;
     let scorer = crate::score::Scorer::load(out_dir, &device)?.with_batch_size(cfg.eval_batch_size);
+    let dimensions = scorer.dimensions().to_vec();
     let eval_split = |name: &str| -> crate::Result<Option<EvalMetrics>> {
-        let examples = data::read_split(&dataset_dir.join(name), kind, true)?;
+        let examples = data::read_split_with(&dataset_dir.join(name), kind, &dimensions, true)?;
         if examples.is_empty() {
             return Ok(None);
         }
         let pairs: Vec<(&str, &str)> = examples.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
-        let scores = scorer.score_pairs(&pairs)?;
+        let (scores, dim_scores) = scorer.score_pairs_with_dimensions(&pairs)?;
         let mut acc = EvalAccumulator::default();
         for (e, &s) in examples.iter().zip(&scores) {
             let loss = match kind {
@@ -154,7 +165,9 @@ fn train_ensemble(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume:
             };
             acc.update_in_group(e.group.as_deref(), s, e.label, e.weight, loss);
         }
-        Ok(Some(acc.compute(kind == LabelKind::Binary)))
+        let mut m = acc.compute(kind == LabelKind::Binary);
+        m.dimensions = dimension_metrics(&dimensions, &examples, |i, k| dim_scores[i][k]);
+        Ok(Some(m))
     };
     let summary = TrainSummary {
         out_dir: out_dir.to_path_buf(),
@@ -187,6 +200,8 @@ pub fn lr_at(step: usize, peak: f64, warmup: usize, total: usize) -> f64 {
 
 struct Setup {
     kind: LabelKind,
+    /// The trained human dimensions, outputs 1..K (empty: one output).
+    dimensions: Vec<String>,
     objective: Objective,
     config: BertConfig,
     base_dir: PathBuf,
@@ -227,20 +242,31 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
             cfg.eval_metric
         )));
     }
+    let dimensions = match &cfg.dimensions {
+        Some(d) => d.clone(),
+        None => data::read_card_dimensions(dataset_dir)?,
+    };
     let train_path = dataset_dir.join("train.jsonl");
-    let train = data::read_split(&train_path, kind, false)?;
+    let train = data::read_split_with(&train_path, kind, &dimensions, false)?;
     if train.is_empty() {
         return Err(crate::Error::Input(format!("{}: no examples", train_path.display())));
     }
-    let validation = data::read_split(&dataset_dir.join("validation.jsonl"), kind, true)?;
-    let test = data::read_split(&dataset_dir.join("test.jsonl"), kind, true)?;
+    let validation = data::read_split_with(&dataset_dir.join("validation.jsonl"), kind, &dimensions, true)?;
+    let test = data::read_split_with(&dataset_dir.join("test.jsonl"), kind, &dimensions, true)?;
 
     let base_dir = model::resolve_base_model(&cfg.base_model)?;
     let mut config = BertConfig::from_file(&base_dir.join("config.json"))?;
-    match kind {
-        LabelKind::Binary => config.set_classifier(&["good"], "multi_label_classification"),
-        LabelKind::Graded => config.set_classifier(&["score"], "regression"),
+    let (primary, problem_type) = match kind {
+        LabelKind::Binary => ("good", "multi_label_classification"),
+        LabelKind::Graded => ("score", "regression"),
+    };
+    if let Some(d) = dimensions.iter().find(|d| d.as_str() == primary) {
+        return Err(crate::Error::Input(format!(
+            "[train] dimensions: {d:?} is the name of output 0 (the primary score); rename the dimension"
+        )));
     }
+    let head: Vec<&str> = std::iter::once(primary).chain(dimensions.iter().map(String::as_str)).collect();
+    config.set_classifier(&head, problem_type);
     if let Some(p) = cfg.dropout {
         config.hidden_dropout_prob = p;
         config.attention_probs_dropout_prob = p;
@@ -275,6 +301,9 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         hasher.update(e.request_id.as_bytes());
         hasher.update(e.label.to_le_bytes());
         hasher.update(e.weight.to_le_bytes());
+        for l in &e.labels {
+            hasher.update(l.unwrap_or(-1.0).to_le_bytes());
+        }
     }
     for e in &train_enc {
         for id in &e.ids {
@@ -284,6 +313,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     let fingerprint = hex::encode(hasher.finalize());
     Ok(Setup {
         kind,
+        dimensions,
         objective,
         config,
         base_dir,
@@ -314,33 +344,51 @@ fn trainable_filter(cfg: &TrainConfig) -> impl Fn(&str) -> bool + use<> {
     }
 }
 
-/// The first output (logit or value) of each encoded pair, in order; evaluated without
-/// dropout in batches sorted by length.
+/// Every output (`num_labels` logits or values) of each encoded pair, in order; evaluated
+/// without dropout in batches sorted by length.
 fn predict(
     model: &model::BertForSequenceClassification,
     tokenizer: &PairTokenizer,
     enc: &[Encoded],
     batch_size: usize,
     device: &Device,
-) -> Result<Vec<f32>, ModelError> {
+) -> Result<Vec<Vec<f32>>, ModelError> {
     let mut order: Vec<usize> = (0..enc.len()).collect();
     order.sort_by_key(|&i| enc[i].len());
-    let mut logits = vec![0f32; enc.len()];
+    let mut outputs = vec![Vec::new(); enc.len()];
     for chunk in order.chunks(batch_size.max(1)) {
         let items: Vec<&Encoded> = chunk.iter().map(|&i| &enc[i]).collect();
         let batch = tokenizer.collate(&items, device)?;
         let out = model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, false)?;
-        let out = first_column(&out)?;
-        for (&i, v) in chunk.iter().zip(out) {
-            logits[i] = v;
+        let out = out.to_dtype(DType::F32)?.to_vec2::<f32>()?;
+        for (&i, row) in chunk.iter().zip(out) {
+            outputs[i] = row;
         }
     }
-    Ok(logits)
+    Ok(outputs)
 }
 
-/// Column 0 of `(b, num_labels)` outputs, as f32.
-fn first_column(out: &Tensor) -> candle_core::Result<Vec<f32>> {
-    out.narrow(D::Minus1, 0, 1)?.flatten_all()?.to_dtype(DType::F32)?.to_vec1::<f32>()
+/// Per-dimension metrics (graded: squared-error loss, Spearman, group Spearman) over the
+/// examples with a label on each dimension; `score(i, k)` is example i's output for dimension k.
+fn dimension_metrics(
+    dimensions: &[String],
+    examples: &[Example],
+    score: impl Fn(usize, usize) -> f64,
+) -> BTreeMap<String, EvalMetrics> {
+    dimensions
+        .iter()
+        .enumerate()
+        .map(|(k, d)| {
+            let mut acc = EvalAccumulator::default();
+            for (i, e) in examples.iter().enumerate() {
+                if let Some(y) = e.labels[k] {
+                    let z = score(i, k);
+                    acc.update_in_group(e.group.as_deref(), z, y, e.weight, (z - y) * (z - y));
+                }
+            }
+            (d.clone(), acc.compute(false))
+        })
+        .collect()
 }
 
 /// The score reported for a logit: sigmoid for binary, identity for graded.
@@ -366,10 +414,10 @@ fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> crate::Result<EvalMetrics> {
-    let logits = predict(model, &setup.tokenizer, enc, batch_size, device)?;
+    let outputs = predict(model, &setup.tokenizer, enc, batch_size, device)?;
     let mut acc = EvalAccumulator::default();
-    for (e, &z) in examples.iter().zip(&logits) {
-        let z = z as f64;
+    for (e, out) in examples.iter().zip(&outputs) {
+        let z = out[0] as f64;
         acc.update_in_group(
             e.group.as_deref(),
             score_of(z, setup.kind),
@@ -378,7 +426,24 @@ fn evaluate(
             example_loss(z, e.label, setup.kind),
         );
     }
-    Ok(acc.compute(setup.kind == LabelKind::Binary))
+    let mut m = acc.compute(setup.kind == LabelKind::Binary);
+    m.dimensions = dimension_metrics(&setup.dimensions, examples, |i, k| outputs[i][k + 1] as f64);
+    Ok(m)
+}
+
+/// A metrics.jsonl line's view of per-dimension metrics: `{dim: {loss, spearman,
+/// group_spearman, n}}`.
+fn dimensions_json(m: &EvalMetrics) -> serde_json::Value {
+    m.dimensions
+        .iter()
+        .map(|(d, x)| {
+            let v = serde_json::json!({
+                "loss": x.loss, "spearman": x.spearman, "group_spearman": x.group_spearman, "n": x.n,
+            });
+            (d.clone(), v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
 }
 
 fn metric_value(m: &EvalMetrics, which: EvalMetric) -> f64 {
@@ -462,6 +527,7 @@ fn run(
     let objective = setup.objective;
     let group_aware = objective.has_pairwise();
     let pointwise = objective != Objective::Pairwise;
+    let n_dims = setup.dimensions.len();
     let plan = |epoch: usize| data::epoch_batches(&setup.train, cfg.batch_size, cfg.seed, epoch, group_aware);
     // Group-aware batches can differ in number from epoch to epoch: count each epoch's steps.
     let mut total_steps: usize = (0..cfg.epochs).map(|e| plan(e).len().div_ceil(cfg.grad_accum)).sum();
@@ -540,12 +606,25 @@ fn run(
                 vec![Vec::new(); micro.len()]
             };
             let total_pair_weight: f64 = pairs.iter().flatten().map(|p| p.2).sum();
+            // Per dimension, the weight of the optimizer batch's rows with a label on it.
+            let mut dim_totals = vec![0.0; n_dims];
+            for &i in micro.iter().flat_map(|m| m.iter()) {
+                let e = &setup.train[i];
+                for (t, l) in dim_totals.iter_mut().zip(&e.labels) {
+                    if l.is_some() {
+                        *t += e.weight;
+                    }
+                }
+            }
+            let dim_coef = dimension_coefficients(&dim_totals);
             let use_pointwise = pointwise && total_weight > 0.0;
             let use_pairs = group_aware && total_pair_weight > 0.0;
+            let use_dims = cfg.dimension_weight > 0.0 && dim_totals.iter().any(|&t| t > 0.0);
             let mut grads: Vec<Option<Tensor>> = vec![None; tm.params().len()];
             let mut step_loss = 0.0;
             for (idx, batch_pairs) in micro.iter().zip(&pairs) {
-                if !pointwise && batch_pairs.is_empty() {
+                let has_dim_labels = use_dims && idx.iter().any(|&i| setup.train[i].labels.iter().any(Option::is_some));
+                if !pointwise && batch_pairs.is_empty() && !has_dim_labels {
                     // Nothing to learn from this micro-batch under a purely pairwise loss.
                     continue;
                 }
@@ -555,13 +634,11 @@ fn run(
                 let wts: Vec<f32> = idx.iter().map(|&i| setup.train[i].weight as f32).collect();
                 let labels = Tensor::from_vec(labels, idx.len(), device).map_err(model_err)?;
                 let wts = Tensor::from_vec(wts, idx.len(), device).map_err(model_err)?;
-                let logits = tm
+                let outputs = tm
                     .model
                     .forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, true)
-                    .map_err(model_err)?
-                    .narrow(D::Minus1, 0, 1)
-                    .and_then(|t| t.flatten_all())
                     .map_err(model_err)?;
+                let logits = outputs.narrow(D::Minus1, 0, 1).and_then(|t| t.flatten_all()).map_err(model_err)?;
                 let mut loss: Option<Tensor> = None;
                 if use_pointwise {
                     loss = Some(weighted_loss(&logits, &labels, &wts, setup.kind, total_weight).map_err(model_err)?);
@@ -584,6 +661,31 @@ fn run(
                         Some(l) => (l + (pair_loss * cfg.pairwise_weight).map_err(model_err)?).map_err(model_err)?,
                     });
                 }
+                if has_dim_labels {
+                    let b = idx.len();
+                    let mut y = Vec::with_capacity(b * n_dims);
+                    let mut mw = Vec::with_capacity(b * n_dims);
+                    for &i in idx.iter() {
+                        let e = &setup.train[i];
+                        for l in &e.labels {
+                            y.push(l.unwrap_or(0.0) as f32);
+                            mw.push(if l.is_some() { e.weight as f32 } else { 0.0 });
+                        }
+                    }
+                    let coef: Vec<f32> = dim_coef.iter().map(|&c| (c * cfg.dimension_weight) as f32).collect();
+                    let dims_out = outputs.narrow(D::Minus1, 1, n_dims).map_err(model_err)?;
+                    let dtype = dims_out.dtype();
+                    let t = |v: Vec<f32>, shape: &[usize]| {
+                        Tensor::from_vec(v, shape, device).and_then(|t| t.to_dtype(dtype)).map_err(model_err)
+                    };
+                    let dim_loss =
+                        dimension_loss(&dims_out, &t(y, &[b, n_dims])?, &t(mw, &[b, n_dims])?, &t(coef, &[n_dims])?)
+                            .map_err(model_err)?;
+                    loss = Some(match loss {
+                        None => dim_loss,
+                        Some(l) => (l + dim_loss).map_err(model_err)?,
+                    });
+                }
                 let Some(loss) = loss else { continue };
                 step_loss += loss.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(model_err)?;
                 let g = loss.backward().map_err(model_err)?;
@@ -596,7 +698,7 @@ fn run(
                     }
                 }
             }
-            if use_pointwise || use_pairs {
+            if use_pointwise || use_pairs || use_dims {
                 let lr = lr_at(state.step, cfg.learning_rate, warmup, total_steps);
                 opt.step(tm.params(), &mut grads, lr, cfg.grad_clip).map_err(model_err)?;
             }
@@ -646,11 +748,15 @@ fn run(
         let epoch_no = state.epoch + 1;
         if !setup.validation.is_empty() {
             let m = evaluate(&tm.model, &setup, &setup.validation, &setup.validation_enc, cfg.eval_batch_size, device)?;
-            log.write(&serde_json::json!({
+            let mut line = serde_json::json!({
                 "kind": "eval", "split": "validation", "step": state.step, "epoch": epoch_no,
                 "loss": m.loss, "spearman": m.spearman, "group_spearman": m.group_spearman,
                 "groups_used": m.groups_used, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
-            }))?;
+            });
+            if !m.dimensions.is_empty() {
+                line["dimensions"] = dimensions_json(&m);
+            }
+            log.write(&line)?;
             bar.suspend(|| {
                 tracing::info!(
                     epoch = epoch_no,
@@ -713,11 +819,15 @@ fn run(
         None
     } else {
         let m = evaluate(&infer.model, &setup, &setup.test, &setup.test_enc, cfg.eval_batch_size, device)?;
-        log.write(&serde_json::json!({
+        let mut line = serde_json::json!({
             "kind": "eval", "split": "test", "step": state.step, "epoch": state.best_epoch,
             "loss": m.loss, "spearman": m.spearman, "group_spearman": m.group_spearman,
-                "groups_used": m.groups_used, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
-        }))?;
+            "groups_used": m.groups_used, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
+        });
+        if !m.dimensions.is_empty() {
+            line["dimensions"] = dimensions_json(&m);
+        }
+        log.write(&line)?;
         Some(m)
     };
     log.sync_len()?;
@@ -785,6 +895,7 @@ fn write_output(
         &serde_json::json!({
             "train": cfg,
             "label": setup.kind,
+            "dimensions": setup.dimensions,
             "max_length": max_length,
             "truncation": cfg.truncation,
             "base_model_dir": setup.base_dir,

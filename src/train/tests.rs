@@ -297,6 +297,7 @@ fn batch_pairs_use_groups_label_gaps_and_weight_products() {
         label,
         weight,
         group: g.map(str::to_string),
+        labels: Vec::new(),
     };
     let examples = vec![
         ex(Some("a"), 0.2, 1.0),
@@ -551,4 +552,215 @@ fn real_minilm_fine_tunes_a_few_steps() {
     assert_eq!(s.steps, 2);
     assert!(s.validation.unwrap().loss.is_finite());
     let _ = DType::F32;
+}
+
+/// Adds multi-task labels to a dataset written by [`write_dataset`] / [`write_ranking_dataset`]:
+/// `same` = the primary label, `opposite` = 1 - label (null on every third row), `never` =
+/// always null; the card lists the three.
+fn add_dimension_labels(dir: &Path) {
+    for split in ["train", "validation", "test"] {
+        let path = dir.join(format!("{split}.jsonl"));
+        let mut out = String::new();
+        for (i, line) in std::fs::read_to_string(&path).unwrap().lines().enumerate() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let y = v["label"].as_f64().unwrap();
+            let opposite = if i % 3 == 2 { serde_json::Value::Null } else { serde_json::json!(1.0 - y) };
+            v["labels"] = serde_json::json!({"same": y, "opposite": opposite, "never": null});
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+        std::fs::write(&path, out).unwrap();
+    }
+    let card_path = dir.join("dataset_card.json");
+    let mut card: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&card_path).unwrap()).unwrap();
+    card["config"]["dimensions"] = serde_json::json!(["same", "opposite", "never"]);
+    std::fs::write(card_path, card.to_string()).unwrap();
+}
+
+/// The dimension term by hand on a tiny batch: 3 rows, 2 dimensions, one label missing, in f64.
+/// coef_k = 1 / (K * sum_i m_ik w_i): dimension 0 has rows 0, 1, 2 (weights 1, 2, 0.5: 3.5),
+/// dimension 1 rows 0 and 2 (1.5).
+#[test]
+fn dimension_loss_matches_a_hand_computation() {
+    let dev = Device::Cpu;
+    let z = Tensor::new(&[[0.5f64, 0.1], [0.2, 0.9], [0.7, 0.4]], &dev).unwrap();
+    let y = Tensor::new(&[[1.0f64, 0.0], [0.0, 0.0], [0.5, 1.0]], &dev).unwrap();
+    let mw = Tensor::new(&[[1.0f64, 1.0], [2.0, 0.0], [0.5, 0.5]], &dev).unwrap();
+    let coef = dimension_coefficients(&[3.5, 1.5]);
+    assert_eq!(coef, vec![1.0 / 7.0, 1.0 / 3.0]);
+    let loss = dimension_loss(&z, &y, &mw, &Tensor::new(coef.as_slice(), &dev).unwrap()).unwrap();
+    let d0 = (1.0 * 0.25 + 2.0 * 0.04 + 0.5 * 0.04) / 3.5;
+    let d1 = (1.0 * 0.01 + 0.5 * 0.36) / 1.5;
+    assert!((loss.to_scalar::<f64>().unwrap() - (d0 + d1) / 2.0).abs() < 1e-12);
+    // A dimension with no label in the batch: coefficient 0, and it adds nothing.
+    assert_eq!(dimension_coefficients(&[3.5, 0.0]), vec![1.0 / 7.0, 0.0]);
+    let mw0 = Tensor::new(&[[1.0f64, 0.0], [2.0, 0.0], [0.5, 0.0]], &dev).unwrap();
+    let c0 = Tensor::new(dimension_coefficients(&[3.5, 0.0]).as_slice(), &dev).unwrap();
+    let only0 = dimension_loss(&z, &y, &mw0, &c0).unwrap().to_scalar::<f64>().unwrap();
+    assert!((only0 - d0 / 2.0).abs() < 1e-12);
+}
+
+/// With K = 2 every trainable tensor gets a gradient from primary + dimension loss, each
+/// classifier row included; a dimension whose labels are all null adds exactly nothing (its
+/// classifier row gets a zero gradient and the loss equals the loss without it).
+#[test]
+fn every_variable_gets_a_gradient_with_two_dimensions() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = tiny_config();
+    cfg.set_classifier(&["good", "same", "never"], "multi_label_classification");
+    let tok = crate::model::PairTokenizer::from_file(&crate::model::testutil::write_tokenizer(dir.path()), 32).unwrap();
+    let tm = TrainableModel::new(&cfg, random_weights(&cfg, 4), |_| true, 1, &Device::Cpu).unwrap();
+    let pairs = [("what", "good answer"), ("why", "bad"), ("how is the question", "a terrible wrong answer")];
+    let enc = tok.encode_pairs(&pairs).unwrap();
+    let b = tok.collate(&enc.iter().collect::<Vec<_>>(), &Device::Cpu).unwrap();
+    let out = tm.model.forward_t(&b.input_ids, &b.token_type_ids, &b.attention_mask, false).unwrap();
+    assert_eq!(out.dims(), &[3, 3]);
+    let dev = Device::Cpu;
+    let primary = weighted_loss(
+        &out.narrow(1, 0, 1).unwrap().flatten_all().unwrap(),
+        &Tensor::new(&[1f32, 0., 1.], &dev).unwrap(),
+        &Tensor::new(&[1f32, 2., 1.], &dev).unwrap(),
+        LabelKind::Binary,
+        4.0,
+    )
+    .unwrap();
+    let dims = out.narrow(1, 1, 2).unwrap();
+    // Dimension "same" labelled on rows 0 and 2, "never" on none.
+    let y = Tensor::new(&[[0.9f32, 0.0], [0.0, 0.0], [0.3, 0.0]], &dev).unwrap();
+    let mw = Tensor::new(&[[1f32, 0.0], [0.0, 0.0], [1.0, 0.0]], &dev).unwrap();
+    let coef: Vec<f32> = dimension_coefficients(&[2.0, 0.0]).into_iter().map(|c| c as f32).collect();
+    let dim_loss = dimension_loss(&dims, &y, &mw, &Tensor::new(coef.as_slice(), &dev).unwrap()).unwrap();
+    // By hand: ((z0 - 0.9)^2 + (z2 - 0.3)^2) / 2, halved for the mean over K = 2 dimensions.
+    let z = dims.to_vec2::<f32>().unwrap();
+    let want = (((z[0][0] - 0.9).powi(2) + (z[2][0] - 0.3).powi(2)) / 2.0) / 2.0;
+    assert!((dim_loss.to_scalar::<f32>().unwrap() - want).abs() < 1e-6);
+    let loss = (primary + dim_loss).unwrap();
+    let g = loss.backward().unwrap();
+    for p in tm.params() {
+        let gp = g.get(p.var.as_tensor()).unwrap_or_else(|| panic!("{} has no gradient", p.name));
+        let max = gp.abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+        assert!(max > 0.0, "{} has a zero gradient", p.name);
+    }
+    let cls = tm.params().iter().find(|p| p.name == "classifier.weight").unwrap();
+    let rows = g.get(cls.var.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+    assert!(rows[0].iter().any(|v| *v != 0.0) && rows[1].iter().any(|v| *v != 0.0), "rows 0, 1");
+    assert!(rows[2].iter().all(|v| *v == 0.0), "the all-null dimension moved its row");
+}
+
+/// A multi-task run end to end: 1 + K outputs named in config.json, per-dimension metrics in
+/// metrics.json and metrics.jsonl, the `same` dimension learnt, `score` writing `scores`, and
+/// an ensemble averaging each dimension over its members.
+#[test]
+fn multi_task_training_writes_a_head_per_dimension_and_scores_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, true);
+    let data = tmp.path().join("data");
+    write_dataset(&data, 96, 32, "binary", 1);
+    add_dimension_labels(&data);
+    let out = tmp.path().join("out");
+    let cfg = TrainConfig { epochs: 8, dropout: Some(0.0), learning_rate: 3e-3, ..tiny_cfg(&base) };
+    let s = train(&data, &cfg, &out, false).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_labels"], 4);
+    assert_eq!(config["id2label"], serde_json::json!({"0": "good", "1": "same", "2": "opposite", "3": "never"}));
+    assert_eq!(config["label2id"]["opposite"], 2);
+    assert_eq!(config["problem_type"], "multi_label_classification");
+    let weights = crate::model::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
+    assert_eq!(weights["classifier.weight"].dims(), &[4, 32]);
+    let val = s.validation.clone().unwrap();
+    assert!(val.auc.unwrap() > 0.9, "primary output: {val:?}");
+    let same = &val.dimensions["same"];
+    assert!(same.spearman.unwrap() > 0.6, "{same:?}");
+    assert!(val.dimensions["opposite"].spearman.unwrap() > 0.6, "{:?}", val.dimensions["opposite"]);
+    assert!(val.dimensions["opposite"].n < same.n, "null labels are left out");
+    assert_eq!(val.dimensions["never"].n, 0);
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert!(written["validation"]["dimensions"]["same"]["group_spearman"].is_f64());
+    assert!(
+        std::fs::read_to_string(out.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .any(|l| l.contains("\"dimensions\":{\"never\""))
+    );
+
+    // score: `scores` per line, named as the head; the primary score is a probability.
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"request_id\":\"a\",\"prompt\":\"what is the answer\",\"output\":\"good correct\"}\n\
+         {\"request_id\":\"b\",\"prompt\":\"what is the answer\",\"output\":\"bad wrong\"}\n",
+    )
+    .unwrap();
+    let scored = tmp.path().join("scored.jsonl");
+    crate::score::score_jsonl(&out, &input, &scored, &crate::score::ScoreOptions::default()).unwrap();
+    let rows: Vec<serde_json::Value> =
+        std::fs::read_to_string(&scored).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let keys: Vec<&String> = rows[0]["scores"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["never", "opposite", "same"]);
+    assert!((0.0..=1.0).contains(&rows[0]["score"].as_f64().unwrap()));
+    assert!(rows[0]["scores"]["same"].as_f64().unwrap() > rows[1]["scores"]["same"].as_f64().unwrap());
+    assert!(rows[0]["scores"]["opposite"].as_f64().unwrap() < rows[1]["scores"]["opposite"].as_f64().unwrap());
+
+    // An ensemble averages each dimension over its members.
+    let ens_dir = tmp.path().join("ens");
+    let ens_cfg = TrainConfig { epochs: 1, seeds: vec![11, 12], ..cfg };
+    let e = train(&data, &ens_cfg, &ens_dir, false).unwrap();
+    assert_eq!(e.validation.unwrap().dimensions.len(), 3);
+    let pairs = [("what", "good answer"), ("why", "terrible answer")];
+    let load =
+        |p: &Path| crate::score::Scorer::load(p, &Device::Cpu).unwrap().score_pairs_with_dimensions(&pairs).unwrap();
+    let (a, b, m) = (load(&ens_dir.join("member-11")), load(&ens_dir.join("member-12")), load(&ens_dir));
+    for i in 0..pairs.len() {
+        assert!((m.0[i] - (a.0[i] + b.0[i]) / 2.0).abs() < 1e-6);
+        for k in 0..3 {
+            assert!((m.1[i][k] - (a.1[i][k] + b.1[i][k]) / 2.0).abs() < 1e-6);
+        }
+    }
+    assert!(a.1[0].iter().zip(&b.1[0]).any(|(x, y)| (x - y).abs() > 1e-4), "members should differ");
+}
+
+/// Every primary objective trains with dimensions beside it (pairwise batches without pairs
+/// still learn the dimensions), and `dimensions = []` keeps the one-output model on a
+/// multi-task dataset.
+#[test]
+fn every_objective_trains_with_dimensions() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, true);
+    let data = tmp.path().join("data");
+    write_ranking_dataset(&data, [6, 3, 3], 5);
+    add_dimension_labels(&data);
+    for (i, objective) in [Objective::Graded, Objective::Pairwise, Objective::GradedPairwise].into_iter().enumerate() {
+        let cfg = TrainConfig {
+            epochs: 1,
+            objective: Some(objective),
+            dimensions: Some(vec!["opposite".into()]),
+            dimension_weight: 0.5,
+            ..tiny_cfg(&base)
+        };
+        let s = train(&data, &cfg, &tmp.path().join(format!("o{i}")), false).unwrap();
+        let v = s.validation.unwrap();
+        assert_eq!(v.dimensions.keys().collect::<Vec<_>>(), ["opposite"], "{objective:?}");
+        assert!(v.dimensions["opposite"].loss.is_finite(), "{objective:?}");
+    }
+    let one = TrainConfig { epochs: 1, dimensions: Some(vec![]), ..tiny_cfg(&base) };
+    let s = train(&data, &one, &tmp.path().join("one"), false).unwrap();
+    assert!(s.validation.unwrap().dimensions.is_empty());
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("one/config.json")).unwrap()).unwrap();
+    assert_eq!(config["num_labels"], 1);
+    // A binary dataset with dimensions: the binary objective too.
+    let bin = tmp.path().join("bin");
+    write_dataset(&bin, 16, 8, "binary", 2);
+    add_dimension_labels(&bin);
+    let cfg = TrainConfig { epochs: 1, objective: Some(Objective::Binary), ..tiny_cfg(&base) };
+    let s = train(&bin, &cfg, &tmp.path().join("b"), false).unwrap();
+    assert_eq!(s.validation.unwrap().dimensions.len(), 3);
+    // A training dimension the dataset lacks is named with file, line and field.
+    let cfg = TrainConfig { epochs: 1, dimensions: Some(vec!["coherence".into()]), ..tiny_cfg(&base) };
+    let err = train(&bin, &cfg, &tmp.path().join("c"), false).unwrap_err().to_string();
+    assert!(err.contains("train.jsonl:1: field labels.coherence is missing"), "{err}");
 }
