@@ -262,12 +262,22 @@ impl BertSelfAttention {
     }
 
     /// `xs` `(b, s, h)`, `mask` `(b, 1, 1, s)` additive → `(b, s, h)`.
+    /// On contiguous f32 CPU tensors the whole attention after the three linear layers is one
+    /// [`ops::attention`] node; otherwise candle's matmuls with [`ops::scaled_masked_softmax_dropout`]
+    /// or composed ops. All paths draw the same dropout mask from the stream.
     pub fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(xs, mask, train, true)
+    }
+
+    fn forward_impl(&self, xs: &Tensor, mask: &Tensor, train: bool, fused: bool) -> Result<Tensor> {
         let (b, s, h) = xs.dims3()?;
-        let q = self.split_heads(&dense(&self.query, xs)?)?;
-        let k = self.split_heads(&dense(&self.key, xs)?)?;
-        let v = self.split_heads(&dense(&self.value, xs)?)?;
+        let (q, k, v) = (dense(&self.query, xs)?, dense(&self.key, xs)?, dense(&self.value, xs)?);
         let scale = 1.0 / (self.head_size as f64).sqrt();
+        if fused && [&q, &k, &v, mask].into_iter().all(ops::fused_ok) {
+            let keep = self.dropout.keep_values(b * self.num_heads * s * s, train)?;
+            return ops::attention(&q, &k, &v, mask, self.num_heads, scale, keep);
+        }
+        let (q, k, v) = (self.split_heads(&q)?, self.split_heads(&k)?, self.split_heads(&v)?);
         let scores = q.matmul(&k.t()?)?;
         let probs = if ops::fused_ok(&scores) && ops::fused_ok(mask) {
             // Softmax and dropout in one pass; the mask is drawn as forward_t would draw it.
@@ -485,6 +495,50 @@ mod tests {
         let sm_composed = softmax_last_dim(xv.as_tensor()).unwrap();
         let d = (sm_fused - sm_composed).unwrap().abs().unwrap().max_all().unwrap();
         assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+
+    #[test]
+    fn fused_attention_matches_the_unfused_path_with_dropout_and_padding() {
+        let dev = Device::Cpu;
+        let (b, s, h, heads) = (3, 9, 12, 3);
+        let vars: Vec<candle_core::Var> = (0..3)
+            .flat_map(|_| {
+                [
+                    candle_core::Var::randn(0f32, 0.4, (h, h), &dev).unwrap(),
+                    candle_core::Var::randn(0f32, 0.1, h, &dev).unwrap(),
+                ]
+            })
+            .collect();
+        let lin = |i: usize| Linear::new(vars[2 * i].as_tensor().clone(), Some(vars[2 * i + 1].as_tensor().clone()));
+        // A fresh stream for each run, so that both paths draw the same masks.
+        let layer = || BertSelfAttention {
+            query: lin(0),
+            key: lin(1),
+            value: lin(2),
+            dropout: Dropout::new(0.2, DropoutRng::new(11)),
+            num_heads: heads,
+            head_size: h / heads,
+        };
+        let xs = candle_core::Var::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
+        // The second and third sequences are padded (2 and 5 tokens).
+        let am: Vec<u32> = (0..b * s).map(|i| u32::from(i % s < [s, s - 2, s - 5][i / s])).collect();
+        let mask = extended_attention_mask(&Tensor::from_vec(am, (b, s), &dev).unwrap(), DType::F32).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
+        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        };
+        for train in [true, false] {
+            let fused = layer().forward_impl(&xs, &mask, train, true).unwrap();
+            let plain = layer().forward_impl(&xs, &mask, train, false).unwrap();
+            assert_eq!(fused.dims(), &[b, s, h]);
+            assert!(max_diff(&fused, &plain) < 1e-5, "train {train}: {}", max_diff(&fused, &plain));
+            let gf = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let gp = (plain * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in vars.iter().chain([&xs]) {
+                let (a, c) = (gf.get(v.as_tensor()).expect("gradient"), gp.get(v.as_tensor()).expect("gradient"));
+                assert!(max_diff(a, c) < 1e-4, "train {train}: {}", max_diff(a, c));
+            }
+        }
     }
 
     #[test]
