@@ -11,6 +11,7 @@ use candle_core::{D, DType, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::{BertConfig, HiddenAct};
@@ -25,6 +26,9 @@ pub struct RngState {
     /// ChaCha word position, as a decimal string (it is a u128).
     pub word_pos: String,
 }
+
+/// Dropout multipliers drawn by one rayon task (see [`DropoutRng::keep_values`]).
+const MASK_VALUES_PER_TASK: usize = 64 * 1024;
 
 /// A seeded random stream shared by every dropout layer of a model. candle's own CPU random
 /// tensors cannot be seeded, so masks are drawn here (ChaCha8) and copied to the device.
@@ -68,18 +72,30 @@ impl DropoutRng {
         Tensor::from_vec(values, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())
     }
 
-    /// `n` dropout multipliers: `0` with probability `p`, `1 / (1 - p)` otherwise.
+    /// `n` dropout multipliers: `0` with probability `p`, `1 / (1 - p)` otherwise. Value `i`
+    /// comes from the stream's word `pos + i` (`pos` its position on entry) and the stream moves
+    /// on by `n` words, exactly as `n` calls of `next_u32` would; the blocks of
+    /// [`MASK_VALUES_PER_TASK`] values are drawn in parallel, each from a copy of the stream
+    /// moved to its first word (ChaCha is seekable), so the masks do not depend on the threads.
     fn keep_values(&self, n: usize, p: f64) -> Result<Vec<f32>> {
         let threshold = (p * 4294967296.0) as u64;
         let keep = (1.0 / (1.0 - p)) as f32;
-        let mut values = Vec::with_capacity(n);
-        {
+        let start = {
             let mut rng = self.rng.lock().map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
-            for _ in 0..n {
-                let r = rng.next_u32() as u64;
-                values.push(if r >= threshold { keep } else { 0.0 });
+            let start = rng.clone();
+            let pos = rng.get_word_pos();
+            rng.set_word_pos(pos + n as u128);
+            start
+        };
+        let pos = start.get_word_pos();
+        let mut values = vec![0f32; n];
+        values.par_chunks_mut(MASK_VALUES_PER_TASK).enumerate().for_each(|(i, chunk)| {
+            let mut rng = start.clone();
+            rng.set_word_pos(pos + (i * MASK_VALUES_PER_TASK) as u128);
+            for v in chunk {
+                *v = if rng.next_u32() as u64 >= threshold { keep } else { 0.0 };
             }
-        }
+        });
         Ok(values)
     }
 }
@@ -102,6 +118,9 @@ impl Dropout {
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         if !train || self.p <= 0.0 {
             return Ok(xs.clone());
+        }
+        if ops::fused_ok(xs) {
+            return ops::dropout(xs, self.rng.keep_values(xs.elem_count(), self.p)?);
         }
         xs.mul(&self.rng.mask_like(xs, self.p)?)
     }
@@ -312,7 +331,13 @@ impl BertResidualOutput {
 
     /// `xs` `(b, s, in_dim)`, `residual` `(b, s, h)` → `(b, s, h)`.
     pub fn forward_t(&self, xs: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
-        let xs = self.dropout.forward_t(&dense(&self.dense, xs)?, train)?;
+        let xs = dense(&self.dense, xs)?;
+        if ops::fused_ok(&xs) && ops::fused_ok(residual) {
+            // Dropout and the residual sum in one node; the mask is drawn as forward_t draws it.
+            let keep = self.dropout.keep_values(xs.elem_count(), train)?;
+            return self.layer_norm.forward(&ops::dropout_add(&xs, residual, keep)?);
+        }
+        let xs = self.dropout.forward_t(&xs, train)?;
         self.layer_norm.forward(&(xs + residual)?)
     }
 }
@@ -539,6 +564,25 @@ mod tests {
                 assert!(max_diff(a, c) < 1e-4, "train {train}: {}", max_diff(a, c));
             }
         }
+    }
+
+    #[test]
+    fn parallel_mask_drawing_equals_sequential_next_u32() {
+        // More than two tasks' worth, not a multiple of a task or of a ChaCha block.
+        let n = 2 * MASK_VALUES_PER_TASK + 1001;
+        let p = 0.1;
+        let rng = DropoutRng::new(5);
+        let first = rng.keep_values(7, p).unwrap();
+        let values = rng.keep_values(n, p).unwrap();
+        let after = rng.state().unwrap();
+        let mut seq = ChaCha8Rng::seed_from_u64(5);
+        let threshold = (p * 4294967296.0) as u64;
+        let mut draw = |k: usize| -> Vec<f32> {
+            (0..k).map(|_| if seq.next_u32() as u64 >= threshold { (1.0 / (1.0 - p)) as f32 } else { 0.0 }).collect()
+        };
+        assert_eq!(first, draw(7));
+        assert_eq!(values, draw(n));
+        assert_eq!(after.word_pos, seq.get_word_pos().to_string());
     }
 
     #[test]
