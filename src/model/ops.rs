@@ -1,7 +1,8 @@
 //! Fused CPU f32 kernels with backward passes for training: linear layers with their bias,
-//! LayerNorm, the attention's scaled,
-//! masked softmax and exact (erf) GELU, each one pass over the data forward and one backward
-//! where the composed candle ops take five to twenty; and AdamW's in-place update.
+//! LayerNorm, the whole attention from q, k, v to the context (or only its scaled, masked
+//! softmax), dropout alone or with the residual sum, and exact (erf) GELU, each one pass over the
+//! data forward and one backward where the composed candle ops take five to twenty; and AdamW's
+//! in-place update.
 //!
 //! Each op is a candle `CustomOp` whose `bwd` is itself a fused kernel, so the training graph
 //! records one node per op instead of one per element-wise step. Rows are spread over rayon's
