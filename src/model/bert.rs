@@ -11,6 +11,7 @@ use candle_core::{D, DType, IndexOp, Module, Result, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::config::{BertConfig, HiddenAct};
@@ -25,6 +26,9 @@ pub struct RngState {
     /// ChaCha word position, as a decimal string (it is a u128).
     pub word_pos: String,
 }
+
+/// Dropout multipliers drawn by one rayon task (see [`DropoutRng::keep_values`]).
+const MASK_VALUES_PER_TASK: usize = 64 * 1024;
 
 /// A seeded random stream shared by every dropout layer of a model. candle's own CPU random
 /// tensors cannot be seeded, so masks are drawn here (ChaCha8) and copied to the device.
@@ -68,18 +72,30 @@ impl DropoutRng {
         Tensor::from_vec(values, xs.shape(), &candle_core::Device::Cpu)?.to_dtype(xs.dtype())?.to_device(xs.device())
     }
 
-    /// `n` dropout multipliers: `0` with probability `p`, `1 / (1 - p)` otherwise.
+    /// `n` dropout multipliers: `0` with probability `p`, `1 / (1 - p)` otherwise. Value `i`
+    /// comes from the stream's word `pos + i` (`pos` its position on entry) and the stream moves
+    /// on by `n` words, exactly as `n` calls of `next_u32` would; the blocks of
+    /// [`MASK_VALUES_PER_TASK`] values are drawn in parallel, each from a copy of the stream
+    /// moved to its first word (ChaCha is seekable), so the masks do not depend on the threads.
     fn keep_values(&self, n: usize, p: f64) -> Result<Vec<f32>> {
         let threshold = (p * 4294967296.0) as u64;
         let keep = (1.0 / (1.0 - p)) as f32;
-        let mut values = Vec::with_capacity(n);
-        {
+        let start = {
             let mut rng = self.rng.lock().map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
-            for _ in 0..n {
-                let r = rng.next_u32() as u64;
-                values.push(if r >= threshold { keep } else { 0.0 });
+            let start = rng.clone();
+            let pos = rng.get_word_pos();
+            rng.set_word_pos(pos + n as u128);
+            start
+        };
+        let pos = start.get_word_pos();
+        let mut values = vec![0f32; n];
+        values.par_chunks_mut(MASK_VALUES_PER_TASK).enumerate().for_each(|(i, chunk)| {
+            let mut rng = start.clone();
+            rng.set_word_pos(pos + (i * MASK_VALUES_PER_TASK) as u128);
+            for v in chunk {
+                *v = if rng.next_u32() as u64 >= threshold { keep } else { 0.0 };
             }
-        }
+        });
         Ok(values)
     }
 }
@@ -102,6 +118,9 @@ impl Dropout {
     pub fn forward_t(&self, xs: &Tensor, train: bool) -> Result<Tensor> {
         if !train || self.p <= 0.0 {
             return Ok(xs.clone());
+        }
+        if ops::fused_ok(xs) {
+            return ops::dropout(xs, self.rng.keep_values(xs.elem_count(), self.p)?);
         }
         xs.mul(&self.rng.mask_like(xs, self.p)?)
     }
@@ -262,12 +281,22 @@ impl BertSelfAttention {
     }
 
     /// `xs` `(b, s, h)`, `mask` `(b, 1, 1, s)` additive → `(b, s, h)`.
+    /// On contiguous f32 CPU tensors the whole attention after the three linear layers is one
+    /// [`ops::attention`] node; otherwise candle's matmuls with [`ops::scaled_masked_softmax_dropout`]
+    /// or composed ops. All paths draw the same dropout mask from the stream.
     pub fn forward_t(&self, xs: &Tensor, mask: &Tensor, train: bool) -> Result<Tensor> {
+        self.forward_impl(xs, mask, train, true)
+    }
+
+    fn forward_impl(&self, xs: &Tensor, mask: &Tensor, train: bool, fused: bool) -> Result<Tensor> {
         let (b, s, h) = xs.dims3()?;
-        let q = self.split_heads(&dense(&self.query, xs)?)?;
-        let k = self.split_heads(&dense(&self.key, xs)?)?;
-        let v = self.split_heads(&dense(&self.value, xs)?)?;
+        let (q, k, v) = (dense(&self.query, xs)?, dense(&self.key, xs)?, dense(&self.value, xs)?);
         let scale = 1.0 / (self.head_size as f64).sqrt();
+        if fused && [&q, &k, &v, mask].into_iter().all(ops::fused_ok) {
+            let keep = self.dropout.keep_values(b * self.num_heads * s * s, train)?;
+            return ops::attention(&q, &k, &v, mask, self.num_heads, scale, keep);
+        }
+        let (q, k, v) = (self.split_heads(&q)?, self.split_heads(&k)?, self.split_heads(&v)?);
         let scores = q.matmul(&k.t()?)?;
         let probs = if ops::fused_ok(&scores) && ops::fused_ok(mask) {
             // Softmax and dropout in one pass; the mask is drawn as forward_t would draw it.
@@ -302,7 +331,13 @@ impl BertResidualOutput {
 
     /// `xs` `(b, s, in_dim)`, `residual` `(b, s, h)` → `(b, s, h)`.
     pub fn forward_t(&self, xs: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
-        let xs = self.dropout.forward_t(&dense(&self.dense, xs)?, train)?;
+        let xs = dense(&self.dense, xs)?;
+        if ops::fused_ok(&xs) && ops::fused_ok(residual) {
+            // Dropout and the residual sum in one node; the mask is drawn as forward_t draws it.
+            let keep = self.dropout.keep_values(xs.elem_count(), train)?;
+            return self.layer_norm.forward(&ops::dropout_add(&xs, residual, keep)?);
+        }
+        let xs = self.dropout.forward_t(&xs, train)?;
         self.layer_norm.forward(&(xs + residual)?)
     }
 }
@@ -485,6 +520,69 @@ mod tests {
         let sm_composed = softmax_last_dim(xv.as_tensor()).unwrap();
         let d = (sm_fused - sm_composed).unwrap().abs().unwrap().max_all().unwrap();
         assert!(d.to_scalar::<f32>().unwrap() < 1e-6);
+    }
+
+    #[test]
+    fn fused_attention_matches_the_unfused_path_with_dropout_and_padding() {
+        let dev = Device::Cpu;
+        let (b, s, h, heads) = (3, 9, 12, 3);
+        let vars: Vec<candle_core::Var> = (0..3)
+            .flat_map(|_| {
+                [
+                    candle_core::Var::randn(0f32, 0.4, (h, h), &dev).unwrap(),
+                    candle_core::Var::randn(0f32, 0.1, h, &dev).unwrap(),
+                ]
+            })
+            .collect();
+        let lin = |i: usize| Linear::new(vars[2 * i].as_tensor().clone(), Some(vars[2 * i + 1].as_tensor().clone()));
+        // A fresh stream for each run, so that both paths draw the same masks.
+        let layer = || BertSelfAttention {
+            query: lin(0),
+            key: lin(1),
+            value: lin(2),
+            dropout: Dropout::new(0.2, DropoutRng::new(11)),
+            num_heads: heads,
+            head_size: h / heads,
+        };
+        let xs = candle_core::Var::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
+        // The second and third sequences are padded (2 and 5 tokens).
+        let am: Vec<u32> = (0..b * s).map(|i| u32::from(i % s < [s, s - 2, s - 5][i / s])).collect();
+        let mask = extended_attention_mask(&Tensor::from_vec(am, (b, s), &dev).unwrap(), DType::F32).unwrap();
+        let probe = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
+        let max_diff = |a: &Tensor, b: &Tensor| -> f32 {
+            (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap()
+        };
+        for train in [true, false] {
+            let fused = layer().forward_impl(&xs, &mask, train, true).unwrap();
+            let plain = layer().forward_impl(&xs, &mask, train, false).unwrap();
+            assert_eq!(fused.dims(), &[b, s, h]);
+            assert!(max_diff(&fused, &plain) < 1e-5, "train {train}: {}", max_diff(&fused, &plain));
+            let gf = (fused * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            let gp = (plain * &probe).unwrap().sum_all().unwrap().backward().unwrap();
+            for v in vars.iter().chain([&xs]) {
+                let (a, c) = (gf.get(v.as_tensor()).expect("gradient"), gp.get(v.as_tensor()).expect("gradient"));
+                assert!(max_diff(a, c) < 1e-4, "train {train}: {}", max_diff(a, c));
+            }
+        }
+    }
+
+    #[test]
+    fn parallel_mask_drawing_equals_sequential_next_u32() {
+        // More than two tasks' worth, not a multiple of a task or of a ChaCha block.
+        let n = 2 * MASK_VALUES_PER_TASK + 1001;
+        let p = 0.1;
+        let rng = DropoutRng::new(5);
+        let first = rng.keep_values(7, p).unwrap();
+        let values = rng.keep_values(n, p).unwrap();
+        let after = rng.state().unwrap();
+        let mut seq = ChaCha8Rng::seed_from_u64(5);
+        let threshold = (p * 4294967296.0) as u64;
+        let mut draw = |k: usize| -> Vec<f32> {
+            (0..k).map(|_| if seq.next_u32() as u64 >= threshold { (1.0 / (1.0 - p)) as f32 } else { 0.0 }).collect()
+        };
+        assert_eq!(first, draw(7));
+        assert_eq!(values, draw(n));
+        assert_eq!(after.word_pos, seq.get_word_pos().to_string());
     }
 
     #[test]
