@@ -7,8 +7,8 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use super::{
-    BatchOutcome, CohortStats, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store, StoreError,
-    StoreResult, StoreStats,
+    BatchOutcome, CohortStats, Filter, RequestText, RunRecord, ScoredColumns, ScoredQuery, ScoredRequest, ScoredRow,
+    Store, StoreError, StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, from_micros, to_micros};
@@ -242,32 +242,30 @@ impl SqliteStore {
             .collect())
     }
 
-    /// Runs `f` once per `log_id` chunk: the first on this connection, the others each on a
-    /// read-only connection of its own in a thread of its own (WAL readers do not block each
-    /// other). Results come back in chunk order.
+    /// Runs `f` once per `log_id` chunk. One chunk runs on this connection; several run each on
+    /// a read-only connection of its own (WAL readers do not block each other), the first in
+    /// this thread and the others in threads of their own, so none fills this connection's
+    /// 64 MiB page cache with pages read once. Results come back in chunk order.
     fn on_chunks<T: Send>(
         &self,
         f: impl Fn(&Connection, i64, i64) -> rusqlite::Result<T> + Sync,
     ) -> StoreResult<Vec<T>> {
         let chunks = self.log_id_chunks()?;
+        if let [(a, b)] = chunks[..] {
+            return Ok(vec![f(&self.conn, a, b).map_err(self.err())?]);
+        }
         let path = self.path.as_path();
         let f = &f;
+        let reader = move |a: i64, b: i64| -> rusqlite::Result<T> {
+            let conn =
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            conn.execute_batch(READ_PRAGMAS)?;
+            conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB};"))?;
+            f(&conn, a, b)
+        };
         let results: Vec<rusqlite::Result<T>> = std::thread::scope(|scope| {
-            let others: Vec<_> = chunks[1..]
-                .iter()
-                .map(|&(a, b)| {
-                    scope.spawn(move || {
-                        let conn = Connection::open_with_flags(
-                            path,
-                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                        )?;
-                        conn.execute_batch(READ_PRAGMAS)?;
-                        conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB};"))?;
-                        f(&conn, a, b)
-                    })
-                })
-                .collect();
-            let mut results = vec![f(&self.conn, chunks[0].0, chunks[0].1)];
+            let others: Vec<_> = chunks[1..].iter().map(|&(a, b)| scope.spawn(move || reader(a, b))).collect();
+            let mut results = vec![reader(chunks[0].0, chunks[0].1)];
             for h in others {
                 results.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             }
@@ -350,6 +348,49 @@ fn filter_sql(f: &Filter, with_scores: bool, params: &mut Vec<SqlValue>) -> Stri
         push(&mut sql, &format!("{expr} ="), SqlValue::Text(v.clone()), params);
     }
     sql
+}
+
+/// The scored-requests query of [`Store::scored_requests`] and its parameters; the caller
+/// appends the chunk's `log_id` bounds as the last two parameters. `lean` (for
+/// [`Store::scored_columns`]) leaves out the time and the count of scored events, which cost a
+/// second evaluation of the event-score expression per feedback event.
+fn scored_sql(q: &ScoredQuery, lean: bool) -> (String, Vec<SqlValue>) {
+    let mut params = policy_params(&q.policy);
+    let group = match &q.group_key {
+        Some(k) => metadata_expr(k, &mut params),
+        None => "NULL".into(),
+    };
+    let (text, text_join) = if q.with_text {
+        ("t.prompt, t.output, t.metadata", " CROSS JOIN log_texts t")
+    } else {
+        ("NULL, NULL, NULL", "")
+    };
+    let text_cond = if q.with_text { " AND t.log_id = l.log_id" } else { "" };
+    let cond = filter_sql(&q.filter, true, &mut params);
+    let order = match q.limit {
+        Some(n) => {
+            params.push(SqlValue::Integer(n as i64));
+            format!(" ORDER BY l.request_id, s.evaluator LIMIT ?{}", params.len())
+        }
+        None => String::new(),
+    };
+    let (lo, hi) = (params.len() + 1, params.len() + 2);
+    let (ts, count) = if lean { ("0", "0".to_string()) } else { ("l.ts", format!("COUNT({EVENT_SCORE_SQL})")) };
+    // The feedback aggregate comes in log_id order from its covering index and drives
+    // integer-key lookups into the narrow log table and the scores (CROSS JOIN fixes that
+    // order). Without a limit the rows are sorted by the caller, and a large store is read in
+    // log_id chunks on several connections at once.
+    let sql = format!(
+        "WITH h AS (
+            SELECT f.log_id, AVG({EVENT_SCORE_SQL}) AS human, {count} AS n
+            FROM feedback_events f WHERE f.log_id BETWEEN ?{lo} AND ?{hi} GROUP BY f.log_id
+         )
+         SELECT l.request_id, {ts}, s.evaluator, s.overall, h.human, h.n, l.cohort, l.use_case, {group}, {text}
+         FROM h CROSS JOIN eval_logs l CROSS JOIN eval_scores s{text_join}
+         WHERE l.log_id = h.log_id AND s.log_id = h.log_id AND h.human IS NOT NULL{text_cond}{cond}
+         {order}"
+    );
+    (sql, params)
 }
 
 impl Store for SqliteStore {
@@ -584,40 +625,7 @@ impl Store for SqliteStore {
     }
 
     fn scored_requests(&self, q: &ScoredQuery) -> StoreResult<Vec<ScoredRequest>> {
-        let mut params = policy_params(&q.policy);
-        let group = match &q.group_key {
-            Some(k) => metadata_expr(k, &mut params),
-            None => "NULL".into(),
-        };
-        let (text, text_join) = if q.with_text {
-            ("t.prompt, t.output, t.metadata", " CROSS JOIN log_texts t")
-        } else {
-            ("NULL, NULL, NULL", "")
-        };
-        let text_cond = if q.with_text { " AND t.log_id = l.log_id" } else { "" };
-        let cond = filter_sql(&q.filter, true, &mut params);
-        let order = match q.limit {
-            Some(n) => {
-                params.push(SqlValue::Integer(n as i64));
-                format!(" ORDER BY l.request_id, s.evaluator LIMIT ?{}", params.len())
-            }
-            None => String::new(),
-        };
-        let (lo, hi) = (params.len() + 1, params.len() + 2);
-        // The feedback aggregate comes in log_id order from its covering index and drives
-        // integer-key lookups into the narrow log table and the scores (CROSS JOIN fixes that
-        // order). Without a limit the rows are sorted here, and a large store is read in log_id
-        // chunks on several connections at once.
-        let sql = format!(
-            "WITH h AS (
-                SELECT f.log_id, AVG({EVENT_SCORE_SQL}) AS human, COUNT({EVENT_SCORE_SQL}) AS n
-                FROM feedback_events f WHERE f.log_id BETWEEN ?{lo} AND ?{hi} GROUP BY f.log_id
-             )
-             SELECT l.request_id, l.ts, s.evaluator, s.overall, h.human, h.n, l.cohort, l.use_case, {group}, {text}
-             FROM h CROSS JOIN eval_logs l CROSS JOIN eval_scores s{text_join}
-             WHERE l.log_id = h.log_id AND s.log_id = h.log_id AND h.human IS NOT NULL{text_cond}{cond}
-             {order}"
-        );
+        let (sql, params) = scored_sql(q, false);
         let run = |conn: &Connection, a: i64, b: i64| -> rusqlite::Result<Vec<ScoredRequest>> {
             // The chunk's feedback count bounds its rows (for one evaluator): reserving it once
             // spares the copies and fresh pages of a doubling vector of large rows. The first
@@ -649,6 +657,49 @@ impl Store for SqliteStore {
         }
         rows.sort_unstable_by(|a, b| (&a.request_id, &a.evaluator).cmp(&(&b.request_id, &b.evaluator)));
         Ok(rows)
+    }
+
+    fn scored_columns(&self, q: &ScoredQuery) -> StoreResult<ScoredColumns> {
+        if q.with_text || q.limit.is_some() {
+            return Ok(ScoredColumns::from_rows(
+                &self.scored_requests(&ScoredQuery { with_text: false, ..q.clone() })?,
+            ));
+        }
+        let (sql, params) = scored_sql(q, true);
+        let run = |conn: &Connection, a: i64, b: i64| -> rusqlite::Result<ScoredColumns> {
+            // As in `scored_requests`: the first chunk's columns receive the others' rows, so
+            // they reserve for all of them (the feedback count bounds the rows of one evaluator).
+            let upper = if a == i64::MIN { i64::MAX } else { b };
+            let events: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM feedback_events WHERE log_id BETWEEN ?1 AND ?2",
+                [a, upper],
+                |r| r.get(0),
+            )?;
+            let mut params = params.clone();
+            params.extend([SqlValue::Integer(a), SqlValue::Integer(b)]);
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query(params_from_iter(params.iter()))?;
+            let mut out = ScoredColumns::with_capacity(events.max(0) as usize);
+            while let Some(r) = rows.next()? {
+                out.push(ScoredRow {
+                    request_id: r.get_ref(0)?.as_str()?,
+                    evaluator: r.get_ref(2)?.as_str()?,
+                    eval_score: r.get(3)?,
+                    human_score: r.get(4)?,
+                    cohort: r.get_ref(6)?.as_str_or_null()?,
+                    use_case: r.get_ref(7)?.as_str_or_null()?,
+                    group: r.get_ref(8)?.as_str_or_null()?,
+                });
+            }
+            Ok(out)
+        };
+        let mut chunks = self.on_chunks(run)?.into_iter();
+        let mut cols = chunks.next().unwrap_or_default();
+        for chunk in chunks {
+            cols.append(&chunk);
+        }
+        cols.sort_by_request();
+        Ok(cols)
     }
 
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>> {
@@ -1207,6 +1258,32 @@ mod tests {
         let chunks = s.log_id_chunks().unwrap();
         assert_eq!(chunks.len(), read_threads(), "the store is split when the machine has cores to spare");
         assert_eq!(answers(&s), one);
+    }
+
+    #[test]
+    fn scored_columns_hold_the_scored_requests_rows() {
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        load(&mut s, &logs, &events, &second);
+        let judge = Filter { evaluator: Some("judge-v2".into()), ..Default::default() };
+        let policy = HumanPolicy { implicit_usage: Some(4.0), ..Default::default() };
+        let queries = [
+            ScoredQuery::default(),
+            ScoredQuery { filter: judge, group_key: Some("tier".into()), ..Default::default() },
+            ScoredQuery { policy, group_key: Some("user_cohort".into()), ..Default::default() },
+            ScoredQuery { limit: Some(3), with_text: true, ..Default::default() },
+        ];
+        for parallel_min_logs in [PARALLEL_MIN_LOGS, 0] {
+            s.parallel_min_logs = parallel_min_logs;
+            for q in &queries {
+                let want = ScoredColumns::from_rows(&s.scored_requests(q).unwrap());
+                let cols = s.scored_columns(q).unwrap();
+                assert!(!cols.is_empty());
+                let rows = |c: &ScoredColumns| (0..c.len()).map(|i| format!("{:?}", c.row(i))).collect::<Vec<_>>();
+                assert_eq!(rows(&cols), rows(&want), "{q:?} with parallel_min_logs {parallel_min_logs}");
+            }
+        }
     }
 
     #[test]
