@@ -14,7 +14,7 @@ use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, from_micros, to_micros};
 
 /// The schema version this program writes. Each entry of [`MIGRATIONS`] moves one version up.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migration `i` takes a store from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -132,6 +132,36 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX eval_scores_evaluator ON eval_scores(evaluator);
     CREATE INDEX feedback_events_log ON feedback_events(log_id, feedback_type, value_num);
     CREATE INDEX feedback_events_orphans ON feedback_events(request_id) WHERE log_id IS NULL;",
+    // 4 -> 5: integer evaluator ids and narrow scores. Evaluator names move to `evaluators`;
+    // `eval_scores` keeps (evaluator_id, log_id, overall) keyed in that order, so one
+    // evaluator's scores are one contiguous range (no separate evaluator index) and a lookup
+    // compares integers, not text: about 21 bytes a row instead of 53. The other scores of an
+    // ingested log (its `eval_scores` map without `overall`, as JSON), which no query reads,
+    // move to `log_scores`, one row per log that has any.
+    "CREATE TABLE evaluators (
+        evaluator_id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    INSERT INTO evaluators (name) SELECT DISTINCT evaluator FROM eval_scores ORDER BY evaluator;
+    CREATE TABLE eval_scores_v5 (
+        evaluator_id INTEGER NOT NULL,
+        log_id INTEGER NOT NULL,
+        overall REAL NOT NULL,
+        PRIMARY KEY (evaluator_id, log_id)
+    ) WITHOUT ROWID;
+    INSERT INTO eval_scores_v5 (evaluator_id, log_id, overall)
+        SELECT e.evaluator_id, s.log_id, s.overall FROM eval_scores s JOIN evaluators e ON e.name = s.evaluator
+        ORDER BY 1, 2;
+    CREATE TABLE log_scores (
+        log_id INTEGER PRIMARY KEY,
+        evaluator_id INTEGER NOT NULL,
+        scores TEXT NOT NULL
+    );
+    INSERT INTO log_scores (log_id, evaluator_id, scores)
+        SELECT s.log_id, e.evaluator_id, s.scores FROM eval_scores s JOIN evaluators e ON e.name = s.evaluator
+        WHERE s.scores <> '{}' ORDER BY s.log_id;
+    DROP TABLE eval_scores;
+    ALTER TABLE eval_scores_v5 RENAME TO eval_scores;",
 ];
 
 /// Stores with fewer logs than this are read on one connection; larger ones are split by
@@ -155,6 +185,9 @@ pub struct SqliteStore {
     in_tx: bool,
     /// Below this many logs, reads stay on one connection (see [`PARALLEL_MIN_LOGS`]).
     parallel_min_logs: i64,
+    /// Evaluator name -> `evaluator_id`, as written or read by this connection; cleared on
+    /// rollback (an id inserted by a rolled-back transaction is gone).
+    evaluator_ids: std::cell::RefCell<std::collections::HashMap<String, i64>>,
 }
 
 impl SqliteStore {
@@ -168,8 +201,13 @@ impl SqliteStore {
             .map_err(err)?;
         conn.execute_batch(READ_PRAGMAS).map_err(err)?;
         conn.execute_batch("PRAGMA cache_size = -65536;").map_err(err)?;
-        let mut store =
-            SqliteStore { conn, path: path.to_path_buf(), in_tx: false, parallel_min_logs: PARALLEL_MIN_LOGS };
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            in_tx: false,
+            parallel_min_logs: PARALLEL_MIN_LOGS,
+            evaluator_ids: Default::default(),
+        };
         store.migrate()?;
         Ok(store)
     }
@@ -192,17 +230,20 @@ impl SqliteStore {
                 supported: SCHEMA_VERSION,
             });
         }
-        for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let tx = self
-                .conn
-                .transaction()
-                .map_err(|source| StoreError::Sqlite { path: self.path.display().to_string(), source })?;
-            tx.execute_batch(sql)
-                .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", version + 1)))
-                .and_then(|_| tx.commit())
-                .map_err(|source| StoreError::Sqlite { path: self.path.display().to_string(), source })?;
+        if found == SCHEMA_VERSION {
+            return Ok(());
         }
-        Ok(())
+        // Every step in one transaction: a store that fails any step (3 -> 4 -> 5) is left as
+        // it was, at its old version.
+        let path = self.path.display().to_string();
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        MIGRATIONS
+            .iter()
+            .skip(found as usize)
+            .try_for_each(|sql| tx.execute_batch(sql))
+            .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
+            .and_then(|_| tx.commit())
+            .map_err(|source| StoreError::Sqlite { path, source })
     }
 
     /// Direct access for tests and benchmarks.
@@ -324,7 +365,8 @@ fn metadata_expr(key: &str, params: &mut Vec<SqlValue>) -> String {
 }
 
 /// Appends `AND ...` conditions for a filter on `eval_logs l` (and `eval_scores s` when
-/// `with_scores`); values travel as parameters, never in the SQL text.
+/// `with_scores`: its evaluator by name, looked up once); values travel as parameters, never in
+/// the SQL text.
 fn filter_sql(f: &Filter, with_scores: bool, params: &mut Vec<SqlValue>) -> String {
     let mut sql = String::new();
     let push = |sql: &mut String, cond: &str, v: SqlValue, params: &mut Vec<SqlValue>| {
@@ -341,7 +383,11 @@ fn filter_sql(f: &Filter, with_scores: bool, params: &mut Vec<SqlValue>) -> Stri
         push(&mut sql, "l.cohort =", SqlValue::Text(c.clone()), params);
     }
     if with_scores && let Some(e) = &f.evaluator {
-        push(&mut sql, "s.evaluator =", SqlValue::Text(e.clone()), params);
+        params.push(SqlValue::Text(e.clone()));
+        sql.push_str(&format!(
+            " AND s.evaluator_id = (SELECT evaluator_id FROM evaluators WHERE name = ?{})",
+            params.len()
+        ));
     }
     for (k, v) in &f.metadata {
         let expr = metadata_expr(k, params);
@@ -370,7 +416,7 @@ fn scored_sql(q: &ScoredQuery, lean: bool) -> (String, Vec<SqlValue>) {
     let order = match q.limit {
         Some(n) => {
             params.push(SqlValue::Integer(n as i64));
-            format!(" ORDER BY l.request_id, s.evaluator LIMIT ?{}", params.len())
+            format!(" ORDER BY l.request_id, e.name LIMIT ?{}", params.len())
         }
         None => String::new(),
     };
@@ -385,9 +431,10 @@ fn scored_sql(q: &ScoredQuery, lean: bool) -> (String, Vec<SqlValue>) {
             SELECT f.log_id, AVG({EVENT_SCORE_SQL}) AS human, {count} AS n
             FROM feedback_events f WHERE f.log_id BETWEEN ?{lo} AND ?{hi} GROUP BY f.log_id
          )
-         SELECT l.request_id, {ts}, s.evaluator, s.overall, h.human, h.n, l.cohort, l.use_case, {group}, {text}
-         FROM h CROSS JOIN eval_logs l CROSS JOIN eval_scores s{text_join}
-         WHERE l.log_id = h.log_id AND s.log_id = h.log_id AND h.human IS NOT NULL{text_cond}{cond}
+         SELECT l.request_id, {ts}, e.name, s.overall, h.human, h.n, l.cohort, l.use_case, {group}, {text}
+         FROM h CROSS JOIN eval_logs l CROSS JOIN evaluators e CROSS JOIN eval_scores s{text_join}
+         WHERE l.log_id = h.log_id AND s.evaluator_id = e.evaluator_id AND s.log_id = h.log_id
+             AND h.human IS NOT NULL{text_cond}{cond}
          {order}"
     );
     (sql, params)
@@ -419,6 +466,7 @@ impl Store for SqliteStore {
     }
 
     fn rollback(&mut self) -> StoreResult<()> {
+        self.evaluator_ids.borrow_mut().clear();
         if self.in_tx {
             self.conn.execute_batch("ROLLBACK").map_err(self.err())?;
             self.in_tx = false;
@@ -443,9 +491,13 @@ impl Store for SqliteStore {
         let mut score_stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO eval_scores (log_id, evaluator, overall, scores) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(log_id, evaluator) DO NOTHING",
+                "INSERT INTO eval_scores (evaluator_id, log_id, overall) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(evaluator_id, log_id) DO NOTHING",
             )
+            .map_err(&err)?;
+        let mut others_stmt = self
+            .conn
+            .prepare_cached("INSERT INTO log_scores (log_id, evaluator_id, scores) VALUES (?1, ?2, ?3)")
             .map_err(&err)?;
         // Feedback that came before its log is attached to it here; when there is none (the
         // usual case, read from the small partial index), the per-log update is skipped.
@@ -477,10 +529,15 @@ impl Store for SqliteStore {
             let log_id = self.conn.last_insert_rowid();
             let metadata = serde_json::to_string(&l.metadata).unwrap_or_else(|_| "{}".into());
             text_stmt.execute(params![log_id, l.prompt, l.output, metadata]).map_err(&err)?;
+            // After last_insert_rowid: a new evaluator's id is an insert too.
+            let evaluator_id = self.evaluator_id(&l.evaluator)?;
+            score_stmt.execute(params![evaluator_id, log_id, l.overall()]).map_err(&err)?;
             let others: BTreeMap<&str, f64> =
                 l.eval_scores.iter().filter(|(k, _)| k.as_str() != "overall").map(|(k, v)| (k.as_str(), *v)).collect();
-            let others = serde_json::to_string(&others).unwrap_or_else(|_| "{}".into());
-            score_stmt.execute(params![log_id, l.evaluator, l.overall(), others]).map_err(&err)?;
+            if !others.is_empty() {
+                let others = serde_json::to_string(&others).unwrap_or_else(|_| "{}".into());
+                others_stmt.execute(params![log_id, evaluator_id, others]).map_err(&err)?;
+            }
             if orphans {
                 attach.execute(params![log_id, l.request_id]).map_err(&err)?;
             }
@@ -537,11 +594,12 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO eval_scores (log_id, evaluator, overall, scores)
-                 SELECT l.log_id, ?2, ?3, '{}' FROM eval_logs l WHERE l.request_id = ?1
-                 ON CONFLICT(log_id, evaluator) DO UPDATE SET overall = excluded.overall",
+                "INSERT INTO eval_scores (evaluator_id, log_id, overall)
+                 SELECT ?2, l.log_id, ?3 FROM eval_logs l WHERE l.request_id = ?1
+                 ON CONFLICT(evaluator_id, log_id) DO UPDATE SET overall = excluded.overall",
             )
             .map_err(&err)?;
+        let evaluator = self.evaluator_id(evaluator)?;
         for (id, score) in scores {
             if stmt.execute(params![id, evaluator, score]).map_err(&err)? == 0 {
                 out.orphaned += 1;
@@ -606,8 +664,10 @@ impl Store for SqliteStore {
             "SELECT feedback_type, COUNT(*) FROM feedback_events GROUP BY feedback_type ORDER BY feedback_type",
         )?;
         st.cohorts = self.counted("SELECT cohort, COUNT(*) FROM eval_logs GROUP BY cohort ORDER BY cohort")?;
-        st.evaluators =
-            self.counted("SELECT evaluator, COUNT(*) FROM eval_scores GROUP BY evaluator ORDER BY evaluator")?;
+        st.evaluators = self.counted(
+            "SELECT e.name, (SELECT COUNT(*) FROM eval_scores s WHERE s.evaluator_id = e.evaluator_id) AS n
+                 FROM evaluators e WHERE n > 0 ORDER BY e.name",
+        )?;
         let (lo, hi): (Option<i64>, Option<i64>) = self
             .conn
             .query_row("SELECT MIN(ts), MAX(ts) FROM eval_logs", [], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -618,8 +678,13 @@ impl Store for SqliteStore {
     }
 
     fn evaluators(&self) -> StoreResult<Vec<String>> {
-        let mut s =
-            self.conn.prepare("SELECT DISTINCT evaluator FROM eval_scores ORDER BY evaluator").map_err(self.err())?;
+        let mut s = self
+            .conn
+            .prepare(
+                "SELECT e.name FROM evaluators e
+                     WHERE EXISTS (SELECT 1 FROM eval_scores s WHERE s.evaluator_id = e.evaluator_id) ORDER BY e.name",
+            )
+            .map_err(self.err())?;
         let rows = s.query_map([], |r| r.get(0)).map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
@@ -712,11 +777,11 @@ impl Store for SqliteStore {
             log_params.len() + 1,
             log_params.len() + 2
         );
-        // The unary + keeps SQLite on the primary key (log_id, evaluator), which holds the score,
-        // rather than the evaluator index, which would need a lookup per row.
+        // One evaluator's scores are one range of the primary key (evaluator_id, log_id).
         let (scores_sql, evaluator) = match &filter.evaluator {
             Some(e) => (
-                "SELECT log_id, overall FROM eval_scores WHERE log_id BETWEEN ?1 AND ?2 AND +evaluator = ?3
+                "SELECT log_id, overall FROM eval_scores
+                 WHERE evaluator_id = (SELECT evaluator_id FROM evaluators WHERE name = ?3) AND log_id BETWEEN ?1 AND ?2
                  ORDER BY log_id",
                 Some(e.clone()),
             ),
@@ -828,7 +893,8 @@ impl Store for SqliteStore {
         let cond = filter_sql(filter, true, &mut params);
         let sql = format!(
             "SELECT s.overall FROM eval_logs l JOIN eval_scores s ON s.log_id = l.log_id
-             WHERE 1 = 1{cond} ORDER BY l.request_id, s.evaluator"
+                 JOIN evaluators e ON e.evaluator_id = s.evaluator_id
+             WHERE 1 = 1{cond} ORDER BY l.request_id, e.name"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get(0)).map_err(self.err())?;
@@ -905,6 +971,23 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// The `evaluator_id` of an evaluator name, added to `evaluators` when new.
+    fn evaluator_id(&self, name: &str) -> StoreResult<i64> {
+        if let Some(&id) = self.evaluator_ids.borrow().get(name) {
+            return Ok(id);
+        }
+        let err = self.err();
+        let mut add = self
+            .conn
+            .prepare_cached("INSERT INTO evaluators (name) VALUES (?1) ON CONFLICT(name) DO NOTHING")
+            .map_err(&err)?;
+        add.execute([name]).map_err(&err)?;
+        let mut get = self.conn.prepare_cached("SELECT evaluator_id FROM evaluators WHERE name = ?1").map_err(&err)?;
+        let id: i64 = get.query_row([name], |r| r.get(0)).map_err(&err)?;
+        self.evaluator_ids.borrow_mut().insert(name.to_string(), id);
+        Ok(id)
+    }
+
     /// `(key, count)` pairs from a two-column query.
     fn counted<K: rusqlite::types::FromSql>(&self, sql: &str) -> StoreResult<Vec<(K, u64)>> {
         let mut s = self.conn.prepare(sql).map_err(self.err())?;
@@ -1245,6 +1328,119 @@ mod tests {
         let prompt: i64 =
             c.query_row("SELECT COUNT(*) FROM eval_logs WHERE prompt IS NOT NULL", [], |r| r.get(0)).unwrap();
         assert_eq!((version, logs_v4, prompt), (3, 0, 40));
+    }
+
+    /// Writes the fixture with the version-4 schema: version 3, then the 3 -> 4 step alone.
+    fn write_v4(path: &Path, logs: &[EvalLog], events: &[FeedbackEvent], second: &[(String, f64)]) {
+        write_v3(path, logs, events, second);
+        let mut c = Connection::open(path).unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[3]).unwrap();
+        // An ingested log's other scores, as version 4 kept them beside `overall`.
+        tx.execute_batch(
+            "UPDATE eval_scores SET scores = '{\"coherence\":2.5}' WHERE evaluator = 'baseline'
+                 AND log_id = (SELECT log_id FROM eval_logs WHERE request_id = 'r007');
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn version_4_store_migrates_and_answers_the_same() {
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let mut fresh = SqliteStore::open(&dir.path().join("fresh.db")).unwrap();
+        load(&mut fresh, &logs, &events, &second);
+        let old = dir.path().join("old.db");
+        write_v4(&old, &logs, &events, &second);
+        let mut migrated = SqliteStore::open(&old).unwrap();
+        assert_eq!(migrated.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(answers(&migrated), answers(&fresh));
+        let others: Vec<(String, String, String)> = migrated
+            .connection()
+            .prepare(
+                "SELECT l.request_id, e.name, o.scores FROM log_scores o JOIN eval_logs l ON l.log_id = o.log_id
+                 JOIN evaluators e ON e.evaluator_id = o.evaluator_id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(others, [("r007".to_string(), "baseline".to_string(), r#"{"coherence":2.5}"#.to_string())]);
+        // The migrated store keeps taking writes, with a new evaluator and other scores.
+        let mut extra = log("zzz", "pro", 0.3);
+        extra.eval_scores.insert("fluency".into(), 0.25);
+        migrated.begin().unwrap();
+        migrated.insert_logs(&[extra]).unwrap();
+        migrated.insert_scores("judge-v3", &[("zzz".into(), 0.75)]).unwrap();
+        migrated.commit().unwrap();
+        assert_eq!(migrated.evaluators().unwrap(), ["baseline", "judge-v2", "judge-v3"]);
+        let stored: String = migrated
+            .connection()
+            .query_row(
+                "SELECT scores FROM log_scores o JOIN eval_logs l USING (log_id) WHERE l.request_id = 'zzz'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, r#"{"fluency":0.25}"#);
+    }
+
+    #[test]
+    fn failed_migration_leaves_the_version_4_store_untouched() {
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        write_v4(&old, &logs, &events, &second);
+        Connection::open(&old).unwrap().execute_batch("CREATE TABLE eval_scores_v5 (x)").unwrap();
+        assert!(SqliteStore::open(&old).is_err());
+        let c = Connection::open(&old).unwrap();
+        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let new_tables: i64 = c
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('evaluators', 'log_scores')", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let scores: i64 = c.query_row("SELECT COUNT(scores) FROM eval_scores", [], |r| r.get(0)).unwrap();
+        assert_eq!((version, new_tables, scores), (4, 0, 40 + second.len() as i64));
+    }
+
+    #[test]
+    fn migration_from_version_3_is_one_transaction() {
+        // The 3 -> 4 step succeeds, the 4 -> 5 step fails: the store stays at version 3.
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        write_v3(&old, &logs, &events, &second);
+        Connection::open(&old).unwrap().execute_batch("CREATE TABLE eval_scores_v5 (x)").unwrap();
+        assert!(SqliteStore::open(&old).is_err());
+        let c = Connection::open(&old).unwrap();
+        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v4_tables: i64 =
+            c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'log_texts'", [], |r| r.get(0)).unwrap();
+        assert_eq!((version, v4_tables), (3, 0));
+    }
+
+    #[test]
+    fn evaluator_added_in_a_rolled_back_transaction_is_added_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        s.begin().unwrap();
+        s.insert_logs(&[log("a", "free", 0.9)]).unwrap();
+        s.commit().unwrap();
+        s.begin().unwrap();
+        s.insert_scores("judge", &[("a".into(), 0.5)]).unwrap();
+        s.rollback().unwrap();
+        assert_eq!(s.evaluators().unwrap(), ["baseline"]);
+        s.begin().unwrap();
+        let o = s.insert_scores("judge", &[("a".into(), 0.25)]).unwrap();
+        s.commit().unwrap();
+        assert_eq!(o.stored, 1);
+        assert_eq!(s.evaluators().unwrap(), ["baseline", "judge"]);
+        let judge = Filter { evaluator: Some("judge".into()), ..Default::default() };
+        assert_eq!(s.eval_scores(&judge).unwrap(), [0.25]);
     }
 
     #[test]
