@@ -474,7 +474,7 @@ mod tests {
             eval_score: group as f64 / 40.0,
             human_score: 1.0 + (group % 5) as f64,
             n_scored_events: group as u64,
-            cohort: (group % 3 > 0).then(|| format!("c{}", group % 3)),
+            cohort: (!group.is_multiple_of(3)).then(|| format!("c{}", group % 3)),
             use_case: None,
             group: Some(format!("g{group}")),
             text: None,
