@@ -5,6 +5,8 @@
 # `duckdb`, over the same rows loaded from the same JSONL into a DuckDB file), printed as ratios
 # of the median times (one warm-up, then BENCH_REPEAT=3 alternating runs per side).
 #   BENCH_LOGS=2000000 BENCH_FEEDBACK=200000 scripts/bench-analytics.sh
+# BENCH_BASE_BIN (a directory with another build's evalloop) and BENCH_BASE_DB (its store, e.g. a
+# copy of this one kept at the old schema): that build runs too, in the same rounds, alternating.
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 logs=${BENCH_LOGS:-10000000}
@@ -22,15 +24,16 @@ if [ -z "${BENCH_REUSE:-}" ]; then
 fi
 echo "input: $logs logs, $fb feedback events (gen-logs, seed 7)"
 "$bin/evalloop" --db "$work/t.db" stats >/dev/null  # migrate first, outside the timings
+[ -z "${BENCH_BASE_BIN:-}" ] || "$BENCH_BASE_BIN/evalloop" --db "$BENCH_BASE_DB" stats >/dev/null
 
-python3 - "$work" "$bin/evalloop" <<'PY'
+python3 - "$work" "$bin/evalloop" "${BENCH_BASE_BIN:+$BENCH_BASE_BIN/evalloop}" "${BENCH_BASE_DB:-}" <<'PY'
 import json, os, resource, subprocess, sys, time
 import duckdb
-work, evalloop = sys.argv[1], sys.argv[2]
+work, evalloop, base_bin, base_db = sys.argv[1:5]
 
-def ours(*args):
+def ours(*args, binary=None, db=None):
     t = time.perf_counter()
-    p = subprocess.run(["/usr/bin/time", "-f", "%M", evalloop, "--db", f"{work}/t.db", "--json", *args],
+    p = subprocess.run(["/usr/bin/time", "-f", "%M", binary or evalloop, "--db", db or f"{work}/t.db", "--json", *args],
                        capture_output=True, text=True)
     dt = time.perf_counter() - t
     if p.returncode != 0:
@@ -81,14 +84,31 @@ def theirs(name):
 # alternately; the medians are compared (other jobs share the machine's cores).
 repeat = int(os.environ.get("BENCH_REPEAT", "3"))
 median = lambda xs: sorted(xs)[len(xs) // 2]
-print(f"{'command':<28} {'evalloop s':>10} {'RSS MB':>8} {'duckdb s':>9} {'ratio':>7}")
+base = lambda *args: ours(*args, binary=base_bin, db=base_db)
+head = f"{'command':<28} {'evalloop s':>10} {'RSS MB':>8} {'duckdb s':>9} {'ratio':>7}"
+print(head + (f" {'base s':>8} {'RSS MB':>8} {'ratio':>7} {'new/base':>8}" if base_bin else ""))
+with open("/proc/loadavg") as f:
+    load = [f.read().split()[0]]
 for name, args in cmds.items():
     ours(*args); theirs(name)
-    runs, peers = [], []
+    if base_bin:
+        base(*args)
+    runs, peers, bases = [], [], []
     for _ in range(repeat):
+        if base_bin:
+            bases.append(base(*args))
         runs.append(ours(*args)); peers.append(theirs(name))
+        if base_bin and json.dumps(bases[-1][2], sort_keys=True) != json.dumps(runs[-1][2], sort_keys=True):
+            sys.exit(f"{name}: the base build answers differently")
     dt, rss = median([r[0] for r in runs]), max(r[1] for r in runs)
     pt = median(peers)
-    print(f"{' '.join(args):<28} {dt:10.2f} {rss:8.1f} {pt:9.2f} {dt / pt:6.2f}x")
+    line = f"{' '.join(args):<28} {dt:10.2f} {rss:8.1f} {pt:9.2f} {dt / pt:6.2f}x"
+    if base_bin:
+        bt, brss = median([r[0] for r in bases]), max(r[1] for r in bases)
+        line += f" {bt:8.2f} {brss:8.1f} {bt / pt:6.2f}x {dt / bt:7.2f}x"
+    print(line)
+    with open("/proc/loadavg") as f:
+        load.append(f.read().split()[0])
+print(f"load average (1 min) before and after each command: {' '.join(load)}")
 print("target: within 2x of DuckDB, peak RSS under 1 GB (DuckDB threads = 2)")
 PY

@@ -31,11 +31,13 @@ import csv, json, sys, datetime
 d = sys.argv[1]
 def us(t):
     return int(datetime.datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() * 1_000_000)
-# Schema v4: the narrow eval_logs row, log_texts, scores and feedback keyed by log_id (the line number).
-log_ids = {}
+# Schema v5: the narrow eval_logs row, log_texts, scores keyed by (evaluator_id, log_id), the
+# other scores in log_scores, feedback keyed by log_id (the line number).
+log_ids, evaluators = {}, {}
 with open(f"{d}/logs.jsonl") as f, open(f"{d}/logs.csv", "w", newline="") as lo, \
-        open(f"{d}/texts.csv", "w", newline="") as to, open(f"{d}/scores.csv", "w", newline="") as so:
-    lw, tw, sw = csv.writer(lo), csv.writer(to), csv.writer(so)
+        open(f"{d}/texts.csv", "w", newline="") as to, open(f"{d}/scores.csv", "w", newline="") as so, \
+        open(f"{d}/others.csv", "w", newline="") as oo:
+    lw, tw, sw, ow = csv.writer(lo), csv.writer(to), csv.writer(so), csv.writer(oo)
     for i, line in enumerate(f, 1):
         r = json.loads(line); m = r["metadata"]
         log_ids[r["request_id"]] = i
@@ -43,7 +45,12 @@ with open(f"{d}/logs.jsonl") as f, open(f"{d}/logs.csv", "w", newline="") as lo,
                      m.get("prompt_version"), ""])
         tw.writerow([i, r["prompt"], r["output"], json.dumps(m, separators=(",", ":"))])
         other = {k: v for k, v in r["eval_scores"].items() if k != "overall"}
-        sw.writerow([i, r.get("evaluator", "baseline"), r["eval_scores"]["overall"], json.dumps(other)])
+        e = evaluators.setdefault(r.get("evaluator", "baseline"), len(evaluators) + 1)
+        sw.writerow([e, i, r["eval_scores"]["overall"]])
+        if other:
+            ow.writerow([i, e, json.dumps(other, separators=(",", ":"), sort_keys=True)])
+with open(f"{d}/evaluators.csv", "w", newline="") as eo:
+    csv.writer(eo).writerows([i, name] for name, i in evaluators.items())
 with open(f"{d}/feedback.jsonl") as f, open(f"{d}/feedback.csv", "w", newline="") as fo:
     w = csv.writer(fo)
     for line in f:
@@ -53,7 +60,9 @@ with open(f"{d}/feedback.jsonl") as f, open(f"{d}/feedback.csv", "w", newline=""
                     v if isinstance(v, str) else None, r.get("user_id"), us(r["timestamp"])])
 PY
 read -r _ p_s p_rss < <(measure peer sqlite3 "$work/peer.db" "PRAGMA journal_mode=WAL;" "PRAGMA synchronous=NORMAL;" \
-  ".import --csv $work/logs.csv eval_logs" ".import --csv $work/texts.csv log_texts" ".import --csv $work/scores.csv eval_scores" ".import --csv $work/feedback.csv feedback_events")
+  ".import --csv $work/logs.csv eval_logs" ".import --csv $work/texts.csv log_texts" ".import --csv $work/evaluators.csv evaluators" \
+  ".import --csv $work/scores.csv eval_scores" ".import --csv $work/others.csv log_scores" \
+  ".import --csv $work/feedback.csv feedback_events")
 
 python3 - "$logs" "$fb" "$l_s" "$l_rss" "$f_s" "$f_rss" "$p_s" "$p_rss" <<'PY'
 import sys

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::feedback::{HumanPolicy, Verdict};
 use crate::stats::{self, AgreementConfig, BootstrapConfig, CalibrationConfig, Outcome};
-use crate::store::{CohortStats, Filter, ScoredQuery, ScoredRequest, Store};
+use crate::store::{CohortStats, Filter, ScoredColumns, ScoredQuery, ScoredRequest, Store};
 use crate::{Error, Result};
 
 /// What an analysis covers: the filter (window, evaluator, cohort, metadata) and the policy.
@@ -173,6 +173,40 @@ fn correlation_of_rows(rows: &[&ScoredRequest], opts: &CorrelateOptions, group: 
     c
 }
 
+/// [`correlation_of_rows`] over columns: all rows, or the given ones in their order.
+fn correlation_of_columns(
+    cols: &ScoredColumns,
+    rows: Option<&[usize]>,
+    opts: &CorrelateOptions,
+    group: Option<String>,
+) -> Correlation {
+    let (x, y): (std::borrow::Cow<'_, [f64]>, std::borrow::Cow<'_, [f64]>) = match rows {
+        None => (cols.eval_score.as_slice().into(), cols.human_score.as_slice().into()),
+        Some(rows) => (
+            rows.iter().map(|&i| cols.eval_score[i]).collect::<Vec<_>>().into(),
+            rows.iter().map(|&i| cols.human_score[i]).collect::<Vec<_>>().into(),
+        ),
+    };
+    let mut c = correlation_of(&x, &y, opts.bootstrap, opts.seed);
+    c.group = group;
+    if let Some(key) = &opts.group_key {
+        let all: Vec<usize>;
+        let rows = match rows {
+            Some(r) => r,
+            None => {
+                all = (0..cols.len()).collect();
+                &all
+            }
+        };
+        let g: Vec<(String, f64, f64)> = rows
+            .iter()
+            .filter_map(|&i| cols.group(i).map(|g| (g.to_string(), cols.eval_score[i], cols.human_score[i])))
+            .collect();
+        c.group_level = Some(group_level_of(key, &g));
+    }
+    c
+}
+
 /// `evalloop correlate`: the overall figure and, with `by`, one per split value.
 #[derive(Debug, Clone, Serialize)]
 pub struct CorrelateReport {
@@ -196,16 +230,22 @@ pub fn correlate(store: &dyn Store, scope: &Scope, opts: &CorrelateOptions) -> R
         group_key: opts.group_key.clone(),
         ..Default::default()
     };
-    let rows = store.scored_requests(&q)?;
-    let mut groups: BTreeMap<String, Vec<&ScoredRequest>> = BTreeMap::new();
+    let cols = store.scored_columns(&q)?;
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
     if let Some(by) = opts.by {
-        for r in &rows {
+        for i in 0..cols.len() {
             let k = match by {
-                GroupBy::Cohort => r.cohort.clone(),
-                GroupBy::Evaluator => Some(r.evaluator.clone()),
-                GroupBy::UseCase => r.use_case.clone(),
+                GroupBy::Cohort => cols.cohort(i),
+                GroupBy::Evaluator => Some(cols.evaluator(i)),
+                GroupBy::UseCase => cols.use_case(i),
             };
-            groups.entry(k.unwrap_or_else(|| "(none)".into())).or_default().push(r);
+            let k = k.unwrap_or("(none)");
+            match groups.get_mut(k) {
+                Some(v) => v.push(i),
+                None => {
+                    groups.insert(k.to_string(), vec![i]);
+                }
+            }
         }
     }
     let overall = if opts.by == Some(GroupBy::Evaluator) && groups.len() > 1 {
@@ -213,9 +253,9 @@ pub fn correlate(store: &dyn Store, scope: &Scope, opts: &CorrelateOptions) -> R
         c.undefined.insert("overall".into(), "several evaluators; see the per-evaluator figures".into());
         c
     } else {
-        correlation_of_rows(&rows.iter().collect::<Vec<_>>(), opts, None)
+        correlation_of_columns(&cols, None, opts, None)
     };
-    let by = groups.into_iter().map(|(k, v)| correlation_of_rows(&v, opts, Some(k))).collect();
+    let by = groups.into_iter().map(|(k, v)| correlation_of_columns(&cols, Some(&v), opts, Some(k))).collect();
     Ok(CorrelateReport { evaluator: filter.evaluator, overall, by })
 }
 
@@ -278,7 +318,8 @@ pub fn calibration_of(rows: &[(f64, f64)], policy: &HumanPolicy, opts: &Calibrat
 pub fn calibration(store: &dyn Store, scope: &Scope, opts: &CalibrationOptions) -> Result<CalibrationSummary> {
     let filter = resolve_evaluator(store, &scope.filter)?;
     let q = ScoredQuery { filter: filter.clone(), policy: scope.policy.clone(), ..Default::default() };
-    let rows: Vec<(f64, f64)> = store.scored_requests(&q)?.iter().map(|r| (r.eval_score, r.human_score)).collect();
+    let cols = store.scored_columns(&q)?;
+    let rows: Vec<(f64, f64)> = cols.eval_score.iter().copied().zip(cols.human_score.iter().copied()).collect();
     let mut s = calibration_of(&rows, &scope.policy, opts);
     s.evaluator = filter.evaluator;
     Ok(s)
@@ -333,7 +374,7 @@ pub fn disagreements(
 ) -> Result<DisagreementReport> {
     let filter = resolve_evaluator(store, &scope.filter)?;
     let q = ScoredQuery { filter: filter.clone(), policy: scope.policy.clone(), ..Default::default() };
-    let rows = store.scored_requests(&q)?;
+    let cols = store.scored_columns(&q)?;
     let mut rep = DisagreementReport {
         evaluator: filter.evaluator.clone(),
         threshold,
@@ -345,39 +386,45 @@ pub fn disagreements(
         rows: Vec::new(),
     };
     let mut ids = Vec::new();
-    for r in &rows {
-        let v = scope.policy.verdict(r.human_score);
+    for r in 0..cols.len() {
+        let v = scope.policy.verdict(cols.human_score[r]);
         if v == Verdict::Neutral {
             continue;
         }
         rep.n_labelled += 1;
-        if is_disagreement(r.eval_score, v, threshold) {
+        if is_disagreement(cols.eval_score[r], v, threshold) {
             if v == Verdict::Bad {
                 rep.evaluator_good_human_bad += 1;
             } else {
                 rep.evaluator_bad_human_good += 1;
             }
-            *rep.by_cohort.entry(r.cohort.clone().unwrap_or_else(|| "(none)".into())).or_default() += 1;
+            let cohort = cols.cohort(r).unwrap_or("(none)");
+            match rep.by_cohort.get_mut(cohort) {
+                Some(n) => *n += 1,
+                None => {
+                    rep.by_cohort.insert(cohort.to_string(), 1);
+                }
+            }
             ids.push(r);
         }
     }
     let n = rep.evaluator_good_human_bad + rep.evaluator_bad_human_good;
     rep.disagreement_rate = (rep.n_labelled > 0).then(|| n as f64 / rep.n_labelled as f64);
     let wanted = if export.is_some() { ids.len() } else { limit.min(ids.len()) };
-    let id_list: Vec<String> = ids[..wanted].iter().map(|r| r.request_id.clone()).collect();
+    let id_list: Vec<String> = ids[..wanted].iter().map(|&r| cols.request_id(r).to_string()).collect();
     let texts = store.request_texts(&id_list)?;
     let mut writer = match export {
         Some(p) => Some(crate::atomic::AtomicWriter::create(p)?),
         None => None,
     };
-    for (r, (_, text)) in ids[..wanted].iter().zip(texts) {
+    for (&r, (_, text)) in ids[..wanted].iter().zip(texts) {
         let d = Disagreement {
-            request_id: r.request_id.clone(),
-            eval_score: r.eval_score,
-            human_score: r.human_score,
-            human_says_good: scope.policy.verdict(r.human_score) == Verdict::Good,
-            evaluator_says_good: r.eval_score > threshold,
-            cohort: r.cohort.clone(),
+            request_id: cols.request_id(r).to_string(),
+            eval_score: cols.eval_score[r],
+            human_score: cols.human_score[r],
+            human_says_good: scope.policy.verdict(cols.human_score[r]) == Verdict::Good,
+            evaluator_says_good: cols.eval_score[r] > threshold,
+            cohort: cols.cohort(r).map(str::to_string),
             prompt: text.prompt,
             output: text.output,
         };

@@ -255,12 +255,11 @@ pub fn agreement(x: &[f64], y: &[f64], cfg: &AgreementConfig) -> AgreementReport
         let bootstrap_ci = cfg.bootstrap.as_ref().map(|b| bootstrap_corr_ci(x, y, kind, b).into());
         Ok(CorrWithCi { corr, fisher_ci, bootstrap_ci })
     };
-    AgreementReport {
-        n: x.len(),
-        pearson: one(CorrKind::Pearson).into(),
-        spearman: one(CorrKind::Spearman).into(),
-        kendall: one(CorrKind::Kendall).into(),
-    }
+    // The three are independent and each deterministic: Kendall (two sorts and a merge count)
+    // runs beside Pearson and Spearman (two rankings) on rayon's pool, same results.
+    let ((pearson, spearman), kendall) =
+        rayon::join(|| (one(CorrKind::Pearson), one(CorrKind::Spearman)), || one(CorrKind::Kendall));
+    AgreementReport { n: x.len(), pearson: pearson.into(), spearman: spearman.into(), kendall: kendall.into() }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, fro
 
 /// The schema version this program writes; kept equal to [`super::sqlite::SCHEMA_VERSION`], one
 /// entry of [`MIGRATIONS`] per version, so both backends move in lock-step.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migration `i` takes a store from version `i` to `i + 1` (the PostgreSQL spelling of the
 /// SQLite migration with the same index). Text keys use the "C" collation so that ordering is
@@ -92,6 +92,9 @@ const MIGRATIONS: &[&str] = &[
     // 3 -> 4: the SQLite store moved to integer keys and a narrow log table (its analyses were
     // bound by B-tree seeks on text keys). PostgreSQL hash-joins and reads only the columns a
     // query names, so its tables stay as they are; this step only records the version.
+    "SELECT 1",
+    // 4 -> 5: the SQLite store moved evaluator names to integer ids and the other scores out of
+    // `eval_scores`; PostgreSQL keeps its tables, as for version 4.
     "SELECT 1",
 ];
 

@@ -7,14 +7,14 @@ use rusqlite::types::Value as SqlValue;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter};
 
 use super::{
-    BatchOutcome, CohortStats, DimensionScore, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store,
-    StoreError, StoreResult, StoreStats,
+    BatchOutcome, CohortStats, DimensionScore, Filter, RequestText, RunRecord, ScoredColumns, ScoredQuery,
+    ScoredRequest, ScoredRow, Store, StoreError, StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, from_micros, to_micros};
 
 /// The schema version this program writes. Each entry of [`MIGRATIONS`] moves one version up.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migration `i` takes a store from version `i` to `i + 1`.
 const MIGRATIONS: &[&str] = &[
@@ -132,6 +132,36 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX eval_scores_evaluator ON eval_scores(evaluator);
     CREATE INDEX feedback_events_log ON feedback_events(log_id, feedback_type, value_num);
     CREATE INDEX feedback_events_orphans ON feedback_events(request_id) WHERE log_id IS NULL;",
+    // 4 -> 5: integer evaluator ids and narrow scores. Evaluator names move to `evaluators`;
+    // `eval_scores` keeps (evaluator_id, log_id, overall) keyed in that order, so one
+    // evaluator's scores are one contiguous range (no separate evaluator index) and a lookup
+    // compares integers, not text: about 21 bytes a row instead of 53. The other scores of an
+    // ingested log (its `eval_scores` map without `overall`, as JSON), which no query reads,
+    // move to `log_scores`, one row per log that has any.
+    "CREATE TABLE evaluators (
+        evaluator_id INTEGER PRIMARY KEY,
+        name TEXT NOT NULL UNIQUE
+    );
+    INSERT INTO evaluators (name) SELECT DISTINCT evaluator FROM eval_scores ORDER BY evaluator;
+    CREATE TABLE eval_scores_v5 (
+        evaluator_id INTEGER NOT NULL,
+        log_id INTEGER NOT NULL,
+        overall REAL NOT NULL,
+        PRIMARY KEY (evaluator_id, log_id)
+    ) WITHOUT ROWID;
+    INSERT INTO eval_scores_v5 (evaluator_id, log_id, overall)
+        SELECT e.evaluator_id, s.log_id, s.overall FROM eval_scores s JOIN evaluators e ON e.name = s.evaluator
+        ORDER BY 1, 2;
+    CREATE TABLE log_scores (
+        log_id INTEGER PRIMARY KEY,
+        evaluator_id INTEGER NOT NULL,
+        scores TEXT NOT NULL
+    );
+    INSERT INTO log_scores (log_id, evaluator_id, scores)
+        SELECT s.log_id, e.evaluator_id, s.scores FROM eval_scores s JOIN evaluators e ON e.name = s.evaluator
+        WHERE s.scores <> '{}' ORDER BY s.log_id;
+    DROP TABLE eval_scores;
+    ALTER TABLE eval_scores_v5 RENAME TO eval_scores;",
 ];
 
 /// Ratings of one human dimension (feedback events with a `dimension`), kept apart from
@@ -169,6 +199,9 @@ pub struct SqliteStore {
     in_tx: bool,
     /// Below this many logs, reads stay on one connection (see [`PARALLEL_MIN_LOGS`]).
     parallel_min_logs: i64,
+    /// Evaluator name -> `evaluator_id`, as written or read by this connection; cleared on
+    /// rollback (an id inserted by a rolled-back transaction is gone).
+    evaluator_ids: std::cell::RefCell<std::collections::HashMap<String, i64>>,
 }
 
 impl SqliteStore {
@@ -182,8 +215,13 @@ impl SqliteStore {
             .map_err(err)?;
         conn.execute_batch(READ_PRAGMAS).map_err(err)?;
         conn.execute_batch("PRAGMA cache_size = -65536;").map_err(err)?;
-        let mut store =
-            SqliteStore { conn, path: path.to_path_buf(), in_tx: false, parallel_min_logs: PARALLEL_MIN_LOGS };
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            in_tx: false,
+            parallel_min_logs: PARALLEL_MIN_LOGS,
+            evaluator_ids: Default::default(),
+        };
         store.migrate()?;
         store.conn.execute_batch(DIMENSION_RATINGS_SQL).map_err(store.err())?;
         Ok(store)
@@ -207,17 +245,20 @@ impl SqliteStore {
                 supported: SCHEMA_VERSION,
             });
         }
-        for (version, sql) in MIGRATIONS.iter().enumerate().skip(found as usize) {
-            let tx = self
-                .conn
-                .transaction()
-                .map_err(|source| StoreError::Sqlite { path: self.path.display().to_string(), source })?;
-            tx.execute_batch(sql)
-                .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {}", version + 1)))
-                .and_then(|_| tx.commit())
-                .map_err(|source| StoreError::Sqlite { path: self.path.display().to_string(), source })?;
+        if found == SCHEMA_VERSION {
+            return Ok(());
         }
-        Ok(())
+        // Every step in one transaction: a store that fails any step (3 -> 4 -> 5) is left as
+        // it was, at its old version.
+        let path = self.path.display().to_string();
+        let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        MIGRATIONS
+            .iter()
+            .skip(found as usize)
+            .try_for_each(|sql| tx.execute_batch(sql))
+            .and_then(|_| tx.execute_batch(&format!("PRAGMA user_version = {SCHEMA_VERSION}")))
+            .and_then(|_| tx.commit())
+            .map_err(|source| StoreError::Sqlite { path, source })
     }
 
     /// Direct access for tests and benchmarks.
@@ -257,32 +298,30 @@ impl SqliteStore {
             .collect())
     }
 
-    /// Runs `f` once per `log_id` chunk: the first on this connection, the others each on a
-    /// read-only connection of its own in a thread of its own (WAL readers do not block each
-    /// other). Results come back in chunk order.
+    /// Runs `f` once per `log_id` chunk. One chunk runs on this connection; several run each on
+    /// a read-only connection of its own (WAL readers do not block each other), the first in
+    /// this thread and the others in threads of their own, so none fills this connection's
+    /// 64 MiB page cache with pages read once. Results come back in chunk order.
     fn on_chunks<T: Send>(
         &self,
         f: impl Fn(&Connection, i64, i64) -> rusqlite::Result<T> + Sync,
     ) -> StoreResult<Vec<T>> {
         let chunks = self.log_id_chunks()?;
+        if let [(a, b)] = chunks[..] {
+            return Ok(vec![f(&self.conn, a, b).map_err(self.err())?]);
+        }
         let path = self.path.as_path();
         let f = &f;
+        let reader = move |a: i64, b: i64| -> rusqlite::Result<T> {
+            let conn =
+                Connection::open_with_flags(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            conn.execute_batch(READ_PRAGMAS)?;
+            conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB};"))?;
+            f(&conn, a, b)
+        };
         let results: Vec<rusqlite::Result<T>> = std::thread::scope(|scope| {
-            let others: Vec<_> = chunks[1..]
-                .iter()
-                .map(|&(a, b)| {
-                    scope.spawn(move || {
-                        let conn = Connection::open_with_flags(
-                            path,
-                            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-                        )?;
-                        conn.execute_batch(READ_PRAGMAS)?;
-                        conn.execute_batch(&format!("PRAGMA cache_size = -{READER_CACHE_KIB};"))?;
-                        f(&conn, a, b)
-                    })
-                })
-                .collect();
-            let mut results = vec![f(&self.conn, chunks[0].0, chunks[0].1)];
+            let others: Vec<_> = chunks[1..].iter().map(|&(a, b)| scope.spawn(move || reader(a, b))).collect();
+            let mut results = vec![reader(chunks[0].0, chunks[0].1)];
             for h in others {
                 results.push(h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)));
             }
@@ -341,7 +380,8 @@ fn metadata_expr(key: &str, params: &mut Vec<SqlValue>) -> String {
 }
 
 /// Appends `AND ...` conditions for a filter on `eval_logs l` (and `eval_scores s` when
-/// `with_scores`); values travel as parameters, never in the SQL text.
+/// `with_scores`: its evaluator by name, looked up once); values travel as parameters, never in
+/// the SQL text.
 fn filter_sql(f: &Filter, with_scores: bool, params: &mut Vec<SqlValue>) -> String {
     let mut sql = String::new();
     let push = |sql: &mut String, cond: &str, v: SqlValue, params: &mut Vec<SqlValue>| {
@@ -358,13 +398,61 @@ fn filter_sql(f: &Filter, with_scores: bool, params: &mut Vec<SqlValue>) -> Stri
         push(&mut sql, "l.cohort =", SqlValue::Text(c.clone()), params);
     }
     if with_scores && let Some(e) = &f.evaluator {
-        push(&mut sql, "s.evaluator =", SqlValue::Text(e.clone()), params);
+        params.push(SqlValue::Text(e.clone()));
+        sql.push_str(&format!(
+            " AND s.evaluator_id = (SELECT evaluator_id FROM evaluators WHERE name = ?{})",
+            params.len()
+        ));
     }
     for (k, v) in &f.metadata {
         let expr = metadata_expr(k, params);
         push(&mut sql, &format!("{expr} ="), SqlValue::Text(v.clone()), params);
     }
     sql
+}
+
+/// The scored-requests query of [`Store::scored_requests`] and its parameters; the caller
+/// appends the chunk's `log_id` bounds as the last two parameters. `lean` (for
+/// [`Store::scored_columns`]) leaves out the time and the count of scored events, which cost a
+/// second evaluation of the event-score expression per feedback event.
+fn scored_sql(q: &ScoredQuery, lean: bool) -> (String, Vec<SqlValue>) {
+    let mut params = policy_params(&q.policy);
+    let group = match &q.group_key {
+        Some(k) => metadata_expr(k, &mut params),
+        None => "NULL".into(),
+    };
+    let (text, text_join) = if q.with_text {
+        ("t.prompt, t.output, t.metadata", " CROSS JOIN log_texts t")
+    } else {
+        ("NULL, NULL, NULL", "")
+    };
+    let text_cond = if q.with_text { " AND t.log_id = l.log_id" } else { "" };
+    let cond = filter_sql(&q.filter, true, &mut params);
+    let order = match q.limit {
+        Some(n) => {
+            params.push(SqlValue::Integer(n as i64));
+            format!(" ORDER BY l.request_id, e.name LIMIT ?{}", params.len())
+        }
+        None => String::new(),
+    };
+    let (lo, hi) = (params.len() + 1, params.len() + 2);
+    let (ts, count) = if lean { ("0", "0".to_string()) } else { ("l.ts", format!("COUNT({EVENT_SCORE_SQL})")) };
+    // The feedback aggregate comes in log_id order from its covering index and drives
+    // integer-key lookups into the narrow log table and the scores (CROSS JOIN fixes that
+    // order). Without a limit the rows are sorted by the caller, and a large store is read in
+    // log_id chunks on several connections at once.
+    let sql = format!(
+        "WITH h AS (
+            SELECT f.log_id, AVG({EVENT_SCORE_SQL}) AS human, {count} AS n
+            FROM feedback_events f WHERE f.log_id BETWEEN ?{lo} AND ?{hi} GROUP BY f.log_id
+         )
+         SELECT l.request_id, {ts}, e.name, s.overall, h.human, h.n, l.cohort, l.use_case, {group}, {text}
+         FROM h CROSS JOIN eval_logs l CROSS JOIN evaluators e CROSS JOIN eval_scores s{text_join}
+         WHERE l.log_id = h.log_id AND s.evaluator_id = e.evaluator_id AND s.log_id = h.log_id
+             AND h.human IS NOT NULL{text_cond}{cond}
+         {order}"
+    );
+    (sql, params)
 }
 
 impl Store for SqliteStore {
@@ -393,6 +481,7 @@ impl Store for SqliteStore {
     }
 
     fn rollback(&mut self) -> StoreResult<()> {
+        self.evaluator_ids.borrow_mut().clear();
         if self.in_tx {
             self.conn.execute_batch("ROLLBACK").map_err(self.err())?;
             self.in_tx = false;
@@ -417,9 +506,13 @@ impl Store for SqliteStore {
         let mut score_stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO eval_scores (log_id, evaluator, overall, scores) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(log_id, evaluator) DO NOTHING",
+                "INSERT INTO eval_scores (evaluator_id, log_id, overall) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(evaluator_id, log_id) DO NOTHING",
             )
+            .map_err(&err)?;
+        let mut others_stmt = self
+            .conn
+            .prepare_cached("INSERT INTO log_scores (log_id, evaluator_id, scores) VALUES (?1, ?2, ?3)")
             .map_err(&err)?;
         // Feedback that came before its log is attached to it here; when there is none (the
         // usual case, read from the small partial index), the per-log update is skipped.
@@ -451,10 +544,15 @@ impl Store for SqliteStore {
             let log_id = self.conn.last_insert_rowid();
             let metadata = serde_json::to_string(&l.metadata).unwrap_or_else(|_| "{}".into());
             text_stmt.execute(params![log_id, l.prompt, l.output, metadata]).map_err(&err)?;
+            // After last_insert_rowid: a new evaluator's id is an insert too.
+            let evaluator_id = self.evaluator_id(&l.evaluator)?;
+            score_stmt.execute(params![evaluator_id, log_id, l.overall()]).map_err(&err)?;
             let others: BTreeMap<&str, f64> =
                 l.eval_scores.iter().filter(|(k, _)| k.as_str() != "overall").map(|(k, v)| (k.as_str(), *v)).collect();
-            let others = serde_json::to_string(&others).unwrap_or_else(|_| "{}".into());
-            score_stmt.execute(params![log_id, l.evaluator, l.overall(), others]).map_err(&err)?;
+            if !others.is_empty() {
+                let others = serde_json::to_string(&others).unwrap_or_else(|_| "{}".into());
+                others_stmt.execute(params![log_id, evaluator_id, others]).map_err(&err)?;
+            }
             if orphans {
                 attach.execute(params![log_id, l.request_id]).map_err(&err)?;
             }
@@ -527,11 +625,12 @@ impl Store for SqliteStore {
         let mut stmt = self
             .conn
             .prepare_cached(
-                "INSERT INTO eval_scores (log_id, evaluator, overall, scores)
-                 SELECT l.log_id, ?2, ?3, '{}' FROM eval_logs l WHERE l.request_id = ?1
-                 ON CONFLICT(log_id, evaluator) DO UPDATE SET overall = excluded.overall",
+                "INSERT INTO eval_scores (evaluator_id, log_id, overall)
+                 SELECT ?2, l.log_id, ?3 FROM eval_logs l WHERE l.request_id = ?1
+                 ON CONFLICT(evaluator_id, log_id) DO UPDATE SET overall = excluded.overall",
             )
             .map_err(&err)?;
+        let evaluator = self.evaluator_id(evaluator)?;
         for (id, score) in scores {
             if stmt.execute(params![id, evaluator, score]).map_err(&err)? == 0 {
                 out.orphaned += 1;
@@ -597,8 +696,10 @@ impl Store for SqliteStore {
             "SELECT feedback_type, COUNT(*) FROM feedback_events GROUP BY feedback_type ORDER BY feedback_type",
         )?;
         st.cohorts = self.counted("SELECT cohort, COUNT(*) FROM eval_logs GROUP BY cohort ORDER BY cohort")?;
-        st.evaluators =
-            self.counted("SELECT evaluator, COUNT(*) FROM eval_scores GROUP BY evaluator ORDER BY evaluator")?;
+        st.evaluators = self.counted(
+            "SELECT e.name, (SELECT COUNT(*) FROM eval_scores s WHERE s.evaluator_id = e.evaluator_id) AS n
+                 FROM evaluators e WHERE n > 0 ORDER BY e.name",
+        )?;
         let (lo, hi): (Option<i64>, Option<i64>) = self
             .conn
             .query_row("SELECT MIN(ts), MAX(ts) FROM eval_logs", [], |r| Ok((r.get(0)?, r.get(1)?)))
@@ -609,47 +710,19 @@ impl Store for SqliteStore {
     }
 
     fn evaluators(&self) -> StoreResult<Vec<String>> {
-        let mut s =
-            self.conn.prepare("SELECT DISTINCT evaluator FROM eval_scores ORDER BY evaluator").map_err(self.err())?;
+        let mut s = self
+            .conn
+            .prepare(
+                "SELECT e.name FROM evaluators e
+                     WHERE EXISTS (SELECT 1 FROM eval_scores s WHERE s.evaluator_id = e.evaluator_id) ORDER BY e.name",
+            )
+            .map_err(self.err())?;
         let rows = s.query_map([], |r| r.get(0)).map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
     fn scored_requests(&self, q: &ScoredQuery) -> StoreResult<Vec<ScoredRequest>> {
-        let mut params = policy_params(&q.policy);
-        let group = match &q.group_key {
-            Some(k) => metadata_expr(k, &mut params),
-            None => "NULL".into(),
-        };
-        let (text, text_join) = if q.with_text {
-            ("t.prompt, t.output, t.metadata", " CROSS JOIN log_texts t")
-        } else {
-            ("NULL, NULL, NULL", "")
-        };
-        let text_cond = if q.with_text { " AND t.log_id = l.log_id" } else { "" };
-        let cond = filter_sql(&q.filter, true, &mut params);
-        let order = match q.limit {
-            Some(n) => {
-                params.push(SqlValue::Integer(n as i64));
-                format!(" ORDER BY l.request_id, s.evaluator LIMIT ?{}", params.len())
-            }
-            None => String::new(),
-        };
-        let (lo, hi) = (params.len() + 1, params.len() + 2);
-        // The feedback aggregate comes in log_id order from its covering index and drives
-        // integer-key lookups into the narrow log table and the scores (CROSS JOIN fixes that
-        // order). Without a limit the rows are sorted here, and a large store is read in log_id
-        // chunks on several connections at once.
-        let sql = format!(
-            "WITH h AS (
-                SELECT f.log_id, AVG({EVENT_SCORE_SQL}) AS human, COUNT({EVENT_SCORE_SQL}) AS n
-                FROM feedback_events f WHERE f.log_id BETWEEN ?{lo} AND ?{hi} GROUP BY f.log_id
-             )
-             SELECT l.request_id, l.ts, s.evaluator, s.overall, h.human, h.n, l.cohort, l.use_case, {group}, {text}
-             FROM h CROSS JOIN eval_logs l CROSS JOIN eval_scores s{text_join}
-             WHERE l.log_id = h.log_id AND s.log_id = h.log_id AND h.human IS NOT NULL{text_cond}{cond}
-             {order}"
-        );
+        let (sql, params) = scored_sql(q, false);
         let run = |conn: &Connection, a: i64, b: i64| -> rusqlite::Result<Vec<ScoredRequest>> {
             // The chunk's feedback count bounds its rows (for one evaluator): reserving it once
             // spares the copies and fresh pages of a doubling vector of large rows. The first
@@ -707,6 +780,49 @@ impl Store for SqliteStore {
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
+    fn scored_columns(&self, q: &ScoredQuery) -> StoreResult<ScoredColumns> {
+        if q.with_text || q.limit.is_some() {
+            return Ok(ScoredColumns::from_rows(
+                &self.scored_requests(&ScoredQuery { with_text: false, ..q.clone() })?,
+            ));
+        }
+        let (sql, params) = scored_sql(q, true);
+        let run = |conn: &Connection, a: i64, b: i64| -> rusqlite::Result<ScoredColumns> {
+            // As in `scored_requests`: the first chunk's columns receive the others' rows, so
+            // they reserve for all of them (the feedback count bounds the rows of one evaluator).
+            let upper = if a == i64::MIN { i64::MAX } else { b };
+            let events: i64 = conn.query_row(
+                "SELECT COUNT(*) FROM feedback_events WHERE log_id BETWEEN ?1 AND ?2",
+                [a, upper],
+                |r| r.get(0),
+            )?;
+            let mut params = params.clone();
+            params.extend([SqlValue::Integer(a), SqlValue::Integer(b)]);
+            let mut stmt = conn.prepare(&sql)?;
+            let mut rows = stmt.query(params_from_iter(params.iter()))?;
+            let mut out = ScoredColumns::with_capacity(events.max(0) as usize);
+            while let Some(r) = rows.next()? {
+                out.push(ScoredRow {
+                    request_id: r.get_ref(0)?.as_str()?,
+                    evaluator: r.get_ref(2)?.as_str()?,
+                    eval_score: r.get(3)?,
+                    human_score: r.get(4)?,
+                    cohort: r.get_ref(6)?.as_str_or_null()?,
+                    use_case: r.get_ref(7)?.as_str_or_null()?,
+                    group: r.get_ref(8)?.as_str_or_null()?,
+                });
+            }
+            Ok(out)
+        };
+        let mut chunks = self.on_chunks(run)?.into_iter();
+        let mut cols = chunks.next().unwrap_or_default();
+        for chunk in chunks {
+            cols.append(&chunk);
+        }
+        cols.sort_by_request();
+        Ok(cols)
+    }
+
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>> {
         // Three scans in log_id order (the narrow logs with the filter, the scores, the feedback
         // aggregate), merged here: a constant number of queries and no per-log index seeks.
@@ -717,11 +833,11 @@ impl Store for SqliteStore {
             log_params.len() + 1,
             log_params.len() + 2
         );
-        // The unary + keeps SQLite on the primary key (log_id, evaluator), which holds the score,
-        // rather than the evaluator index, which would need a lookup per row.
+        // One evaluator's scores are one range of the primary key (evaluator_id, log_id).
         let (scores_sql, evaluator) = match &filter.evaluator {
             Some(e) => (
-                "SELECT log_id, overall FROM eval_scores WHERE log_id BETWEEN ?1 AND ?2 AND +evaluator = ?3
+                "SELECT log_id, overall FROM eval_scores
+                 WHERE evaluator_id = (SELECT evaluator_id FROM evaluators WHERE name = ?3) AND log_id BETWEEN ?1 AND ?2
                  ORDER BY log_id",
                 Some(e.clone()),
             ),
@@ -833,7 +949,8 @@ impl Store for SqliteStore {
         let cond = filter_sql(filter, true, &mut params);
         let sql = format!(
             "SELECT s.overall FROM eval_logs l JOIN eval_scores s ON s.log_id = l.log_id
-             WHERE 1 = 1{cond} ORDER BY l.request_id, s.evaluator"
+                 JOIN evaluators e ON e.evaluator_id = s.evaluator_id
+             WHERE 1 = 1{cond} ORDER BY l.request_id, e.name"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get(0)).map_err(self.err())?;
@@ -910,6 +1027,23 @@ impl Store for SqliteStore {
 }
 
 impl SqliteStore {
+    /// The `evaluator_id` of an evaluator name, added to `evaluators` when new.
+    fn evaluator_id(&self, name: &str) -> StoreResult<i64> {
+        if let Some(&id) = self.evaluator_ids.borrow().get(name) {
+            return Ok(id);
+        }
+        let err = self.err();
+        let mut add = self
+            .conn
+            .prepare_cached("INSERT INTO evaluators (name) VALUES (?1) ON CONFLICT(name) DO NOTHING")
+            .map_err(&err)?;
+        add.execute([name]).map_err(&err)?;
+        let mut get = self.conn.prepare_cached("SELECT evaluator_id FROM evaluators WHERE name = ?1").map_err(&err)?;
+        let id: i64 = get.query_row([name], |r| r.get(0)).map_err(&err)?;
+        self.evaluator_ids.borrow_mut().insert(name.to_string(), id);
+        Ok(id)
+    }
+
     /// `(key, count)` pairs from a two-column query.
     fn counted<K: rusqlite::types::FromSql>(&self, sql: &str) -> StoreResult<Vec<(K, u64)>> {
         let mut s = self.conn.prepare(sql).map_err(self.err())?;
@@ -1252,6 +1386,119 @@ mod tests {
         assert_eq!((version, logs_v4, prompt), (3, 0, 40));
     }
 
+    /// Writes the fixture with the version-4 schema: version 3, then the 3 -> 4 step alone.
+    fn write_v4(path: &Path, logs: &[EvalLog], events: &[FeedbackEvent], second: &[(String, f64)]) {
+        write_v3(path, logs, events, second);
+        let mut c = Connection::open(path).unwrap();
+        let tx = c.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[3]).unwrap();
+        // An ingested log's other scores, as version 4 kept them beside `overall`.
+        tx.execute_batch(
+            "UPDATE eval_scores SET scores = '{\"coherence\":2.5}' WHERE evaluator = 'baseline'
+                 AND log_id = (SELECT log_id FROM eval_logs WHERE request_id = 'r007');
+             PRAGMA user_version = 4;",
+        )
+        .unwrap();
+        tx.commit().unwrap();
+    }
+
+    #[test]
+    fn version_4_store_migrates_and_answers_the_same() {
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let mut fresh = SqliteStore::open(&dir.path().join("fresh.db")).unwrap();
+        load(&mut fresh, &logs, &events, &second);
+        let old = dir.path().join("old.db");
+        write_v4(&old, &logs, &events, &second);
+        let mut migrated = SqliteStore::open(&old).unwrap();
+        assert_eq!(migrated.schema_version().unwrap(), SCHEMA_VERSION);
+        assert_eq!(answers(&migrated), answers(&fresh));
+        let others: Vec<(String, String, String)> = migrated
+            .connection()
+            .prepare(
+                "SELECT l.request_id, e.name, o.scores FROM log_scores o JOIN eval_logs l ON l.log_id = o.log_id
+                 JOIN evaluators e ON e.evaluator_id = o.evaluator_id",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(others, [("r007".to_string(), "baseline".to_string(), r#"{"coherence":2.5}"#.to_string())]);
+        // The migrated store keeps taking writes, with a new evaluator and other scores.
+        let mut extra = log("zzz", "pro", 0.3);
+        extra.eval_scores.insert("fluency".into(), 0.25);
+        migrated.begin().unwrap();
+        migrated.insert_logs(&[extra]).unwrap();
+        migrated.insert_scores("judge-v3", &[("zzz".into(), 0.75)]).unwrap();
+        migrated.commit().unwrap();
+        assert_eq!(migrated.evaluators().unwrap(), ["baseline", "judge-v2", "judge-v3"]);
+        let stored: String = migrated
+            .connection()
+            .query_row(
+                "SELECT scores FROM log_scores o JOIN eval_logs l USING (log_id) WHERE l.request_id = 'zzz'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(stored, r#"{"fluency":0.25}"#);
+    }
+
+    #[test]
+    fn failed_migration_leaves_the_version_4_store_untouched() {
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        write_v4(&old, &logs, &events, &second);
+        Connection::open(&old).unwrap().execute_batch("CREATE TABLE eval_scores_v5 (x)").unwrap();
+        assert!(SqliteStore::open(&old).is_err());
+        let c = Connection::open(&old).unwrap();
+        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let new_tables: i64 = c
+            .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('evaluators', 'log_scores')", [], |r| {
+                r.get(0)
+            })
+            .unwrap();
+        let scores: i64 = c.query_row("SELECT COUNT(scores) FROM eval_scores", [], |r| r.get(0)).unwrap();
+        assert_eq!((version, new_tables, scores), (4, 0, 40 + second.len() as i64));
+    }
+
+    #[test]
+    fn migration_from_version_3_is_one_transaction() {
+        // The 3 -> 4 step succeeds, the 4 -> 5 step fails: the store stays at version 3.
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let old = dir.path().join("old.db");
+        write_v3(&old, &logs, &events, &second);
+        Connection::open(&old).unwrap().execute_batch("CREATE TABLE eval_scores_v5 (x)").unwrap();
+        assert!(SqliteStore::open(&old).is_err());
+        let c = Connection::open(&old).unwrap();
+        let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v4_tables: i64 =
+            c.query_row("SELECT COUNT(*) FROM sqlite_master WHERE name = 'log_texts'", [], |r| r.get(0)).unwrap();
+        assert_eq!((version, v4_tables), (3, 0));
+    }
+
+    #[test]
+    fn evaluator_added_in_a_rolled_back_transaction_is_added_again() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        s.begin().unwrap();
+        s.insert_logs(&[log("a", "free", 0.9)]).unwrap();
+        s.commit().unwrap();
+        s.begin().unwrap();
+        s.insert_scores("judge", &[("a".into(), 0.5)]).unwrap();
+        s.rollback().unwrap();
+        assert_eq!(s.evaluators().unwrap(), ["baseline"]);
+        s.begin().unwrap();
+        let o = s.insert_scores("judge", &[("a".into(), 0.25)]).unwrap();
+        s.commit().unwrap();
+        assert_eq!(o.stored, 1);
+        assert_eq!(s.evaluators().unwrap(), ["baseline", "judge"]);
+        let judge = Filter { evaluator: Some("judge".into()), ..Default::default() };
+        assert_eq!(s.eval_scores(&judge).unwrap(), [0.25]);
+    }
+
     #[test]
     fn chunked_reads_on_several_connections_answer_as_one() {
         let (logs, events, second) = fixture();
@@ -1263,6 +1510,32 @@ mod tests {
         let chunks = s.log_id_chunks().unwrap();
         assert_eq!(chunks.len(), read_threads(), "the store is split when the machine has cores to spare");
         assert_eq!(answers(&s), one);
+    }
+
+    #[test]
+    fn scored_columns_hold_the_scored_requests_rows() {
+        let (logs, events, second) = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        load(&mut s, &logs, &events, &second);
+        let judge = Filter { evaluator: Some("judge-v2".into()), ..Default::default() };
+        let policy = HumanPolicy { implicit_usage: Some(4.0), ..Default::default() };
+        let queries = [
+            ScoredQuery::default(),
+            ScoredQuery { filter: judge, group_key: Some("tier".into()), ..Default::default() },
+            ScoredQuery { policy, group_key: Some("user_cohort".into()), ..Default::default() },
+            ScoredQuery { limit: Some(3), with_text: true, ..Default::default() },
+        ];
+        for parallel_min_logs in [PARALLEL_MIN_LOGS, 0] {
+            s.parallel_min_logs = parallel_min_logs;
+            for q in &queries {
+                let want = ScoredColumns::from_rows(&s.scored_requests(q).unwrap());
+                let cols = s.scored_columns(q).unwrap();
+                assert!(!cols.is_empty());
+                let rows = |c: &ScoredColumns| (0..c.len()).map(|i| format!("{:?}", c.row(i))).collect::<Vec<_>>();
+                assert_eq!(rows(&cols), rows(&want), "{q:?} with parallel_min_logs {parallel_min_logs}");
+            }
+        }
     }
 
     #[test]
