@@ -833,19 +833,22 @@ impl Store for SqliteStore {
             log_params.len() + 1,
             log_params.len() + 2
         );
-        // One evaluator's scores are one range of the primary key (evaluator_id, log_id).
-        let (scores_sql, evaluator) = match &filter.evaluator {
-            Some(e) => (
-                "SELECT log_id, overall FROM eval_scores
-                 WHERE evaluator_id = (SELECT evaluator_id FROM evaluators WHERE name = ?3) AND log_id BETWEEN ?1 AND ?2
-                 ORDER BY log_id",
-                Some(e.clone()),
-            ),
-            None => (
-                "SELECT log_id, AVG(overall) FROM eval_scores WHERE log_id BETWEEN ?1 AND ?2
-                 GROUP BY log_id ORDER BY log_id",
-                None,
-            ),
+        // One evaluator's scores are one range of the primary key (evaluator_id, log_id): one
+        // scan per evaluator (the named one, or each in the store), merged here by log_id, and a
+        // request's score is the mean over its evaluators (a `GROUP BY log_id` over the whole
+        // table would sort all of it, for each chunk).
+        let scores_sql = "SELECT log_id, overall FROM eval_scores
+             WHERE evaluator_id = ?3 AND log_id BETWEEN ?1 AND ?2 ORDER BY log_id";
+        let evaluator_ids: Vec<i64> = {
+            let (sql, p) = match &filter.evaluator {
+                Some(e) => ("SELECT evaluator_id FROM evaluators WHERE name = ?1", vec![SqlValue::Text(e.clone())]),
+                None => ("SELECT evaluator_id FROM evaluators ORDER BY evaluator_id", Vec::new()),
+            };
+            let mut stmt = self.conn.prepare(sql).map_err(self.err())?;
+            stmt.query_map(params_from_iter(p.iter()), |r| r.get(0))
+                .map_err(self.err())?
+                .collect::<Result<_, _>>()
+                .map_err(self.err())?
         };
         let feedback_sql = format!(
             "SELECT f.log_id, MAX(f.feedback_type LIKE 'explicit%'), MAX(f.feedback_type LIKE 'implicit%'),
@@ -860,18 +863,27 @@ impl Store for SqliteStore {
             lp.extend(range.clone());
             let mut logs_stmt = conn.prepare(&logs_sql)?;
             let mut logs = logs_stmt.query(params_from_iter(lp.iter()))?;
-            let mut sp = range.to_vec();
-            sp.extend(evaluator.clone().map(SqlValue::Text));
-            let mut scores_stmt = conn.prepare(scores_sql)?;
-            let mut scores = scores_stmt.query(params_from_iter(sp.iter()))?;
+            let mut scores_stmts =
+                evaluator_ids.iter().map(|_| conn.prepare(scores_sql)).collect::<rusqlite::Result<Vec<_>>>()?;
+            let mut scores = scores_stmts
+                .iter_mut()
+                .zip(&evaluator_ids)
+                .map(|(stmt, &e)| stmt.query(params![a, b, e]))
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            // Each evaluator's cursor: its current (log_id, overall), None once exhausted.
+            let mut heads: Vec<Option<(i64, f64)>> = Vec::with_capacity(scores.len());
+            for rows in &mut scores {
+                heads.push(match rows.next()? {
+                    Some(r) => Some((r.get(0)?, r.get(1)?)),
+                    None => None,
+                });
+            }
             let mut fp = policy_params.clone();
             fp.extend(range);
             let mut fb_stmt = conn.prepare(&feedback_sql)?;
             let mut fb = fb_stmt.query(params_from_iter(fp.iter()))?;
 
             let mut cohorts: Vec<(Option<String>, CohortAcc)> = Vec::new();
-            let mut score: Option<(i64, Option<f64>)> = None;
-            let mut scores_done = false;
             let mut feedback: Option<(i64, i64, i64, Option<f64>)> = None;
             let mut feedback_done = false;
             let mut last = usize::MAX;
@@ -893,16 +905,24 @@ impl Store for SqliteStore {
                 }
                 let acc = &mut cohorts[last].1;
                 acc.requests += 1;
-                while !scores_done && score.is_none_or(|(id, _)| id < log_id) {
-                    match scores.next()? {
-                        Some(s) => score = Some((s.get(0)?, s.get(1)?)),
-                        None => scores_done = true,
+                let (mut sum, mut n) = (0.0, 0u32);
+                for (rows, head) in scores.iter_mut().zip(heads.iter_mut()) {
+                    while let Some((id, v)) = *head {
+                        if id > log_id {
+                            break;
+                        }
+                        if id == log_id {
+                            sum += v;
+                            n += 1;
+                        }
+                        *head = match rows.next()? {
+                            Some(r) => Some((r.get(0)?, r.get(1)?)),
+                            None => None,
+                        };
                     }
                 }
-                if let Some((id, Some(v))) = score
-                    && id == log_id
-                {
-                    acc.score_sum.add(v);
+                if n > 0 {
+                    acc.score_sum.add(sum / f64::from(n));
                     acc.scored += 1;
                 }
                 while !feedback_done && feedback.is_none_or(|(id, ..)| id < log_id) {
