@@ -26,6 +26,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device};
+use rayon::prelude::*;
 
 use crate::model::{InferenceModel, ModelError, PairTokenizer, Truncation};
 use crate::train::LabelKind;
@@ -221,20 +222,29 @@ impl Scorer {
         let enc = m.tokenizer.encode_pairs(pairs)?;
         let mut order: Vec<usize> = (0..enc.len()).collect();
         order.sort_by_key(|&i| enc[i].len());
-        let mut out = vec![Vec::new(); enc.len()];
-        for chunk in order.chunks(self.batch_size) {
+        let forward = |chunk: &[usize]| -> crate::Result<Vec<Vec<f32>>> {
             let items: Vec<_> = chunk.iter().map(|&i| &enc[i]).collect();
             let b = m.tokenizer.collate(&items, &self.device)?;
-            let z = m
-                .model
+            Ok(m.model
                 .model
                 .forward_t(&b.input_ids, &b.token_type_ids, &b.attention_mask, false)
                 .and_then(|z| z.to_dtype(DType::F32))
                 .and_then(|z| z.to_vec2::<f32>())
-                .map_err(ModelError::from)?;
-            for (&i, row) in chunk.iter().zip(z) {
-                out[i] = row;
-            }
+                .map_err(ModelError::from)?)
+        };
+        // On the CPU with several threads, batches run side by side, each on one thread's gemm
+        // (data parallelism): small gemms split over threads scale poorly. Batches are cut so
+        // that every thread gets one when there are fewer pairs than threads x batch_size.
+        let threads = rayon::current_num_threads();
+        let chunks: Vec<Vec<Vec<f32>>> = if self.device.is_cpu() && threads > 1 && enc.len() > 1 {
+            let size = self.batch_size.min(enc.len().div_ceil(threads)).max(1);
+            order.par_chunks(size).map(|c| crate::model::ops::serial(|| forward(c))).collect::<crate::Result<_>>()?
+        } else {
+            order.chunks(self.batch_size).map(forward).collect::<crate::Result<_>>()?
+        };
+        let mut out = vec![Vec::new(); enc.len()];
+        for (&i, row) in order.iter().zip(chunks.into_iter().flatten()) {
+            out[i] = row;
         }
         Ok(out)
     }
@@ -451,6 +461,25 @@ mod tests {
         for (x, y) in a.iter().zip(&b) {
             assert!((0.0..=1.0).contains(x));
             assert!((x - y).abs() < 1e-5, "{x} vs {y}");
+        }
+    }
+
+    /// With several threads, batches run side by side on one thread's gemm each; the scores
+    /// are those of the one-thread path.
+    #[test]
+    fn data_parallel_scoring_equals_one_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        write_model(dir.path());
+        let pairs: Vec<(String, String)> =
+            (0..11).map(|i| ("what is the answer".to_string(), "good ".repeat(i % 5 + 1) + "bad")).collect();
+        let scorer = Scorer::load(dir.path(), &Device::Cpu).unwrap().with_batch_size(4);
+        let on = |threads| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| scorer.score_pairs(&pairs).unwrap())
+        };
+        let (one, two, three) = (on(1), on(2), on(3));
+        for ((a, b), c) in one.iter().zip(&two).zip(&three) {
+            assert!((a - b).abs() < 1e-6 && (a - c).abs() < 1e-6, "{a} {b} {c}");
         }
     }
 

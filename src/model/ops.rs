@@ -60,7 +60,29 @@ pub fn linear(x: &Tensor, weight: &Tensor, bias: &Tensor) -> Result<Tensor> {
 
 struct LinearOp;
 
+thread_local! {
+    /// Set inside [`serial`]: this thread's fused linear layers run their gemm on this thread.
+    static SERIAL: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` with the fused linear layers' gemm on the calling thread only, for callers that
+/// run several independent batches side by side (data parallelism) instead of splitting each
+/// gemm over the threads. Other ops keep their own parallel loops.
+pub fn serial<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            SERIAL.with(|c| c.set(self.0));
+        }
+    }
+    let _reset = Reset(SERIAL.with(|c| c.replace(true)));
+    f()
+}
+
 fn parallelism() -> gemm::Parallelism {
+    if SERIAL.with(|c| c.get()) {
+        return gemm::Parallelism::None;
+    }
     match candle_core::utils::get_num_threads() {
         0 | 1 => gemm::Parallelism::None,
         n => gemm::Parallelism::Rayon(n),
