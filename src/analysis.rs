@@ -160,20 +160,8 @@ pub fn group_level_of(key: &str, rows: &[(String, f64, f64)]) -> GroupLevel {
     }
 }
 
-fn correlation_of_rows(rows: &[&ScoredRequest], opts: &CorrelateOptions, group: Option<String>) -> Correlation {
-    let x: Vec<f64> = rows.iter().map(|r| r.eval_score).collect();
-    let y: Vec<f64> = rows.iter().map(|r| r.human_score).collect();
-    let mut c = correlation_of(&x, &y, opts.bootstrap, opts.seed);
-    c.group = group;
-    if let Some(key) = &opts.group_key {
-        let g: Vec<(String, f64, f64)> =
-            rows.iter().filter_map(|r| r.group.clone().map(|g| (g, r.eval_score, r.human_score))).collect();
-        c.group_level = Some(group_level_of(key, &g));
-    }
-    c
-}
-
-/// [`correlation_of_rows`] over columns: all rows, or the given ones in their order.
+/// The correlation of the scored rows `cols` (all of them, or the given ones in their order),
+/// with the group-level figure when `opts.group_key` is set.
 fn correlation_of_columns(
     cols: &ScoredColumns,
     rows: Option<&[usize]>,
@@ -707,11 +695,10 @@ fn check_max(name: &str, value: Option<f64>, max: f64, undefined: Option<&str>) 
 pub fn check(store: &dyn Store, scope: &Scope, t: &Thresholds) -> Result<CheckReport> {
     let filter = resolve_evaluator(store, &scope.filter)?;
     let q = ScoredQuery { filter: filter.clone(), policy: scope.policy.clone(), ..Default::default() };
-    let rows = store.scored_requests(&q)?;
+    let cols = store.scored_columns(&q)?;
     let threshold = t.threshold.unwrap_or(0.7);
-    let all: Vec<&ScoredRequest> = rows.iter().collect();
     let opts = CorrelateOptions::default();
-    let c = correlation_of_rows(&all, &opts, None);
+    let c = correlation_of_columns(&cols, None, &opts, None);
     let mut checks = Vec::new();
     if let Some(m) = t.min_n_samples {
         checks.push(check_min("n_samples", Some(c.n_samples as f64), m as f64, None));
@@ -726,7 +713,7 @@ pub fn check(store: &dyn Store, scope: &Scope, t: &Thresholds) -> Result<CheckRe
         checks.push(check_min("kendall_tau", c.kendall_tau, m, c.undefined.get("kendall")));
     }
     if t.max_ece.is_some() || t.max_brier.is_some() || t.min_auc.is_some() {
-        let pairs: Vec<(f64, f64)> = rows.iter().map(|r| (r.eval_score, r.human_score)).collect();
+        let pairs: Vec<(f64, f64)> = cols.eval_score.iter().copied().zip(cols.human_score.iter().copied()).collect();
         let cal = calibration_of(&pairs, &scope.policy, &CalibrationOptions { bins: t.bins.unwrap_or(10), threshold });
         let why = match &cal.report {
             Outcome::Undefined(u) => Some(u.reason.clone()),
@@ -750,19 +737,19 @@ pub fn check(store: &dyn Store, scope: &Scope, t: &Thresholds) -> Result<CheckRe
     }
     if let Some(m) = t.max_disagreement_rate {
         let (mut n, mut d) = (0usize, 0usize);
-        for r in &rows {
-            let v = scope.policy.verdict(r.human_score);
+        for (&e, &h) in cols.eval_score.iter().zip(&cols.human_score) {
+            let v = scope.policy.verdict(h);
             if v != Verdict::Neutral {
                 n += 1;
-                d += usize::from(is_disagreement(r.eval_score, v, threshold));
+                d += usize::from(is_disagreement(e, v, threshold));
             }
         }
         let rate = (n > 0).then(|| d as f64 / n as f64);
         checks.push(check_max("disagreement_rate", rate, m, Some("no request is labelled good or bad")));
     }
     for (cohort, ct) in &t.cohorts {
-        let sub: Vec<&ScoredRequest> = rows.iter().filter(|r| r.cohort.as_deref() == Some(cohort.as_str())).collect();
-        let cc = correlation_of_rows(&sub, &opts, Some(cohort.clone()));
+        let sub: Vec<usize> = (0..cols.len()).filter(|&i| cols.cohort(i) == Some(cohort.as_str())).collect();
+        let cc = correlation_of_columns(&cols, Some(&sub), &opts, Some(cohort.clone()));
         if let Some(m) = ct.min_n_samples {
             checks.push(check_min(&format!("cohort {cohort}: n_samples"), Some(cc.n_samples as f64), m as f64, None));
         }

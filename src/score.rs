@@ -25,10 +25,9 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device};
-use rayon::prelude::*;
+use candle_core::Device;
 
-use crate::model::{InferenceModel, ModelError, PairTokenizer, Truncation};
+use crate::model::{InferenceModel, PairTokenizer, Truncation};
 use crate::train::LabelKind;
 
 pub use crate::model::parse_device;
@@ -153,17 +152,21 @@ impl Scorer {
             Some("regression") => LabelKind::Graded,
             _ => LabelKind::Binary,
         };
-        let read_usize = |file: &str, key: &str| -> Option<usize> {
-            let text = std::fs::read_to_string(model_dir.join(file)).ok()?;
+        let (training_path, training) = read_training_config(model_dir)?;
+        let tokenizer_max_length = || -> Option<usize> {
+            let text = std::fs::read_to_string(model_dir.join("tokenizer_config.json")).ok()?;
             let v: serde_json::Value = serde_json::from_str(&text).ok()?;
-            v.get(key)?.as_u64().map(|n| n as usize)
+            v.get("model_max_length")?.as_u64().map(|n| n as usize)
         };
-        let max_length = read_usize("training_config.json", "max_length")
-            .or_else(|| read_usize("tokenizer_config.json", "model_max_length"))
+        let max_length = training
+            .get("max_length")
+            .and_then(serde_json::Value::as_u64)
+            .map(|n| n as usize)
+            .or_else(tokenizer_max_length)
             .unwrap_or(512)
             .min(model.config.max_position_embeddings);
-        let truncation = read_truncation(model_dir)?;
-        let dimensions = read_dimensions(model_dir, &model.config)?;
+        let truncation = read_truncation(&training_path, &training)?;
+        let dimensions = read_dimensions(&training_path, &training, model_dir, &model.config)?;
         let tokenizer =
             PairTokenizer::from_file(&model_dir.join("tokenizer.json"), max_length)?.with_truncation(truncation)?;
         tracing::info!(model = %model_dir.display(), ?kind, max_length, ?truncation, "scorer loaded");
@@ -220,33 +223,7 @@ impl Scorer {
 
     fn member_logits<S: AsRef<str>>(&self, m: &Member, pairs: &[(S, S)]) -> crate::Result<Vec<Vec<f32>>> {
         let enc = m.tokenizer.encode_pairs(pairs)?;
-        let mut order: Vec<usize> = (0..enc.len()).collect();
-        order.sort_by_key(|&i| enc[i].len());
-        let forward = |chunk: &[usize]| -> crate::Result<Vec<Vec<f32>>> {
-            let items: Vec<_> = chunk.iter().map(|&i| &enc[i]).collect();
-            let b = m.tokenizer.collate(&items, &self.device)?;
-            Ok(m.model
-                .model
-                .forward_t(&b.input_ids, &b.token_type_ids, &b.attention_mask, false)
-                .and_then(|z| z.to_dtype(DType::F32))
-                .and_then(|z| z.to_vec2::<f32>())
-                .map_err(ModelError::from)?)
-        };
-        // On the CPU with several threads, batches run side by side, each on one thread's gemm
-        // (data parallelism): small gemms split over threads scale poorly. Batches are cut so
-        // that every thread gets one when there are fewer pairs than threads x batch_size.
-        let threads = rayon::current_num_threads();
-        let chunks: Vec<Vec<Vec<f32>>> = if self.device.is_cpu() && threads > 1 && enc.len() > 1 {
-            let size = self.batch_size.min(enc.len().div_ceil(threads)).max(1);
-            order.par_chunks(size).map(|c| crate::model::ops::serial(|| forward(c))).collect::<crate::Result<_>>()?
-        } else {
-            order.chunks(self.batch_size).map(forward).collect::<crate::Result<_>>()?
-        };
-        let mut out = vec![Vec::new(); enc.len()];
-        for (&i, row) in order.iter().zip(chunks.into_iter().flatten()) {
-            out[i] = row;
-        }
-        Ok(out)
+        Ok(crate::model::predict(&m.model.model, &m.tokenizer, &enc, self.batch_size, &self.device, true)?)
     }
 
     /// One score per (prompt, output) pair, in input order: sigmoid of the logit for binary
@@ -271,8 +248,8 @@ impl Scorer {
             for ((acc, dacc), z) in sum.iter_mut().zip(dims.iter_mut()).zip(&logits) {
                 *acc += match (self.kind, z.len()) {
                     (LabelKind::Graded, _) => z[0] as f64,
-                    (LabelKind::Binary, _) if n_dims > 0 => 1.0 / (1.0 + (-(z[0] as f64)).exp()),
-                    (LabelKind::Binary, 1) => 1.0 / (1.0 + (-(z[0] as f64)).exp()),
+                    // One logit, or one beside the dimensions' values: P(good) is its sigmoid.
+                    (LabelKind::Binary, n) if n == 1 + n_dims => 1.0 / (1.0 + (-(z[0] as f64)).exp()),
                     (LabelKind::Binary, _) => {
                         let max = z.iter().cloned().fold(f32::MIN, f32::max) as f64;
                         let sum: f64 = z.iter().map(|v| (*v as f64 - max).exp()).sum();
@@ -291,15 +268,20 @@ impl Scorer {
     }
 }
 
-/// `truncation` of training_config.json (top level, else `train.truncation`); longest-first
-/// when the file or key is missing, an error naming the file when the value is unknown.
-fn read_truncation(model_dir: &Path) -> crate::Result<Truncation> {
+/// `model_dir/training_config.json` and its contents: `Value::Null` when the file is missing,
+/// an error naming the file when it does not parse.
+fn read_training_config(model_dir: &Path) -> crate::Result<(PathBuf, serde_json::Value)> {
     let path = model_dir.join("training_config.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(Truncation::default());
+        return Ok((path, serde_json::Value::Null));
     };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", path.display())))?;
+    let v = serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", path.display())))?;
+    Ok((path, v))
+}
+
+/// `truncation` of training_config.json `v` (top level, else `train.truncation`); longest-first
+/// when the file or key is missing, an error naming the file when the value is unknown.
+fn read_truncation(path: &Path, v: &serde_json::Value) -> crate::Result<Truncation> {
     match v.get("truncation").or_else(|| v.get("train").and_then(|t| t.get("truncation"))) {
         None | Some(serde_json::Value::Null) => Ok(Truncation::default()),
         Some(t) => serde_json::from_value(t.clone())
@@ -310,13 +292,12 @@ fn read_truncation(model_dir: &Path) -> crate::Result<Truncation> {
 /// The dimensions of a multi-task model: `dimensions` of training_config.json (none when the
 /// file or key is missing), which must match the head: `num_labels = 1 + K` and `id2label`
 /// naming output k as dimension k. Errors name the file and field.
-fn read_dimensions(model_dir: &Path, config: &crate::model::BertConfig) -> crate::Result<Vec<String>> {
-    let path = model_dir.join("training_config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok(Vec::new());
-    };
-    let v: serde_json::Value =
-        serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", path.display())))?;
+fn read_dimensions(
+    path: &Path,
+    v: &serde_json::Value,
+    model_dir: &Path,
+    config: &crate::model::BertConfig,
+) -> crate::Result<Vec<String>> {
     let dims: Vec<String> = match v.get("dimensions") {
         None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
         Some(d) => serde_json::from_value(d.clone())

@@ -166,6 +166,44 @@ fn parse_device_inner(spec: &str) -> Result<Device, ModelError> {
     }
 }
 
+/// Every output (`num_labels` logits or values) of each encoded pair, in input order, evaluated
+/// without dropout in batches of up to `batch_size` pairs sorted by length. With
+/// `data_parallel` on the CPU and several rayon threads, batches run side by side, each with its
+/// linear layers' gemm on one thread ([`ops::serial`]): small gemms split over threads scale
+/// poorly. Batches are then cut so that every thread gets one when there are fewer pairs than
+/// threads x `batch_size`.
+pub fn predict(
+    model: &BertForSequenceClassification,
+    tokenizer: &PairTokenizer,
+    enc: &[Encoded],
+    batch_size: usize,
+    device: &Device,
+    data_parallel: bool,
+) -> Result<Vec<Vec<f32>>, ModelError> {
+    use rayon::prelude::*;
+    let mut order: Vec<usize> = (0..enc.len()).collect();
+    order.sort_by_key(|&i| enc[i].len());
+    let forward = |chunk: &[usize]| -> Result<Vec<Vec<f32>>, ModelError> {
+        let items: Vec<&Encoded> = chunk.iter().map(|&i| &enc[i]).collect();
+        let batch = tokenizer.collate(&items, device)?;
+        let out = model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, false)?;
+        Ok(out.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
+    };
+    let threads = rayon::current_num_threads();
+    let batch_size = batch_size.max(1);
+    let chunks: Vec<Vec<Vec<f32>>> = if data_parallel && device.is_cpu() && threads > 1 && enc.len() > 1 {
+        let size = batch_size.min(enc.len().div_ceil(threads));
+        order.par_chunks(size).map(|c| ops::serial(|| forward(c))).collect::<Result<_, _>>()?
+    } else {
+        order.chunks(batch_size).map(forward).collect::<Result<_, _>>()?
+    };
+    let mut outputs = vec![Vec::new(); enc.len()];
+    for (&i, row) in order.iter().zip(chunks.into_iter().flatten()) {
+        outputs[i] = row;
+    }
+    Ok(outputs)
+}
+
 /// Test support: a tiny random BERT (2 layers, hidden 32, a made-up vocabulary) written as a
 /// base-model directory, for this crate's unit and integration tests. Not part of the API.
 #[doc(hidden)]

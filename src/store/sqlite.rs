@@ -724,15 +724,9 @@ impl Store for SqliteStore {
     fn scored_requests(&self, q: &ScoredQuery) -> StoreResult<Vec<ScoredRequest>> {
         let (sql, params) = scored_sql(q, false);
         let run = |conn: &Connection, a: i64, b: i64| -> rusqlite::Result<Vec<ScoredRequest>> {
-            // The chunk's feedback count bounds its rows (for one evaluator): reserving it once
-            // spares the copies and fresh pages of a doubling vector of large rows. The first
-            // chunk's vector receives the other chunks' rows too, so it reserves for all of them.
-            let upper = if a == i64::MIN { i64::MAX } else { b };
-            let events: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM feedback_events WHERE log_id BETWEEN ?1 AND ?2",
-                [a, upper],
-                |r| r.get(0),
-            )?;
+            // Reserving the row bound once spares the copies and fresh pages of a doubling
+            // vector of large rows.
+            let events = chunk_row_bound(conn, a, b)?;
             let mut params = params.clone();
             params.extend([SqlValue::Integer(a), SqlValue::Integer(b)]);
             let mut stmt = conn.prepare(&sql)?;
@@ -788,14 +782,7 @@ impl Store for SqliteStore {
         }
         let (sql, params) = scored_sql(q, true);
         let run = |conn: &Connection, a: i64, b: i64| -> rusqlite::Result<ScoredColumns> {
-            // As in `scored_requests`: the first chunk's columns receive the others' rows, so
-            // they reserve for all of them (the feedback count bounds the rows of one evaluator).
-            let upper = if a == i64::MIN { i64::MAX } else { b };
-            let events: i64 = conn.query_row(
-                "SELECT COUNT(*) FROM feedback_events WHERE log_id BETWEEN ?1 AND ?2",
-                [a, upper],
-                |r| r.get(0),
-            )?;
+            let events = chunk_row_bound(conn, a, b)?;
             let mut params = params.clone();
             params.extend([SqlValue::Integer(a), SqlValue::Integer(b)]);
             let mut stmt = conn.prepare(&sql)?;
@@ -871,13 +858,7 @@ impl Store for SqliteStore {
                 .map(|(stmt, &e)| stmt.query(params![a, b, e]))
                 .collect::<rusqlite::Result<Vec<_>>>()?;
             // Each evaluator's cursor: its current (log_id, overall), None once exhausted.
-            let mut heads: Vec<Option<(i64, f64)>> = Vec::with_capacity(scores.len());
-            for rows in &mut scores {
-                heads.push(match rows.next()? {
-                    Some(r) => Some((r.get(0)?, r.get(1)?)),
-                    None => None,
-                });
-            }
+            let mut heads = scores.iter_mut().map(next_score).collect::<rusqlite::Result<Vec<_>>>()?;
             let mut fp = policy_params.clone();
             fp.extend(range);
             let mut fb_stmt = conn.prepare(&feedback_sql)?;
@@ -915,10 +896,7 @@ impl Store for SqliteStore {
                             sum += v;
                             n += 1;
                         }
-                        *head = match rows.next()? {
-                            Some(r) => Some((r.get(0)?, r.get(1)?)),
-                            None => None,
-                        };
+                        *head = next_score(rows)?;
                     }
                 }
                 if n > 0 {
@@ -1089,6 +1067,20 @@ impl SqliteStore {
             None => Err(StoreError::Invalid(format!("no log for request {id:?}"))),
         }
     }
+}
+
+/// The number of rows to reserve for the scored requests of the `log_id` chunk `[a, b]`: its
+/// feedback event count, which bounds the rows of one evaluator. The first chunk's buffer
+/// receives the other chunks' rows too, so its bound covers all of them (`on_chunks` gives the
+/// first chunk `a = i64::MIN`).
+fn chunk_row_bound(conn: &Connection, a: i64, b: i64) -> rusqlite::Result<i64> {
+    let upper = if a == i64::MIN { i64::MAX } else { b };
+    conn.query_row("SELECT COUNT(*) FROM feedback_events WHERE log_id BETWEEN ?1 AND ?2", [a, upper], |r| r.get(0))
+}
+
+/// The next `(log_id, overall)` of a scores cursor, `None` once it is exhausted.
+fn next_score(rows: &mut rusqlite::Rows<'_>) -> rusqlite::Result<Option<(i64, f64)>> {
+    rows.next()?.map(|r| Ok((r.get(0)?, r.get(1)?))).transpose()
 }
 
 /// One row of the scored-requests query.

@@ -344,30 +344,6 @@ fn trainable_filter(cfg: &TrainConfig) -> impl Fn(&str) -> bool + use<> {
     }
 }
 
-/// Every output (`num_labels` logits or values) of each encoded pair, in order; evaluated
-/// without dropout in batches sorted by length.
-fn predict(
-    model: &model::BertForSequenceClassification,
-    tokenizer: &PairTokenizer,
-    enc: &[Encoded],
-    batch_size: usize,
-    device: &Device,
-) -> Result<Vec<Vec<f32>>, ModelError> {
-    let mut order: Vec<usize> = (0..enc.len()).collect();
-    order.sort_by_key(|&i| enc[i].len());
-    let mut outputs = vec![Vec::new(); enc.len()];
-    for chunk in order.chunks(batch_size.max(1)) {
-        let items: Vec<&Encoded> = chunk.iter().map(|&i| &enc[i]).collect();
-        let batch = tokenizer.collate(&items, device)?;
-        let out = model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, false)?;
-        let out = out.to_dtype(DType::F32)?.to_vec2::<f32>()?;
-        for (&i, row) in chunk.iter().zip(out) {
-            outputs[i] = row;
-        }
-    }
-    Ok(outputs)
-}
-
 /// Per-dimension metrics (graded: squared-error loss, Spearman, group Spearman) over the
 /// examples with a label on each dimension; `score(i, k)` is example i's output for dimension k.
 fn dimension_metrics(
@@ -414,7 +390,7 @@ fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> crate::Result<EvalMetrics> {
-    let outputs = predict(model, &setup.tokenizer, enc, batch_size, device)?;
+    let outputs = model::predict(model, &setup.tokenizer, enc, batch_size, device, false)?;
     let mut acc = EvalAccumulator::default();
     for (e, out) in examples.iter().zip(&outputs) {
         let z = out[0] as f64;
