@@ -223,16 +223,7 @@ impl DatasetConfig {
         if self.group_key.as_ref().is_some_and(|k| k.trim().is_empty()) {
             return Err("group_key is empty".into());
         }
-        let mut seen = BTreeSet::new();
-        for (i, d) in self.dimensions.iter().enumerate() {
-            if !crate::record::is_dimension_name(d) {
-                return Err(format!("dimensions[{i}] {d:?} is not a dimension name ([a-z0-9_]+)"));
-            }
-            if !seen.insert(d) {
-                return Err(format!("dimensions[{i}] {d:?} is listed twice"));
-            }
-        }
-        Ok(())
+        crate::record::check_dimension_list(&self.dimensions).map_err(|e| format!("dimensions{e}"))
     }
 }
 

@@ -366,6 +366,21 @@ pub fn is_dimension_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// Checks a configured list of dimensions (`[dataset]`, `[simulate]`, `[train] dimensions`):
+/// every name a dimension name, none twice. The error is `[i] "name" ...`, to follow the key.
+pub fn check_dimension_list<S: AsRef<str>>(dimensions: &[S]) -> Result<(), String> {
+    let mut seen = std::collections::BTreeSet::new();
+    for (i, d) in dimensions.iter().map(AsRef::as_ref).enumerate() {
+        if !is_dimension_name(d) {
+            return Err(format!("[{i}] {d:?} is not a dimension name ([a-z0-9_]+)"));
+        }
+        if !seen.insert(d) {
+            return Err(format!("[{i}] {d:?} is listed twice"));
+        }
+    }
+    Ok(())
+}
+
 /// Checks the optional `dimension` of a feedback event: absent, null (or an empty CSV cell) is
 /// none; otherwise a `[a-z0-9_]+` string on an `explicit_rating`.
 fn parse_dimension(v: Option<Value>, t: FeedbackType, from_text: bool) -> Result<Option<String>, FieldError> {

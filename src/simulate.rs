@@ -247,15 +247,7 @@ impl SimulateConfig {
         if self.users == 0 {
             return Err("users must be at least 1".into());
         }
-        let mut dims = BTreeSet::new();
-        for (i, d) in self.dimensions.iter().enumerate() {
-            if !crate::record::is_dimension_name(d) {
-                return Err(format!("dimensions[{i}] {d:?} is not a dimension name ([a-z0-9_]+)"));
-            }
-            if !dims.insert(d) {
-                return Err(format!("dimensions[{i}] {d:?} is listed twice"));
-            }
-        }
+        crate::record::check_dimension_list(&self.dimensions).map_err(|e| format!("dimensions{e}"))?;
         if let Some([lo, hi]) = self.scale
             && (lo.is_nan() || hi.is_nan() || lo >= hi)
         {

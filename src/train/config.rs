@@ -318,16 +318,10 @@ impl TrainConfig {
         if !(self.dimension_weight >= 0.0 && self.dimension_weight.is_finite()) {
             return bad("dimension_weight", format!("{} is not a number >= 0", self.dimension_weight));
         }
-        let mut names = std::collections::BTreeSet::new();
-        for (i, d) in self.dimensions.iter().flatten().enumerate() {
-            if !crate::record::is_dimension_name(d) {
-                return bad("dimensions", format!("[{i}] {d:?} is not a dimension name ([a-z0-9_]+)"));
-            }
-            if !names.insert(d) {
-                return bad("dimensions", format!("[{i}] {d:?} is listed twice"));
-            }
+        match crate::record::check_dimension_list(self.dimensions.as_deref().unwrap_or_default()) {
+            Ok(()) => Ok(()),
+            Err(e) => bad("dimensions", e),
         }
-        Ok(())
     }
 }
 
