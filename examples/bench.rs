@@ -6,6 +6,7 @@
 //! Training: the real `train()` loop (full fine-tuning, dropout on, AdamW, batch 16, every pair
 //! truncated to exactly 128 tokens); the first step is left out as warmup. Scoring:
 //! `Scorer::score_pairs` (tokenization included), batch 32 x 128 tokens. Prints one JSON line.
+//! `SHARDS` sets `[train] data_parallel` (default 0: one shard per thread).
 #![allow(clippy::print_stdout)]
 // A benchmark script: its result is its stdout.
 
@@ -59,6 +60,7 @@ fn main() -> Result<()> {
         batch_size: batch,
         max_length: 128,
         log_every: 1,
+        data_parallel: std::env::var("SHARDS").ok().map(|s| s.parse()).transpose()?.unwrap_or(0),
         ..Default::default()
     };
     train(&data, &cfg, &out, false)?;

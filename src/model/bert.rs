@@ -5,6 +5,7 @@
 //! Every `load(vb, cfg)` reads its tensors under `vb` with Hugging Face's names; shapes in the
 //! docs use `b` = batch, `s` = sequence length, `h` = hidden size.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
 
 use candle_core::{D, DType, IndexOp, Module, Result, Tensor};
@@ -29,6 +30,12 @@ pub struct RngState {
 
 /// Dropout multipliers drawn by one rayon task (see [`DropoutRng::keep_values`]).
 const MASK_VALUES_PER_TASK: usize = 64 * 1024;
+
+thread_local! {
+    /// Set inside [`DropoutRng::with_stream`]: the stream this thread's dropout layers draw
+    /// from instead of their model's shared one.
+    static STREAM: RefCell<Option<ChaCha8Rng>> = const { RefCell::new(None) };
+}
 
 /// A seeded random stream shared by every dropout layer of a model. candle's own CPU random
 /// tensors cannot be seeded, so masks are drawn here (ChaCha8) and copied to the device.
@@ -65,6 +72,44 @@ impl DropoutRng {
         Ok(())
     }
 
+    /// Runs `f` with every dropout layer on this thread drawing from ChaCha stream `stream` of
+    /// this rng's seed, starting at word `word_pos`, instead of the shared stream (which does
+    /// not move). Returns `f`'s result and the number of words drawn. For shards of a batch
+    /// run side by side: each draws its masks from its own stream, so the masks depend on the
+    /// shard, not on which thread ran it or when. Calls nest (rayon may run another shard's
+    /// task on this thread while this one waits): the previous stream is restored on return.
+    pub fn with_stream<R>(&self, stream: u64, word_pos: u128, f: impl FnOnce() -> R) -> (R, u128) {
+        struct Restore(Option<ChaCha8Rng>);
+        impl Drop for Restore {
+            fn drop(&mut self) {
+                let prev = self.0.take();
+                STREAM.with(|c| *c.borrow_mut() = prev);
+            }
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
+        rng.set_stream(stream);
+        rng.set_word_pos(word_pos);
+        let restore = Restore(STREAM.with(|c| c.replace(Some(rng))));
+        let out = f();
+        let end = STREAM.with(|c| c.borrow().as_ref().map(|r| r.get_word_pos())).unwrap_or(word_pos);
+        drop(restore);
+        (out, end - word_pos)
+    }
+
+    /// Moves the shared stream on by `words` (after shards drew from their own streams).
+    pub fn advance(&self, words: u128) -> Result<()> {
+        let mut rng = self.rng.lock().map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
+        let pos = rng.get_word_pos();
+        rng.set_word_pos(pos + words);
+        Ok(())
+    }
+
+    /// The word position of the shared stream.
+    pub fn word_pos(&self) -> Result<u128> {
+        let rng = self.rng.lock().map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
+        Ok(rng.get_word_pos())
+    }
+
     /// A mask shaped like `xs` whose entries are `0` with probability `p` and `1 / (1 - p)`
     /// otherwise, in `xs`'s dtype and on its device.
     fn mask_like(&self, xs: &Tensor, p: f64) -> Result<Tensor> {
@@ -80,12 +125,15 @@ impl DropoutRng {
     fn keep_values(&self, n: usize, p: f64) -> Result<Vec<f32>> {
         let threshold = (p * 4294967296.0) as u64;
         let keep = (1.0 / (1.0 - p)) as f32;
-        let start = {
-            let mut rng = self.rng.lock().map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?;
+        let take = |rng: &mut ChaCha8Rng| {
             let start = rng.clone();
             let pos = rng.get_word_pos();
             rng.set_word_pos(pos + n as u128);
             start
+        };
+        let start = match STREAM.with(|c| c.borrow_mut().as_mut().map(take)) {
+            Some(start) => start,
+            None => take(&mut *self.rng.lock().map_err(|_| candle_core::Error::msg("dropout rng poisoned"))?),
         };
         let pos = start.get_word_pos();
         let mut values = vec![0f32; n];

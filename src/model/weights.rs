@@ -237,7 +237,12 @@ impl TrainableModel {
         &self.params
     }
 
-    /// The dropout stream (to save and restore its position).
+    /// The dropout stream every dropout layer of the model draws from.
+    pub fn rng(&self) -> &DropoutRng {
+        &self.rng
+    }
+
+    /// The dropout stream, to save or restore its position.
     pub fn dropout_rng(&mut self) -> &mut DropoutRng {
         &mut self.rng
     }

@@ -29,6 +29,10 @@ pub(crate) struct CheckpointState {
     pub adam_step: usize,
     /// Dropout stream position.
     pub rng: RngState,
+    /// Shards each micro-batch is cut into (`data_parallel`, resolved when the run started;
+    /// 1 in checkpoints written before it existed).
+    #[serde(default = "one")]
+    pub shards: usize,
     /// Best value of the watched metric (higher is better), if any.
     pub best_value: Option<f64>,
     /// 1-based epoch of the best checkpoint.
@@ -47,7 +51,7 @@ pub(crate) struct CheckpointState {
 }
 
 impl CheckpointState {
-    pub(crate) fn new(fingerprint: String, rng: RngState) -> Self {
+    pub(crate) fn new(fingerprint: String, rng: RngState, shards: usize) -> Self {
         CheckpointState {
             version: 1,
             fingerprint,
@@ -56,6 +60,7 @@ impl CheckpointState {
             next_batch: 0,
             adam_step: 0,
             rng,
+            shards,
             best_value: None,
             best_epoch: None,
             bad_epochs: 0,
@@ -65,6 +70,10 @@ impl CheckpointState {
             history: Vec::new(),
         }
     }
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The tensors of a checkpoint, by parameter name.

@@ -104,6 +104,8 @@ pub enum EvalMetric {
 /// # multi-task (docs/multi-dimension.md)
 /// # dimensions = ["relevance"]   # unset = the dataset card's config.dimensions; [] = one output
 /// dimension_weight = 1.0
+/// # speed
+/// data_parallel = 0              # shards of a micro-batch run side by side; 0 = CPU threads
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -204,6 +206,13 @@ pub struct TrainConfig {
     /// Weight of the dimension term: loss = primary loss + `dimension_weight` x the mean over
     /// dimensions of each one's masked weighted MSE (default 1.0).
     pub dimension_weight: f64,
+    /// Data parallelism on the CPU: each micro-batch is cut into this many shards (at most one
+    /// per example), whose forward and backward passes run side by side on the thread pool,
+    /// each with its own dropout stream; their gradients are added in shard order. 0 = the
+    /// number of CPU threads (`RAYON_NUM_THREADS` or the cores); on CUDA always 1 (default 0).
+    /// The shard count, not the thread count, decides the result: a run is repeatable with the
+    /// same count on any machine, and `--resume` keeps the count the run started with.
+    pub data_parallel: usize,
 }
 
 impl Default for TrainConfig {
@@ -244,6 +253,7 @@ impl Default for TrainConfig {
             seeds: Vec::new(),
             dimensions: None,
             dimension_weight: 1.0,
+            data_parallel: 0,
         }
     }
 }

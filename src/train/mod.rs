@@ -49,11 +49,12 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use candle_core::{D, DType, Device, Tensor};
+use candle_core::{D, DType, Device, Tensor, Var};
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::model::{self, BertConfig, Encoded, ModelError, PairTokenizer, TrainableModel, weights};
+use crate::model::{self, BertConfig, Encoded, ModelError, PairTokenizer, TrainableModel, ops, weights};
 use checkpoint::{CheckpointState, write_atomic};
 use metrics::EvalAccumulator;
 use optim::AdamW;
@@ -513,7 +514,13 @@ fn run(
     let warmup =
         if cfg.warmup_steps > 0 { cfg.warmup_steps } else { (cfg.warmup_ratio * total_steps as f64).ceil() as usize };
 
-    let mut state = CheckpointState::new(setup.fingerprint.clone(), tm.dropout_rng().state().map_err(model_err)?);
+    let shards = match cfg.data_parallel {
+        _ if !device.is_cpu() => 1,
+        0 => rayon::current_num_threads().max(1),
+        n => n,
+    };
+    let mut state =
+        CheckpointState::new(setup.fingerprint.clone(), tm.dropout_rng().state().map_err(model_err)?, shards);
     let metrics_path = out_dir.join("metrics.jsonl");
     let mut keep_metrics = None;
     if resume && ckpt_path.is_file() {
@@ -529,7 +536,7 @@ fn run(
         opt.restore(st.adam_step, &tensors.m, &tensors.v, tm.params()).map_err(model_err)?;
         tm.dropout_rng().restore(&st.rng).map_err(model_err)?;
         keep_metrics = Some(st.metrics_len);
-        tracing::info!(step = st.step, epoch = st.epoch + 1, "resuming from checkpoint");
+        tracing::info!(step = st.step, epoch = st.epoch + 1, shards = st.shards, "resuming from checkpoint");
         state = st;
     } else if resume {
         tracing::info!(path = %ckpt_path.display(), "no checkpoint to resume from; starting over");
@@ -604,16 +611,22 @@ fn run(
                     // Nothing to learn from this micro-batch under a purely pairwise loss.
                     continue;
                 }
-                let items: Vec<&Encoded> = idx.iter().map(|&i| &setup.train_enc[i]).collect();
-                let batch = setup.tokenizer.collate(&items, device)?;
                 let labels: Vec<f32> = idx.iter().map(|&i| setup.train[i].label as f32).collect();
                 let wts: Vec<f32> = idx.iter().map(|&i| setup.train[i].weight as f32).collect();
                 let labels = Tensor::from_vec(labels, idx.len(), device).map_err(model_err)?;
                 let wts = Tensor::from_vec(wts, idx.len(), device).map_err(model_err)?;
-                let outputs = tm
-                    .model
-                    .forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, true)
-                    .map_err(model_err)?;
+                let shard_outputs = forward_shards(&tm, &setup, idx, state.shards, device)?;
+                // One shard: the loss hangs off the model's outputs. Several: off a leaf holding
+                // their values, whose gradient each shard then takes back through its own graph.
+                let (outputs, joined) = match shard_outputs.as_slice() {
+                    [one] => (one.clone(), None),
+                    many => {
+                        let values =
+                            Tensor::cat(&many.iter().map(Tensor::detach).collect::<Vec<_>>(), 0).map_err(model_err)?;
+                        let leaf = Var::from_tensor(&values).map_err(model_err)?;
+                        (leaf.as_tensor().clone(), Some(leaf))
+                    }
+                };
                 let logits = outputs.narrow(D::Minus1, 0, 1).and_then(|t| t.flatten_all()).map_err(model_err)?;
                 let mut loss: Option<Tensor> = None;
                 if use_pointwise {
@@ -665,12 +678,14 @@ fn run(
                 let Some(loss) = loss else { continue };
                 step_loss += loss.to_dtype(DType::F64).and_then(|t| t.to_scalar::<f64>()).map_err(model_err)?;
                 let g = loss.backward().map_err(model_err)?;
-                for (slot, p) in grads.iter_mut().zip(tm.params()) {
-                    if let Some(gp) = g.get(p.var.as_tensor()) {
-                        *slot = Some(match slot.take() {
-                            None => gp.clone(),
-                            Some(acc) => (acc + gp).map_err(model_err)?,
-                        });
+                match joined {
+                    None => add_grads(&mut grads, &g, tm.params())?,
+                    Some(leaf) => {
+                        if let Some(g_out) = g.get(leaf.as_tensor()) {
+                            for g in backward_shards(&shard_outputs, g_out)? {
+                                add_grads(&mut grads, &g, tm.params())?;
+                            }
+                        }
                     }
                 }
             }
@@ -826,6 +841,84 @@ fn run(
     }
     tracing::info!(out = %out_dir.display(), steps = summary.steps, "training done");
     Ok(Some(summary))
+}
+
+/// The training forward pass of micro-batch `idx` (rows of the training split), cut into up to
+/// `shards` contiguous shards: with one, a plain forward pass on the model's dropout stream; with
+/// several, the shards run side by side on the rayon pool, shard `s` drawing its dropout masks
+/// from stream `s` of the model's seed at the shared stream's position, which then moves on by
+/// the most any shard drew (so masks, and results, depend on the shard count, not on threads or
+/// timing). When every thread has a shard, each shard's linear layers run their gemm on its own
+/// thread ([`ops::serial`]). Returns each shard's outputs `(rows, num_labels)`, with its graph.
+fn forward_shards(
+    tm: &TrainableModel,
+    setup: &Setup,
+    idx: &[usize],
+    shards: usize,
+    device: &Device,
+) -> crate::Result<Vec<Tensor>> {
+    let forward = |rows: &[usize]| -> crate::Result<Tensor> {
+        let items: Vec<&Encoded> = rows.iter().map(|&i| &setup.train_enc[i]).collect();
+        let batch = setup.tokenizer.collate(&items, device)?;
+        tm.model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, true).map_err(model_err)
+    };
+    let size = idx.len().div_ceil(shards.clamp(1, idx.len().max(1)));
+    if size >= idx.len() {
+        return Ok(vec![forward(idx)?]);
+    }
+    let rng = tm.rng();
+    let start = rng.word_pos().map_err(model_err)?;
+    let serial = idx.len().div_ceil(size) >= rayon::current_num_threads();
+    let done: Vec<(crate::Result<Tensor>, u128)> = idx
+        .par_chunks(size)
+        .enumerate()
+        .map(|(s, rows)| {
+            rng.with_stream(s as u64, start, || if serial { ops::serial(|| forward(rows)) } else { forward(rows) })
+        })
+        .collect();
+    rng.advance(done.iter().map(|d| d.1).max().unwrap_or(0)).map_err(model_err)?;
+    done.into_iter().map(|d| d.0).collect()
+}
+
+/// The parameter gradients of each shard of [`forward_shards`], given the loss gradient
+/// `g_out` with respect to the shards' outputs stacked in order: shard `s`'s backward pass of
+/// `sum(outputs_s * g_out[rows of s])`, side by side on the rayon pool.
+fn backward_shards(outputs: &[Tensor], g_out: &Tensor) -> crate::Result<Vec<candle_core::backprop::GradStore>> {
+    let mut offsets = Vec::with_capacity(outputs.len());
+    let mut at = 0;
+    for o in outputs {
+        offsets.push(at);
+        at += o.dim(0).map_err(model_err)?;
+    }
+    let serial = outputs.len() >= rayon::current_num_threads();
+    outputs
+        .par_iter()
+        .zip(offsets)
+        .map(|(o, off)| {
+            let run = || -> candle_core::Result<_> {
+                let g = g_out.narrow(0, off, o.dim(0)?)?;
+                (o * g)?.sum_all()?.backward()
+            };
+            if serial { ops::serial(run) } else { run() }.map_err(model_err)
+        })
+        .collect()
+}
+
+/// Adds the gradients in `g` of the trainable parameters to their slots in `grads`.
+fn add_grads(
+    grads: &mut [Option<Tensor>],
+    g: &candle_core::backprop::GradStore,
+    params: &[weights::Param],
+) -> crate::Result<()> {
+    for (slot, p) in grads.iter_mut().zip(params) {
+        if let Some(gp) = g.get(p.var.as_tensor()) {
+            *slot = Some(match slot.take() {
+                None => gp.clone(),
+                Some(acc) => (acc + gp).map_err(model_err)?,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn write_json(path: &Path, value: &impl Serialize) -> crate::Result<()> {
