@@ -30,6 +30,7 @@ fn long_pair(i: usize) -> (String, String) {
 }
 
 fn main() -> Result<()> {
+    evalloop::model::alloc::candle_ops_inline();
     evalloop::model::alloc::keep_freed_memory();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let base = args.first().context("usage: bench BASE_DIR [TRAIN_STEPS] [SCORE_BATCHES]")?;

@@ -10,6 +10,10 @@
 #        PYTHON (default python3; needs torch and transformers),
 #        REPEAT (default 2): the two sides run alternately REPEAT times each and the best figure
 #        of each side is kept, which damps the noise of a shared machine.
+#        RT (default unset): set to 1 to run both sides under `chrt -f 10` (real-time FIFO
+#        priority; needs root), so that other processes on a shared machine do not take the
+#        cores from either side during its run. Both sides get the same priority; the kernel
+#        still leaves 5% of each second to other tasks (sched_rt_runtime_us).
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$here"
@@ -21,13 +25,15 @@ python="${PYTHON:-python3}"
 [[ -f "$model/model.safetensors" ]] || scripts/fetch-model.sh
 
 repeat="${REPEAT:-2}"
+prio=()
+[[ -n "${RT:-}" ]] && prio=(chrt -f 10)
 
 cargo build --release --quiet --example bench
 ours=()
 theirs=()
 for _ in $(seq "$repeat"); do
-    ours+=("$(RAYON_NUM_THREADS=$threads target/release/examples/bench "$model" "$steps" "$batches")")
-    theirs+=("$(OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "$python" scripts/bench_torch.py "$model" "$steps" "$batches" "$threads" 2>/dev/null)")
+    ours+=("$(RAYON_NUM_THREADS=$threads "${prio[@]}" target/release/examples/bench "$model" "$steps" "$batches")")
+    theirs+=("$(OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "${prio[@]}" "$python" scripts/bench_torch.py "$model" "$steps" "$batches" "$threads" 2>/dev/null)")
     echo "evalloop: ${ours[-1]}"
     echo "pytorch:  ${theirs[-1]}"
 done

@@ -10,6 +10,7 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
+    evalloop::model::alloc::candle_ops_inline();
     evalloop::model::alloc::keep_freed_memory();
     let cli = match evalloop::cli::Cli::try_parse() {
         Ok(c) => c,

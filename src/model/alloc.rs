@@ -1,4 +1,7 @@
-//! Tuning of mimalloc, the global allocator of the `evalloop` binary, for training and scoring.
+//! Process settings of the `evalloop` binary for training and scoring: mimalloc (its global
+//! allocator) and candle's element-wise thread pool.
+//!
+//! ## mimalloc
 //!
 //! A training step frees and re-allocates the same few hundred activation and gradient buffers
 //! (up to 12.6 MB each at batch 16 x 128). By default mimalloc gives freed memory back to the
@@ -25,4 +28,22 @@ pub fn keep_freed_memory() {
     }
     // SAFETY: mi_option_set only stores an integer option; any value is valid.
     unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
+}
+
+/// Makes candle run its own element-wise ops on the calling thread: sets `CANDLE_NUM_THREADS=1`
+/// unless the environment sets it. Training and scoring run the shards of a batch side by side
+/// on rayon's pool, one per thread (data parallelism), and the project's fused ops use rayon.
+/// candle 0.11 hands each of its remaining element-wise ops (embedding sums, the pooler's tanh,
+/// the loss, gradient sums) to a second pool of `CANDLE_NUM_THREADS - 1` spinning threads that
+/// one caller at a time may use: with two shards on two cores that is a third busy thread and a
+/// lock between the shards (training 16.8 -> 20.5-21.1 examples/s and scoring 47 -> 86-87 seq/s
+/// with it off, two threads, notes-model-perf.md entry 14).
+///
+/// Call first thing in `main`, before any thread is started (it writes the environment).
+pub fn candle_ops_inline() {
+    if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
+        // SAFETY: called at the start of `main`, before the process has other threads, so no
+        // other thread reads or writes the environment concurrently.
+        unsafe { std::env::set_var("CANDLE_NUM_THREADS", "1") }
+    }
 }
