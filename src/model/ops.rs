@@ -634,9 +634,19 @@ mod avx2 {
     pub(super) fn mul_row(p: &[f32], keep: &[f32], dst: &mut [f32]) {
         super::mul_row_generic(p, keep, dst)
     }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn gelu_row(x: &[f32], y: &mut [f32]) {
+        super::gelu_row_generic(x, y)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub(super) fn gelu_bwd_row(x: &[f32], g: &[f32], d: &mut [f32]) {
+        super::gelu_bwd_row_generic(x, g, d)
+    }
 }
 
-/// The row kernels for this CPU, chosen once per call of an attention op.
+/// The row kernels for this CPU, chosen once per call of an op.
 #[derive(Clone, Copy)]
 struct RowKernels {
     avx2: bool,
@@ -676,6 +686,24 @@ impl RowKernels {
             return unsafe { avx2::mul_row(p, keep, dst) };
         }
         mul_row_generic(p, keep, dst)
+    }
+
+    fn gelu(self, x: &[f32], y: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: as above.
+            return unsafe { avx2::gelu_row(x, y) };
+        }
+        gelu_row_generic(x, y)
+    }
+
+    fn gelu_bwd(self, x: &[f32], g: &[f32], d: &mut [f32]) {
+        #[cfg(target_arch = "x86_64")]
+        if self.avx2 {
+            // SAFETY: as above.
+            return unsafe { avx2::gelu_bwd_row(x, g, d) };
+        }
+        gelu_bwd_row_generic(x, g, d)
     }
 }
 
@@ -1123,6 +1151,24 @@ fn erf_f32(x: f32) -> f32 {
     x * p / q
 }
 
+/// `y = gelu(x)` elementwise.
+#[inline(always)]
+fn gelu_row_generic(x: &[f32], y: &mut [f32]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = (erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * x;
+    }
+}
+
+/// `d = g * gelu'(x)` elementwise: `g * (0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi))`.
+#[inline(always)]
+fn gelu_bwd_row_generic(x: &[f32], g: &[f32], d: &mut [f32]) {
+    const INV_SQRT_2PI: f32 = 0.398_942_3;
+    for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
+        let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
+        *d = g * (cdf + x * (-0.5 * x * x).exp() * INV_SQRT_2PI);
+    }
+}
+
 /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (candle's `gelu_erf` formula, with the
 /// vectorisable [`erf_f32`]), with a backward pass. Needs [`fused_ok`] input.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
@@ -1138,12 +1184,9 @@ impl CustomOp1 for GeluOp {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = f32_slice(s, l, self.name())?;
+        let k = RowKernels::detect();
         let mut y = vec![0f32; x.len()];
-        y.par_chunks_mut(ELEMS_PER_TASK).zip(x.par_chunks(ELEMS_PER_TASK)).for_each(|(y, x)| {
-            for (y, &x) in y.iter_mut().zip(x) {
-                *y = (erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * x;
-            }
-        });
+        y.par_chunks_mut(ELEMS_PER_TASK).zip(x.par_chunks(ELEMS_PER_TASK)).for_each(|(y, x)| k.gelu(x, y));
         Ok((CpuStorage::F32(y), l.shape().clone()))
     }
 
@@ -1163,16 +1206,12 @@ impl CustomOp2 for GeluBwd {
     fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let op = self.name();
         let (x, g) = (f32_slice(s1, l1, op)?, f32_slice(s2, l2, op)?);
-        const INV_SQRT_2PI: f32 = 0.398_942_3;
+        let k = RowKernels::detect();
         let mut dx = vec![0f32; x.len()];
-        dx.par_chunks_mut(ELEMS_PER_TASK).zip(x.par_chunks(ELEMS_PER_TASK)).zip(g.par_chunks(ELEMS_PER_TASK)).for_each(
-            |((dx, x), g)| {
-                for ((d, &x), &g) in dx.iter_mut().zip(x).zip(g) {
-                    let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-                    *d = g * (cdf + x * (-0.5 * x * x).exp() * INV_SQRT_2PI);
-                }
-            },
-        );
+        dx.par_chunks_mut(ELEMS_PER_TASK)
+            .zip(x.par_chunks(ELEMS_PER_TASK))
+            .zip(g.par_chunks(ELEMS_PER_TASK))
+            .for_each(|((dx, x), g)| k.gelu_bwd(x, g, dx));
         Ok((CpuStorage::F32(dx), l1.shape().clone()))
     }
 }
@@ -1566,6 +1605,23 @@ mod tests {
         let gr = grads_of(&[&x], &reference, &probe);
         // candle's backward uses 0.398942 for 1/sqrt(2 pi); ours the full f32 constant.
         assert!(max_diff(&gf[0], &gr[0]) < 1e-5, "{}", max_diff(&gf[0], &gr[0]));
+    }
+
+    /// The AVX2 variants of the GELU kernels give the same bits as the portable loops.
+    #[test]
+    fn gelu_kernels_give_the_same_bits_on_every_path() {
+        let x: Vec<f32> = (0..1003).map(|i| (i as f32 - 501.0) * 0.013).collect();
+        let g: Vec<f32> = (0..1003).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+        let (mut y0, mut y1, mut d0, mut d1) = (vec![0f32; 1003], vec![0f32; 1003], vec![0f32; 1003], vec![0f32; 1003]);
+        gelu_row_generic(&x, &mut y0);
+        gelu_bwd_row_generic(&x, &g, &mut d0);
+        let k = RowKernels::detect();
+        k.gelu(&x, &mut y1);
+        k.gelu_bwd(&x, &g, &mut d1);
+        let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+        assert_eq!(bits(&y0), bits(&y1));
+        assert_eq!(bits(&d0), bits(&d1));
+        assert!(y0.iter().any(|&v| v != 0.0) && d0.iter().any(|&v| v != 0.0));
     }
 
     #[test]
