@@ -380,6 +380,11 @@ impl BertResidualOutput {
     /// `xs` `(b, s, in_dim)`, `residual` `(b, s, h)` → `(b, s, h)`.
     pub fn forward_t(&self, xs: &Tensor, residual: &Tensor, train: bool) -> Result<Tensor> {
         let xs = dense(&self.dense, xs)?;
+        if !train && !xs.track_op() && ops::fused_ok(&xs) && ops::fused_ok(residual) {
+            // Inference: the dense output is fresh and untracked, so the sum goes into it.
+            ops::add_inplace(&xs, residual)?;
+            return self.layer_norm.forward(&xs);
+        }
         if ops::fused_ok(&xs) && ops::fused_ok(residual) {
             // Dropout and the residual sum in one node; the mask is drawn as forward_t draws it.
             let keep = self.dropout.keep_values(xs.elem_count(), train)?;
@@ -419,6 +424,11 @@ impl BertLayer {
         let attn = self.attention_output.forward_t(&attn, xs, train)?;
         let inter = dense(&self.intermediate, &attn)?;
         let inter = match self.act {
+            // Inference: the dense output is fresh and untracked, so GELU overwrites it.
+            HiddenAct::Gelu if !inter.track_op() && ops::fused_ok(&inter) => {
+                ops::gelu_erf_inplace(&inter)?;
+                inter
+            }
             HiddenAct::Gelu if ops::fused_ok(&inter) => ops::gelu_erf(&inter)?,
             HiddenAct::Gelu => inter.gelu_erf()?,
             HiddenAct::GeluTanh => inter.gelu()?,

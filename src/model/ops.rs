@@ -12,7 +12,8 @@
 //! callers in [`super::bert`] keep the composed ops for every other case.
 
 use candle_core::{
-    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, InplaceOp2, InplaceOp3, Layout, Result, Shape, Tensor, bail,
+    CpuStorage, CustomOp1, CustomOp2, CustomOp3, DType, InplaceOp1, InplaceOp2, InplaceOp3, Layout, Result, Shape,
+    Tensor, bail,
 };
 use rayon::prelude::*;
 
@@ -616,94 +617,123 @@ fn mul_row_generic(p: &[f32], keep: &[f32], dst: &mut [f32]) {
     }
 }
 
-/// The row kernels compiled for AVX2 + FMA. Rust does not contract `a * b + c` into an FMA, so
-/// these give the same bits as the baseline (SSE2) versions, only with wider vectors.
-#[cfg(target_arch = "x86_64")]
-mod avx2 {
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn softmax_row(x: &[f32], mask: &[f32], scale: f32, p: &mut [f32]) {
-        super::softmax_row_generic(x, mask, scale, p)
-    }
+/// The row kernels compiled for a set of target features (`$features`). Rust does not contract
+/// `a * b + c` into an FMA, so every variant gives the same bits as the baseline (SSE2) loops,
+/// only with wider vectors (test).
+macro_rules! row_kernels {
+    ($name:ident, $features:literal) => {
+        #[cfg(target_arch = "x86_64")]
+        mod $name {
+            #[target_feature(enable = $features)]
+            pub(super) fn softmax_row(x: &[f32], mask: &[f32], scale: f32, p: &mut [f32]) {
+                super::softmax_row_generic(x, mask, scale, p)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn softmax_bwd_row(p: &[f32], keep: Option<&[f32]>, scale: f32, d: &mut [f32]) {
-        super::softmax_bwd_row_generic(p, keep, scale, d)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn softmax_bwd_row(p: &[f32], keep: Option<&[f32]>, scale: f32, d: &mut [f32]) {
+                super::softmax_bwd_row_generic(p, keep, scale, d)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn mul_row(p: &[f32], keep: &[f32], dst: &mut [f32]) {
-        super::mul_row_generic(p, keep, dst)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn mul_row(p: &[f32], keep: &[f32], dst: &mut [f32]) {
+                super::mul_row_generic(p, keep, dst)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn gelu_row(x: &[f32], y: &mut [f32]) {
-        super::gelu_row_generic(x, y)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn gelu_row(x: &[f32], y: &mut [f32]) {
+                super::gelu_row_generic(x, y)
+            }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) fn gelu_bwd_row(x: &[f32], g: &[f32], d: &mut [f32]) {
-        super::gelu_bwd_row_generic(x, g, d)
-    }
+            #[target_feature(enable = $features)]
+            pub(super) fn gelu_inplace_row(v: &mut [f32]) {
+                super::gelu_inplace_row_generic(v)
+            }
+
+            #[target_feature(enable = $features)]
+            pub(super) fn gelu_bwd_row(x: &[f32], g: &[f32], d: &mut [f32]) {
+                super::gelu_bwd_row_generic(x, g, d)
+            }
+        }
+    };
+}
+
+row_kernels!(avx2, "avx2,fma");
+row_kernels!(avx512, "avx512f,avx2,fma");
+
+/// Which compiled variant of the row kernels runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Level {
+    /// The baseline loops.
+    Base,
+    /// AVX2 + FMA (8 lanes).
+    Avx2,
+    /// AVX-512F (16 lanes).
+    Avx512,
 }
 
 /// The row kernels for this CPU, chosen once per call of an op.
 #[derive(Clone, Copy)]
 struct RowKernels {
-    avx2: bool,
+    level: Level,
+}
+
+/// Calls kernel `$f` of the variant for `$level`, or the baseline loop `$generic`.
+macro_rules! dispatch {
+    ($level:expr, $f:ident, $generic:ident($($arg:expr),*)) => {{
+        #[cfg(target_arch = "x86_64")]
+        match $level {
+            // SAFETY: `Level::Avx512` and `Level::Avx2` are only chosen (in `RowKernels::detect`)
+            // on a CPU that has those features.
+            Level::Avx512 => return unsafe { avx512::$f($($arg),*) },
+            Level::Avx2 => return unsafe { avx2::$f($($arg),*) },
+            Level::Base => {}
+        }
+        $generic($($arg),*)
+    }};
 }
 
 impl RowKernels {
     fn detect() -> Self {
+        RowKernels { level: Self::best() }
+    }
+
+    /// The best level this CPU runs.
+    fn best() -> Level {
         #[cfg(target_arch = "x86_64")]
-        let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
-        #[cfg(not(target_arch = "x86_64"))]
-        let avx2 = false;
-        RowKernels { avx2 }
+        {
+            let avx2 = std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma");
+            if avx2 && std::is_x86_feature_detected!("avx512f") {
+                return Level::Avx512;
+            }
+            if avx2 {
+                return Level::Avx2;
+            }
+        }
+        Level::Base
     }
 
     fn softmax(self, x: &[f32], mask: &[f32], scale: f32, p: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: the CPU has AVX2 and FMA (checked in `detect`).
-            return unsafe { avx2::softmax_row(x, mask, scale, p) };
-        }
-        softmax_row_generic(x, mask, scale, p)
+        dispatch!(self.level, softmax_row, softmax_row_generic(x, mask, scale, p))
     }
 
     fn softmax_bwd(self, p: &[f32], keep: Option<&[f32]>, scale: f32, d: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: as above.
-            return unsafe { avx2::softmax_bwd_row(p, keep, scale, d) };
-        }
-        softmax_bwd_row_generic(p, keep, scale, d)
+        dispatch!(self.level, softmax_bwd_row, softmax_bwd_row_generic(p, keep, scale, d))
     }
 
     fn mul(self, p: &[f32], keep: &[f32], dst: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: as above.
-            return unsafe { avx2::mul_row(p, keep, dst) };
-        }
-        mul_row_generic(p, keep, dst)
+        dispatch!(self.level, mul_row, mul_row_generic(p, keep, dst))
     }
 
     fn gelu(self, x: &[f32], y: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: as above.
-            return unsafe { avx2::gelu_row(x, y) };
-        }
-        gelu_row_generic(x, y)
+        dispatch!(self.level, gelu_row, gelu_row_generic(x, y))
+    }
+
+    fn gelu_inplace(self, v: &mut [f32]) {
+        dispatch!(self.level, gelu_inplace_row, gelu_inplace_row_generic(v))
     }
 
     fn gelu_bwd(self, x: &[f32], g: &[f32], d: &mut [f32]) {
-        #[cfg(target_arch = "x86_64")]
-        if self.avx2 {
-            // SAFETY: as above.
-            return unsafe { avx2::gelu_bwd_row(x, g, d) };
-        }
-        gelu_bwd_row_generic(x, g, d)
+        dispatch!(self.level, gelu_bwd_row, gelu_bwd_row_generic(x, g, d))
     }
 }
 
@@ -1159,6 +1189,15 @@ fn gelu_row_generic(x: &[f32], y: &mut [f32]) {
     }
 }
 
+/// `v = gelu(v)` elementwise, in place.
+#[inline(always)]
+fn gelu_inplace_row_generic(v: &mut [f32]) {
+    for v in v.iter_mut() {
+        let x = *v;
+        *v = (erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * x;
+    }
+}
+
 /// `d = g * gelu'(x)` elementwise: `g * (0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi))`.
 #[inline(always)]
 fn gelu_bwd_row_generic(x: &[f32], g: &[f32], d: &mut [f32]) {
@@ -1173,6 +1212,63 @@ fn gelu_bwd_row_generic(x: &[f32], g: &[f32], d: &mut [f32]) {
 /// vectorisable [`erf_f32`]), with a backward pass. Needs [`fused_ok`] input.
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.apply_op1(GeluOp)
+}
+
+/// [`gelu_erf`] in place, for inference: `x` must not be tracked for gradients nor share its
+/// storage with another tensor (a fresh layer output), and needs [`fused_ok`].
+pub fn gelu_erf_inplace(x: &Tensor) -> Result<()> {
+    if x.track_op() {
+        bail!("gelu_erf_inplace: the input is tracked for gradients");
+    }
+    x.inplace_op1(&GeluInplace)
+}
+
+struct GeluInplace;
+
+impl InplaceOp1 for GeluInplace {
+    fn name(&self) -> &'static str {
+        "evalloop-gelu-erf-inplace"
+    }
+
+    fn cpu_fwd(&self, s: &mut CpuStorage, l: &Layout) -> Result<()> {
+        let v = f32_slice_mut(s, l, "evalloop-gelu-erf-inplace")?;
+        let k = RowKernels::detect();
+        v.par_chunks_mut(ELEMS_PER_TASK).for_each(|v| k.gelu_inplace(v));
+        Ok(())
+    }
+}
+
+/// `x += residual` in place, for inference (the residual sum of a BERT output block without
+/// dropout): `x` must not be tracked for gradients nor share its storage; needs [`fused_ok`]
+/// inputs of one shape.
+pub fn add_inplace(x: &Tensor, residual: &Tensor) -> Result<()> {
+    if x.track_op() {
+        bail!("add_inplace: the input is tracked for gradients");
+    }
+    if x.dims() != residual.dims() {
+        bail!("add_inplace: x {:?} and residual {:?} differ", x.dims(), residual.dims());
+    }
+    x.inplace_op2(residual, &AddInplace)
+}
+
+struct AddInplace;
+
+impl InplaceOp2 for AddInplace {
+    fn name(&self) -> &'static str {
+        "evalloop-add-inplace"
+    }
+
+    fn cpu_fwd(&self, s1: &mut CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<()> {
+        let op = "evalloop-add-inplace";
+        let r = f32_slice(s2, l2, op)?;
+        let x = f32_slice_mut(s1, l1, op)?;
+        x.par_chunks_mut(ELEMS_PER_TASK).zip(r.par_chunks(ELEMS_PER_TASK)).for_each(|(x, r)| {
+            for (x, &r) in x.iter_mut().zip(r) {
+                *x += r;
+            }
+        });
+        Ok(())
+    }
 }
 
 struct GeluOp;
@@ -1607,21 +1703,61 @@ mod tests {
         assert!(max_diff(&gf[0], &gr[0]) < 1e-5, "{}", max_diff(&gf[0], &gr[0]));
     }
 
-    /// The AVX2 variants of the GELU kernels give the same bits as the portable loops.
+    /// Every compiled variant of the row kernels this CPU runs (baseline, AVX2, AVX-512) gives
+    /// the same bits as the baseline loops, on rows of lengths around the 16-lane blocks.
     #[test]
-    fn gelu_kernels_give_the_same_bits_on_every_path() {
-        let x: Vec<f32> = (0..1003).map(|i| (i as f32 - 501.0) * 0.013).collect();
-        let g: Vec<f32> = (0..1003).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
-        let (mut y0, mut y1, mut d0, mut d1) = (vec![0f32; 1003], vec![0f32; 1003], vec![0f32; 1003], vec![0f32; 1003]);
-        gelu_row_generic(&x, &mut y0);
-        gelu_bwd_row_generic(&x, &g, &mut d0);
-        let k = RowKernels::detect();
-        k.gelu(&x, &mut y1);
-        k.gelu_bwd(&x, &g, &mut d1);
+    fn row_kernels_give_the_same_bits_on_every_level() {
         let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
-        assert_eq!(bits(&y0), bits(&y1));
-        assert_eq!(bits(&d0), bits(&d1));
-        assert!(y0.iter().any(|&v| v != 0.0) && d0.iter().any(|&v| v != 0.0));
+        let best = RowKernels::best();
+        let levels: Vec<Level> = [Level::Base, Level::Avx2, Level::Avx512].into_iter().filter(|l| *l <= best).collect();
+        for n in [1, 15, 16, 17, 128, 1003] {
+            let x: Vec<f32> = (0..n).map(|i| (i as f32 - n as f32 / 2.0) * 0.013).collect();
+            let g: Vec<f32> = (0..n).map(|i| ((i * 7919) % 101) as f32 / 50.0 - 1.0).collect();
+            let mask: Vec<f32> = (0..n).map(|i| if i % 7 == 3 { f32::NEG_INFINITY } else { 0.0 }).collect();
+            let keep: Vec<f32> = (0..n).map(|i| if i % 5 == 1 { 0.0 } else { 1.25 }).collect();
+            let run = |k: RowKernels| {
+                let mut out = vec![vec![0f32; n]; 6];
+                k.softmax(&x, &mask, 0.7, &mut out[0]);
+                out[1] = g.clone();
+                k.softmax_bwd(&out[0].clone(), Some(&keep), 0.7, &mut out[1]);
+                out[2] = g.clone();
+                k.softmax_bwd(&out[0].clone(), None, 0.7, &mut out[2]);
+                k.mul(&x, &keep, &mut out[3]);
+                k.gelu(&x, &mut out[4]);
+                k.gelu_bwd(&x, &g, &mut out[5]);
+                out.iter().map(|v| bits(v)).collect::<Vec<_>>()
+            };
+            let base = run(RowKernels { level: Level::Base });
+            // (A one-value row has a zero softmax gradient.)
+            assert!(n == 1 || base.iter().all(|v| v.iter().any(|&b| b != 0)), "n = {n}: a kernel wrote only zeros");
+            for &level in &levels[1..] {
+                assert_eq!(run(RowKernels { level }), base, "n = {n}, {level:?}");
+            }
+        }
+        eprintln!("row kernel levels checked: {levels:?}");
+    }
+
+    /// The in-place inference ops give the bits of the graph ops, and refuse tracked inputs.
+    #[test]
+    fn inplace_gelu_and_residual_sum_equal_the_graph_ops() {
+        let dev = Device::Cpu;
+        let x = Tensor::randn(0f32, 2.0, (3, 7001), &dev).unwrap();
+        let r = Tensor::randn(0f32, 1.0, (3, 7001), &dev).unwrap();
+        let want_gelu = gelu_erf(&x).unwrap();
+        let want_sum = dropout_add(&x, &r, None).unwrap();
+        let a = x.copy().unwrap();
+        gelu_erf_inplace(&a).unwrap();
+        let b = x.copy().unwrap();
+        add_inplace(&b, &r).unwrap();
+        let bits = |t: &Tensor| {
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|f| f.to_bits()).collect::<Vec<_>>()
+        };
+        assert_eq!(bits(&a), bits(&want_gelu));
+        assert_eq!(bits(&b), bits(&want_sum));
+        let v = Var::from_tensor(&x).unwrap();
+        assert!(gelu_erf_inplace(v.as_tensor()).is_err());
+        assert!(add_inplace(v.as_tensor(), &r).is_err());
+        assert!(add_inplace(&x.copy().unwrap(), &r.narrow(1, 0, 7000).unwrap()).is_err());
     }
 
     #[test]
