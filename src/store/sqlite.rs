@@ -886,9 +886,10 @@ impl Store for SqliteStore {
             }
             let span = (hi - lo).saturating_add(1).min(window_len);
             let mut codes: Vec<u32> = vec![NO_COHORT; span as usize];
-            let mut w0 = lo;
-            while w0 <= hi {
+            let mut next = Some(lo);
+            while let Some(w0) = next.filter(|&w| w <= hi) {
                 let w1 = w0.saturating_add(window_len - 1).min(hi);
+                next = w1.checked_add(1);
                 let window = [SqlValue::Integer(w0), SqlValue::Integer(w1)];
                 codes.fill(NO_COHORT);
                 let len = (w1 - w0 + 1) as usize;
@@ -932,11 +933,19 @@ impl Store for SqliteStore {
                         }
                     }
                 }
+                // The scores and feedback are read between the first and the last log coded (a
+                // rare cohort's or time range's logs may fill few windows, or a small part of one).
+                let coded = codes[..len]
+                    .iter()
+                    .position(|&c| c != NO_COHORT)
+                    .zip(codes[..len].iter().rposition(|&c| c != NO_COHORT));
+                let Some((first, last)) = coded else { continue };
+                let coded = [SqlValue::Integer(w0 + first as i64), SqlValue::Integer(w0 + last as i64)];
                 let code_at = |id: i64| slot(id).map(|i| codes[i]).filter(|&c| c != NO_COHORT);
                 // Each evaluator's cursor and its current (log_id, overall), None once exhausted.
                 let mut scores = Vec::with_capacity(evaluator_ids.len());
                 for &e in &evaluator_ids {
-                    let mut stmt = RawStmt::new(conn, scores_sql, &[window[0].clone(), window[1].clone(), e.into()])?;
+                    let mut stmt = RawStmt::new(conn, scores_sql, &[coded[0].clone(), coded[1].clone(), e.into()])?;
                     let head = next_score(&mut stmt)?;
                     scores.push((stmt, head));
                 }
@@ -959,7 +968,7 @@ impl Store for SqliteStore {
                     }
                 }
                 let mut fp = policy_params.clone();
-                fp.extend(window);
+                fp.extend(coded);
                 let mut fb = RawStmt::new(conn, &feedback_sql, &fp)?;
                 while fb.step()? {
                     let Some(code) = code_at(fb.int(0)) else { continue };
@@ -971,10 +980,6 @@ impl Store for SqliteStore {
                         acc.with_human_score += 1;
                         acc.positive += u64::from(h >= good_min);
                     }
-                }
-                w0 = w1.saturating_add(1);
-                if w1 == i64::MAX {
-                    break;
                 }
             }
             Ok(cohorts.into_named())
