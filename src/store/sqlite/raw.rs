@@ -86,7 +86,8 @@ impl<'c> RawStmt<'c> {
 
     /// Column `i` of the current row as an integer (SQLite's conversion; NULL is 0).
     pub(super) fn int(&self, i: c_int) -> i64 {
-        // SAFETY: a live statement; an out-of-range column reads as NULL, not out of bounds.
+        // SAFETY: a live statement; callers pass column indexes of their own SELECT list (SQLite
+        // answers an out-of-range index with a NULL value and SQLITE_RANGE, never a bad read).
         unsafe { ffi::sqlite3_column_int64(self.stmt, i) }
     }
 
