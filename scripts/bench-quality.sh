@@ -9,7 +9,11 @@
 #      outputs are reported more) and per-cohort standards (shift free -0.5, enterprise +0.5),
 #      with HOLDOUT whole groups (prompts) kept out of logs and feedback;
 #   2. ingest, `dataset build` (graded labels, groups = metadata group_id, train/validation split
-#      by whole groups) under weighting `none` and `inverse_rate`;
+#      by whole groups) under weighting `none` and `inverse_rate`; besides, with weighting `none`:
+#      ds-none-imp (implicit labels: [human] implicit_usage = 4, implicit_edit = 3,
+#      implicit_discard = 2, README's example values; the 0.8 / 0.2 split), ds-none-imp-nv (the
+#      same, no validation split: train_fraction 1.0) and ds-none-nv (explicit labels, no
+#      validation split); without a validation split both implementations keep the last epoch;
 #   3. `evalloop train` from MiniLM under each configuration below, then `evalloop score` on
 #      the held-out groups;
 #   4. the group-level Spearman with the experts' scores on the held-out groups (mean over
@@ -35,6 +39,17 @@
 #                 quality: informativeness, naturalness) as extra outputs, from the dimension
 #                 ratings simulate emits (--dimensions) on the same rated requests; the primary
 #                 feedback, labels and splits are those of the other configurations
+#   peer_imp      the peer on ds-none-imp (implicit labels)
+#   gp_of_imp     as gp_of on the dataset with implicit labels: the human-score policy maps the
+#                 implicit signals simulate emits (used 4, edited 3, discarded 2, README's values)
+#                 and averages them with the explicit feedback, so more requests are labelled
+#                 (docs/quality-bench.md, "BAGEL, fourth session")
+#   peer_imp_nv   the peer on ds-none-imp-nv: implicit labels, no validation split (train_fraction
+#                 1.0): the last of the EPOCHS epochs is kept, no epoch selection
+#   gp_of_imp_nv  as gp_of on ds-none-imp-nv
+#   peer_nv       the peer on ds-none-nv: explicit labels as ds-none, no validation split
+#                 (train_fraction 1.0): the last of the EPOCHS epochs is kept
+#   gp_of_nv      as gp_of on ds-none-nv (eval_metric unused: nothing to select on)
 #   peer          the PyTorch + transformers peer (scripts/bench_quality_peer.py): the same
 #                 MiniLM, graded MSE, longest-first, same epochs / batch / lr / max_length /
 #                 seed, no weighting, on the same dataset directory
@@ -62,7 +77,7 @@ fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
 DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
 SEEDS="${SEEDS:-1 2 3}"
-CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens}"
+CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens peer_imp gp_of_imp peer_imp_nv gp_of_imp_nv peer_nv gp_of_nv}"
 EPOCHS="${EPOCHS:-3}"
 MAX_LENGTH="${MAX_LENGTH:-256}"
 BATCH="${BATCH:-16}"
@@ -124,6 +139,12 @@ log_every = 1000"
     gp_of_mt) printf 'none-mt|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_inv) printf 'inverse_rate|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_b) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\npair_scope = "batch"\n' "$common" ;;
+    peer_imp) printf 'none-imp|%s\nobjective = "graded"\n' "$common" ;;
+    peer_imp_nv) printf 'none-imp-nv|%s\nobjective = "graded"\n' "$common" ;;
+    gp_of_imp) printf 'none-imp|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
+    gp_of_imp_nv) printf 'none-imp-nv|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
+    peer_nv) printf 'none-nv|%s\nobjective = "graded"\n' "$common" ;;
+    gp_of_nv) printf 'none-nv|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_ens) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\nseeds = [%s, %s, %s]\n' "$common" "$2" "$(($2 + 100))" "$(($2 + 200))" ;;
     *) echo "unknown config $1" >&2; exit 2 ;;
   esac
@@ -166,6 +187,25 @@ for spec in $DATASETS; do
         "$seed" "$(python3 -c "import json,sys; print(', '.join(json.dumps(d) for d in sys.argv[1].split(',')))" "$others")" > "$run/ds-none-mt.toml"
       "$BIN" --db "$run/e.db" --config "$run/ds-none-mt.toml" dataset build --out "$run/ds-none-mt" > /dev/null 2>&1
       touch "$run/prepared-mt"
+    fi
+    if [[ ! -f "$run/prepared-imp" ]]; then
+      # Implicit labels: the same store, with the human-score policy mapping implicit signals
+      # (simulate always emits them; the explicit-only datasets above ignore them).
+      for v in imp imp-nv; do
+        fr="train_fraction = 0.8\nvalidation_fraction = 0.2"
+        [[ "$v" == imp-nv ]] && fr="train_fraction = 1.0\nvalidation_fraction = 0.0"
+        printf "[human]\nimplicit_usage = 4.0\nimplicit_edit = 3.0\nimplicit_discard = 2.0\n\n[dataset]\nlabel = \"graded\"\nweighting = [\"none\"]\n$fr\nmin_effective_size = 0.0\ngroup_key = \"group_id\"\nseed = %s\n" \
+          "$seed" > "$run/ds-none-$v.toml"
+        "$BIN" --db "$run/e.db" --config "$run/ds-none-$v.toml" dataset build --out "$run/ds-none-$v" > /dev/null 2>&1
+      done
+      touch "$run/prepared-imp"
+    fi
+    if [[ ! -f "$run/prepared-nv" ]]; then
+      # No validation split: every labelled (explicit) request is a training example.
+      printf '[dataset]\nlabel = "graded"\nweighting = ["none"]\ntrain_fraction = 1.0\nvalidation_fraction = 0.0\nmin_effective_size = 0.0\ngroup_key = "group_id"\nseed = %s\n' \
+        "$seed" > "$run/ds-none-nv.toml"
+      "$BIN" --db "$run/e.db" --config "$run/ds-none-nv.toml" dataset build --out "$run/ds-none-nv" > /dev/null 2>&1
+      touch "$run/prepared-nv"
     fi
     for c in $CONFIGS; do
       [[ -f "$run/scores-$c.jsonl" ]] && continue
