@@ -36,8 +36,8 @@ pub fn keep_freed_memory() {
 /// candle 0.11 hands each of its remaining element-wise ops (embedding sums, the pooler's tanh,
 /// the loss, gradient sums) to a second pool of `CANDLE_NUM_THREADS - 1` spinning threads that
 /// one caller at a time may use: with two shards on two cores that is a third busy thread and a
-/// lock between the shards (training 16.8 -> 20.5-21.1 examples/s and scoring 47 -> 86-87 seq/s
-/// with it off, two threads, notes-model-perf.md entry 14).
+/// lock between the shards (two shards on two threads: training 11.1 -> 20.5-21.1 examples/s
+/// with it off; notes-model-perf.md entry 14).
 ///
 /// Call first thing in `main`, before any thread is started (it writes the environment).
 pub fn candle_ops_inline() {
