@@ -39,17 +39,18 @@
 #                 quality: informativeness, naturalness) as extra outputs, from the dimension
 #                 ratings simulate emits (--dimensions) on the same rated requests; the primary
 #                 feedback, labels and splits are those of the other configurations
-#   peer_imp      the peer on ds-none-imp (implicit labels)
-#   gp_of_imp     as gp_of on the dataset with implicit labels: the human-score policy maps the
-#                 implicit signals simulate emits (used 4, edited 3, discarded 2, README's values)
-#                 and averages them with the explicit feedback, so more requests are labelled
-#                 (docs/quality-bench.md, "BAGEL, fourth session")
-#   peer_imp_nv   the peer on ds-none-imp-nv: implicit labels, no validation split (train_fraction
-#                 1.0): the last of the EPOCHS epochs is kept, no epoch selection
-#   gp_of_imp_nv  as gp_of on ds-none-imp-nv
-#   peer_nv       the peer on ds-none-nv: explicit labels as ds-none, no validation split
-#                 (train_fraction 1.0): the last of the EPOCHS epochs is kept
-#   gp_of_nv      as gp_of on ds-none-nv (eval_metric unused: nothing to select on)
+#   gp_of_imp     as gp_of on the dataset with implicit labels (ds-none-imp): the human-score
+#                 policy maps the implicit signals simulate emits (used 4, edited 3, discarded 2,
+#                 README's values) and averages them with the explicit feedback, so more requests
+#                 are labelled (docs/quality-bench.md, "BAGEL, fourth session")
+#   gp_of_imp_nv  as gp_of on ds-none-imp-nv: implicit labels, no validation split
+#                 (train_fraction 1.0): the last of the EPOCHS epochs is kept, no epoch selection
+#   gp_of_nv      as gp_of on ds-none-nv: explicit labels as ds-none, no validation split
+#                 (eval_metric unused: nothing to select on)
+#   graded_imp, graded_imp_nv, graded_nv
+#                 evalloop's plain recipe (graded MSE, longest-first) on those datasets
+#   peer_imp, peer_imp_nv, peer_nv
+#                 the PyTorch peer (below) on those datasets
 #   peer          the PyTorch + transformers peer (scripts/bench_quality_peer.py): the same
 #                 MiniLM, graded MSE, longest-first, same epochs / batch / lr / max_length /
 #                 seed, no weighting, on the same dataset directory
@@ -77,7 +78,7 @@ fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
 DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
 SEEDS="${SEEDS:-1 2 3}"
-CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens peer_imp gp_of_imp peer_imp_nv gp_of_imp_nv peer_nv gp_of_nv}"
+CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens peer_imp graded_imp gp_of_imp peer_imp_nv graded_imp_nv gp_of_imp_nv peer_nv graded_nv gp_of_nv}"
 EPOCHS="${EPOCHS:-3}"
 MAX_LENGTH="${MAX_LENGTH:-256}"
 BATCH="${BATCH:-16}"
@@ -139,11 +140,11 @@ log_every = 1000"
     gp_of_mt) printf 'none-mt|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_inv) printf 'inverse_rate|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_b) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\npair_scope = "batch"\n' "$common" ;;
-    peer_imp) printf 'none-imp|%s\nobjective = "graded"\n' "$common" ;;
-    peer_imp_nv) printf 'none-imp-nv|%s\nobjective = "graded"\n' "$common" ;;
+    peer_imp | graded_imp) printf 'none-imp|%s\nobjective = "graded"\n' "$common" ;;
+    peer_imp_nv | graded_imp_nv) printf 'none-imp-nv|%s\nobjective = "graded"\n' "$common" ;;
     gp_of_imp) printf 'none-imp|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_imp_nv) printf 'none-imp-nv|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
-    peer_nv) printf 'none-nv|%s\nobjective = "graded"\n' "$common" ;;
+    peer_nv | graded_nv) printf 'none-nv|%s\nobjective = "graded"\n' "$common" ;;
     gp_of_nv) printf 'none-nv|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_ens) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\nseeds = [%s, %s, %s]\n' "$common" "$2" "$(($2 + 100))" "$(($2 + 200))" ;;
     *) echo "unknown config $1" >&2; exit 2 ;;
@@ -213,7 +214,8 @@ for spec in $DATASETS; do
       w="${s%%|*}"
       printf '[train]\nseed = %s\n%s\n' "$seed" "${s#*|}" > "$run/train-$c.toml"
       start=$(date +%s.%N)
-      if [[ "$c" == peer ]]; then
+      # The PyTorch peer: `peer`, and `peer_<variant>` on that variant's dataset.
+      if [[ "$c" == peer || "$c" == peer_* ]]; then
         mkdir -p "$run/m-$c"
         "$PEER_PYTHON" scripts/bench_quality_peer.py --dataset "$run/ds-$w" --model "$MODEL" \
           --heldout "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" --epochs "$EPOCHS" \
