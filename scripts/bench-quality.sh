@@ -58,7 +58,8 @@
 # Usage: scripts/bench-quality.sh
 # Environment (defaults): DATA (../shared/data/judgements), DATASETS ("newsroom:coherence
 # newsroom:relevance bagel:quality"), SEEDS ("1 2 3"), CONFIGS (all above), EPOCHS (3),
-# MAX_LENGTH (256), BATCH (16), LR (5e-5), THREADS (2: candle's CPU threads), MODEL
+# MAX_LENGTH (256), BATCH (16), LR (5e-5), THREADS (2: the CPU threads; with evalloop's default
+# data_parallel = 0 also the number of training shards, so THREADS=1 and 2 train differently), MODEL
 # (models/all-MiniLM-L6-v2), HOLDOUT_FRAC (0.3: share of groups held out), KEEP (unset: set to
 # keep the work directory), WORK (unset: a fresh temp directory; set to an existing work
 # directory to reuse it: runs whose scores are already there are not trained again, so a grid
