@@ -47,6 +47,8 @@
 #                 (train_fraction 1.0): the last of the EPOCHS epochs is kept, no epoch selection
 #   gp_of_nv      as gp_of on ds-none-nv: explicit labels as ds-none, no validation split
 #                 (eval_metric unused: nothing to select on)
+#   gp_of_cor     as gp_of with corruption_pairs = 1.0: each training output also ranked above a
+#                 corrupted copy of itself (words dropped, two swapped); same dataset as gp_of
 #   graded_imp, graded_imp_nv, graded_nv
 #                 evalloop's plain recipe (graded MSE, longest-first) on those datasets
 #   peer_imp, peer_imp_nv, peer_nv
@@ -79,7 +81,7 @@ fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
 DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
 SEEDS="${SEEDS:-1 2 3}"
-CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens peer_imp graded_imp gp_of_imp peer_imp_nv graded_imp_nv gp_of_imp_nv peer_nv graded_nv gp_of_nv}"
+CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens gp_of_cor peer_imp graded_imp gp_of_imp peer_imp_nv graded_imp_nv gp_of_imp_nv peer_nv graded_nv gp_of_nv}"
 EPOCHS="${EPOCHS:-3}"
 MAX_LENGTH="${MAX_LENGTH:-256}"
 BATCH="${BATCH:-16}"
@@ -140,6 +142,7 @@ log_every = 1000"
     peer) printf 'none|%s\nobjective = "graded"\n' "$common" ;;
     gp_of_mt) printf 'none-mt|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_inv) printf 'inverse_rate|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
+    gp_of_cor) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\n' "$common" ;;
     gp_of_b) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\npair_scope = "batch"\n' "$common" ;;
     peer_imp | graded_imp) printf 'none-imp|%s\nobjective = "graded"\n' "$common" ;;
     peer_imp_nv | graded_imp_nv) printf 'none-imp-nv|%s\nobjective = "graded"\n' "$common" ;;

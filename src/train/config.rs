@@ -213,6 +213,12 @@ pub struct TrainConfig {
     /// The shard count, not the thread count, decides the result: a run is repeatable with the
     /// same count on any machine, and `--resume` keeps the count the run started with.
     pub data_parallel: usize,
+    /// Synthetic ranking pairs (needs a pairwise objective): each training output is paired
+    /// with a corrupted copy of itself (about 30% of its words dropped, two neighbours swapped;
+    /// drawn once per example from `seed`) that must score lower, with weight
+    /// `corruption_pairs` x the example's weight, added to the pairwise term beside the labelled
+    /// pairs. The copies get no pointwise loss. 0 = off (default 0).
+    pub corruption_pairs: f64,
 }
 
 impl Default for TrainConfig {
@@ -254,6 +260,7 @@ impl Default for TrainConfig {
             dimensions: None,
             dimension_weight: 1.0,
             data_parallel: 0,
+            corruption_pairs: 0.0,
         }
     }
 }
@@ -324,6 +331,12 @@ impl TrainConfig {
         let mut seen = std::collections::BTreeSet::new();
         if let Some(s) = self.seeds.iter().find(|s| !seen.insert(**s)) {
             return bad("seeds", format!("seed {s} is listed twice"));
+        }
+        if !(self.corruption_pairs >= 0.0 && self.corruption_pairs.is_finite()) {
+            return bad("corruption_pairs", format!("{} is not a number >= 0", self.corruption_pairs));
+        }
+        if self.corruption_pairs > 0.0 && !self.objective.is_some_and(Objective::has_pairwise) {
+            return bad("corruption_pairs", "needs objective = \"pairwise\" or \"graded+pairwise\"".into());
         }
         if !(self.dimension_weight >= 0.0 && self.dimension_weight.is_finite()) {
             return bad("dimension_weight", format!("{} is not a number >= 0", self.dimension_weight));

@@ -218,6 +218,32 @@ pub fn read_label_kind(dataset_dir: &Path) -> crate::Result<LabelKind> {
     Ok(card.config.label)
 }
 
+/// A corrupted copy of `output` for `corruption_pairs`: each word (split on whitespace) dropped
+/// with probability 0.3 (at least one dropped and one kept), then two neighbouring words of what
+/// is left swapped; drawn from a stream seeded by `seed` and the example's position `i`, so a
+/// run repeats. `None` for outputs of fewer than two words.
+pub fn corrupt_output(output: &str, seed: u64, i: usize) -> Option<String> {
+    use rand::{Rng, SeedableRng};
+    let words: Vec<&str> = output.split_whitespace().collect();
+    if words.len() < 2 {
+        return None;
+    }
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut keep: Vec<bool> = words.iter().map(|_| !rng.random_bool(0.3)).collect();
+    if keep.iter().all(|&k| k) {
+        keep[rng.random_range(0..words.len())] = false;
+    }
+    if !keep.iter().any(|&k| k) {
+        keep[rng.random_range(0..words.len())] = true;
+    }
+    let mut kept: Vec<&str> = words.iter().zip(&keep).filter(|(_, k)| **k).map(|(w, _)| *w).collect();
+    if kept.len() >= 2 {
+        let j = rng.random_range(0..kept.len() - 1);
+        kept.swap(j, j + 1);
+    }
+    Some(kept.join(" "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

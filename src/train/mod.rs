@@ -209,6 +209,9 @@ struct Setup {
     tokenizer: PairTokenizer,
     train: Vec<Example>,
     train_enc: Vec<Encoded>,
+    /// `corruption_pairs`: the encoded corrupted copy of each training example (`None` when
+    /// off or when the output has fewer than two words).
+    train_corrupt: Vec<Option<Encoded>>,
     validation: Vec<Example>,
     validation_enc: Vec<Encoded>,
     test: Vec<Example>,
@@ -287,6 +290,16 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         Ok(tokenizer.encode_pairs(&pairs)?)
     };
     let train_enc = enc(&train)?;
+    let train_corrupt = if cfg.corruption_pairs > 0.0 {
+        let copies: Vec<Option<String>> =
+            train.iter().enumerate().map(|(i, e)| data::corrupt_output(&e.output, cfg.seed, i)).collect();
+        let pairs: Vec<(&str, &str)> =
+            train.iter().zip(&copies).filter_map(|(e, c)| c.as_deref().map(|c| (e.prompt.as_str(), c))).collect();
+        let mut encoded = tokenizer.encode_pairs(&pairs)?.into_iter();
+        copies.iter().map(|c| c.as_ref().and_then(|_| encoded.next())).collect()
+    } else {
+        vec![None; train.len()]
+    };
     let validation_enc = enc(&validation)?;
     let test_enc = enc(&test)?;
 
@@ -321,6 +334,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         tokenizer,
         train,
         train_enc,
+        train_corrupt,
         validation,
         validation_enc,
         test,
@@ -580,7 +594,7 @@ fn run(
             let last = (first + cfg.grad_accum).min(batches_per_epoch);
             let micro: Vec<&[usize]> = batches[first..last].iter().map(Vec::as_slice).collect();
             let total_weight: f64 = micro.iter().flat_map(|m| m.iter()).map(|&i| setup.train[i].weight).sum();
-            let pairs: Vec<Vec<(u32, u32, f64)>> = if group_aware {
+            let mut pairs: Vec<Vec<(u32, u32, f64)>> = if group_aware {
                 micro
                     .iter()
                     .map(|idx| loss::batch_pairs(&setup.train, idx, cfg.pair_min_diff, cfg.pair_scope))
@@ -588,6 +602,19 @@ fn run(
             } else {
                 vec![Vec::new(); micro.len()]
             };
+            // Corrupted copies sit after a micro-batch's rows, in the order of their originals.
+            let copies: Vec<Vec<usize>> = micro
+                .iter()
+                .map(|idx| (0..idx.len()).filter(|&a| setup.train_corrupt[idx[a]].is_some()).collect())
+                .collect();
+            for ((p, idx), c) in pairs.iter_mut().zip(&micro).zip(&copies) {
+                for (k, &a) in c.iter().enumerate() {
+                    let w = setup.train[idx[a]].weight * cfg.corruption_pairs;
+                    if w > 0.0 {
+                        p.push((a as u32, (idx.len() + k) as u32, w));
+                    }
+                }
+            }
             let total_pair_weight: f64 = pairs.iter().flatten().map(|p| p.2).sum();
             // Per dimension, the weight of the optimizer batch's rows with a label on it.
             let mut dim_totals = vec![0.0; n_dims];
@@ -605,17 +632,23 @@ fn run(
             let use_dims = cfg.dimension_weight > 0.0 && dim_totals.iter().any(|&t| t > 0.0);
             let mut grads: Vec<Option<Tensor>> = vec![None; tm.params().len()];
             let mut step_loss = 0.0;
-            for (idx, batch_pairs) in micro.iter().zip(&pairs) {
+            for ((idx, batch_pairs), copies) in micro.iter().zip(&pairs).zip(&copies) {
                 let has_dim_labels = use_dims && idx.iter().any(|&i| setup.train[i].labels.iter().any(Option::is_some));
                 if !pointwise && batch_pairs.is_empty() && !has_dim_labels {
                     // Nothing to learn from this micro-batch under a purely pairwise loss.
                     continue;
                 }
-                let labels: Vec<f32> = idx.iter().map(|&i| setup.train[i].label as f32).collect();
-                let wts: Vec<f32> = idx.iter().map(|&i| setup.train[i].weight as f32).collect();
-                let labels = Tensor::from_vec(labels, idx.len(), device).map_err(model_err)?;
-                let wts = Tensor::from_vec(wts, idx.len(), device).map_err(model_err)?;
-                let shard_outputs = forward_shards(&tm, &setup, idx, state.shards, device)?;
+                // Rows: the micro-batch, then the corrupted copies (label 0, weight 0: ranked only).
+                let rows = idx.len() + copies.len();
+                let mut items: Vec<&Encoded> = idx.iter().map(|&i| &setup.train_enc[i]).collect();
+                items.extend(copies.iter().filter_map(|&a| setup.train_corrupt[idx[a]].as_ref()));
+                let mut labels: Vec<f32> = idx.iter().map(|&i| setup.train[i].label as f32).collect();
+                let mut wts: Vec<f32> = idx.iter().map(|&i| setup.train[i].weight as f32).collect();
+                labels.resize(rows, 0.0);
+                wts.resize(rows, 0.0);
+                let labels = Tensor::from_vec(labels, rows, device).map_err(model_err)?;
+                let wts = Tensor::from_vec(wts, rows, device).map_err(model_err)?;
+                let shard_outputs = forward_shards(&tm, &setup, &items, state.shards, device)?;
                 // One shard: the loss hangs off the model's outputs. Several: off a leaf holding
                 // their values, whose gradient each shard then takes back through its own graph.
                 let (outputs, joined) = match shard_outputs.as_slice() {
@@ -651,7 +684,7 @@ fn run(
                     });
                 }
                 if has_dim_labels {
-                    let b = idx.len();
+                    let b = rows;
                     let mut y = Vec::with_capacity(b * n_dims);
                     let mut mw = Vec::with_capacity(b * n_dims);
                     for &i in idx.iter() {
@@ -661,6 +694,8 @@ fn run(
                             mw.push(if l.is_some() { e.weight as f32 } else { 0.0 });
                         }
                     }
+                    y.resize(b * n_dims, 0.0);
+                    mw.resize(b * n_dims, 0.0);
                     let coef: Vec<f32> = dim_coef.iter().map(|&c| (c * cfg.dimension_weight) as f32).collect();
                     let dims_out = outputs.narrow(D::Minus1, 1, n_dims).map_err(model_err)?;
                     let dtype = dims_out.dtype();
@@ -843,7 +878,7 @@ fn run(
     Ok(Some(summary))
 }
 
-/// The training forward pass of micro-batch `idx` (rows of the training split), cut into up to
+/// The training forward pass of the encoded rows `items` of a micro-batch, cut into up to
 /// `shards` contiguous shards: with one, a plain forward pass on the model's dropout stream; with
 /// several, the shards run side by side on the rayon pool, shard `s` drawing its dropout masks
 /// from stream `s` of the model's seed at the shared stream's position, which then moves on by
@@ -853,13 +888,12 @@ fn run(
 fn forward_shards(
     tm: &TrainableModel,
     setup: &Setup,
-    idx: &[usize],
+    idx: &[&Encoded],
     shards: usize,
     device: &Device,
 ) -> crate::Result<Vec<Tensor>> {
-    let forward = |rows: &[usize]| -> crate::Result<Tensor> {
-        let items: Vec<&Encoded> = rows.iter().map(|&i| &setup.train_enc[i]).collect();
-        let batch = setup.tokenizer.collate(&items, device)?;
+    let forward = |rows: &[&Encoded]| -> crate::Result<Tensor> {
+        let batch = setup.tokenizer.collate(rows, device)?;
         tm.model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, true).map_err(model_err)
     };
     let size = idx.len().div_ceil(shards.clamp(1, idx.len().max(1)));

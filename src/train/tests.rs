@@ -873,3 +873,48 @@ fn sharded_resume_equals_uninterrupted() {
         std::fs::read(cut.join("model.safetensors")).unwrap()
     );
 }
+
+/// Corrupted copies repeat for a seed and position, lose at least one word and keep one, and
+/// are `None` for one-word outputs.
+#[test]
+fn corrupted_copies_are_deterministic_and_shorter() {
+    let out = "the service validates input and returns a helpful reply";
+    let a = data::corrupt_output(out, 7, 3).unwrap();
+    assert_eq!(Some(a.clone()), data::corrupt_output(out, 7, 3));
+    assert_ne!(Some(a.clone()), data::corrupt_output(out, 7, 4));
+    let n = a.split_whitespace().count();
+    assert!((1..9).contains(&n), "{a}");
+    assert_eq!(data::corrupt_output("word", 7, 0), None);
+    assert_eq!(data::corrupt_output("two words", 1, 0).unwrap().split_whitespace().count(), 1);
+}
+
+/// `corruption_pairs` trains (the copies add ranking pairs, no pointwise rows), repeats, changes
+/// the result, and needs a pairwise objective.
+#[test]
+fn corruption_pairs_train_and_need_a_pairwise_objective() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, false);
+    let data_dir = tmp.path().join("data");
+    write_ranking_dataset(&data_dir, [6, 3, 3], 8);
+    add_dimension_labels(&data_dir);
+    let cfg = TrainConfig {
+        epochs: 2,
+        objective: Some(Objective::GradedPairwise),
+        corruption_pairs: 0.5,
+        data_parallel: 2,
+        ..tiny_cfg(&base)
+    };
+    let bytes = |d: &str| {
+        let out = tmp.path().join(d);
+        train(&data_dir, &cfg, &out, false).unwrap();
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    };
+    let (a, b) = (bytes("a"), bytes("b"));
+    assert_eq!(a, b);
+    let plain = tmp.path().join("plain");
+    train(&data_dir, &TrainConfig { corruption_pairs: 0.0, ..cfg.clone() }, &plain, false).unwrap();
+    assert_ne!(std::fs::read(plain.join("model.safetensors")).unwrap(), a);
+    let err = TrainConfig::from_toml_str("[train]\ncorruption_pairs = 1.0\n", "f.toml").unwrap_err().to_string();
+    assert!(err.contains("corruption_pairs") && err.contains("pairwise"), "{err}");
+}
