@@ -1211,11 +1211,17 @@ fn erf_f32(x: f32) -> f32 {
     x * p / q
 }
 
+/// The standard normal CDF `0.5 (1 + erf(x / sqrt 2))`, GELU's gate: `gelu(x) = x cdf(x)`.
+#[inline(always)]
+fn gelu_cdf(x: f32) -> f32 {
+    (erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5
+}
+
 /// `y = gelu(x)` elementwise.
 #[inline(always)]
 fn gelu_row_generic(x: &[f32], y: &mut [f32]) {
     for (y, &x) in y.iter_mut().zip(x) {
-        *y = (erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * x;
+        *y = gelu_cdf(x) * x;
     }
 }
 
@@ -1223,18 +1229,16 @@ fn gelu_row_generic(x: &[f32], y: &mut [f32]) {
 #[inline(always)]
 fn gelu_inplace_row_generic(v: &mut [f32]) {
     for v in v.iter_mut() {
-        let x = *v;
-        *v = (erf_f32(x * std::f32::consts::FRAC_1_SQRT_2) + 1.0) * 0.5 * x;
+        *v = gelu_cdf(*v) * *v;
     }
 }
 
-/// `d = g * gelu'(x)` elementwise: `g * (0.5 (1 + erf(x / sqrt 2)) + x exp(-x^2 / 2) / sqrt(2 pi))`.
+/// `d = g * gelu'(x)` elementwise: `g * (cdf(x) + x exp(-x^2 / 2) / sqrt(2 pi))`.
 #[inline(always)]
 fn gelu_bwd_row_generic(x: &[f32], g: &[f32], d: &mut [f32]) {
     const INV_SQRT_2PI: f32 = 0.398_942_3;
     for ((d, &x), &g) in d.iter_mut().zip(x).zip(g) {
-        let cdf = 0.5 * (1.0 + erf_f32(x * std::f32::consts::FRAC_1_SQRT_2));
-        *d = g * (cdf + x * (-0.5 * x * x).exp() * INV_SQRT_2PI);
+        *d = g * (gelu_cdf(x) + x * (-0.5 * x * x).exp() * INV_SQRT_2PI);
     }
 }
 

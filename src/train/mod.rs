@@ -888,7 +888,7 @@ fn run(
 fn forward_shards(
     tm: &TrainableModel,
     setup: &Setup,
-    idx: &[&Encoded],
+    items: &[&Encoded],
     shards: usize,
     device: &Device,
 ) -> crate::Result<Vec<Tensor>> {
@@ -896,22 +896,26 @@ fn forward_shards(
         let batch = setup.tokenizer.collate(rows, device)?;
         tm.model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, true).map_err(model_err)
     };
-    let size = idx.len().div_ceil(shards.clamp(1, idx.len().max(1)));
-    if size >= idx.len() {
-        return Ok(vec![forward(idx)?]);
+    let size = items.len().div_ceil(shards.clamp(1, items.len().max(1)));
+    if size >= items.len() {
+        return Ok(vec![forward(items)?]);
     }
     let rng = tm.rng();
     let start = rng.word_pos().map_err(model_err)?;
-    let serial = idx.len().div_ceil(size) >= rayon::current_num_threads();
-    let done: Vec<(crate::Result<Tensor>, u128)> = idx
+    let n_shards = items.len().div_ceil(size);
+    let done: Vec<(crate::Result<Tensor>, u128)> = items
         .par_chunks(size)
         .enumerate()
-        .map(|(s, rows)| {
-            rng.with_stream(s as u64, start, || if serial { ops::serial(|| forward(rows)) } else { forward(rows) })
-        })
+        .map(|(s, rows)| rng.with_stream(s as u64, start, || on_shard_thread(n_shards, || forward(rows))))
         .collect();
     rng.advance(done.iter().map(|d| d.1).max().unwrap_or(0)).map_err(model_err)?;
     done.into_iter().map(|d| d.0).collect()
+}
+
+/// Runs one of `shards` shards' work: with the linear layers' gemm on this thread
+/// ([`ops::serial`]) when every thread of the pool has a shard, else split over the pool.
+fn on_shard_thread<R>(shards: usize, f: impl FnOnce() -> R) -> R {
+    if shards >= rayon::current_num_threads() { ops::serial(f) } else { f() }
 }
 
 /// The parameter gradients of each shard of [`forward_shards`], given the loss gradient
@@ -924,16 +928,15 @@ fn backward_shards(outputs: &[Tensor], g_out: &Tensor) -> crate::Result<Vec<cand
         offsets.push(at);
         at += o.dim(0).map_err(model_err)?;
     }
-    let serial = outputs.len() >= rayon::current_num_threads();
     outputs
         .par_iter()
         .zip(offsets)
         .map(|(o, off)| {
-            let run = || -> candle_core::Result<_> {
+            on_shard_thread(outputs.len(), || -> candle_core::Result<_> {
                 let g = g_out.narrow(0, off, o.dim(0)?)?;
                 (o * g)?.sum_all()?.backward()
-            };
-            if serial { ops::serial(run) } else { run() }.map_err(model_err)
+            })
+            .map_err(model_err)
         })
         .collect()
 }
