@@ -49,6 +49,22 @@
 #                 (eval_metric unused: nothing to select on)
 #   gp_of_cor     as gp_of with corruption_pairs = 1.0: each training output also ranked above a
 #                 corrupted copy of itself (words dropped, two swapped); same dataset as gp_of
+#   gp_of_u       as gp_of on ds-none-u (ds-none's labelled rows plus unlabelled.jsonl: every
+#                 logged request without a human score outside the validation groups, [dataset]
+#                 unlabelled) with corruption_pairs = 1.0, corruption = "swap", unlabelled = true:
+#                 each output (labelled or not) also ranked above a copy of itself with a few
+#                 neighbouring words swapped (same words, same length), copies drawn per epoch
+#   pw_u          objective "pairwise" on ds-none-u: the labelled pairs and the swap pairs of
+#                 every output, no pointwise loss, keep_best = false (the last epoch is kept)
+#   ss_u          as pw_u with pair_min_diff = 2.0, so no labelled pair qualifies (graded labels
+#                 lie in [0, 1]): self-supervised, only the swap pairs of the logged outputs; the
+#                 labels serve validation reporting only
+#   gp_of_u_last  as gp_of_u with keep_best = false (the last epoch is kept)
+#   g_of_u_last   as gp_of_u_last with pair_min_diff = 2.0: no labelled pairs, so graded MSE on
+#                 the labels plus the swap pairs
+#   gp_of_u4_last as gp_of_u_last with corruption_pairs = 4.0 (each swap pair weighs 4 labelled
+#                 pairs in the pairwise mean)
+#   ss_u_of       as ss_u with truncation = "output_first"
 #   graded_imp, graded_imp_nv, graded_nv
 #                 evalloop's plain recipe (graded MSE, longest-first) on those datasets
 #   peer_imp, peer_imp_nv, peer_nv
@@ -81,7 +97,7 @@ fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
 DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
 SEEDS="${SEEDS:-1 2 3}"
-CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens gp_of_cor peer_imp graded_imp gp_of_imp peer_imp_nv graded_imp_nv gp_of_imp_nv peer_nv graded_nv gp_of_nv}"
+CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens gp_of_cor gp_of_u gp_of_u_last g_of_u_last gp_of_u4_last pw_u ss_u ss_u_of peer_imp graded_imp gp_of_imp peer_imp_nv graded_imp_nv gp_of_imp_nv peer_nv graded_nv gp_of_nv}"
 EPOCHS="${EPOCHS:-3}"
 MAX_LENGTH="${MAX_LENGTH:-256}"
 BATCH="${BATCH:-16}"
@@ -143,6 +159,13 @@ log_every = 1000"
     gp_of_mt) printf 'none-mt|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_inv) printf 'inverse_rate|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\n' "$common" ;;
     gp_of_cor) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\n' "$common" ;;
+    gp_of_u) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\n' "$common" ;;
+    pw_u) printf 'none-u|%s\nobjective = "pairwise"\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
+    gp_of_u_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
+    g_of_u_last) printf 'none-u|%s\nobjective = "graded+pairwise"\npair_min_diff = 2.0\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
+    gp_of_u4_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 4.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
+    ss_u_of) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\ntruncation = "output_first"\n' "$common" ;;
+    ss_u) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
     gp_of_b) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\npair_scope = "batch"\n' "$common" ;;
     peer_imp | graded_imp) printf 'none-imp|%s\nobjective = "graded"\n' "$common" ;;
     peer_imp_nv | graded_imp_nv) printf 'none-imp-nv|%s\nobjective = "graded"\n' "$common" ;;
@@ -204,6 +227,15 @@ for spec in $DATASETS; do
         "$BIN" --db "$run/e.db" --config "$run/ds-none-$v.toml" dataset build --out "$run/ds-none-$v" > /dev/null 2>&1
       done
       touch "$run/prepared-imp"
+    fi
+    if [[ ! -f "$run/prepared-u" ]]; then
+      # ds-none plus unlabelled.jsonl: every logged request without a human score outside the
+      # validation groups (the labelled splits are ds-none's, byte for byte).
+      printf '[dataset]\nlabel = "graded"\nweighting = ["none"]\ntrain_fraction = 0.8\nvalidation_fraction = 0.2\nmin_effective_size = 0.0\ngroup_key = "group_id"\nseed = %s\nunlabelled = 1000000\n' \
+        "$seed" > "$run/ds-none-u.toml"
+      "$BIN" --db "$run/e.db" --config "$run/ds-none-u.toml" dataset build --out "$run/ds-none-u" > /dev/null 2>&1
+      cmp -s "$run/ds-none/train.jsonl" "$run/ds-none-u/train.jsonl" || { echo "ds-none-u: labelled rows differ from ds-none" >&2; exit 1; }
+      touch "$run/prepared-u"
     fi
     if [[ ! -f "$run/prepared-nv" ]]; then
       # No validation split: every labelled (explicit) request is a training example.

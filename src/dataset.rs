@@ -65,6 +65,14 @@
 //! default 0.8, `validation_fraction`, default 0.1, test the rest). The result is a systematic,
 //! stratified assignment where counts allow, exact overall fractions up to a group's size, and no
 //! group in two splits.
+//!
+//! # Unlabelled outputs (`unlabelled`)
+//! With `unlabelled = N` (default 0: none) the build also writes `unlabelled.jsonl` (fields
+//! `cohort`, `group`, `output`, `prompt`, `request_id`, sorted by `request_id`): up to N logged
+//! requests of the window that have no human score, drawn by a seeded shuffle, leaving out every
+//! request whose group is in the validation or test split (so nothing of an evaluation group
+//! reaches training). Training uses them only for self-supervised ranking pairs
+//! (`[train] unlabelled`, `corruption_pairs`): the logged output against a corrupted copy of itself.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -166,6 +174,14 @@ pub struct DatasetConfig {
     /// none (rows as without multi-task).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dimensions: Vec<String>,
+    /// Write up to this many logged requests without a human score to `unlabelled.jsonl` (see
+    /// the module docs); default 0 (none).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub unlabelled: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for DatasetConfig {
@@ -188,6 +204,7 @@ impl Default for DatasetConfig {
             min_effective_size: 30.0,
             evaluator: None,
             dimensions: Vec::new(),
+            unlabelled: 0,
         }
     }
 }
@@ -584,6 +601,7 @@ pub fn build_in(
     }
 
     let candidates = rows.len();
+    let scored: std::collections::HashSet<String> = rows.iter().map(|r| r.request_id.clone()).collect();
     let (mut dropped_neutral, mut dropped_agreeing) = (0usize, 0usize);
     let mut examples = Vec::new();
     for r in rows {
@@ -746,6 +764,14 @@ pub fn build_in(
         }
         w.finish()?;
     }
+    let unlabelled = if cfg.unlabelled > 0 {
+        let n =
+            write_unlabelled(store, window, cfg, &scored, &|g| splits.get(g).is_some_and(|s| *s != Split::Train), out)?;
+        let _ = writeln!(text, "  unlabelled outputs: {n} (of at most {}), in unlabelled.jsonl", cfg.unlabelled);
+        Some(n)
+    } else {
+        None
+    };
     for wmsg in &warnings {
         tracing::warn!("{wmsg}");
     }
@@ -819,6 +845,9 @@ pub fn build_in(
     if !cfg.dimensions.is_empty() {
         card["dimensions"] = Value::Object(dimension_card);
     }
+    if let Some(n) = unlabelled {
+        card["unlabelled"] = json!(n);
+    }
     let mut w = Writer::create(&out.join("dataset_card.json"))?;
     w.raw(&serde_json::to_string_pretty(&card).map_err(|e| Error::Input(format!("dataset_card.json: {e}")))?)?;
     w.finish()?;
@@ -826,6 +855,51 @@ pub fn build_in(
     w.raw(&card_markdown(&card, &text))?;
     w.finish()?;
     Ok(Built { text: text.trim_end().to_string(), card, warnings })
+}
+
+/// Writes `unlabelled.jsonl` (module docs): up to `cfg.unlabelled` requests of `window` outside
+/// `scored` whose group is not `held` (validation or test), by a seeded shuffle; returns the count.
+fn write_unlabelled(
+    store: &dyn Store,
+    window: &Filter,
+    cfg: &DatasetConfig,
+    scored: &std::collections::HashSet<String>,
+    held: &dyn Fn(&str) -> bool,
+    out: &Path,
+) -> Result<usize> {
+    let window = Filter { evaluator: None, ..window.clone() };
+    let mut ids: Vec<String> = store.request_ids(&window)?.into_iter().filter(|id| !scored.contains(id)).collect();
+    ids.shuffle(&mut ChaCha8Rng::seed_from_u64(hash64(&[&cfg.seed.to_string(), "unlabelled"])));
+    let mut rows = Vec::new();
+    // Read in chunks until enough rows outside the held-out groups are found.
+    for chunk in ids.chunks(4096) {
+        for (id, t) in store.request_texts(chunk)? {
+            let metadata: Value = serde_json::from_str(&t.metadata).unwrap_or(Value::Null);
+            let group = match cfg.group_key.as_ref().and_then(|k| metadata.get(k)) {
+                Some(Value::String(g)) => g.clone(),
+                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
+                _ => prompt_group(&t.prompt),
+            };
+            if held(&group) {
+                continue;
+            }
+            let cohort = metadata.get("user_cohort").and_then(Value::as_str).unwrap_or(NO_COHORT).to_string();
+            rows.push((id, t.prompt, t.output, group, cohort));
+            if rows.len() == cfg.unlabelled {
+                break;
+            }
+        }
+        if rows.len() == cfg.unlabelled {
+            break;
+        }
+    }
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut w = Writer::create(&out.join("unlabelled.jsonl"))?;
+    for (id, prompt, output, group, cohort) in &rows {
+        w.line(&json!({"cohort": cohort, "group": group, "output": output, "prompt": prompt, "request_id": id}))?;
+    }
+    w.finish()?;
+    Ok(rows.len())
 }
 
 /// Whether the evaluator (good when `eval_score > threshold`) and the human verdict disagree;

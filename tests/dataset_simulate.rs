@@ -115,6 +115,55 @@ fn simulate_ingest_build_round_trip() {
         let b = std::fs::read(dir.join("ds2").join(f)).unwrap();
         assert!(a == b, "{f} differs between two builds");
     }
+    assert!(!dir.join("ds/unlabelled.jsonl").exists());
+
+    // `unlabelled = N`: the labelled splits stay as they were; unlabelled.jsonl holds up to N
+    // logged requests without explicit feedback, none of a validation or test group.
+    let rated: BTreeSet<String> = lines(&dir.join("sim/feedback.jsonl"))
+        .iter()
+        .filter(|e| e["feedback_type"].as_str().unwrap().starts_with("explicit"))
+        .map(|e| e["request_id"].as_str().unwrap().to_string())
+        .collect();
+    let logged: BTreeSet<&str> = logs.iter().map(|l| l["request_id"].as_str().unwrap()).collect();
+    let config = std::fs::read_to_string(dir.join("evalloop.toml")).unwrap();
+    for (n, out) in [(40, "ds3"), (40, "ds4"), (100_000, "ds5")] {
+        std::fs::write(dir.join("u.toml"), format!("{config}unlabelled = {n}\n")).unwrap();
+        let card = json_out(evalloop(dir).args(["--config", "u.toml", "dataset", "build", "--out", out]));
+        for f in ["train.jsonl", "validation.jsonl", "test.jsonl"] {
+            assert!(std::fs::read(dir.join("ds").join(f)).unwrap() == std::fs::read(dir.join(out).join(f)).unwrap());
+        }
+        let rows = lines(&dir.join(out).join("unlabelled.jsonl"));
+        assert_eq!(card["unlabelled"].as_u64().unwrap() as usize, rows.len());
+        let mut prev = String::new();
+        for r in &rows {
+            let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
+            assert_eq!(keys, ["cohort", "group", "output", "prompt", "request_id"]);
+            let id = r["request_id"].as_str().unwrap();
+            assert!(id > prev.as_str(), "rows sorted by request_id");
+            prev = id.to_string();
+            assert!(logged.contains(id) && !rated.contains(id), "{id}: not an unrated logged request");
+            let g = r["group"].as_str().unwrap();
+            assert!(matches!(group_split.get(g), None | Some(&"train")), "{id}: group {g} is in an evaluation split");
+        }
+        if n == 40 {
+            assert_eq!(rows.len(), 40);
+        } else {
+            // All of them: every unrated log outside the evaluation groups.
+            let all = logs
+                .iter()
+                .filter(|l| !rated.contains(l["request_id"].as_str().unwrap()))
+                .filter(|l| {
+                    matches!(group_split.get(l["metadata"]["group_id"].as_str().unwrap()), None | Some(&"train"))
+                })
+                .count();
+            assert_eq!(rows.len(), all);
+            assert!(all > 40);
+        }
+    }
+    assert!(
+        std::fs::read(dir.join("ds3/unlabelled.jsonl")).unwrap()
+            == std::fs::read(dir.join("ds4/unlabelled.jsonl")).unwrap()
+    );
 }
 
 #[test]

@@ -56,6 +56,17 @@ pub enum PairScope {
     Batch,
 }
 
+/// How `corruption_pairs` corrupts an output (`corruption`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Corruption {
+    /// About 30% of the words dropped, then two neighbours swapped (the copy is shorter).
+    Drop,
+    /// Word order only: `max(1, round(0.15 n))` swaps of two neighbouring words at random
+    /// positions, so the copy has the same words and length and differs in fluency alone.
+    Swap,
+}
+
 impl Objective {
     /// Whether the objective has a pairwise term (and batches keep groups together).
     pub fn has_pairwise(self) -> bool {
@@ -153,6 +164,10 @@ pub struct TrainConfig {
     /// Epochs without improvement of `eval_metric` before stopping; 0 = never stop early
     /// (default 2).
     pub patience: usize,
+    /// Keep the epoch with the best validation `eval_metric` (default true); false = keep the
+    /// last epoch's weights (validation is still computed and logged, `patience` is ignored):
+    /// for validation splits too small to choose an epoch by.
+    pub keep_best: bool,
     /// Keep the embeddings fixed (default false).
     pub freeze_embeddings: bool,
     /// Keep the lowest k encoder layers fixed (default 0).
@@ -214,11 +229,20 @@ pub struct TrainConfig {
     /// same count on any machine, and `--resume` keeps the count the run started with.
     pub data_parallel: usize,
     /// Synthetic ranking pairs (needs a pairwise objective): each training output is paired
-    /// with a corrupted copy of itself (about 30% of its words dropped, two neighbours swapped;
-    /// drawn once per example from `seed`) that must score lower, with weight
-    /// `corruption_pairs` x the example's weight, added to the pairwise term beside the labelled
-    /// pairs. The copies get no pointwise loss. 0 = off (default 0).
+    /// with a corrupted copy of itself (see `corruption`; drawn from `seed`)
+    /// that must score lower, with weight `corruption_pairs` x the example's weight (1 for an
+    /// unlabelled output), added to the pairwise term beside the labelled pairs. The copies get
+    /// no pointwise loss. 0 = off (default 0).
     pub corruption_pairs: f64,
+    /// How the copies of `corruption_pairs` are made: `"drop"` (words dropped and two swapped)
+    /// or `"swap"` (word order only; see [`Corruption`]); default "drop". Drop copies are drawn
+    /// once per run, swap copies anew each epoch.
+    pub corruption: Corruption,
+    /// Also train on the dataset's `unlabelled.jsonl` (`[dataset] unlabelled`): logged outputs
+    /// without a human score, used only in `corruption_pairs` pairs (each output above its own
+    /// corrupted copy), batched with their groups like labelled rows; needs `corruption_pairs`
+    /// (default false).
+    pub unlabelled: bool,
 }
 
 impl Default for TrainConfig {
@@ -261,6 +285,9 @@ impl Default for TrainConfig {
             dimension_weight: 1.0,
             data_parallel: 0,
             corruption_pairs: 0.0,
+            corruption: Corruption::Drop,
+            unlabelled: false,
+            keep_best: true,
         }
     }
 }
@@ -337,6 +364,12 @@ impl TrainConfig {
         }
         if self.corruption_pairs > 0.0 && !self.objective.is_some_and(Objective::has_pairwise) {
             return bad("corruption_pairs", "needs objective = \"pairwise\" or \"graded+pairwise\"".into());
+        }
+        if self.unlabelled && self.corruption_pairs <= 0.0 {
+            return bad(
+                "unlabelled",
+                "unlabelled outputs are used only in corruption pairs: set corruption_pairs > 0".into(),
+            );
         }
         if !(self.dimension_weight >= 0.0 && self.dimension_weight.is_finite()) {
             return bad("dimension_weight", format!("{} is not a number >= 0", self.dimension_weight));

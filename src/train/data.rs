@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::config::LabelKind;
+use super::config::{Corruption, LabelKind};
 
 /// One training example.
 #[derive(Debug, Clone, PartialEq)]
@@ -218,17 +218,66 @@ pub fn read_label_kind(dataset_dir: &Path) -> crate::Result<LabelKind> {
     Ok(card.config.label)
 }
 
-/// A corrupted copy of `output` for `corruption_pairs`: each word (split on whitespace) dropped
-/// with probability 0.3 (at least one dropped and one kept), then two neighbouring words of what
-/// is left swapped; drawn from a stream seeded by `seed` and the example's position `i`, so a
-/// run repeats. `None` for outputs of fewer than two words.
-pub fn corrupt_output(output: &str, seed: u64, i: usize) -> Option<String> {
+/// Reads `unlabelled.jsonl` (`[dataset] unlabelled`) as examples with label 0, weight 0 (no
+/// pointwise or labelled-pair loss) and no dimension labels (`dims` of them). Errors name
+/// file:line and the field; a missing file is an error that says how to write it.
+pub fn read_unlabelled(path: &Path, dims: usize) -> crate::Result<Vec<Example>> {
+    #[derive(Deserialize)]
+    struct Unlabelled {
+        request_id: String,
+        prompt: String,
+        output: String,
+        #[serde(default)]
+        group: Option<String>,
+    }
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        crate::Error::Input(format!(
+            "{}: {e}; [train] unlabelled needs a dataset built with [dataset] unlabelled = N",
+            path.display()
+        ))
+    })?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let r: Unlabelled = serde_json::from_str(line)
+            .map_err(|e| crate::Error::Input(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        out.push(Example {
+            request_id: r.request_id,
+            prompt: r.prompt,
+            output: r.output,
+            label: 0.0,
+            weight: 0.0,
+            group: r.group,
+            labels: vec![None; dims],
+        });
+    }
+    Ok(out)
+}
+
+/// A corrupted copy of `output` for `corruption_pairs`, drawn from a stream seeded by `seed` and
+/// the example's position `i`, so a run repeats. [`Corruption::Drop`]: each word (split on
+/// whitespace) dropped with probability 0.3 (at least one dropped and one kept), then two
+/// neighbouring words of what is left swapped. [`Corruption::Swap`]: `max(1, round(0.15 n))`
+/// swaps of two neighbouring words at random positions. `None` for outputs of fewer than two
+/// words, and for a swapped copy equal to the output (its swaps undid each other or met equal
+/// words).
+pub fn corrupt_output(output: &str, seed: u64, i: usize, kind: Corruption) -> Option<String> {
     use rand::{Rng, SeedableRng};
     let words: Vec<&str> = output.split_whitespace().collect();
     if words.len() < 2 {
         return None;
     }
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    if kind == Corruption::Swap {
+        let mut w = words.clone();
+        for _ in 0..((0.15 * w.len() as f64).round() as usize).max(1) {
+            let j = rng.random_range(0..w.len() - 1);
+            w.swap(j, j + 1);
+        }
+        return (w != words).then(|| w.join(" "));
+    }
     let mut keep: Vec<bool> = words.iter().map(|_| !rng.random_bool(0.3)).collect();
     if keep.iter().all(|&k| k) {
         keep[rng.random_range(0..words.len())] = false;

@@ -39,7 +39,7 @@ pub mod loss;
 pub mod metrics;
 mod optim;
 
-pub use config::{EvalMetric, LabelKind, Objective, PairScope, TrainConfig, Truncation};
+pub use config::{Corruption, EvalMetric, LabelKind, Objective, PairScope, TrainConfig, Truncation};
 pub use data::Example;
 pub use loss::{dimension_coefficients, dimension_loss, pairwise_loss, per_example_loss, weighted_loss};
 pub use metrics::EvalMetrics;
@@ -209,14 +209,40 @@ struct Setup {
     tokenizer: PairTokenizer,
     train: Vec<Example>,
     train_enc: Vec<Encoded>,
-    /// `corruption_pairs`: the encoded corrupted copy of each training example (`None` when
-    /// off or when the output has fewer than two words).
+    /// `corruption_pairs`: the encoded corrupted copy of each training example for the first
+    /// epoch (`None` when off or when the output has no copy); see [`corrupted_copies`].
     train_corrupt: Vec<Option<Encoded>>,
+    /// The labelled rows of `train` (the first ones; the rest are `unlabelled` outputs).
+    labelled: usize,
     validation: Vec<Example>,
     validation_enc: Vec<Encoded>,
     test: Vec<Example>,
     test_enc: Vec<Encoded>,
     fingerprint: String,
+}
+
+/// The encoded corrupted copy of each of `train`'s outputs for `epoch` (all `None` without
+/// `corruption_pairs`): `"drop"` copies are drawn once per run, `"swap"` copies anew each epoch
+/// (from `seed` and the epoch), so a run and its resumption repeat.
+fn corrupted_copies(
+    tokenizer: &PairTokenizer,
+    train: &[Example],
+    cfg: &TrainConfig,
+    epoch: usize,
+) -> crate::Result<Vec<Option<Encoded>>> {
+    if cfg.corruption_pairs <= 0.0 {
+        return Ok(vec![None; train.len()]);
+    }
+    let seed = match cfg.corruption {
+        Corruption::Drop => cfg.seed,
+        Corruption::Swap => cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+    };
+    let copies: Vec<Option<String>> =
+        train.iter().enumerate().map(|(i, e)| data::corrupt_output(&e.output, seed, i, cfg.corruption)).collect();
+    let pairs: Vec<(&str, &str)> =
+        train.iter().zip(&copies).filter_map(|(e, c)| c.as_deref().map(|c| (e.prompt.as_str(), c))).collect();
+    let mut encoded = tokenizer.encode_pairs(&pairs)?.into_iter();
+    Ok(copies.iter().map(|c| c.as_ref().and_then(|_| encoded.next())).collect())
 }
 
 fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
@@ -251,9 +277,14 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         None => data::read_card_dimensions(dataset_dir)?,
     };
     let train_path = dataset_dir.join("train.jsonl");
-    let train = data::read_split_with(&train_path, kind, &dimensions, false)?;
+    let mut train = data::read_split_with(&train_path, kind, &dimensions, false)?;
     if train.is_empty() {
         return Err(crate::Error::Input(format!("{}: no examples", train_path.display())));
+    }
+    // Unlabelled outputs go after the labelled rows, with weight 0 (ranking pairs only).
+    let labelled = train.len();
+    if cfg.unlabelled {
+        train.extend(data::read_unlabelled(&dataset_dir.join("unlabelled.jsonl"), dimensions.len())?);
     }
     let validation = data::read_split_with(&dataset_dir.join("validation.jsonl"), kind, &dimensions, true)?;
     let test = data::read_split_with(&dataset_dir.join("test.jsonl"), kind, &dimensions, true)?;
@@ -290,16 +321,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         Ok(tokenizer.encode_pairs(&pairs)?)
     };
     let train_enc = enc(&train)?;
-    let train_corrupt = if cfg.corruption_pairs > 0.0 {
-        let copies: Vec<Option<String>> =
-            train.iter().enumerate().map(|(i, e)| data::corrupt_output(&e.output, cfg.seed, i)).collect();
-        let pairs: Vec<(&str, &str)> =
-            train.iter().zip(&copies).filter_map(|(e, c)| c.as_deref().map(|c| (e.prompt.as_str(), c))).collect();
-        let mut encoded = tokenizer.encode_pairs(&pairs)?.into_iter();
-        copies.iter().map(|c| c.as_ref().and_then(|_| encoded.next())).collect()
-    } else {
-        vec![None; train.len()]
-    };
+    let train_corrupt = corrupted_copies(&tokenizer, &train, cfg, 0)?;
     let validation_enc = enc(&validation)?;
     let test_enc = enc(&test)?;
 
@@ -335,6 +357,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         train,
         train_enc,
         train_corrupt,
+        labelled,
         validation,
         validation_enc,
         test,
@@ -588,6 +611,13 @@ fn run(
         }
         let batches = plan(state.epoch);
         let batches_per_epoch = batches.len();
+        let epoch_copies;
+        let train_corrupt = if state.epoch == 0 || cfg.corruption == Corruption::Drop {
+            &setup.train_corrupt
+        } else {
+            epoch_copies = corrupted_copies(&setup.tokenizer, &setup.train, cfg, state.epoch)?;
+            &epoch_copies
+        };
         let mut epoch_cut = false;
         while state.next_batch < batches_per_epoch {
             let first = state.next_batch;
@@ -603,13 +633,13 @@ fn run(
                 vec![Vec::new(); micro.len()]
             };
             // Corrupted copies sit after a micro-batch's rows, in the order of their originals.
-            let copies: Vec<Vec<usize>> = micro
-                .iter()
-                .map(|idx| (0..idx.len()).filter(|&a| setup.train_corrupt[idx[a]].is_some()).collect())
-                .collect();
+            let copies: Vec<Vec<usize>> =
+                micro.iter().map(|idx| (0..idx.len()).filter(|&a| train_corrupt[idx[a]].is_some()).collect()).collect();
             for ((p, idx), c) in pairs.iter_mut().zip(&micro).zip(&copies) {
                 for (k, &a) in c.iter().enumerate() {
-                    let w = setup.train[idx[a]].weight * cfg.corruption_pairs;
+                    // An unlabelled output's pair counts as a unit-weight example's.
+                    let base = if idx[a] < setup.labelled { setup.train[idx[a]].weight } else { 1.0 };
+                    let w = base * cfg.corruption_pairs;
                     if w > 0.0 {
                         p.push((a as u32, (idx.len() + k) as u32, w));
                     }
@@ -641,7 +671,7 @@ fn run(
                 // Rows: the micro-batch, then the corrupted copies (label 0, weight 0: ranked only).
                 let rows = idx.len() + copies.len();
                 let mut items: Vec<&Encoded> = idx.iter().map(|&i| &setup.train_enc[i]).collect();
-                items.extend(copies.iter().filter_map(|&a| setup.train_corrupt[idx[a]].as_ref()));
+                items.extend(copies.iter().filter_map(|&a| train_corrupt[idx[a]].as_ref()));
                 let mut labels: Vec<f32> = idx.iter().map(|&i| setup.train[i].label as f32).collect();
                 let mut wts: Vec<f32> = idx.iter().map(|&i| setup.train[i].weight as f32).collect();
                 labels.resize(rows, 0.0);
@@ -678,9 +708,13 @@ fn run(
                         total_pair_weight,
                     )
                     .map_err(model_err)?;
+                    // Under "graded+pairwise" the pair term is scaled even in a step without
+                    // labelled rows (only unlabelled outputs and their copies).
+                    let pair_loss =
+                        if pointwise { (pair_loss * cfg.pairwise_weight).map_err(model_err)? } else { pair_loss };
                     loss = Some(match loss {
                         None => pair_loss,
-                        Some(l) => (l + (pair_loss * cfg.pairwise_weight).map_err(model_err)?).map_err(model_err)?,
+                        Some(l) => (l + pair_loss).map_err(model_err)?,
                     });
                 }
                 if has_dim_labels {
@@ -800,7 +834,9 @@ fn run(
                 Some(b) => value > b,
             };
             state.history.push(EvalRecord { epoch: epoch_no, step: state.step, metrics: m });
-            if improved {
+            if !cfg.keep_best {
+                // No selection: validation is only reported; the last weights are kept.
+            } else if improved {
                 state.best_value = if value.is_nan() { None } else { Some(value) };
                 state.best_epoch = Some(epoch_no);
                 state.bad_epochs = 0;
@@ -809,7 +845,7 @@ fn run(
             } else {
                 state.bad_epochs += 1;
             }
-            if cfg.patience > 0 && state.bad_epochs >= cfg.patience {
+            if cfg.keep_best && cfg.patience > 0 && state.bad_epochs >= cfg.patience {
                 tracing::info!(epoch = epoch_no, patience = cfg.patience, "early stopping");
                 state.stopped_early = true;
                 finished = true;

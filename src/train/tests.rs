@@ -879,13 +879,87 @@ fn sharded_resume_equals_uninterrupted() {
 #[test]
 fn corrupted_copies_are_deterministic_and_shorter() {
     let out = "the service validates input and returns a helpful reply";
-    let a = data::corrupt_output(out, 7, 3).unwrap();
-    assert_eq!(Some(a.clone()), data::corrupt_output(out, 7, 3));
-    assert_ne!(Some(a.clone()), data::corrupt_output(out, 7, 4));
+    let drop = Corruption::Drop;
+    let a = data::corrupt_output(out, 7, 3, drop).unwrap();
+    assert_eq!(Some(a.clone()), data::corrupt_output(out, 7, 3, drop));
+    assert_ne!(Some(a.clone()), data::corrupt_output(out, 7, 4, drop));
     let n = a.split_whitespace().count();
     assert!((1..9).contains(&n), "{a}");
-    assert_eq!(data::corrupt_output("word", 7, 0), None);
-    assert_eq!(data::corrupt_output("two words", 1, 0).unwrap().split_whitespace().count(), 1);
+    assert_eq!(data::corrupt_output("word", 7, 0, drop), None);
+    assert_eq!(data::corrupt_output("two words", 1, 0, drop).unwrap().split_whitespace().count(), 1);
+}
+
+/// `corruption = "swap"` copies keep every word (same multiset, same length), change the order,
+/// repeat for a seed and position, and are `None` when the copy equals the output.
+#[test]
+fn swapped_copies_keep_the_words_and_change_the_order() {
+    let out = "the service validates input and returns a helpful reply to every user";
+    let sorted = |s: &str| {
+        let mut w: Vec<&str> = s.split_whitespace().collect();
+        w.sort_unstable();
+        w.join(" ")
+    };
+    let mut seen = std::collections::BTreeSet::new();
+    for i in 0..20 {
+        // Two swaps at the same place undo each other: no copy then.
+        let Some(c) = data::corrupt_output(out, 7, i, Corruption::Swap) else { continue };
+        assert_eq!(Some(c.clone()), data::corrupt_output(out, 7, i, Corruption::Swap));
+        assert_ne!(c, out);
+        assert_eq!(sorted(&c), sorted(out));
+        seen.insert(c);
+    }
+    assert!(seen.len() > 10, "copies barely vary: {seen:?}");
+    assert_eq!(data::corrupt_output("word", 7, 0, Corruption::Swap), None);
+    assert_eq!(data::corrupt_output("same same", 7, 0, Corruption::Swap), None);
+    assert_eq!(data::corrupt_output("two words", 7, 0, Corruption::Swap).as_deref(), Some("words two"));
+}
+
+/// `unlabelled = true` reads the dataset's unlabelled.jsonl into the corruption pairs: training
+/// repeats, differs from a run without them, and weights nothing by their (absent) labels; the
+/// config and a missing file give errors that say what is needed.
+#[test]
+fn unlabelled_outputs_train_through_corruption_pairs() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, false);
+    let data_dir = tmp.path().join("data");
+    write_ranking_dataset(&data_dir, [6, 3, 3], 8);
+    let cfg = TrainConfig {
+        epochs: 2,
+        objective: Some(Objective::GradedPairwise),
+        corruption_pairs: 1.0,
+        corruption: Corruption::Swap,
+        unlabelled: true,
+        data_parallel: 2,
+        ..tiny_cfg(&base)
+    };
+    let missing = train(&data_dir, &cfg, &tmp.path().join("m"), false).unwrap_err().to_string();
+    assert!(missing.contains("unlabelled.jsonl") && missing.contains("[dataset] unlabelled"), "{missing}");
+    // Unlabelled rows: the train rows' texts under new ids and groups (labels dropped).
+    let mut u = String::new();
+    for line in std::fs::read_to_string(data_dir.join("train.jsonl")).unwrap().lines() {
+        let r: serde_json::Value = serde_json::from_str(line).unwrap();
+        let row = serde_json::json!({"request_id": format!("u-{}", r["request_id"].as_str().unwrap()),
+            "prompt": r["prompt"], "output": r["output"], "group": format!("u-{}", r["group"].as_str().unwrap()),
+            "cohort": null});
+        u.push_str(&format!("{row}\n"));
+    }
+    std::fs::write(data_dir.join("unlabelled.jsonl"), u).unwrap();
+    let bytes = |d: &str, c: &TrainConfig| {
+        let out = tmp.path().join(d);
+        train(&data_dir, c, &out, false).unwrap();
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    };
+    let a = bytes("a", &cfg);
+    assert_eq!(a, bytes("b", &cfg));
+    assert_ne!(a, bytes("without", &TrainConfig { unlabelled: false, ..cfg.clone() }));
+    std::fs::write(data_dir.join("unlabelled.jsonl"), "{\"request_id\": \"u\", \"prompt\": \"p\"}\n").unwrap();
+    let bad = train(&data_dir, &cfg, &tmp.path().join("bad"), false).unwrap_err().to_string();
+    assert!(bad.contains("unlabelled.jsonl:1") && bad.contains("output"), "{bad}");
+    let err = TrainConfig::from_toml_str("[train]\nobjective = \"graded+pairwise\"\nunlabelled = true\n", "f.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("unlabelled") && err.contains("corruption_pairs"), "{err}");
 }
 
 /// `corruption_pairs` trains (the copies add ranking pairs, no pointwise rows), repeats, changes
@@ -917,4 +991,29 @@ fn corruption_pairs_train_and_need_a_pairwise_objective() {
     assert_ne!(std::fs::read(plain.join("model.safetensors")).unwrap(), a);
     let err = TrainConfig::from_toml_str("[train]\ncorruption_pairs = 1.0\n", "f.toml").unwrap_err().to_string();
     assert!(err.contains("corruption_pairs") && err.contains("pairwise"), "{err}");
+}
+
+/// `keep_best = false` keeps the last epoch's weights: the same bytes as training without a
+/// validation split (evaluation draws no randomness), with the validation passes still logged.
+#[test]
+fn keep_best_false_keeps_the_last_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, false);
+    let data_dir = tmp.path().join("data");
+    write_ranking_dataset(&data_dir, [6, 3, 3], 8);
+    let no_val = tmp.path().join("no-val");
+    std::fs::create_dir_all(&no_val).unwrap();
+    for f in ["train.jsonl", "dataset_card.json"] {
+        std::fs::copy(data_dir.join(f), no_val.join(f)).unwrap();
+    }
+    let cfg = TrainConfig { epochs: 3, keep_best: false, patience: 1, ..tiny_cfg(&base) };
+    let last = train(&data_dir, &cfg, &tmp.path().join("last"), false).unwrap();
+    assert_eq!(last.best_epoch, None);
+    assert_eq!(last.epochs_completed, 3, "patience is ignored without selection");
+    train(&no_val, &cfg, &tmp.path().join("plain"), false).unwrap();
+    let bytes = |d: &str| std::fs::read(tmp.path().join(d).join("model.safetensors")).unwrap();
+    assert_eq!(bytes("last"), bytes("plain"));
+    let metrics = std::fs::read_to_string(tmp.path().join("last/metrics.jsonl")).unwrap();
+    assert_eq!(metrics.lines().filter(|l| l.contains("\"validation\"")).count(), 3);
 }
