@@ -59,6 +59,7 @@
 #   ss_u          as pw_u with pair_min_diff = 2.0, so no labelled pair qualifies (graded labels
 #                 lie in [0, 1]): self-supervised, only the swap pairs of the logged outputs; the
 #                 labels serve validation reporting only
+#   gp_of_last    as gp_of with keep_best = false (the last epoch is kept; same data as gp_of)
 #   gp_of_u_last  as gp_of_u with keep_best = false (the last epoch is kept)
 #   g_of_u_last   as gp_of_u_last with pair_min_diff = 2.0: no labelled pairs, so graded MSE on
 #                 the labels plus the swap pairs
@@ -97,7 +98,7 @@ fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
 DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
 SEEDS="${SEEDS:-1 2 3}"
-CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens gp_of_cor gp_of_u gp_of_u_last g_of_u_last gp_of_u4_last pw_u ss_u ss_u_of peer_imp graded_imp gp_of_imp peer_imp_nv graded_imp_nv gp_of_imp_nv peer_nv graded_nv gp_of_nv}"
+CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens gp_of_cor gp_of_u gp_of_last gp_of_u_last g_of_u_last gp_of_u4_last pw_u ss_u ss_u_of peer_imp graded_imp gp_of_imp peer_imp_nv graded_imp_nv gp_of_imp_nv peer_nv graded_nv gp_of_nv}"
 EPOCHS="${EPOCHS:-3}"
 MAX_LENGTH="${MAX_LENGTH:-256}"
 BATCH="${BATCH:-16}"
@@ -161,6 +162,7 @@ log_every = 1000"
     gp_of_cor) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\n' "$common" ;;
     gp_of_u) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\n' "$common" ;;
     pw_u) printf 'none-u|%s\nobjective = "pairwise"\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
+    gp_of_last) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\nkeep_best = false\n' "$common" ;;
     gp_of_u_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
     g_of_u_last) printf 'none-u|%s\nobjective = "graded+pairwise"\npair_min_diff = 2.0\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
     gp_of_u4_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 4.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;

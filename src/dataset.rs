@@ -601,7 +601,6 @@ pub fn build_in(
     }
 
     let candidates = rows.len();
-    let scored: std::collections::HashSet<String> = rows.iter().map(|r| r.request_id.clone()).collect();
     let (mut dropped_neutral, mut dropped_agreeing) = (0usize, 0usize);
     let mut examples = Vec::new();
     for r in rows {
@@ -766,7 +765,7 @@ pub fn build_in(
     }
     let unlabelled = if cfg.unlabelled > 0 {
         let n =
-            write_unlabelled(store, window, cfg, &scored, &|g| splits.get(g).is_some_and(|s| *s != Split::Train), out)?;
+            write_unlabelled(store, window, policy, cfg, &|g| splits.get(g).is_some_and(|s| *s != Split::Train), out)?;
         let _ = writeln!(text, "  unlabelled outputs: {n} (of at most {}), in unlabelled.jsonl", cfg.unlabelled);
         Some(n)
     } else {
@@ -857,18 +856,25 @@ pub fn build_in(
     Ok(Built { text: text.trim_end().to_string(), card, warnings })
 }
 
-/// Writes `unlabelled.jsonl` (module docs): up to `cfg.unlabelled` requests of `window` outside
-/// `scored` whose group is not `held` (validation or test), by a seeded shuffle; returns the count.
+/// Writes `unlabelled.jsonl` (module docs): up to `cfg.unlabelled` requests of `window` without a
+/// human score under `policy` (for any evaluator) whose group is not `held` (validation or test),
+/// by a seeded shuffle; returns the count.
 fn write_unlabelled(
     store: &dyn Store,
     window: &Filter,
+    policy: &HumanPolicy,
     cfg: &DatasetConfig,
-    scored: &std::collections::HashSet<String>,
     held: &dyn Fn(&str) -> bool,
     out: &Path,
 ) -> Result<usize> {
     let window = Filter { evaluator: None, ..window.clone() };
-    let mut ids: Vec<String> = store.request_ids(&window)?.into_iter().filter(|id| !scored.contains(id)).collect();
+    // Requests with a human score under any evaluator (the dataset's rows are one evaluator's).
+    let rated: std::collections::HashSet<String> = store
+        .scored_requests(&ScoredQuery { filter: window.clone(), policy: policy.clone(), ..Default::default() })?
+        .into_iter()
+        .map(|r| r.request_id)
+        .collect();
+    let mut ids: Vec<String> = store.request_ids(&window)?.into_iter().filter(|id| !rated.contains(id)).collect();
     ids.shuffle(&mut ChaCha8Rng::seed_from_u64(hash64(&[&cfg.seed.to_string(), "unlabelled"])));
     let mut rows = Vec::new();
     // Read in chunks until enough rows outside the held-out groups are found.

@@ -679,3 +679,37 @@ fn dimension_ratings_agree_and_change_no_answer() {
     );
     assert_eq!(all["only_fluency"].as_array().unwrap().len(), 2);
 }
+
+/// `dataset build` with `unlabelled` writes the same files on both backends: the unrated
+/// logs (whatever their evaluator), none of a validation or test group.
+#[test]
+fn unlabelled_outputs_agree_across_backends() {
+    let out = on_each_backend("unlabelled_outputs_agree_across_backends", |s| {
+        load(s);
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = evalloop::dataset::DatasetConfig {
+            label: evalloop::dataset::LabelKind::Graded,
+            weighting: vec![evalloop::dataset::Scheme::None],
+            group_key: Some("group_id".into()),
+            evaluator: Some("baseline".into()),
+            train_fraction: 1.0,
+            validation_fraction: 0.0,
+            min_effective_size: 0.0,
+            unlabelled: 100,
+            ..Default::default()
+        };
+        evalloop::dataset::build(&*s, &HumanPolicy::default(), &cfg, dir.path()).unwrap();
+        let rows: Vec<Value> = std::fs::read_to_string(dir.path().join("unlabelled.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        json!(rows)
+    });
+    let ids: Vec<&str> = out.as_array().unwrap().iter().map(|r| r["request_id"].as_str().unwrap()).collect();
+    // r03 (a comment and a discard) and r05 (implicit only) carry no human score, r08 no
+    // feedback; the rest are rated.
+    assert_eq!(ids, ["r03", "r05", "r08"]);
+    assert_eq!(out[1]["group"], "g2");
+    assert_eq!(out[0]["cohort"], "pro");
+}

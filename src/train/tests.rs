@@ -953,6 +953,12 @@ fn unlabelled_outputs_train_through_corruption_pairs() {
     let a = bytes("a", &cfg);
     assert_eq!(a, bytes("b", &cfg));
     assert_ne!(a, bytes("without", &TrainConfig { unlabelled: false, ..cfg.clone() }));
+    // Cut in the second epoch (whose swap copies are drawn anew) and resumed: the same model.
+    let cut = tmp.path().join("cut");
+    let resumable = TrainConfig { checkpoint_every: 1, ..cfg.clone() };
+    assert!(run(&data_dir, &resumable, &cut, false, &Device::Cpu, Some(9)).unwrap().is_none());
+    train(&data_dir, &resumable, &cut, true).unwrap();
+    assert_eq!(std::fs::read(cut.join("model.safetensors")).unwrap(), a);
     std::fs::write(data_dir.join("unlabelled.jsonl"), "{\"request_id\": \"u\", \"prompt\": \"p\"}\n").unwrap();
     let bad = train(&data_dir, &cfg, &tmp.path().join("bad"), false).unwrap_err().to_string();
     assert!(bad.contains("unlabelled.jsonl:1") && bad.contains("output"), "{bad}");
