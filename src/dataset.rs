@@ -881,11 +881,8 @@ fn write_unlabelled(
     for chunk in ids.chunks(4096) {
         for (id, t) in store.request_texts(chunk)? {
             let metadata: Value = serde_json::from_str(&t.metadata).unwrap_or(Value::Null);
-            let group = match cfg.group_key.as_ref().and_then(|k| metadata.get(k)) {
-                Some(Value::String(g)) => g.clone(),
-                Some(v @ (Value::Number(_) | Value::Bool(_))) => v.to_string(),
-                _ => prompt_group(&t.prompt),
-            };
+            let group = metadata_group(cfg.group_key.as_ref().and_then(|k| metadata.get(k)))
+                .unwrap_or_else(|| prompt_group(&t.prompt));
             if held(&group) {
                 continue;
             }
@@ -906,6 +903,20 @@ fn write_unlabelled(
     }
     w.finish()?;
     Ok(rows.len())
+}
+
+/// A metadata value as the group name the stores give it for a `group_key` (the `group` of
+/// [`Store::scored_requests`]): text as it is, a boolean `"1"` or `"0"`, any other value its
+/// JSON text; `None` for null or an absent key (the caller then falls back to the prompt hash).
+/// `dataset build` names the groups of unlabelled requests with it, so that they match the
+/// split's group names.
+pub fn metadata_group(value: Option<&Value>) -> Option<String> {
+    match value? {
+        Value::Null => None,
+        Value::String(g) => Some(g.clone()),
+        Value::Bool(b) => Some(if *b { "1" } else { "0" }.to_string()),
+        v => Some(v.to_string()),
+    }
 }
 
 /// Whether the evaluator (good when `eval_score > threshold`) and the human verdict disagree;

@@ -713,3 +713,24 @@ fn unlabelled_outputs_agree_across_backends() {
     assert_eq!(out[1]["group"], "g2");
     assert_eq!(out[0]["cohort"], "pro");
 }
+
+/// `dataset::metadata_group` names a group as both stores do for a group key (it names the
+/// groups of unlabelled requests, which must match the split's): text, booleans and numbers.
+#[test]
+fn metadata_group_matches_the_stores_group_names() {
+    on_each_backend("metadata_group_matches_the_stores_group_names", |s| {
+        load(s);
+        let mut out = serde_json::Map::new();
+        for key in ["group_id", "flag", "tier", "prompt_version"] {
+            let q = ScoredQuery { group_key: Some(key.into()), with_text: true, ..Default::default() };
+            let rows = s.scored_requests(&q).unwrap();
+            assert!(rows.iter().any(|r| r.group.is_some()), "{key}: no request has it");
+            for r in &rows {
+                let metadata: Value = serde_json::from_str(&r.text.as_ref().unwrap().metadata).unwrap();
+                assert_eq!(evalloop::dataset::metadata_group(metadata.get(key)), r.group, "{key} of {}", r.request_id);
+            }
+            out.insert(key.into(), json!(rows.iter().map(|r| r.group.clone()).collect::<Vec<_>>()));
+        }
+        Value::Object(out)
+    });
+}

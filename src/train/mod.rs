@@ -834,21 +834,23 @@ fn run(
                 Some(b) => value > b,
             };
             state.history.push(EvalRecord { epoch: epoch_no, step: state.step, metrics: m });
-            if !cfg.keep_best {
-                // No selection: validation is only reported; the last weights are kept.
-            } else if improved {
-                state.best_value = if value.is_nan() { None } else { Some(value) };
-                state.best_epoch = Some(epoch_no);
-                state.bad_epochs = 0;
-                let bytes = weights::safetensors_bytes(&tm.tensors(), None)?;
-                write_atomic(&best_path, &bytes)?;
-            } else {
-                state.bad_epochs += 1;
-            }
-            if cfg.keep_best && cfg.patience > 0 && state.bad_epochs >= cfg.patience {
-                tracing::info!(epoch = epoch_no, patience = cfg.patience, "early stopping");
-                state.stopped_early = true;
-                finished = true;
+            // Without selection (`keep_best = false`) validation is only reported: the last
+            // weights are kept and nothing stops early.
+            if cfg.keep_best {
+                if improved {
+                    state.best_value = if value.is_nan() { None } else { Some(value) };
+                    state.best_epoch = Some(epoch_no);
+                    state.bad_epochs = 0;
+                    let bytes = weights::safetensors_bytes(&tm.tensors(), None)?;
+                    write_atomic(&best_path, &bytes)?;
+                } else {
+                    state.bad_epochs += 1;
+                }
+                if cfg.patience > 0 && state.bad_epochs >= cfg.patience {
+                    tracing::info!(epoch = epoch_no, patience = cfg.patience, "early stopping");
+                    state.stopped_early = true;
+                    finished = true;
+                }
             }
         }
         state.epoch += 1;
