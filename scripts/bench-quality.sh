@@ -66,6 +66,12 @@
 #   gp_of_u4_last as gp_of_u_last with corruption_pairs = 4.0 (each swap pair weighs 4 labelled
 #                 pairs in the pairwise mean)
 #   ss_u_of       as ss_u with truncation = "output_first"
+#   sel_u         model selection ([[train.candidates]]): gp_of_u_last as the base and one
+#                 candidate, "self_supervised" (objective "self_supervised", the swap pairs of
+#                 every logged output and no label, longest-first truncation, no layer decay:
+#                 ss_u's model); each is judged on the labels it did not train on (the base on the
+#                 validation split, the self-supervised one on train and validation) and the
+#                 better kept
 #   graded_imp, graded_imp_nv, graded_nv
 #                 evalloop's plain recipe (graded MSE, longest-first) on those datasets
 #   peer_imp, peer_imp_nv, peer_nv
@@ -98,7 +104,7 @@ fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
 DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
 SEEDS="${SEEDS:-1 2 3}"
-CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens gp_of_cor gp_of_u gp_of_last gp_of_u_last g_of_u_last gp_of_u4_last pw_u ss_u ss_u_of peer_imp graded_imp gp_of_imp peer_imp_nv graded_imp_nv gp_of_imp_nv peer_nv graded_nv gp_of_nv}"
+CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens gp_of_cor gp_of_u gp_of_last gp_of_u_last g_of_u_last gp_of_u4_last pw_u ss_u ss_u_of sel_u peer_imp graded_imp gp_of_imp peer_imp_nv graded_imp_nv gp_of_imp_nv peer_nv graded_nv gp_of_nv}"
 EPOCHS="${EPOCHS:-3}"
 MAX_LENGTH="${MAX_LENGTH:-256}"
 BATCH="${BATCH:-16}"
@@ -168,6 +174,7 @@ log_every = 1000"
     gp_of_u4_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 4.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
     ss_u_of) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\ntruncation = "output_first"\n' "$common" ;;
     ss_u) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
+    sel_u) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n[[train.candidates]]\nname = "self_supervised"\nobjective = "self_supervised"\ntruncation = "longest_first"\nlayer_lr_decay = 1.0\n' "$common" ;;
     gp_of_b) printf 'none|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\npair_scope = "batch"\n' "$common" ;;
     peer_imp | graded_imp) printf 'none-imp|%s\nobjective = "graded"\n' "$common" ;;
     peer_imp_nv | graded_imp_nv) printf 'none-imp-nv|%s\nobjective = "graded"\n' "$common" ;;

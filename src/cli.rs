@@ -420,7 +420,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 cfg.device = d;
             }
             let s = crate::train::train(&a.dataset, &cfg, &a.out, a.resume)?;
-            let text = format!(
+            let mut text = format!(
                 "trained {} steps over {} epochs{}; best epoch {}; model in {}",
                 s.steps,
                 s.epochs_completed,
@@ -428,6 +428,9 @@ pub fn run(cli: Cli) -> Result<Outcome> {
                 s.best_epoch.map_or("-".into(), |e| e.to_string()),
                 s.out_dir.display()
             );
+            if let Some(sel) = &s.selection {
+                text.push_str(&format!("\nmodel selection: {}", crate::train::describe_selection(sel)));
+            }
             Ok(Outcome::ok(text, to_json(&s)))
         }
         Command::Score(a) => score(&settings, a),

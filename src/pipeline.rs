@@ -608,6 +608,11 @@ fn training_summary(model_dir: &Path, cfg: &crate::train::TrainConfig) -> Option
     }
     t.best_val_spearman = best.map(|b| b.0);
     t.best_step = best.map(|b| b.1);
+    t.selection = std::fs::read_to_string(model_dir.join("metrics.json"))
+        .ok()
+        .and_then(|text| serde_json::from_str::<crate::train::TrainSummary>(&text).ok())
+        .and_then(|m| m.selection)
+        .map(|sel| crate::train::describe_selection(&sel));
     Some(t)
 }
 

@@ -295,6 +295,9 @@ pub struct TrainingSummary {
     pub examples_per_sec: Option<f64>,
     /// Wall-clock training time, seconds.
     pub wall_secs: Option<f64>,
+    /// Model selection (`[[train.candidates]]`): which candidate was kept and every
+    /// candidate's figure, in words; `None` without selection.
+    pub selection: Option<String>,
     /// Loss and validation curves, in increasing `step` order.
     pub curves: Vec<CurvePoint>,
 }
@@ -732,6 +735,9 @@ fn training_table(tr: &TrainingSummary) -> Table {
     t.row(vec!["Best validation Spearman ρ".into(), num(tr.best_val_spearman, 3)]);
     t.row(vec!["Throughput (examples/s)".into(), num(tr.examples_per_sec, 1)]);
     t.row(vec!["Wall time (s)".into(), num(tr.wall_secs, 1)]);
+    if let Some(sel) = &tr.selection {
+        t.row(vec!["Model selection".into(), sel.clone()]);
+    }
     t
 }
 

@@ -134,3 +134,42 @@ fn gate_failure_exits_1_with_fail_on_regression() {
         .code(2)
         .stderr(predicates::str::contains("another config"));
 }
+
+/// The weekly loop with model selection: the recommended base configuration and a
+/// self-supervised candidate on the example's unlabelled outputs. `train` keeps one of the two
+/// (its files in model/), the report says which and on what figures, and the held-out scores
+/// of whichever was kept (a self-supervised model's are not on the label scale) go through
+/// every report section.
+#[test]
+fn weekly_loop_with_model_selection() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = config(dir, "");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("validation_fraction = 0.15\n", "validation_fraction = 0.15\nunlabelled = 200\n")
+        + "objective = \"graded+pairwise\"\ncorruption_pairs = 1.0\ncorruption = \"swap\"\nunlabelled = true\n\
+         keep_best = false\neval_metric = \"group_spearman\"\n\
+         [[train.candidates]]\nname = \"self_supervised\"\nobjective = \"self_supervised\"\n";
+    std::fs::write(&cfg, text).unwrap();
+    let run_dir = dir.join("run");
+    let o = json(evalloop(dir).arg("--config").arg(&cfg).args(["run", "--out"]).arg(&run_dir));
+    assert!(o["post_spearman"].is_number(), "{o}");
+    let metrics: Value = serde_json::from_slice(&std::fs::read(run_dir.join("model/metrics.json")).unwrap()).unwrap();
+    let chosen = metrics["selection"]["chosen"].as_str().unwrap().to_string();
+    assert!(chosen == "base" || chosen == "self_supervised", "{metrics}");
+    let judged: Vec<&str> = metrics["selection"]["candidates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["judged_on"].as_str().unwrap())
+        .collect();
+    assert_eq!(judged, ["validation", "train+validation"]);
+    let kept = std::fs::read(run_dir.join("model/model.safetensors")).unwrap();
+    assert_eq!(kept, std::fs::read(run_dir.join("model/candidates").join(&chosen).join("model.safetensors")).unwrap());
+    let report: Value = serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+    let line = report["training"]["selection"].as_str().unwrap();
+    assert!(line.starts_with(&format!("{chosen} kept by ")) && line.contains("self_supervised "), "{line}");
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(md.contains("Model selection"), "report.md lacks the selection row");
+}

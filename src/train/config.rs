@@ -23,6 +23,10 @@ pub enum LabelKind {
 ///   group is what is learnt.
 /// - `graded+pairwise`: the pointwise loss of the label kind plus `pairwise_weight` times the
 ///   pairwise loss.
+/// - `self_supervised`: only the `corruption_pairs` pairs (each output ranked above a corrupted
+///   copy of itself), no labelled pair and no pointwise loss: the labels serve validation alone
+///   (and no dimension outputs are trained). Needs `corruption_pairs`; with `unlabelled` it
+///   learns from every logged output. Its scores are not on the labels' scale.
 ///
 /// The validation `loss` is always the label kind's pointwise loss of the model's output; under
 /// `pairwise` the output is not fitted to the labels' scale, so watch `group_spearman` (or
@@ -41,6 +45,9 @@ pub enum Objective {
     /// The label kind's pointwise loss plus `pairwise_weight` times the pairwise loss.
     #[serde(rename = "graded+pairwise")]
     GradedPairwise,
+    /// The corruption pairs alone (labels unused in the loss).
+    #[serde(rename = "self_supervised")]
+    SelfSupervised,
 }
 
 /// Which pairs of a micro-batch the pairwise loss compares (`pair_scope`).
@@ -70,7 +77,12 @@ pub enum Corruption {
 impl Objective {
     /// Whether the objective has a pairwise term (and batches keep groups together).
     pub fn has_pairwise(self) -> bool {
-        matches!(self, Objective::Pairwise | Objective::GradedPairwise)
+        matches!(self, Objective::Pairwise | Objective::GradedPairwise | Objective::SelfSupervised)
+    }
+
+    /// Whether the objective fits the labels pointwise (graded, binary, graded+pairwise).
+    pub fn has_pointwise(self) -> bool {
+        !matches!(self, Objective::Pairwise | Objective::SelfSupervised)
     }
 }
 
@@ -90,6 +102,18 @@ pub enum EvalMetric {
     /// `group` field; higher is better). An evaluation where no group is usable never counts
     /// as an improvement.
     GroupSpearman,
+}
+
+/// One entry of `[[train.candidates]]`: a name and `[train]` keys that override the base
+/// configuration's (see [`TrainConfig::candidates`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Candidate {
+    /// Directory name under `candidates/` and the name in the selection report: letters,
+    /// digits, `_` and `-`; not `base` (the base configuration's own name).
+    pub name: String,
+    /// The overridden `[train]` keys, checked as the `[train]` table is.
+    #[serde(flatten)]
+    pub overrides: toml::Table,
 }
 
 /// Raw `[train]` settings. Every key has a default; unknown keys are an error.
@@ -117,6 +141,11 @@ pub enum EvalMetric {
 /// dimension_weight = 1.0
 /// # speed
 /// data_parallel = 0              # shards of a micro-batch run side by side; 0 = CPU threads
+/// # model selection: also train these variants, keep the best on held-back labels
+/// # [[train.candidates]]
+/// # name = "self_supervised"
+/// # objective = "self_supervised"
+/// select_min_groups = 5
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -243,6 +272,19 @@ pub struct TrainConfig {
     /// corrupted copy), batched with their groups like labelled rows; needs `corruption_pairs`
     /// (default false).
     pub unlabelled: bool,
+    /// Model selection: besides the base configuration (named `base`), train one model per
+    /// candidate (the base configuration with the candidate's keys replaced) into
+    /// `out/candidates/<name>/`, and keep the one with the best `eval_metric` (the base
+    /// configuration's) on the labels it did not train on: the validation split, and for a
+    /// `self_supervised` candidate (no label in its loss) the training split's labels as well.
+    /// The kept model's files are copied into `out/`, and `metrics.json` gets a `selection`
+    /// with every candidate's figure. With `eval_metric = "group_spearman"` and fewer than
+    /// `select_min_groups` usable groups in some candidate's judged rows, the candidates are
+    /// compared on the dataset-level `spearman` instead. Needs a validation split; not with
+    /// `seeds` (default empty: one configuration, no selection).
+    pub candidates: Vec<Candidate>,
+    /// See `candidates` (default 5).
+    pub select_min_groups: usize,
 }
 
 impl Default for TrainConfig {
@@ -288,6 +330,8 @@ impl Default for TrainConfig {
             corruption: Corruption::Drop,
             unlabelled: false,
             keep_best: true,
+            candidates: Vec::new(),
+            select_min_groups: 5,
         }
     }
 }
@@ -365,6 +409,20 @@ impl TrainConfig {
         if self.corruption_pairs > 0.0 && !self.objective.is_some_and(Objective::has_pairwise) {
             return bad("corruption_pairs", "needs objective = \"pairwise\" or \"graded+pairwise\"".into());
         }
+        if self.objective == Some(Objective::SelfSupervised) {
+            if self.corruption_pairs <= 0.0 {
+                return bad(
+                    "objective",
+                    "\"self_supervised\" learns only from corruption pairs: set corruption_pairs > 0".into(),
+                );
+            }
+            if self.dimensions.as_ref().is_some_and(|d| !d.is_empty()) {
+                return bad(
+                    "dimensions",
+                    "\"self_supervised\" trains no dimension outputs (labels are not used)".into(),
+                );
+            }
+        }
         if self.unlabelled && self.corruption_pairs <= 0.0 {
             return bad(
                 "unlabelled",
@@ -374,10 +432,50 @@ impl TrainConfig {
         if !(self.dimension_weight >= 0.0 && self.dimension_weight.is_finite()) {
             return bad("dimension_weight", format!("{} is not a number >= 0", self.dimension_weight));
         }
-        match crate::record::check_dimension_list(self.dimensions.as_deref().unwrap_or_default()) {
-            Ok(()) => Ok(()),
-            Err(e) => bad("dimensions", e),
+        if let Err(e) = crate::record::check_dimension_list(self.dimensions.as_deref().unwrap_or_default()) {
+            return bad("dimensions", e);
         }
+        if !self.candidates.is_empty() {
+            if !self.seeds.is_empty() {
+                return bad("candidates", "model selection cannot be combined with seeds (an ensemble)".into());
+            }
+            self.candidate_configs(origin)?;
+        }
+        Ok(())
+    }
+
+    /// The configurations model selection trains: `("base", self)` without its candidates,
+    /// then each candidate's (its keys over the base's), checked. Errors name the candidate.
+    pub fn candidate_configs(&self, origin: &str) -> crate::Result<Vec<(String, TrainConfig)>> {
+        let base = TrainConfig { candidates: Vec::new(), ..self.clone() };
+        let mut out = vec![("base".to_string(), base.clone())];
+        let bad =
+            |name: &str, msg: String| crate::Error::Input(format!("{origin}: [[train.candidates]] {name:?}: {msg}"));
+        let table = match toml::Value::try_from(&base) {
+            Ok(toml::Value::Table(t)) => t,
+            Ok(_) => unreachable!("a struct serializes to a table"),
+            Err(e) => return Err(crate::Error::Input(format!("{origin}: [train]: {e}"))),
+        };
+        for c in &self.candidates {
+            let name = c.name.as_str();
+            if name.is_empty() || !name.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_' || ch == '-') {
+                return Err(bad(name, "a name is letters, digits, '_' and '-'".into()));
+            }
+            if out.iter().any(|(n, _)| n == name) {
+                return Err(bad(name, "the name is used twice (\"base\" is the base configuration's)".into()));
+            }
+            for key in ["candidates", "seeds", "select_min_groups"] {
+                if c.overrides.contains_key(key) {
+                    return Err(bad(name, format!("{key} cannot be set per candidate")));
+                }
+            }
+            let mut merged = table.clone();
+            merged.extend(c.overrides.clone());
+            let cfg: TrainConfig = toml::Value::Table(merged).try_into().map_err(|e| bad(name, e.to_string()))?;
+            cfg.validate(&format!("{origin}: [[train.candidates]] {name:?}"))?;
+            out.push((name.to_string(), cfg));
+        }
+        Ok(out)
     }
 }
 

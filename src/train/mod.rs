@@ -85,6 +85,63 @@ pub struct TrainSummary {
     /// mean probability, squared error of the mean value).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<TrainSummary>,
+    /// Model selection (`candidates`): what was compared and which model was kept; the
+    /// figures above are then the kept candidate's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection: Option<Selection>,
+}
+
+/// How model selection (`[train] candidates`) chose among the trained configurations.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Selection {
+    /// The metric compared: `eval_metric`, or `spearman` in place of `group_spearman` when a
+    /// candidate's judged rows have fewer than `select_min_groups` usable groups.
+    pub metric: EvalMetric,
+    /// Usable groups (the fewest over the candidates' judged rows).
+    pub groups_used: usize,
+    /// The kept candidate's name.
+    pub chosen: String,
+    /// Every candidate in training order (`base` first), with its figure.
+    pub candidates: Vec<CandidateResult>,
+}
+
+/// One line on a model selection: the kept candidate, the metric, and every candidate's figure
+/// with the rows it was judged on, e.g. `self_supervised kept by spearman: base -0.123
+/// (validation, 1 group), self_supervised 0.312 (train+validation, 13 groups)`.
+pub fn describe_selection(sel: &Selection) -> String {
+    let metric = match sel.metric {
+        EvalMetric::Loss => "loss",
+        EvalMetric::Spearman => "spearman",
+        EvalMetric::Auc => "auc",
+        EvalMetric::Accuracy => "accuracy",
+        EvalMetric::GroupSpearman => "group_spearman",
+    };
+    let each: Vec<String> = sel
+        .candidates
+        .iter()
+        .map(|c| {
+            let v = c.value.map_or("undefined".to_string(), |v| format!("{v:.3}"));
+            let groups = if c.groups_used == 1 { "group" } else { "groups" };
+            format!("{} {v} ({}, {} {groups})", c.name, c.judged_on, c.groups_used)
+        })
+        .collect();
+    format!("{} kept by {metric}: {}", sel.chosen, each.join(", "))
+}
+
+/// One candidate of model selection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CandidateResult {
+    /// Its name (`base` for the base configuration).
+    pub name: String,
+    /// Its figure on the compared metric (`None` when undefined).
+    pub value: Option<f64>,
+    /// The rows it was judged on: `validation`, or `train+validation` for a self-supervised
+    /// candidate (it trains on no label).
+    pub judged_on: String,
+    /// Usable groups in those rows.
+    pub groups_used: usize,
+    /// Its model directory.
+    pub dir: PathBuf,
 }
 
 /// One evaluation on the validation split.
@@ -108,6 +165,9 @@ pub struct EvalRecord {
 /// `metrics.json`, is kept), then writes `out_dir/ensemble.json` (see [`crate::score`]) and
 /// `out_dir/metrics.json` with the ensemble's validation and test metrics.
 pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
+    if !cfg.candidates.is_empty() {
+        return train_candidates(dataset_dir, cfg, out_dir, resume);
+    }
     if !cfg.seeds.is_empty() {
         return train_ensemble(dataset_dir, cfg, out_dir, resume);
     }
@@ -147,29 +207,7 @@ fn train_ensemble(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume:
     let kind = members.first().map_or(LabelKind::Binary, |m| m.label);
     let device = model::parse_device(&cfg.device)?;
     let scorer = crate::score::Scorer::load(out_dir, &device)?.with_batch_size(cfg.eval_batch_size);
-    let dimensions = scorer.dimensions().to_vec();
-    let eval_split = |name: &str| -> crate::Result<Option<EvalMetrics>> {
-        let examples = data::read_split_with(&dataset_dir.join(name), kind, &dimensions, true)?;
-        if examples.is_empty() {
-            return Ok(None);
-        }
-        let pairs: Vec<(&str, &str)> = examples.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
-        let (scores, dim_scores) = scorer.score_pairs_with_dimensions(&pairs)?;
-        let mut acc = EvalAccumulator::default();
-        for (e, &s) in examples.iter().zip(&scores) {
-            let loss = match kind {
-                LabelKind::Binary => {
-                    let p = s.clamp(1e-12, 1.0 - 1e-12);
-                    -(e.label * p.ln() + (1.0 - e.label) * (1.0 - p).ln())
-                }
-                LabelKind::Graded => (s - e.label) * (s - e.label),
-            };
-            acc.update_in_group(e.group.as_deref(), s, e.label, e.weight, loss);
-        }
-        let mut m = acc.compute(kind == LabelKind::Binary);
-        m.dimensions = dimension_metrics(&dimensions, &examples, |i, k| dim_scores[i][k]);
-        Ok(Some(m))
-    };
+    let eval_split = |name: &str| evaluate_scorer(&scorer, dataset_dir, &[name], kind);
     let summary = TrainSummary {
         out_dir: out_dir.to_path_buf(),
         label: kind,
@@ -181,9 +219,158 @@ fn train_ensemble(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume:
         test: eval_split("test.jsonl")?,
         history: Vec::new(),
         members,
+        selection: None,
     };
     write_json(&out_dir.join("metrics.json"), &summary)?;
     tracing::info!(out = %out_dir.display(), members = summary.members.len(), "ensemble trained");
+    Ok(summary)
+}
+
+/// The metrics of `scorer`'s scores (as `evalloop score` gives them) on the rows of the named
+/// split files of `dataset_dir`, pooled (missing files are empty); `None` without rows.
+fn evaluate_scorer(
+    scorer: &crate::score::Scorer,
+    dataset_dir: &Path,
+    splits: &[&str],
+    kind: LabelKind,
+) -> crate::Result<Option<EvalMetrics>> {
+    let dimensions = scorer.dimensions().to_vec();
+    let mut examples = Vec::new();
+    for name in splits {
+        examples.extend(data::read_split_with(&dataset_dir.join(name), kind, &dimensions, true)?);
+    }
+    if examples.is_empty() {
+        return Ok(None);
+    }
+    let pairs: Vec<(&str, &str)> = examples.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
+    let (scores, dim_scores) = scorer.score_pairs_with_dimensions(&pairs)?;
+    let mut acc = EvalAccumulator::default();
+    for (e, &s) in examples.iter().zip(&scores) {
+        let loss = match kind {
+            LabelKind::Binary => {
+                let p = s.clamp(1e-12, 1.0 - 1e-12);
+                -(e.label * p.ln() + (1.0 - e.label) * (1.0 - p).ln())
+            }
+            LabelKind::Graded => (s - e.label) * (s - e.label),
+        };
+        acc.update_in_group(e.group.as_deref(), s, e.label, e.weight, loss);
+    }
+    let mut m = acc.compute(kind == LabelKind::Binary);
+    m.dimensions = dimension_metrics(&dimensions, &examples, |i, k| dim_scores[i][k]);
+    Ok(Some(m))
+}
+
+/// Model selection: trains the base configuration and each candidate into
+/// `out_dir/candidates/<name>/` (with `resume`, a candidate with its `metrics.json` is kept),
+/// compares their validation figures and copies the best one's files into `out_dir`.
+fn train_candidates(
+    dataset_dir: &Path,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    resume: bool,
+) -> crate::Result<TrainSummary> {
+    cfg.validate("train config")?;
+    let configs = cfg.candidate_configs("train config")?;
+    let root = out_dir.join("candidates");
+    std::fs::create_dir_all(&root).map_err(|e| crate::Error::io(&root, e))?;
+    let mut trained = Vec::new();
+    for (name, c) in &configs {
+        let dir = root.join(name);
+        let done = dir.join("metrics.json");
+        let summary: TrainSummary = if resume && done.is_file() && dir.join("model.safetensors").is_file() {
+            let text = std::fs::read_to_string(&done).map_err(|e| crate::Error::io(&done, e))?;
+            tracing::info!(candidate = %name, "candidate already trained");
+            serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", done.display())))?
+        } else {
+            tracing::info!(candidate = %name, dir = %dir.display(), "training candidate");
+            std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
+            train(dataset_dir, c, &dir, resume)?
+        };
+        trained.push((name.clone(), dir, summary));
+    }
+    // Each candidate is judged on the labels it did not train on: the validation split, and
+    // for a self-supervised one (which uses no label) the training split's labels too.
+    let mut judged: Vec<(&'static str, EvalMetrics)> = Vec::new();
+    for ((name, dir, summary), (_, c)) in trained.iter().zip(&configs) {
+        let Some(validation) = summary.validation.clone() else {
+            return Err(crate::Error::Input(format!(
+                "[train] candidates: candidate {name:?} has no validation figures; model selection needs a \
+                 validation split ([dataset] validation_fraction > 0)"
+            )));
+        };
+        if c.objective == Some(Objective::SelfSupervised) {
+            let device = model::parse_device(&c.device)?;
+            let scorer = crate::score::Scorer::load(dir, &device)?.with_batch_size(c.eval_batch_size);
+            let splits = ["train.jsonl", "validation.jsonl"];
+            if let Some(m) = evaluate_scorer(&scorer, dataset_dir, &splits, summary.label)? {
+                judged.push(("train+validation", m));
+                continue;
+            }
+        }
+        judged.push(("validation", validation));
+    }
+    let validations: Vec<&EvalMetrics> = judged.iter().map(|(_, m)| m).collect();
+    let groups_used = validations.iter().map(|m| m.groups_used).min().unwrap_or(0);
+    let metric = match cfg.eval_metric {
+        EvalMetric::GroupSpearman if groups_used < cfg.select_min_groups => EvalMetric::Spearman,
+        m => m,
+    };
+    let value = |m: &EvalMetrics| match metric {
+        EvalMetric::Loss => Some(m.loss).filter(|v| v.is_finite()),
+        EvalMetric::Spearman => m.spearman,
+        EvalMetric::Auc => m.auc,
+        EvalMetric::Accuracy => m.accuracy,
+        EvalMetric::GroupSpearman => m.group_spearman.filter(|_| m.groups_used > 0),
+    };
+    let better = |a: f64, b: f64| if metric == EvalMetric::Loss { a < b } else { a > b };
+    let mut best: Option<(usize, f64)> = None;
+    for (i, m) in validations.iter().enumerate() {
+        if let Some(v) = value(m)
+            && best.is_none_or(|(_, b)| better(v, b))
+        {
+            best = Some((i, v));
+        }
+    }
+    // No candidate with a defined figure: keep the base configuration.
+    let chosen = best.map_or(0, |(i, _)| i);
+    let selection = Selection {
+        metric,
+        groups_used,
+        chosen: trained[chosen].0.clone(),
+        candidates: trained
+            .iter()
+            .zip(&validations)
+            .zip(&judged)
+            .map(|(((name, dir, _), m), (on, _))| CandidateResult {
+                name: name.clone(),
+                value: value(m),
+                judged_on: on.to_string(),
+                groups_used: m.groups_used,
+                dir: dir.clone(),
+            })
+            .collect(),
+    };
+    let (_, chosen_dir, chosen_summary) = &trained[chosen];
+    // The kept model's files (not its resumable state) into out_dir, each written atomically;
+    // metrics.json last, so a directory with it is complete.
+    let entries = std::fs::read_dir(chosen_dir).map_err(|e| crate::Error::io(chosen_dir, e))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| crate::Error::io(chosen_dir, e))?;
+        let name = entry.file_name();
+        if entry.file_type().map_err(|e| crate::Error::io(entry.path(), e))?.is_file() && name != "metrics.json" {
+            files.push(name);
+        }
+    }
+    files.sort();
+    for name in files {
+        let from = chosen_dir.join(&name);
+        let bytes = std::fs::read(&from).map_err(|e| crate::Error::io(&from, e))?;
+        crate::atomic::write_atomic(&out_dir.join(&name), &bytes)?;
+    }
+    let summary = TrainSummary { out_dir: out_dir.to_path_buf(), selection: Some(selection), ..chosen_summary.clone() };
+    write_json(&out_dir.join("metrics.json"), &summary)?;
+    tracing::info!(chosen = %summary.selection.as_ref().map_or("", |s| s.chosen.as_str()), metric = ?metric, "model selected");
     Ok(summary)
 }
 
@@ -274,6 +461,8 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     }
     let dimensions = match &cfg.dimensions {
         Some(d) => d.clone(),
+        // Self-supervised training uses no label, so no dimension output either.
+        None if objective == Objective::SelfSupervised => Vec::new(),
         None => data::read_card_dimensions(dataset_dir)?,
     };
     let train_path = dataset_dir.join("train.jsonl");
@@ -540,7 +729,8 @@ fn run(
 
     let objective = setup.objective;
     let group_aware = objective.has_pairwise();
-    let pointwise = objective != Objective::Pairwise;
+    let pointwise = objective.has_pointwise();
+    let labelled_pairs = objective != Objective::SelfSupervised;
     let n_dims = setup.dimensions.len();
     let plan = |epoch: usize| data::epoch_batches(&setup.train, cfg.batch_size, cfg.seed, epoch, group_aware);
     // Group-aware batches can differ in number from epoch to epoch: count each epoch's steps.
@@ -624,7 +814,7 @@ fn run(
             let last = (first + cfg.grad_accum).min(batches_per_epoch);
             let micro: Vec<&[usize]> = batches[first..last].iter().map(Vec::as_slice).collect();
             let total_weight: f64 = micro.iter().flat_map(|m| m.iter()).map(|&i| setup.train[i].weight).sum();
-            let mut pairs: Vec<Vec<(u32, u32, f64)>> = if group_aware {
+            let mut pairs: Vec<Vec<(u32, u32, f64)>> = if group_aware && labelled_pairs {
                 micro
                     .iter()
                     .map(|idx| loss::batch_pairs(&setup.train, idx, cfg.pair_min_diff, cfg.pair_scope))
@@ -907,6 +1097,7 @@ fn run(
         test,
         history: state.history.clone(),
         members: Vec::new(),
+        selection: None,
     };
     write_output(out_dir, cfg, &setup, &final_weights, &summary)?;
     if !cfg.keep_checkpoints {

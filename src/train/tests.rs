@@ -1023,3 +1023,182 @@ fn keep_best_false_keeps_the_last_epoch() {
     let metrics = std::fs::read_to_string(tmp.path().join("last/metrics.jsonl")).unwrap();
     assert_eq!(metrics.lines().filter(|l| l.contains("\"validation\"")).count(), 3);
 }
+
+/// `objective = "self_supervised"` learns from the corruption pairs alone: the labels do not
+/// reach the model (reversed labels give the same bytes), it equals `pairwise` with no
+/// qualifying labelled pair, and it needs `corruption_pairs`.
+#[test]
+fn self_supervised_ignores_the_labels() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, false);
+    let data_dir = tmp.path().join("data");
+    write_ranking_dataset(&data_dir, [6, 3, 3], 8);
+    let reversed = tmp.path().join("reversed");
+    std::fs::create_dir_all(&reversed).unwrap();
+    for f in ["validation.jsonl", "test.jsonl", "dataset_card.json"] {
+        std::fs::copy(data_dir.join(f), reversed.join(f)).unwrap();
+    }
+    let mut lines = String::new();
+    for line in std::fs::read_to_string(data_dir.join("train.jsonl")).unwrap().lines() {
+        let mut r: serde_json::Value = serde_json::from_str(line).unwrap();
+        r["label"] = serde_json::json!(1.0 - r["label"].as_f64().unwrap());
+        lines.push_str(&format!("{r}\n"));
+    }
+    std::fs::write(reversed.join("train.jsonl"), lines).unwrap();
+    let cfg = TrainConfig {
+        epochs: 2,
+        objective: Some(Objective::SelfSupervised),
+        corruption_pairs: 1.0,
+        corruption: Corruption::Swap,
+        data_parallel: 2,
+        ..tiny_cfg(&base)
+    };
+    let bytes = |data: &Path, d: &str, c: &TrainConfig| {
+        let out = tmp.path().join(d);
+        train(data, c, &out, false).unwrap();
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    };
+    let a = bytes(&data_dir, "a", &cfg);
+    assert_eq!(a, bytes(&reversed, "reversed-model", &cfg));
+    let no_labelled_pairs = TrainConfig { objective: Some(Objective::Pairwise), pair_min_diff: 2.0, ..cfg.clone() };
+    assert_eq!(a, bytes(&data_dir, "pairwise", &no_labelled_pairs));
+    let gp = TrainConfig { objective: Some(Objective::GradedPairwise), ..cfg.clone() };
+    assert_ne!(bytes(&data_dir, "gp", &gp), bytes(&reversed, "gp-reversed", &gp));
+    let err = TrainConfig::from_toml_str("[train]\nobjective = \"self_supervised\"\n", "f.toml").unwrap_err();
+    assert!(err.to_string().contains("corruption_pairs"), "{err}");
+    let err = TrainConfig::from_toml_str(
+        "[train]\nobjective = \"self_supervised\"\ncorruption_pairs = 1.0\ndimensions = [\"fluency\"]\n",
+        "f.toml",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("[train] dimensions"), "{err}");
+}
+
+/// `[[train.candidates]]` trains the base configuration and each candidate, keeps the one with
+/// the best validation figure (whichever it is), copies its files into the output directory,
+/// reports every figure, falls back to the dataset-level Spearman with few validation groups,
+/// and keeps finished candidates on resume.
+#[test]
+fn model_selection_keeps_the_best_candidate() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, true);
+    let data = tmp.path().join("data");
+    write_ranking_dataset(&data, [24, 6, 6], 4);
+    let text = format!(
+        "[train]\nbase_model = {:?}\nepochs = 4\nbatch_size = 8\nmax_length = 32\nlearning_rate = 2e-3\n\
+         dropout = 0.0\nobjective = \"pairwise\"\neval_metric = \"group_spearman\"\npatience = 0\n\
+         [[train.candidates]]\nname = \"frozen\"\nlearning_rate = 1e-12\nepochs = 1\n",
+        base.to_string_lossy()
+    );
+    let cfg = TrainConfig::from_toml_str(&text, "sel.toml").unwrap();
+    assert_eq!(cfg.candidates.len(), 1);
+    let out = tmp.path().join("sel");
+    let s = train(&data, &cfg, &out, false).unwrap();
+    let sel = s.selection.clone().unwrap();
+    let read = |p: &Path| std::fs::read(p).unwrap();
+    // Six validation groups, at least five needed: the group-level figure is compared.
+    assert_eq!((sel.metric, sel.groups_used), (EvalMetric::GroupSpearman, 6));
+    let names: Vec<&str> = sel.candidates.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(names, ["base", "frozen"]);
+    for c in &sel.candidates {
+        let m: TrainSummary = serde_json::from_slice(&read(&c.dir.join("metrics.json"))).unwrap();
+        let v = m.validation.unwrap().group_spearman.unwrap();
+        assert!((c.value.unwrap() - v).abs() < 1e-12, "{c:?} vs {v}");
+    }
+    let (learnt, frozen) = (sel.candidates[0].value.unwrap(), sel.candidates[1].value.unwrap());
+    assert!(learnt > frozen + 0.3, "{learnt} vs {frozen}");
+    assert_eq!(sel.chosen, "base");
+    assert_eq!(read(&out.join("model.safetensors")), read(&out.join("candidates/base/model.safetensors")));
+    assert_eq!(
+        s.validation,
+        serde_json::from_slice::<TrainSummary>(&read(&out.join("candidates/base/metrics.json"))).unwrap().validation
+    );
+    let on_disk: TrainSummary = serde_json::from_slice(&read(&out.join("metrics.json"))).unwrap();
+    assert_eq!(on_disk.selection.as_ref(), Some(&sel));
+    crate::score::Scorer::load(&out, &Device::Cpu).unwrap();
+
+    // The other way round (the base learns nothing): the candidate is kept, its config too.
+    let mut swapped = TrainConfig { learning_rate: 1e-12, epochs: 1, ..cfg.clone() };
+    swapped.candidates[0].name = "learnt".into();
+    swapped.candidates[0].overrides = toml::toml! { learning_rate = 2e-3
+    epochs = 4 };
+    let out2 = tmp.path().join("sel2");
+    let s2 = train(&data, &swapped, &out2, false).unwrap();
+    assert_eq!(s2.selection.as_ref().unwrap().chosen, "learnt");
+    for f in ["model.safetensors", "training_config.json", "config.json"] {
+        assert_eq!(read(&out2.join(f)), read(&out2.join("candidates/learnt").join(f)), "{f}");
+    }
+    // The same candidate training gives the same model as the base run above.
+    assert_eq!(read(&out2.join("model.safetensors")), read(&out.join("model.safetensors")));
+
+    // Fewer usable groups than select_min_groups: the dataset-level Spearman decides.
+    let strict = TrainConfig { select_min_groups: 7, ..cfg.clone() };
+    let mtime = || std::fs::metadata(out.join("candidates/frozen/model.safetensors")).unwrap().modified().unwrap();
+    let before = mtime();
+    let s3 = train(&data, &strict, &out, true).unwrap();
+    assert_eq!(mtime(), before, "a finished candidate is kept on resume");
+    let sel3 = s3.selection.unwrap();
+    assert_eq!(sel3.metric, EvalMetric::Spearman);
+    for c in &sel3.candidates {
+        let m: TrainSummary = serde_json::from_slice(&read(&c.dir.join("metrics.json"))).unwrap();
+        let v = m.validation.unwrap().spearman.unwrap();
+        assert!((c.value.unwrap() - v).abs() < 1e-12, "{c:?} vs {v}");
+    }
+
+    // A self-supervised candidate (no label in its loss) is judged on the training labels too:
+    // its figure is the mean within-group Spearman over the train and validation groups.
+    let mut ss = cfg.clone();
+    ss.objective = Some(Objective::GradedPairwise);
+    ss.corruption_pairs = 1.0;
+    ss.candidates[0].name = "self_supervised".into();
+    ss.candidates[0].overrides = toml::toml! { objective = "self_supervised" };
+    let out4 = tmp.path().join("sel4");
+    let sel4 = train(&data, &ss, &out4, false).unwrap().selection.unwrap();
+    let judged: Vec<(&str, usize)> = sel4.candidates.iter().map(|c| (c.judged_on.as_str(), c.groups_used)).collect();
+    assert_eq!(judged, [("validation", 6), ("train+validation", 30)]);
+    let scorer = crate::score::Scorer::load(&out4.join("candidates/self_supervised"), &Device::Cpu).unwrap();
+    let mut groups: std::collections::BTreeMap<String, (Vec<f64>, Vec<f64>)> = Default::default();
+    for split in ["train.jsonl", "validation.jsonl"] {
+        for line in std::fs::read_to_string(data.join(split)).unwrap().lines() {
+            let r: serde_json::Value = serde_json::from_str(line).unwrap();
+            let s = scorer.score_pairs(&[(r["prompt"].as_str().unwrap(), r["output"].as_str().unwrap())]).unwrap()[0];
+            let g = groups.entry(r["group"].as_str().unwrap().to_string()).or_default();
+            g.0.push(s);
+            g.1.push(r["label"].as_f64().unwrap());
+        }
+    }
+    let rhos: Vec<f64> = groups.values().map(|(s, l)| crate::stats::corr::spearman(s, l).unwrap().estimate).collect();
+    let mean = rhos.iter().sum::<f64>() / rhos.len() as f64;
+    assert!((sel4.candidates[1].value.unwrap() - mean).abs() < 1e-9, "{:?} vs {mean}", sel4.candidates[1]);
+    assert_eq!(sel4.metric, EvalMetric::GroupSpearman);
+
+    // Errors name the candidate and the key; selection needs a validation split.
+    let bad = |extra: &str| TrainConfig::from_toml_str(&format!("{text}{extra}"), "sel.toml").unwrap_err().to_string();
+    let e = bad("[[train.candidates]]\nname = \"frozen\"\n");
+    assert!(e.contains("\"frozen\"") && e.contains("twice"), "{e}");
+    let e = bad("[[train.candidates]]\nname = \"base\"\n");
+    assert!(e.contains("\"base\""), "{e}");
+    let e = bad("[[train.candidates]]\nname = \"x\"\nbatchsize = 3\n");
+    assert!(e.contains("sel.toml: [[train.candidates]] \"x\"") && e.contains("batchsize"), "{e}");
+    let e = bad("[[train.candidates]]\nname = \"x\"\nbatch_size = 0\n");
+    assert!(e.contains("\"x\"") && e.contains("batch_size"), "{e}");
+    let e = bad("[[train.candidates]]\nname = \"x/y\"\n");
+    assert!(e.contains("letters"), "{e}");
+    let e = bad("seeds = [1, 2]\n");
+    assert!(e.contains("\"frozen\"") && e.contains("seeds cannot be set per candidate"), "{e}");
+    let e = TrainConfig::from_toml_str(&text.replace("patience = 0\n", "patience = 0\nseeds = [1, 2]\n"), "sel.toml")
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("[train] candidates") && e.contains("seeds"), "{e}");
+    let no_val = tmp.path().join("no-val");
+    std::fs::create_dir_all(&no_val).unwrap();
+    for f in ["train.jsonl", "dataset_card.json"] {
+        std::fs::copy(data.join(f), no_val.join(f)).unwrap();
+    }
+    let e = train(&no_val, &TrainConfig { epochs: 1, ..cfg.clone() }, &tmp.path().join("nv"), false)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("validation split"), "{e}");
+}
