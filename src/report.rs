@@ -1775,6 +1775,8 @@ mod tests {
                 best_val_spearman: Some(0.61),
                 examples_per_sec: Some(41.7),
                 wall_secs: Some(223.0),
+                // A candidate name from the config file: escaped like the cohort names.
+                selection: Some(format!("base kept by spearman: base 0.412 (validation, 3 groups), {HOSTILE} 0.2")),
                 curves,
             }),
             gate: Some(GateDecision {
@@ -1907,6 +1909,9 @@ mod tests {
         assert!(!md.to_lowercase().contains("<script"), "raw <script> in report.md");
         assert!(md.contains("&lt;script&gt;"));
         assert!(md.contains("| mobile\\|app \\*beta\\* |"), "pipes and emphasis escaped in markdown");
+        for text in [&html, &md] {
+            assert!(text.contains("Model selection") && text.contains("base kept by spearman"), "selection row");
+        }
     }
 
     /// Splits a markdown table row into cells, honouring `\|`.
