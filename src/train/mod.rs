@@ -164,6 +164,11 @@ pub struct EvalRecord {
 /// `out_dir/member-<seed>/` (with `resume`, a member that has finished, i.e. has its
 /// `metrics.json`, is kept), then writes `out_dir/ensemble.json` (see [`crate::score`]) and
 /// `out_dir/metrics.json` with the ensemble's validation and test metrics.
+///
+/// With `cfg.candidates` non-empty it selects a model instead: the base configuration and each
+/// candidate are trained into `out_dir/candidates/<name>/`, each is judged on the labels it did
+/// not train on (see [`TrainConfig::candidates`]), and the best one's files are copied into
+/// `out_dir`; the summary's `selection` says which and why.
 pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
     if !cfg.candidates.is_empty() {
         return train_candidates(dataset_dir, cfg, out_dir, resume);
@@ -363,6 +368,12 @@ fn train_candidates(
         }
     }
     files.sort();
+    // A model directory with ensemble.json is scored as an ensemble: none may be left from an
+    // earlier run into the same directory (a candidate is never an ensemble).
+    let stale = out_dir.join(crate::score::ENSEMBLE_FILE);
+    if stale.is_file() {
+        std::fs::remove_file(&stale).map_err(|e| crate::Error::io(&stale, e))?;
+    }
     for name in files {
         let from = chosen_dir.join(&name);
         let bytes = std::fs::read(&from).map_err(|e| crate::Error::io(&from, e))?;

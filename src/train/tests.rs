@@ -1137,7 +1137,11 @@ fn model_selection_keeps_the_best_candidate() {
     let strict = TrainConfig { select_min_groups: 7, ..cfg.clone() };
     let mtime = || std::fs::metadata(out.join("candidates/frozen/model.safetensors")).unwrap().modified().unwrap();
     let before = mtime();
+    // A leftover ensemble.json (an earlier ensemble run into the same directory) would make the
+    // scorer read out/ as an ensemble: selection removes it.
+    std::fs::write(out.join(crate::score::ENSEMBLE_FILE), "{}").unwrap();
     let s3 = train(&data, &strict, &out, true).unwrap();
+    assert!(!out.join(crate::score::ENSEMBLE_FILE).exists());
     assert_eq!(mtime(), before, "a finished candidate is kept on resume");
     let sel3 = s3.selection.unwrap();
     assert_eq!(sel3.metric, EvalMetric::Spearman);
