@@ -878,7 +878,7 @@ fn write_unlabelled(
     ids.shuffle(&mut ChaCha8Rng::seed_from_u64(hash64(&[&cfg.seed.to_string(), "unlabelled"])));
     let mut rows = Vec::new();
     // Read in chunks until enough rows outside the held-out groups are found.
-    for chunk in ids.chunks(4096) {
+    'chunks: for chunk in ids.chunks(4096) {
         for (id, t) in store.request_texts(chunk)? {
             let metadata: Value = serde_json::from_str(&t.metadata).unwrap_or(Value::Null);
             let group = metadata_group(cfg.group_key.as_ref().and_then(|k| metadata.get(k)))
@@ -889,11 +889,8 @@ fn write_unlabelled(
             let cohort = metadata.get("user_cohort").and_then(Value::as_str).unwrap_or(NO_COHORT).to_string();
             rows.push((id, t.prompt, t.output, group, cohort));
             if rows.len() == cfg.unlabelled {
-                break;
+                break 'chunks;
             }
-        }
-        if rows.len() == cfg.unlabelled {
-            break;
         }
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));

@@ -109,13 +109,8 @@ pub struct Selection {
 /// with the rows it was judged on, e.g. `self_supervised kept by spearman: base -0.123
 /// (validation, 1 group), self_supervised 0.312 (train+validation, 13 groups)`.
 pub fn describe_selection(sel: &Selection) -> String {
-    let metric = match sel.metric {
-        EvalMetric::Loss => "loss",
-        EvalMetric::Spearman => "spearman",
-        EvalMetric::Auc => "auc",
-        EvalMetric::Accuracy => "accuracy",
-        EvalMetric::GroupSpearman => "group_spearman",
-    };
+    // The name as the config spells it (serde's).
+    let metric = serde_json::to_value(sel.metric).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
     let each: Vec<String> = sel
         .candidates
         .iter()
@@ -183,6 +178,20 @@ pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool
     }
 }
 
+/// Trains `cfg` into `dir`, or with `resume` reads the summary of a run that finished there
+/// (its `metrics.json` and `model.safetensors` present): an ensemble member or a candidate.
+fn train_or_reuse(dataset_dir: &Path, cfg: &TrainConfig, dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
+    let done = dir.join("metrics.json");
+    if resume && done.is_file() && dir.join("model.safetensors").is_file() {
+        let text = std::fs::read_to_string(&done).map_err(|e| crate::Error::io(&done, e))?;
+        tracing::info!(dir = %dir.display(), "already trained");
+        return serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", done.display())));
+    }
+    tracing::info!(seed = cfg.seed, dir = %dir.display(), "training");
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+    train(dataset_dir, cfg, dir, resume)
+}
+
 fn train_ensemble(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
     cfg.validate("train config")?;
     std::fs::create_dir_all(out_dir).map_err(|e| crate::Error::io(out_dir, e))?;
@@ -190,19 +199,8 @@ fn train_ensemble(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume:
     let mut names = Vec::new();
     for &seed in &cfg.seeds {
         let name = format!("member-{seed}");
-        let dir = out_dir.join(&name);
-        let done = dir.join("metrics.json");
-        let summary = if resume && done.is_file() && dir.join("model.safetensors").is_file() {
-            let text = std::fs::read_to_string(&done).map_err(|e| crate::Error::io(&done, e))?;
-            tracing::info!(member = %dir.display(), "ensemble member already trained");
-            serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", done.display())))?
-        } else {
-            tracing::info!(seed, member = %dir.display(), "training ensemble member");
-            std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
-            let member_cfg = TrainConfig { seed, seeds: Vec::new(), ..cfg.clone() };
-            train(dataset_dir, &member_cfg, &dir, resume)?
-        };
-        members.push(summary);
+        let member_cfg = TrainConfig { seed, seeds: Vec::new(), ..cfg.clone() };
+        members.push(train_or_reuse(dataset_dir, &member_cfg, &out_dir.join(&name), resume)?);
         names.push(name);
     }
     let ens = crate::score::EnsembleFile { members: names, seeds: cfg.seeds.clone(), aggregate: "mean".into() };
@@ -281,16 +279,7 @@ fn train_candidates(
     let mut trained = Vec::new();
     for (name, c) in &configs {
         let dir = root.join(name);
-        let done = dir.join("metrics.json");
-        let summary: TrainSummary = if resume && done.is_file() && dir.join("model.safetensors").is_file() {
-            let text = std::fs::read_to_string(&done).map_err(|e| crate::Error::io(&done, e))?;
-            tracing::info!(candidate = %name, "candidate already trained");
-            serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", done.display())))?
-        } else {
-            tracing::info!(candidate = %name, dir = %dir.display(), "training candidate");
-            std::fs::create_dir_all(&dir).map_err(|e| crate::Error::io(&dir, e))?;
-            train(dataset_dir, c, &dir, resume)?
-        };
+        let summary = train_or_reuse(dataset_dir, c, &dir, resume)?;
         trained.push((name.clone(), dir, summary));
     }
     // Each candidate is judged on the labels it did not train on: the validation split, and
@@ -314,28 +303,24 @@ fn train_candidates(
         }
         judged.push(("validation", validation));
     }
-    let validations: Vec<&EvalMetrics> = judged.iter().map(|(_, m)| m).collect();
-    let groups_used = validations.iter().map(|m| m.groups_used).min().unwrap_or(0);
+    let groups_used = judged.iter().map(|(_, m)| m.groups_used).min().unwrap_or(0);
     let metric = match cfg.eval_metric {
         EvalMetric::GroupSpearman if groups_used < cfg.select_min_groups => EvalMetric::Spearman,
         m => m,
     };
-    let value = |m: &EvalMetrics| match metric {
-        EvalMetric::Loss => Some(m.loss).filter(|v| v.is_finite()),
-        EvalMetric::Spearman => m.spearman,
-        EvalMetric::Auc => m.auc,
-        EvalMetric::Accuracy => m.accuracy,
-        EvalMetric::GroupSpearman => m.group_spearman.filter(|_| m.groups_used > 0),
-    };
-    let better = |a: f64, b: f64| if metric == EvalMetric::Loss { a < b } else { a > b };
+    // Ranked as early stopping ranks epochs (`metric_value`: higher is better, NaN never
+    // counts); reported as the metric's own figure.
     let mut best: Option<(usize, f64)> = None;
-    for (i, m) in validations.iter().enumerate() {
-        if let Some(v) = value(m)
-            && best.is_none_or(|(_, b)| better(v, b))
-        {
+    for (i, (_, m)) in judged.iter().enumerate() {
+        let v = metric_value(m, metric);
+        if !v.is_nan() && best.is_none_or(|(_, b)| v > b) {
             best = Some((i, v));
         }
     }
+    let figure = |m: &EvalMetrics| {
+        let v = metric_value(m, metric);
+        (!v.is_nan()).then_some(if metric == EvalMetric::Loss { -v } else { v })
+    };
     // No candidate with a defined figure: keep the base configuration.
     let chosen = best.map_or(0, |(i, _)| i);
     let selection = Selection {
@@ -344,11 +329,10 @@ fn train_candidates(
         chosen: trained[chosen].0.clone(),
         candidates: trained
             .iter()
-            .zip(&validations)
             .zip(&judged)
-            .map(|(((name, dir, _), m), (on, _))| CandidateResult {
+            .map(|((name, dir, _), (on, m))| CandidateResult {
                 name: name.clone(),
-                value: value(m),
+                value: figure(m),
                 judged_on: on.to_string(),
                 groups_used: m.groups_used,
                 dir: dir.clone(),
