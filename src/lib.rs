@@ -1,28 +1,27 @@
 //! evalloop: close the feedback loop of an LLM product.
 //!
-//! Production logs and human feedback go in through [`ingest`] into a [`store`]; the analysis
-//! commands ([`analysis`], built on [`stats`]) measure how well the evaluator agrees with people;
-//! [`dataset`] turns feedback into cohort-weighted training data; [`train`] fine-tunes a BERT
-//! classifier ([`model`]) as the new evaluator; [`score`] applies it; [`report`] and [`pipeline`]
-//! chain the stages into the weekly job.
+//! The `evalloop` binary is a thin layer over two library crates, whose dependencies point
+//! one way (`evalloop` -> `evalloop-model` -> `evalloop-core`):
+//!
+//! - `evalloop-core`: production logs and human feedback go in through [`ingest`] into a
+//!   [`store`]; the analyses ([`analysis`], built on [`stats`]) measure how well the evaluator
+//!   agrees with people; [`dataset`] turns feedback into cohort-weighted training data;
+//!   [`report`] renders a run;
+//! - `evalloop-model`: the BERT classifier ([`model`]), fine-tuned by [`train`] and applied by
+//!   [`score`].
+//! - this crate: the command line ([`cli`]) and the weekly loop with its promotion gate
+//!   ([`pipeline`]).
+//!
+//! The layers are re-exported here under their module names, so `evalloop::store`,
+//! `evalloop::train` and the others name the same items as the crates do.
 
-pub mod analysis;
-pub mod atomic;
 pub mod cli;
-pub mod config;
-pub mod dataset;
-pub mod error;
-pub mod feedback;
-pub mod ingest;
-pub mod model;
 pub mod pipeline;
-pub mod record;
 pub mod render;
-pub mod report;
-pub mod score;
-pub mod simulate;
-pub mod stats;
-pub mod store;
-pub mod train;
 
-pub use error::{Error, Result};
+pub use evalloop_core::{Error, Result};
+pub use evalloop_core::{
+    analysis, atomic, config, dataset, error, feedback, ingest, record, report, simulate, stats, store,
+};
+pub use evalloop_model as model;
+pub use evalloop_model::{score, train};

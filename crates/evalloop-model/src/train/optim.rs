@@ -13,8 +13,8 @@ use std::collections::HashMap;
 use candle_core::{DType, Result, Tensor};
 
 use super::config::TrainConfig;
-use crate::model::ops;
-use crate::model::weights::Param;
+use crate::ops;
+use crate::weights::Param;
 
 /// The learning-rate multiplier of parameter `name` under layer-wise decay `decay` with
 /// `num_layers` encoder layers (see the module docs).

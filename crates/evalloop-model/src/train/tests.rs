@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
-use crate::model::testutil::{random_weights, tiny_config, write_tiny_base};
+use crate::testutil::{random_weights, tiny_config, write_tiny_base};
 
 const GOOD: &[&str] = &["good", "correct", "helpful", "great", "fine"];
 const BAD: &[&str] = &["bad", "wrong", "terrible", "poor", "no"];
@@ -168,7 +168,7 @@ fn output_first_truncation_is_used_by_the_scorer() {
     assert!((wmse - t.loss).abs() < 1e-5, "scorer {wmse} vs training's test loss {}", t.loss);
 
     // The same model scored with longest-first truncation gives other scores.
-    let tok = crate::model::PairTokenizer::from_file(&out.join("tokenizer.json"), 12).unwrap();
+    let tok = crate::PairTokenizer::from_file(&out.join("tokenizer.json"), 12).unwrap();
     let enc_lf = tok.encode_pairs(&pairs).unwrap();
     let tok_of = tok.clone().with_truncation(Truncation::OutputFirst).unwrap();
     let enc_of = tok_of.encode_pairs(&pairs).unwrap();
@@ -323,7 +323,7 @@ fn batch_pairs_use_groups_label_gaps_and_weight_products() {
 fn weight_zero_example_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = tiny_config();
-    let tok = crate::model::PairTokenizer::from_file(&crate::model::testutil::write_tokenizer(dir.path()), 32).unwrap();
+    let tok = crate::PairTokenizer::from_file(&crate::testutil::write_tokenizer(dir.path()), 32).unwrap();
     let tm = TrainableModel::new(&cfg, random_weights(&cfg, 4), |_| true, 1, &Device::Cpu).unwrap();
     let grads_for = |pairs: &[(&str, &str)], labels: &[f32], w: &[f32]| {
         let enc = tok.encode_pairs(pairs).unwrap();
@@ -403,7 +403,7 @@ fn loss_falls_on_a_separable_toy_set_and_output_is_a_hf_directory() {
     assert_eq!(config["problem_type"], "multi_label_classification");
     assert_eq!(config["id2label"]["0"], "good");
     assert_eq!(config["num_labels"], 1);
-    let names = crate::model::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
+    let names = crate::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
     assert!(names.contains_key("bert.encoder.layer.1.output.dense.weight"));
     assert!(names.contains_key("classifier.bias"));
     let raw = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
@@ -444,8 +444,8 @@ fn graded_labels_train_with_mse() {
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["problem_type"], "regression");
     // The frozen layer is the base's, unchanged.
-    let trained = crate::model::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
-    let basew = crate::model::weights::load_checkpoint(&base.join("model.safetensors")).unwrap();
+    let trained = crate::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
+    let basew = crate::weights::load_checkpoint(&base.join("model.safetensors")).unwrap();
     let k = "bert.encoder.layer.0.attention.self.query.weight";
     assert_eq!(trained[k].to_vec2::<f32>().unwrap(), basew[k].to_vec2::<f32>().unwrap());
     let k = "bert.encoder.layer.1.attention.self.query.weight";
@@ -608,7 +608,7 @@ fn every_variable_gets_a_gradient_with_two_dimensions() {
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = tiny_config();
     cfg.set_classifier(&["good", "same", "never"], "multi_label_classification");
-    let tok = crate::model::PairTokenizer::from_file(&crate::model::testutil::write_tokenizer(dir.path()), 32).unwrap();
+    let tok = crate::PairTokenizer::from_file(&crate::testutil::write_tokenizer(dir.path()), 32).unwrap();
     let tm = TrainableModel::new(&cfg, random_weights(&cfg, 4), |_| true, 1, &Device::Cpu).unwrap();
     let pairs = [("what", "good answer"), ("why", "bad"), ("how is the question", "a terrible wrong answer")];
     let enc = tok.encode_pairs(&pairs).unwrap();
@@ -667,7 +667,7 @@ fn multi_task_training_writes_a_head_per_dimension_and_scores_them() {
     assert_eq!(config["id2label"], serde_json::json!({"0": "good", "1": "same", "2": "opposite", "3": "never"}));
     assert_eq!(config["label2id"]["opposite"], 2);
     assert_eq!(config["problem_type"], "multi_label_classification");
-    let weights = crate::model::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
+    let weights = crate::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
     assert_eq!(weights["classifier.weight"].dims(), &[4, 32]);
     let val = s.validation.clone().unwrap();
     assert!(val.auc.unwrap() > 0.9, "primary output: {val:?}");
@@ -766,7 +766,7 @@ fn every_objective_trains_with_dimensions() {
 }
 
 fn weights_of(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let w = crate::model::weights::load_checkpoint(&dir.join("model.safetensors")).unwrap();
+    let w = crate::weights::load_checkpoint(&dir.join("model.safetensors")).unwrap();
     w.into_iter().map(|(k, t)| (k, t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap())).collect()
 }
 
@@ -1173,7 +1173,8 @@ fn model_selection_keeps_the_best_candidate() {
             g.1.push(r["label"].as_f64().unwrap());
         }
     }
-    let rhos: Vec<f64> = groups.values().map(|(s, l)| crate::stats::corr::spearman(s, l).unwrap().estimate).collect();
+    let rhos: Vec<f64> =
+        groups.values().map(|(s, l)| evalloop_core::stats::corr::spearman(s, l).unwrap().estimate).collect();
     let mean = rhos.iter().sum::<f64>() / rhos.len() as f64;
     assert!((sel4.candidates[1].value.unwrap() - mean).abs() < 1e-9, "{:?} vs {mean}", sel4.candidates[1]);
     assert_eq!(sel4.metric, EvalMetric::GroupSpearman);

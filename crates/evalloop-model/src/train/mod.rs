@@ -54,7 +54,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use crate::model::{self, BertConfig, Encoded, ModelError, PairTokenizer, TrainableModel, ops, weights};
+use crate as model;
+use crate::{BertConfig, Encoded, ModelError, PairTokenizer, TrainableModel, ops, weights};
 use checkpoint::{CheckpointState, write_atomic};
 use metrics::EvalAccumulator;
 use optim::AdamW;
@@ -164,7 +165,12 @@ pub struct EvalRecord {
 /// candidate are trained into `out_dir/candidates/<name>/`, each is judged on the labels it did
 /// not train on (see [`TrainConfig::candidates`]), and the best one's files are copied into
 /// `out_dir`; the summary's `selection` says which and why.
-pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
+pub fn train(
+    dataset_dir: &Path,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    resume: bool,
+) -> evalloop_core::Result<TrainSummary> {
     if !cfg.candidates.is_empty() {
         return train_candidates(dataset_dir, cfg, out_dir, resume);
     }
@@ -174,27 +180,38 @@ pub fn train(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool
     let device = model::parse_device(&cfg.device)?;
     match run(dataset_dir, cfg, out_dir, resume, &device, None)? {
         Some(summary) => Ok(summary),
-        None => Err(crate::Error::Model("training stopped before the end".into())),
+        None => Err(evalloop_core::Error::Model("training stopped before the end".into())),
     }
 }
 
 /// Trains `cfg` into `dir`, or with `resume` reads the summary of a run that finished there
 /// (its `metrics.json` and `model.safetensors` present): an ensemble member or a candidate.
-fn train_or_reuse(dataset_dir: &Path, cfg: &TrainConfig, dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
+fn train_or_reuse(
+    dataset_dir: &Path,
+    cfg: &TrainConfig,
+    dir: &Path,
+    resume: bool,
+) -> evalloop_core::Result<TrainSummary> {
     let done = dir.join("metrics.json");
     if resume && done.is_file() && dir.join("model.safetensors").is_file() {
-        let text = std::fs::read_to_string(&done).map_err(|e| crate::Error::io(&done, e))?;
+        let text = std::fs::read_to_string(&done).map_err(|e| evalloop_core::Error::io(&done, e))?;
         tracing::info!(dir = %dir.display(), "already trained");
-        return serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", done.display())));
+        return serde_json::from_str(&text)
+            .map_err(|e| evalloop_core::Error::Input(format!("{}: {e}", done.display())));
     }
     tracing::info!(seed = cfg.seed, dir = %dir.display(), "training");
-    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(dir, e))?;
+    std::fs::create_dir_all(dir).map_err(|e| evalloop_core::Error::io(dir, e))?;
     train(dataset_dir, cfg, dir, resume)
 }
 
-fn train_ensemble(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path, resume: bool) -> crate::Result<TrainSummary> {
+fn train_ensemble(
+    dataset_dir: &Path,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    resume: bool,
+) -> evalloop_core::Result<TrainSummary> {
     cfg.validate("train config")?;
-    std::fs::create_dir_all(out_dir).map_err(|e| crate::Error::io(out_dir, e))?;
+    std::fs::create_dir_all(out_dir).map_err(|e| evalloop_core::Error::io(out_dir, e))?;
     let mut members = Vec::new();
     let mut names = Vec::new();
     for &seed in &cfg.seeds {
@@ -236,7 +253,7 @@ fn evaluate_scorer(
     dataset_dir: &Path,
     splits: &[&str],
     kind: LabelKind,
-) -> crate::Result<Option<EvalMetrics>> {
+) -> evalloop_core::Result<Option<EvalMetrics>> {
     let dimensions = scorer.dimensions().to_vec();
     let mut examples = Vec::new();
     for name in splits {
@@ -271,11 +288,11 @@ fn train_candidates(
     cfg: &TrainConfig,
     out_dir: &Path,
     resume: bool,
-) -> crate::Result<TrainSummary> {
+) -> evalloop_core::Result<TrainSummary> {
     cfg.validate("train config")?;
     let configs = cfg.candidate_configs("train config")?;
     let root = out_dir.join("candidates");
-    std::fs::create_dir_all(&root).map_err(|e| crate::Error::io(&root, e))?;
+    std::fs::create_dir_all(&root).map_err(|e| evalloop_core::Error::io(&root, e))?;
     let mut trained = Vec::new();
     for (name, c) in &configs {
         let dir = root.join(name);
@@ -287,7 +304,7 @@ fn train_candidates(
     let mut judged: Vec<(&'static str, EvalMetrics)> = Vec::new();
     for ((name, dir, summary), (_, c)) in trained.iter().zip(&configs) {
         let Some(validation) = summary.validation.clone() else {
-            return Err(crate::Error::Input(format!(
+            return Err(evalloop_core::Error::Input(format!(
                 "[train] candidates: candidate {name:?} has no validation figures; model selection needs a \
                  validation split ([dataset] validation_fraction > 0)"
             )));
@@ -342,12 +359,13 @@ fn train_candidates(
     let (_, chosen_dir, chosen_summary) = &trained[chosen];
     // The kept model's files (not its resumable state) into out_dir, each written atomically;
     // metrics.json last, so a directory with it is complete.
-    let entries = std::fs::read_dir(chosen_dir).map_err(|e| crate::Error::io(chosen_dir, e))?;
+    let entries = std::fs::read_dir(chosen_dir).map_err(|e| evalloop_core::Error::io(chosen_dir, e))?;
     let mut files = Vec::new();
     for entry in entries {
-        let entry = entry.map_err(|e| crate::Error::io(chosen_dir, e))?;
+        let entry = entry.map_err(|e| evalloop_core::Error::io(chosen_dir, e))?;
         let name = entry.file_name();
-        if entry.file_type().map_err(|e| crate::Error::io(entry.path(), e))?.is_file() && name != "metrics.json" {
+        if entry.file_type().map_err(|e| evalloop_core::Error::io(entry.path(), e))?.is_file() && name != "metrics.json"
+        {
             files.push(name);
         }
     }
@@ -356,12 +374,12 @@ fn train_candidates(
     // earlier run into the same directory (a candidate is never an ensemble).
     let stale = out_dir.join(crate::score::ENSEMBLE_FILE);
     if stale.is_file() {
-        std::fs::remove_file(&stale).map_err(|e| crate::Error::io(&stale, e))?;
+        std::fs::remove_file(&stale).map_err(|e| evalloop_core::Error::io(&stale, e))?;
     }
     for name in files {
         let from = chosen_dir.join(&name);
-        let bytes = std::fs::read(&from).map_err(|e| crate::Error::io(&from, e))?;
-        crate::atomic::write_atomic(&out_dir.join(&name), &bytes)?;
+        let bytes = std::fs::read(&from).map_err(|e| evalloop_core::Error::io(&from, e))?;
+        evalloop_core::atomic::write_atomic(&out_dir.join(&name), &bytes)?;
     }
     let summary = TrainSummary { out_dir: out_dir.to_path_buf(), selection: Some(selection), ..chosen_summary.clone() };
     write_json(&out_dir.join("metrics.json"), &summary)?;
@@ -411,7 +429,7 @@ fn corrupted_copies(
     train: &[Example],
     cfg: &TrainConfig,
     epoch: usize,
-) -> crate::Result<Vec<Option<Encoded>>> {
+) -> evalloop_core::Result<Vec<Option<Encoded>>> {
     if cfg.corruption_pairs <= 0.0 {
         return Ok(vec![None; train.len()]);
     }
@@ -427,7 +445,7 @@ fn corrupted_copies(
     Ok(copies.iter().map(|c| c.as_ref().and_then(|_| encoded.next())).collect())
 }
 
-fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
+fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Result<Setup> {
     cfg.validate("train config")?;
     let label_kind = match cfg.label {
         Some(k) => k,
@@ -437,7 +455,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     let kind = match cfg.objective {
         Some(Objective::Graded) => LabelKind::Graded,
         Some(Objective::Binary) if label_kind == LabelKind::Graded => {
-            return Err(crate::Error::Input(
+            return Err(evalloop_core::Error::Input(
                 "[train] objective: \"binary\" needs binary labels, the dataset is graded".into(),
             ));
         }
@@ -449,7 +467,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         LabelKind::Graded => Objective::Graded,
     });
     if matches!(cfg.eval_metric, EvalMetric::Auc | EvalMetric::Accuracy) && kind == LabelKind::Graded {
-        return Err(crate::Error::Input(format!(
+        return Err(evalloop_core::Error::Input(format!(
             "[train] eval_metric: {:?} needs binary labels, the dataset is graded",
             cfg.eval_metric
         )));
@@ -463,7 +481,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     let train_path = dataset_dir.join("train.jsonl");
     let mut train = data::read_split_with(&train_path, kind, &dimensions, false)?;
     if train.is_empty() {
-        return Err(crate::Error::Input(format!("{}: no examples", train_path.display())));
+        return Err(evalloop_core::Error::Input(format!("{}: no examples", train_path.display())));
     }
     // Unlabelled outputs go after the labelled rows, with weight 0 (ranking pairs only).
     let labelled = train.len();
@@ -480,7 +498,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         LabelKind::Graded => ("score", "regression"),
     };
     if let Some(d) = dimensions.iter().find(|d| d.as_str() == primary) {
-        return Err(crate::Error::Input(format!(
+        return Err(evalloop_core::Error::Input(format!(
             "[train] dimensions: {d:?} is the name of output 0 (the primary score); rename the dimension"
         )));
     }
@@ -492,7 +510,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
         config.classifier_dropout = None;
     }
     if cfg.freeze_layers > config.num_hidden_layers {
-        return Err(crate::Error::Input(format!(
+        return Err(evalloop_core::Error::Input(format!(
             "[train] freeze_layers: {} but the base model has {} layers",
             cfg.freeze_layers, config.num_hidden_layers
         )));
@@ -500,7 +518,7 @@ fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> crate::Result<Setup> {
     let max_length = cfg.max_length.min(config.max_position_embeddings);
     let tokenizer =
         PairTokenizer::from_file(&base_dir.join("tokenizer.json"), max_length)?.with_truncation(cfg.truncation)?;
-    let enc = |xs: &[Example]| -> crate::Result<Vec<Encoded>> {
+    let enc = |xs: &[Example]| -> evalloop_core::Result<Vec<Encoded>> {
         let pairs: Vec<(&str, &str)> = xs.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
         Ok(tokenizer.encode_pairs(&pairs)?)
     };
@@ -611,7 +629,7 @@ fn evaluate(
     enc: &[Encoded],
     batch_size: usize,
     device: &Device,
-) -> crate::Result<EvalMetrics> {
+) -> evalloop_core::Result<EvalMetrics> {
     let outputs = model::predict(model, &setup.tokenizer, enc, batch_size, device, false)?;
     let mut acc = EvalAccumulator::default();
     for (e, out) in examples.iter().zip(&outputs) {
@@ -655,8 +673,8 @@ fn metric_value(m: &EvalMetrics, which: EvalMetric) -> f64 {
     }
 }
 
-fn model_err(e: candle_core::Error) -> crate::Error {
-    crate::Error::from(ModelError::from(e))
+fn model_err(e: candle_core::Error) -> evalloop_core::Error {
+    evalloop_core::Error::from(ModelError::from(e))
 }
 
 struct MetricsLog {
@@ -665,29 +683,29 @@ struct MetricsLog {
 }
 
 impl MetricsLog {
-    fn open(path: &Path, keep_bytes: Option<u64>) -> crate::Result<Self> {
+    fn open(path: &Path, keep_bytes: Option<u64>) -> evalloop_core::Result<Self> {
         let file = std::fs::OpenOptions::new()
             .create(true)
             .read(true)
             .write(true)
             .truncate(false)
             .open(path)
-            .map_err(|e| crate::Error::io(path, e))?;
-        file.set_len(keep_bytes.unwrap_or(0)).map_err(|e| crate::Error::io(path, e))?;
+            .map_err(|e| evalloop_core::Error::io(path, e))?;
+        file.set_len(keep_bytes.unwrap_or(0)).map_err(|e| evalloop_core::Error::io(path, e))?;
         let mut log = MetricsLog { path: path.to_path_buf(), file };
         use std::io::Seek;
-        log.file.seek(std::io::SeekFrom::End(0)).map_err(|e| crate::Error::io(path, e))?;
+        log.file.seek(std::io::SeekFrom::End(0)).map_err(|e| evalloop_core::Error::io(path, e))?;
         Ok(log)
     }
 
-    fn write(&mut self, value: &serde_json::Value) -> crate::Result<()> {
-        writeln!(self.file, "{value}").map_err(|e| crate::Error::io(&self.path, e))
+    fn write(&mut self, value: &serde_json::Value) -> evalloop_core::Result<()> {
+        writeln!(self.file, "{value}").map_err(|e| evalloop_core::Error::io(&self.path, e))
     }
 
     /// Bytes written so far, made durable.
-    fn sync_len(&mut self) -> crate::Result<u64> {
-        self.file.sync_data().map_err(|e| crate::Error::io(&self.path, e))?;
-        let len = self.file.metadata().map_err(|e| crate::Error::io(&self.path, e))?.len();
+    fn sync_len(&mut self) -> evalloop_core::Result<u64> {
+        self.file.sync_data().map_err(|e| evalloop_core::Error::io(&self.path, e))?;
+        let len = self.file.metadata().map_err(|e| evalloop_core::Error::io(&self.path, e))?.len();
         Ok(len)
     }
 }
@@ -701,10 +719,10 @@ fn run(
     resume: bool,
     device: &Device,
     stop_after: Option<usize>,
-) -> crate::Result<Option<TrainSummary>> {
+) -> evalloop_core::Result<Option<TrainSummary>> {
     let setup = setup(dataset_dir, cfg)?;
     let state_dir = out_dir.join("train_state");
-    std::fs::create_dir_all(&state_dir).map_err(|e| crate::Error::io(&state_dir, e))?;
+    std::fs::create_dir_all(&state_dir).map_err(|e| evalloop_core::Error::io(&state_dir, e))?;
     let ckpt_path = state_dir.join("checkpoint.safetensors");
     let best_path = state_dir.join("best.safetensors");
 
@@ -748,13 +766,13 @@ fn run(
     if resume && ckpt_path.is_file() {
         let (st, tensors) = checkpoint::read(&ckpt_path)?;
         if st.fingerprint != setup.fingerprint {
-            return Err(crate::Error::Input(format!(
+            return Err(evalloop_core::Error::Input(format!(
                 "{}: the checkpoint was written with another config or training data; \
                  run without --resume to start over",
                 ckpt_path.display()
             )));
         }
-        tm.set_params(&tensors.params).map_err(crate::Error::from)?;
+        tm.set_params(&tensors.params).map_err(evalloop_core::Error::from)?;
         opt.restore(st.adam_step, &tensors.m, &tensors.v, tm.params()).map_err(model_err)?;
         tm.dropout_rng().restore(&st.rng).map_err(model_err)?;
         keep_metrics = Some(st.metrics_len);
@@ -776,7 +794,7 @@ fn run(
                            opt: &AdamW,
                            state: &mut CheckpointState,
                            log: &mut MetricsLog|
-     -> crate::Result<()> {
+     -> evalloop_core::Result<()> {
         state.metrics_len = log.sync_len()?;
         state.rng = tm.dropout_rng().state().map_err(model_err)?;
         state.adam_step = opt.step_count();
@@ -1096,7 +1114,7 @@ fn run(
     };
     write_output(out_dir, cfg, &setup, &final_weights, &summary)?;
     if !cfg.keep_checkpoints {
-        std::fs::remove_dir_all(&state_dir).map_err(|e| crate::Error::io(&state_dir, e))?;
+        std::fs::remove_dir_all(&state_dir).map_err(|e| evalloop_core::Error::io(&state_dir, e))?;
     }
     tracing::info!(out = %out_dir.display(), steps = summary.steps, "training done");
     Ok(Some(summary))
@@ -1115,8 +1133,8 @@ fn forward_shards(
     items: &[&Encoded],
     shards: usize,
     device: &Device,
-) -> crate::Result<Vec<Tensor>> {
-    let forward = |rows: &[&Encoded]| -> crate::Result<Tensor> {
+) -> evalloop_core::Result<Vec<Tensor>> {
+    let forward = |rows: &[&Encoded]| -> evalloop_core::Result<Tensor> {
         let batch = setup.tokenizer.collate(rows, device)?;
         tm.model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, true).map_err(model_err)
     };
@@ -1127,7 +1145,7 @@ fn forward_shards(
     let rng = tm.rng();
     let start = rng.word_pos().map_err(model_err)?;
     let n_shards = items.len().div_ceil(size);
-    let done: Vec<(crate::Result<Tensor>, u128)> = items
+    let done: Vec<(evalloop_core::Result<Tensor>, u128)> = items
         .par_chunks(size)
         .enumerate()
         .map(|(s, rows)| rng.with_stream(s as u64, start, || on_shard_thread(n_shards, || forward(rows))))
@@ -1145,7 +1163,7 @@ fn on_shard_thread<R>(shards: usize, f: impl FnOnce() -> R) -> R {
 /// The parameter gradients of each shard of [`forward_shards`], given the loss gradient
 /// `g_out` with respect to the shards' outputs stacked in order: shard `s`'s backward pass of
 /// `sum(outputs_s * g_out[rows of s])`, side by side on the rayon pool.
-fn backward_shards(outputs: &[Tensor], g_out: &Tensor) -> crate::Result<Vec<candle_core::backprop::GradStore>> {
+fn backward_shards(outputs: &[Tensor], g_out: &Tensor) -> evalloop_core::Result<Vec<candle_core::backprop::GradStore>> {
     let mut offsets = Vec::with_capacity(outputs.len());
     let mut at = 0;
     for o in outputs {
@@ -1170,7 +1188,7 @@ fn add_grads(
     grads: &mut [Option<Tensor>],
     g: &candle_core::backprop::GradStore,
     params: &[weights::Param],
-) -> crate::Result<()> {
+) -> evalloop_core::Result<()> {
     for (slot, p) in grads.iter_mut().zip(params) {
         if let Some(gp) = g.get(p.var.as_tensor()) {
             *slot = Some(match slot.take() {
@@ -1182,9 +1200,9 @@ fn add_grads(
     Ok(())
 }
 
-fn write_json(path: &Path, value: &impl Serialize) -> crate::Result<()> {
-    let text =
-        serde_json::to_string_pretty(value).map_err(|e| crate::Error::Model(format!("{}: {e}", path.display())))?;
+fn write_json(path: &Path, value: &impl Serialize) -> evalloop_core::Result<()> {
+    let text = serde_json::to_string_pretty(value)
+        .map_err(|e| evalloop_core::Error::Model(format!("{}: {e}", path.display())))?;
     write_atomic(path, format!("{text}\n").as_bytes())
 }
 
@@ -1194,7 +1212,7 @@ fn write_output(
     setup: &Setup,
     final_weights: &BTreeMap<String, Tensor>,
     summary: &TrainSummary,
-) -> crate::Result<()> {
+) -> evalloop_core::Result<()> {
     let bytes = weights::safetensors_bytes(
         final_weights,
         Some([("format".to_string(), "pt".to_string())].into_iter().collect()),
@@ -1205,14 +1223,14 @@ fn write_output(
     for f in ["tokenizer.json", "vocab.txt", "special_tokens_map.json"] {
         let src = setup.base_dir.join(f);
         if src.is_file() {
-            let bytes = std::fs::read(&src).map_err(|e| crate::Error::io(&src, e))?;
+            let bytes = std::fs::read(&src).map_err(|e| evalloop_core::Error::io(&src, e))?;
             write_atomic(&out_dir.join(f), &bytes)?;
         }
     }
     let tc_src = setup.base_dir.join("tokenizer_config.json");
     let mut tok_cfg: serde_json::Value = if tc_src.is_file() {
-        let text = std::fs::read_to_string(&tc_src).map_err(|e| crate::Error::io(&tc_src, e))?;
-        serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", tc_src.display())))?
+        let text = std::fs::read_to_string(&tc_src).map_err(|e| evalloop_core::Error::io(&tc_src, e))?;
+        serde_json::from_str(&text).map_err(|e| evalloop_core::Error::Input(format!("{}: {e}", tc_src.display())))?
     } else {
         serde_json::json!({"tokenizer_class": "BertTokenizer", "do_lower_case": true})
     };

@@ -24,6 +24,9 @@ pub mod ops;
 pub mod tokenize;
 pub mod weights;
 
+pub mod score;
+pub mod train;
+
 pub use bert::{BertForSequenceClassification, DropoutRng, RngState};
 pub use config::{BertConfig, HiddenAct};
 pub use hub::resolve_base_model;
@@ -122,19 +125,19 @@ impl ModelError {
     }
 }
 
-impl From<ModelError> for crate::Error {
+impl From<ModelError> for evalloop_core::Error {
     fn from(e: ModelError) -> Self {
         match e {
-            ModelError::Io { path, source } => crate::Error::Io { path, source },
-            e @ (ModelError::Config { .. } | ModelError::Device(..)) => crate::Error::Input(e.to_string()),
-            e => crate::Error::Model(e.to_string()),
+            ModelError::Io { path, source } => evalloop_core::Error::Io { path, source },
+            e @ (ModelError::Config { .. } | ModelError::Device(..)) => evalloop_core::Error::Input(e.to_string()),
+            e => evalloop_core::Error::Model(e.to_string()),
         }
     }
 }
 
 /// Parses `--device`: `cpu`, `cuda` (= `cuda:0`), `cuda:N`, or `auto` (CUDA device 0 when this
 /// build has the `cuda` feature and a GPU is present, else the CPU).
-pub fn parse_device(spec: &str) -> crate::Result<Device> {
+pub fn parse_device(spec: &str) -> evalloop_core::Result<Device> {
     Ok(parse_device_inner(spec)?)
 }
 

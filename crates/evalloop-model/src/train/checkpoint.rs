@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::EvalRecord;
 use super::optim::AdamW;
-use crate::model::{RngState, TrainableModel, weights};
+use crate::{RngState, TrainableModel, weights};
 
 /// The non-tensor part of a checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -85,24 +85,29 @@ pub(crate) struct CheckpointTensors {
 
 /// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync of the
 /// directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> crate::Result<()> {
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> evalloop_core::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let io = |e| crate::Error::io(&tmp, e);
+    let io = |e| evalloop_core::Error::io(&tmp, e);
     {
         let mut f = std::fs::File::create(&tmp).map_err(io)?;
         f.write_all(bytes).map_err(io)?;
         f.sync_all().map_err(io)?;
     }
-    std::fs::rename(&tmp, path).map_err(|e| crate::Error::io(path, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| evalloop_core::Error::io(path, e))?;
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
     }
     Ok(())
 }
 
-pub(crate) fn write(path: &Path, state: &CheckpointState, tm: &TrainableModel, opt: &AdamW) -> crate::Result<()> {
+pub(crate) fn write(
+    path: &Path,
+    state: &CheckpointState,
+    tm: &TrainableModel,
+    opt: &AdamW,
+) -> evalloop_core::Result<()> {
     let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
     let (m, v) = opt.moments();
     for (i, p) in tm.params().iter().enumerate() {
@@ -110,15 +115,16 @@ pub(crate) fn write(path: &Path, state: &CheckpointState, tm: &TrainableModel, o
         tensors.insert(format!("m/{}", p.name), m[i].clone());
         tensors.insert(format!("v/{}", p.name), v[i].clone());
     }
-    let json = serde_json::to_string(state).map_err(|e| crate::Error::Model(format!("checkpoint state: {e}")))?;
+    let json =
+        serde_json::to_string(state).map_err(|e| evalloop_core::Error::Model(format!("checkpoint state: {e}")))?;
     let meta = [("evalloop_state".to_string(), json)].into_iter().collect();
     let bytes = weights::safetensors_bytes(&tensors, Some(meta))?;
     write_atomic(path, &bytes)
 }
 
-pub(crate) fn read(path: &Path) -> crate::Result<(CheckpointState, CheckpointTensors)> {
-    let bytes = std::fs::read(path).map_err(|e| crate::Error::io(path, e))?;
-    let bad = |msg: String| crate::Error::Model(format!("{}: {msg}", path.display()));
+pub(crate) fn read(path: &Path) -> evalloop_core::Result<(CheckpointState, CheckpointTensors)> {
+    let bytes = std::fs::read(path).map_err(|e| evalloop_core::Error::io(path, e))?;
+    let bad = |msg: String| evalloop_core::Error::Model(format!("{}: {msg}", path.display()));
     let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
     let json = meta
         .metadata()

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-pub use crate::model::Truncation;
+pub use crate::Truncation;
 
 /// Which kind of label the dataset has (from its dataset_card.json `config.label`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -345,16 +345,16 @@ struct TrainFile {
 impl TrainConfig {
     /// Reads the `[train]` table of a TOML document (other tables are ignored; a missing
     /// `[train]` gives the defaults). `origin` names the file in errors.
-    pub fn from_toml_str(text: &str, origin: &str) -> crate::Result<Self> {
+    pub fn from_toml_str(text: &str, origin: &str) -> evalloop_core::Result<Self> {
         let file: TrainFile =
-            toml::from_str(text).map_err(|e| crate::Error::Input(format!("{origin}: [train]: {e}")))?;
+            toml::from_str(text).map_err(|e| evalloop_core::Error::Input(format!("{origin}: [train]: {e}")))?;
         file.train.validate(origin)?;
         Ok(file.train)
     }
 
     /// Checks ranges; errors name the key.
-    pub fn validate(&self, origin: &str) -> crate::Result<()> {
-        let bad = |key: &str, msg: String| Err(crate::Error::Input(format!("{origin}: [train] {key}: {msg}")));
+    pub fn validate(&self, origin: &str) -> evalloop_core::Result<()> {
+        let bad = |key: &str, msg: String| Err(evalloop_core::Error::Input(format!("{origin}: [train] {key}: {msg}")));
         if self.batch_size == 0 {
             return bad("batch_size", "must be at least 1".into());
         }
@@ -432,7 +432,7 @@ impl TrainConfig {
         if !(self.dimension_weight >= 0.0 && self.dimension_weight.is_finite()) {
             return bad("dimension_weight", format!("{} is not a number >= 0", self.dimension_weight));
         }
-        if let Err(e) = crate::record::check_dimension_list(self.dimensions.as_deref().unwrap_or_default()) {
+        if let Err(e) = evalloop_core::record::check_dimension_list(self.dimensions.as_deref().unwrap_or_default()) {
             return bad("dimensions", e);
         }
         if !self.candidates.is_empty() {
@@ -446,15 +446,16 @@ impl TrainConfig {
 
     /// The configurations model selection trains: `("base", self)` without its candidates,
     /// then each candidate's (its keys over the base's), checked. Errors name the candidate.
-    pub fn candidate_configs(&self, origin: &str) -> crate::Result<Vec<(String, TrainConfig)>> {
+    pub fn candidate_configs(&self, origin: &str) -> evalloop_core::Result<Vec<(String, TrainConfig)>> {
         let base = TrainConfig { candidates: Vec::new(), ..self.clone() };
         let mut out = vec![("base".to_string(), base.clone())];
-        let bad =
-            |name: &str, msg: String| crate::Error::Input(format!("{origin}: [[train.candidates]] {name:?}: {msg}"));
+        let bad = |name: &str, msg: String| {
+            evalloop_core::Error::Input(format!("{origin}: [[train.candidates]] {name:?}: {msg}"))
+        };
         let table = match toml::Value::try_from(&base) {
             Ok(toml::Value::Table(t)) => t,
             Ok(_) => unreachable!("a struct serializes to a table"),
-            Err(e) => return Err(crate::Error::Input(format!("{origin}: [train]: {e}"))),
+            Err(e) => return Err(evalloop_core::Error::Input(format!("{origin}: [train]: {e}"))),
         };
         for c in &self.candidates {
             let name = c.name.as_str();

@@ -5,7 +5,7 @@
 //! The group-level (summary-level) Spearman is how an evaluator is used: it ranks the outputs
 //! for one prompt. It is Spearman's rho between scores and labels within each `group` (the
 //! dataset's `group` field), averaged without weights over the groups with at least two
-//! examples and non-constant scores and labels ([`crate::stats::group::group_correlation`]).
+//! examples and non-constant scores and labels ([`evalloop_core::stats::group::group_correlation`]).
 
 use serde::{Deserialize, Serialize};
 
@@ -85,7 +85,7 @@ impl EvalAccumulator {
         } else {
             (None, None)
         };
-        let g = crate::stats::group::group_correlation(&self.groups, 2);
+        let g = evalloop_core::stats::group::group_correlation(&self.groups, 2);
         EvalMetrics {
             n,
             loss,

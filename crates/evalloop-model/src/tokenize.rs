@@ -203,7 +203,7 @@ impl PairTokenizer {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::testutil;
+    use crate::testutil;
 
     #[test]
     fn pairs_truncate_longest_first_and_pad_to_batch_longest() {

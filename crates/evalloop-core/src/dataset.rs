@@ -1213,7 +1213,7 @@ mod tests {
     /// configs/dataset.toml says it shows the defaults; keep it honest.
     #[test]
     fn example_config_shows_the_defaults() {
-        let cf: crate::config::ConfigFile = toml::from_str(include_str!("../configs/dataset.toml")).unwrap();
+        let cf: crate::config::ConfigFile = toml::from_str(include_str!("../../../configs/dataset.toml")).unwrap();
         let d: DatasetConfig = cf.dataset.unwrap().try_into().unwrap();
         assert_eq!(d, DatasetConfig { group_key: Some("group_id".into()), ..Default::default() });
         let s: crate::simulate::SimulateConfig = cf.simulate.unwrap().try_into().unwrap();

@@ -27,10 +27,10 @@ use std::path::{Path, PathBuf};
 
 use candle_core::Device;
 
-use crate::model::{InferenceModel, PairTokenizer, Truncation};
 use crate::train::LabelKind;
+use crate::{InferenceModel, PairTokenizer, Truncation};
 
-pub use crate::model::parse_device;
+pub use crate::parse_device;
 
 /// Default number of pairs per forward pass.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -78,23 +78,23 @@ fn mean() -> String {
 impl Scorer {
     /// Loads a model directory, or an ensemble directory (one with [`ENSEMBLE_FILE`]): every
     /// member as [`Scorer::load_model`] would, with scores averaged.
-    pub fn load(model_dir: &Path, device: &Device) -> crate::Result<Self> {
+    pub fn load(model_dir: &Path, device: &Device) -> evalloop_core::Result<Self> {
         let ens_path = model_dir.join(ENSEMBLE_FILE);
         if !ens_path.is_file() {
             return Self::load_model(model_dir, device);
         }
-        let text = std::fs::read_to_string(&ens_path).map_err(|e| crate::Error::io(&ens_path, e))?;
-        let ens: EnsembleFile =
-            serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", ens_path.display())))?;
+        let text = std::fs::read_to_string(&ens_path).map_err(|e| evalloop_core::Error::io(&ens_path, e))?;
+        let ens: EnsembleFile = serde_json::from_str(&text)
+            .map_err(|e| evalloop_core::Error::Input(format!("{}: {e}", ens_path.display())))?;
         if ens.aggregate != "mean" {
-            return Err(crate::Error::Input(format!(
+            return Err(evalloop_core::Error::Input(format!(
                 "{}: field aggregate is {:?}, only \"mean\" is known",
                 ens_path.display(),
                 ens.aggregate
             )));
         }
         if ens.members.is_empty() {
-            return Err(crate::Error::Input(format!("{}: field members is empty", ens_path.display())));
+            return Err(evalloop_core::Error::Input(format!("{}: field members is empty", ens_path.display())));
         }
         let mut members = Vec::new();
         let mut kind = None;
@@ -102,7 +102,7 @@ impl Scorer {
         for m in &ens.members {
             let one = Self::load_model(&model_dir.join(m), device)?;
             if kind.is_some_and(|k| k != one.kind) {
-                return Err(crate::Error::Input(format!(
+                return Err(evalloop_core::Error::Input(format!(
                     "{}: member {m} is {:?}, the others {:?}",
                     ens_path.display(),
                     one.kind,
@@ -110,7 +110,7 @@ impl Scorer {
                 )));
             }
             if let Some(d) = dimensions.as_ref().filter(|d| **d != one.dimensions) {
-                return Err(crate::Error::Input(format!(
+                return Err(evalloop_core::Error::Input(format!(
                     "{}: member {m} has dimensions {:?}, the others {d:?}",
                     ens_path.display(),
                     one.dimensions
@@ -146,7 +146,7 @@ impl Scorer {
     /// `model_max_length` from tokenizer_config.json, else 512, capped by the model's
     /// `max_position_embeddings`. The truncation rule is `truncation` from training_config.json
     /// (as training used it), else longest-first. Batch size [`DEFAULT_BATCH_SIZE`].
-    pub fn load_model(model_dir: &Path, device: &Device) -> crate::Result<Self> {
+    pub fn load_model(model_dir: &Path, device: &Device) -> evalloop_core::Result<Self> {
         let model = InferenceModel::load(model_dir, device)?;
         let kind = match model.config.problem_type.as_deref() {
             Some("regression") => LabelKind::Graded,
@@ -203,7 +203,7 @@ impl Scorer {
 
     /// Raw outputs `(n, num_labels)` per pair, in input order; for an ensemble, the mean of
     /// the members' outputs.
-    pub fn logits_pairs<S: AsRef<str>>(&self, pairs: &[(S, S)]) -> crate::Result<Vec<Vec<f32>>> {
+    pub fn logits_pairs<S: AsRef<str>>(&self, pairs: &[(S, S)]) -> evalloop_core::Result<Vec<Vec<f32>>> {
         let mut sum: Vec<Vec<f32>> = Vec::new();
         for m in &self.members {
             let z = self.member_logits(m, pairs)?;
@@ -221,15 +221,15 @@ impl Scorer {
         Ok(sum.into_iter().map(|row| row.into_iter().map(|v| v / k).collect()).collect())
     }
 
-    fn member_logits<S: AsRef<str>>(&self, m: &Member, pairs: &[(S, S)]) -> crate::Result<Vec<Vec<f32>>> {
+    fn member_logits<S: AsRef<str>>(&self, m: &Member, pairs: &[(S, S)]) -> evalloop_core::Result<Vec<Vec<f32>>> {
         let enc = m.tokenizer.encode_pairs(pairs)?;
-        Ok(crate::model::predict(&m.model.model, &m.tokenizer, &enc, self.batch_size, &self.device, true)?)
+        Ok(crate::predict(&m.model.model, &m.tokenizer, &enc, self.batch_size, &self.device, true)?)
     }
 
     /// One score per (prompt, output) pair, in input order: sigmoid of the logit for binary
     /// models (with two or more outputs: softmax probability of the last label), the output
     /// value for graded ones; for an ensemble, the mean of the members' scores.
-    pub fn score_pairs<S: AsRef<str>>(&self, pairs: &[(S, S)]) -> crate::Result<Vec<f64>> {
+    pub fn score_pairs<S: AsRef<str>>(&self, pairs: &[(S, S)]) -> evalloop_core::Result<Vec<f64>> {
         Ok(self.score_pairs_with_dimensions(pairs)?.0)
     }
 
@@ -239,7 +239,7 @@ impl Scorer {
     pub fn score_pairs_with_dimensions<S: AsRef<str>>(
         &self,
         pairs: &[(S, S)],
-    ) -> crate::Result<(Vec<f64>, Vec<Vec<f64>>)> {
+    ) -> evalloop_core::Result<(Vec<f64>, Vec<Vec<f64>>)> {
         let n_dims = self.dimensions.len();
         let mut sum = vec![0.0; pairs.len()];
         let mut dims = vec![vec![0.0; n_dims]; pairs.len()];
@@ -270,22 +270,22 @@ impl Scorer {
 
 /// `model_dir/training_config.json` and its contents: `Value::Null` when the file is missing,
 /// an error naming the file when it does not parse.
-fn read_training_config(model_dir: &Path) -> crate::Result<(PathBuf, serde_json::Value)> {
+fn read_training_config(model_dir: &Path) -> evalloop_core::Result<(PathBuf, serde_json::Value)> {
     let path = model_dir.join("training_config.json");
     let Ok(text) = std::fs::read_to_string(&path) else {
         return Ok((path, serde_json::Value::Null));
     };
-    let v = serde_json::from_str(&text).map_err(|e| crate::Error::Input(format!("{}: {e}", path.display())))?;
+    let v = serde_json::from_str(&text).map_err(|e| evalloop_core::Error::Input(format!("{}: {e}", path.display())))?;
     Ok((path, v))
 }
 
 /// `truncation` of training_config.json `v` (top level, else `train.truncation`); longest-first
 /// when the file or key is missing, an error naming the file when the value is unknown.
-fn read_truncation(path: &Path, v: &serde_json::Value) -> crate::Result<Truncation> {
+fn read_truncation(path: &Path, v: &serde_json::Value) -> evalloop_core::Result<Truncation> {
     match v.get("truncation").or_else(|| v.get("train").and_then(|t| t.get("truncation"))) {
         None | Some(serde_json::Value::Null) => Ok(Truncation::default()),
         Some(t) => serde_json::from_value(t.clone())
-            .map_err(|e| crate::Error::Input(format!("{}: field truncation: {e}", path.display()))),
+            .map_err(|e| evalloop_core::Error::Input(format!("{}: field truncation: {e}", path.display()))),
     }
 }
 
@@ -296,18 +296,18 @@ fn read_dimensions(
     path: &Path,
     v: &serde_json::Value,
     model_dir: &Path,
-    config: &crate::model::BertConfig,
-) -> crate::Result<Vec<String>> {
+    config: &crate::BertConfig,
+) -> evalloop_core::Result<Vec<String>> {
     let dims: Vec<String> = match v.get("dimensions") {
         None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
         Some(d) => serde_json::from_value(d.clone())
-            .map_err(|e| crate::Error::Input(format!("{}: field dimensions: {e}", path.display())))?,
+            .map_err(|e| evalloop_core::Error::Input(format!("{}: field dimensions: {e}", path.display())))?,
     };
     if dims.is_empty() {
         return Ok(dims);
     }
     if config.num_labels() != 1 + dims.len() {
-        return Err(crate::Error::Input(format!(
+        return Err(evalloop_core::Error::Input(format!(
             "{}: field dimensions lists {} dimensions but config.json has num_labels {} (expected 1 + {})",
             path.display(),
             dims.len(),
@@ -318,7 +318,7 @@ fn read_dimensions(
     for (k, d) in dims.iter().enumerate() {
         let named = config.id2label.get(&(k + 1).to_string());
         if named != Some(d) {
-            return Err(crate::Error::Input(format!(
+            return Err(evalloop_core::Error::Input(format!(
                 "{}: field id2label.{} is {named:?}, training_config.json's dimensions[{k}] is {d:?}",
                 model_dir.join("config.json").display(),
                 k + 1
@@ -358,9 +358,14 @@ pub struct ScoreSummary {
 /// `output`; blank lines skipped), scores every line with the model in `model_dir`, and writes
 /// `output` with each object unchanged plus `score` (a number), in input order. `output` is
 /// written to a temp file and renamed at the end. Errors name file:line and field.
-pub fn score_jsonl(model_dir: &Path, input: &Path, output: &Path, opts: &ScoreOptions) -> crate::Result<ScoreSummary> {
+pub fn score_jsonl(
+    model_dir: &Path,
+    input: &Path,
+    output: &Path,
+    opts: &ScoreOptions,
+) -> evalloop_core::Result<ScoreSummary> {
     let scorer = Scorer::load(model_dir, &opts.device)?.with_batch_size(opts.batch_size);
-    let text = std::fs::read_to_string(input).map_err(|e| crate::Error::io(input, e))?;
+    let text = std::fs::read_to_string(input).map_err(|e| evalloop_core::Error::io(input, e))?;
     let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
     let mut pairs: Vec<(String, String)> = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -369,12 +374,12 @@ pub fn score_jsonl(model_dir: &Path, input: &Path, output: &Path, opts: &ScoreOp
         }
         let at = format!("{}:{}", input.display(), i + 1);
         let obj: serde_json::Map<String, serde_json::Value> =
-            serde_json::from_str(line).map_err(|e| crate::Error::Input(format!("{at}: {e}")))?;
-        let field = |name: &str| -> crate::Result<String> {
+            serde_json::from_str(line).map_err(|e| evalloop_core::Error::Input(format!("{at}: {e}")))?;
+        let field = |name: &str| -> evalloop_core::Result<String> {
             obj.get(name)
                 .and_then(|v| v.as_str())
                 .map(str::to_string)
-                .ok_or_else(|| crate::Error::Input(format!("{at}: field {name} is missing or not a string")))
+                .ok_or_else(|| evalloop_core::Error::Input(format!("{at}: field {name} is missing or not a string")))
         };
         field("request_id")?;
         pairs.push((field("prompt")?, field("output")?));
@@ -394,7 +399,7 @@ pub fn score_jsonl(model_dir: &Path, input: &Path, output: &Path, opts: &ScoreOp
         std::process::id()
     ));
     {
-        let io = |e| crate::Error::io(&tmp, e);
+        let io = |e| evalloop_core::Error::io(&tmp, e);
         let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
         for ((mut obj, s), d) in rows.into_iter().zip(&scores).zip(&dim_scores) {
             obj.insert("score".to_string(), serde_json::json!(s));
@@ -406,10 +411,10 @@ pub fn score_jsonl(model_dir: &Path, input: &Path, output: &Path, opts: &ScoreOp
             let line = serde_json::Value::Object(obj).to_string();
             writeln!(w, "{line}").map_err(io)?;
         }
-        let f = w.into_inner().map_err(|e| crate::Error::io(&tmp, e.into_error()))?;
+        let f = w.into_inner().map_err(|e| evalloop_core::Error::io(&tmp, e.into_error()))?;
         f.sync_all().map_err(io)?;
     }
-    std::fs::rename(&tmp, output).map_err(|e| crate::Error::io(output, e))?;
+    std::fs::rename(&tmp, output).map_err(|e| evalloop_core::Error::io(output, e))?;
     let mean = if scores.is_empty() { f64::NAN } else { scores.iter().sum::<f64>() / scores.len() as f64 };
     Ok(ScoreSummary { rows: scores.len(), mean_score: mean })
 }
@@ -417,8 +422,8 @@ pub fn score_jsonl(model_dir: &Path, input: &Path, output: &Path, opts: &ScoreOp
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::testutil::{random_weights, tiny_config, write_tokenizer};
-    use crate::model::weights::safetensors_bytes;
+    use crate::testutil::{random_weights, tiny_config, write_tokenizer};
+    use crate::weights::safetensors_bytes;
 
     fn write_model(dir: &Path) {
         let cfg = tiny_config();

@@ -52,7 +52,7 @@ fn one() -> f64 {
 
 /// Reads a split (`train.jsonl`, ...); a missing file is an empty split when `optional`.
 /// Errors name file:line and the field.
-pub fn read_split(path: &Path, kind: LabelKind, optional: bool) -> crate::Result<Vec<Example>> {
+pub fn read_split(path: &Path, kind: LabelKind, optional: bool) -> evalloop_core::Result<Vec<Example>> {
     read_split_with(path, kind, &[], optional)
 }
 
@@ -63,11 +63,11 @@ pub fn read_split_with(
     kind: LabelKind,
     dimensions: &[String],
     optional: bool,
-) -> crate::Result<Vec<Example>> {
+) -> evalloop_core::Result<Vec<Example>> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(crate::Error::io(path, e)),
+        Err(e) => return Err(evalloop_core::Error::io(path, e)),
     };
     let mut out = Vec::new();
     for (i, line) in text.lines().enumerate() {
@@ -75,7 +75,7 @@ pub fn read_split_with(
             continue;
         }
         let at = format!("{}:{}", path.display(), i + 1);
-        let row: Row = serde_json::from_str(line).map_err(|e| crate::Error::Input(format!("{at}: {e}")))?;
+        let row: Row = serde_json::from_str(line).map_err(|e| evalloop_core::Error::Input(format!("{at}: {e}")))?;
         let label_ok = match kind {
             LabelKind::Binary => row.label == 0.0 || row.label == 1.0,
             LabelKind::Graded => (0.0..=1.0).contains(&row.label),
@@ -85,10 +85,10 @@ pub fn read_split_with(
                 LabelKind::Binary => "0 or 1 (binary dataset)",
                 LabelKind::Graded => "in [0, 1] (graded dataset)",
             };
-            return Err(crate::Error::Input(format!("{at}: field label is {}, expected {want}", row.label)));
+            return Err(evalloop_core::Error::Input(format!("{at}: field label is {}, expected {want}", row.label)));
         }
         if !(row.weight >= 0.0 && row.weight.is_finite()) {
-            return Err(crate::Error::Input(format!(
+            return Err(evalloop_core::Error::Input(format!(
                 "{at}: field weight is {}, expected a finite number >= 0",
                 row.weight
             )));
@@ -97,20 +97,22 @@ pub fn read_split_with(
         for d in dimensions {
             let v = match row.labels.as_ref() {
                 None => {
-                    return Err(crate::Error::Input(format!(
+                    return Err(evalloop_core::Error::Input(format!(
                         "{at}: field labels is missing; training dimension {d:?} needs a dataset built with \
                          [dataset] dimensions"
                     )));
                 }
                 Some(m) => m.get(d).ok_or_else(|| {
-                    crate::Error::Input(format!("{at}: field labels.{d} is missing (the row has no such dimension)"))
+                    evalloop_core::Error::Input(format!(
+                        "{at}: field labels.{d} is missing (the row has no such dimension)"
+                    ))
                 })?,
             };
             labels.push(match v {
                 Value::Null => None,
                 Value::Number(n) if n.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)) => n.as_f64(),
                 other => {
-                    return Err(crate::Error::Input(format!(
+                    return Err(evalloop_core::Error::Input(format!(
                         "{at}: field labels.{d} is {other}, expected a number in [0, 1] or null"
                     )));
                 }
@@ -184,7 +186,7 @@ pub fn epoch_batches(
 
 /// The dimensions of a dataset (`config.dimensions` of its `dataset_card.json`; none when the
 /// key is absent).
-pub fn read_card_dimensions(dataset_dir: &Path) -> crate::Result<Vec<String>> {
+pub fn read_card_dimensions(dataset_dir: &Path) -> evalloop_core::Result<Vec<String>> {
     #[derive(Deserialize)]
     struct Card {
         config: CardConfig,
@@ -195,14 +197,14 @@ pub fn read_card_dimensions(dataset_dir: &Path) -> crate::Result<Vec<String>> {
         dimensions: Vec<String>,
     }
     let path = dataset_dir.join("dataset_card.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| evalloop_core::Error::io(&path, e))?;
     let card: Card = serde_json::from_str(&text)
-        .map_err(|e| crate::Error::Input(format!("{}: config.dimensions: {e}", path.display())))?;
+        .map_err(|e| evalloop_core::Error::Input(format!("{}: config.dimensions: {e}", path.display())))?;
     Ok(card.config.dimensions)
 }
 
 /// The label kind from `dataset_card.json` (`{"config": {"label": "binary"|"graded"}}`).
-pub fn read_label_kind(dataset_dir: &Path) -> crate::Result<LabelKind> {
+pub fn read_label_kind(dataset_dir: &Path) -> evalloop_core::Result<LabelKind> {
     #[derive(Deserialize)]
     struct Card {
         config: CardConfig,
@@ -212,16 +214,16 @@ pub fn read_label_kind(dataset_dir: &Path) -> crate::Result<LabelKind> {
         label: LabelKind,
     }
     let path = dataset_dir.join("dataset_card.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| evalloop_core::Error::io(&path, e))?;
     let card: Card = serde_json::from_str(&text)
-        .map_err(|e| crate::Error::Input(format!("{}: config.label: {e}", path.display())))?;
+        .map_err(|e| evalloop_core::Error::Input(format!("{}: config.label: {e}", path.display())))?;
     Ok(card.config.label)
 }
 
 /// Reads `unlabelled.jsonl` (`[dataset] unlabelled`) as examples with label 0, weight 0 (no
 /// pointwise or labelled-pair loss) and no dimension labels (`dims` of them). Errors name
 /// file:line and the field; a missing file is an error that says how to write it.
-pub fn read_unlabelled(path: &Path, dims: usize) -> crate::Result<Vec<Example>> {
+pub fn read_unlabelled(path: &Path, dims: usize) -> evalloop_core::Result<Vec<Example>> {
     #[derive(Deserialize)]
     struct Unlabelled {
         request_id: String,
@@ -231,7 +233,7 @@ pub fn read_unlabelled(path: &Path, dims: usize) -> crate::Result<Vec<Example>> 
         group: Option<String>,
     }
     let text = std::fs::read_to_string(path).map_err(|e| {
-        crate::Error::Input(format!(
+        evalloop_core::Error::Input(format!(
             "{}: {e}; [train] unlabelled needs a dataset built with [dataset] unlabelled = N",
             path.display()
         ))
@@ -242,7 +244,7 @@ pub fn read_unlabelled(path: &Path, dims: usize) -> crate::Result<Vec<Example>> 
             continue;
         }
         let r: Unlabelled = serde_json::from_str(line)
-            .map_err(|e| crate::Error::Input(format!("{}:{}: {e}", path.display(), i + 1)))?;
+            .map_err(|e| evalloop_core::Error::Input(format!("{}:{}: {e}", path.display(), i + 1)))?;
         out.push(Example {
             request_id: r.request_id,
             prompt: r.prompt,

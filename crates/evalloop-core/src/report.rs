@@ -2037,7 +2037,7 @@ mod tests {
     /// test and scripts/screenshot-report.sh. Regenerate with `EVALLOOP_BLESS=1 cargo test`.
     #[test]
     fn synthetic_fixture_is_current() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/report-synthetic.json");
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/data/report-synthetic.json");
         let text = to_json(&synthetic()).unwrap();
         if std::env::var_os("EVALLOOP_BLESS").is_some() {
             std::fs::create_dir_all(path.parent().unwrap()).unwrap();

@@ -1,0 +1,22 @@
+//! evalloop-core: the layers of evalloop below the model, with no candle in them.
+//!
+//! Production logs and human feedback ([`record`], [`feedback`]) go in through [`ingest`] into
+//! a [`store`] (SQLite or PostgreSQL); the analyses ([`analysis`], built on [`stats`]) measure
+//! how well an evaluator agrees with people; [`dataset`] turns feedback into cohort-weighted
+//! training data, and [`simulate`] makes realistic logs and biased feedback from human
+//! judgements; [`report`] renders a run of the weekly loop. [`config`] reads the TOML config.
+
+pub mod analysis;
+pub mod atomic;
+pub mod config;
+pub mod dataset;
+pub mod error;
+pub mod feedback;
+pub mod ingest;
+pub mod record;
+pub mod report;
+pub mod simulate;
+pub mod stats;
+pub mod store;
+
+pub use error::{Error, Result};
