@@ -34,7 +34,7 @@
 #   gp_of_b       as gp_of with pair_scope = "batch": pairs of any two outputs of a batch
 #   gp_of_ens     as gp_of, an ensemble of three members (seeds s, s+100, s+200) whose mean
 #                 score is the evaluator
-#   gp_of_mt      as gp_of, multi-task (docs/multi-dimension.md): the dataset's other human
+#   gp_of_mt      as gp_of, multi-task (docs/guide/multi-dimension.md): the dataset's other human
 #                 dimensions (Newsroom coherence: fluency, informativeness, relevance; BAGEL
 #                 quality: informativeness, naturalness) as extra outputs, from the dimension
 #                 ratings simulate emits (--dimensions) on the same rated requests; the primary
