@@ -39,7 +39,7 @@ import time
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rank_stats import spearman  # scripts/ is on sys.path: it holds this script
+from rank_stats import spearman  # scripts/bench/ is on sys.path: it holds this script
 
 
 def read_jsonl(path, required=True):
