@@ -9,4 +9,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-model.sh
 export EVALLOOP_TEST_MODEL_DIR="${EVALLOOP_TEST_MODEL_DIR:-$PWD/models/all-MiniLM-L6-v2}"
-exec scripts/with-postgres.sh cargo test --release "$@"
+exec scripts/with-postgres.sh cargo test --release --workspace "$@"

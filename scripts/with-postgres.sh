@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs CMD... against a throwaway PostgreSQL cluster, then removes the cluster.
 #
-#   scripts/with-postgres.sh cargo test --release
+#   scripts/with-postgres.sh cargo test --release --workspace
 #   scripts/with-postgres.sh sh -c 'evalloop stats'
 #
 # Installs PostgreSQL from Debian packages when no `initdb` is found (apt-get update, then

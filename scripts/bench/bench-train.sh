@@ -5,7 +5,7 @@
 #   training: full fine-tuning, batch 16 x seq 128, AdamW, dropout on (examples/s)
 #   scoring:  batch 32 x seq 128, no gradients (sequences/s)
 #
-# Usage: scripts/bench-train.sh [TRAIN_STEPS] [SCORE_BATCHES]      (defaults 4 and 4)
+# Usage: scripts/bench/bench-train.sh [TRAIN_STEPS] [SCORE_BATCHES]      (defaults 4 and 4)
 # Env:   THREADS (default 2), MODEL_DIR (default models/all-MiniLM-L6-v2, see fetch-model.sh),
 #        PYTHON (default python3; needs torch and transformers),
 #        REPEAT (default 2): the two sides run alternately REPEAT times each and the best figure
@@ -15,7 +15,7 @@
 #        cores from either side during its run. Both sides get the same priority; the kernel
 #        still leaves 5% of each second to other tasks (sched_rt_runtime_us).
 set -euo pipefail
-here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$here"
 steps="${1:-4}"
 batches="${2:-4}"
@@ -33,7 +33,7 @@ ours=()
 theirs=()
 for _ in $(seq "$repeat"); do
     ours+=("$(RAYON_NUM_THREADS=$threads "${prio[@]}" target/release/examples/bench "$model" "$steps" "$batches")")
-    theirs+=("$(OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "${prio[@]}" "$python" scripts/bench_torch.py "$model" "$steps" "$batches" "$threads" 2>/dev/null)")
+    theirs+=("$(OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads "${prio[@]}" "$python" scripts/bench/bench_torch.py "$model" "$steps" "$batches" "$threads" 2>/dev/null)")
     echo "evalloop: ${ours[-1]}"
     echo "pytorch:  ${theirs[-1]}"
 done
@@ -47,8 +47,8 @@ a, b = best(sys.argv[2]), best(sys.argv[3])
 # 2 x 10.6M + attention (4 s h x 6 = 1.2M) = 22.4 MFLOP a token forward, 2.87 GFLOP a sequence;
 # training = 3x forward = 8.6 GFLOP an example (138 GFLOP a step of 16). Peak for the
 # utilisation figure: PEAK_GFLOPS, default 485 = 2 cores x 242.4 GFLOP/s measured by
-# scripts/peak_fma.c with both cores busy (2 AVX-512 FMA units x 16 f32 lanes x 2 FLOP at about
-# 3.8 GHz; this machine is a Sapphire Rapids Xeon; issue 5's 150-190 estimate is too low).
+# scripts/bench/peak_fma.c with both cores busy (2 AVX-512 FMA units x 16 f32 lanes x 2 FLOP at about
+# 3.8 GHz on this machine, a Sapphire Rapids Xeon; an earlier estimate of 150-190 was too low).
 import os
 peak = float(os.environ.get("PEAK_GFLOPS", "485"))
 flop = {"train_examples_per_sec": 8.6, "score_seq_per_sec": 2.87}

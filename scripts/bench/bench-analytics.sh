@@ -4,11 +4,11 @@
 # with wall time and peak RSS, and in the same run the same aggregation in DuckDB (Python package
 # `duckdb`, over the same rows loaded from the same JSONL into a DuckDB file), printed as ratios
 # of the median times (one warm-up, then BENCH_REPEAT=3 alternating runs per side).
-#   BENCH_LOGS=2000000 BENCH_FEEDBACK=200000 scripts/bench-analytics.sh
+#   BENCH_LOGS=2000000 BENCH_FEEDBACK=200000 scripts/bench/bench-analytics.sh
 # BENCH_BASE_BIN (a directory with another build's evalloop) and BENCH_BASE_DB (its store, e.g. a
 # copy of this one kept at the old schema): that build runs too, in the same rounds, alternating.
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 logs=${BENCH_LOGS:-10000000}
 fb=${BENCH_FEEDBACK:-1000000}
 python3 -c "import duckdb" 2>/dev/null || python3 -m pip install -q duckdb

@@ -2,9 +2,9 @@
 # Ingest benchmark: N logs and M feedback events (default 1,000,000 / 200,000) from gen-logs,
 # rows/s and peak RSS for `evalloop ingest`, and in the same run `sqlite3 .import` of the same
 # rows into the same schema, with our time as a ratio to it.
-#   BENCH_LOGS=1000000 BENCH_FEEDBACK=200000 scripts/bench-ingest.sh
+#   BENCH_LOGS=1000000 BENCH_FEEDBACK=200000 scripts/bench/bench-ingest.sh
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 logs=${BENCH_LOGS:-1000000}
 fb=${BENCH_FEEDBACK:-200000}
 command -v sqlite3 >/dev/null || { echo "bench-ingest: needs the sqlite3 CLI (apt-get install sqlite3)" >&2; exit 2; }

@@ -1,5 +1,5 @@
 # Minimal stand-in for the Hugging Face hub's resolve endpoint, serving one model directory under
-# any repo id: `python3 scripts/mock_hub.py DIR [PORT]`. Used by scripts/check-hub-download.sh.
+# any repo id: `python3 scripts/reference/mock_hub.py DIR [PORT]`. Used by scripts/reference/check-hub-download.sh.
 import hashlib, http.server, os, re, sys
 ROOT = sys.argv[1]  # directory holding the model files
 class H(http.server.BaseHTTPRequestHandler):

@@ -3,7 +3,7 @@
 
 Run once (needs numpy, scipy, scikit-learn) and commit the JSON files:
 
-    python3 scripts/reference_stats.py
+    python3 scripts/reference/reference_stats.py
 
 Every expected figure comes from scipy / scikit-learn, except where no library function exists
 (ECE from sklearn's calibration_curve bins, the Spearman Fisher interval and Williams' test),
@@ -35,7 +35,7 @@ from sklearn.metrics import (
     roc_auc_score,
 )
 
-OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "stats")
+OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "fixtures", "stats")
 UNDEF = {"undefined": True}
 warnings.simplefilter("ignore")
 

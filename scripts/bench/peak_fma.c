@@ -1,6 +1,6 @@
 // Peak f32 FMA throughput of one core with AVX-512 (12 independent chains of 16-lane FMAs),
-// the figure behind PEAK_GFLOPS in scripts/bench-train.sh. Run one copy per core at once:
-//   gcc -O2 -mavx512f scripts/peak_fma.c -o /tmp/peak_fma && (/tmp/peak_fma & /tmp/peak_fma & wait)
+// the figure behind PEAK_GFLOPS in scripts/bench/bench-train.sh. Run one copy per core at once:
+//   gcc -O2 -mavx512f scripts/bench/peak_fma.c -o /tmp/peak_fma && (/tmp/peak_fma & /tmp/peak_fma & wait)
 // On the project machine (2 cores, 2026-11-24): 242.4 GFLOP/s each with both running, i.e. 64
 // FLOP a cycle (two 512-bit FMA units) at about 3.8 GHz: 485 GFLOP/s for the two cores.
 #include <immintrin.h>

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Writes tests/fixtures/analysis/{logs,feedback}.jsonl and expected.json: a small store whose
 correlation, calibration and impact figures are computed here with scipy / scikit-learn, under
-the README's human-score policy (explicit ratings as given, thumbs up 5, thumbs down 1, mean over
+the human-score policy (docs/guide/ingest.md) (explicit ratings as given, thumbs up 5, thumbs down 1, mean over
 explicit events; implicit ignored). Run once; tests/analysis_cli.rs compares evalloop against it.
 """
 import json, os
@@ -9,7 +9,7 @@ import numpy as np
 from scipy import stats
 from sklearn.metrics import roc_auc_score, brier_score_loss
 
-out = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "analysis")
+out = os.path.join(os.path.dirname(__file__), "..", "..", "tests", "fixtures", "analysis")
 os.makedirs(out, exist_ok=True)
 logs, fb = [], []
 for i in range(40):
@@ -21,7 +21,7 @@ for i in range(40):
                  "metadata": {"user_cohort": "a" if i % 2 == 0 else "b", "prompt_version": "v3" if i < 20 else "v4",
                               "group_id": f"g{i // 4}"}})
     fb.append({"request_id": f"r{i:02d}", "feedback_type": "explicit_rating", "value": rating, "user_id": f"u{i}"})
-# The seed's bugs, pinned: a thumbs-up does not win over a thumbs-down and a low rating ...
+# Regression cases for the human-score policy: a thumbs-up does not win over a thumbs-down and a low rating ...
 logs.append({"request_id": "t1", "timestamp": "2026-05-20T12:00:00Z", "prompt": "p", "output": "o",
              "eval_scores": {"overall": 0.5}, "metadata": {"user_cohort": "a", "prompt_version": "v4", "group_id": "gt"}})
 fb += [{"request_id": "t1", "feedback_type": t, "value": v} for t, v in

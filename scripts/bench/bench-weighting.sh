@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Research benchmark for cohort weighting (issue 4): on Newsroom (coherence) and REALSumm
+# Research benchmark for cohort weighting: on Newsroom (coherence) and REALSumm
 # (litepyramid_recall), simulate biased feedback, ingest it, build datasets under `none`,
-# `inverse_rate` and `ipw` (cohort rates from any feedback, the seed's definition, and from
+# `inverse_rate` and `ipw` (cohort rates from any feedback, the default, and from
 # labelled requests), and print how close the weighted label mean comes to the truth, per cohort
 # and over the whole population of logged requests.
 #
@@ -16,10 +16,10 @@
 # Truth: the binary label (true rating >= 4 good, <= 2 bad, neutral left out) of every logged
 # request, what the dataset would hold if every request got a rating.
 #
-# Usage: scripts/bench-weighting.sh [JUDGEMENTS_DIR] [SEEDS]   (default ../shared/data/judgements, seeds 1-10)
+# Usage: scripts/bench/bench-weighting.sh [JUDGEMENTS_DIR] [SEEDS]   (default ../shared/data/judgements, seeds 1-10)
 # Needs: a release build (cargo build --release) and python3 (standard library only).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 DATA="${1:-}"
 if [[ -z "$DATA" ]]; then
   for d in ../shared/data/judgements ../../shared/data/judgements /work/shared/data/judgements; do

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
-"""PyTorch + transformers side of scripts/bench-train.sh: the same model, data shape and thread
+"""PyTorch + transformers side of scripts/bench/bench-train.sh: the same model, data shape and thread
 count as examples/bench.rs. Prints one JSON line.
 
-    python3 scripts/bench_torch.py BASE_DIR [TRAIN_STEPS] [SCORE_BATCHES] [THREADS]
+    python3 scripts/bench/bench_torch.py BASE_DIR [TRAIN_STEPS] [SCORE_BATCHES] [THREADS]
 """
 import json
 import sys

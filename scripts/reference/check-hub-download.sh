@@ -1,20 +1,20 @@
 #!/usr/bin/env bash
 # Manual check of the `hub-download` feature without hub access: builds with the feature,
-# serves models/all-MiniLM-L6-v2 from a local stand-in of the hub (scripts/mock_hub.py, via
+# serves models/all-MiniLM-L6-v2 from a local stand-in of the hub (scripts/reference/mock_hub.py, via
 # HF_ENDPOINT) and trains one step from the repo id `acme/minilm` into an empty cache:
 #   1. with HF_HUB_OFFLINE=1 the train must fail, naming the repo, the cache and the reason;
 #   2. without it the files must be downloaded into the hub cache layout and the train succeed;
 #   3. a second run must find them in the cache with the stand-in stopped.
-# Usage: scripts/check-hub-download.sh   (needs scripts/fetch-model.sh to have run)
+# Usage: scripts/reference/check-hub-download.sh   (needs scripts/fetch-model.sh to have run)
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 MODEL="${MODEL:-models/all-MiniLM-L6-v2}"
 PORT="${PORT:-8765}"
 [[ -f "$MODEL/model.safetensors" ]] || { echo "no model in $MODEL (scripts/fetch-model.sh)" >&2; exit 2; }
 cargo build --release --features hub-download
 B=target/release/evalloop
 T="$(mktemp -d)"
-python3 scripts/mock_hub.py "$MODEL" "$PORT" & server=$!
+python3 scripts/reference/mock_hub.py "$MODEL" "$PORT" & server=$!
 trap 'kill $server 2>/dev/null || true; rm -rf "$T"' EXIT
 sleep 1
 "$B" --db "$T/e.db" ingest logs data/example/logs.jsonl > /dev/null

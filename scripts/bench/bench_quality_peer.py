@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The PyTorch + transformers peer of scripts/bench-quality.sh (issue 8): the usual recipe.
+"""The PyTorch + transformers peer of scripts/bench/bench-quality.sh: the usual recipe.
 
 Fine-tunes the same MiniLM as `evalloop train` under objective "graded" with default
 truncation, on the same dataset directory (`dataset build`'s train.jsonl / validation.jsonl:
@@ -23,7 +23,7 @@ Then scores `--heldout` (JSONL with request_id, prompt, output) and writes each 
 `score` added, as `evalloop score` does. Prints `train_seconds S` (training and validation
 passes only, not loading python, torch or the model) to stdout.
 
-    python scripts/bench_quality_peer.py --dataset DS --model MODEL_DIR --heldout H.jsonl \
+    python scripts/bench/bench_quality_peer.py --dataset DS --model MODEL_DIR --heldout H.jsonl \
         --output SCORES.jsonl [--epochs 3] [--batch-size 16] [--lr 5e-5] [--max-length 256] \
         [--seed 7] [--threads 1]
 
@@ -39,7 +39,7 @@ import time
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-from rank_stats import spearman  # scripts/ is on sys.path: it holds this script
+from rank_stats import spearman  # scripts/bench/ is on sys.path: it holds this script
 
 
 def read_jsonl(path, required=True):

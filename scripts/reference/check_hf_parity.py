@@ -7,7 +7,7 @@ model's training_config.json says), and asserts every output's logits agree with
 (absolute).
 
     cargo run --release --example hf_logits -- MODEL_DIR /tmp/ours.json [--train-from BASE_DIR]
-    python3 scripts/check_hf_parity.py MODEL_DIR /tmp/ours.json
+    python3 scripts/reference/check_hf_parity.py MODEL_DIR /tmp/ours.json
 
 Needs: pip install torch transformers (CPU is enough).
 """

@@ -1,6 +1,6 @@
 """Spearman's rank correlation in plain Python (standard library only), shared by the quality
-benchmark's summary (scripts/bench-quality.sh, run by python3) and its PyTorch peer
-(scripts/bench_quality_peer.py, run by the torch environment's python)."""
+benchmark's summary (scripts/bench/bench-quality.sh, run by python3) and its PyTorch peer
+(scripts/bench/bench_quality_peer.py, run by the torch environment's python)."""
 
 import math
 

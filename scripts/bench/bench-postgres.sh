@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Ingest and query benchmark, PostgreSQL and SQLite side by side in the same run.
 #
-#   scripts/bench-postgres.sh                                   # 10,000,000 logs / 1,000,000 feedback
-#   BENCH_LOGS=1000000 BENCH_FEEDBACK=200000 scripts/bench-postgres.sh
+#   scripts/bench/bench-postgres.sh                                   # 10,000,000 logs / 1,000,000 feedback
+#   BENCH_LOGS=1000000 BENCH_FEEDBACK=200000 scripts/bench/bench-postgres.sh
 #
 # Generates the data with the deterministic generator (src/bin/gen-logs.rs), ingests it with
 # `evalloop ingest` into a fresh SQLite file and into a throwaway PostgreSQL cluster
@@ -12,7 +12,7 @@
 # transaction, default 10000), BENCH_DIR (where data and the SQLite file go; default a temp dir,
 # removed at the end), PG_SERVER_OPTS (server settings; default a modest bulk-load setup below).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 
 if [ "${1:-}" = "--inside" ]; then
     WORK=$2
@@ -65,4 +65,4 @@ target/release/gen-logs --logs "$N_LOGS" --feedback "$N_FEEDBACK" --out "$WORK" 
 echo "generated in $(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }') s ($(du -sh "$WORK" | cut -f1))"
 
 export PG_SERVER_OPTS=${PG_SERVER_OPTS:--c shared_buffers=512MB -c max_wal_size=8GB -c checkpoint_timeout=30min -c work_mem=64MB -c maintenance_work_mem=256MB}
-scripts/with-postgres.sh "$0" --inside "$WORK"
+scripts/with-postgres.sh scripts/bench/bench-postgres.sh --inside "$WORK"

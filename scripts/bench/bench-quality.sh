@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Quality benchmark (issue 8): does the retrained evaluator agree with people, ranking the
+# Quality benchmark: does the retrained evaluator agree with people, ranking the
 # outputs of one prompt as experts do?
 #
 # For each dataset (Newsroom coherence and relevance, BAGEL quality, from the judgements
@@ -11,7 +11,7 @@
 #   2. ingest, `dataset build` (graded labels, groups = metadata group_id, train/validation split
 #      by whole groups) under weighting `none` and `inverse_rate`; besides, with weighting `none`:
 #      ds-none-imp (implicit labels: [human] implicit_usage = 4, implicit_edit = 3,
-#      implicit_discard = 2, README's example values; the 0.8 / 0.2 split), ds-none-imp-nv (the
+#      implicit_discard = 2, the example values of docs/configuration.md; the 0.8 / 0.2 split), ds-none-imp-nv (the
 #      same, no validation split: train_fraction 1.0) and ds-none-nv (explicit labels, no
 #      validation split); without a validation split both implementations keep the last epoch;
 #   3. `evalloop train` from MiniLM under each configuration below, then `evalloop score` on
@@ -34,15 +34,15 @@
 #   gp_of_b       as gp_of with pair_scope = "batch": pairs of any two outputs of a batch
 #   gp_of_ens     as gp_of, an ensemble of three members (seeds s, s+100, s+200) whose mean
 #                 score is the evaluator
-#   gp_of_mt      as gp_of, multi-task (docs/multi-dimension.md): the dataset's other human
+#   gp_of_mt      as gp_of, multi-task (docs/guide/multi-dimension.md): the dataset's other human
 #                 dimensions (Newsroom coherence: fluency, informativeness, relevance; BAGEL
 #                 quality: informativeness, naturalness) as extra outputs, from the dimension
 #                 ratings simulate emits (--dimensions) on the same rated requests; the primary
 #                 feedback, labels and splits are those of the other configurations
 #   gp_of_imp     as gp_of on the dataset with implicit labels (ds-none-imp): the human-score
 #                 policy maps the implicit signals simulate emits (used 4, edited 3, discarded 2,
-#                 README's values) and averages them with the explicit feedback, so more requests
-#                 are labelled (docs/quality-bench.md, "BAGEL, fourth session")
+#                 docs/configuration.md's example values) and averages them with the explicit feedback, so more requests
+#                 are labelled (docs/research/quality-bench.md, "Implicit labels and no validation split")
 #   gp_of_imp_nv  as gp_of on ds-none-imp-nv: implicit labels, no validation split
 #                 (train_fraction 1.0): the last of the EPOCHS epochs is kept, no epoch selection
 #   gp_of_nv      as gp_of on ds-none-nv: explicit labels as ds-none, no validation split
@@ -76,11 +76,11 @@
 #                 evalloop's plain recipe (graded MSE, longest-first) on those datasets
 #   peer_imp, peer_imp_nv, peer_nv
 #                 the PyTorch peer (below) on those datasets
-#   peer          the PyTorch + transformers peer (scripts/bench_quality_peer.py): the same
+#   peer          the PyTorch + transformers peer (scripts/bench/bench_quality_peer.py): the same
 #                 MiniLM, graded MSE, longest-first, same epochs / batch / lr / max_length /
 #                 seed, no weighting, on the same dataset directory
 #
-# Usage: scripts/bench-quality.sh
+# Usage: scripts/bench/bench-quality.sh
 # Environment (defaults): DATA (../shared/data/judgements), DATASETS ("newsroom:coherence
 # newsroom:relevance bagel:quality"), SEEDS ("1 2 3"), CONFIGS (all above), EPOCHS (3),
 # MAX_LENGTH (256), BATCH (16), LR (5e-5), THREADS (2: the CPU threads; with evalloop's default
@@ -94,7 +94,7 @@
 # time: about one training run of MiniLM per (dataset, seed, configuration); see BENCHMARKS.md
 # for what one took here.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 DATA="${DATA:-}"
 if [[ -z "$DATA" ]]; then
   for d in ../shared/data/judgements ../../shared/data/judgements /work/shared/data/judgements; do
@@ -262,7 +262,7 @@ for spec in $DATASETS; do
       # The PyTorch peer: `peer`, and `peer_<variant>` on that variant's dataset.
       if [[ "$c" == peer || "$c" == peer_* ]]; then
         mkdir -p "$run/m-$c"
-        "$PEER_PYTHON" scripts/bench_quality_peer.py --dataset "$run/ds-$w" --model "$MODEL" \
+        "$PEER_PYTHON" scripts/bench/bench_quality_peer.py --dataset "$run/ds-$w" --model "$MODEL" \
           --heldout "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" --epochs "$EPOCHS" \
           --batch-size "$BATCH" --lr "$LR" --max-length "$MAX_LENGTH" --seed "$seed" \
           --threads "$RAYON_NUM_THREADS" > "$run/train-$c.log" 2>&1 \
@@ -287,7 +287,7 @@ done
 python3 - "$WORK" "$DATASETS" "$SEEDS" "$CONFIGS" <<'PY'
 import json, os, sys, statistics as st
 from collections import defaultdict
-sys.path.insert(0, "scripts")
+sys.path.insert(0, "scripts/bench")
 from rank_stats import spearman
 work, datasets, seeds, configs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
 

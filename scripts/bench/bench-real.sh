@@ -4,9 +4,9 @@
 # run the loop (dataset split by source document, so the held-out test split is whole groups),
 # and print held-out Spearman pre (base unigram-F1 evaluator) and post (retrained MiniLM),
 # dataset- and group-level, the gate's decision, and the time per stage.
-#   BENCH_EPOCHS=2 BENCH_MAX_EXAMPLES=500 BENCH_MAX_LENGTH=128 scripts/bench-real.sh
+#   BENCH_EPOCHS=2 BENCH_MAX_EXAMPLES=500 BENCH_MAX_LENGTH=128 scripts/bench/bench-real.sh
 set -euo pipefail
-root="$(cd "$(dirname "$0")/.." && pwd)"
+root="$(cd "$(dirname "$0")/../.." && pwd)"
 data="${JUDGEMENTS:-$root/../shared/data/judgements}"
 epochs=${BENCH_EPOCHS:-2}
 max_examples=${BENCH_MAX_EXAMPLES:-500}
