@@ -1,4 +1,4 @@
-//! Training and scoring throughput of evalloop on a base model, for `scripts/bench-train.sh`.
+//! Training and scoring throughput of evalloop on a base model, for `scripts/bench/bench-train.sh`.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=2 cargo run --release --example bench -- BASE_DIR [TRAIN_STEPS] [SCORE_BATCHES]

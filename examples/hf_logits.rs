@@ -1,4 +1,4 @@
-//! Writes evalloop's logits for a few sample pairs as JSON, for `scripts/check_hf_parity.py`.
+//! Writes evalloop's logits for a few sample pairs as JSON, for `scripts/reference/check_hf_parity.py`.
 //!
 //! ```text
 //! cargo run --release --example hf_logits -- MODEL_DIR OUT.json [--train-from BASE_DIR]

@@ -1,5 +1,5 @@
 //! What `evalloop train` does, until the CLI wires it: reads the `[train]` table of a TOML file
-//! and trains. Also used to check resume after `kill -9` by hand (see notes-model-perf.md).
+//! and trains. Also used to check resume after `kill -9` by hand (see docs/research/model-perf-notes.md).
 //!
 //! ```text
 //! cargo run --release --example train_dir -- DATASET_DIR CONFIG.toml OUT_DIR [--resume]

@@ -46,9 +46,9 @@ pub enum Command {
         #[command(subcommand)]
         what: IngestWhat,
     },
-    /// Record one feedback event (the seed's record_feedback).
+    /// Record one feedback event (the feedback-loop article's record_feedback).
     Record(RecordArgs),
-    /// Summarise the feedback on one request (the seed's get_feedback_summary).
+    /// Summarise the feedback on one request (the feedback-loop article's get_feedback_summary).
     Summary {
         /// The request to summarise.
         request_id: String,

@@ -1,5 +1,5 @@
 //! The analysis commands on a small store whose figures scipy / scikit-learn computed
-//! (`scripts/reference_analysis.py` wrote `tests/fixtures/analysis/`).
+//! (`scripts/reference/reference_analysis.py` wrote `tests/fixtures/analysis/`).
 
 use std::path::Path;
 

@@ -274,7 +274,7 @@ fn interrupted_ingest_keeps_whole_batches() {
     assert_eq!((s["stored"].as_u64().unwrap(), s["duplicate"].as_u64().unwrap()), (400_000 - n, n));
 }
 
-/// Dimension ratings (docs/multi-dimension.md) are stored, from JSONL and from a CSV
+/// Dimension ratings (docs/guide/multi-dimension.md) are stored, from JSONL and from a CSV
 /// `dimension` column, and change no correlate figure; a dimension on another feedback type
 /// is rejected with file, line and field.
 #[test]

@@ -1,5 +1,5 @@
 //! Compares `evalloop::stats` with the scipy / scikit-learn figures that
-//! `scripts/reference_stats.py` wrote into `tests/fixtures/stats/`.
+//! `scripts/reference/reference_stats.py` wrote into `tests/fixtures/stats/`.
 //!
 //! Tolerances: coefficients and other statistics to 1e-9 absolute; p-values to 1e-6 relative
 //! or 1e-12 absolute (for tiny p). Python is not needed to run these tests.
@@ -132,7 +132,7 @@ fn correlations_match_scipy() {
     }
 }
 
-/// splitmix64, identical to `splitmix64` in scripts/reference_stats.py.
+/// splitmix64, identical to `splitmix64` in scripts/reference/reference_stats.py.
 fn splitmix64(state: &mut u64) -> u64 {
     *state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
     let mut z = *state;
@@ -141,7 +141,7 @@ fn splitmix64(state: &mut u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The large-case columns, identical to `generated` in scripts/reference_stats.py.
+/// The large-case columns, identical to `generated` in scripts/reference/reference_stats.py.
 fn generated(kind: &str, seed: u64, n: usize) -> (Vec<f64>, Vec<f64>) {
     let mut s = seed;
     let scale = 2f64.powi(-53);

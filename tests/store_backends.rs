@@ -85,7 +85,7 @@ fn backends(test: &str) -> Vec<Backend> {
             let _ = writeln!(
                 std::io::stderr(),
                 "store_backends::{test}: PostgreSQL half SKIPPED: EVALLOOP_TEST_PG is not set \
-                 (run `scripts/with-postgres.sh cargo test --release` to include it)"
+                 (run `scripts/with-postgres.sh cargo test --release --workspace` to include it)"
             );
         }
     }

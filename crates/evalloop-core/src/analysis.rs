@@ -61,7 +61,7 @@ pub enum GroupBy {
 }
 
 /// The agreement between evaluator and human scores over one set of requests, flat, with the
-/// seed's field names. A statistic that is undefined is `null` and its reason is in `undefined`.
+/// feedback-loop article's field names. A statistic that is undefined is `null` and its reason is in `undefined`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Correlation {
     /// The split value (`--by`), absent for the overall figure.
@@ -252,7 +252,7 @@ pub fn correlate(store: &dyn Store, scope: &Scope, opts: &CorrelateOptions) -> R
 pub struct CalibrationOptions {
     /// Number of bins for the ECE and the reliability table; default 10.
     pub bins: usize,
-    /// The evaluator says "good" when its score is above this; default 0.7 (as in the seed).
+    /// The evaluator says "good" when its score is above this; default 0.7 (as in the feedback-loop article).
     pub threshold: f64,
 }
 

@@ -19,22 +19,22 @@
 //! a request needs a primary label to be a row. The card gains per-dimension label counts.
 //!
 //! # Disagreements
-//! The evaluator says good when `eval_score > eval_threshold` (default 0.7, the seed's). A request
+//! The evaluator says good when `eval_score > eval_threshold` (default 0.7, as in the feedback-loop article). A request
 //! is a disagreement when the evaluator says good and the human verdict is bad, or the evaluator
 //! does not say good and the human verdict is good. A neutral human verdict never disagrees.
 //! `source = "all"` (default) keeps every labelled request with disagreements marked;
-//! `"disagreements"` keeps only those (the seed's narrower set).
+//! `"disagreements"` keeps only those (the article's narrower set).
 //!
 //! # Weights
 //! Each scheme in `weighting` is a factor; an example's weight is their product. Cohort rates come
-//! from the store over all logged requests of the cohort: with `rate = "feedback"` (default, the
-//! seed's) `r_c = with_feedback_c / requests_c` (any feedback event), `"explicit"` counts requests
+//! from the store over all logged requests of the cohort: with `rate = "feedback"` (default, as in
+//! the feedback-loop article) `r_c = with_feedback_c / requests_c` (any feedback event), `"explicit"` counts requests
 //! with explicit feedback, `"labelled"` requests with a human score under the policy (the
 //! probability that a request enters this dataset, the right one for `ipw` when implicit events
 //! carry no score).
 //!
 //! - `none`: 1.
-//! - `inverse_rate`: `1 / (r_c + 0.01)` (the seed's).
+//! - `inverse_rate`: `1 / (r_c + 0.01)` (the article's).
 //! - `ipw`: `min(1 / r~_c, max_weight)` with the smoothed rate
 //!   `r~_c = (k_c + a * r) / (n_c + a)`, where `k_c / n_c` is the cohort's rate as counts,
 //!   `r = sum k / sum n` the overall rate and `a = ipw_smoothing` (default 1 pseudo-request);
@@ -126,7 +126,7 @@ pub enum Scheme {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum RateBasis {
-    /// Requests with any feedback event (the seed's).
+    /// Requests with any feedback event (the article's).
     Feedback,
     /// Requests with explicit feedback.
     Explicit,
@@ -283,7 +283,7 @@ impl CohortRate {
     }
 }
 
-/// The seed's `1 / (rate + 0.01)`.
+/// The feedback-loop article's `1 / (rate + 0.01)`.
 pub fn inverse_rate_weight(rate: f64) -> f64 {
     1.0 / (rate + 0.01)
 }

@@ -115,7 +115,7 @@ impl HumanPolicy {
     }
 }
 
-/// The seed's `get_feedback_summary`, with `implicit_discard` reported too.
+/// The feedback-loop article's `get_feedback_summary`, with `implicit_discard` reported too.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct FeedbackSummary {
     pub request_id: String,
@@ -178,7 +178,7 @@ mod tests {
 
     #[test]
     fn thumbs_up_does_not_win_over_everything() {
-        // The seed's policy would call this 5; ours averages 5, 1 and 2.
+        // The article's policy would call this 5; ours averages 5, 1 and 2.
         let events = [
             ev(FeedbackType::ThumbsUp, FeedbackValue::Bool(true)),
             ev(FeedbackType::ThumbsDown, FeedbackValue::Bool(true)),

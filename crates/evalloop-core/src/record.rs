@@ -1,10 +1,10 @@
 //! The two record kinds evalloop reads, eval logs and feedback events, and their validation.
 //!
-//! Field names follow the seed design: an eval log has `request_id`, `timestamp`, `prompt`,
+//! Field names follow the feedback-loop article: an eval log has `request_id`, `timestamp`, `prompt`,
 //! `output`, `eval_scores` (with `overall` in [0, 1]), `feedback_collected`, `evaluator` and
 //! `metadata`; a feedback event has `request_id`, `feedback_type`, `value`, `user_id`,
 //! `timestamp`, `event_id` and, for a rating of one human dimension, `dimension`
-//! (docs/multi-dimension.md). Validation works on a parsed JSON object so that every problem is
+//! (docs/guide/multi-dimension.md). Validation works on a parsed JSON object so that every problem is
 //! named by its field; [`FieldError`] carries that name and the reason.
 
 use std::collections::BTreeMap;
@@ -135,7 +135,7 @@ impl EvalLog {
     }
 }
 
-/// The kinds of feedback, explicit and implicit, with the seed's names.
+/// The kinds of feedback, explicit and implicit, with the feedback-loop article's names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum FeedbackType {
     ThumbsUp,

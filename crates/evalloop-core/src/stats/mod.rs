@@ -8,7 +8,7 @@
 //! defined value as the value itself and an undefined one as
 //! `{"undefined": true, "reason": "..."}`.
 //!
-//! Reference values: `scripts/reference_stats.py` (numpy, scipy, scikit-learn) writes the
+//! Reference values: `scripts/reference/reference_stats.py` (numpy, scipy, scikit-learn) writes the
 //! fixtures in `tests/fixtures/stats/` that `tests/stats_reference.rs` compares against.
 //!
 //! Submodules: [`rank`] (average ranks), [`corr`] (Pearson, Spearman, Kendall, CIs),

@@ -127,7 +127,7 @@ pub struct Candidate {
 /// max_length = 256
 /// learning_rate = 5e-5
 /// seed = 7
-/// # quality (issue 8); these are the defaults
+/// # ranking quality; these are the defaults
 /// truncation = "longest_first"   # or "output_first"
 /// # objective = "graded"         # unset = from the label kind ("graded" or "binary")
 /// pair_min_diff = 0.1
@@ -136,7 +136,7 @@ pub struct Candidate {
 /// layer_lr_decay = 1.0
 /// eval_metric = "spearman"       # or "group_spearman", "loss", "auc", "accuracy"
 /// # seeds = [1, 2, 3]            # an ensemble: one member per seed
-/// # multi-task (docs/multi-dimension.md)
+/// # multi-task (docs/guide/multi-dimension.md)
 /// # dimensions = ["relevance"]   # unset = the dataset card's config.dimensions; [] = one output
 /// dimension_weight = 1.0
 /// # speed
