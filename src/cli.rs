@@ -557,7 +557,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
             let cfg: crate::dataset::DatasetConfig = settings.section("dataset", &settings.config.dataset)?;
             let store = store::open(&settings.db)?;
             let built = crate::dataset::build(store.as_ref(), &settings.policy, &cfg, &out)?;
-            Ok(Outcome::ok(built.text, built.card))
+            Ok(Outcome::ok(built.text, to_json(&built.card)))
         }
         Command::Simulate(a) => {
             let mut cfg: crate::simulate::SimulateConfig = settings.section("simulate", &settings.config.simulate)?;

@@ -82,25 +82,21 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 
+use crate::atomic::{self, AtomicWriter};
 use crate::feedback::{HumanPolicy, Verdict};
-use crate::simulate::{Writer, hash64};
+use crate::files::{
+    CARD_FILE, CohortCard, DatasetCard, DatasetRow, DimensionCard, Label, SplitCard, UNLABELLED_FILE, UnlabelledRow,
+};
+use crate::hash::hash64;
 use crate::store::{CohortStats, Filter, ScoredQuery, Store};
 use crate::{Error, Result};
 
 /// The cohort name used for requests without `metadata.user_cohort`.
 pub const NO_COHORT: &str = "(none)";
 
-/// What the label is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LabelKind {
-    /// Good 1, bad 0, neutral dropped.
-    Binary,
-    /// `(human_score - 1) / 4`.
-    Graded,
-}
+pub use crate::files::LabelKind;
 
 /// Which labelled requests become examples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -365,7 +361,7 @@ pub fn normalize_on(weights: &mut [f64], on: &[bool]) -> f64 {
 }
 
 /// What subsampling did to one stratum.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StratumSample {
     pub cohort: String,
     pub class: String,
@@ -486,7 +482,7 @@ pub fn assign_splits(examples: &[Example], train: f64, validation: f64, seed: u6
 }
 
 /// Counts and weight statistics of a set of examples.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CellStats {
     pub examples: usize,
     pub good: usize,
@@ -546,7 +542,7 @@ pub fn r6(x: f64) -> f64 {
 #[derive(Debug, Clone)]
 pub struct Built {
     pub text: String,
-    pub card: Value,
+    pub card: DatasetCard,
     pub warnings: Vec<String>,
 }
 
@@ -677,7 +673,7 @@ pub fn build_in(
 
     // Statistics and warnings.
     let mut warnings = Vec::new();
-    let mut split_cards = serde_json::Map::new();
+    let mut split_cards = BTreeMap::new();
     let mut text = format!(
         "dataset: {} examples ({} label, source {}, weighting {}) from evaluator {evaluator}\n",
         examples.len(),
@@ -695,7 +691,7 @@ pub fn build_in(
         let in_split: Vec<&Example> = examples.iter().filter(|e| split_of(e) == split).collect();
         let all = CellStats::of(in_split.iter().copied());
         let cohorts: BTreeSet<&str> = in_split.iter().map(|e| e.cohort.as_str()).collect();
-        let mut by_cohort = serde_json::Map::new();
+        let mut by_cohort = BTreeMap::new();
         for c in cohorts {
             let cell = CellStats::of(in_split.iter().copied().filter(|e| e.cohort == c));
             let _ = writeln!(
@@ -719,7 +715,7 @@ pub fn build_in(
                     cell.examples
                 ));
             }
-            by_cohort.insert(c.to_string(), json!(cell));
+            by_cohort.insert(c.to_string(), cell);
         }
         let _ = writeln!(
             text,
@@ -736,32 +732,28 @@ pub fn build_in(
         if all.examples == 0 {
             warnings.push(format!("{} split is empty", split.name()));
         }
-        let mut card = json!(all);
-        card["by_cohort"] = Value::Object(by_cohort);
-        split_cards.insert(split.name().to_string(), card);
+        split_cards.insert(split.name().to_string(), SplitCard { all, by_cohort });
 
-        let mut w = Writer::create(&out.join(format!("{}.jsonl", split.name())))?;
+        let mut w = AtomicWriter::create(&out.join(format!("{}.jsonl", split.name())))?;
         for e in in_split {
-            let label = match cfg.label {
-                LabelKind::Binary => json!(e.label as i64),
-                LabelKind::Graded => json!(r6(e.label)),
+            let row = DatasetRow {
+                cohort: e.cohort.clone(),
+                group: Some(e.group.clone()),
+                is_disagreement: e.is_disagreement,
+                label: match cfg.label {
+                    LabelKind::Binary => Label::Binary(u8::from(e.label == 1.0)),
+                    LabelKind::Graded => Label::Graded(r6(e.label)),
+                },
+                labels: (!cfg.dimensions.is_empty())
+                    .then(|| e.labels.iter().map(|(d, v)| (d.clone(), v.map(r6))).collect()),
+                output: e.output.clone(),
+                prompt: e.prompt.clone(),
+                request_id: e.request_id.clone(),
+                weight: r6(e.weight),
             };
-            let mut row = json!({
-                "cohort": e.cohort,
-                "group": e.group,
-                "is_disagreement": e.is_disagreement,
-                "label": label,
-                "output": e.output,
-                "prompt": e.prompt,
-                "request_id": e.request_id,
-                "weight": r6(e.weight),
-            });
-            if !cfg.dimensions.is_empty() {
-                row["labels"] = e.labels.iter().map(|(d, v)| (d.clone(), json!(v.map(r6)))).collect();
-            }
-            w.line(&row)?;
+            w.write_json_line(&row)?;
         }
-        w.finish()?;
+        w.commit()?;
     }
     let unlabelled = if cfg.unlabelled > 0 {
         let n =
@@ -778,35 +770,38 @@ pub fn build_in(
         let _ = writeln!(text, "{} warning(s), listed in dataset_card.md", warnings.len());
     }
 
-    let cohort_card: serde_json::Map<String, Value> = rates
+    let cohort_card: BTreeMap<String, CohortCard> = rates
         .iter()
         .map(|(c, r)| {
             let f = factors.get(c).cloned().unwrap_or_default();
             let s = stats.iter().find(|s| s.cohort.as_deref().unwrap_or(NO_COHORT) == c);
             (
                 c.clone(),
-                json!({
-                    "requests": r.requests,
-                    "with_feedback": s.map_or(0, |s| s.with_feedback),
-                    "with_explicit": s.map_or(0, |s| s.with_explicit),
-                    "with_human_score": s.map_or(0, |s| s.with_human_score),
-                    "rate": r6(r.rate()),
-                    "inverse_rate_factor": r6(f.get("inverse_rate").copied().unwrap_or(1.0)),
-                    "ipw_factor": r6(f.get("ipw").copied().unwrap_or(1.0)),
-                }),
+                CohortCard {
+                    requests: r.requests,
+                    with_feedback: s.map_or(0, |s| s.with_feedback),
+                    with_explicit: s.map_or(0, |s| s.with_explicit),
+                    with_human_score: s.map_or(0, |s| s.with_human_score),
+                    rate: r6(r.rate()),
+                    inverse_rate_factor: r6(f.get("inverse_rate").copied().unwrap_or(1.0)),
+                    ipw_factor: r6(f.get("ipw").copied().unwrap_or(1.0)),
+                },
             )
         })
         .collect();
     // Per dimension: examples with a label on it, overall and per split.
-    let dimension_card: serde_json::Map<String, Value> = cfg
+    let dimension_card: BTreeMap<String, DimensionCard> = cfg
         .dimensions
         .iter()
         .map(|d| {
             let has = |e: &&Example| e.labels.get(d).is_some_and(Option::is_some);
-            let mut v = json!({"labelled": examples.iter().filter(has).count()});
-            for split in Split::ALL {
-                v[split.name()] = json!(examples.iter().filter(|e| split_of(e) == split).filter(has).count());
-            }
+            let in_split = |split: Split| examples.iter().filter(|e| split_of(e) == split).filter(has).count();
+            let v = DimensionCard {
+                labelled: examples.iter().filter(has).count(),
+                train: in_split(Split::Train),
+                validation: in_split(Split::Validation),
+                test: in_split(Split::Test),
+            };
             (d.clone(), v)
         })
         .collect();
@@ -816,43 +811,34 @@ pub fn build_in(
             "  dimension labels: {}",
             dimension_card
                 .iter()
-                .map(|(d, v)| format!("{d} {}/{}", v["labelled"], examples.len()))
+                .map(|(d, v)| format!("{d} {}/{}", v.labelled, examples.len()))
                 .collect::<Vec<_>>()
                 .join(", ")
         );
     }
-    let mut card = json!({
-        "config": cfg,
-        "human_policy": policy,
-        "evaluator": evaluator,
-        "candidates": candidates,
-        "dropped_neutral": dropped_neutral,
-        "dropped_agreeing": dropped_agreeing,
-        "examples_before_subsampling": available,
-        "examples": examples.len(),
-        "normalize_divisor": r6(divisor),
-        "cohorts": cohort_card,
-        "subsampling": strata.iter().map(|s| json!({
-            "cohort": s.cohort, "class": s.class, "available": s.available, "kept": s.kept,
-            "inflation": r6(s.inflation),
-        })).collect::<Vec<_>>(),
-        "splits": split_cards,
-        "groups": splits.len(),
-        "warnings": warnings,
-        "generator": format!("evalloop {}", env!("CARGO_PKG_VERSION")),
-    });
-    if !cfg.dimensions.is_empty() {
-        card["dimensions"] = Value::Object(dimension_card);
-    }
-    if let Some(n) = unlabelled {
-        card["unlabelled"] = json!(n);
-    }
-    let mut w = Writer::create(&out.join("dataset_card.json"))?;
-    w.raw(&serde_json::to_string_pretty(&card).map_err(|e| Error::Input(format!("dataset_card.json: {e}")))?)?;
-    w.finish()?;
-    let mut w = Writer::create(&out.join("dataset_card.md"))?;
-    w.raw(&card_markdown(&card, &text))?;
-    w.finish()?;
+    let card = DatasetCard {
+        config: cfg.clone(),
+        human_policy: policy.clone(),
+        evaluator,
+        candidates,
+        dropped_neutral,
+        dropped_agreeing,
+        examples_before_subsampling: available,
+        examples: examples.len(),
+        normalize_divisor: r6(divisor),
+        cohorts: cohort_card,
+        subsampling: strata.iter().map(|s| StratumSample { inflation: r6(s.inflation), ..s.clone() }).collect(),
+        splits: split_cards,
+        groups: splits.len(),
+        warnings: warnings.clone(),
+        generator: format!("evalloop {}", env!("CARGO_PKG_VERSION")),
+        dimensions: (!cfg.dimensions.is_empty()).then_some(dimension_card),
+        unlabelled,
+    };
+    let card_json = card.to_json()?;
+    atomic::write_atomic(&out.join(CARD_FILE), format!("{card_json}\n").as_bytes())?;
+    let card_value: Value = serde_json::from_str(&card_json).map_err(|e| Error::Input(format!("{CARD_FILE}: {e}")))?;
+    atomic::write_atomic(&out.join("dataset_card.md"), format!("{}\n", card_markdown(&card_value, &text)).as_bytes())?;
     Ok(Built { text: text.trim_end().to_string(), card, warnings })
 }
 
@@ -894,11 +880,18 @@ fn write_unlabelled(
         }
     }
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    let mut w = Writer::create(&out.join("unlabelled.jsonl"))?;
+    let mut w = AtomicWriter::create(&out.join(UNLABELLED_FILE))?;
     for (id, prompt, output, group, cohort) in &rows {
-        w.line(&json!({"cohort": cohort, "group": group, "output": output, "prompt": prompt, "request_id": id}))?;
+        let row = UnlabelledRow {
+            cohort: cohort.clone(),
+            group: group.clone(),
+            output: output.clone(),
+            prompt: prompt.clone(),
+            request_id: id.clone(),
+        };
+        w.write_json_line(&row)?;
     }
-    w.finish()?;
+    w.commit()?;
     Ok(rows.len())
 }
 

@@ -4,7 +4,9 @@
 //! a [`store`] (SQLite or PostgreSQL); the analyses ([`analysis`], built on [`stats`]) measure
 //! how well an evaluator agrees with people; [`dataset`] turns feedback into cohort-weighted
 //! training data, and [`simulate`] makes realistic logs and biased feedback from human
-//! judgements; [`report`] renders a run of the weekly loop. [`config`] reads the TOML config.
+//! judgements; [`report`] renders a run of the weekly loop. [`config`] reads the TOML config;
+//! [`files`] defines the dataset directory's files; [`atomic`] writes every file whole or not at
+//! all.
 
 pub mod analysis;
 pub mod atomic;
@@ -12,6 +14,8 @@ pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod feedback;
+pub mod files;
+pub mod hash;
 pub mod ingest;
 pub mod record;
 pub mod report;

@@ -76,8 +76,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{BufRead, BufReader, BufWriter, Write};
-use std::path::{Path, PathBuf};
+use std::io::{BufRead, BufReader};
+use std::path::Path;
 
 use chrono::{DateTime, Duration, Utc};
 use rand::seq::SliceRandom;
@@ -85,8 +85,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
+use crate::atomic::AtomicWriter;
+pub use crate::hash::hash64;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue};
 use crate::{Error, Result};
 
@@ -431,17 +432,6 @@ pub fn unigram_f1(output: &str, reference: &str) -> f64 {
     2.0 * p * rc / (p + rc)
 }
 
-/// A stable 64-bit hash of some strings (first 8 bytes of SHA-256 over length-prefixed parts).
-pub fn hash64(parts: &[&str]) -> u64 {
-    let mut h = Sha256::new();
-    for p in parts {
-        h.update((p.len() as u64).to_le_bytes());
-        h.update(p.as_bytes());
-    }
-    let d = h.finalize();
-    u64::from_le_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]])
-}
-
 /// The index of the cohort whose cumulative (normalised) share interval holds `u` in [0, 1).
 fn cohort_at(shares: &[f64], u: f64) -> usize {
     let total: f64 = shares.iter().sum();
@@ -553,10 +543,10 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
     };
 
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
-    let mut w_logs = Writer::create(&out.join("logs.jsonl"))?;
-    let mut w_fb = Writer::create(&out.join("feedback.jsonl"))?;
-    let mut w_truth = Writer::create(&out.join("truth.jsonl"))?;
-    let mut w_held = Writer::create(&out.join("heldout.jsonl"))?;
+    let mut w_logs = AtomicWriter::create(&out.join("logs.jsonl"))?;
+    let mut w_fb = AtomicWriter::create(&out.join("feedback.jsonl"))?;
+    let mut w_truth = AtomicWriter::create(&out.join("truth.jsonl"))?;
+    let mut w_held = AtomicWriter::create(&out.join("heldout.jsonl"))?;
 
     let window_us = (cfg.window_days * 86_400e6) as i64;
     let mut summary = SimulateSummary {
@@ -624,7 +614,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         if let Some(hs) = &human_scores {
             truth["human_scores"] = Value::Object(hs.clone());
         }
-        w_truth.line(&truth)?;
+        w_truth.write_json_line(&truth)?;
         if is_held {
             summary.heldout_requests += 1;
             let mut held = json!({
@@ -640,7 +630,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
             if let Some(hs) = human_scores {
                 held["human_scores"] = Value::Object(hs);
             }
-            w_held.line(&held)?;
+            w_held.write_json_line(&held)?;
             continue;
         }
 
@@ -662,7 +652,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
             evaluator: cfg.evaluator.clone(),
             metadata,
         };
-        w_logs.line(&log.to_json())?;
+        w_logs.write_json_line(&log.to_json())?;
         summary.logs += 1;
         let counts = summary.cohorts.entry(cohort.name.clone()).or_default();
         counts.requests += 1;
@@ -713,7 +703,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
             events.push(event(t, FeedbackValue::Bool(true), delay_implicit, None));
         }
         for e in &events {
-            w_fb.line(&e.to_json())?;
+            w_fb.write_json_line(&e.to_json())?;
             summary.feedback_events += 1;
         }
     }
@@ -722,11 +712,11 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
             c.mean_human_score_5 /= c.requests as f64;
         }
     }
-    w_logs.finish()?;
-    w_fb.finish()?;
-    w_truth.finish()?;
-    w_held.finish()?;
-    let mut meta = Writer::create(&out.join("simulate.json"))?;
+    w_logs.commit()?;
+    w_fb.commit()?;
+    w_truth.commit()?;
+    w_held.commit()?;
+    let mut meta = AtomicWriter::create(&out.join("simulate.json"))?;
     let text = serde_json::to_string_pretty(&json!({
         "judgements": judgements.file_name().map(|n| n.to_string_lossy().to_string()),
         "dimension": dimension,
@@ -739,35 +729,10 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         "cohorts": summary.cohorts,
     }))
     .map_err(|e| Error::Input(format!("simulate.json: {e}")))?;
-    meta.raw(&text)?;
-    meta.finish()?;
+    meta.write_all(text.as_bytes())?;
+    meta.write_all(b"\n")?;
+    meta.commit()?;
     Ok(summary)
-}
-
-/// A buffered JSON Lines writer whose errors name the file.
-pub(crate) struct Writer {
-    path: PathBuf,
-    w: BufWriter<File>,
-}
-
-impl Writer {
-    pub(crate) fn create(path: &Path) -> Result<Writer> {
-        let f = File::create(path).map_err(|e| Error::io(path, e))?;
-        Ok(Writer { path: path.to_path_buf(), w: BufWriter::new(f) })
-    }
-
-    pub(crate) fn line(&mut self, v: &impl Serialize) -> Result<()> {
-        let s = serde_json::to_string(v).map_err(|e| Error::Input(format!("{}: {e}", self.path.display())))?;
-        self.raw(&s)
-    }
-
-    pub(crate) fn raw(&mut self, s: &str) -> Result<()> {
-        self.w.write_all(s.as_bytes()).and_then(|_| self.w.write_all(b"\n")).map_err(|e| Error::io(&self.path, e))
-    }
-
-    pub(crate) fn finish(mut self) -> Result<()> {
-        self.w.flush().map_err(|e| Error::io(&self.path, e))
-    }
 }
 
 #[cfg(test)]

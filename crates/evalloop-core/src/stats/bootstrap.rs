@@ -4,7 +4,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use serde::Serialize;
 
-use super::corr::check_level;
+use super::check_level;
 use super::{Undefined, quantile_sorted};
 
 /// Bootstrap settings. Defaults: 2000 resamples, seed 0, level 0.95.

@@ -159,7 +159,7 @@ fn fisher_ci(
     var_numerator: f64,
     method: CiMethod,
 ) -> Result<ConfidenceInterval, Undefined> {
-    check_level(level)?;
+    super::check_level(level)?;
     if !(-1.0..=1.0).contains(&r) {
         return Err(Undefined::new(format!("correlation {r} is not in [-1, 1]")));
     }
@@ -482,15 +482,6 @@ pub(crate) fn normal_quantile(p: f64) -> f64 {
 
 fn standard_normal() -> Normal {
     Normal::standard()
-}
-
-/// Rejects a confidence level outside (0, 1).
-pub(crate) fn check_level(level: f64) -> Result<(), Undefined> {
-    if level > 0.0 && level < 1.0 {
-        Ok(())
-    } else {
-        Err(Undefined::new(format!("confidence level {level} is not in (0, 1)")))
-    }
 }
 
 #[cfg(test)]

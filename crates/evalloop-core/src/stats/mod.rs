@@ -143,6 +143,15 @@ pub(crate) fn is_constant(v: &[f64]) -> bool {
     v.iter().all(|&a| a == v[0])
 }
 
+/// Rejects a confidence level outside (0, 1).
+pub(crate) fn check_level(level: f64) -> Result<(), Undefined> {
+    if level > 0.0 && level < 1.0 {
+        Ok(())
+    } else {
+        Err(Undefined::new(format!("confidence level {level} is not in (0, 1)")))
+    }
+}
+
 /// Arithmetic mean; 0 for an empty slice (callers check n first).
 pub(crate) fn mean(v: &[f64]) -> f64 {
     if v.is_empty() {
