@@ -17,7 +17,6 @@
 
 pub mod cli;
 pub mod pipeline;
-pub mod render;
 
 pub use evalloop_core::{Error, Result};
 pub use evalloop_core::{

@@ -17,6 +17,7 @@ pub mod feedback;
 pub mod files;
 pub mod hash;
 pub mod ingest;
+pub mod jsonl;
 pub mod record;
 pub mod report;
 pub mod simulate;

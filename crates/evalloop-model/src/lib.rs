@@ -19,6 +19,7 @@
 pub mod alloc;
 pub mod bert;
 pub mod config;
+pub mod files;
 pub mod hub;
 pub mod ops;
 pub mod tokenize;

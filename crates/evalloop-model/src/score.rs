@@ -30,13 +30,12 @@ use candle_core::Device;
 use crate::train::LabelKind;
 use crate::{InferenceModel, PairTokenizer, Truncation};
 
+pub use crate::files::{ENSEMBLE_FILE, EnsembleFile};
+use crate::files::{TRAINING_CONFIG_FILE, TrainingConfigFile};
 pub use crate::parse_device;
 
 /// Default number of pairs per forward pass.
 pub const DEFAULT_BATCH_SIZE: usize = 32;
-
-/// The file that makes a model directory an ensemble.
-pub const ENSEMBLE_FILE: &str = "ensemble.json";
 
 /// A loaded evaluator model: one model, or the members of an ensemble.
 #[derive(Debug)]
@@ -57,35 +56,14 @@ struct Member {
     tokenizer: PairTokenizer,
 }
 
-/// `ensemble.json`: the member directories (relative to the ensemble directory) and how their
-/// scores are combined.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct EnsembleFile {
-    /// Member model directories, relative to the ensemble directory.
-    pub members: Vec<String>,
-    /// The seeds the members were trained with, in member order.
-    #[serde(default)]
-    pub seeds: Vec<u64>,
-    /// How scores are combined; only `"mean"` (the default).
-    #[serde(default = "mean")]
-    pub aggregate: String,
-}
-
-fn mean() -> String {
-    "mean".to_string()
-}
-
 impl Scorer {
     /// Loads a model directory, or an ensemble directory (one with [`ENSEMBLE_FILE`]): every
     /// member as [`Scorer::load_model`] would, with scores averaged.
     pub fn load(model_dir: &Path, device: &Device) -> evalloop_core::Result<Self> {
         let ens_path = model_dir.join(ENSEMBLE_FILE);
-        if !ens_path.is_file() {
+        let Some(ens) = EnsembleFile::read(model_dir)? else {
             return Self::load_model(model_dir, device);
-        }
-        let text = std::fs::read_to_string(&ens_path).map_err(|e| evalloop_core::Error::io(&ens_path, e))?;
-        let ens: EnsembleFile = serde_json::from_str(&text)
-            .map_err(|e| evalloop_core::Error::Input(format!("{}: {e}", ens_path.display())))?;
+        };
         if ens.aggregate != "mean" {
             return Err(evalloop_core::Error::Input(format!(
                 "{}: field aggregate is {:?}, only \"mean\" is known",
@@ -152,21 +130,22 @@ impl Scorer {
             Some("regression") => LabelKind::Graded,
             _ => LabelKind::Binary,
         };
-        let (training_path, training) = read_training_config(model_dir)?;
+        let training_path = model_dir.join(TRAINING_CONFIG_FILE);
+        let training = TrainingConfigFile::read(model_dir)?;
         let tokenizer_max_length = || -> Option<usize> {
             let text = std::fs::read_to_string(model_dir.join("tokenizer_config.json")).ok()?;
             let v: serde_json::Value = serde_json::from_str(&text).ok()?;
             v.get("model_max_length")?.as_u64().map(|n| n as usize)
         };
         let max_length = training
-            .get("max_length")
-            .and_then(serde_json::Value::as_u64)
-            .map(|n| n as usize)
+            .as_ref()
+            .map(|t| t.max_length)
             .or_else(tokenizer_max_length)
             .unwrap_or(512)
             .min(model.config.max_position_embeddings);
-        let truncation = read_truncation(&training_path, &training)?;
-        let dimensions = read_dimensions(&training_path, &training, model_dir, &model.config)?;
+        let truncation = training.as_ref().map(|t| t.truncation).unwrap_or_default();
+        let dimensions = training.map(|t| t.dimensions).unwrap_or_default();
+        check_dimensions(&training_path, &dimensions, model_dir, &model.config)?;
         let tokenizer =
             PairTokenizer::from_file(&model_dir.join("tokenizer.json"), max_length)?.with_truncation(truncation)?;
         tracing::info!(model = %model_dir.display(), ?kind, max_length, ?truncation, "scorer loaded");
@@ -268,43 +247,17 @@ impl Scorer {
     }
 }
 
-/// `model_dir/training_config.json` and its contents: `Value::Null` when the file is missing,
-/// an error naming the file when it does not parse.
-fn read_training_config(model_dir: &Path) -> evalloop_core::Result<(PathBuf, serde_json::Value)> {
-    let path = model_dir.join("training_config.json");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return Ok((path, serde_json::Value::Null));
-    };
-    let v = serde_json::from_str(&text).map_err(|e| evalloop_core::Error::Input(format!("{}: {e}", path.display())))?;
-    Ok((path, v))
-}
-
-/// `truncation` of training_config.json `v` (top level, else `train.truncation`); longest-first
-/// when the file or key is missing, an error naming the file when the value is unknown.
-fn read_truncation(path: &Path, v: &serde_json::Value) -> evalloop_core::Result<Truncation> {
-    match v.get("truncation").or_else(|| v.get("train").and_then(|t| t.get("truncation"))) {
-        None | Some(serde_json::Value::Null) => Ok(Truncation::default()),
-        Some(t) => serde_json::from_value(t.clone())
-            .map_err(|e| evalloop_core::Error::Input(format!("{}: field truncation: {e}", path.display()))),
-    }
-}
-
-/// The dimensions of a multi-task model: `dimensions` of training_config.json (none when the
-/// file or key is missing), which must match the head: `num_labels = 1 + K` and `id2label`
-/// naming output k as dimension k. Errors name the file and field.
-fn read_dimensions(
+/// Checks that the dimensions of a multi-task model (`dimensions` of training_config.json at
+/// `path`) match the head: `num_labels = 1 + K` and `id2label` naming output k as dimension k.
+/// Errors name the file and field.
+fn check_dimensions(
     path: &Path,
-    v: &serde_json::Value,
+    dims: &[String],
     model_dir: &Path,
     config: &crate::BertConfig,
-) -> evalloop_core::Result<Vec<String>> {
-    let dims: Vec<String> = match v.get("dimensions") {
-        None | Some(serde_json::Value::Null) => return Ok(Vec::new()),
-        Some(d) => serde_json::from_value(d.clone())
-            .map_err(|e| evalloop_core::Error::Input(format!("{}: field dimensions: {e}", path.display())))?,
-    };
+) -> evalloop_core::Result<()> {
     if dims.is_empty() {
-        return Ok(dims);
+        return Ok(());
     }
     if config.num_labels() != 1 + dims.len() {
         return Err(evalloop_core::Error::Input(format!(
@@ -325,7 +278,7 @@ fn read_dimensions(
             )));
         }
     }
-    Ok(dims)
+    Ok(())
 }
 
 /// Options of [`score_jsonl`].
@@ -509,8 +462,11 @@ mod tests {
         let pairs = [("what", "good answer"), ("why", "bad"), ("how", "a wrong answer")];
         let a = Scorer::load(&dir.path().join("member-1"), &Device::Cpu).unwrap().score_pairs(&pairs).unwrap();
         let b = Scorer::load(&dir.path().join("member-2"), &Device::Cpu).unwrap().score_pairs(&pairs).unwrap();
-        let ens =
-            EnsembleFile { members: vec!["member-1".into(), "member-2".into()], seeds: vec![1, 2], aggregate: mean() };
+        let ens = EnsembleFile {
+            members: vec!["member-1".into(), "member-2".into()],
+            seeds: vec![1, 2],
+            aggregate: "mean".into(),
+        };
         std::fs::write(dir.path().join(ENSEMBLE_FILE), serde_json::to_string(&ens).unwrap()).unwrap();
         let scorer = Scorer::load(dir.path(), &Device::Cpu).unwrap();
         assert_eq!(scorer.num_members(), 2);
