@@ -37,7 +37,7 @@ pub fn keep_freed_memory() {
 /// the loss, gradient sums) to a second pool of `CANDLE_NUM_THREADS - 1` spinning threads that
 /// one caller at a time may use: with two shards on two cores that is a third busy thread and a
 /// lock between the shards (two shards on two threads: training 11.1 -> 20.5-21.1 examples/s
-/// with it off; notes-model-perf.md entry 14).
+/// with it off; docs/research/model-perf-notes.md, entry 14).
 ///
 /// Call first thing in `main`, before any thread is started (it writes the environment).
 pub fn candle_ops_inline() {
