@@ -19,9 +19,14 @@ pub enum Error {
     Io { path: PathBuf, source: std::io::Error },
     #[error(transparent)]
     Store(#[from] crate::store::StoreError),
-    /// Drawing the report's charts.
-    #[error(transparent)]
-    Report(#[from] crate::report::ReportError),
+    /// plotters failed to draw one of the report's charts.
+    #[error("drawing the {chart} chart: {message}")]
+    Chart {
+        /// The chart's `data-chart` id, e.g. `scatter-pre`.
+        chart: String,
+        /// plotters' message.
+        message: String,
+    },
     /// Model loading, training or inference.
     #[error("{0}")]
     Model(String),

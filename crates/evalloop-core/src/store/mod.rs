@@ -4,8 +4,10 @@
 //! one file, the default) implements it; a PostgreSQL implementation sits behind the same trait.
 //! Heavy joins and aggregations run inside the database: the analysis stages ask for whole result
 //! sets ([`Store::scored_requests`], [`Store::cohort_stats`]), never one query per request.
+//! Both backends turn rows into records with the same mappers (`rows`).
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 
 use chrono::{DateTime, Utc};
@@ -307,7 +309,8 @@ pub struct RequestText {
     pub metadata: String,
 }
 
-/// Who leaves feedback, per cohort (the seed's `compute_feedback_rate_by_cohort`, extended).
+/// Who leaves feedback, per cohort: requests, those with feedback of each kind, and the mean
+/// evaluator score.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct CohortStats {
     /// `None` for logs without `metadata.user_cohort`.
@@ -446,32 +449,6 @@ pub trait Store {
     fn run(&self, id: &str) -> StoreResult<Option<RunRecord>> {
         Ok(self.runs()?.into_iter().find(|r| r.id == id))
     }
-}
-
-/// One stored feedback row (event_id, feedback_type, value_num, value_text, user_id, ts) as
-/// both backends keep it.
-pub(crate) type StoredFeedback = (String, String, Option<f64>, Option<String>, Option<String>, i64);
-
-/// Rebuilds a feedback event from its stored columns.
-pub(crate) fn stored_event(request_id: &str, row: StoredFeedback) -> StoreResult<FeedbackEvent> {
-    use crate::record::{FeedbackType, FeedbackValue};
-    let (event_id, t, num, text, user_id, ts) = row;
-    let feedback_type = FeedbackType::parse(&t)
-        .ok_or_else(|| StoreError::Invalid(format!("stored feedback {event_id} has unknown type {t:?}")))?;
-    let value = match feedback_type {
-        FeedbackType::Rating => FeedbackValue::Rating(num.unwrap_or(0.0) as u8),
-        FeedbackType::TextComment => FeedbackValue::Text(text.unwrap_or_default()),
-        _ => FeedbackValue::Bool(num.unwrap_or(1.0) != 0.0),
-    };
-    Ok(FeedbackEvent {
-        event_id,
-        request_id: request_id.to_string(),
-        feedback_type,
-        value,
-        user_id,
-        timestamp: crate::record::from_micros(ts),
-        dimension: None,
-    })
 }
 
 /// Opens the store a `--db` value names: a `postgres://` URL or a SQLite file path.

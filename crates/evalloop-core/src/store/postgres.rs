@@ -24,15 +24,16 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row};
 
+use super::rows;
 use super::{
     BatchOutcome, CohortStats, DimensionScore, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store,
     StoreError, StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
-use crate::record::{EvalLog, FeedbackEvent, FeedbackValue, format_timestamp, from_micros, to_micros};
+use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros, to_micros};
 
 /// The schema version this program writes; kept equal to [`super::sqlite::SCHEMA_VERSION`], one
-/// entry of [`MIGRATIONS`] per version, so both backends move in lock-step.
+/// entry of `MIGRATIONS` per version, so both backends move in lock-step.
 pub const SCHEMA_VERSION: i64 = 5;
 
 /// Migration `i` takes a store from version `i` to `i + 1` (the PostgreSQL spelling of the
@@ -535,8 +536,8 @@ impl PostgresStore {
     }
 
     /// `(key, count)` pairs from a two-column query.
-    fn counted<K: for<'a> postgres::types::FromSql<'a>>(&self, sql: &str) -> StoreResult<Vec<(K, u64)>> {
-        self.query_map(sql, &Params::default(), |r| Ok((r.try_get(0)?, r.try_get::<_, i64>(1)? as u64)))
+    fn counted<K: rows::Value>(&self, sql: &str) -> StoreResult<Vec<(K, u64)>> {
+        self.query_map(sql, &Params::default(), rows::counted)
     }
 }
 
@@ -605,12 +606,7 @@ impl Store for PostgresStore {
                 Type::TEXT,
             ];
             s.copy_rows("evalloop_stage_logs", &types, logs, |w, seq, l| {
-                let others: serde_json::Map<String, serde_json::Value> = l
-                    .eval_scores
-                    .iter()
-                    .filter(|(k, _)| k.as_str() != "overall")
-                    .map(|(k, v)| (k.clone(), serde_json::Value::from(*v)))
-                    .collect();
+                let others = rows::other_scores(l).unwrap_or_else(|| "{}".into());
                 w.write(&[
                     &seq,
                     &l.request_id,
@@ -625,7 +621,7 @@ impl Store for PostgresStore {
                     &serde_json::Value::Object(l.metadata.clone()).to_string(),
                     &l.evaluator,
                     &l.overall(),
-                    &serde_json::Value::Object(others).to_string(),
+                    &others,
                 ])
             })?;
             let stored = s.count(MOVE_LOGS_SQL)?;
@@ -651,10 +647,7 @@ impl Store for PostgresStore {
             let types =
                 [Type::INT4, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::TEXT, Type::TEXT, Type::INT8];
             s.copy_rows("evalloop_stage_feedback", &types, events, |w, seq, e| {
-                let text = match &e.value {
-                    FeedbackValue::Text(t) => Some(t.as_str()),
-                    _ => None,
-                };
+                let text = rows::stored_text(&e.value);
                 w.write(&[
                     &seq,
                     &e.event_id,
@@ -705,17 +698,8 @@ impl Store for PostgresStore {
             "SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
              WHERE request_id = {id} ORDER BY ts, event_id"
         );
-        let rows = self.query_map(&sql, &params, |r| {
-            Ok((
-                r.try_get::<_, String>(0)?,
-                r.try_get::<_, String>(1)?,
-                r.try_get::<_, Option<f64>>(2)?,
-                r.try_get::<_, Option<String>>(3)?,
-                r.try_get::<_, Option<String>>(4)?,
-                r.try_get::<_, i64>(5)?,
-            ))
-        })?;
-        rows.into_iter().map(|row| super::stored_event(request_id, row)).collect()
+        let stored = self.query_map(&sql, &params, rows::feedback_row)?;
+        stored.into_iter().map(|row| rows::stored_event(request_id, row)).collect()
     }
 
     fn stats(&self) -> StoreResult<StoreStats> {
@@ -781,28 +765,7 @@ impl Store for PostgresStore {
              WHERE h.human IS NOT NULL{cond}
              ORDER BY l.request_id, s.evaluator{limit}"
         );
-        self.query_map(&sql, &params, |r| {
-            let prompt: Option<String> = r.try_get(9)?;
-            let text = match prompt {
-                Some(prompt) => {
-                    let metadata: String = r.try_get(11)?;
-                    Some(Box::new(RequestText { prompt, output: r.try_get(10)?, metadata: canonical_json(metadata) }))
-                }
-                None => None,
-            };
-            Ok(ScoredRequest {
-                request_id: r.try_get(0)?,
-                timestamp_us: r.try_get(1)?,
-                evaluator: r.try_get(2)?,
-                eval_score: r.try_get(3)?,
-                human_score: r.try_get(4)?,
-                n_scored_events: r.try_get::<_, i64>(5)? as u64,
-                cohort: r.try_get(6)?,
-                use_case: r.try_get(7)?,
-                group: r.try_get(8)?,
-                text,
-            })
-        })
+        self.query_map(&sql, &params, |r| rows::scored_request(r, canonical_json))
     }
 
     /// Citus: `h` and `s` group by `request_id` (pushed down whole); the outer GROUP BY cohort
@@ -817,14 +780,7 @@ impl Store for PostgresStore {
             "SELECT request_id, dimension, AVG(value_num), COUNT(*) FROM dimension_ratings
              WHERE dimension = ANY({dims}) GROUP BY request_id, dimension ORDER BY request_id, dimension"
         );
-        self.query_map(&sql, &params, |r| {
-            Ok(DimensionScore {
-                request_id: r.try_get(0)?,
-                dimension: r.try_get(1)?,
-                mean: r.try_get(2)?,
-                ratings: r.try_get::<_, i64>(3)? as u64,
-            })
-        })
+        self.query_map(&sql, &params, rows::dimension_score)
     }
 
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>> {
@@ -896,22 +852,15 @@ impl Store for PostgresStore {
             let mut params = Params::default();
             let p = params.bind(id.clone(), "text");
             let sql = format!("SELECT prompt, output, metadata::text FROM eval_logs WHERE request_id = {p}");
-            let rows = self.query_map(&sql, &params, |r| {
-                Ok(RequestText {
-                    prompt: r.try_get(0)?,
-                    output: r.try_get(1)?,
-                    metadata: canonical_json(r.try_get(2)?),
-                })
-            })?;
+            let texts = self.query_map(&sql, &params, |r| rows::request_text(r, canonical_json))?;
             let text =
-                rows.into_iter().next().ok_or_else(|| StoreError::Invalid(format!("no log for request {id:?}")))?;
+                texts.into_iter().next().ok_or_else(|| StoreError::Invalid(format!("no log for request {id:?}")))?;
             out.push((id.clone(), text));
         }
         Ok(out)
     }
 
     fn save_run(&mut self, r: &RunRecord) -> StoreResult<()> {
-        let js = |v: &Option<serde_json::Value>| v.as_ref().map(|v| v.to_string());
         let mut params = Params::default();
         let vals = [
             params.bind(r.id.clone(), "text"),
@@ -922,8 +871,8 @@ impl Store for PostgresStore {
             params.bind(r.decision.clone(), "text"),
             params.bind(r.run_dir.clone(), "text"),
             params.bind(r.model_path.clone(), "text"),
-            format!("({})::jsonb", params.bind(js(&r.dataset_card), "text")),
-            format!("({})::jsonb", params.bind(js(&r.metrics), "text")),
+            format!("({})::jsonb", params.bind(rows::run_json(&r.dataset_card), "text")),
+            format!("({})::jsonb", params.bind(rows::run_json(&r.metrics), "text")),
         ]
         .join(", ");
         let sql = format!(
@@ -939,25 +888,11 @@ impl Store for PostgresStore {
     }
 
     fn runs(&self) -> StoreResult<Vec<RunRecord>> {
-        let parse = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
         self.query_map(
             "SELECT id, started_at, finished_at, config_hash, status, decision, run_dir, model_path,
                  dataset_card::text, metrics::text FROM runs ORDER BY started_at DESC, id DESC",
             &Params::default(),
-            |r| {
-                Ok(RunRecord {
-                    id: r.try_get(0)?,
-                    started_at: r.try_get(1)?,
-                    finished_at: r.try_get(2)?,
-                    config_hash: r.try_get(3)?,
-                    status: r.try_get(4)?,
-                    decision: r.try_get(5)?,
-                    run_dir: r.try_get(6)?,
-                    model_path: r.try_get(7)?,
-                    dataset_card: parse(r.try_get(8)?),
-                    metrics: parse(r.try_get(9)?),
-                })
-            },
+            rows::run_record,
         )
     }
 }

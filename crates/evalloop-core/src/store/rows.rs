@@ -1,0 +1,154 @@
+//! The mapping between records and stored rows that both backends share: the columns a read
+//! returns turned into a record (and the few values a write turns into text), written once so
+//! that SQLite and PostgreSQL convert alike.
+//!
+//! A mapper reads its columns by position through [`Row`], which rusqlite's and postgres'
+//! rows implement; each backend maps the driver's error into its own [`StoreError`].
+
+use super::{DimensionScore, RequestText, RunRecord, ScoredRequest, StoreError, StoreResult};
+use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue};
+
+/// A column value both drivers can read (text, integers, reals, and their `Option`s).
+pub(super) trait Value: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a> {}
+
+impl<T: rusqlite::types::FromSql + for<'a> postgres::types::FromSql<'a>> Value for T {}
+
+/// A result row of either driver, read by column position.
+pub(super) trait Row {
+    /// The driver's error (a NULL or a value of the wrong type in a column).
+    type Error;
+    /// Column `i` (0-based) as a `T`, with the driver's conversion.
+    fn col<T: Value>(&self, i: usize) -> Result<T, Self::Error>;
+}
+
+impl Row for rusqlite::Row<'_> {
+    type Error = rusqlite::Error;
+    fn col<T: Value>(&self, i: usize) -> Result<T, rusqlite::Error> {
+        self.get(i)
+    }
+}
+
+impl Row for postgres::Row {
+    type Error = postgres::Error;
+    fn col<T: Value>(&self, i: usize) -> Result<T, postgres::Error> {
+        self.try_get(i)
+    }
+}
+
+/// One stored feedback row (event_id, feedback_type, value_num, value_text, user_id, ts) as
+/// both backends keep it.
+pub(super) type StoredFeedback = (String, String, Option<f64>, Option<String>, Option<String>, i64);
+
+/// Columns 0-5 of a feedback query: event_id, feedback_type, value_num, value_text, user_id, ts
+/// (microseconds).
+pub(super) fn feedback_row<R: Row>(r: &R) -> Result<StoredFeedback, R::Error> {
+    Ok((r.col(0)?, r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?, r.col(5)?))
+}
+
+/// The `value_text` column of a feedback event: its text for a comment, else NULL (the other
+/// values are in `value_num`, [`FeedbackValue::as_number`]).
+pub(super) fn stored_text(v: &FeedbackValue) -> Option<&str> {
+    match v {
+        FeedbackValue::Text(t) => Some(t.as_str()),
+        _ => None,
+    }
+}
+
+/// Rebuilds a feedback event from its stored columns.
+pub(super) fn stored_event(request_id: &str, row: StoredFeedback) -> StoreResult<FeedbackEvent> {
+    let (event_id, t, num, text, user_id, ts) = row;
+    let feedback_type = FeedbackType::parse(&t)
+        .ok_or_else(|| StoreError::Invalid(format!("stored feedback {event_id} has unknown type {t:?}")))?;
+    let value = match feedback_type {
+        FeedbackType::Rating => FeedbackValue::Rating(num.unwrap_or(0.0) as u8),
+        FeedbackType::TextComment => FeedbackValue::Text(text.unwrap_or_default()),
+        _ => FeedbackValue::Bool(num.unwrap_or(1.0) != 0.0),
+    };
+    Ok(FeedbackEvent {
+        event_id,
+        request_id: request_id.to_string(),
+        feedback_type,
+        value,
+        user_id,
+        timestamp: crate::record::from_micros(ts),
+        dimension: None,
+    })
+}
+
+/// A row of the scored-requests query: request_id, ts, evaluator, overall, human score, count
+/// of scored events, cohort, use case, group, then prompt, output and metadata (all NULL when
+/// the query asked no text). `metadata` puts the stored metadata text in the form
+/// [`RequestText::metadata`] has.
+pub(super) fn scored_request<R: Row>(r: &R, metadata: fn(String) -> String) -> Result<ScoredRequest, R::Error> {
+    let prompt: Option<String> = r.col(9)?;
+    let text = match prompt {
+        Some(prompt) => Some(Box::new(RequestText { prompt, output: r.col(10)?, metadata: metadata(r.col(11)?) })),
+        None => None,
+    };
+    Ok(ScoredRequest {
+        request_id: r.col(0)?,
+        timestamp_us: r.col(1)?,
+        evaluator: r.col(2)?,
+        eval_score: r.col(3)?,
+        human_score: r.col(4)?,
+        n_scored_events: r.col::<i64>(5)? as u64,
+        cohort: r.col(6)?,
+        use_case: r.col(7)?,
+        group: r.col(8)?,
+        text,
+    })
+}
+
+/// Columns 0-2: prompt, output and metadata (through `metadata`, as in [`scored_request`]).
+pub(super) fn request_text<R: Row>(r: &R, metadata: fn(String) -> String) -> Result<RequestText, R::Error> {
+    Ok(RequestText { prompt: r.col(0)?, output: r.col(1)?, metadata: metadata(r.col(2)?) })
+}
+
+/// Columns 0-3: request_id, dimension, mean rating, number of ratings.
+pub(super) fn dimension_score<R: Row>(r: &R) -> Result<DimensionScore, R::Error> {
+    Ok(DimensionScore {
+        request_id: r.col(0)?,
+        dimension: r.col(1)?,
+        mean: r.col(2)?,
+        ratings: r.col::<i64>(3)? as u64,
+    })
+}
+
+/// Columns 0-1 of a count query: a key and its count.
+pub(super) fn counted<R: Row, K: Value>(r: &R) -> Result<(K, u64), R::Error> {
+    Ok((r.col(0)?, r.col::<i64>(1)? as u64))
+}
+
+/// Columns 0-9 of the `runs` table in its column order; `dataset_card` and `metrics` are JSON
+/// text (text that does not parse reads as `None`).
+pub(super) fn run_record<R: Row>(r: &R) -> Result<RunRecord, R::Error> {
+    let parse = |t: Option<String>| t.and_then(|t| serde_json::from_str(&t).ok());
+    Ok(RunRecord {
+        id: r.col(0)?,
+        started_at: r.col(1)?,
+        finished_at: r.col(2)?,
+        config_hash: r.col(3)?,
+        status: r.col(4)?,
+        decision: r.col(5)?,
+        run_dir: r.col(6)?,
+        model_path: r.col(7)?,
+        dataset_card: parse(r.col(8)?),
+        metrics: parse(r.col(9)?),
+    })
+}
+
+/// A run's JSON column (`dataset_card`, `metrics`) as stored text.
+pub(super) fn run_json(v: &Option<serde_json::Value>) -> Option<String> {
+    v.as_ref().map(|v| v.to_string())
+}
+
+/// A log's scores other than `overall`, as a JSON object with sorted keys; `None` when it has
+/// none.
+pub(super) fn other_scores(l: &EvalLog) -> Option<String> {
+    let others: std::collections::BTreeMap<&str, f64> =
+        l.eval_scores.iter().filter(|(k, _)| k.as_str() != "overall").map(|(k, v)| (k.as_str(), *v)).collect();
+    if others.is_empty() {
+        return None;
+    }
+    Some(serde_json::to_string(&others).unwrap_or_else(|_| "{}".into()))
+}

@@ -1,0 +1,323 @@
+//! The SQLite store: one file (WAL mode), schema created and migrated by the program.
+//!
+//! By concern: `schema` holds the migrations, `query` builds the SQL of the filtered reads,
+//! `write` inserts logs, feedback and scores, `chunks` splits the reads of a large store over
+//! several connections, `scored` reads the scored requests and `scan` computes the per-cohort
+//! figures in one pass, stepping statements through SQLite's C API (`raw`). This file holds
+//! the store itself and its smaller reads.
+
+mod chunks;
+mod query;
+mod raw;
+mod scan;
+mod schema;
+mod scored;
+#[cfg(test)]
+mod tests;
+mod write;
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params, params_from_iter};
+
+use super::rows;
+use super::{
+    BatchOutcome, CohortStats, DimensionScore, Filter, RequestText, RunRecord, ScoredColumns, ScoredQuery,
+    ScoredRequest, Store, StoreError, StoreResult, StoreStats,
+};
+use crate::feedback::HumanPolicy;
+use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros};
+use chunks::PARALLEL_MIN_LOGS;
+use query::filter_sql;
+use scan::COHORT_WINDOW;
+use schema::DIMENSION_RATINGS_SQL;
+pub use schema::SCHEMA_VERSION;
+
+/// A store in one SQLite file.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    in_tx: bool,
+    /// Below this many logs, reads stay on one connection (see [`PARALLEL_MIN_LOGS`]).
+    parallel_min_logs: i64,
+    /// log_ids per window of `cohort_stats` (see [`COHORT_WINDOW`]; tests make it small).
+    cohort_window: i64,
+    /// Evaluator name -> `evaluator_id`, as written or read by this connection; cleared on
+    /// rollback (an id inserted by a rolled-back transaction is gone).
+    evaluator_ids: std::cell::RefCell<std::collections::HashMap<String, i64>>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store at `path` and migrates it to [`SCHEMA_VERSION`].
+    pub fn open(path: &Path) -> StoreResult<SqliteStore> {
+        let err = |source| StoreError::Sqlite { path: path.display().to_string(), source };
+        let conn = Connection::open(path).map_err(err)?;
+        // 16 KiB pages for a new file (an existing one keeps its own): the analyses read about
+        // a gigabyte of pages at 10M logs, a quarter as many reads and cache lookups as 4 KiB.
+        conn.execute_batch("PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+            .map_err(err)?;
+        conn.execute_batch(READ_PRAGMAS).map_err(err)?;
+        conn.execute_batch("PRAGMA cache_size = -65536;").map_err(err)?;
+        let mut store = SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            in_tx: false,
+            parallel_min_logs: PARALLEL_MIN_LOGS,
+            cohort_window: COHORT_WINDOW,
+            evaluator_ids: Default::default(),
+        };
+        store.migrate()?;
+        store.conn.execute_batch(DIMENSION_RATINGS_SQL).map_err(store.err())?;
+        Ok(store)
+    }
+
+    fn err(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
+        move |source| StoreError::Sqlite { path: self.path.display().to_string(), source }
+    }
+
+    /// The schema version recorded in the file (`PRAGMA user_version`).
+    pub fn schema_version(&self) -> StoreResult<i64> {
+        self.conn.query_row("PRAGMA user_version", [], |r| r.get(0)).map_err(self.err())
+    }
+
+    /// Direct access for tests and benchmarks.
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+}
+
+/// Settings for every connection (the writer's and the extra readers').
+const READ_PRAGMAS: &str = "PRAGMA busy_timeout = 10000;
+     PRAGMA temp_store = MEMORY;";
+
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn location(&self) -> String {
+        self.path.display().to_string()
+    }
+
+    fn begin(&mut self) -> StoreResult<()> {
+        if !self.in_tx {
+            self.conn.execute_batch("BEGIN IMMEDIATE").map_err(self.err())?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    fn commit(&mut self) -> StoreResult<()> {
+        if self.in_tx {
+            self.conn.execute_batch("COMMIT").map_err(self.err())?;
+            self.in_tx = false;
+        }
+        Ok(())
+    }
+
+    fn rollback(&mut self) -> StoreResult<()> {
+        self.evaluator_ids.borrow_mut().clear();
+        if self.in_tx {
+            self.conn.execute_batch("ROLLBACK").map_err(self.err())?;
+            self.in_tx = false;
+        }
+        Ok(())
+    }
+
+    fn insert_logs(&mut self, logs: &[EvalLog]) -> StoreResult<BatchOutcome> {
+        write::insert_logs(self, logs)
+    }
+
+    fn insert_feedback(&mut self, events: &[FeedbackEvent]) -> StoreResult<BatchOutcome> {
+        write::insert_feedback(self, events)
+    }
+
+    fn insert_scores(&mut self, evaluator: &str, scores: &[(String, f64)]) -> StoreResult<BatchOutcome> {
+        write::insert_scores(self, evaluator, scores)
+    }
+
+    fn log_exists(&self, request_id: &str) -> StoreResult<bool> {
+        let mut s = self.conn.prepare_cached("SELECT 1 FROM eval_logs WHERE request_id = ?1").map_err(self.err())?;
+        s.exists([request_id]).map_err(self.err())
+    }
+
+    fn feedback_for(&self, request_id: &str) -> StoreResult<Vec<FeedbackEvent>> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
+                 WHERE log_id = (SELECT log_id FROM eval_logs WHERE request_id = ?1)
+                 UNION ALL
+                 SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
+                 WHERE log_id IS NULL AND request_id = ?1
+                 ORDER BY ts, event_id",
+            )
+            .map_err(self.err())?;
+        let rows = s.query_map([request_id], |r| rows::feedback_row(r)).map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(rows::stored_event(request_id, row.map_err(self.err())?)?);
+        }
+        Ok(out)
+    }
+
+    fn stats(&self) -> StoreResult<StoreStats> {
+        let err = self.err();
+        let count = |sql: &str| -> StoreResult<u64> {
+            self.conn.query_row(sql, [], |r| r.get::<_, i64>(0)).map(|n| n as u64).map_err(self.err())
+        };
+        let mut st = StoreStats {
+            backend: "sqlite".into(),
+            location: self.location(),
+            schema_version: self.schema_version()?,
+            logs: count("SELECT COUNT(*) FROM eval_logs")?,
+            feedback_events: count("SELECT COUNT(*) FROM feedback_events")?,
+            orphaned_feedback: count("SELECT COUNT(*) FROM feedback_events WHERE log_id IS NULL")?,
+            dimension_ratings: count("SELECT COUNT(*) FROM dimension_ratings")?,
+            ..Default::default()
+        };
+        st.feedback_by_type = self.counted(
+            "SELECT feedback_type, COUNT(*) FROM feedback_events GROUP BY feedback_type ORDER BY feedback_type",
+        )?;
+        st.cohorts = self.counted("SELECT cohort, COUNT(*) FROM eval_logs GROUP BY cohort ORDER BY cohort")?;
+        st.evaluators = self.counted(
+            "SELECT e.name, (SELECT COUNT(*) FROM eval_scores s WHERE s.evaluator_id = e.evaluator_id) AS n
+                 FROM evaluators e WHERE n > 0 ORDER BY e.name",
+        )?;
+        let (lo, hi): (Option<i64>, Option<i64>) = self
+            .conn
+            .query_row("SELECT MIN(ts), MAX(ts) FROM eval_logs", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(&err)?;
+        st.first_timestamp = lo.map(|t| format_timestamp(&from_micros(t)));
+        st.last_timestamp = hi.map(|t| format_timestamp(&from_micros(t)));
+        Ok(st)
+    }
+
+    fn evaluators(&self) -> StoreResult<Vec<String>> {
+        let mut s = self
+            .conn
+            .prepare(
+                "SELECT e.name FROM evaluators e
+                     WHERE EXISTS (SELECT 1 FROM eval_scores s WHERE s.evaluator_id = e.evaluator_id) ORDER BY e.name",
+            )
+            .map_err(self.err())?;
+        let rows = s.query_map([], |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn scored_requests(&self, q: &ScoredQuery) -> StoreResult<Vec<ScoredRequest>> {
+        scored::scored_requests(self, q)
+    }
+
+    fn dimension_scores(&self, dimensions: &[String]) -> StoreResult<Vec<DimensionScore>> {
+        if dimensions.is_empty() {
+            return Ok(Vec::new());
+        }
+        let marks: Vec<String> = (1..=dimensions.len()).map(|i| format!("?{i}")).collect();
+        let sql = format!(
+            "SELECT request_id, dimension, AVG(value_num), COUNT(*) FROM dimension_ratings
+             WHERE dimension IN ({}) GROUP BY request_id, dimension ORDER BY request_id, dimension",
+            marks.join(", ")
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let rows =
+            stmt.query_map(params_from_iter(dimensions.iter()), |r| rows::dimension_score(r)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn scored_columns(&self, q: &ScoredQuery) -> StoreResult<ScoredColumns> {
+        scored::scored_columns(self, q)
+    }
+
+    fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>> {
+        scan::cohort_stats(self, filter, policy)
+    }
+
+    fn eval_scores(&self, filter: &Filter) -> StoreResult<Vec<f64>> {
+        let mut params = Vec::new();
+        let cond = filter_sql(filter, true, &mut params);
+        let sql = format!(
+            "SELECT s.overall FROM eval_logs l JOIN eval_scores s ON s.log_id = l.log_id
+                 JOIN evaluators e ON e.evaluator_id = s.evaluator_id
+             WHERE 1 = 1{cond} ORDER BY l.request_id, e.name"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn request_ids(&self, filter: &Filter) -> StoreResult<Vec<String>> {
+        let mut params = Vec::new();
+        let cond = filter_sql(filter, true, &mut params);
+        let join = if filter.evaluator.is_some() { "JOIN eval_scores s ON s.log_id = l.log_id" } else { "" };
+        let sql = format!("SELECT l.request_id FROM eval_logs l {join} WHERE 1 = 1{cond} ORDER BY l.request_id");
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>> {
+        ids.iter().map(|id| Ok((id.clone(), self.text_of(id)?))).collect()
+    }
+
+    fn save_run(&mut self, r: &RunRecord) -> StoreResult<()> {
+        self.conn
+            .execute(
+                "INSERT INTO runs (id, started_at, finished_at, config_hash, status, decision, run_dir, model_path,
+                     dataset_card, metrics) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
+                 ON CONFLICT(id) DO UPDATE SET finished_at = excluded.finished_at, status = excluded.status,
+                     decision = excluded.decision, model_path = excluded.model_path,
+                     dataset_card = excluded.dataset_card, metrics = excluded.metrics",
+                params![
+                    r.id,
+                    r.started_at,
+                    r.finished_at,
+                    r.config_hash,
+                    r.status,
+                    r.decision,
+                    r.run_dir,
+                    r.model_path,
+                    rows::run_json(&r.dataset_card),
+                    rows::run_json(&r.metrics)
+                ],
+            )
+            .map_err(self.err())?;
+        Ok(())
+    }
+
+    fn runs(&self) -> StoreResult<Vec<RunRecord>> {
+        let mut s = self
+            .conn
+            .prepare(
+                "SELECT id, started_at, finished_at, config_hash, status, decision, run_dir, model_path, dataset_card,
+                     metrics FROM runs ORDER BY started_at DESC, id DESC",
+            )
+            .map_err(self.err())?;
+        let rows = s.query_map([], |r| rows::run_record(r)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+}
+
+impl SqliteStore {
+    /// `(key, count)` pairs from a two-column query.
+    fn counted<K: rows::Value>(&self, sql: &str) -> StoreResult<Vec<(K, u64)>> {
+        let mut s = self.conn.prepare(sql).map_err(self.err())?;
+        let rows = s.query_map([], |r| rows::counted(r)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn text_of(&self, id: &str) -> StoreResult<RequestText> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT t.prompt, t.output, t.metadata FROM eval_logs l JOIN log_texts t ON t.log_id = l.log_id
+                 WHERE l.request_id = ?1",
+            )
+            .map_err(self.err())?;
+        let mut rows = s.query([id]).map_err(self.err())?;
+        match rows.next().map_err(self.err())? {
+            Some(r) => rows::request_text(r, std::convert::identity).map_err(self.err()),
+            None => Err(StoreError::Invalid(format!("no log for request {id:?}"))),
+        }
+    }
+}
