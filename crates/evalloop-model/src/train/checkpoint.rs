@@ -1,15 +1,16 @@
 //! Resumable training state in one safetensors file: weights (`param/NAME`), AdamW moments
 //! (`m/NAME`, `v/NAME`) and, in the header metadata (`evalloop_state`), the JSON
-//! [`CheckpointState`]. Written atomically: temp file, fsync, rename, fsync of the directory.
+//! [`CheckpointState`]. Written atomically ([`evalloop_core::atomic::write_atomic`]: temp file,
+//! fsync, rename, fsync of the directory).
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
 use super::EvalRecord;
+use super::early_stopping::EarlyStopping;
 use super::optim::AdamW;
 use crate::{RngState, TrainableModel, weights};
 
@@ -33,14 +34,10 @@ pub(crate) struct CheckpointState {
     /// 1 in checkpoints written before it existed).
     #[serde(default = "one")]
     pub shards: usize,
-    /// Best value of the watched metric (higher is better), if any.
-    pub best_value: Option<f64>,
-    /// 1-based epoch of the best checkpoint.
-    pub best_epoch: Option<usize>,
-    /// Evaluations since the last improvement.
-    pub bad_epochs: usize,
-    /// Early stopping fired.
-    pub stopped_early: bool,
+    /// Best epoch so far and evaluations since (`best_value`, `best_epoch`, `bad_epochs`,
+    /// `stopped_early`, flat in the JSON).
+    #[serde(flatten)]
+    pub early_stopping: EarlyStopping,
     /// Training loop finished.
     pub done: bool,
     /// Length of metrics.jsonl when this checkpoint was written (later lines are dropped on
@@ -61,10 +58,7 @@ impl CheckpointState {
             adam_step: 0,
             rng,
             shards,
-            best_value: None,
-            best_epoch: None,
-            bad_epochs: 0,
-            stopped_early: false,
+            early_stopping: EarlyStopping::default(),
             done: false,
             metrics_len: 0,
             history: Vec::new(),
@@ -83,25 +77,8 @@ pub(crate) struct CheckpointTensors {
     pub v: HashMap<String, Tensor>,
 }
 
-/// Writes `bytes` to `path` atomically: a temp file beside it, fsync, rename, fsync of the
-/// directory.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> evalloop_core::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    let io = |e| evalloop_core::Error::io(&tmp, e);
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(io)?;
-        f.write_all(bytes).map_err(io)?;
-        f.sync_all().map_err(io)?;
-    }
-    std::fs::rename(&tmp, path).map_err(|e| evalloop_core::Error::io(path, e))?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
-}
-
+/// Writes the checkpoint of `state`, `tm`'s trainable parameters and `opt`'s moments to
+/// `path`, atomically.
 pub(crate) fn write(
     path: &Path,
     state: &CheckpointState,
@@ -119,9 +96,10 @@ pub(crate) fn write(
         serde_json::to_string(state).map_err(|e| evalloop_core::Error::Model(format!("checkpoint state: {e}")))?;
     let meta = [("evalloop_state".to_string(), json)].into_iter().collect();
     let bytes = weights::safetensors_bytes(&tensors, Some(meta))?;
-    write_atomic(path, &bytes)
+    evalloop_core::atomic::write_atomic(path, &bytes)
 }
 
+/// Reads a checkpoint written by [`write`]: its state and its tensors (on the CPU).
 pub(crate) fn read(path: &Path) -> evalloop_core::Result<(CheckpointState, CheckpointTensors)> {
     let bytes = std::fs::read(path).map_err(|e| evalloop_core::Error::io(path, e))?;
     let bad = |msg: String| evalloop_core::Error::Model(format!("{}: {msg}", path.display()));

@@ -1,12 +1,15 @@
 //! Evaluation metrics of a classifier's scores against labels: weighted loss, Spearman, AUC,
 //! accuracy, and the group-level Spearman. Accumulators in the burn style (`update` then
-//! `compute`).
+//! `compute`); the statistics themselves are [`evalloop_core::stats`]'s, so training and the
+//! agreement analysis compute Spearman and AUC with the same code.
 //!
 //! The group-level (summary-level) Spearman is how an evaluator is used: it ranks the outputs
 //! for one prompt. It is Spearman's rho between scores and labels within each `group` (the
 //! dataset's `group` field), averaged without weights over the groups with at least two
 //! examples and non-constant scores and labels ([`evalloop_core::stats::group::group_correlation`]).
 
+use evalloop_core::stats::calibration::roc_auc;
+use evalloop_core::stats::corr::{CorrKind, coefficient};
 use serde::{Deserialize, Serialize};
 
 /// Metrics of one evaluation pass.
@@ -99,64 +102,18 @@ impl EvalAccumulator {
     }
 }
 
-/// Ranks (1-based) with ties given their average rank.
-pub fn average_ranks(xs: &[f64]) -> Vec<f64> {
-    let mut idx: Vec<usize> = (0..xs.len()).collect();
-    idx.sort_by(|&a, &b| xs[a].total_cmp(&xs[b]));
-    let mut ranks = vec![0.0; xs.len()];
-    let mut i = 0;
-    while i < idx.len() {
-        let mut j = i;
-        while j + 1 < idx.len() && xs[idx[j + 1]] == xs[idx[i]] {
-            j += 1;
-        }
-        let avg = (i + j) as f64 / 2.0 + 1.0;
-        for k in &idx[i..=j] {
-            ranks[*k] = avg;
-        }
-        i = j + 1;
-    }
-    ranks
+/// Spearman's rho of `x` and `y` ([`coefficient`]: Pearson's r of average ranks, as
+/// `scipy.stats.spearmanr`); `None` when undefined: fewer than two pairs, a constant column, or
+/// a non-finite value.
+fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
+    coefficient(CorrKind::Spearman, x, y).ok()
 }
 
-fn pearson(x: &[f64], y: &[f64]) -> Option<f64> {
-    let n = x.len() as f64;
-    if x.len() < 2 {
-        return None;
-    }
-    let mx = x.iter().sum::<f64>() / n;
-    let my = y.iter().sum::<f64>() / n;
-    let (mut sxy, mut sxx, mut syy) = (0.0, 0.0, 0.0);
-    for (a, b) in x.iter().zip(y) {
-        sxy += (a - mx) * (b - my);
-        sxx += (a - mx) * (a - mx);
-        syy += (b - my) * (b - my);
-    }
-    if sxx <= 0.0 || syy <= 0.0 {
-        return None;
-    }
-    Some(sxy / (sxx * syy).sqrt())
-}
-
-/// Spearman's rho (Pearson correlation of average ranks), as `scipy.stats.spearmanr`.
-pub fn spearman(x: &[f64], y: &[f64]) -> Option<f64> {
-    if x.len() != y.len() {
-        return None;
-    }
-    pearson(&average_ranks(x), &average_ranks(y))
-}
-
-/// ROC AUC by the rank-sum (Mann-Whitney) formula, ties counted half; positives are
-/// `label >= 0.5`.
-pub fn auc(scores: &[f64], labels: &[f64]) -> Option<f64> {
-    let ranks = average_ranks(scores);
-    let pos = labels.iter().filter(|l| **l >= 0.5).count() as f64;
-    let neg = labels.len() as f64 - pos;
-    if pos == 0.0 || neg == 0.0 {
-        return None;
-    }
-    let rank_sum: f64 = ranks.iter().zip(labels).filter(|(_, l)| **l >= 0.5).map(|(r, _)| r).sum();
-    Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
+/// ROC AUC of `scores` with positives `label >= 0.5` ([`roc_auc`], ties counted half, as
+/// `sklearn.metrics.roc_auc_score`); `None` when a class is absent or a score is not finite.
+fn auc(scores: &[f64], labels: &[f64]) -> Option<f64> {
+    let positive: Vec<bool> = labels.iter().map(|&l| l >= 0.5).collect();
+    roc_auc(scores, &positive, None).ok()
 }
 
 #[cfg(test)]
@@ -175,6 +132,13 @@ mod tests {
         assert!((auc(&s, &l).unwrap() - 0.8333333333333333).abs() < 1e-12);
         assert_eq!(spearman(&[1.0, 1.0], &[0.0, 1.0]), None);
         assert_eq!(auc(&s, &[1.0; 5]), None);
+        // The accumulator reports the same figures.
+        let mut acc = EvalAccumulator::default();
+        for (&s, &l) in s.iter().zip(&l) {
+            acc.update(s, l, 1.0, 0.0);
+        }
+        let m = acc.compute(true);
+        assert_eq!((m.spearman, m.auc), (spearman(&s, &l), auc(&s, &l)));
     }
 
     /// Group "a" ranks perfectly, "b" backwards, "c" has constant labels (skipped), "d" is a

@@ -1,6 +1,6 @@
 //! AdamW with decoupled weight decay only on the parameters marked for it (not biases and
 //! LayerNorm weights), layer-wise learning-rate decay, global-norm gradient clipping, and state
-//! that can be saved and restored.
+//! that can be saved and restored; and the learning-rate schedule ([`lr_at`]).
 //!
 //! Layer-wise learning-rate decay (`layer_lr_decay` = d in `[train]`, 1.0 = off) gives each
 //! parameter its own rate, as PyTorch parameter groups would: with L encoder layers, layer l
@@ -15,6 +15,18 @@ use candle_core::{DType, Result, Tensor};
 use super::config::TrainConfig;
 use crate::ops;
 use crate::weights::Param;
+
+/// Learning rate at optimizer step `step` (0-based): linear warmup to `peak` over `warmup`
+/// steps (step k gets `(k + 1) / warmup`), then linear decay to 0 at `total`.
+pub fn lr_at(step: usize, peak: f64, warmup: usize, total: usize) -> f64 {
+    if step < warmup {
+        peak * (step + 1) as f64 / warmup as f64
+    } else if total <= warmup {
+        peak
+    } else {
+        peak * ((total - step) as f64 / (total - warmup) as f64).max(0.0)
+    }
+}
 
 /// The learning-rate multiplier of parameter `name` under layer-wise decay `decay` with
 /// `num_layers` encoder layers (see the module docs).

@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::*;
+use crate::TrainableModel;
 use crate::testutil::{random_weights, tiny_config, write_tiny_base};
 
 const GOOD: &[&str] = &["good", "correct", "helpful", "great", "fine"];

@@ -1,0 +1,97 @@
+//! `metrics.jsonl`: one JSON line per logged training step (`"kind": "train"`) and per
+//! evaluation (`"kind": "eval"`), appended as training goes and cut back to a checkpoint's
+//! length on resume.
+
+use std::io::{Seek, Write};
+use std::path::{Path, PathBuf};
+
+use super::metrics::EvalMetrics;
+
+/// The open `metrics.jsonl` of a run.
+pub(super) struct MetricsLog {
+    path: PathBuf,
+    file: std::fs::File,
+}
+
+impl MetricsLog {
+    /// Opens `path` for appending, first cut to `keep_bytes` (a resumed checkpoint's length;
+    /// `None`: emptied).
+    pub(super) fn open(path: &Path, keep_bytes: Option<u64>) -> evalloop_core::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .read(true)
+            .write(true)
+            .truncate(false)
+            .open(path)
+            .map_err(|e| evalloop_core::Error::io(path, e))?;
+        file.set_len(keep_bytes.unwrap_or(0)).map_err(|e| evalloop_core::Error::io(path, e))?;
+        let mut log = MetricsLog { path: path.to_path_buf(), file };
+        log.file.seek(std::io::SeekFrom::End(0)).map_err(|e| evalloop_core::Error::io(path, e))?;
+        Ok(log)
+    }
+
+    /// A `train` line: optimizer step `step`, 1-based `epoch`, the mean step loss since the
+    /// last such line, the learning rate of the last step and the examples per second since
+    /// the run (or its resumption) started.
+    pub(super) fn train(
+        &mut self,
+        step: usize,
+        epoch: usize,
+        loss: f64,
+        lr: f64,
+        examples_per_sec: f64,
+    ) -> evalloop_core::Result<()> {
+        self.write(&serde_json::json!({
+            "kind": "train", "step": step, "epoch": epoch,
+            "loss": loss, "lr": lr,
+            "examples_per_sec": examples_per_sec,
+        }))
+    }
+
+    /// An `eval` line: the metrics `m` on `split` (`validation` or `test`) after `step`
+    /// optimizer steps, with the 1-based epoch they belong to (`null` for the test split of a
+    /// run without a best epoch); per-dimension figures under `dimensions` when there are any.
+    pub(super) fn eval(
+        &mut self,
+        split: &str,
+        step: usize,
+        epoch: Option<usize>,
+        m: &EvalMetrics,
+    ) -> evalloop_core::Result<()> {
+        let mut line = serde_json::json!({
+            "kind": "eval", "split": split, "step": step, "epoch": epoch,
+            "loss": m.loss, "spearman": m.spearman, "group_spearman": m.group_spearman,
+            "groups_used": m.groups_used, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
+        });
+        if !m.dimensions.is_empty() {
+            line["dimensions"] = dimensions_json(m);
+        }
+        self.write(&line)
+    }
+
+    fn write(&mut self, value: &serde_json::Value) -> evalloop_core::Result<()> {
+        writeln!(self.file, "{value}").map_err(|e| evalloop_core::Error::io(&self.path, e))
+    }
+
+    /// Bytes written so far, made durable.
+    pub(super) fn sync_len(&mut self) -> evalloop_core::Result<u64> {
+        self.file.sync_data().map_err(|e| evalloop_core::Error::io(&self.path, e))?;
+        let len = self.file.metadata().map_err(|e| evalloop_core::Error::io(&self.path, e))?.len();
+        Ok(len)
+    }
+}
+
+/// A metrics.jsonl line's view of per-dimension metrics: `{dim: {loss, spearman,
+/// group_spearman, n}}`.
+fn dimensions_json(m: &EvalMetrics) -> serde_json::Value {
+    m.dimensions
+        .iter()
+        .map(|(d, x)| {
+            let v = serde_json::json!({
+                "loss": x.loss, "spearman": x.spearman, "group_spearman": x.group_spearman, "n": x.n,
+            });
+            (d.clone(), v)
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}

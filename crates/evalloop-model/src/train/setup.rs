@@ -1,0 +1,211 @@
+//! What a training run starts from: the dataset's splits read and encoded, the label kind and
+//! objective resolved, the base model's config with its new head, the tokenizer, and the
+//! fingerprint a checkpoint must match to be resumed.
+
+use std::path::{Path, PathBuf};
+
+use sha2::Digest;
+
+use super::config::{Corruption, EvalMetric, LabelKind, Objective, TrainConfig};
+use super::data::{self, Example};
+use crate as model;
+use crate::{BertConfig, Encoded, PairTokenizer};
+
+/// A training run's inputs, read and checked once before the loop.
+pub(super) struct Setup {
+    /// The label kind of the pointwise loss and of output 0.
+    pub kind: LabelKind,
+    /// The trained human dimensions, outputs 1..K (empty: one output).
+    pub dimensions: Vec<String>,
+    /// The objective (`[train] objective`, else the label kind's).
+    pub objective: Objective,
+    /// The base model's config with the classification head set.
+    pub config: BertConfig,
+    /// The base model's directory.
+    pub base_dir: PathBuf,
+    pub tokenizer: PairTokenizer,
+    pub train: Vec<Example>,
+    pub train_enc: Vec<Encoded>,
+    /// `corruption_pairs`: the encoded corrupted copy of each training example for the first
+    /// epoch (`None` when off or when the output has no copy); see [`corrupted_copies`].
+    pub train_corrupt: Vec<Option<Encoded>>,
+    /// The labelled rows of `train` (the first ones; the rest are `unlabelled` outputs).
+    pub labelled: usize,
+    pub validation: Vec<Example>,
+    pub validation_enc: Vec<Encoded>,
+    pub test: Vec<Example>,
+    pub test_enc: Vec<Encoded>,
+    /// Hash of the config (less the device and checkpoint bookkeeping) and the training data.
+    pub fingerprint: String,
+}
+
+/// The encoded corrupted copy of each of `train`'s outputs for `epoch` (all `None` without
+/// `corruption_pairs`): `"drop"` copies are drawn once per run, `"swap"` copies anew each epoch
+/// (from `seed` and the epoch), so a run and its resumption repeat.
+pub(super) fn corrupted_copies(
+    tokenizer: &PairTokenizer,
+    train: &[Example],
+    cfg: &TrainConfig,
+    epoch: usize,
+) -> evalloop_core::Result<Vec<Option<Encoded>>> {
+    if cfg.corruption_pairs <= 0.0 {
+        return Ok(vec![None; train.len()]);
+    }
+    let seed = match cfg.corruption {
+        Corruption::Drop => cfg.seed,
+        Corruption::Swap => cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+    };
+    let copies: Vec<Option<String>> =
+        train.iter().enumerate().map(|(i, e)| data::corrupt_output(&e.output, seed, i, cfg.corruption)).collect();
+    let pairs: Vec<(&str, &str)> =
+        train.iter().zip(&copies).filter_map(|(e, c)| c.as_deref().map(|c| (e.prompt.as_str(), c))).collect();
+    let mut encoded = tokenizer.encode_pairs(&pairs)?.into_iter();
+    Ok(copies.iter().map(|c| c.as_ref().and_then(|_| encoded.next())).collect())
+}
+
+/// Reads and checks everything a run of `cfg` on `dataset_dir` needs (see [`Setup`]).
+pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Result<Setup> {
+    cfg.validate("train config")?;
+    let label_kind = match cfg.label {
+        Some(k) => k,
+        None => data::read_label_kind(dataset_dir)?,
+    };
+    // The pointwise loss and head follow the objective when it names one.
+    let kind = match cfg.objective {
+        Some(Objective::Graded) => LabelKind::Graded,
+        Some(Objective::Binary) if label_kind == LabelKind::Graded => {
+            return Err(evalloop_core::Error::Input(
+                "[train] objective: \"binary\" needs binary labels, the dataset is graded".into(),
+            ));
+        }
+        Some(Objective::Binary) => LabelKind::Binary,
+        _ => label_kind,
+    };
+    let objective = cfg.objective.unwrap_or(match kind {
+        LabelKind::Binary => Objective::Binary,
+        LabelKind::Graded => Objective::Graded,
+    });
+    if matches!(cfg.eval_metric, EvalMetric::Auc | EvalMetric::Accuracy) && kind == LabelKind::Graded {
+        return Err(evalloop_core::Error::Input(format!(
+            "[train] eval_metric: {:?} needs binary labels, the dataset is graded",
+            cfg.eval_metric
+        )));
+    }
+    let dimensions = match &cfg.dimensions {
+        Some(d) => d.clone(),
+        // Self-supervised training uses no label, so no dimension output either.
+        None if objective == Objective::SelfSupervised => Vec::new(),
+        None => data::read_card_dimensions(dataset_dir)?,
+    };
+    let train_path = dataset_dir.join("train.jsonl");
+    let mut train = data::read_split_with(&train_path, kind, &dimensions, false)?;
+    if train.is_empty() {
+        return Err(evalloop_core::Error::Input(format!("{}: no examples", train_path.display())));
+    }
+    // Unlabelled outputs go after the labelled rows, with weight 0 (ranking pairs only).
+    let labelled = train.len();
+    if cfg.unlabelled {
+        train.extend(data::read_unlabelled(&dataset_dir.join("unlabelled.jsonl"), dimensions.len())?);
+    }
+    let validation = data::read_split_with(&dataset_dir.join("validation.jsonl"), kind, &dimensions, true)?;
+    let test = data::read_split_with(&dataset_dir.join("test.jsonl"), kind, &dimensions, true)?;
+
+    let base_dir = model::resolve_base_model(&cfg.base_model)?;
+    let mut config = BertConfig::from_file(&base_dir.join("config.json"))?;
+    let (primary, problem_type) = match kind {
+        LabelKind::Binary => ("good", "multi_label_classification"),
+        LabelKind::Graded => ("score", "regression"),
+    };
+    if let Some(d) = dimensions.iter().find(|d| d.as_str() == primary) {
+        return Err(evalloop_core::Error::Input(format!(
+            "[train] dimensions: {d:?} is the name of output 0 (the primary score); rename the dimension"
+        )));
+    }
+    let head: Vec<&str> = std::iter::once(primary).chain(dimensions.iter().map(String::as_str)).collect();
+    config.set_classifier(&head, problem_type);
+    if let Some(p) = cfg.dropout {
+        config.hidden_dropout_prob = p;
+        config.attention_probs_dropout_prob = p;
+        config.classifier_dropout = None;
+    }
+    if cfg.freeze_layers > config.num_hidden_layers {
+        return Err(evalloop_core::Error::Input(format!(
+            "[train] freeze_layers: {} but the base model has {} layers",
+            cfg.freeze_layers, config.num_hidden_layers
+        )));
+    }
+    let max_length = cfg.max_length.min(config.max_position_embeddings);
+    let tokenizer =
+        PairTokenizer::from_file(&base_dir.join("tokenizer.json"), max_length)?.with_truncation(cfg.truncation)?;
+    let enc = |xs: &[Example]| -> evalloop_core::Result<Vec<Encoded>> {
+        let pairs: Vec<(&str, &str)> = xs.iter().map(|e| (e.prompt.as_str(), e.output.as_str())).collect();
+        Ok(tokenizer.encode_pairs(&pairs)?)
+    };
+    let train_enc = enc(&train)?;
+    let train_corrupt = corrupted_copies(&tokenizer, &train, cfg, 0)?;
+    let validation_enc = enc(&validation)?;
+    let test_enc = enc(&test)?;
+
+    let fingerprint = fingerprint(cfg, kind, &train, &train_enc);
+    Ok(Setup {
+        kind,
+        dimensions,
+        objective,
+        config,
+        base_dir,
+        tokenizer,
+        train,
+        train_enc,
+        train_corrupt,
+        labelled,
+        validation,
+        validation_enc,
+        test,
+        test_enc,
+        fingerprint,
+    })
+}
+
+/// What a checkpoint must agree with to be resumed: the config (less the device and
+/// checkpoint bookkeeping), the label kind and the training data (ids, labels, weights and
+/// token ids), as a hex SHA-256.
+fn fingerprint(cfg: &TrainConfig, kind: LabelKind, train: &[Example], train_enc: &[Encoded]) -> String {
+    let mut hasher = sha2::Sha256::new();
+    let mut fp_cfg = cfg.clone();
+    fp_cfg.device = String::new();
+    fp_cfg.keep_checkpoints = false;
+    hasher.update(serde_json::to_string(&fp_cfg).unwrap_or_default().as_bytes());
+    hasher.update(format!("{kind:?}").as_bytes());
+    for e in train {
+        hasher.update(e.request_id.as_bytes());
+        hasher.update(e.label.to_le_bytes());
+        hasher.update(e.weight.to_le_bytes());
+        for l in &e.labels {
+            hasher.update(l.unwrap_or(-1.0).to_le_bytes());
+        }
+    }
+    for e in train_enc {
+        for id in &e.ids {
+            hasher.update(id.to_le_bytes());
+        }
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Which parameters train: all but the embeddings under `freeze_embeddings` and the first
+/// `freeze_layers` encoder layers.
+pub(super) fn trainable_filter(cfg: &TrainConfig) -> impl Fn(&str) -> bool + use<> {
+    let freeze_embeddings = cfg.freeze_embeddings;
+    let freeze_layers = cfg.freeze_layers;
+    move |name: &str| {
+        if freeze_embeddings && name.starts_with("bert.embeddings.") {
+            return false;
+        }
+        if let Some(rest) = name.strip_prefix("bert.encoder.layer.")
+            && let Some(idx) = rest.split('.').next().and_then(|s| s.parse::<usize>().ok())
+        {
+            return idx >= freeze_layers;
+        }
+        true
+    }
+}
