@@ -6,9 +6,9 @@
 //! - `evalloop-core`: production logs and human feedback go in through [`ingest`] into a
 //!   [`store`]; the analyses ([`analysis`], built on [`stats`]) measure how well the evaluator
 //!   agrees with people; [`dataset`] turns feedback into cohort-weighted training data;
-//!   [`report`] renders a run;
+//!   [`report`] renders a run; [`files`] defines the dataset directory's files.
 //! - `evalloop-model`: the BERT classifier ([`model`]), fine-tuned by [`train`] and applied by
-//!   [`score`].
+//!   [`score`]; `model::files` defines the model directory's files.
 //! - this crate: the command line ([`cli`]) and the weekly loop with its promotion gate
 //!   ([`pipeline`]).
 //!
@@ -20,7 +20,8 @@ pub mod pipeline;
 
 pub use evalloop_core::{Error, Result};
 pub use evalloop_core::{
-    analysis, atomic, config, dataset, error, feedback, ingest, record, report, simulate, stats, store,
+    analysis, atomic, config, dataset, error, feedback, files, hash, ingest, jsonl, record, report, simulate, stats,
+    store,
 };
 pub use evalloop_model as model;
 pub use evalloop_model::{score, train};

@@ -60,9 +60,7 @@ pub fn run(settings: &Settings, a: ScoreArgs) -> Result<Outcome> {
         let pairs: Vec<(String, String)> = texts.into_iter().map(|(_, t)| (t.prompt, t.output)).collect();
         let scores = scorer.score_pairs(&pairs)?;
         let rows: Vec<(String, f64)> = chunk.iter().cloned().zip(scores).collect();
-        store.begin()?;
-        outcome += store.insert_scores(&name, &rows)?;
-        store.commit()?;
+        outcome += crate::score::store_scores(store.as_mut(), &name, &rows)?;
     }
     let text = format!("scored {} requests in {} as evaluator {name:?}", outcome.stored, store.location());
     Ok(Outcome::ok(text, json!({"evaluator": name, "stored": outcome.stored})))

@@ -737,7 +737,7 @@ pub fn build_in(
         let mut w = AtomicWriter::create(&out.join(format!("{}.jsonl", split.name())))?;
         for e in in_split {
             let row = DatasetRow {
-                cohort: e.cohort.clone(),
+                cohort: Some(e.cohort.clone()),
                 group: Some(e.group.clone()),
                 is_disagreement: e.is_disagreement,
                 label: match cfg.label {
@@ -883,8 +883,8 @@ fn write_unlabelled(
     let mut w = AtomicWriter::create(&out.join(UNLABELLED_FILE))?;
     for (id, prompt, output, group, cohort) in &rows {
         let row = UnlabelledRow {
-            cohort: cohort.clone(),
-            group: group.clone(),
+            cohort: Some(cohort.clone()),
+            group: Some(group.clone()),
             output: output.clone(),
             prompt: prompt.clone(),
             request_id: id.clone(),

@@ -61,9 +61,10 @@ impl Label {
 /// One example of `train.jsonl`, `validation.jsonl` or `test.jsonl`. Fields in sorted order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetRow {
-    /// The request's `metadata.user_cohort` (`(none)` without one).
+    /// The request's `metadata.user_cohort` (`(none)` without one); `None` in a hand-made row
+    /// without one.
     #[serde(default)]
-    pub cohort: String,
+    pub cohort: Option<String>,
     /// The prompt group: the `group_key` metadata value, else a hash of the prompt; `None` in a
     /// hand-made row without one.
     #[serde(default)]
@@ -95,10 +96,12 @@ fn one() -> f64 {
 /// One row of `unlabelled.jsonl`. Fields in sorted order.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct UnlabelledRow {
-    /// The request's cohort (`(none)` without one).
-    pub cohort: String,
+    /// The request's cohort (`(none)` without one); `None` in a hand-made row without one.
+    #[serde(default)]
+    pub cohort: Option<String>,
     /// The prompt group, as in [`DatasetRow::group`].
-    pub group: String,
+    #[serde(default)]
+    pub group: Option<String>,
     /// The logged output.
     pub output: String,
     /// The logged prompt.
@@ -195,6 +198,30 @@ pub struct DimensionCard {
 }
 
 impl DatasetCard {
+    /// The card of a dataset written by hand or by another tool: `config` as given (its
+    /// `label` and `dimensions` are what `train` reads), no store statistics.
+    pub fn hand_made(config: DatasetConfig) -> DatasetCard {
+        DatasetCard {
+            config,
+            human_policy: HumanPolicy::default(),
+            evaluator: String::new(),
+            candidates: 0,
+            dropped_neutral: 0,
+            dropped_agreeing: 0,
+            examples_before_subsampling: 0,
+            examples: 0,
+            normalize_divisor: 1.0,
+            cohorts: BTreeMap::new(),
+            subsampling: Vec::new(),
+            splits: BTreeMap::new(),
+            groups: 0,
+            warnings: Vec::new(),
+            generator: format!("evalloop {} (hand-made)", env!("CARGO_PKG_VERSION")),
+            dimensions: None,
+            unlabelled: None,
+        }
+    }
+
     /// Reads `dataset_dir/dataset_card.json`. A card this version cannot read (written by an
     /// older evalloop) is refused with a message that says how to rebuild it.
     pub fn read(dataset_dir: &Path) -> Result<DatasetCard> {
@@ -228,7 +255,7 @@ mod tests {
 
     fn row(label: Label, labels: Option<BTreeMap<String, Option<f64>>>) -> DatasetRow {
         DatasetRow {
-            cohort: "pro".into(),
+            cohort: Some("pro".into()),
             group: Some("g1".into()),
             is_disagreement: true,
             label,
@@ -265,8 +292,8 @@ mod tests {
     #[test]
     fn unlabelled_rows_round_trip_with_sorted_keys() {
         let r = UnlabelledRow {
-            cohort: "free".into(),
-            group: "g".into(),
+            cohort: Some("free".into()),
+            group: Some("g".into()),
             output: "o".into(),
             prompt: "p".into(),
             request_id: "r".into(),

@@ -98,9 +98,11 @@ impl EnsembleFile {
         serde_json::from_str(&text).map(Some).map_err(|e| Error::Input(format!("{}: {e}", path.display())))
     }
 
-    /// Writes it into `dir` atomically.
+    /// Writes it into `dir` atomically (pretty JSON in field order, a final newline).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        write_sorted(&dir.join(ENSEMBLE_FILE), self)
+        let path = dir.join(ENSEMBLE_FILE);
+        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        evalloop_core::atomic::write_atomic(&path, format!("{text}\n").as_bytes())
     }
 }
 
@@ -121,7 +123,8 @@ pub struct TrainLine {
     pub epoch: usize,
     /// Examples per second since the process started training.
     pub examples_per_sec: f64,
-    /// Mean loss over the steps since the last line.
+    /// Mean loss over the steps since the last line (`null`, NaN, when undefined).
+    #[serde(deserialize_with = "nan_if_null")]
     pub loss: f64,
     /// The learning rate of the last step.
     pub lr: f64,

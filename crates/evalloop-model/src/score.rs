@@ -281,6 +281,19 @@ fn check_dimensions(
     Ok(())
 }
 
+/// Stores `rows` (request id, score) as evaluator `evaluator`'s scores in one transaction;
+/// what the weekly loop and `evalloop score --store` write back.
+pub fn store_scores(
+    store: &mut dyn evalloop_core::store::Store,
+    evaluator: &str,
+    rows: &[(String, f64)],
+) -> evalloop_core::Result<evalloop_core::store::BatchOutcome> {
+    store.begin()?;
+    let o = store.insert_scores(evaluator, rows)?;
+    store.commit()?;
+    Ok(o)
+}
+
 /// Options of [`score_jsonl`].
 #[derive(Debug, Clone)]
 pub struct ScoreOptions {

@@ -4,15 +4,10 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::Truncation;
 
-/// Which kind of label the dataset has (from its dataset_card.json `config.label`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LabelKind {
-    /// 0/1 labels: one logit, BCE with logits, score = sigmoid(logit).
-    Binary,
-    /// Labels in [0, 1]: one output, MSE, score = the output.
-    Graded,
-}
+/// Which kind of label the dataset has (its dataset_card.json `config.label`): binary labels
+/// train one logit with BCE (score = sigmoid(logit)), graded ones one output with MSE (score =
+/// the output).
+pub use evalloop_core::files::LabelKind;
 
 /// The training objective (`objective` in `[train]`).
 ///

@@ -5,8 +5,7 @@ use std::path::Path;
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use serde::Deserialize;
-use serde_json::Value;
+use evalloop_core::files::{DatasetCard, DatasetRow, UnlabelledRow};
 
 use super::config::{Corruption, LabelKind};
 
@@ -32,24 +31,6 @@ pub struct Example {
     pub labels: Vec<Option<f64>>,
 }
 
-#[derive(Deserialize)]
-struct Row {
-    request_id: String,
-    prompt: String,
-    output: String,
-    label: f64,
-    #[serde(default = "one")]
-    weight: f64,
-    #[serde(default)]
-    group: Option<String>,
-    #[serde(default)]
-    labels: Option<serde_json::Map<String, Value>>,
-}
-
-fn one() -> f64 {
-    1.0
-}
-
 /// Reads a split (`train.jsonl`, ...); a missing file is an empty split when `optional`.
 /// Errors name file:line and the field.
 pub fn read_split(path: &Path, kind: LabelKind, optional: bool) -> evalloop_core::Result<Vec<Example>> {
@@ -64,28 +45,29 @@ pub fn read_split_with(
     dimensions: &[String],
     optional: bool,
 ) -> evalloop_core::Result<Vec<Example>> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if optional && e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(evalloop_core::Error::io(path, e)),
-    };
+    if optional && !path.exists() {
+        return Ok(Vec::new());
+    }
     let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
+    let file = std::fs::File::open(path).map_err(|e| evalloop_core::Error::io(path, e))?;
+    for (i, line) in std::io::BufRead::lines(std::io::BufReader::new(file)).enumerate() {
+        let line = line.map_err(|e| evalloop_core::Error::io(path, e))?;
         if line.trim().is_empty() {
             continue;
         }
         let at = format!("{}:{}", path.display(), i + 1);
-        let row: Row = serde_json::from_str(line).map_err(|e| evalloop_core::Error::Input(format!("{at}: {e}")))?;
+        let row: DatasetRow = evalloop_core::jsonl::parse_line(path, i + 1, &line)?;
+        let label = row.label.value();
         let label_ok = match kind {
-            LabelKind::Binary => row.label == 0.0 || row.label == 1.0,
-            LabelKind::Graded => (0.0..=1.0).contains(&row.label),
+            LabelKind::Binary => label == 0.0 || label == 1.0,
+            LabelKind::Graded => (0.0..=1.0).contains(&label),
         };
         if !label_ok {
             let want = match kind {
                 LabelKind::Binary => "0 or 1 (binary dataset)",
                 LabelKind::Graded => "in [0, 1] (graded dataset)",
             };
-            return Err(evalloop_core::Error::Input(format!("{at}: field label is {}, expected {want}", row.label)));
+            return Err(evalloop_core::Error::Input(format!("{at}: field label is {label}, expected {want}")));
         }
         if !(row.weight >= 0.0 && row.weight.is_finite()) {
             return Err(evalloop_core::Error::Input(format!(
@@ -102,27 +84,24 @@ pub fn read_split_with(
                          [dataset] dimensions"
                     )));
                 }
-                Some(m) => m.get(d).ok_or_else(|| {
+                Some(m) => *m.get(d).ok_or_else(|| {
                     evalloop_core::Error::Input(format!(
                         "{at}: field labels.{d} is missing (the row has no such dimension)"
                     ))
                 })?,
             };
-            labels.push(match v {
-                Value::Null => None,
-                Value::Number(n) if n.as_f64().is_some_and(|x| (0.0..=1.0).contains(&x)) => n.as_f64(),
-                other => {
-                    return Err(evalloop_core::Error::Input(format!(
-                        "{at}: field labels.{d} is {other}, expected a number in [0, 1] or null"
-                    )));
-                }
-            });
+            if let Some(x) = v.filter(|x| !(0.0..=1.0).contains(x)) {
+                return Err(evalloop_core::Error::Input(format!(
+                    "{at}: field labels.{d} is {x}, expected a number in [0, 1] or null"
+                )));
+            }
+            labels.push(v);
         }
         out.push(Example {
             request_id: row.request_id,
             prompt: row.prompt,
             output: row.output,
-            label: row.label,
+            label,
             weight: row.weight,
             group: row.group,
             labels,
@@ -184,54 +163,20 @@ pub fn epoch_batches(
     batches
 }
 
-/// The dimensions of a dataset (`config.dimensions` of its `dataset_card.json`; none when the
-/// key is absent).
+/// The dimensions of a dataset (`config.dimensions` of its `dataset_card.json`).
 pub fn read_card_dimensions(dataset_dir: &Path) -> evalloop_core::Result<Vec<String>> {
-    #[derive(Deserialize)]
-    struct Card {
-        config: CardConfig,
-    }
-    #[derive(Deserialize)]
-    struct CardConfig {
-        #[serde(default)]
-        dimensions: Vec<String>,
-    }
-    let path = dataset_dir.join("dataset_card.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| evalloop_core::Error::io(&path, e))?;
-    let card: Card = serde_json::from_str(&text)
-        .map_err(|e| evalloop_core::Error::Input(format!("{}: config.dimensions: {e}", path.display())))?;
-    Ok(card.config.dimensions)
+    Ok(DatasetCard::read(dataset_dir)?.config.dimensions)
 }
 
-/// The label kind from `dataset_card.json` (`{"config": {"label": "binary"|"graded"}}`).
+/// The label kind of a dataset (`config.label` of its `dataset_card.json`).
 pub fn read_label_kind(dataset_dir: &Path) -> evalloop_core::Result<LabelKind> {
-    #[derive(Deserialize)]
-    struct Card {
-        config: CardConfig,
-    }
-    #[derive(Deserialize)]
-    struct CardConfig {
-        label: LabelKind,
-    }
-    let path = dataset_dir.join("dataset_card.json");
-    let text = std::fs::read_to_string(&path).map_err(|e| evalloop_core::Error::io(&path, e))?;
-    let card: Card = serde_json::from_str(&text)
-        .map_err(|e| evalloop_core::Error::Input(format!("{}: config.label: {e}", path.display())))?;
-    Ok(card.config.label)
+    Ok(DatasetCard::read(dataset_dir)?.config.label)
 }
 
 /// Reads `unlabelled.jsonl` (`[dataset] unlabelled`) as examples with label 0, weight 0 (no
 /// pointwise or labelled-pair loss) and no dimension labels (`dims` of them). Errors name
 /// file:line and the field; a missing file is an error that says how to write it.
 pub fn read_unlabelled(path: &Path, dims: usize) -> evalloop_core::Result<Vec<Example>> {
-    #[derive(Deserialize)]
-    struct Unlabelled {
-        request_id: String,
-        prompt: String,
-        output: String,
-        #[serde(default)]
-        group: Option<String>,
-    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         evalloop_core::Error::Input(format!(
             "{}: {e}; [train] unlabelled needs a dataset built with [dataset] unlabelled = N",
@@ -243,8 +188,7 @@ pub fn read_unlabelled(path: &Path, dims: usize) -> evalloop_core::Result<Vec<Ex
         if line.trim().is_empty() {
             continue;
         }
-        let r: Unlabelled = serde_json::from_str(line)
-            .map_err(|e| evalloop_core::Error::Input(format!("{}:{}: {e}", path.display(), i + 1)))?;
+        let r: UnlabelledRow = evalloop_core::jsonl::parse_line(path, i + 1, line)?;
         out.push(Example {
             request_id: r.request_id,
             prompt: r.prompt,

@@ -6,6 +6,7 @@ use std::io::{Seek, Write};
 use std::path::{Path, PathBuf};
 
 use super::metrics::EvalMetrics;
+use crate::files::{DimensionLine, EvalLine, MetricsLine, TrainLine};
 
 /// The open `metrics.jsonl` of a run.
 pub(super) struct MetricsLog {
@@ -41,11 +42,7 @@ impl MetricsLog {
         lr: f64,
         examples_per_sec: f64,
     ) -> evalloop_core::Result<()> {
-        self.write(&serde_json::json!({
-            "kind": "train", "step": step, "epoch": epoch,
-            "loss": loss, "lr": lr,
-            "examples_per_sec": examples_per_sec,
-        }))
+        self.write(&MetricsLine::Train(TrainLine { epoch, examples_per_sec, loss, lr, step }))
     }
 
     /// An `eval` line: the metrics `m` on `split` (`validation` or `test`) after `step`
@@ -58,19 +55,31 @@ impl MetricsLog {
         epoch: Option<usize>,
         m: &EvalMetrics,
     ) -> evalloop_core::Result<()> {
-        let mut line = serde_json::json!({
-            "kind": "eval", "split": split, "step": step, "epoch": epoch,
-            "loss": m.loss, "spearman": m.spearman, "group_spearman": m.group_spearman,
-            "groups_used": m.groups_used, "auc": m.auc, "accuracy": m.accuracy, "n": m.n,
-        });
-        if !m.dimensions.is_empty() {
-            line["dimensions"] = dimensions_json(m);
-        }
-        self.write(&line)
+        self.write(&MetricsLine::Eval(EvalLine {
+            accuracy: m.accuracy,
+            auc: m.auc,
+            dimensions: m
+                .dimensions
+                .iter()
+                .map(|(d, x)| {
+                    let line =
+                        DimensionLine { group_spearman: x.group_spearman, loss: x.loss, n: x.n, spearman: x.spearman };
+                    (d.clone(), line)
+                })
+                .collect(),
+            epoch,
+            group_spearman: m.group_spearman,
+            groups_used: m.groups_used,
+            loss: m.loss,
+            n: m.n,
+            spearman: m.spearman,
+            split: split.to_string(),
+            step,
+        }))
     }
 
-    fn write(&mut self, value: &serde_json::Value) -> evalloop_core::Result<()> {
-        writeln!(self.file, "{value}").map_err(|e| evalloop_core::Error::io(&self.path, e))
+    fn write(&mut self, line: &MetricsLine) -> evalloop_core::Result<()> {
+        writeln!(self.file, "{}", line.to_line()).map_err(|e| evalloop_core::Error::io(&self.path, e))
     }
 
     /// Bytes written so far, made durable.
@@ -79,19 +88,4 @@ impl MetricsLog {
         let len = self.file.metadata().map_err(|e| evalloop_core::Error::io(&self.path, e))?.len();
         Ok(len)
     }
-}
-
-/// A metrics.jsonl line's view of per-dimension metrics: `{dim: {loss, spearman,
-/// group_spearman, n}}`.
-fn dimensions_json(m: &EvalMetrics) -> serde_json::Value {
-    m.dimensions
-        .iter()
-        .map(|(d, x)| {
-            let v = serde_json::json!({
-                "loss": x.loss, "spearman": x.spearman, "group_spearman": x.group_spearman, "n": x.n,
-            });
-            (d.clone(), v)
-        })
-        .collect::<serde_json::Map<_, _>>()
-        .into()
 }

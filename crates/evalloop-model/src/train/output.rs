@@ -10,6 +10,7 @@ use serde::Serialize;
 use super::TrainSummary;
 use super::config::TrainConfig;
 use super::setup::Setup;
+use crate::files::TrainingConfigFile;
 use crate::weights;
 
 /// Writes `value` to `path` as pretty JSON with a final newline, atomically.
@@ -74,16 +75,14 @@ fn write_tokenizer_files(out_dir: &Path, setup: &Setup) -> evalloop_core::Result
 /// `training_config.json`: the [`TrainConfig`], the label kind, the dimensions, the effective
 /// `max_length` and truncation, the base model's directory and evalloop's version.
 fn write_training_config(out_dir: &Path, cfg: &TrainConfig, setup: &Setup) -> evalloop_core::Result<()> {
-    write_json(
-        &out_dir.join("training_config.json"),
-        &serde_json::json!({
-            "train": cfg,
-            "label": setup.kind,
-            "dimensions": setup.dimensions,
-            "max_length": setup.tokenizer.max_length(),
-            "truncation": cfg.truncation,
-            "base_model_dir": setup.base_dir,
-            "evalloop_version": env!("CARGO_PKG_VERSION"),
-        }),
-    )
+    let file = TrainingConfigFile {
+        base_model_dir: setup.base_dir.clone(),
+        dimensions: setup.dimensions.clone(),
+        evalloop_version: env!("CARGO_PKG_VERSION").to_string(),
+        label: setup.kind,
+        max_length: setup.tokenizer.max_length(),
+        train: cfg.clone(),
+        truncation: cfg.truncation,
+    };
+    file.write(out_dir)
 }

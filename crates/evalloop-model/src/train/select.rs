@@ -10,7 +10,7 @@ use super::config::{EvalMetric, LabelKind, Objective, TrainConfig};
 use super::early_stopping::metric_value;
 use super::evaluate::evaluate_scorer;
 use super::metrics::EvalMetrics;
-use super::output::{write_json, write_summary};
+use super::output::write_summary;
 use super::{TrainSummary, train};
 use crate as model;
 
@@ -265,5 +265,5 @@ fn copy_model_files(chosen_dir: &Path, out_dir: &Path) -> evalloop_core::Result<
 
 /// `ensemble.json` in `out_dir`: the members' directories and seeds (see [`crate::score`]).
 fn write_ensemble(out_dir: &Path, ens: &crate::score::EnsembleFile) -> evalloop_core::Result<()> {
-    write_json(&out_dir.join(crate::score::ENSEMBLE_FILE), ens)
+    ens.write(out_dir)
 }

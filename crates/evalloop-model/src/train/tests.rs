@@ -50,7 +50,7 @@ fn write_dataset(dir: &Path, n_train: usize, n_val: usize, kind: &str, seed: u64
     split("train", n_train);
     split("validation", n_val);
     split("test", n_val);
-    std::fs::write(dir.join("dataset_card.json"), serde_json::json!({"config": {"label": kind}}).to_string()).unwrap();
+    write_card(dir, if kind == "binary" { LabelKind::Binary } else { LabelKind::Graded });
 }
 
 /// Groups of four outputs for one prompt each, with 0 to 3 good words among bad ones and the
@@ -86,8 +86,7 @@ fn write_ranking_dataset(dir: &Path, groups: [usize; 3], seed: u64) {
         }
         std::fs::write(dir.join(format!("{name}.jsonl")), lines).unwrap();
     }
-    std::fs::write(dir.join("dataset_card.json"), serde_json::json!({"config": {"label": "graded"}}).to_string())
-        .unwrap();
+    write_card(dir, LabelKind::Graded);
 }
 
 /// The pairwise objective raises the held-out within-group ranking of a random model, with
@@ -1207,4 +1206,11 @@ fn model_selection_keeps_the_best_candidate() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("validation split"), "{e}");
+}
+
+/// A dataset card for a hand-made test dataset with labels of `kind`.
+fn write_card(dir: &Path, kind: LabelKind) {
+    let config = evalloop_core::dataset::DatasetConfig { label: kind, ..Default::default() };
+    let card = evalloop_core::files::DatasetCard::hand_made(config);
+    std::fs::write(dir.join("dataset_card.json"), card.to_json().unwrap()).unwrap();
 }

@@ -17,14 +17,22 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use crate::analysis::{self, CalibrationOptions};
+use crate::analysis::CalibrationOptions;
 use crate::config::Settings;
-use crate::feedback::Verdict;
+use crate::files::{DatasetCard, DatasetRow};
 use crate::ingest::{self, IngestOptions, Kind};
+use crate::jsonl;
+use crate::model::files::ScoreRow;
 use crate::report::{self, ReportData};
-use crate::stats::{self, BootstrapConfig, Outcome};
 use crate::store::{Filter, RunRecord, ScoredQuery, ScoredRequest, Store};
 use crate::{Error, Result};
+
+mod gate;
+mod summary;
+
+pub use gate::GateTest;
+use gate::gate;
+use summary::{agreement, calibration, dataset_summary, disagreements, training_summary};
 
 /// A step of the loop.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -36,16 +44,6 @@ pub enum Step {
     Score,
     Report,
     Gate,
-}
-
-/// The significance test of the gate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum GateTest {
-    /// Williams' t for two correlations sharing the human column (default).
-    Williams,
-    /// A paired bootstrap over requests of the Spearman difference.
-    PairedBootstrap,
 }
 
 /// `[run]`: the weekly loop. Every key has a default.
@@ -323,7 +321,7 @@ fn steps(
             crate::dataset::build_in(store, &window, &settings.policy, &ds_cfg, &dataset_dir)
         })?;
     }
-    let card: Value = read_json(&dataset_dir.join("dataset_card.json"))?;
+    let card = DatasetCard::read(&dataset_dir)?;
 
     // 4. Train.
     let model_dir = run_dir.join("model");
@@ -334,39 +332,29 @@ fn steps(
 
     // 5. Score the held-out test split with the retrained evaluator.
     let scores_path = run_dir.join("scores.test.jsonl");
-    let test = read_jsonl(&dataset_dir.join("test.jsonl"))?;
+    let test: Vec<DatasetRow> = jsonl::read(&dataset_dir.join("test.jsonl"))?;
     if !skipped(cfg, Step::Score) && !scores_path.exists() {
         timed(&mut timings, "score", || {
             let device = crate::model::parse_device(&train_cfg.device)?;
             let scorer = crate::score::Scorer::load(&model_dir, &device)?;
-            let pairs: Vec<(String, String)> = test
-                .iter()
-                .map(|r| {
-                    (r["prompt"].as_str().unwrap_or("").to_string(), r["output"].as_str().unwrap_or("").to_string())
-                })
-                .collect();
+            let pairs: Vec<(&str, &str)> = test.iter().map(|r| (r.prompt.as_str(), r.output.as_str())).collect();
             let scores = scorer.score_pairs(&pairs)?;
             let mut w = crate::atomic::AtomicWriter::create(&scores_path)?;
             for (r, s) in test.iter().zip(&scores) {
-                w.write_json_line(&json!({"request_id": r["request_id"], "score": s}))?;
+                w.write_json_line(&ScoreRow { request_id: r.request_id.clone(), score: *s })?;
             }
             w.commit()
         })?;
     }
     let new_scores: BTreeMap<String, f64> = if scores_path.exists() {
-        read_jsonl(&scores_path)?
-            .into_iter()
-            .filter_map(|r| Some((r["request_id"].as_str()?.to_string(), r["score"].as_f64()?)))
-            .collect()
+        jsonl::read::<ScoreRow>(&scores_path)?.into_iter().map(|r| (r.request_id, r.score)).collect()
     } else {
         BTreeMap::new()
     };
     let evaluator_name = format!("evalloop-{}", state.id);
     if cfg.write_scores && !new_scores.is_empty() && !state.steps.contains_key("write_scores") {
         let pairs: Vec<(String, f64)> = new_scores.iter().map(|(k, v)| (k.clone(), *v)).collect();
-        store.begin()?;
-        let o = store.insert_scores(&evaluator_name, &pairs)?;
-        store.commit()?;
+        let o = crate::score::store_scores(store, &evaluator_name, &pairs)?;
         state.steps.insert("write_scores".into(), json!({"evaluator": evaluator_name, "stored": o.stored}));
         save_state(state)?;
     }
@@ -383,7 +371,7 @@ fn steps(
         store.scored_requests(&q)?.into_iter().map(|r| (r.request_id.clone(), r)).collect();
     let held: Vec<(&ScoredRequest, Option<f64>)> = test
         .iter()
-        .filter_map(|r| by_id.get(r["request_id"].as_str()?))
+        .filter_map(|r| by_id.get(&r.request_id))
         .map(|r| (r, new_scores.get(&r.request_id).copied()))
         .collect();
     let mut data = ReportData { meta: report::ReportMeta::new(state.id.clone()), ..Default::default() };
@@ -440,257 +428,3 @@ fn steps(
     Ok(outcome)
 }
 
-fn read_json(p: &Path) -> Result<Value> {
-    let bytes = std::fs::read(p).map_err(|e| Error::io(p, e))?;
-    serde_json::from_slice(&bytes).map_err(|e| Error::Input(format!("{}: {e}", p.display())))
-}
-
-fn read_jsonl(p: &Path) -> Result<Vec<Value>> {
-    let text = std::fs::read_to_string(p).map_err(|e| Error::io(p, e))?;
-    text.lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-        .map(|(i, l)| serde_json::from_str(l).map_err(|e| Error::Input(format!("{}:{}: {e}", p.display(), i + 1))))
-        .collect()
-}
-
-fn correlations(rows: &[(&ScoredRequest, f64)], group_key: Option<&str>) -> report::Correlations {
-    let x: Vec<f64> = rows.iter().map(|(_, s)| *s).collect();
-    let y: Vec<f64> = rows.iter().map(|(r, _)| r.human_score).collect();
-    let c = analysis::correlation_of(&x, &y, 0, 0);
-    let mut out = report::Correlations {
-        n_samples: c.n_samples as u64,
-        pearson_r: c.pearson_r,
-        pearson_p: c.pearson_p,
-        pearson_ci: c.pearson_ci,
-        spearman_r: c.spearman_r,
-        spearman_p: c.spearman_p,
-        spearman_ci: c.spearman_ci,
-        kendall_tau: c.kendall_tau,
-        kendall_p: c.kendall_p,
-        ..Default::default()
-    };
-    if let Some(key) = group_key {
-        let g: Vec<(String, f64, f64)> =
-            rows.iter().filter_map(|(r, s)| r.group.clone().map(|g| (g, *s, r.human_score))).collect();
-        let gl = analysis::group_level_of(key, &g);
-        out.group_mean_spearman = gl.spearman_r;
-        out.group_mean_kendall = gl.kendall_tau;
-        out.groups_used = Some(gl.groups_used as u64);
-    }
-    out
-}
-
-fn agreement(rows: &[(&ScoredRequest, f64)], group_key: Option<&str>) -> report::Agreement {
-    let mut cohorts: BTreeMap<String, Vec<(&ScoredRequest, f64)>> = BTreeMap::new();
-    for (r, s) in rows {
-        cohorts.entry(r.cohort.clone().unwrap_or_else(|| "(none)".into())).or_default().push((*r, *s));
-    }
-    report::Agreement {
-        overall: correlations(rows, group_key),
-        ci_level: Some(0.95),
-        ci_method: Some("fisher-z".into()),
-        per_cohort: cohorts
-            .into_iter()
-            .map(|(cohort, v)| report::CohortCorrelations { cohort, stats: correlations(&v, group_key) })
-            .collect(),
-    }
-}
-
-fn calibration(rows: &[(&ScoredRequest, f64)], settings: &Settings, opts: &CalibrationOptions) -> report::Calibration {
-    let pairs: Vec<(f64, f64)> = rows.iter().map(|(r, s)| (s.clamp(0.0, 1.0), r.human_score)).collect();
-    let s = analysis::calibration_of(&pairs, &settings.policy, opts);
-    match s.report {
-        Outcome::Defined(r) => report::Calibration {
-            n_samples: s.n_labelled as u64,
-            ece: Some(r.uniform.ece),
-            brier: Some(r.brier),
-            auc: r.roc_auc.ok(),
-            reliability: r
-                .uniform
-                .bins
-                .iter()
-                .map(|b| report::ReliabilityBin {
-                    lower: b.lower,
-                    upper: b.upper,
-                    count: b.count as u64,
-                    mean_predicted: b.mean_predicted,
-                    observed: b.observed_frequency,
-                })
-                .collect(),
-        },
-        Outcome::Undefined(_) => report::Calibration { n_samples: s.n_labelled as u64, ..Default::default() },
-    }
-}
-
-fn disagreements(
-    held: &[(&ScoredRequest, Option<f64>)],
-    settings: &Settings,
-    threshold: f64,
-) -> BTreeMap<String, report::Disagreements> {
-    let mut out: BTreeMap<String, report::Disagreements> = BTreeMap::new();
-    for (r, new) in held {
-        let v = settings.policy.verdict(r.human_score);
-        if v == Verdict::Neutral {
-            continue;
-        }
-        let d = out.entry(r.cohort.clone().unwrap_or_else(|| "(none)".into())).or_default();
-        d.n_samples += 1;
-        d.pre += u64::from(analysis::is_disagreement(r.eval_score, v, threshold));
-        if let Some(s) = new {
-            d.post += u64::from(analysis::is_disagreement(*s, v, threshold));
-        }
-    }
-    out
-}
-
-fn dataset_summary(card: &Value, window: Option<&[String; 2]>) -> report::DatasetSummary {
-    let split = |name: &str, s: &Value| report::SplitSummary {
-        split: name.to_string(),
-        count: s["examples"].as_u64().or_else(|| s["count"].as_u64()).unwrap_or(0),
-        weight_sum: s["weight_sum"].as_f64(),
-        weight_min: s["weight_min"].as_f64(),
-        weight_mean: s["weight_mean"].as_f64(),
-        weight_max: s["weight_max"].as_f64(),
-        effective_size: s["effective_size"].as_f64().or_else(|| s["kish_ess"].as_f64()),
-    };
-    let names = ["train", "validation", "test"];
-    let splits =
-        names.iter().filter(|n| card["splits"].get(**n).is_some()).map(|n| split(n, &card["splits"][*n])).collect();
-    let mut per_cohort = Vec::new();
-    if let Some(cohorts) = card["by_cohort"].as_object() {
-        for (c, v) in cohorts {
-            per_cohort.push(report::CohortSplits {
-                cohort: c.clone(),
-                splits: names.iter().filter(|n| v.get(**n).is_some()).map(|n| split(n, &v[*n])).collect(),
-            });
-        }
-    }
-    report::DatasetSummary {
-        window_start: window.map(|w| w[0].clone()),
-        window_end: window.map(|w| w[1].clone()),
-        splits,
-        per_cohort,
-    }
-}
-
-fn training_summary(model_dir: &Path, cfg: &crate::train::TrainConfig) -> Option<report::TrainingSummary> {
-    let text = std::fs::read_to_string(model_dir.join("metrics.jsonl")).ok()?;
-    let mut t = report::TrainingSummary { base_model: Some(cfg.base_model.clone()), ..Default::default() };
-    let mut best: Option<(f64, u64)> = None;
-    for line in text.lines() {
-        let Ok(v) = serde_json::from_str::<Value>(line) else { continue };
-        let step = v["step"].as_u64().unwrap_or(0);
-        let epoch = v["epoch"].as_f64().unwrap_or(0.0);
-        match (v["kind"].as_str(), v["split"].as_str()) {
-            (Some("train"), _) => {
-                t.examples_per_sec = v["examples_per_sec"].as_f64().or(t.examples_per_sec);
-                t.curves.push(report::CurvePoint { step, epoch, train_loss: v["loss"].as_f64(), ..Default::default() });
-            }
-            (Some("eval"), Some("validation")) => {
-                t.epochs = t.epochs.max(epoch as u32);
-                let sp = v["spearman"].as_f64();
-                if let Some(s) = sp
-                    && best.is_none_or(|(b, _)| s > b)
-                {
-                    best = Some((s, step));
-                }
-                t.curves.push(report::CurvePoint {
-                    step,
-                    epoch,
-                    val_loss: v["loss"].as_f64(),
-                    val_spearman: sp,
-                    ..Default::default()
-                });
-            }
-            _ => {}
-        }
-    }
-    t.best_val_spearman = best.map(|b| b.0);
-    t.best_step = best.map(|b| b.1);
-    t.selection = std::fs::read_to_string(model_dir.join("metrics.json"))
-        .ok()
-        .and_then(|text| serde_json::from_str::<crate::train::TrainSummary>(&text).ok())
-        .and_then(|m| m.selection)
-        .map(|sel| crate::train::describe_selection(&sel));
-    Some(t)
-}
-
-/// The promotion decision on held-out pairs: (request, base score) and (request, new score).
-fn gate(cfg: &RunConfig, pre: &[(&ScoredRequest, f64)], post: &[(&ScoredRequest, f64)]) -> report::GateDecision {
-    let new: BTreeMap<&str, f64> = post.iter().map(|(r, s)| (r.request_id.as_str(), *s)).collect();
-    let (mut a, mut b, mut h) = (Vec::new(), Vec::new(), Vec::new());
-    for (r, s) in pre {
-        if let Some(n) = new.get(r.request_id.as_str()) {
-            a.push(*n);
-            b.push(*s);
-            h.push(r.human_score);
-        }
-    }
-    let rho = |x: &[f64]| stats::corr::spearman(x, &h).ok().map(|c| c.estimate);
-    let (new_s, base_s) = (rho(&a), rho(&b));
-    let mut g = report::GateDecision {
-        promoted: false,
-        reason: String::new(),
-        base_spearman: base_s,
-        new_spearman: new_s,
-        margin: cfg.margin,
-        test: match cfg.gate_test {
-            GateTest::Williams => "williams".into(),
-            GateTest::PairedBootstrap => "paired_bootstrap".into(),
-        },
-        statistic: None,
-        p_value: None,
-        alpha: Some(cfg.alpha),
-    };
-    let (Some(ns), Some(bs)) = (new_s, base_s) else {
-        g.reason = format!("a held-out Spearman is undefined on {} requests; keeping the base evaluator", h.len());
-        return g;
-    };
-    let significant = match cfg.gate_test {
-        GateTest::Williams => {
-            let r_ab = stats::corr::spearman(&a, &b).ok().map(|c| c.estimate);
-            if let Some(rab) = r_ab
-                && let Ok(w) = stats::dependent::williams_test(ns, bs, rab, h.len())
-            {
-                g.statistic = Some(w.statistic);
-                // One-sided for new > base from the two-sided p.
-                g.p_value = Some(if w.statistic > 0.0 { w.p_value / 2.0 } else { 1.0 - w.p_value / 2.0 });
-            }
-            g.p_value.is_some_and(|p| p < cfg.alpha)
-        }
-        GateTest::PairedBootstrap => {
-            // Significant at one-sided alpha when the (1 - 2 alpha) percentile interval of the
-            // paired difference lies above 0; the bootstrap gives no p-value.
-            let boot = BootstrapConfig { n_resamples: cfg.bootstrap, seed: cfg.seed, level: 1.0 - 2.0 * cfg.alpha };
-            match stats::dependent::paired_bootstrap_spearman_diff(&a, &b, &h, &boot) {
-                Ok(d) => {
-                    g.statistic = Some(d.ci.estimate);
-                    d.ci.lower > 0.0
-                }
-                Err(_) => false,
-            }
-        }
-    };
-    let gain = ns - bs;
-    g.promoted = gain >= cfg.margin && significant;
-    g.reason = if g.promoted {
-        format!(
-            "promoted: held-out Spearman {ns:.3} vs {bs:.3} (+{gain:.3} >= margin {}), significant under {} at {}",
-            cfg.margin, g.test, cfg.alpha
-        )
-    } else if gain < cfg.margin {
-        format!(
-            "kept the base evaluator: held-out Spearman {ns:.3} vs {bs:.3}, gain {gain:+.3} below margin {}",
-            cfg.margin
-        )
-    } else {
-        format!(
-            "kept the base evaluator: gain {gain:+.3} is not significant ({} p = {}, alpha {})",
-            g.test,
-            g.p_value.map_or("undefined".into(), |p| format!("{p:.4}")),
-            cfg.alpha
-        )
-    };
-    g
-}
