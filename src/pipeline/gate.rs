@@ -22,7 +22,11 @@ pub enum GateTest {
 }
 
 /// The promotion decision on held-out pairs: (request, base score) and (request, new score).
-pub(super) fn gate(cfg: &RunConfig, pre: &[(&ScoredRequest, f64)], post: &[(&ScoredRequest, f64)]) -> report::GateDecision {
+pub(super) fn gate(
+    cfg: &RunConfig,
+    pre: &[(&ScoredRequest, f64)],
+    post: &[(&ScoredRequest, f64)],
+) -> report::GateDecision {
     let new: BTreeMap<&str, f64> = post.iter().map(|(r, s)| (r.request_id.as_str(), *s)).collect();
     let (mut a, mut b, mut h) = (Vec::new(), Vec::new(), Vec::new());
     for (r, s) in pre {

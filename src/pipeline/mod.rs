@@ -427,4 +427,3 @@ fn steps(
     outcome.timings = timings;
     Ok(outcome)
 }
-

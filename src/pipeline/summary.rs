@@ -56,7 +56,11 @@ pub(super) fn agreement(rows: &[(&ScoredRequest, f64)], group_key: Option<&str>)
     }
 }
 
-pub(super) fn calibration(rows: &[(&ScoredRequest, f64)], settings: &Settings, opts: &CalibrationOptions) -> report::Calibration {
+pub(super) fn calibration(
+    rows: &[(&ScoredRequest, f64)],
+    settings: &Settings,
+    opts: &CalibrationOptions,
+) -> report::Calibration {
     let pairs: Vec<(f64, f64)> = rows.iter().map(|(r, s)| (s.clamp(0.0, 1.0), r.human_score)).collect();
     let s = analysis::calibration_of(&pairs, &settings.policy, opts);
     match s.report {

@@ -2,10 +2,10 @@
 
 use std::path::Path;
 
+use evalloop_core::files::{DatasetCard, DatasetRow, UnlabelledRow};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
-use evalloop_core::files::{DatasetCard, DatasetRow, UnlabelledRow};
 
 use super::config::{Corruption, LabelKind};
 
