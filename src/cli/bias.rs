@@ -18,6 +18,6 @@ pub struct BiasArgs {
 /// Runs the analysis on the configured store.
 pub fn run(settings: &Settings, a: BiasArgs) -> Result<Outcome> {
     let store = store::open(&settings.db)?;
-    let r = analysis::bias(store.as_ref(), &scope(&settings, &a.filter)?, a.low_factor)?;
+    let r = analysis::bias(store.as_ref(), &scope(settings, &a.filter)?, a.low_factor)?;
     Ok(Outcome::ok(render::bias(&r), to_json(&r)))
 }

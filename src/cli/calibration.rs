@@ -25,6 +25,6 @@ pub fn run(settings: &Settings, a: CalibrationArgs) -> Result<Outcome> {
     }
     let store = store::open(&settings.db)?;
     let opts = analysis::CalibrationOptions { bins: a.bins, threshold: a.threshold };
-    let r = analysis::calibration(store.as_ref(), &scope(&settings, &a.filter)?, &opts)?;
+    let r = analysis::calibration(store.as_ref(), &scope(settings, &a.filter)?, &opts)?;
     Ok(Outcome::ok(render::calibration(&r), to_json(&r)))
 }

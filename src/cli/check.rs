@@ -24,7 +24,7 @@ pub fn run(settings: &Settings, a: CheckArgs) -> Result<Outcome> {
         return Err(Error::Input("check needs --config FILE with a [thresholds] section".into()));
     }
     let store = store::open(&settings.db)?;
-    let r = analysis::check(store.as_ref(), &scope(&settings, &a.filter)?, &t)?;
+    let r = analysis::check(store.as_ref(), &scope(settings, &a.filter)?, &t)?;
     if let Some(p) = &a.junit {
         crate::atomic::write_atomic(p, analysis::junit_xml(&r).as_bytes())?;
     }

@@ -30,6 +30,6 @@ pub fn run(settings: &Settings, a: CorrelateArgs) -> Result<Outcome> {
     let store = store::open(&settings.db)?;
     let opts =
         analysis::CorrelateOptions { by: a.by, bootstrap: a.bootstrap, seed: a.seed, group_key: a.group_key.clone() };
-    let r = analysis::correlate(store.as_ref(), &scope(&settings, &a.filter)?, &opts)?;
+    let r = analysis::correlate(store.as_ref(), &scope(settings, &a.filter)?, &opts)?;
     Ok(Outcome::ok(render::correlate(&r), to_json(&r)))
 }

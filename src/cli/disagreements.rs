@@ -28,7 +28,7 @@ pub fn run(settings: &Settings, a: DisagreementsArgs) -> Result<Outcome> {
     let store = store::open(&settings.db)?;
     let r = analysis::disagreements(
         store.as_ref(),
-        &scope(&settings, &a.filter)?,
+        &scope(settings, &a.filter)?,
         a.threshold,
         a.limit,
         a.export.as_deref(),

@@ -15,7 +15,7 @@ pub struct RunArgs {
 
 /// Runs or resumes the weekly loop and prints its outcome.
 pub fn run(settings: &Settings, a: RunArgs) -> Result<Outcome> {
-    let o = crate::pipeline::run(&settings, a.out.as_deref())?;
+    let o = crate::pipeline::run(settings, a.out.as_deref())?;
     let mut text = format!("run {} in {}\n", o.run_id, o.run_dir.display());
     let f = |x: Option<f64>| x.map_or("undefined".into(), |v| format!("{v:.4}"));
     text.push_str(&format!("held-out spearman: base {}  retrained {}\n", f(o.pre_spearman), f(o.post_spearman)));

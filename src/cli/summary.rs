@@ -22,7 +22,7 @@ pub fn run(settings: &Settings, a: SummaryArgs) -> Result<Outcome> {
         return Err(Error::Input(format!("no log and no feedback for request {request_id:?}")));
     }
     let s = FeedbackSummary::from_events(&request_id, &events, &settings.policy, present);
-    Ok(Outcome::ok(summary_text(&s, &settings), serde_json::to_value(&s).unwrap_or_default()))
+    Ok(Outcome::ok(summary_text(&s, settings), serde_json::to_value(&s).unwrap_or_default()))
 }
 
 fn summary_text(s: &FeedbackSummary, settings: &Settings) -> String {
