@@ -12,12 +12,12 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use evalloop_core::files::sorted_json;
+use evalloop_core::files::{LabelKind, sorted_json};
 use evalloop_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
 use crate::Truncation;
-use crate::train::{LabelKind, TrainConfig};
+use crate::train::config::TrainConfig;
 
 /// `training_config.json`'s file name.
 pub const TRAINING_CONFIG_FILE: &str = "training_config.json";

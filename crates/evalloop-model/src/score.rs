@@ -26,8 +26,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
+use evalloop_core::files::LabelKind;
 
-use crate::train::LabelKind;
 use crate::{InferenceModel, PairTokenizer, Truncation};
 
 pub use crate::files::{ENSEMBLE_FILE, EnsembleFile};
