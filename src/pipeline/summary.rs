@@ -6,8 +6,9 @@ use std::path::Path;
 
 use crate::analysis::{self, CalibrationOptions};
 use crate::config::Settings;
+use crate::dataset::CellStats;
 use crate::feedback::Verdict;
-use crate::files::{DatasetCard, SplitCard};
+use crate::files::DatasetCard;
 use crate::model::files::{METRICS_FILE, METRICS_LOG_FILE, MetricsLine};
 use crate::report;
 use crate::stats::Outcome;
@@ -108,22 +109,32 @@ pub(super) fn disagreements(
 }
 
 pub(super) fn dataset_summary(card: &DatasetCard, window: Option<&[String; 2]>) -> report::DatasetSummary {
-    let split = |name: &str, s: &SplitCard| report::SplitSummary {
+    let split = |name: &str, s: &CellStats| report::SplitSummary {
         split: name.to_string(),
-        count: s.all.examples as u64,
-        weight_sum: Some(s.all.weight_sum),
-        weight_min: Some(s.all.weight_min),
-        weight_mean: None,
-        weight_max: Some(s.all.weight_max),
-        effective_size: Some(s.all.effective_size),
+        count: s.examples as u64,
+        weight_sum: Some(s.weight_sum),
+        weight_min: Some(s.weight_min),
+        weight_mean: (s.examples > 0).then(|| s.weight_sum / s.examples as f64),
+        weight_max: Some(s.weight_max),
+        effective_size: Some(s.effective_size),
     };
     let names = ["train", "validation", "test"];
-    let splits = names.iter().filter_map(|n| card.splits.get(*n).map(|s| split(n, s))).collect();
+    let splits = names.iter().filter_map(|n| card.splits.get(*n).map(|s| split(n, &s.all))).collect();
+    // Each cohort's line of every split it appears in, cohorts in name order.
+    let mut per_cohort: BTreeMap<&str, Vec<report::SplitSummary>> = BTreeMap::new();
+    for n in names {
+        for (cohort, cell) in card.splits.get(n).map(|s| &s.by_cohort).into_iter().flatten() {
+            per_cohort.entry(cohort).or_default().push(split(n, cell));
+        }
+    }
     report::DatasetSummary {
         window_start: window.map(|w| w[0].clone()),
         window_end: window.map(|w| w[1].clone()),
         splits,
-        per_cohort: Vec::new(),
+        per_cohort: per_cohort
+            .into_iter()
+            .map(|(cohort, splits)| report::CohortSplits { cohort: cohort.to_string(), splits })
+            .collect(),
     }
 }
 
@@ -169,4 +180,37 @@ pub(super) fn training_summary(model_dir: &Path, cfg: &crate::train::TrainConfig
         .and_then(|m| m.selection)
         .map(|sel| crate::train::describe_selection(&sel));
     Some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::dataset::DatasetConfig;
+    use crate::files::SplitCard;
+
+    /// The report's per-cohort split table comes from each split's `by_cohort` (it read a
+    /// top-level `by_cohort` the card never had, so the table was always empty).
+    #[test]
+    fn dataset_summary_has_each_cohorts_splits() {
+        let cell =
+            |n: usize| CellStats { examples: n, weight_sum: n as f64, effective_size: n as f64, ..Default::default() };
+        let mut card = DatasetCard::hand_made(DatasetConfig::default());
+        card.splits.insert(
+            "train".into(),
+            SplitCard { all: cell(5), by_cohort: [("pro".to_string(), cell(3)), ("free".to_string(), cell(2))].into() },
+        );
+        card.splits.insert("test".into(), SplitCard { all: cell(1), by_cohort: [("pro".to_string(), cell(1))].into() });
+        let d = dataset_summary(&card, None);
+        assert_eq!(
+            d.splits.iter().map(|s| (s.split.as_str(), s.count)).collect::<Vec<_>>(),
+            [("train", 5), ("test", 1)]
+        );
+        let per: Vec<(&str, Vec<(&str, u64)>)> = d
+            .per_cohort
+            .iter()
+            .map(|c| (c.cohort.as_str(), c.splits.iter().map(|s| (s.split.as_str(), s.count)).collect()))
+            .collect();
+        assert_eq!(per, [("free", vec![("train", 2)]), ("pro", vec![("train", 3), ("test", 1)])]);
+        assert_eq!(d.splits[0].weight_mean, Some(1.0), "the mean weight of the split");
+    }
 }
