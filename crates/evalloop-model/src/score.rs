@@ -22,7 +22,6 @@
 //! a multi-task model). Writing scores into the store as a
 //! new evaluator is left to the caller (the CLI), which can use [`Scorer::score_pairs`].
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::Device;
@@ -358,29 +357,17 @@ pub fn score_jsonl(
         scores.extend(s);
         dim_scores.extend(d);
     }
-    let dir = output.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        output.file_name().map(|n| n.to_string_lossy()).unwrap_or_default(),
-        std::process::id()
-    ));
-    {
-        let io = |e| evalloop_core::Error::io(&tmp, e);
-        let mut w = std::io::BufWriter::new(std::fs::File::create(&tmp).map_err(io)?);
-        for ((mut obj, s), d) in rows.into_iter().zip(&scores).zip(&dim_scores) {
-            obj.insert("score".to_string(), serde_json::json!(s));
-            if !scorer.dimensions().is_empty() {
-                let named: serde_json::Map<String, serde_json::Value> =
-                    scorer.dimensions().iter().zip(d).map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
-                obj.insert("scores".to_string(), serde_json::Value::Object(named));
-            }
-            let line = serde_json::Value::Object(obj).to_string();
-            writeln!(w, "{line}").map_err(io)?;
+    let mut w = evalloop_core::atomic::AtomicWriter::create(output)?;
+    for ((mut obj, s), d) in rows.into_iter().zip(&scores).zip(&dim_scores) {
+        obj.insert("score".to_string(), serde_json::json!(s));
+        if !scorer.dimensions().is_empty() {
+            let named: serde_json::Map<String, serde_json::Value> =
+                scorer.dimensions().iter().zip(d).map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+            obj.insert("scores".to_string(), serde_json::Value::Object(named));
         }
-        let f = w.into_inner().map_err(|e| evalloop_core::Error::io(&tmp, e.into_error()))?;
-        f.sync_all().map_err(io)?;
+        w.write_json_line(&serde_json::Value::Object(obj))?;
     }
-    std::fs::rename(&tmp, output).map_err(|e| evalloop_core::Error::io(output, e))?;
+    w.commit()?;
     let mean = if scores.is_empty() { f64::NAN } else { scores.iter().sum::<f64>() / scores.len() as f64 };
     Ok(ScoreSummary { rows: scores.len(), mean_score: mean })
 }
