@@ -7,7 +7,7 @@ use std::fmt::Write as _;
 use serde_json::Value;
 
 use super::cells::r6;
-use super::example::{Example, NO_COHORT};
+use super::request::{LabelledRequest, NO_COHORT};
 use super::split::Split;
 use super::weights::CohortRate;
 use crate::files::{CohortCard, DimensionCard};
@@ -44,13 +44,13 @@ pub(super) fn cohort_cards(
 /// Per dimension: examples with a label on it, overall and per split (`split_of`).
 pub(super) fn dimension_cards(
     dimensions: &[String],
-    examples: &[Example],
-    split_of: &dyn Fn(&Example) -> Split,
+    examples: &[LabelledRequest],
+    split_of: &dyn Fn(&LabelledRequest) -> Split,
 ) -> BTreeMap<String, DimensionCard> {
     dimensions
         .iter()
         .map(|d| {
-            let has = |e: &&Example| e.labels.get(d).is_some_and(Option::is_some);
+            let has = |e: &&LabelledRequest| e.labels.get(d).is_some_and(Option::is_some);
             let in_split = |split: Split| examples.iter().filter(|e| split_of(e) == split).filter(has).count();
             let v = DimensionCard {
                 labelled: examples.iter().filter(has).count(),

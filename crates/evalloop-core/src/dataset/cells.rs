@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::example::Example;
+use super::request::LabelledRequest;
 
 /// Counts and weight statistics of a set of examples.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -23,7 +23,7 @@ pub struct CellStats {
 
 impl CellStats {
     /// Accumulates the statistics of `examples`.
-    pub fn of<'a>(examples: impl IntoIterator<Item = &'a Example>) -> CellStats {
+    pub fn of<'a>(examples: impl IntoIterator<Item = &'a LabelledRequest>) -> CellStats {
         let mut s = CellStats { weight_min: f64::INFINITY, weight_max: f64::NEG_INFINITY, ..Default::default() };
         let (mut lsum, mut wl, mut w2) = (0.0, 0.0, 0.0);
         for e in examples {

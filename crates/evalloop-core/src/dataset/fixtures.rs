@@ -2,11 +2,11 @@
 
 use std::collections::BTreeMap;
 
-use super::example::Example;
+use super::request::LabelledRequest;
 
-/// Example `r{id:04}` of `class` in `cohort` and `group`, unit weight; good ones are disagreements.
-pub(super) fn ex(id: usize, cohort: &str, class: &'static str, group: &str) -> Example {
-    Example {
+/// LabelledRequest `r{id:04}` of `class` in `cohort` and `group`, unit weight; good ones are disagreements.
+pub(super) fn ex(id: usize, cohort: &str, class: &'static str, group: &str) -> LabelledRequest {
+    LabelledRequest {
         request_id: format!("r{id:04}"),
         prompt: format!("p{group}"),
         output: format!("o{id}"),
@@ -23,7 +23,7 @@ pub(super) fn ex(id: usize, cohort: &str, class: &'static str, group: &str) -> E
 }
 
 /// 600 examples over 3 cohorts, 2 classes, groups of 3.
-pub(super) fn population() -> Vec<Example> {
+pub(super) fn population() -> Vec<LabelledRequest> {
     (0..600)
         .map(|i| {
             let cohort = ["free", "pro", "team"][i % 3];

@@ -84,9 +84,9 @@
 mod card;
 mod cells;
 mod config;
-mod example;
 #[cfg(test)]
 mod fixtures;
+mod request;
 mod split;
 mod subsample;
 mod unlabelled;
@@ -101,7 +101,7 @@ use serde_json::Value;
 
 pub use cells::{CellStats, r6};
 pub use config::{DatasetConfig, LabelKind, RateBasis, Scheme, SourceKind};
-pub use example::{Example, NO_COHORT, is_disagreement, metadata_group, prompt_group};
+pub use request::{LabelledRequest, NO_COHORT, is_disagreement, metadata_group, prompt_group};
 pub use split::{Split, assign_splits};
 pub use subsample::{StratumSample, subsample};
 pub use weights::{
@@ -211,7 +211,7 @@ pub fn build_in(
                 (d.clone(), h.map(|h| ((h - 1.0) / 4.0).clamp(0.0, 1.0)))
             })
             .collect();
-        examples.push(Example {
+        examples.push(LabelledRequest {
             request_id: r.request_id,
             prompt: text.prompt,
             output: text.output,
@@ -239,7 +239,7 @@ pub fn build_in(
         None => (examples, Vec::new()),
     };
     let splits = assign_splits(&examples, cfg.train_fraction, cfg.validation_fraction, cfg.seed);
-    let split_of = |e: &Example| splits.get(&e.group).copied().unwrap_or(Split::Train);
+    let split_of = |e: &LabelledRequest| splits.get(&e.group).copied().unwrap_or(Split::Train);
     let mut divisor = 1.0;
     if cfg.weighting.contains(&Scheme::Normalize) {
         let on: Vec<bool> = examples.iter().map(|e| split_of(e) == Split::Train).collect();
@@ -268,7 +268,7 @@ pub fn build_in(
     );
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     for split in Split::ALL {
-        let in_split: Vec<&Example> = examples.iter().filter(|e| split_of(e) == split).collect();
+        let in_split: Vec<&LabelledRequest> = examples.iter().filter(|e| split_of(e) == split).collect();
         let all = CellStats::of(in_split.iter().copied());
         let cohorts: BTreeSet<&str> = in_split.iter().map(|e| e.cohort.as_str()).collect();
         let mut by_cohort = BTreeMap::new();

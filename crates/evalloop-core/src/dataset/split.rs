@@ -7,7 +7,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::Serialize;
 
-use super::example::Example;
+use super::request::LabelledRequest;
 use crate::hash::hash64;
 
 /// The three splits, in file order.
@@ -33,7 +33,7 @@ impl Split {
 }
 
 /// Assigns each group to a split (see the module docs); returns group -> split.
-pub fn assign_splits(examples: &[Example], train: f64, validation: f64, seed: u64) -> BTreeMap<String, Split> {
+pub fn assign_splits(examples: &[LabelledRequest], train: f64, validation: f64, seed: u64) -> BTreeMap<String, Split> {
     let targets = [train, validation, (1.0 - train - validation).max(0.0)];
     let mut groups: BTreeMap<&str, BTreeMap<(&str, &str), usize>> = BTreeMap::new();
     for e in examples {

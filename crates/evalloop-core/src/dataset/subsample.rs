@@ -7,7 +7,7 @@ use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use super::example::Example;
+use super::request::LabelledRequest;
 use crate::hash::hash64;
 
 /// What subsampling did to one stratum.
@@ -24,17 +24,17 @@ pub struct StratumSample {
 /// Keeps about `max_examples` examples, stratified by cohort x class (see the module docs);
 /// kept weights are inflated by `N_s / m_s`. Output is sorted by request id.
 pub fn subsample(
-    mut examples: Vec<Example>,
+    mut examples: Vec<LabelledRequest>,
     max_examples: usize,
     min_per_stratum: usize,
     seed: u64,
-) -> (Vec<Example>, Vec<StratumSample>) {
+) -> (Vec<LabelledRequest>, Vec<StratumSample>) {
     let n = examples.len();
     if n <= max_examples {
         return (examples, Vec::new());
     }
     examples.sort_by(|a, b| a.request_id.cmp(&b.request_id));
-    let mut strata: BTreeMap<(String, &'static str), Vec<Example>> = BTreeMap::new();
+    let mut strata: BTreeMap<(String, &'static str), Vec<LabelledRequest>> = BTreeMap::new();
     for e in examples {
         strata.entry((e.cohort.clone(), e.class)).or_default().push(e);
     }
@@ -80,7 +80,7 @@ mod tests {
         for (i, e) in pop.iter_mut().enumerate() {
             e.weight = 1.0 + (i % 5) as f64;
         }
-        let total = |es: &[Example], c: &str, k: &str| -> f64 {
+        let total = |es: &[LabelledRequest], c: &str, k: &str| -> f64 {
             es.iter().filter(|e| e.cohort == c && e.class == k).map(|e| e.weight).sum()
         };
         let seeds = 400;

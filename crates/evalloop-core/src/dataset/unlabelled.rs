@@ -8,7 +8,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
 use super::config::DatasetConfig;
-use super::example::{NO_COHORT, metadata_group, prompt_group};
+use super::request::{NO_COHORT, metadata_group, prompt_group};
 use crate::Result;
 use crate::atomic::AtomicWriter;
 use crate::feedback::HumanPolicy;

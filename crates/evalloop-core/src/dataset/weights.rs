@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 
 use super::config::{DatasetConfig, RateBasis, Scheme};
-use super::example::{Example, NO_COHORT};
+use super::request::{LabelledRequest, NO_COHORT};
 use crate::store::CohortStats;
 
 /// A cohort's feedback counts, from [`Store::cohort_stats`](crate::store::Store::cohort_stats).
@@ -63,7 +63,7 @@ pub fn overall_rate(rates: &BTreeMap<String, CohortRate>) -> f64 {
 /// Multiplies each example's weight by every scheme's factor except `normalize` (see
 /// [`normalize_on`]). Returns each cohort's factor per cohort-level scheme, for the card.
 pub fn apply_weights(
-    examples: &mut [Example],
+    examples: &mut [LabelledRequest],
     rates: &BTreeMap<String, CohortRate>,
     cfg: &DatasetConfig,
 ) -> BTreeMap<String, BTreeMap<&'static str, f64>> {

@@ -1,4 +1,4 @@
-//! One labelled request ([`Example`]) and the rules that name its cohort and group and mark it as
+//! One labelled request ([`LabelledRequest`]) and the rules that name its cohort and group and mark it as
 //! a disagreement.
 
 use std::collections::BTreeMap;
@@ -13,7 +13,7 @@ pub const NO_COHORT: &str = "(none)";
 
 /// One labelled request, the unit every pure step of the build works on.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Example {
+pub struct LabelledRequest {
     pub request_id: String,
     pub prompt: String,
     pub output: String,
