@@ -12,6 +12,7 @@
 //! fixtures in `tests/fixtures/stats/` that `tests/stats_reference.rs` compares against.
 //!
 //! Submodules: [`rank`] (average ranks), [`corr`] (Pearson, Spearman, Kendall, CIs),
+//! [`agreement`] (inter-rater agreement: Krippendorff's alpha, Cohen's kappa),
 //! [`bootstrap`] (seeded percentile bootstrap), [`compare`] (two-sample tests for `impact`),
 //! [`calibration`] (ECE, reliability table, Brier, ROC AUC, threshold metrics),
 //! [`dependent`] (Williams' test, paired bootstrap of a Spearman difference) and [`group`]
@@ -19,6 +20,7 @@
 
 #![warn(missing_docs)]
 
+pub mod agreement;
 pub mod bootstrap;
 pub mod calibration;
 pub mod compare;
