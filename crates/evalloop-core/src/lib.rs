@@ -5,8 +5,8 @@
 //! how well an evaluator agrees with people; [`dataset`] turns feedback into cohort-weighted
 //! training data, and [`simulate`] makes realistic logs and biased feedback from human
 //! judgements; [`report`] renders a run of the weekly loop. [`config`] reads the TOML config;
-//! [`files`] defines the dataset directory's files; [`atomic`] writes every file whole or not at
-//! all.
+//! [`files`] defines the dataset directory's files; [`atomic`] writes a whole file or nothing
+//! (every file but the ones that grow as work goes on: ingest rejects, training metrics).
 
 pub mod analysis;
 pub mod atomic;
