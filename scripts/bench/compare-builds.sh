@@ -46,7 +46,7 @@ for step in ingest_logs ingest_feedback; do
   kind=${step#ingest_}
   to=$(best bash -c "rm -f o.db; '$old' --db o.db ingest logs gen/logs.jsonl && { [ $kind = logs ] || '$old' --db o.db ingest feedback gen/feedback.jsonl; }")
   tn=$(best bash -c "rm -f n.db; '$new' --db n.db ingest logs gen/logs.jsonl && { [ $kind = logs ] || '$new' --db n.db ingest feedback gen/feedback.jsonl; }")
-  row "ingest ($kind)" "$to" "$tn"
+  row "ingest ($([ $kind = logs ] && echo logs || echo "logs, then feedback"))" "$to" "$tn"
 done
 for cmd in "correlate --group-key group_id" "calibration" "bias" "disagreements --limit 20"; do
   to=$(best "$old" --db o.db $cmd); tn=$(best "$new" --db n.db $cmd)
