@@ -15,6 +15,7 @@ use crate::record::parse_date_arg;
 use crate::store::Filter;
 use crate::{Error, Result};
 
+mod agreement;
 mod bias;
 mod calibration;
 mod check;
@@ -34,6 +35,7 @@ mod stats;
 mod summary;
 mod train;
 
+pub use agreement::AgreementArgs;
 pub use bias::BiasArgs;
 pub use calibration::CalibrationArgs;
 pub use check::CheckArgs;
@@ -92,6 +94,8 @@ pub enum Command {
     Disagreements(DisagreementsArgs),
     /// Who leaves feedback: rates per cohort, share positive, under-represented cohorts.
     Bias(BiasArgs),
+    /// Do people agree with each other: Krippendorff's alpha, Cohen's kappa, percent agreement.
+    Agreement(AgreementArgs),
     /// Before/after comparison of a change: Welch's t, Mann-Whitney U, Cohen's d, bootstrap CI.
     Impact(ImpactArgs),
     /// The CI gate: thresholds from the config's [thresholds]; exit 1 when one fails.
@@ -182,6 +186,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Calibration(a) => calibration::run(&settings, a),
         Command::Disagreements(a) => disagreements::run(&settings, a),
         Command::Bias(a) => bias::run(&settings, a),
+        Command::Agreement(a) => agreement::run(&settings, a),
         Command::Impact(a) => impact::run(&settings, a),
         Command::Check(a) => check::run(&settings, a),
         Command::Runs { what } => runs::run(&settings, what),

@@ -5,6 +5,7 @@ use std::path::Path;
 
 use crate::analysis::{
     BiasReport, CalibrationSummary, CheckReport, CorrelateReport, Correlation, DisagreementReport, ImpactReport,
+    MatrixAgreement, RaterAgreementReport,
 };
 use crate::stats::{self, Outcome};
 
@@ -187,6 +188,75 @@ pub fn bias(r: &BiasReport) -> String {
     let _ =
         write!(out, "median feedback rate {}; flagged below {} x median", num(r.median_feedback_rate), r.low_factor);
     out
+}
+
+/// A figure or "undefined: <reason>".
+fn outcome<T>(x: &Outcome<T>, show: impl Fn(&T) -> String) -> String {
+    match x {
+        Outcome::Defined(v) => show(v),
+        Outcome::Undefined(u) => format!("undefined: {}", u.reason),
+    }
+}
+
+fn alpha_line(
+    level: stats::agreement::MeasurementLevel,
+    alpha: &Outcome<f64>,
+    ci: &Outcome<stats::BootstrapCi>,
+    out: &mut String,
+) {
+    let name = format!("alpha ({})", format!("{level:?}").to_lowercase());
+    let interval = match (alpha, ci) {
+        (Outcome::Undefined(_), _) => String::new(),
+        (_, Outcome::Defined(c)) => format!("  95% CI [{:.3}, {:.3}]", c.lower, c.upper),
+        (_, Outcome::Undefined(u)) => format!("  95% CI undefined: {}", u.reason),
+    };
+    let _ = writeln!(out, "  {name:<20} {}{interval}", outcome(alpha, |v| format!("{v:.4}")));
+}
+
+fn matrix_lines(title: &str, m: &MatrixAgreement, weighted: bool, out: &mut String) {
+    let a = &m.agreement;
+    let _ = writeln!(
+        out,
+        "\n{title}: {} requests rated by {} people; {} rated by two or more ({} raters, {} rater pairs sharing 2+ requests)",
+        m.requests_rated, m.raters, a.items_used, a.raters_used, a.pairs_used
+    );
+    if a.items_used == 0 {
+        let _ = writeln!(
+            out,
+            "  no request was rated by two or more people, so agreement between people cannot be measured"
+        );
+    }
+    alpha_line(a.level, &a.alpha, &a.alpha_ci, out);
+    for o in &m.other_levels {
+        alpha_line(o.level, &o.alpha, &o.alpha_ci, out);
+    }
+    let kappa = |k: &Outcome<stats::agreement::PairwiseKappa>| {
+        outcome(k, |k| {
+            let left_out = if k.pairs_undefined > 0 {
+                format!(", {} undefined left out", k.pairs_undefined)
+            } else {
+                String::new()
+            };
+            format!("{:.4}  (mean over {} pairs{left_out})", k.mean, k.pairs_used)
+        })
+    };
+    let _ = writeln!(out, "  {:<20} {}", "Cohen's kappa", kappa(&a.kappa));
+    if weighted {
+        let _ = writeln!(out, "  {:<20} {}", "kappa (linear)", kappa(&a.kappa_linear));
+        let _ = writeln!(out, "  {:<20} {}", "kappa (quadratic)", kappa(&a.kappa_quadratic));
+    }
+    let _ = writeln!(out, "  {:<20} {}", "percent agreement", outcome(&a.percent_agreement, |v| format!("{v:.4}")));
+}
+
+/// `evalloop agreement`.
+pub fn agreement(r: &RaterAgreementReport) -> String {
+    let mut out = format!(
+        "agreement between people on {} requests ({} explicit events without a user_id skipped, {} replaced by the same user's later one)\n",
+        r.requests, r.events_without_user, r.events_superseded
+    );
+    matrix_lines("ratings (1-5)", &r.ratings, true, &mut out);
+    matrix_lines("thumbs (up = 1, down = 0)", &r.thumbs, false, &mut out);
+    out.trim_end().to_string()
 }
 
 fn comparison(name: &str, c: &stats::ImpactComparison, significant: bool, out: &mut String) {
