@@ -14,6 +14,14 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     w.commit()
 }
 
+/// Writes `value` to `path` atomically as pretty JSON with a final newline (keys in the order
+/// `value` serializes them; a `serde_json::Value` has them sorted).
+pub fn write_json_pretty<T: serde::Serialize + ?Sized>(path: &Path, value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+    text.push('\n');
+    write_atomic(path, text.as_bytes())
+}
+
 /// A file being written; it appears at its path only on [`AtomicWriter::commit`]. Dropped
 /// without commit, the temp file is removed and the target is untouched.
 pub struct AtomicWriter {

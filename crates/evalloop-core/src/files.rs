@@ -241,12 +241,16 @@ impl DatasetCard {
     }
 }
 
-/// `value` as pretty JSON with every object's keys in sorted order (through `serde_json::Value`,
-/// whose maps are sorted); `what` names it in an error.
+/// `value` as pretty JSON with every object's keys in sorted order; `what` names it in an error.
 pub fn sorted_json<T: Serialize>(value: &T, what: &str) -> Result<String> {
-    serde_json::to_value(value)
-        .and_then(|v| serde_json::to_string_pretty(&v))
-        .map_err(|e| Error::Input(format!("{what}: {e}")))
+    serde_json::to_string_pretty(&sorted_value(value, what)?).map_err(|e| Error::Input(format!("{what}: {e}")))
+}
+
+/// `value` as a `serde_json::Value`, whose objects keep their keys in sorted order (written
+/// with [`crate::atomic::write_json_pretty`], that is the files' sorted form); `what` names it in
+/// an error.
+pub fn sorted_value<T: Serialize>(value: &T, what: &str) -> Result<serde_json::Value> {
+    serde_json::to_value(value).map_err(|e| Error::Input(format!("{what}: {e}")))
 }
 
 #[cfg(test)]

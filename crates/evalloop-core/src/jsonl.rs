@@ -11,6 +11,11 @@ use crate::{Error, Result};
 /// Reads every non-blank line of `path` as a `T`; an error names `path:line` and serde's reason
 /// (the field and what was expected).
 pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
+    Ok(read_numbered(path)?.into_iter().map(|(_, row)| row).collect())
+}
+
+/// As [`read`], each row with its 1-based line number, for checks that name `path:line` too.
+pub fn read_numbered<T: DeserializeOwned>(path: &Path) -> Result<Vec<(usize, T)>> {
     let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
     let mut out = Vec::new();
     for (i, line) in BufReader::new(file).lines().enumerate() {
@@ -18,7 +23,7 @@ pub fn read<T: DeserializeOwned>(path: &Path) -> Result<Vec<T>> {
         if line.trim().is_empty() {
             continue;
         }
-        out.push(parse_line(path, i + 1, &line)?);
+        out.push((i + 1, parse_line(path, i + 1, &line)?));
     }
     Ok(out)
 }

@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use evalloop_core::files::{LabelKind, sorted_json};
+use evalloop_core::files::{LabelKind, sorted_value};
 use evalloop_core::{Error, Result};
 use serde::{Deserialize, Serialize};
 
@@ -100,9 +100,7 @@ impl EnsembleFile {
 
     /// Writes it into `dir` atomically (pretty JSON in field order, a final newline).
     pub fn write(&self, dir: &Path) -> Result<()> {
-        let path = dir.join(ENSEMBLE_FILE);
-        let text = serde_json::to_string_pretty(self).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
-        evalloop_core::atomic::write_atomic(&path, format!("{text}\n").as_bytes())
+        evalloop_core::atomic::write_json_pretty(&dir.join(ENSEMBLE_FILE), self)
     }
 }
 
@@ -212,8 +210,7 @@ pub struct ScoreRow {
 /// Writes `value` to `path` atomically as pretty JSON with sorted keys and a final newline.
 pub(crate) fn write_sorted<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let what = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let text = sorted_json(value, &what)?;
-    evalloop_core::atomic::write_atomic(path, format!("{text}\n").as_bytes())
+    evalloop_core::atomic::write_json_pretty(path, &sorted_value(value, &what)?)
 }
 
 #[cfg(test)]

@@ -97,7 +97,6 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use serde::Serialize;
-use serde_json::Value;
 
 pub use cells::{CellStats, r6};
 pub use config::{DatasetConfig, LabelKind, RateBasis, Scheme, SourceKind};
@@ -114,7 +113,7 @@ use unlabelled::write_unlabelled;
 
 use crate::atomic::{self, AtomicWriter};
 use crate::feedback::{HumanPolicy, Verdict};
-use crate::files::{CARD_FILE, DatasetCard, DatasetRow, Label, SplitCard};
+use crate::files::{CARD_FILE, DatasetCard, DatasetRow, Label, SplitCard, sorted_value};
 use crate::store::{Filter, ScoredQuery, Store};
 use crate::{Error, Result};
 
@@ -382,9 +381,8 @@ pub fn build_in(
         dimensions: (!cfg.dimensions.is_empty()).then_some(dimension_card),
         unlabelled,
     };
-    let card_json = card.to_json()?;
-    atomic::write_atomic(&out.join(CARD_FILE), format!("{card_json}\n").as_bytes())?;
-    let card_value: Value = serde_json::from_str(&card_json).map_err(|e| Error::Input(format!("{CARD_FILE}: {e}")))?;
+    let card_value = sorted_value(&card, CARD_FILE)?;
+    atomic::write_json_pretty(&out.join(CARD_FILE), &card_value)?;
     atomic::write_atomic(&out.join("dataset_card.md"), format!("{}\n", card_markdown(&card_value, &text)).as_bytes())?;
     Ok(Built { text: text.trim_end().to_string(), card, warnings })
 }

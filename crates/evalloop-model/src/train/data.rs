@@ -49,14 +49,8 @@ pub fn read_split_with(
         return Ok(Vec::new());
     }
     let mut out = Vec::new();
-    let file = std::fs::File::open(path).map_err(|e| evalloop_core::Error::io(path, e))?;
-    for (i, line) in std::io::BufRead::lines(std::io::BufReader::new(file)).enumerate() {
-        let line = line.map_err(|e| evalloop_core::Error::io(path, e))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let at = format!("{}:{}", path.display(), i + 1);
-        let row: DatasetRow = evalloop_core::jsonl::parse_line(path, i + 1, &line)?;
+    for (line, row) in evalloop_core::jsonl::read_numbered::<DatasetRow>(path)? {
+        let at = format!("{}:{line}", path.display());
         let label = row.label.value();
         let label_ok = match kind {
             LabelKind::Binary => label == 0.0 || label == 1.0,
@@ -177,19 +171,16 @@ pub fn read_label_kind(dataset_dir: &Path) -> evalloop_core::Result<LabelKind> {
 /// pointwise or labelled-pair loss) and no dimension labels (`dims` of them). Errors name
 /// file:line and the field; a missing file is an error that says how to write it.
 pub fn read_unlabelled(path: &Path, dims: usize) -> evalloop_core::Result<Vec<Example>> {
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        evalloop_core::Error::Input(format!(
+    if let Err(e) = std::fs::File::open(path) {
+        return Err(evalloop_core::Error::Input(format!(
             "{}: {e}; [train] unlabelled needs a dataset built with [dataset] unlabelled = N",
             path.display()
-        ))
-    })?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let r: UnlabelledRow = evalloop_core::jsonl::parse_line(path, i + 1, line)?;
-        out.push(Example {
+        )));
+    }
+    let rows: Vec<UnlabelledRow> = evalloop_core::jsonl::read(path)?;
+    Ok(rows
+        .into_iter()
+        .map(|r| Example {
             request_id: r.request_id,
             prompt: r.prompt,
             output: r.output,
@@ -197,9 +188,8 @@ pub fn read_unlabelled(path: &Path, dims: usize) -> evalloop_core::Result<Vec<Ex
             weight: 0.0,
             group: r.group,
             labels: vec![None; dims],
-        });
-    }
-    Ok(out)
+        })
+        .collect())
 }
 
 /// A corrupted copy of `output` for `corruption_pairs`, drawn from a stream seeded by `seed` and

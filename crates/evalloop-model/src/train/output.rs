@@ -15,9 +15,7 @@ use crate::weights;
 
 /// Writes `value` to `path` as pretty JSON with a final newline, atomically.
 pub(super) fn write_json(path: &Path, value: &impl Serialize) -> evalloop_core::Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| evalloop_core::Error::Model(format!("{}: {e}", path.display())))?;
-    evalloop_core::atomic::write_atomic(path, format!("{text}\n").as_bytes())
+    evalloop_core::atomic::write_json_pretty(path, value)
 }
 
 /// Writes the model directory `out_dir` of a finished run: `model.safetensors` (`final_weights`,
