@@ -146,6 +146,10 @@ shift = 0.5
 T
 }
 
+# The corruption mixtures of the *_umix / *_ucoh configurations ([train.corruption_mix] lines).
+MIX_ALL="$(printf '%s = 1.0\n' swap drop shuffle remove insert replace repeat truncate negate number entity)"
+MIX_COH="$(printf '%s = 1.0\n' swap shuffle remove insert repeat truncate)"
+
 # config name -> "weighting|[train] lines"
 config_spec() {
   local common="base_model = \"$MODEL\"
@@ -172,6 +176,8 @@ log_every = 1000"
     gp_of_u_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
     g_of_u_last) printf 'none-u|%s\nobjective = "graded+pairwise"\npair_min_diff = 2.0\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
     gp_of_u4_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 4.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
+    gp_of_umix_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\n[train.corruption_mix]\n%s\n' "$common" "$MIX_ALL" ;;
+    gp_of_ucoh_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\n[train.corruption_mix]\n%s\n' "$common" "$MIX_COH" ;;
     ss_u_of) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\ntruncation = "output_first"\n' "$common" ;;
     ss_u) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
     sel_u) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n[[train.candidates]]\nname = "self_supervised"\nobjective = "self_supervised"\ntruncation = "longest_first"\nlayer_lr_decay = 1.0\n' "$common" ;;

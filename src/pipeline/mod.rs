@@ -338,7 +338,10 @@ fn steps(
             let device = crate::model::parse_device(&train_cfg.device)?;
             let scorer = crate::score::Scorer::load(&model_dir, &device)?;
             let pairs: Vec<(&str, &str)> = test.iter().map(|r| (r.prompt.as_str(), r.output.as_str())).collect();
-            let scores = scorer.score_pairs(&pairs)?;
+            // A blended model (`[train] blend_evaluator`) builds on the production score of each
+            // row; a row without one (a dataset of an older version) makes it an error.
+            let production: Option<Vec<f64>> = test.iter().map(|r| r.evaluator_score).collect();
+            let scores = scorer.score_blended(&pairs, production.as_deref())?;
             let mut w = crate::atomic::AtomicWriter::create(&scores_path)?;
             for (r, s) in test.iter().zip(&scores) {
                 w.write_json_line(&ScoreRow { request_id: r.request_id.clone(), score: *s })?;
