@@ -22,6 +22,14 @@
 //! the dataset stage's "evaluator says good" threshold (0.7) has something above it; `"raw"`
 //! keeps F1 as is.
 //!
+//! With `production = "judge"` the logs carry a simulated LLM judge instead, decent but
+//! miscalibrated as production judges are: with `z` the human score standardised over the file
+//! and `e` a standard normal draw of its own stream per request, the judge's latent score is
+//! `judge_correlation z + sqrt(1 - judge_correlation^2) e + judge_bias` (the cohort's
+//! `judge_bias`, in human-score sds: the judge over- or under-rates that cohort's requests), and
+//! `overall = 1 / (1 + exp(-1.702 latent))` (the logistic approximation of the normal CDF). The
+//! judge's Pearson correlation with the human score is `judge_correlation` within a cohort.
+//!
 //! # Human scores on the 1-5 scale
 //! A judgement `h` on the scale `[lo, hi]` maps linearly to `h5 = 1 + 4 (h - lo) / (hi - lo)`:
 //! for 0-1 data (REALSumm, QAGS) `h5 = 1 + 4h`; for 1-6 data (BAGEL, SF) `h5 = 1 + 0.8 (h - 1)`;
@@ -143,6 +151,30 @@ pub struct CohortSpec {
     /// Overrides the section's `outcome_slope` for this cohort.
     #[serde(default)]
     pub outcome_slope: Option<f64>,
+    /// `production = "judge"`: added to the judge's latent score of this cohort's requests, in
+    /// human-score sds (the judge's bias for the cohort); default 0.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub judge_bias: f64,
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// Which production evaluator scores the simulated logs (`production`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Production {
+    /// Unigram F1 against the reference (the default).
+    #[default]
+    UnigramF1,
+    /// A noisy judge: correlated with the human score by `judge_correlation`, biased per
+    /// cohort by `judge_bias` (see the module docs).
+    Judge,
+}
+
+fn is_unigram(p: &Production) -> bool {
+    *p == Production::UnigramF1
 }
 
 /// `[simulate]`: every key optional, defaults as documented on each field.
@@ -165,6 +197,12 @@ pub struct SimulateConfig {
     pub evaluator: String,
     /// `minmax` (default) or `raw`.
     pub evaluator_scale: EvalScale,
+    /// The production evaluator: `unigram_f1` (default) or `judge` (see the module docs).
+    #[serde(skip_serializing_if = "is_unigram")]
+    pub production: Production,
+    /// `production = "judge"`: the judge's correlation with the human score, in [-1, 1];
+    /// default 0.6.
+    pub judge_correlation: f64,
     /// End of the simulated week (RFC 3339); default `2026-05-18T00:00:00Z`.
     pub end_time: String,
     /// Length of the simulated period in days; default 7.
@@ -195,6 +233,7 @@ impl Default for SimulateConfig {
             feedback_rate,
             shift: 0.0,
             outcome_slope: None,
+            judge_bias: 0.0,
         };
         SimulateConfig {
             seed: 7,
@@ -205,6 +244,8 @@ impl Default for SimulateConfig {
             prompt_prefix: String::new(),
             evaluator: "baseline-unigram-f1".into(),
             evaluator_scale: EvalScale::Minmax,
+            production: Production::UnigramF1,
+            judge_correlation: 0.6,
             end_time: "2026-05-18T00:00:00Z".into(),
             window_days: 7.0,
             thumbs_share: 0.3,
@@ -244,6 +285,14 @@ impl SimulateConfig {
         }
         if !(self.rating_noise >= 0.0 && self.rating_noise.is_finite()) {
             return Err(format!("rating_noise = {} must be >= 0", self.rating_noise));
+        }
+        if !(-1.0..=1.0).contains(&self.judge_correlation) {
+            return Err(format!("judge_correlation = {} is outside [-1, 1]", self.judge_correlation));
+        }
+        for (i, c) in self.cohorts.iter().enumerate() {
+            if !c.judge_bias.is_finite() {
+                return Err(format!("cohorts[{i}].judge_bias = {} is not a number", c.judge_bias));
+            }
         }
         if self.users == 0 {
             return Err("users must be at least 1".into());
@@ -541,6 +590,17 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         EvalScale::Minmax if fmax > fmin => (x - fmin) / (fmax - fmin),
         EvalScale::Minmax => 0.5,
     };
+    // The noisy judge's standardisation of the human score.
+    let hs: Vec<f64> = rows.iter().map(|j| j.human[dimension]).collect();
+    let h_mean = hs.iter().sum::<f64>() / hs.len().max(1) as f64;
+    let h_sd = (hs.iter().map(|h| (h - h_mean).powi(2)).sum::<f64>() / hs.len().max(1) as f64).sqrt();
+    let judge = |j: &Judgement, bias: f64| {
+        let mut rng = ChaCha8Rng::seed_from_u64(hash64(&[&seed, "judge", &j.item_id]));
+        let z = if h_sd > 0.0 { (j.human[dimension] - h_mean) / h_sd } else { 0.0 };
+        let r = cfg.judge_correlation;
+        let latent = r * z + (1.0 - r * r).max(0.0).sqrt() * standard_normal(&mut rng) + bias;
+        sigmoid(1.702 * latent)
+    };
 
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut w_logs = AtomicWriter::create(&out.join("logs.jsonl"))?;
@@ -593,7 +653,10 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         let p = feedback_probability(cohort.feedback_rate, slope, cfg.extremity, x);
         let is_held = heldout.contains(j.group_id.as_str());
         let prompt = format!("{}{}", cfg.prompt_prefix, j.source);
-        let eval = overall(*f1);
+        let eval = match cfg.production {
+            Production::UnigramF1 => overall(*f1),
+            Production::Judge => judge(j, cohort.judge_bias),
+        };
         let ts = end - Duration::microseconds(window_us - offset_us);
 
         let mut truth = json!({
@@ -775,5 +838,48 @@ mod tests {
         let s = [3.0, 2.0, 2.0];
         let got: Vec<usize> = (0..7).map(|i| cohort_at(&s, (i as f64 + 0.5) / 7.0)).collect();
         assert_eq!(got, vec![0, 0, 0, 1, 1, 2, 2]);
+    }
+    /// The noisy-judge production evaluator: as correlated with the human score as configured,
+    /// biased for a cohort by its `judge_bias`, repeatable, and drawn from its own stream (the
+    /// feedback does not move).
+    #[test]
+    fn the_noisy_judge_follows_its_correlation_and_cohort_bias() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/example/newsroom-sample.jsonl");
+        let tmp = tempfile::tempdir().unwrap();
+        let run = |name: &str, r: f64, bias: f64| {
+            let mut cfg = SimulateConfig { production: Production::Judge, judge_correlation: r, ..Default::default() };
+            cfg.cohorts[0].judge_bias = bias;
+            let out = tmp.path().join(name);
+            simulate(&file, "coherence", &out, &cfg).unwrap();
+            let truth: Vec<serde_json::Value> = std::fs::read_to_string(out.join("truth.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let fb = std::fs::read_to_string(out.join("feedback.jsonl")).unwrap();
+            (truth, fb)
+        };
+        let col = |t: &[serde_json::Value], k: &str| -> Vec<f64> { t.iter().map(|r| r[k].as_f64().unwrap()).collect() };
+        let pearson = |a: &[f64], b: &[f64]| crate::stats::corr::pearson(a, b).unwrap().estimate;
+        let logit = |t: &[serde_json::Value]| -> Vec<f64> {
+            col(t, "eval_score").iter().map(|p| (p / (1.0 - p)).ln() / 1.702).collect()
+        };
+        let (strong, fb_strong) = run("strong", 0.9, 0.0);
+        let (weak, fb_weak) = run("weak", 0.2, 0.0);
+        let h = col(&strong, "human_score");
+        let (rs, rw) = (pearson(&logit(&strong), &h), pearson(&logit(&weak), &h));
+        assert!((rs - 0.9).abs() < 0.05 && (rw - 0.2).abs() < 0.15, "{rs} {rw}");
+        assert_eq!(fb_strong, fb_weak, "the judge draws from its own stream");
+        assert_eq!(run("again", 0.9, 0.0).0, strong);
+        // A +1 sd bias for the first cohort lifts its latent scores by 1 and nothing else.
+        let (biased, _) = run("biased", 0.9, 1.0);
+        let cohort = &SimulateConfig::default().cohorts[0].name;
+        let (ls, lb) = (logit(&strong), logit(&biased));
+        for ((a, b), r) in ls.iter().zip(&lb).zip(&biased) {
+            let want = if r["cohort"].as_str() == Some(cohort.as_str()) { 1.0 } else { 0.0 };
+            assert!((b - a - want).abs() < 1e-6, "{a} {b} {want}");
+        }
+        let bad = SimulateConfig { judge_correlation: 1.5, ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("judge_correlation"));
     }
 }
