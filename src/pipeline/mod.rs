@@ -30,8 +30,8 @@ use crate::{Error, Result};
 mod gate;
 mod summary;
 
-pub use gate::GateTest;
 use gate::gate;
+pub use gate::{GateMetric, GateTest};
 use summary::{agreement, calibration, dataset_summary, disagreements, training_summary};
 
 /// A step of the loop.
@@ -68,7 +68,11 @@ pub struct RunConfig {
     pub margin: f64,
     /// One-sided significance level of the gate's test; default 0.05.
     pub alpha: f64,
-    /// `williams` (default) or `paired_bootstrap`.
+    /// What the gate compares: `spearman` (default, over every held-out request) or
+    /// `group_spearman` (mean within-group Spearman over the held-out groups; needs `group_key`).
+    pub gate_metric: GateMetric,
+    /// `williams` (default; `spearman` only), `paired_bootstrap`, or `paired_t` (`group_spearman`
+    /// only: a t-test over groups).
     pub gate_test: GateTest,
     /// Bootstrap resamples (paired bootstrap gate, intervals); default 2000.
     pub bootstrap: usize,
@@ -100,6 +104,7 @@ impl Default for RunConfig {
             base_evaluator: None,
             margin: 0.02,
             alpha: 0.05,
+            gate_metric: GateMetric::Spearman,
             gate_test: GateTest::Williams,
             bootstrap: 2000,
             seed: 7,
@@ -141,6 +146,7 @@ pub struct RunOutcome {
 /// Runs (or resumes) the weekly loop.
 pub fn run(settings: &Settings, out: Option<&Path>) -> Result<RunOutcome> {
     let cfg: RunConfig = settings.section("run", &settings.config.run)?;
+    gate::check(&cfg).map_err(Error::Input)?;
     if !(0.0..1.0).contains(&cfg.alpha) || cfg.alpha == 0.0 {
         return Err(Error::Input(format!("[run] alpha = {} must be in (0, 1)", cfg.alpha)));
     }
@@ -409,7 +415,7 @@ fn steps(
             std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
             let promoted = json!({
                 "run_id": state.id, "model": model_dir, "evaluator": evaluator_name,
-                "spearman": g.new_spearman, "base_spearman": g.base_spearman,
+                "spearman": g.new_spearman, "base_spearman": g.base_spearman, "metric": g.metric,
             });
             crate::atomic::write_atomic(
                 &cfg.out_dir.join("promoted.json"),

@@ -108,8 +108,9 @@ pub(super) fn headline_table(d: &ReportData) -> Table {
 pub(super) fn gate_table(g: &GateDecision) -> Table {
     let mut t = Table::new(&["", "value"], &[false, true]);
     t.row(vec!["Decision".into(), if g.promoted { "promoted" } else { "not promoted" }.into()]);
-    t.row(vec!["Base Spearman ρ".into(), num(g.base_spearman, 3)]);
-    t.row(vec!["New Spearman ρ".into(), num(g.new_spearman, 3)]);
+    let what = if g.metric == "group_spearman" { "group-level Spearman ρ" } else { "Spearman ρ" };
+    t.row(vec![format!("Base {what}"), num(g.base_spearman, 3)]);
+    t.row(vec![format!("New {what}"), num(g.new_spearman, 3)]);
     t.row(vec!["Improvement".into(), delta(g.base_spearman, g.new_spearman, 3)]);
     t.row(vec!["Required margin".into(), num(Some(g.margin), 3)]);
     t.row(vec!["Test".into(), if g.test.is_empty() { UNDEFINED.into() } else { g.test.clone() }]);
