@@ -638,6 +638,10 @@ pub struct Thresholds {
     pub min_auc: Option<f64>,
     pub min_n_samples: Option<usize>,
     pub max_disagreement_rate: Option<f64>,
+    /// Minimum Krippendorff's alpha (ordinal) between people on the overall 1-5 ratings of the
+    /// requests several people rated: below it the labels are too noisy to judge an evaluator
+    /// by; undefined (no request with two raters) fails too.
+    pub min_human_alpha: Option<f64>,
     /// The evaluator-says-good threshold for disagreements and calibration; default 0.7.
     pub threshold: Option<f64>,
     /// ECE bins; default 10.
@@ -750,6 +754,15 @@ pub fn check(store: &dyn Store, scope: &Scope, t: &Thresholds) -> Result<CheckRe
         }
         let rate = (n > 0).then(|| d as f64 / n as f64);
         checks.push(check_max("disagreement_rate", rate, m, Some("no request is labelled good or bad")));
+    }
+    if let Some(m) = t.min_human_alpha {
+        let opts = RaterAgreementOptions { bootstrap: 0, ..Default::default() };
+        let people = rater_agreement(store, scope, &opts)?;
+        let (alpha, why) = match &people.ratings.agreement.alpha {
+            Outcome::Defined(a) => (Some(*a), None),
+            Outcome::Undefined(u) => (None, Some(u.reason.clone())),
+        };
+        checks.push(check_min("human_alpha", alpha, m, why.as_ref()));
     }
     for (cohort, ct) in &t.cohorts {
         let sub: Vec<usize> = (0..cols.len()).filter(|&i| cols.cohort(i) == Some(cohort.as_str())).collect();
