@@ -32,10 +32,10 @@ pub struct AgreementArgs {
 /// Runs the analysis on the configured store.
 pub fn run(settings: &Settings, a: AgreementArgs) -> Result<Outcome> {
     let store = store::open(&settings.db)?;
-    if let Some(d) = &a.dimension {
-        if !crate::record::is_dimension_name(d) {
-            return Err(crate::Error::Input(format!("--dimension {:?} is not a dimension name ([a-z0-9_]+)", d)));
-        }
+    if let Some(d) = &a.dimension
+        && !crate::record::is_dimension_name(d)
+    {
+        return Err(crate::Error::Input(format!("--dimension {d:?} is not a dimension name ([a-z0-9_]+)")));
     }
     let opts = RaterAgreementOptions {
         level: a.level,
