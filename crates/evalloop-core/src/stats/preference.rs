@@ -101,6 +101,30 @@ pub fn pairwise_accuracy(pairs: &[JudgedPair], cfg: &BootstrapConfig) -> Result<
     })
 }
 
+/// The reliability matrix of several people's choices on the same pairs: one row per pair
+/// (in the order of `pairs`' keys), one column per person (in the order of their names), each
+/// choice as [`Choice::ordinal`]; a person's later choice on a pair replaces an earlier one.
+/// Feed it to [`super::agreement::rater_agreement`] (ordinal or nominal) for agreement between
+/// raters on the same pair.
+pub fn choice_units(choices: &[(String, String, Choice)]) -> Vec<Vec<Option<f64>>> {
+    let mut by_pair: std::collections::BTreeMap<&str, std::collections::BTreeMap<&str, Choice>> = Default::default();
+    for (pair, person, c) in choices {
+        by_pair.entry(pair).or_default().insert(person, *c);
+    }
+    let people: std::collections::BTreeSet<&str> = by_pair.values().flat_map(|m| m.keys().copied()).collect();
+    let column: std::collections::BTreeMap<&str, usize> = people.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    by_pair
+        .values()
+        .map(|m| {
+            let mut row = vec![None; people.len()];
+            for (p, c) in m {
+                row[column[p]] = Some(c.ordinal());
+            }
+            row
+        })
+        .collect()
+}
+
 /// A Bradley-Terry fit: `P(i beats j) = p_i / (p_i + p_j)`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BradleyTerry {
@@ -222,6 +246,25 @@ mod tests {
         let ties = pairwise_accuracy(&pairs[4..], &cfg()).unwrap_err();
         assert_eq!(ties.reason, "all 1 judged pairs are ties");
         assert!(pairwise_accuracy(&[p(f64::NAN, 0.0, Choice::A)], &cfg()).is_err());
+    }
+
+    #[test]
+    fn choices_on_the_same_pair_form_a_reliability_matrix() {
+        let c = |pair: &str, who: &str, ch| (pair.to_string(), who.to_string(), ch);
+        let choices = [
+            c("p2", "ann", Choice::B),
+            c("p1", "bob", Choice::A),
+            c("p1", "ann", Choice::Tie),
+            c("p1", "ann", Choice::A), // replaces ann's tie
+            c("p2", "cy", Choice::B),
+        ];
+        let units = choice_units(&choices);
+        assert_eq!(units, vec![vec![Some(0.0), Some(0.0), None], vec![Some(2.0), None, Some(2.0)]]);
+        let cfg = BootstrapConfig { n_resamples: 0, ..Default::default() };
+        let r =
+            crate::stats::agreement::rater_agreement(&units, crate::stats::agreement::MeasurementLevel::Nominal, &cfg);
+        assert_eq!(r.items_used, 2);
+        assert_eq!(r.percent_agreement.as_ref(), Some(&1.0));
     }
 
     #[test]
