@@ -27,6 +27,7 @@ use crate::report::{self, ReportData};
 use crate::store::{Filter, RunRecord, ScoredQuery, ScoredRequest, Store};
 use crate::{Error, Result};
 
+mod ceiling;
 mod gate;
 mod summary;
 
@@ -90,6 +91,9 @@ pub struct RunConfig {
     /// A metadata key for group-level (summary-level) correlations; default the dataset's
     /// `group_key`.
     pub group_key: Option<String>,
+    /// Warn (in the output and the report) when Krippendorff's alpha between people on the
+    /// window's 1-5 ratings is under this; default 0.667.
+    pub min_human_alpha: f64,
 }
 
 impl Default for RunConfig {
@@ -113,6 +117,7 @@ impl Default for RunConfig {
             bins: 10,
             write_scores: true,
             group_key: None,
+            min_human_alpha: ceiling::DEFAULT_MIN_HUMAN_ALPHA,
         }
     }
 }
@@ -141,6 +146,9 @@ pub struct RunOutcome {
     pub timings: BTreeMap<String, f64>,
     /// 1 when `fail_on_regression` and the gate did not promote, else 0.
     pub exit_code: i32,
+    /// What the run warns about (labels too noisy to judge an evaluator by).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Runs (or resumes) the weekly loop.
@@ -250,6 +258,7 @@ fn steps(
         post_spearman: None,
         timings: BTreeMap::new(),
         exit_code: 0,
+        warnings: Vec::new(),
     };
 
     // 1. Ingest new files.
@@ -404,6 +413,10 @@ fn steps(
     data.scatter.post = report::Scatter::sample(post.iter().map(point), 2000);
     data.dataset = dataset_summary(&card, state.window.as_ref());
     data.training = training_summary(&model_dir, &train_cfg);
+    let test_ids: Vec<String> = test.iter().map(|r| r.request_id.clone()).collect();
+    let people = ceiling::human_ceiling(store, &window, &base, &test_ids, &new_scores, cfg.min_human_alpha)?;
+    outcome.warnings.extend(people.warning.clone());
+    data.human_ceiling = Some(people);
     outcome.pre_spearman = data.pre.overall.spearman_r;
     outcome.post_spearman = data.post.overall.spearman_r;
 

@@ -76,6 +76,12 @@
 //! dimension alone. `truth.jsonl` and `heldout.jsonl` then gain `human_scores` (every listed
 //! dimension, primary first, on the judgement's own scale).
 //!
+//! # Rater noise (`[simulate.raters]`)
+//! Each product user can carry a bias of their own (`user_bias_sd`), and a panel of reviewers
+//! can rate a share of the requests (`multi_rated`) several times over, each reviewer with a
+//! bias and a noise level of their own, so that agreement between people and the human ceiling
+//! can be measured; see [`panel`]. The defaults add nothing.
+//!
 //! # Determinism
 //! Every random draw comes from a ChaCha8 generator seeded by `seed` and the request id, in a
 //! fixed order, and timestamps are spread uniformly over the `window_days` ending at `end_time`
@@ -98,6 +104,9 @@ use crate::atomic::AtomicWriter;
 pub use crate::hash::hash64;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue};
 use crate::{Error, Result};
+
+pub mod panel;
+pub use panel::RaterNoise;
 
 /// One line of a human-judgement file.
 #[derive(Debug, Clone, Deserialize)]
@@ -223,6 +232,10 @@ pub struct SimulateConfig {
     /// none (`--dimensions` overrides).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dimensions: Vec<String>,
+    /// `[simulate.raters]`: each user's own bias and a review panel that rates a share of the
+    /// requests several times (see [`panel`]); default off.
+    #[serde(skip_serializing_if = "RaterNoise::is_off")]
+    pub raters: RaterNoise,
 }
 
 impl Default for SimulateConfig {
@@ -255,6 +268,7 @@ impl Default for SimulateConfig {
             rating_noise: 0.0,
             cohorts: vec![c("free", 3.0, 0.3), c("pro", 2.0, 0.5), c("enterprise", 2.0, 0.8)],
             dimensions: Vec::new(),
+            raters: RaterNoise::default(),
         }
     }
 }
@@ -297,6 +311,7 @@ impl SimulateConfig {
         if self.users == 0 {
             return Err("users must be at least 1".into());
         }
+        self.raters.validate()?;
         crate::record::check_dimension_list(&self.dimensions).map_err(|e| format!("dimensions{e}"))?;
         if let Some([lo, hi]) = self.scale
             && (lo.is_nan() || hi.is_nan() || lo >= hi)
@@ -348,6 +363,13 @@ pub struct SimulateSummary {
     /// Dimension rating events written (counted in `feedback_events` too).
     #[serde(skip_serializing_if = "is_zero")]
     pub dimension_ratings: u64,
+    /// Requests the review panel rated (`[simulate.raters] multi_rated`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub panel_requests: u64,
+    /// Rating events the panel left, dimension ratings included (counted in `feedback_events`
+    /// too).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub panel_ratings: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -376,6 +398,13 @@ impl std::fmt::Display for SimulateSummary {
                 self.dimension_ratings,
                 self.dimensions.len(),
                 self.dimensions.join(", ")
+            )?;
+        }
+        if self.panel_requests > 0 {
+            writeln!(
+                f,
+                "  review panel: {} requests rated by several reviewers, {} rating events",
+                self.panel_requests, self.panel_ratings
             )?;
         }
         writeln!(
@@ -622,6 +651,8 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         cohorts: cfg.cohorts.iter().map(|c| (c.name.clone(), CohortCounts::default())).collect(),
         dimensions: cfg.dimensions.clone(),
         dimension_ratings: 0,
+        panel_requests: 0,
+        panel_ratings: 0,
     };
     for (j, f1) in rows.iter().zip(&f1) {
         let mut rng = ChaCha8Rng::seed_from_u64(hash64(&[&seed, "request", &j.item_id]));
@@ -647,7 +678,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         let h = j.human[dimension];
         let h5 = to_five(h, scale);
         let perceived = (h5 + cohort.shift).clamp(1.0, 5.0);
-        let x = (h5 + cohort.shift + noise).clamp(1.0, 5.0);
+        let x = (h5 + cohort.shift + cfg.raters.user_bias(&seed, &user_id) + noise).clamp(1.0, 5.0);
         let rating = x.round() as u8;
         let slope = cohort.outcome_slope.unwrap_or(cfg.outcome_slope);
         let p = feedback_probability(cohort.feedback_rate, slope, cfg.extremity, x);
@@ -721,19 +752,22 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         counts.requests += 1;
         counts.mean_human_score_5 += h5;
 
-        let event = |t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
+        let event_by = |user: &str, t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
             let at = ts + Duration::microseconds((delay_s * 1e6) as i64);
             let at = at - Duration::microseconds(i64::from(at.timestamp_subsec_micros()));
-            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(&user_id), Some(&at), dimension);
+            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(user), Some(&at), dimension);
             FeedbackEvent {
                 event_id: id,
                 request_id: j.item_id.clone(),
                 feedback_type: t,
                 value,
-                user_id: Some(user_id.clone()),
+                user_id: Some(user.to_string()),
                 timestamp: at,
                 dimension: dimension.map(str::to_string),
             }
+        };
+        let event = |t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
+            event_by(&user_id, t, value, delay_s, dimension)
         };
         let mut events = Vec::new();
         if u_feedback < p {
@@ -764,6 +798,24 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
                 FeedbackType::Discard
             };
             events.push(event(t, FeedbackValue::Bool(true), delay_implicit, None));
+        }
+        let mut true_5 = vec![h5];
+        true_5.extend(cfg.dimensions.iter().zip(&extra_scales).map(|(d, sc)| to_five(j.human[d.as_str()], *sc)));
+        let reviews = cfg.raters.reviews(&seed, &j.item_id, &true_5);
+        summary.panel_requests += u64::from(!reviews.is_empty());
+        for r in reviews {
+            let dims = std::iter::once(None).chain(cfg.dimensions.iter().map(|d| Some(d.as_str())));
+            for (value, dimension) in r.ratings.iter().zip(dims) {
+                events.push(event_by(
+                    &r.rater,
+                    FeedbackType::Rating,
+                    FeedbackValue::Rating(*value),
+                    r.delay_s,
+                    dimension,
+                ));
+                summary.panel_ratings += 1;
+                summary.dimension_ratings += u64::from(dimension.is_some());
+            }
         }
         for e in &events {
             w_fb.write_json_line(&e.to_json())?;

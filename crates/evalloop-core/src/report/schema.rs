@@ -32,6 +32,10 @@ pub struct ReportData {
     pub disagreements_by_cohort: BTreeMap<String, Disagreements>,
     /// Evaluator vs human score pairs for the scatter plots, subsampled (see [`Scatter::sample`]).
     pub scatter: PrePost<Scatter>,
+    /// Agreement between people and the human ceiling beside the pre/post evaluators; absent
+    /// when the run did not measure it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub human_ceiling: Option<super::HumanCeilingSection>,
 }
 
 /// The same kind of section for the base evaluator (`pre`) and the retrained one (`post`).

@@ -14,11 +14,11 @@ pub(super) struct Table {
 }
 
 impl Table {
-    fn new(header: &[&str], numeric: &[bool]) -> Table {
+    pub(super) fn new(header: &[&str], numeric: &[bool]) -> Table {
         Table { header: header.iter().map(|s| s.to_string()).collect(), numeric: numeric.to_vec(), rows: vec![] }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 }
@@ -31,7 +31,7 @@ pub(super) fn defined(v: Option<f64>) -> Option<f64> {
     v.filter(|x| x.is_finite())
 }
 
-fn num(v: Option<f64>, digits: usize) -> String {
+pub(super) fn num(v: Option<f64>, digits: usize) -> String {
     defined(v).map_or(UNDEFINED.to_string(), |x| format!("{x:.digits$}"))
 }
 
