@@ -71,6 +71,10 @@ impl EvalLog {
         self.metadata.get(key).and_then(Value::as_str)
     }
 
+    /// The fields an eval log row may have; ingest warns about any other top-level key.
+    pub const FIELDS: [&'static str; 8] =
+        ["request_id", "timestamp", "prompt", "output", "eval_scores", "feedback_collected", "evaluator", "metadata"];
+
     /// Validates a parsed JSON object as an eval log. `from_text` relaxes types for CSV input,
     /// where every cell arrives as a string.
     pub fn from_json(value: Value, from_text: bool) -> Result<EvalLog, FieldError> {
@@ -83,7 +87,9 @@ impl EvalLog {
             None | Some(Value::Null) => return Err(FieldError::new("timestamp", "missing (RFC 3339 required)")),
             Some(v) => parse_timestamp(v, "timestamp")?,
         };
-        let prompt = required_text(&mut obj, "prompt")?;
+        // An empty prompt is refused in every format (a CSV cell cannot tell "" from absent);
+        // an empty output is a real answer and is kept.
+        let prompt = required_string(&mut obj, "prompt")?;
         let output = required_text(&mut obj, "output")?;
         let eval_scores = parse_scores(obj.get("eval_scores"), from_text)?;
         let feedback_collected = match obj.get("feedback_collected") {
@@ -258,6 +264,10 @@ pub struct FeedbackEvent {
 }
 
 impl FeedbackEvent {
+    /// The fields a feedback row may have; ingest warns about any other top-level key.
+    pub const FIELDS: [&'static str; 7] =
+        ["request_id", "feedback_type", "value", "user_id", "timestamp", "event_id", "dimension"];
+
     /// Validates a parsed JSON object as a feedback event; `now` stands in for a missing timestamp.
     pub fn from_json(value: Value, from_text: bool, now: DateTime<Utc>) -> Result<FeedbackEvent, FieldError> {
         let mut obj = match value {
@@ -464,15 +474,28 @@ pub fn parse_timestamp(v: &Value, field: &str) -> Result<DateTime<Utc>, FieldErr
     match v {
         Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
             .map(|d| d.with_timezone(&Utc))
-            .map_err(|e| FieldError::new(field, format!("{s:?} is not an RFC 3339 timestamp ({e})"))),
+            .map_err(|e| FieldError::new(field, format!("{s:?} is not an RFC 3339 timestamp ({e})")))
+            .and_then(|d| in_rfc3339_range(d, s).map_err(|e| FieldError::new(field, e))),
         other => Err(FieldError::new(field, format!("expected an RFC 3339 string, got {}", kind(other)))),
+    }
+}
+
+/// RFC 3339 years run from 0001 to 9999; a time whose UTC form falls outside them (year 0000,
+/// or `9999-12-31T23:59:59-23:59`, which is in year 10000 in UTC) could not be written back in
+/// a form that reads again.
+fn in_rfc3339_range(d: DateTime<Utc>, given: &str) -> Result<DateTime<Utc>, String> {
+    use chrono::Datelike;
+    if (1..=9999).contains(&d.year()) {
+        Ok(d)
+    } else {
+        Err(format!("{given:?} is outside the RFC 3339 range 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z (in UTC)"))
     }
 }
 
 /// Parses a date for command-line filters: RFC 3339, or a plain `YYYY-MM-DD` (midnight UTC).
 pub fn parse_date_arg(s: &str) -> Result<DateTime<Utc>, FieldError> {
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
-        return Ok(d.with_timezone(&Utc));
+        return in_rfc3339_range(d.with_timezone(&Utc), s).map_err(|e| FieldError::new("date", e));
     }
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()
@@ -496,7 +519,7 @@ pub fn from_micros(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
-fn parse_scores(v: Option<&Value>, from_text: bool) -> Result<BTreeMap<String, f64>, FieldError> {
+pub fn parse_scores(v: Option<&Value>, from_text: bool) -> Result<BTreeMap<String, f64>, FieldError> {
     let parsed;
     let obj = match v {
         None | Some(Value::Null) => return Err(FieldError::new("eval_scores", "missing (needs at least `overall`)")),
