@@ -20,8 +20,7 @@ fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 
 fn json_out(c: &mut Command) -> Value {
     let out = c.arg("--json").assert().success().get_output().clone();
-    serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)))
 }
 
 fn log(id: &str, prompt: &str, overall: f64) -> String {
@@ -40,8 +39,10 @@ fn failed_ingest_exits_nonzero() {
     // printed "read 0, stored 0" and exited 0.
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "logs.jsonl", &log("a", "p", 0.5));
-    for flags in [&["--batch-size", "18446744073709551615"][..], &["--batch-size", "18446744073709551615", "--strict"]] {
-        let out = bin(d.path()).args(["ingest", "logs", "logs.jsonl"]).args(flags).assert().failure().get_output().clone();
+    for flags in [&["--batch-size", "18446744073709551615"][..], &["--batch-size", "18446744073709551615", "--strict"]]
+    {
+        let out =
+            bin(d.path()).args(["ingest", "logs", "logs.jsonl"]).args(flags).assert().failure().get_output().clone();
         assert_ne!(out.status.code(), Some(0));
         assert!(String::from_utf8_lossy(&out.stderr).contains("--batch-size"));
     }

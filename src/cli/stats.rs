@@ -16,7 +16,12 @@ pub fn run(settings: &Settings) -> Result<Outcome> {
 fn stats_text(s: &crate::store::StoreStats) -> String {
     let mut t = format!(
         "store {} ({}, schema v{})\nlogs {}\nfeedback events {} ({} orphaned)\n",
-        esc(&s.location), s.backend, s.schema_version, s.logs, s.feedback_events, s.orphaned_feedback
+        esc(&s.location),
+        s.backend,
+        s.schema_version,
+        s.logs,
+        s.feedback_events,
+        s.orphaned_feedback
     );
     if s.dimension_ratings > 0 {
         t.push_str(&format!("dimension ratings {} (not part of the human score)\n", s.dimension_ratings));

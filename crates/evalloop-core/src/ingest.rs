@@ -848,8 +848,9 @@ mod tests {
         for strict in [false, true] {
             let opts = IngestOptions { strict, ..Default::default() };
             let rejects = dir.path().join("r.jsonl");
-            let e = ingest_reader(&mut store, Kind::Logs, "in.jsonl", input.clone_box(), Format::Jsonl, &rejects, &opts)
-                .unwrap_err();
+            let e =
+                ingest_reader(&mut store, Kind::Logs, "in.jsonl", input.clone_box(), Format::Jsonl, &rejects, &opts)
+                    .unwrap_err();
             assert_eq!(e.exit_code(), 3, "{e}");
             assert!(e.to_string().contains("a bug in the reader"), "{e}");
         }

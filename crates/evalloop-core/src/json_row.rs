@@ -147,13 +147,7 @@ fn scan(text: &str, stop: usize) -> Scan {
             }
             b'{' | b'[' => {
                 value_starts(&mut frames);
-                frames.push(Frame {
-                    object: b[i] == b'{',
-                    segment: None,
-                    in_value: false,
-                    keys: Vec::new(),
-                    index: 0,
-                });
+                frames.push(Frame { object: b[i] == b'{', segment: None, in_value: false, keys: Vec::new(), index: 0 });
                 i += 1;
             }
             b'}' | b']' => {

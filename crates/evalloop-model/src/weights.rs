@@ -377,7 +377,13 @@ mod hardening_tests {
         for cfg in [
             BertConfig { vocab_size: 1 << 40, ..tiny_config() },
             BertConfig { hidden_size: 1 << 20, num_attention_heads: 1, ..tiny_config() },
-            BertConfig { num_hidden_layers: 1000, intermediate_size: 100_000, hidden_size: 30_000, num_attention_heads: 1, ..tiny_config() },
+            BertConfig {
+                num_hidden_layers: 1000,
+                intermediate_size: 100_000,
+                hidden_size: 30_000,
+                num_attention_heads: 1,
+                ..tiny_config()
+            },
             BertConfig { layer_norm_eps: -1.0, ..tiny_config() },
             BertConfig { layer_norm_eps: f64::NAN, ..tiny_config() },
             BertConfig { max_position_embeddings: 0, ..tiny_config() },

@@ -27,8 +27,7 @@ use postgres::{Client, NoTls, Row};
 use super::rows;
 use super::{
     BatchOutcome, CohortStats, DimensionScore, Filter, RequestText, RunRecord, ScoredQuery, ScoredRequest, Store,
-    StoredLog,
-    StoreError, StoreResult, StoreStats,
+    StoreError, StoreResult, StoreStats, StoredLog,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros, to_micros};

@@ -81,11 +81,7 @@ pub(super) type StoredEventRow = (String, StoredFeedback, Option<String>);
 
 /// Columns 0-6 of a feedback-by-id query (see [`StoredEventRow`]).
 pub(super) fn stored_event_row<R: Row>(event_id: &str, r: &R) -> Result<StoredEventRow, R::Error> {
-    Ok((
-        r.col(0)?,
-        (event_id.to_string(), r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?, r.col(5)?),
-        r.col(6)?,
-    ))
+    Ok((r.col(0)?, (event_id.to_string(), r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?, r.col(5)?), r.col(6)?))
 }
 
 /// The event a [`StoredEventRow`] holds.

@@ -68,7 +68,8 @@ impl SqliteStore {
     ) -> StoreResult<Vec<T>> {
         let chunks = self.log_id_chunks()?;
         if chunks.len() > 1 {
-            let readers = chunks.iter().map(|_| self.reader()).collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())?;
+            let readers =
+                chunks.iter().map(|_| self.reader()).collect::<rusqlite::Result<Vec<_>>>().map_err(self.err())?;
             if self.start_shared_snapshot(&readers).map_err(self.err())? {
                 let f = &f;
                 let results: Vec<rusqlite::Result<T>> = std::thread::scope(|scope| {
