@@ -292,16 +292,17 @@ fn long_line_is_rejected_and_the_stream_goes_on() {
 fn unbounded_numeric_flags_are_refused() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "logs.jsonl", &log("a", "p", 0.5));
-    for args in [
-        &["calibration", "--bins", "10000000"][..],
-        &["calibration", "--bins", "100000000"],
-        &["correlate", "--bootstrap", "18446744073709551615"],
-        &["impact", "--before", "2026-05-16", "--after", "2026-05-16", "--bootstrap", "100000000000"],
-        &["ingest", "logs", "logs.jsonl", "--batch-size", "100000000"],
+    // Refused before the store is read (this one is empty), naming the flag.
+    for (args, flag) in [
+        (&["calibration", "--bins", "10000000"][..], "--bins"),
+        (&["calibration", "--bins", "100000000"], "--bins"),
+        (&["correlate", "--bootstrap", "18446744073709551615"], "--bootstrap"),
+        (&["impact", "--before", "2026-05-16", "--after", "2026-05-16", "--bootstrap", "100000000000"], "--bootstrap"),
+        (&["ingest", "logs", "logs.jsonl", "--batch-size", "100000000"], "--batch-size"),
     ] {
         let out = bin(d.path()).args(args).timeout(std::time::Duration::from_secs(20)).assert().code(2);
         let err = String::from_utf8_lossy(&out.get_output().stderr).to_string();
-        assert!(err.contains("--"), "{args:?}: {err}");
+        assert!(err.contains(flag), "{args:?}: {err}");
     }
 }
 
@@ -380,5 +381,41 @@ fn ambiguous_input_is_refused_or_warned() {
     for f in ["dup.csv", "both.csv"] {
         let out = bin(d.path()).args(["ingest", "logs", f]).assert().code(2).get_output().clone();
         assert!(String::from_utf8_lossy(&out.stderr).contains(":1:"), "{f}");
+    }
+}
+
+/// Found by the fuzzing harness: a NUL character was stored by SQLite and failed the whole
+/// ingest on PostgreSQL (exit 3); both refuse the row now, naming the field.
+#[test]
+fn nul_characters_are_rejected_on_every_backend() {
+    let d = tempfile::tempdir().unwrap();
+    write(
+        d.path(),
+        "logs.jsonl",
+        &[log("a", "p\\u0000q", 0.5), log("b\\u0000", "p", 0.5), log("c", "p", 0.5)].join("\n"),
+    );
+    write(d.path(), "s.csv", "request_id,evaluator,eval_scores.overall\nc\0,judge-v2,0.5\nc,judge-v2,0.5\n");
+    let mut dbs = vec![d.path().join("t.db").display().to_string()];
+    // And on PostgreSQL, in a schema of its own, when `scripts/with-postgres.sh` gives one.
+    if let Ok(url) = std::env::var("EVALLOOP_TEST_PG")
+        && !url.is_empty()
+    {
+        let schema = format!("hardening_nul_{}", std::process::id());
+        let mut admin = postgres::Client::connect(&url, postgres::NoTls).expect("EVALLOOP_TEST_PG answers");
+        admin.batch_execute(&format!("DROP SCHEMA IF EXISTS {schema} CASCADE; CREATE SCHEMA {schema}")).unwrap();
+        let sep = if url.contains('?') { '&' } else { '?' };
+        dbs.push(format!("{url}{sep}options=-csearch_path%3D{schema}"));
+    }
+    for db in dbs {
+        let mut c = Command::cargo_bin("evalloop").unwrap();
+        c.current_dir(d.path()).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").args(["--db", &db]);
+        let s = json_out(c.args(["ingest", "logs", "logs.jsonl"]));
+        assert_eq!((s["stored"].as_u64(), s["rejected"].as_u64()), (Some(1), Some(2)), "{s}");
+        let r = rejects(&d.path().join("logs.jsonl.rejects.jsonl"));
+        assert_eq!(r.iter().map(|r| r["field"].as_str().unwrap()).collect::<Vec<_>>(), ["prompt", "request_id"]);
+        let mut c = Command::cargo_bin("evalloop").unwrap();
+        c.current_dir(d.path()).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").args(["--db", &db]);
+        let s = json_out(c.args(["ingest", "scores", "s.csv"]));
+        assert_eq!((s["stored"].as_u64(), s["rejected"].as_u64()), (Some(1), Some(1)), "{s}");
     }
 }

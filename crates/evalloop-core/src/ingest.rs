@@ -163,6 +163,7 @@ impl ScoreRow {
     /// Validates a parsed JSON object as a scores row, as a log's `evaluator` and
     /// `eval_scores` are validated.
     pub fn from_json(value: Value, from_text: bool) -> std::result::Result<ScoreRow, FieldError> {
+        crate::record::reject_nul(&value, "")?;
         let obj = match value {
             Value::Object(m) => m,
             _ => return Err(FieldError::new("", "expected a JSON object")),

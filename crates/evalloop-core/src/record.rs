@@ -78,6 +78,7 @@ impl EvalLog {
     /// Validates a parsed JSON object as an eval log. `from_text` relaxes types for CSV input,
     /// where every cell arrives as a string.
     pub fn from_json(value: Value, from_text: bool) -> Result<EvalLog, FieldError> {
+        reject_nul(&value, "")?;
         let mut obj = match value {
             Value::Object(m) => m,
             other => return Err(FieldError::new("", format!("expected a JSON object, got {}", kind(&other)))),
@@ -270,6 +271,7 @@ impl FeedbackEvent {
 
     /// Validates a parsed JSON object as a feedback event; `now` stands in for a missing timestamp.
     pub fn from_json(value: Value, from_text: bool, now: DateTime<Utc>) -> Result<FeedbackEvent, FieldError> {
+        reject_nul(&value, "")?;
         let mut obj = match value {
             Value::Object(m) => m,
             other => return Err(FieldError::new("", format!("expected a JSON object, got {}", kind(&other)))),
@@ -368,6 +370,25 @@ impl FeedbackEvent {
             v["dimension"] = Value::String(d.clone());
         }
         v
+    }
+}
+
+/// Refuses a NUL character (U+0000) in any string or key of a row: PostgreSQL cannot store
+/// it in text, so both backends refuse it alike. The error names the path of the value.
+pub fn reject_nul(v: &Value, path: &str) -> Result<(), FieldError> {
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match v {
+        Value::String(s) if s.contains('\0') => {
+            Err(FieldError::new(path, "contains a NUL character (U+0000), which the store cannot keep"))
+        }
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, x)| reject_nul(x, &join(&i.to_string()))),
+        Value::Object(m) => m.iter().try_for_each(|(k, x)| {
+            if k.contains('\0') {
+                return Err(FieldError::new(path, "a key contains a NUL character (U+0000)"));
+            }
+            reject_nul(x, &join(k))
+        }),
+        _ => Ok(()),
     }
 }
 
