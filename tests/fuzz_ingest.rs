@@ -122,7 +122,7 @@ fn json_file(kind: Kind, rng: &mut Rng) -> Vec<u8> {
     for _ in 0..rng.below(40) {
         out.extend_from_slice(json_row(kind, rng).as_bytes());
         let ends: [&[u8]; 4] = [b"\n", b"\r\n", b"\r", b"\n\n"];
-        let end: &[u8] = *rng.pick(&ends);
+        let end = *rng.pick(&ends);
         out.extend_from_slice(end);
     }
     damage(&mut out, rng);
@@ -148,27 +148,25 @@ fn csv_file(kind: Kind, rng: &mut Rng) -> Vec<u8> {
         let n = if rng.chance(6) { rng.below(cols + 2) } else { cols };
         let cells: Vec<String> = (0..n)
             .map(|_| {
-                let v = rng
-                    .pick(&[
-                        "r1",
-                        "2026-05-15T10:00:00Z",
-                        "0.5",
-                        "1.5",
-                        "explicit_rating",
-                        "4",
-                        "",
-                        "\"quoted, with comma\"",
-                        "\"unterminated",
-                        "judge-v2",
-                        "e1",
-                    ])
-                    .to_string();
-                v
+                rng.pick(&[
+                    "r1",
+                    "2026-05-15T10:00:00Z",
+                    "0.5",
+                    "1.5",
+                    "explicit_rating",
+                    "4",
+                    "",
+                    "\"quoted, with comma\"",
+                    "\"unterminated",
+                    "judge-v2",
+                    "e1",
+                ])
+                .to_string()
             })
             .collect();
         out.extend_from_slice(cells.join(",").as_bytes());
         let ends: [&[u8]; 2] = [b"\n", b"\r\n"];
-        let end: &[u8] = *rng.pick(&ends);
+        let end = *rng.pick(&ends);
         out.extend_from_slice(end);
     }
     damage(&mut out, rng);
