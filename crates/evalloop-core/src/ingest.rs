@@ -491,7 +491,6 @@ fn check_repeats(store: &dyn Store, label: &str, batch: &mut Batch) -> Result<(u
             let stored = store.stored_logs(&keys)?;
             let mut first: std::collections::HashMap<&str, usize> = Default::default();
             for (i, l) in v.iter().enumerate() {
-                let new = stored_form(l);
                 let (old, whose) = match (&stored[i], first.get(l.request_id.as_str())) {
                     (Some(old), _) => (old.clone(), "the stored log"),
                     (None, Some(&j)) => (stored_form(&v[j]), "an earlier row"),
@@ -504,7 +503,7 @@ fn check_repeats(store: &dyn Store, label: &str, batch: &mut Batch) -> Result<(u
                 if whose == "an earlier row" && v[first[l.request_id.as_str()]].evaluator != l.evaluator {
                     old.overall = None;
                 }
-                if let Some(field) = log_difference(&new, &old) {
+                if let Some(field) = log_difference(&stored_form(l), &old) {
                     let why = if field == "evaluator" {
                         format!(
                             "request {:?} is already logged with another evaluator's scores; add {:?}'s scores \

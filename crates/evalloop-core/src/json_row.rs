@@ -113,8 +113,14 @@ fn scan(text: &str, stop: usize) -> Scan {
                     }
                     break;
                 }
-                let s = serde_json::from_str::<String>(&text[start..=j]).unwrap_or_else(|_| text[start + 1..j].into());
                 if key_position {
+                    // Only keys are decoded (escapes are rare in them); values are skipped.
+                    let raw = &text[start + 1..j];
+                    let s = if raw.contains('\\') {
+                        serde_json::from_str::<String>(&text[start..=j]).unwrap_or_else(|_| raw.into())
+                    } else {
+                        raw.to_string()
+                    };
                     let f = frames.last_mut().expect("an object");
                     if duplicate.is_none() && f.keys.contains(&s) {
                         let mut p = path_of(&frames);
