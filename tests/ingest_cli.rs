@@ -87,7 +87,7 @@ not json at all
         vec![
             (2, "request_id"),
             (3, "timestamp"),
-            (4, "overall"),
+            (4, "eval_scores.overall"),
             (5, "eval_scores.overall"),
             (6, "eval_scores.overall"),
             (7, "")

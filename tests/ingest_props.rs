@@ -16,6 +16,7 @@ fn valid_lines(bytes: &[u8], kind: Kind) -> u64 {
         .filter(|v| match kind {
             Kind::Logs => EvalLog::from_json(v.clone(), false).is_ok(),
             Kind::Feedback => FeedbackEvent::from_json(v.clone(), false, now).is_ok(),
+            Kind::Scores => evalloop::ingest::ScoreRow::from_json(v.clone(), false).is_ok(),
         })
         .count() as u64
 }
@@ -53,7 +54,8 @@ proptest! {
             let mut store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
             let opts = IngestOptions { batch_size: 7, rejects: Some(dir.path().join("rej.jsonl")), ..Default::default() };
             let s = ingest(&mut store, kind, file.to_str().unwrap(), &opts).unwrap();
-            prop_assert_eq!(s.stored + s.duplicate, valid_lines(&bytes, kind));
+            // A valid row that repeats a stored key with other content is a conflict.
+            prop_assert_eq!(s.stored + s.duplicate + s.conflict, valid_lines(&bytes, kind));
             prop_assert_eq!(s.read, s.stored + s.duplicate + s.rejected);
             let c = store.connection();
             let bad_logs: i64 = c.query_row(

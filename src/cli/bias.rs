@@ -17,6 +17,7 @@ pub struct BiasArgs {
 
 /// Runs the analysis on the configured store.
 pub fn run(settings: &Settings, a: BiasArgs) -> Result<Outcome> {
+    super::check_range("low-factor", a.low_factor, 0.0, 1.0e6)?;
     let store = store::open(&settings.db)?;
     let r = analysis::bias(store.as_ref(), &scope(settings, &a.filter)?, a.low_factor)?;
     Ok(Outcome::ok(render::bias(&r), to_json(&r)))

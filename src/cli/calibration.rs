@@ -6,6 +6,9 @@ use crate::config::Settings;
 use crate::store;
 use crate::{Error, Result};
 
+/// The most reliability bins: finer bins hold too few requests to say anything.
+const MAX_BINS: usize = 10_000;
+
 #[derive(Debug, clap::Args)]
 pub struct CalibrationArgs {
     #[command(flatten)]
@@ -20,8 +23,8 @@ pub struct CalibrationArgs {
 
 /// Runs the analysis on the configured store.
 pub fn run(settings: &Settings, a: CalibrationArgs) -> Result<Outcome> {
-    if a.bins == 0 || !(0.0..=1.0).contains(&a.threshold) {
-        return Err(Error::Input("--bins must be at least 1 and --threshold within [0, 1]".into()));
+    if a.bins == 0 || a.bins > MAX_BINS || !(0.0..=1.0).contains(&a.threshold) {
+        return Err(Error::Input(format!("--bins must be 1 to {MAX_BINS} and --threshold within [0, 1]")));
     }
     let store = store::open(&settings.db)?;
     let opts = analysis::CalibrationOptions { bins: a.bins, threshold: a.threshold };

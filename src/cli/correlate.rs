@@ -27,6 +27,7 @@ pub struct CorrelateArgs {
 
 /// Runs the analysis on the configured store.
 pub fn run(settings: &Settings, a: CorrelateArgs) -> Result<Outcome> {
+    super::check_bootstrap(a.bootstrap)?;
     let store = store::open(&settings.db)?;
     let opts =
         analysis::CorrelateOptions { by: a.by, bootstrap: a.bootstrap, seed: a.seed, group_key: a.group_key.clone() };

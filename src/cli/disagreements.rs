@@ -25,6 +25,7 @@ pub struct DisagreementsArgs {
 
 /// Runs the analysis on the configured store.
 pub fn run(settings: &Settings, a: DisagreementsArgs) -> Result<Outcome> {
+    super::check_range("threshold", a.threshold, 0.0, 1.0)?;
     let store = store::open(&settings.db)?;
     let r = analysis::disagreements(
         store.as_ref(),

@@ -37,10 +37,20 @@ pub struct ImpactArgs {
 
 /// Compares the two sides the flags name.
 pub fn run(settings: &Settings, a: ImpactArgs) -> Result<Outcome> {
+    super::check_bootstrap(a.bootstrap)?;
     let date = |flag: &str, v: &str| parse_date_arg(v).map_err(|e| Error::Input(format!("--{flag}: {}", e.reason)));
     let split = match (&a.before, &a.after, &a.baseline_evaluator, &a.candidate, &a.metadata) {
         (Some(b), Some(f), None, None, None) => {
-            analysis::ImpactSplit::Dates { before: date("before", b)?, after: date("after", f)? }
+            let (before, after) = (date("before", b)?, date("after", f)?);
+            // Baseline is before --before, treatment at or after --after: a request between an
+            // earlier --after and --before would count on both sides.
+            if after < before {
+                return Err(Error::Input(format!(
+                    "--after {f} is earlier than --before {b}: the windows would overlap; give --after at or \
+                     after --before"
+                )));
+            }
+            analysis::ImpactSplit::Dates { before, after }
         }
         (None, None, Some(b), Some(c), None) => {
             analysis::ImpactSplit::Evaluators { baseline: b.clone(), candidate: c.clone() }

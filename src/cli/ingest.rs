@@ -1,4 +1,4 @@
-//! `evalloop ingest logs|feedback FILE`: validated, streaming, transactional ingest.
+//! `evalloop ingest logs|feedback|scores FILE`: validated, streaming, transactional ingest.
 
 use std::path::PathBuf;
 
@@ -16,6 +16,8 @@ pub enum IngestWhat {
     Logs(IngestArgs),
     /// Feedback events: request_id, feedback_type, value, user_id, timestamp, event_id.
     Feedback(IngestArgs),
+    /// Another evaluator's scores for stored requests: request_id, evaluator, eval_scores.
+    Scores(IngestArgs),
 }
 
 #[derive(Debug, clap::Args)]
@@ -28,9 +30,13 @@ pub struct IngestArgs {
     /// Where rejected rows go (default FILE.rejects.jsonl).
     #[arg(long)]
     pub rejects: Option<PathBuf>,
-    /// Rows per transaction.
+    /// Rows per transaction (1 to 1,000,000).
     #[arg(long, default_value_t = 10_000)]
     pub batch_size: usize,
+    /// The longest line read, in bytes; a longer JSON Lines row is rejected, a longer CSV line
+    /// stops the file.
+    #[arg(long, default_value_t = crate::lines::DEFAULT_MAX_LINE_BYTES)]
+    pub max_line_bytes: usize,
     /// Input format (default: by extension; stdin is jsonl).
     #[arg(long, value_parser = ["jsonl", "csv"])]
     pub format: Option<String>,
@@ -41,12 +47,14 @@ pub fn run(settings: &Settings, what: IngestWhat) -> Result<Outcome> {
     let (kind, args) = match what {
         IngestWhat::Logs(a) => (Kind::Logs, a),
         IngestWhat::Feedback(a) => (Kind::Feedback, a),
+        IngestWhat::Scores(a) => (Kind::Scores, a),
     };
     let opts = IngestOptions {
         strict: args.strict,
         batch_size: args.batch_size,
         rejects: args.rejects,
         format: args.format.as_deref().map(|f| if f == "csv" { ingest::Format::Csv } else { ingest::Format::Jsonl }),
+        max_line_bytes: args.max_line_bytes,
     };
     let mut store = store::open(&settings.db)?;
     let s = ingest::ingest(store.as_mut(), kind, &args.file, &opts)?;

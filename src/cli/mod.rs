@@ -199,6 +199,26 @@ pub fn run(cli: Cli) -> Result<Outcome> {
     }
 }
 
+/// The most bootstrap resamples a command takes: beyond it the intervals no longer change
+/// and the run only takes longer.
+pub(crate) const MAX_BOOTSTRAP: usize = 100_000;
+
+/// Refuses a resample count over [`MAX_BOOTSTRAP`].
+pub(crate) fn check_bootstrap(n: usize) -> Result<()> {
+    if n > MAX_BOOTSTRAP {
+        return Err(Error::Input(format!("--bootstrap {n}: at most {MAX_BOOTSTRAP} resamples")));
+    }
+    Ok(())
+}
+
+/// Refuses a flag value that is not a finite number within `[lo, hi]`.
+pub(crate) fn check_range(flag: &str, v: f64, lo: f64, hi: f64) -> Result<()> {
+    if !(v.is_finite() && (lo..=hi).contains(&v)) {
+        return Err(Error::Input(format!("--{flag} {v}: expected a number within [{lo}, {hi}]")));
+    }
+    Ok(())
+}
+
 pub(crate) fn to_json<T: serde::Serialize>(v: &T) -> Value {
     serde_json::to_value(v).unwrap_or_default()
 }

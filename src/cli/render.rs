@@ -1,5 +1,6 @@
 //! Plain-text renderings of the analysis results, for people at a terminal.
 
+use crate::text::escape as esc;
 use std::fmt::Write as _;
 use std::path::Path;
 
@@ -64,14 +65,14 @@ fn corr_lines(c: &Correlation, out: &mut String) {
 
 /// `evalloop correlate`.
 pub fn correlate(r: &CorrelateReport) -> String {
-    let mut out = format!("evaluator {} vs human scores\n", r.evaluator.as_deref().unwrap_or("(per evaluator)"));
+    let mut out = format!("evaluator {} vs human scores\n", esc(r.evaluator.as_deref().unwrap_or("(per evaluator)")));
     if let Some(reason) = r.overall.undefined.get("overall") {
         let _ = writeln!(out, "  overall: {reason}");
     } else {
         corr_lines(&r.overall, &mut out);
     }
     for g in &r.by {
-        let _ = writeln!(out, "\n{}:", g.group.as_deref().unwrap_or("-"));
+        let _ = writeln!(out, "\n{}:", esc(g.group.as_deref().unwrap_or("-")));
         corr_lines(g, &mut out);
     }
     out.trim_end().to_string()
@@ -81,7 +82,7 @@ pub fn correlate(r: &CorrelateReport) -> String {
 pub fn calibration(s: &CalibrationSummary) -> String {
     let mut out = format!(
         "evaluator {} as P(good): {} labelled ({} good, {} bad; {} neutral left out)\n",
-        s.evaluator.as_deref().unwrap_or("-"),
+        esc(s.evaluator.as_deref().unwrap_or("-")),
         s.n_labelled,
         s.n_good,
         s.n_bad,
@@ -130,7 +131,7 @@ pub fn calibration(s: &CalibrationSummary) -> String {
 pub fn disagreements(r: &DisagreementReport, export: Option<&Path>) -> String {
     let mut out = format!(
         "evaluator {} (good when score > {}): {} labelled requests, {} disagreements (rate {})\n  evaluator good, people bad: {}\n  evaluator not good, people good: {}\n",
-        r.evaluator.as_deref().unwrap_or("-"),
+        esc(r.evaluator.as_deref().unwrap_or("-")),
         r.threshold,
         r.n_labelled,
         r.evaluator_good_human_bad + r.evaluator_bad_human_good,
@@ -139,7 +140,7 @@ pub fn disagreements(r: &DisagreementReport, export: Option<&Path>) -> String {
         r.evaluator_bad_human_good
     );
     for (c, n) in &r.by_cohort {
-        let _ = writeln!(out, "  cohort {c}: {n}");
+        let _ = writeln!(out, "  cohort {}: {n}", esc(c));
     }
     for d in &r.rows {
         let cut = |s: &str| -> String {
@@ -149,13 +150,13 @@ pub fn disagreements(r: &DisagreementReport, export: Option<&Path>) -> String {
         let _ = writeln!(
             out,
             "\n{}  eval {:.3}  human {:.2} ({})  cohort {}\n  prompt: {}\n  output: {}",
-            d.request_id,
+            esc(&d.request_id),
             d.eval_score,
             d.human_score,
             if d.human_says_good { "good" } else { "bad" },
-            d.cohort.as_deref().unwrap_or("-"),
-            cut(&d.prompt),
-            cut(&d.output)
+            esc(d.cohort.as_deref().unwrap_or("-")),
+            esc(&cut(&d.prompt)),
+            esc(&cut(&d.output))
         );
     }
     if let Some(p) = export {
@@ -174,7 +175,7 @@ pub fn bias(r: &BiasReport) -> String {
         let _ = writeln!(
             out,
             "{:<16} {:>9} {:>9} {:>8.4} {:>8.4} {:>8.4} {:>8} {:>8}{}",
-            c.cohort,
+            esc(&c.cohort),
             c.requests,
             c.requests_with_feedback,
             c.feedback_rate,

@@ -28,7 +28,7 @@ pub fn run(settings: &Settings, a: SummaryArgs) -> Result<Outcome> {
 fn summary_text(s: &FeedbackSummary, settings: &Settings) -> String {
     let mut t = format!(
         "request {}{}\n  thumbs_up {}, thumbs_down {}\n  avg_rating {} ({} ratings)\n",
-        s.request_id,
+        crate::text::escape(&s.request_id),
         if s.log_present { "" } else { " (orphaned: no log yet)" },
         s.thumbs_up,
         s.thumbs_down,

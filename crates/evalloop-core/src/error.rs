@@ -30,6 +30,9 @@ pub enum Error {
     /// Model loading, training or inference.
     #[error("{0}")]
     Model(String),
+    /// A failure inside evalloop itself (a panicked worker thread), with what it was doing.
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 /// The crate's result type.

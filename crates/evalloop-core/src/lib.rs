@@ -17,11 +17,14 @@ pub mod feedback;
 pub mod files;
 pub mod hash;
 pub mod ingest;
+pub mod json_row;
 pub mod jsonl;
+pub mod lines;
 pub mod record;
 pub mod report;
 pub mod simulate;
 pub mod stats;
 pub mod store;
+pub mod text;
 
 pub use error::{Error, Result};

@@ -71,9 +71,14 @@ impl EvalLog {
         self.metadata.get(key).and_then(Value::as_str)
     }
 
+    /// The fields an eval log row may have; ingest warns about any other top-level key.
+    pub const FIELDS: [&'static str; 8] =
+        ["request_id", "timestamp", "prompt", "output", "eval_scores", "feedback_collected", "evaluator", "metadata"];
+
     /// Validates a parsed JSON object as an eval log. `from_text` relaxes types for CSV input,
     /// where every cell arrives as a string.
     pub fn from_json(value: Value, from_text: bool) -> Result<EvalLog, FieldError> {
+        reject_nul(&value, "")?;
         let mut obj = match value {
             Value::Object(m) => m,
             other => return Err(FieldError::new("", format!("expected a JSON object, got {}", kind(&other)))),
@@ -83,7 +88,9 @@ impl EvalLog {
             None | Some(Value::Null) => return Err(FieldError::new("timestamp", "missing (RFC 3339 required)")),
             Some(v) => parse_timestamp(v, "timestamp")?,
         };
-        let prompt = required_text(&mut obj, "prompt")?;
+        // An empty prompt is refused in every format (a CSV cell cannot tell "" from absent);
+        // an empty output is a real answer and is kept.
+        let prompt = required_string(&mut obj, "prompt")?;
         let output = required_text(&mut obj, "output")?;
         let eval_scores = parse_scores(obj.get("eval_scores"), from_text)?;
         let feedback_collected = match obj.get("feedback_collected") {
@@ -258,8 +265,13 @@ pub struct FeedbackEvent {
 }
 
 impl FeedbackEvent {
+    /// The fields a feedback row may have; ingest warns about any other top-level key.
+    pub const FIELDS: [&'static str; 7] =
+        ["request_id", "feedback_type", "value", "user_id", "timestamp", "event_id", "dimension"];
+
     /// Validates a parsed JSON object as a feedback event; `now` stands in for a missing timestamp.
     pub fn from_json(value: Value, from_text: bool, now: DateTime<Utc>) -> Result<FeedbackEvent, FieldError> {
+        reject_nul(&value, "")?;
         let mut obj = match value {
             Value::Object(m) => m,
             other => return Err(FieldError::new("", format!("expected a JSON object, got {}", kind(&other)))),
@@ -358,6 +370,25 @@ impl FeedbackEvent {
             v["dimension"] = Value::String(d.clone());
         }
         v
+    }
+}
+
+/// Refuses a NUL character (U+0000) in any string or key of a row: PostgreSQL cannot store
+/// it in text, so both backends refuse it alike. The error names the path of the value.
+pub fn reject_nul(v: &Value, path: &str) -> Result<(), FieldError> {
+    let join = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
+    match v {
+        Value::String(s) if s.contains('\0') => {
+            Err(FieldError::new(path, "contains a NUL character (U+0000), which the store cannot keep"))
+        }
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(i, x)| reject_nul(x, &join(&i.to_string()))),
+        Value::Object(m) => m.iter().try_for_each(|(k, x)| {
+            if k.contains('\0') {
+                return Err(FieldError::new(path, "a key contains a NUL character (U+0000)"));
+            }
+            reject_nul(x, &join(k))
+        }),
+        _ => Ok(()),
     }
 }
 
@@ -464,15 +495,28 @@ pub fn parse_timestamp(v: &Value, field: &str) -> Result<DateTime<Utc>, FieldErr
     match v {
         Value::String(s) => DateTime::parse_from_rfc3339(s.trim())
             .map(|d| d.with_timezone(&Utc))
-            .map_err(|e| FieldError::new(field, format!("{s:?} is not an RFC 3339 timestamp ({e})"))),
+            .map_err(|e| FieldError::new(field, format!("{s:?} is not an RFC 3339 timestamp ({e})")))
+            .and_then(|d| in_rfc3339_range(d, s).map_err(|e| FieldError::new(field, e))),
         other => Err(FieldError::new(field, format!("expected an RFC 3339 string, got {}", kind(other)))),
+    }
+}
+
+/// RFC 3339 years run from 0001 to 9999; a time whose UTC form falls outside them (year 0000,
+/// or `9999-12-31T23:59:59-23:59`, which is in year 10000 in UTC) could not be written back in
+/// a form that reads again.
+fn in_rfc3339_range(d: DateTime<Utc>, given: &str) -> Result<DateTime<Utc>, String> {
+    use chrono::Datelike;
+    if (1..=9999).contains(&d.year()) {
+        Ok(d)
+    } else {
+        Err(format!("{given:?} is outside the RFC 3339 range 0001-01-01T00:00:00Z .. 9999-12-31T23:59:59Z (in UTC)"))
     }
 }
 
 /// Parses a date for command-line filters: RFC 3339, or a plain `YYYY-MM-DD` (midnight UTC).
 pub fn parse_date_arg(s: &str) -> Result<DateTime<Utc>, FieldError> {
     if let Ok(d) = DateTime::parse_from_rfc3339(s) {
-        return Ok(d.with_timezone(&Utc));
+        return in_rfc3339_range(d.with_timezone(&Utc), s).map_err(|e| FieldError::new("date", e));
     }
     chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
         .ok()
@@ -496,7 +540,7 @@ pub fn from_micros(us: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_micros(us).unwrap_or_default()
 }
 
-fn parse_scores(v: Option<&Value>, from_text: bool) -> Result<BTreeMap<String, f64>, FieldError> {
+pub fn parse_scores(v: Option<&Value>, from_text: bool) -> Result<BTreeMap<String, f64>, FieldError> {
     let parsed;
     let obj = match v {
         None | Some(Value::Null) => return Err(FieldError::new("eval_scores", "missing (needs at least `overall`)")),

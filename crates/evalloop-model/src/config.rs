@@ -22,6 +22,9 @@ pub enum HiddenAct {
     Relu,
 }
 
+/// The most weights a model may have (4 billion, 16 GB in f32).
+pub const MAX_PARAMETERS: u128 = 4_000_000_000;
+
 /// A BERT config as transformers writes it, plus the sequence-classification fields
 /// (`architectures`, `id2label`, `label2id`, `problem_type`, `num_labels`). Keys this struct does
 /// not know are kept in `extra` and written back unchanged.
@@ -153,7 +156,43 @@ impl BertConfig {
         if self.num_labels() == 0 {
             return Err(bad("num_labels is 0".to_string()));
         }
+        for (name, v) in [("layer_norm_eps", self.layer_norm_eps), ("initializer_range", self.initializer_range)] {
+            if !(v.is_finite() && v > 0.0) {
+                return Err(bad(format!("{name} is {v}, expected a finite positive number")));
+            }
+        }
+        // Sizes are checked before anything is allocated: an absurd one would otherwise ask
+        // for petabytes.
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, 1 << 22),
+            ("hidden_size", self.hidden_size, 1 << 15),
+            ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
+            ("intermediate_size", self.intermediate_size, 1 << 17),
+            ("max_position_embeddings", self.max_position_embeddings, 1 << 17),
+            ("type_vocab_size", self.type_vocab_size, 1 << 10),
+            ("num_labels", self.num_labels(), 1 << 16),
+        ] {
+            if v == 0 || v > max {
+                return Err(bad(format!("{name} is {v}, expected 1 to {max}")));
+            }
+        }
+        let params = self.parameter_count();
+        if params > MAX_PARAMETERS {
+            return Err(bad(format!(
+                "the sizes give {params} parameters, more than the {MAX_PARAMETERS} this program loads"
+            )));
+        }
         Ok(())
+    }
+
+    /// The number of weights of the encoder and its head, counted without allocating.
+    pub fn parameter_count(&self) -> u128 {
+        let h = self.hidden_size as u128;
+        let embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) as u128 * h + 2 * h;
+        let i = self.intermediate_size as u128;
+        let layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h;
+        let head = (h * h + h) + (h + 1) * self.num_labels() as u128;
+        embeddings + self.num_hidden_layers as u128 * layer + head
     }
 
     /// Number of classifier outputs: the size of `id2label` when set, else `num_labels`, else 2

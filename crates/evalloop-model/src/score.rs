@@ -280,8 +280,18 @@ impl Scorer {
             }
         }
         let k = self.members.len().max(1) as f64;
-        let scores = sum.into_iter().map(|v| v / k).collect();
-        let dims = dims.into_iter().map(|row| row.into_iter().map(|v| v / k).collect()).collect();
+        let scores: Vec<f64> = sum.into_iter().map(|v| v / k).collect();
+        let dims: Vec<Vec<f64>> = dims.into_iter().map(|row| row.into_iter().map(|v| v / k).collect()).collect();
+        // A broken model (NaN weights, a config that passes validation but overflows) gives
+        // NaN; no score at all is better than a null one stored or written as if it were one.
+        if let Some(i) = (0..scores.len()).find(|&i| !scores[i].is_finite() || dims[i].iter().any(|v| !v.is_finite())) {
+            return Err(evalloop_core::Error::Model(format!(
+                "model {}: pair {} of the batch got a non-finite score ({}); its weights or config.json are broken",
+                self.dir.display(),
+                i + 1,
+                scores[i]
+            )));
+        }
         Ok((scores, dims))
     }
 }

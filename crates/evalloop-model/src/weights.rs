@@ -132,8 +132,10 @@ pub fn init_weights(
     origin: &Path,
     seed: u64,
 ) -> Result<(BTreeMap<String, Tensor>, InitReport), ModelError> {
+    // A checkpoint, even an empty one, must hold the whole encoder: only `None` (no base
+    // model) starts from random weights.
+    let must_exist = checkpoint.is_some();
     let mut ckpt = checkpoint.unwrap_or_default();
-    let must_exist = !ckpt.is_empty();
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut report = InitReport::default();
     let mut out = BTreeMap::new();
@@ -344,5 +346,51 @@ mod tests {
         assert!(is_no_decay("bert.embeddings.LayerNorm.weight"));
         assert!(is_no_decay("classifier.bias"));
         assert!(!is_no_decay("classifier.weight"));
+    }
+}
+
+#[cfg(test)]
+mod hardening_tests {
+    use super::*;
+    use crate::testutil::{random_weights, tiny_config};
+
+    /// Regression: a base checkpoint with no tensors made every tensor optional, so training
+    /// started from random weights and succeeded.
+    #[test]
+    fn empty_base_checkpoint_is_refused() {
+        let cfg = tiny_config();
+        let err = init_weights(&cfg, Some(BTreeMap::new()), Path::new("base/model.safetensors"), 1).unwrap_err();
+        assert!(err.to_string().contains("is missing"), "{err}");
+        // A checkpoint missing one encoder tensor is refused too; the head may be missing.
+        let mut w = random_weights(&cfg, 1);
+        w.retain(|k, _| !k.starts_with("classifier."));
+        assert!(init_weights(&cfg, Some(w.clone()), Path::new("base"), 1).is_ok());
+        w.remove("bert.embeddings.word_embeddings.weight");
+        assert!(init_weights(&cfg, Some(w), Path::new("base"), 1).is_err());
+    }
+
+    /// Regression: absurd sizes passed validation and aborted on a 1.5 PB allocation;
+    /// `layer_norm_eps = -1` passed and the model output NaN.
+    #[test]
+    fn absurd_config_sizes_are_refused_before_allocating() {
+        let origin = Path::new("m/config.json");
+        for cfg in [
+            BertConfig { vocab_size: 1 << 40, ..tiny_config() },
+            BertConfig { hidden_size: 1 << 20, num_attention_heads: 1, ..tiny_config() },
+            BertConfig {
+                num_hidden_layers: 1000,
+                intermediate_size: 100_000,
+                hidden_size: 30_000,
+                num_attention_heads: 1,
+                ..tiny_config()
+            },
+            BertConfig { layer_norm_eps: -1.0, ..tiny_config() },
+            BertConfig { layer_norm_eps: f64::NAN, ..tiny_config() },
+            BertConfig { max_position_embeddings: 0, ..tiny_config() },
+        ] {
+            let err = cfg.validate(origin).unwrap_err().to_string();
+            assert!(err.contains("m/config.json"), "{err}");
+        }
+        assert!(tiny_config().validate(origin).is_ok());
     }
 }

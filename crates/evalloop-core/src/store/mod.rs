@@ -399,6 +399,22 @@ pub struct RunRecord {
     pub metrics: Option<serde_json::Value>,
 }
 
+/// A stored eval log as one evaluator scored it: what ingest compares a row that repeats its
+/// `request_id` with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredLog {
+    /// Microseconds since the epoch.
+    pub timestamp_us: i64,
+    pub prompt: String,
+    pub output: String,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub feedback_collected: Option<bool>,
+    /// The asked evaluator's `overall`; `None` when that evaluator has not scored the request.
+    pub overall: Option<f64>,
+    /// The asked evaluator's other scores, when the log was ingested with them (else empty).
+    pub other_scores: std::collections::BTreeMap<String, f64>,
+}
+
 /// A log store. All writes happen between [`Store::begin`] and [`Store::commit`].
 pub trait Store {
     /// `sqlite` or `postgres`.
@@ -424,6 +440,13 @@ pub trait Store {
     /// evaluator's earlier score for the same request. Unknown requests are counted as orphaned
     /// and not stored.
     fn insert_scores(&mut self, evaluator: &str, scores: &[(String, f64)]) -> StoreResult<BatchOutcome>;
+
+    /// The stored logs of `(request_id, evaluator)` pairs, in the given order (`None` where no
+    /// log has the id), with that evaluator's scores: what ingest compares repeated rows with.
+    fn stored_logs(&self, keys: &[(&str, &str)]) -> StoreResult<Vec<Option<StoredLog>>>;
+    /// The stored feedback events (or dimension ratings) with these event ids, in the given
+    /// order; `None` where none has the id.
+    fn stored_events(&self, event_ids: &[&str]) -> StoreResult<Vec<Option<FeedbackEvent>>>;
 
     /// Whether a log with this id exists.
     fn log_exists(&self, request_id: &str) -> StoreResult<bool>;
@@ -476,7 +499,35 @@ pub fn open(db: &str) -> crate::Result<Box<dyn Store>> {
     if db.starts_with("postgres://") || db.starts_with("postgresql://") {
         return Ok(Box::new(postgres::PostgresStore::open(db)?));
     }
-    Ok(Box::new(sqlite::SqliteStore::open(std::path::Path::new(db))?))
+    let path = std::path::Path::new(db);
+    check_sqlite_path(db)?;
+    // A store in a folder that does not exist yet (`out/weekly/evalloop.db` on a fresh clone)
+    // gets its folder, as the file itself is created when missing.
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty() && !p.exists()) {
+        std::fs::create_dir_all(parent).map_err(|e| {
+            crate::Error::Input(format!("store {db}: cannot create its folder {}: {e}", parent.display()))
+        })?;
+    }
+    Ok(Box::new(sqlite::SqliteStore::open(path)?))
+}
+
+/// Refuses the SQLite names that open a temporary database whose rows are lost at exit: an
+/// empty path (an unset `EVALLOOP_DB=""` in CI), `:memory:` and in-memory `file:` URIs.
+fn check_sqlite_path(db: &str) -> crate::Result<()> {
+    let why = if db.trim().is_empty() {
+        Some("the store path is empty (was EVALLOOP_DB, --db or [store] db set to \"\"?)")
+    } else if db == ":memory:" || (db.starts_with("file:") && (db.contains(":memory:") || db.contains("mode=memory"))) {
+        Some("an in-memory SQLite database keeps nothing after the command ends")
+    } else {
+        None
+    };
+    match why {
+        Some(w) => Err(crate::Error::Input(format!(
+            "store {db:?}: {w}; give a file path (default {}) or a postgres:// URL",
+            crate::config::DEFAULT_DB
+        ))),
+        None => Ok(()),
+    }
 }
 
 #[cfg(test)]

@@ -27,7 +27,7 @@ use postgres::{Client, NoTls, Row};
 use super::rows;
 use super::{
     BatchOutcome, CohortStats, DimensionScore, Filter, RaterEvent, RequestText, RunRecord, ScoredQuery, ScoredRequest,
-    Store, StoreError, StoreResult, StoreStats,
+    Store, StoreError, StoreResult, StoreStats, StoredLog,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros, to_micros};
@@ -541,6 +541,16 @@ impl PostgresStore {
     }
 }
 
+/// A postgres row read from its second column on (the first is the input's ordinal).
+struct ShiftedRow<'a>(&'a postgres::Row);
+
+impl rows::Row for ShiftedRow<'_> {
+    type Error = postgres::Error;
+    fn col<T: rows::Value>(&self, i: usize) -> Result<T, postgres::Error> {
+        self.0.try_get(i + 1)
+    }
+}
+
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
         "postgres"
@@ -682,6 +692,67 @@ impl Store for PostgresStore {
             s.client().execute(MOVE_SCORES_SQL, &[&evaluator]).map_err(s.err())?;
             Ok(BatchOutcome { stored, duplicate: 0, orphaned: scores.len() as u64 - stored })
         })
+    }
+
+    fn stored_logs(&self, keys: &[(&str, &str)]) -> StoreResult<Vec<Option<StoredLog>>> {
+        let ids: Vec<&str> = keys.iter().map(|k| k.0).collect();
+        let evaluators: Vec<&str> = keys.iter().map(|k| k.1).collect();
+        let rows = self
+            .client()
+            .query(
+                "SELECT k.ord, l.ts, l.prompt, l.output, l.metadata::text, l.feedback_collected, s.overall,
+                     s.scores::text
+                 FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS k(rid, ev, ord)
+                 JOIN eval_logs l ON l.request_id = k.rid
+                 LEFT JOIN eval_scores s ON s.request_id = k.rid AND s.evaluator = k.ev",
+                &[&ids, &evaluators],
+            )
+            .map_err(self.err())?;
+        let mut out: Vec<Option<StoredLog>> = vec![None; keys.len()];
+        for r in rows {
+            let get = |r: &postgres::Row| -> Result<_, postgres::Error> {
+                Ok((
+                    r.try_get::<_, i64>(0)?,
+                    r.try_get::<_, i64>(1)?,
+                    r.try_get::<_, String>(2)?,
+                    r.try_get::<_, String>(3)?,
+                    r.try_get::<_, String>(4)?,
+                    r.try_get::<_, Option<bool>>(5)?,
+                    r.try_get::<_, Option<f64>>(6)?,
+                    r.try_get::<_, Option<String>>(7)?,
+                ))
+            };
+            let (ord, ts, prompt, output, metadata, fc, overall, scores) = get(&r).map_err(self.err())?;
+            let scored = overall.map(|o| (o, scores));
+            if let Some(slot) = out.get_mut((ord - 1) as usize) {
+                *slot = Some(rows::stored_log(ts, prompt, output, &metadata, fc, scored)?);
+            }
+        }
+        Ok(out)
+    }
+
+    fn stored_events(&self, event_ids: &[&str]) -> StoreResult<Vec<Option<FeedbackEvent>>> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT k.ord, f.request_id, f.feedback_type, f.value_num, f.value_text, f.user_id, f.ts,
+                     NULL::text
+                 FROM unnest($1::text[]) WITH ORDINALITY AS k(id, ord) JOIN feedback_events f ON f.event_id = k.id
+                 UNION ALL
+                 SELECT k.ord, d.request_id, 'explicit_rating', d.value_num, NULL, d.user_id, d.ts, d.dimension
+                 FROM unnest($1::text[]) WITH ORDINALITY AS k(id, ord) JOIN dimension_ratings d ON d.event_id = k.id",
+                &[&event_ids],
+            )
+            .map_err(self.err())?;
+        let mut out: Vec<Option<FeedbackEvent>> = vec![None; event_ids.len()];
+        for r in rows {
+            let ord: i64 = r.try_get(0).map_err(self.err())?;
+            let Some(&id) = event_ids.get((ord - 1) as usize) else { continue };
+            let shifted = ShiftedRow(&r);
+            let row = rows::stored_event_row(id, &shifted).map_err(self.err())?;
+            out[(ord - 1) as usize] = Some(rows::stored_event_with_dimension(row)?);
+        }
+        Ok(out)
     }
 
     fn log_exists(&self, request_id: &str) -> StoreResult<bool> {

@@ -5,7 +5,7 @@
 //! A mapper reads its columns by position through [`Row`], which rusqlite's and postgres'
 //! rows implement; each backend maps the driver's error into its own [`StoreError`].
 
-use super::{DimensionScore, RequestText, RunRecord, ScoredRequest, StoreError, StoreResult};
+use super::{DimensionScore, RequestText, RunRecord, ScoredRequest, StoreError, StoreResult, StoredLog};
 use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue};
 
 /// A column value both drivers can read (text, integers, reals, and their `Option`s).
@@ -94,6 +94,49 @@ pub(super) fn stored_event(request_id: &str, row: StoredFeedback) -> StoreResult
         timestamp: crate::record::from_micros(ts),
         dimension: None,
     })
+}
+
+/// A feedback row by event id: request_id, feedback_type, value_num, value_text, user_id, ts,
+/// dimension (columns 0-6), with the id it was asked by.
+pub(super) type StoredEventRow = (String, StoredFeedback, Option<String>);
+
+/// Columns 0-6 of a feedback-by-id query (see [`StoredEventRow`]).
+pub(super) fn stored_event_row<R: Row>(event_id: &str, r: &R) -> Result<StoredEventRow, R::Error> {
+    Ok((r.col(0)?, (event_id.to_string(), r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?, r.col(5)?), r.col(6)?))
+}
+
+/// The event a [`StoredEventRow`] holds.
+pub(super) fn stored_event_with_dimension(row: StoredEventRow) -> StoreResult<FeedbackEvent> {
+    let (request_id, stored, dimension) = row;
+    let mut e = stored_event(&request_id, stored)?;
+    e.dimension = dimension;
+    Ok(e)
+}
+
+/// A [`StoredLog`] from its columns: the metadata and the other scores as JSON text, and the
+/// asked evaluator's `(overall, other scores)` when it scored the request.
+pub(super) fn stored_log(
+    timestamp_us: i64,
+    prompt: String,
+    output: String,
+    metadata: &str,
+    feedback_collected: Option<bool>,
+    scored: Option<(f64, Option<String>)>,
+) -> StoreResult<StoredLog> {
+    let metadata = match serde_json::from_str::<serde_json::Value>(metadata) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => return Err(StoreError::Invalid(format!("stored metadata is not a JSON object: {metadata:?}"))),
+    };
+    let (overall, others) = match scored {
+        Some((o, others)) => (Some(o), others),
+        None => (None, None),
+    };
+    let other_scores = match others.as_deref() {
+        None | Some("") => Default::default(),
+        Some(text) => serde_json::from_str(text)
+            .map_err(|e| StoreError::Invalid(format!("stored scores are not a JSON object of numbers: {e}")))?,
+    };
+    Ok(StoredLog { timestamp_us, prompt, output, metadata, feedback_collected, overall, other_scores })
 }
 
 /// A row of the scored-requests query: request_id, ts, evaluator, overall, human score, count

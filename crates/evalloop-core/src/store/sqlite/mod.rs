@@ -18,12 +18,12 @@ mod write;
 
 use std::path::{Path, PathBuf};
 
-use rusqlite::{Connection, params, params_from_iter};
+use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::rows;
 use super::{
     BatchOutcome, CohortStats, DimensionScore, Filter, RaterEvent, RequestText, RunRecord, ScoredColumns, ScoredQuery,
-    ScoredRequest, Store, StoreError, StoreResult, StoreStats,
+    ScoredRequest, Store, StoreError, StoreResult, StoreStats, StoredLog,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros};
@@ -52,11 +52,13 @@ impl SqliteStore {
     pub fn open(path: &Path) -> StoreResult<SqliteStore> {
         let err = |source| StoreError::Sqlite { path: path.display().to_string(), source };
         let conn = Connection::open(path).map_err(err)?;
+        // The busy timeout first: on a new file, switching to WAL takes a lock that another
+        // process opening the same file at the same time may hold.
+        conn.execute_batch(READ_PRAGMAS).map_err(err)?;
         // 16 KiB pages for a new file (an existing one keeps its own): the analyses read about
         // a gigabyte of pages at 10M logs, a quarter as many reads and cache lookups as 4 KiB.
         conn.execute_batch("PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
             .map_err(err)?;
-        conn.execute_batch(READ_PRAGMAS).map_err(err)?;
         conn.execute_batch("PRAGMA cache_size = -65536;").map_err(err)?;
         let mut store = SqliteStore {
             conn,
@@ -134,6 +136,69 @@ impl Store for SqliteStore {
 
     fn insert_scores(&mut self, evaluator: &str, scores: &[(String, f64)]) -> StoreResult<BatchOutcome> {
         write::insert_scores(self, evaluator, scores)
+    }
+
+    fn stored_logs(&self, keys: &[(&str, &str)]) -> StoreResult<Vec<Option<StoredLog>>> {
+        let err = self.err();
+        let mut log = self
+            .conn
+            .prepare_cached(
+                "SELECT l.log_id, l.ts, t.prompt, t.output, t.metadata, l.feedback_collected
+                 FROM eval_logs l JOIN log_texts t ON t.log_id = l.log_id WHERE l.request_id = ?1",
+            )
+            .map_err(&err)?;
+        let mut score = self
+            .conn
+            .prepare_cached(
+                "SELECT s.overall, o.scores FROM evaluators e JOIN eval_scores s ON s.evaluator_id = e.evaluator_id
+                 LEFT JOIN log_scores o ON o.log_id = s.log_id AND o.evaluator_id = e.evaluator_id
+                 WHERE e.name = ?1 AND s.log_id = ?2",
+            )
+            .map_err(&err)?;
+        let mut out = Vec::with_capacity(keys.len());
+        for &(request_id, evaluator) in keys {
+            let found = log
+                .query_row([request_id], |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, i64>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, String>(4)?,
+                        r.get::<_, Option<bool>>(5)?,
+                    ))
+                })
+                .optional()
+                .map_err(&err)?;
+            let Some((log_id, ts, prompt, output, metadata, feedback_collected)) = found else {
+                out.push(None);
+                continue;
+            };
+            let scored: Option<(f64, Option<String>)> =
+                score.query_row(params![evaluator, log_id], |r| Ok((r.get(0)?, r.get(1)?))).optional().map_err(&err)?;
+            out.push(Some(rows::stored_log(ts, prompt, output, &metadata, feedback_collected, scored)?));
+        }
+        Ok(out)
+    }
+
+    fn stored_events(&self, event_ids: &[&str]) -> StoreResult<Vec<Option<FeedbackEvent>>> {
+        let err = self.err();
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT request_id, feedback_type, value_num, value_text, user_id, ts, NULL FROM feedback_events
+                 WHERE event_id = ?1
+                 UNION ALL
+                 SELECT request_id, 'explicit_rating', value_num, NULL, user_id, ts, dimension FROM dimension_ratings
+                 WHERE event_id = ?1 LIMIT 1",
+            )
+            .map_err(&err)?;
+        let mut out = Vec::with_capacity(event_ids.len());
+        for &id in event_ids {
+            let row = s.query_row([id], |r| rows::stored_event_row(id, r)).optional().map_err(&err)?;
+            out.push(row.map(rows::stored_event_with_dimension).transpose()?);
+        }
+        Ok(out)
     }
 
     fn log_exists(&self, request_id: &str) -> StoreResult<bool> {

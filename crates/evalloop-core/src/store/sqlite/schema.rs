@@ -185,9 +185,20 @@ impl SqliteStore {
             return Ok(());
         }
         // Every step in one transaction: a store that fails any step (3 -> 4 -> 5) is left as
-        // it was, at its old version.
+        // it was, at its old version. The transaction takes the write lock before it reads the
+        // version again, so of two processes opening a new file at once, the second waits for
+        // the first and then finds the schema in place.
         let path = self.path.display().to_string();
-        let tx = self.conn.transaction().map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        let found: i64 = tx
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|source| StoreError::Sqlite { path: path.clone(), source })?;
+        if found >= SCHEMA_VERSION {
+            return tx.commit().map_err(|source| StoreError::Sqlite { path, source });
+        }
         MIGRATIONS
             .iter()
             .skip(found as usize)
