@@ -30,6 +30,9 @@ pub enum Error {
     /// Model loading, training or inference.
     #[error("{0}")]
     Model(String),
+    /// The HTTP service (`evalloop serve`) could not start or run: the address, the store.
+    #[error("{0}")]
+    Service(String),
 }
 
 /// The crate's result type.

@@ -335,6 +335,12 @@ fn read_jsonl(input: Box<dyn Read + Send>, b: &mut Batcher<'_>) -> Result<()> {
     Ok(())
 }
 
+/// Parses one row's JSON text as `ingest` does, naming the field a syntax error sits in; for
+/// callers that validate rows one at a time (the HTTP service).
+pub fn parse_json_row(text: &str) -> std::result::Result<Value, FieldError> {
+    serde_json::from_str::<Value>(text).map_err(|e| json_error(text, &e))
+}
+
 /// Names the field a JSON syntax error sits in, when it can: `"overall": NaN` is reported as
 /// field `overall`, not just a column number.
 fn json_error(text: &str, e: &serde_json::Error) -> FieldError {
