@@ -105,11 +105,11 @@ impl KeyStore {
     pub fn open(db: &str) -> Result<KeyStore> {
         if db.starts_with("postgres://") || db.starts_with("postgresql://") {
             let shown = redact(db);
-            let err = |e: postgres::Error| ServeError::Store(format!("postgres store {shown}: {e}"));
+            let err = |e: postgres::Error| ServeError::Store(format!("postgres store {shown}: {}", describe(&e)));
             let mut client = postgres::Client::connect(db, postgres::NoTls).map_err(err)?;
             // Two processes creating the tables at once would race on the catalog: one lock.
             let mut tx = client.transaction().map_err(err)?;
-            tx.execute("SELECT pg_advisory_xact_lock(7_011_800_018)", &[]).map_err(err)?;
+            tx.execute("SELECT pg_advisory_xact_lock(7011800018)", &[]).map_err(err)?;
             tx.batch_execute(PG_TABLES).map_err(err)?;
             tx.commit().map_err(err)?;
             Ok(KeyStore::Postgres { client: Box::new(client), url: shown })
@@ -127,7 +127,7 @@ impl KeyStore {
     }
 
     fn pg_err(url: &str) -> impl Fn(postgres::Error) -> ServeError + '_ {
-        move |e| ServeError::Store(format!("postgres store {url}: {e}"))
+        move |e| ServeError::Store(format!("postgres store {url}: {}", describe(&e)))
     }
 
     /// Makes a key named `name`; returns the key, which is shown this once and never stored.
@@ -240,6 +240,14 @@ impl KeyStore {
                 client.query_one("SELECT secret FROM serve_secret WHERE id = 1", &[]).map(|r| r.get(0)).map_err(&err)
             }
         }
+    }
+}
+
+/// A PostgreSQL error with the server's message (`postgres::Error` alone says "db error").
+fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(d) => format!("{}: {}", d.severity(), d.message()),
+        None => e.to_string(),
     }
 }
 
