@@ -168,8 +168,20 @@ pub fn request(
     body: Option<(&str, &[u8])>,
     extra: &[(&str, &str)],
 ) -> Answer {
-    let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    try_request(addr, method, path, auth, body, extra).unwrap_or_else(|e| panic!("{method} {path}: {e}"))
+}
+
+/// [`request`], with a failed connection or a cut-off answer as an error.
+pub fn try_request(
+    addr: &str,
+    method: &str,
+    path: &str,
+    auth: Option<&str>,
+    body: Option<(&str, &[u8])>,
+    extra: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let mut s = TcpStream::connect(addr).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(Duration::from_secs(30))).map_err(|e| e.to_string())?;
     let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n");
     if let Some(a) = auth {
         head.push_str(&format!("Authorization: Bearer {a}\r\n"));
@@ -182,7 +194,7 @@ pub fn request(
         b
     });
     head.push_str("\r\n");
-    s.write_all(head.as_bytes()).unwrap();
+    s.write_all(head.as_bytes()).map_err(|e| format!("write: {e}"))?;
     if let Some(b) = payload {
         // A server may answer (413) and close before reading it all.
         let _ = s.write_all(b);
@@ -192,11 +204,15 @@ pub fn request(
     parse_answer(&raw)
 }
 
-fn parse_answer(raw: &[u8]) -> Answer {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a full HTTP head");
+fn parse_answer(raw: &[u8]) -> Result<Answer, String> {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no full HTTP head")?;
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines.next().unwrap().split(' ').nth(1).unwrap().parse().unwrap();
+    let status: u16 = lines
+        .next()
+        .and_then(|l| l.split(' ').nth(1))
+        .and_then(|s| s.parse().ok())
+        .ok_or("no status line")?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
         .collect();
@@ -205,17 +221,21 @@ fn parse_answer(raw: &[u8]) -> Answer {
         let mut out = Vec::new();
         let mut rest = &body[..];
         loop {
-            let nl = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-            let n = usize::from_str_radix(std::str::from_utf8(&rest[..nl]).unwrap().trim(), 16).unwrap();
+            let nl = rest.windows(2).position(|w| w == b"\r\n").ok_or("cut-off chunk")?;
+            let size = std::str::from_utf8(&rest[..nl]).map_err(|e| e.to_string())?;
+            let n = usize::from_str_radix(size.trim(), 16).map_err(|e| e.to_string())?;
             if n == 0 {
                 break;
+            }
+            if rest.len() < nl + 4 + n {
+                return Err("cut-off chunk".into());
             }
             out.extend_from_slice(&rest[nl + 2..nl + 2 + n]);
             rest = &rest[nl + 4 + n..];
         }
         body = out;
     }
-    Answer { status, headers, body }
+    Ok(Answer { status, headers, body })
 }
 
 pub fn log(id: &str, output: &str) -> Value {

@@ -7,13 +7,14 @@
 //! it, the group is rolled back and redone one request at a time, row by row, so each row gets
 //! its own status (`stored`, `duplicate`, `conflict`) and one bad request cannot fail the others.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use evalloop_core::record::{EvalLog, FeedbackEvent};
-use evalloop_core::store::{self, BatchOutcome, Store, StoreResult};
+use evalloop_core::store::{self, BatchOutcome, RequestText, Store, StoreResult};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -243,60 +244,122 @@ fn fast_path(store: &mut dyn Store, group: &[Job]) -> StoreResult<bool> {
     }
 }
 
-/// One request in its own transaction, row by row.
+/// One request in its own transaction. The rows whose key is stored already are found first
+/// (one read per distinct request) and the others inserted in one call; when that insert still
+/// meets a stored key (a key held by another request, the same key twice in one body), the
+/// request is redone row by row.
 fn one_job(store: &mut dyn Store, rows: &Rows) -> StoreResult<Vec<RowStatus>> {
-    store.begin()?;
-    let out = (|| {
-        let mut out = Vec::with_capacity(rows.len());
-        match rows {
-            Rows::Logs(v) => {
-                for l in v {
-                    let o = store.insert_logs(std::slice::from_ref(l))?;
-                    out.push(if o.stored > 0 { RowStatus::Stored } else { log_status(store, l)? });
+    for row_by_row in [false, true] {
+        store.begin()?;
+        let out = (|| -> StoreResult<Option<Vec<RowStatus>>> {
+            let mut out = vec![RowStatus::Stored; rows.len()];
+            match rows {
+                Rows::Logs(v) => {
+                    if row_by_row {
+                        for (l, s) in v.iter().zip(out.iter_mut()) {
+                            if store.insert_logs(std::slice::from_ref(l))?.stored == 0 {
+                                *s = RowStatus::Duplicate;
+                            }
+                        }
+                        classify_logs(store, v, &mut out, false)?;
+                    } else {
+                        classify_logs(store, v, &mut out, true)?;
+                        let new: Vec<EvalLog> =
+                            v.iter().zip(&out).filter(|(_, s)| **s == RowStatus::Stored).map(|(l, _)| l.clone()).collect();
+                        if store.insert_logs(&new)?.duplicate > 0 {
+                            return Ok(None);
+                        }
+                    }
+                }
+                Rows::Feedback(v) => {
+                    if row_by_row {
+                        for (e, s) in v.iter().zip(out.iter_mut()) {
+                            if store.insert_feedback(std::slice::from_ref(e))?.stored == 0 {
+                                *s = RowStatus::Duplicate;
+                            }
+                        }
+                        classify_feedback(store, v, &mut out, false)?;
+                    } else {
+                        classify_feedback(store, v, &mut out, true)?;
+                        let new: Vec<FeedbackEvent> =
+                            v.iter().zip(&out).filter(|(_, s)| **s == RowStatus::Stored).map(|(e, _)| e.clone()).collect();
+                        if store.insert_feedback(&new)?.duplicate > 0 {
+                            return Ok(None);
+                        }
+                    }
                 }
             }
-            Rows::Feedback(v) => {
-                for e in v {
-                    let o = store.insert_feedback(std::slice::from_ref(e))?;
-                    out.push(if o.stored > 0 { RowStatus::Stored } else { feedback_status(store, e)? });
-                }
+            Ok(Some(out))
+        })();
+        match out {
+            Ok(Some(statuses)) => {
+                store.commit()?;
+                return Ok(statuses);
             }
-        }
-        Ok(out)
-    })();
-    match out {
-        Ok(statuses) => {
-            store.commit()?;
-            Ok(statuses)
-        }
-        Err(e) => {
-            let _ = store.rollback();
-            Err(e)
+            Ok(None) => store.rollback()?,
+            Err(e) => {
+                let _ = store.rollback();
+                return Err(e);
+            }
         }
     }
+    Err(evalloop_core::store::StoreError::Invalid("rows kept meeting stored keys; not stored".into()))
 }
 
-/// A log whose request id is stored: the same prompt and output is a duplicate, else a conflict.
-fn log_status(store: &dyn Store, l: &EvalLog) -> StoreResult<RowStatus> {
-    let stored = store.request_texts(std::slice::from_ref(&l.request_id))?;
-    Ok(match stored.first() {
-        Some((_, t)) if t.prompt == l.prompt && t.output == l.output => RowStatus::Duplicate,
-        _ => RowStatus::Conflict,
-    })
+/// Logs whose request id is stored: the same prompt and output is a duplicate, else a conflict.
+/// With `probe`, every row is looked up (a row not found stays `Stored`); without, only the
+/// rows an insert found present (marked `Duplicate`).
+fn classify_logs(store: &dyn Store, logs: &[EvalLog], out: &mut [RowStatus], probe: bool) -> StoreResult<()> {
+    let mut ids: Vec<String> = Vec::new();
+    for (l, s) in logs.iter().zip(out.iter()) {
+        // A store may refuse to read the texts of a request it does not hold.
+        if (probe && store.log_exists(&l.request_id)?) || (!probe && *s != RowStatus::Stored) {
+            ids.push(l.request_id.clone());
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let stored: HashMap<String, RequestText> = store.request_texts(&ids)?.into_iter().collect();
+    for (l, s) in logs.iter().zip(out.iter_mut()) {
+        if !probe && *s == RowStatus::Stored {
+            continue;
+        }
+        *s = match stored.get(&l.request_id) {
+            None if probe => RowStatus::Stored,
+            Some(t) if t.prompt == l.prompt && t.output == l.output => RowStatus::Duplicate,
+            _ => RowStatus::Conflict,
+        };
+    }
+    Ok(())
 }
 
-/// A feedback event whose id is stored: the same request, type, value and user is a duplicate,
+/// Feedback events whose id was stored: the same request, type, value and user is a duplicate,
 /// else (another request holds the id, or other content) a conflict.
-fn feedback_status(store: &dyn Store, e: &FeedbackEvent) -> StoreResult<RowStatus> {
-    if e.dimension.is_some() {
+/// `probe` as for [`classify_logs`].
+fn classify_feedback(
+    store: &dyn Store,
+    events: &[FeedbackEvent],
+    out: &mut [RowStatus],
+    probe: bool,
+) -> StoreResult<()> {
+    let mut by_request: HashMap<&str, HashMap<String, FeedbackEvent>> = HashMap::new();
+    for (e, s) in events.iter().zip(out.iter_mut()) {
         // Dimension ratings are not read back by request; their id is their content's.
-        return Ok(RowStatus::Duplicate);
-    }
-    let stored = store.feedback_for(&e.request_id)?;
-    Ok(match stored.iter().find(|s| s.event_id == e.event_id) {
-        Some(s) if s.feedback_type == e.feedback_type && s.value == e.value && s.user_id == e.user_id => {
-            RowStatus::Duplicate
+        if (!probe && *s == RowStatus::Stored) || e.dimension.is_some() {
+            continue;
         }
-        _ => RowStatus::Conflict,
-    })
+        if !by_request.contains_key(e.request_id.as_str()) {
+            let stored = store.feedback_for(&e.request_id)?.into_iter().map(|s| (s.event_id.clone(), s)).collect();
+            by_request.insert(&e.request_id, stored);
+        }
+        *s = match by_request.get(e.request_id.as_str()).and_then(|m| m.get(&e.event_id)) {
+            None if probe => RowStatus::Stored,
+            Some(s) if s.feedback_type == e.feedback_type && s.value == e.value && s.user_id == e.user_id => {
+                RowStatus::Duplicate
+            }
+            _ => RowStatus::Conflict,
+        };
+    }
+    Ok(())
 }
