@@ -114,7 +114,10 @@ fn a_click_on_thumbs_up_lands_as_a_feedback_event() {
     }
     let dom = reader.join().unwrap();
     assert!(dom.contains("evalloop-feedback"), "the snippet mounted its widget: {}", &dom[..dom.len().min(2000)]);
-    assert!(dom.contains("data-evalloop-state=\"sent\""), "the click was posted and acknowledged: {dom}");
+    // The answer element's own tag (the page's CSS names the state too).
+    let at = dom.find("<div class=\"answer\"").expect("the answer element");
+    let tag = &dom[at..at + dom[at..].find('>').unwrap()];
+    assert!(tag.contains("data-evalloop-state=\"sent\""), "the click was posted and acknowledged: {tag}");
 
     let s = srv.get("/v1/requests/req-42/summary", Some(&key));
     assert_eq!(s.status, 200, "{}", s.text());
