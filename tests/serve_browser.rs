@@ -53,7 +53,8 @@ fn a_click_on_thumbs_up_lands_as_a_feedback_event() {
     let key = make_key(&db, "backend", "admin");
 
     // The page has an origin of its own, known before the service starts (CORS).
-    let example = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/serve/feedback.html")).unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/examples/serve/feedback.html")).unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let page_origin = format!("http://{}", listener.local_addr().unwrap());
     let (page_tx, page_rx) = std::sync::mpsc::channel();

@@ -41,8 +41,14 @@ fn kill_under_load(db: &str) {
                 for i in 0.. {
                     let ids: Vec<String> = (0..5).map(|j| format!("f-{t}-{i}-{j}")).collect();
                     let body = Value::Array(ids.iter().map(|id| event(id)).collect()).to_string();
-                    let done =
-                        try_request(&addr, "POST", "/v1/feedback", Some(&key), Some(("application/json", body.as_bytes())), &[]);
+                    let done = try_request(
+                        &addr,
+                        "POST",
+                        "/v1/feedback",
+                        Some(&key),
+                        Some(("application/json", body.as_bytes())),
+                        &[],
+                    );
                     match done {
                         Ok(a) if a.status == 200 => {
                             assert_eq!(a.json()["stored"], 5, "{}", a.text());
@@ -68,7 +74,12 @@ fn kill_under_load(db: &str) {
     let unique: HashSet<&String> = stored.iter().collect();
     assert_eq!(unique.len(), stored.len(), "an event is stored twice");
     let missing: Vec<&String> = acked.iter().filter(|id| !unique.contains(id)).collect();
-    assert!(missing.is_empty(), "{} acknowledged events lost, e.g. {:?}", missing.len(), &missing[..missing.len().min(5)]);
+    assert!(
+        missing.is_empty(),
+        "{} acknowledged events lost, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
 
     // Restart; resend every acknowledged event: all duplicates, nothing added.
     let srv = Server::start(db, "[serve]\nrate_limit_per_s = 0\nmax_rows = 1000\n");

@@ -68,7 +68,8 @@ pub fn cli(db: &str, args: &[&str]) -> String {
 
 /// A new key of `scope` named `name`.
 pub fn make_key(db: &str, name: &str, scope: &str) -> String {
-    let v: Value = serde_json::from_str(&cli(db, &["--json", "keys", "create", "--name", name, "--scope", scope])).unwrap();
+    let v: Value =
+        serde_json::from_str(&cli(db, &["--json", "keys", "create", "--name", name, "--scope", scope])).unwrap();
     v["key"].as_str().expect("key").to_string()
 }
 
@@ -208,11 +209,8 @@ fn parse_answer(raw: &[u8]) -> Result<Answer, String> {
     let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no full HTTP head")?;
     let head = String::from_utf8_lossy(&raw[..end]).into_owned();
     let mut lines = head.split("\r\n");
-    let status: u16 = lines
-        .next()
-        .and_then(|l| l.split(' ').nth(1))
-        .and_then(|s| s.parse().ok())
-        .ok_or("no status line")?;
+    let status: u16 =
+        lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).ok_or("no status line")?;
     let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':').map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string())))
         .collect();
@@ -331,8 +329,9 @@ pub fn api_contract(db: &str) {
     let big = vec![b' '; 70_000];
     let a = srv.call("POST", "/v1/feedback", Some(&ingest), Some(("application/json", &big)));
     assert_eq!(a.status, 413);
-    let many: Vec<Value> =
-        (0..51).map(|i| json!({"request_id": "r1", "feedback_type": "implicit_usage", "event_id": format!("m{i}")})).collect();
+    let many: Vec<Value> = (0..51)
+        .map(|i| json!({"request_id": "r1", "feedback_type": "implicit_usage", "event_id": format!("m{i}")}))
+        .collect();
     let a = srv.post("/v1/feedback", Some(&ingest), &json!(many));
     assert_eq!(a.status, 413);
     assert_eq!(a.json()["error"]["code"], "too_many_rows");
@@ -348,7 +347,11 @@ pub fn api_contract(db: &str) {
     assert_eq!(srv.get("/v1/requests/r%2F..%2Fx/summary", Some(&admin)).status, 404);
 
     // Feedback tokens: scoped to one request and its allowed types, refused elsewhere.
-    let t = srv.post("/v1/feedback-tokens", Some(&ingest), &json!({"request_id": "r2", "feedback_types": ["thumbs-up", "explicit_text_comment"]}));
+    let t = srv.post(
+        "/v1/feedback-tokens",
+        Some(&ingest),
+        &json!({"request_id": "r2", "feedback_types": ["thumbs-up", "explicit_text_comment"]}),
+    );
     assert_eq!(t.status, 200, "{}", t.text());
     let token = t.json()["token"].as_str().unwrap().to_string();
     assert_eq!(t.json()["feedback_types"], json!(["explicit_thumbs_up", "explicit_text_comment"]));
@@ -358,7 +361,8 @@ pub fn api_contract(db: &str) {
     let a = srv.post("/v1/feedback", Some(&token), &json!({"request_id": "r1", "feedback_type": "explicit_thumbs_up"}));
     assert_eq!(a.status, 403);
     assert_eq!(a.json()["error"]["path"], "$.request_id");
-    let a = srv.post("/v1/feedback", Some(&token), &json!({"request_id": "r2", "feedback_type": "explicit_thumbs_down"}));
+    let a =
+        srv.post("/v1/feedback", Some(&token), &json!({"request_id": "r2", "feedback_type": "explicit_thumbs_down"}));
     assert_eq!(a.status, 403);
     assert_eq!(srv.post("/v1/logs", Some(&token), &log("r9", "x")).status, 403);
     assert_eq!(srv.get("/v1/requests/r2/summary", Some(&token)).status, 403);
@@ -368,21 +372,33 @@ pub fn api_contract(db: &str) {
     assert_eq!(a.json()["error"]["path"], "$.feedback_types[0]");
     // A tampered token: another request's claims under this signature.
     let other = srv.post("/v1/feedback-tokens", Some(&ingest), &json!({"request_id": "r1"})).json();
-    let forged = format!(
-        "{}.{}",
-        other["token"].as_str().unwrap().split('.').next().unwrap(),
-        token.split('.').nth(1).unwrap()
+    let forged =
+        format!("{}.{}", other["token"].as_str().unwrap().split('.').next().unwrap(), token.split('.').nth(1).unwrap());
+    assert_eq!(
+        srv.post("/v1/feedback", Some(&forged), &json!({"request_id": "r1", "feedback_type": "explicit_thumbs_up"}))
+            .status,
+        401
     );
-    assert_eq!(srv.post("/v1/feedback", Some(&forged), &json!({"request_id": "r1", "feedback_type": "explicit_thumbs_up"})).status, 401);
     // Expiry.
     let short = srv.post("/v1/feedback-tokens", Some(&ingest), &json!({"request_id": "r2", "ttl_s": 1})).json();
     std::thread::sleep(Duration::from_millis(2100));
-    let a = srv.post("/v1/feedback", Some(short["token"].as_str().unwrap()), &json!({"request_id": "r2", "feedback_type": "explicit_thumbs_up"}));
+    let a = srv.post(
+        "/v1/feedback",
+        Some(short["token"].as_str().unwrap()),
+        &json!({"request_id": "r2", "feedback_type": "explicit_thumbs_up"}),
+    );
     assert_eq!(a.status, 401);
     assert!(a.json()["error"]["message"].as_str().unwrap().contains("expired"));
 
     // CORS for the browser route.
-    let pre = request(&srv.addr, "OPTIONS", "/v1/feedback", None, None, &[("Origin", "http://app.example.test"), ("Access-Control-Request-Method", "POST")]);
+    let pre = request(
+        &srv.addr,
+        "OPTIONS",
+        "/v1/feedback",
+        None,
+        None,
+        &[("Origin", "http://app.example.test"), ("Access-Control-Request-Method", "POST")],
+    );
     assert_eq!(pre.status, 204);
     assert_eq!(pre.header("access-control-allow-origin"), Some("http://app.example.test"));
     assert!(pre.header("access-control-allow-headers").unwrap().contains("authorization"));
@@ -421,8 +437,16 @@ pub fn api_contract(db: &str) {
             let (addr, key) = (srv.addr.clone(), admin.clone());
             std::thread::spawn(move || {
                 for i in 0..10 {
-                    let ev = json!({"request_id": "r2", "feedback_type": "implicit_usage", "event_id": format!("c{t}-{i}")});
-                    let a = request(&addr, "POST", "/v1/feedback", Some(&key), Some(("application/json", ev.to_string().as_bytes())), &[]);
+                    let ev =
+                        json!({"request_id": "r2", "feedback_type": "implicit_usage", "event_id": format!("c{t}-{i}")});
+                    let a = request(
+                        &addr,
+                        "POST",
+                        "/v1/feedback",
+                        Some(&key),
+                        Some(("application/json", ev.to_string().as_bytes())),
+                        &[],
+                    );
                     assert_eq!(a.status, 200, "{}", a.text());
                 }
             })

@@ -153,7 +153,12 @@ impl Caller {
             Caller::Key(k) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",
-                format!("this route needs a key of scope {} (or admin); key {:?} has scope {}", needed.as_str(), k.name, k.scope.as_str()),
+                format!(
+                    "this route needs a key of scope {} (or admin); key {:?} has scope {}",
+                    needed.as_str(),
+                    k.name,
+                    k.scope.as_str()
+                ),
             )),
             Caller::Token(_) => Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -192,8 +197,12 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             (Caller::Key(key), who)
         };
         state.take(&who).map_err(|wait| {
-            ApiError::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", format!("rate limit reached; retry in {wait} s"))
-                .retry(wait)
+            ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                format!("rate limit reached; retry in {wait} s"),
+            )
+            .retry(wait)
         })?;
         Ok(caller)
     }

@@ -46,7 +46,10 @@ fn field_path(prefix: &str, field: &str) -> String {
 pub fn is_ndjson(content_type: Option<&str>) -> bool {
     content_type.is_some_and(|c| {
         let c = c.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-        matches!(c.as_str(), "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines")
+        matches!(
+            c.as_str(),
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" | "application/x-jsonlines"
+        )
     })
 }
 
@@ -54,7 +57,10 @@ pub fn is_ndjson(content_type: Option<&str>) -> bool {
 /// `too_many`), so the caller answers 413 rather than storing part of it.
 pub fn parse(kind: Kind, ndjson: bool, body: &[u8], now: DateTime<Utc>, max_rows: usize) -> Result<Parsed, ParseError> {
     let text = std::str::from_utf8(body).map_err(|e| {
-        ParseError::Body(BodyError { path: None, reason: format!("the body is not valid UTF-8 (byte {})", e.valid_up_to()) })
+        ParseError::Body(BodyError {
+            path: None,
+            reason: format!("the body is not valid UTF-8 (byte {})", e.valid_up_to()),
+        })
     })?;
     let mut p = Parsed {
         slots: Vec::new(),
@@ -190,7 +196,7 @@ mod tests {
         }
         assert!(matches!(feedback("", false), Err(ParseError::Body(_))));
         assert!(matches!(feedback("42", false), Err(ParseError::Body(_))));
-        let many = format!("[{}]", vec!["{}"; 11].join(","));
+        let many = format!("[{}]", ["{}"; 11].join(","));
         assert_eq!(feedback(&many, false).unwrap_err(), ParseError::TooManyRows(10));
     }
 }

@@ -132,7 +132,8 @@ impl KeyStore {
 
     /// Makes a key named `name`; returns the key, which is shown this once and never stored.
     pub fn create(&mut self, name: &str, scope: Scope) -> Result<String> {
-        if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+        if name.is_empty() || name.len() > 100 || !name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
             return Err(ServeError::Input(format!(
                 "key name {name:?}: use 1-100 characters among letters, digits, '-', '_' and '.'"
             )));
@@ -228,14 +229,20 @@ impl KeyStore {
         match self {
             KeyStore::Sqlite { conn, path } => {
                 let err = Self::sqlite_err(path);
-                conn.execute("INSERT INTO serve_secret (id, secret) VALUES (1, ?1) ON CONFLICT(id) DO NOTHING", [&fresh])
-                    .map_err(&err)?;
+                conn.execute(
+                    "INSERT INTO serve_secret (id, secret) VALUES (1, ?1) ON CONFLICT(id) DO NOTHING",
+                    [&fresh],
+                )
+                .map_err(&err)?;
                 conn.query_row("SELECT secret FROM serve_secret WHERE id = 1", [], |r| r.get(0)).map_err(&err)
             }
             KeyStore::Postgres { client, url } => {
                 let err = Self::pg_err(url);
                 client
-                    .execute("INSERT INTO serve_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING", &[&fresh])
+                    .execute(
+                        "INSERT INTO serve_secret (id, secret) VALUES (1, $1) ON CONFLICT (id) DO NOTHING",
+                        &[&fresh],
+                    )
                     .map_err(&err)?;
                 client.query_one("SELECT secret FROM serve_secret WHERE id = 1", &[]).map(|r| r.get(0)).map_err(&err)
             }
@@ -282,8 +289,10 @@ mod tests {
         assert_eq!(listed.len(), 1);
         assert_eq!(listed[0].hash, hash_key(&key));
         assert!(listed[0].revoked_at.is_none());
-        let raw: String =
-            rusqlite::Connection::open(&db).unwrap().query_row("SELECT key_hash FROM serve_api_keys", [], |r| r.get(0)).unwrap();
+        let raw: String = rusqlite::Connection::open(&db)
+            .unwrap()
+            .query_row("SELECT key_hash FROM serve_api_keys", [], |r| r.get(0))
+            .unwrap();
         assert_ne!(raw, key);
         ks.revoke("web").unwrap();
         assert!(ks.list().unwrap()[0].revoked_at.is_some());

@@ -124,14 +124,15 @@ async fn ingest(
         }
     })?;
     let ndjson = body::is_ndjson(content_type(headers));
-    let parsed = body::parse(kind, ndjson, &body, chrono::Utc::now(), state.settings.max_rows).map_err(|e| match e {
-        ParseError::Body(b) => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", b.reason).at(b.path),
-        ParseError::TooManyRows(n) => ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "too_many_rows",
-            format!("more than {n} rows in one request ([serve] max_rows); split the body"),
-        ),
-    })?;
+    let parsed =
+        body::parse(kind, ndjson, &body, chrono::Utc::now(), state.settings.max_rows).map_err(|e| match e {
+            ParseError::Body(b) => ApiError::new(StatusCode::BAD_REQUEST, "bad_body", b.reason).at(b.path),
+            ParseError::TooManyRows(n) => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "too_many_rows",
+                format!("more than {n} rows in one request ([serve] max_rows); split the body"),
+            ),
+        })?;
     if let (Caller::Token(claims), Rows::Feedback(rows)) = (caller, &parsed.rows) {
         check_token_scope(claims, rows, &parsed.slots)?;
     }
@@ -281,7 +282,10 @@ pub async fn post_token(
     let Value::Object(obj) = v else { return Err(bad("$", "expected a JSON object".into())) };
     for k in obj.keys() {
         if !matches!(k.as_str(), "request_id" | "feedback_types" | "ttl_s") {
-            return Err(bad(&format!("$.{k}"), format!("unknown field {k:?}; expected request_id, feedback_types, ttl_s")));
+            return Err(bad(
+                &format!("$.{k}"),
+                format!("unknown field {k:?}; expected request_id, feedback_types, ttl_s"),
+            ));
         }
     }
     let request_id = match obj.get("request_id") {

@@ -80,7 +80,9 @@ impl ServeSettings {
         let token_ttl = section.token_ttl_s.unwrap_or(3600);
         let token_max_ttl = section.token_max_ttl_s.unwrap_or(7 * 24 * 3600);
         if token_ttl == 0 || token_ttl > token_max_ttl {
-            return Err(format!("[serve] token_ttl_s: {token_ttl} must be between 1 and token_max_ttl_s ({token_max_ttl})"));
+            return Err(format!(
+                "[serve] token_ttl_s: {token_ttl} must be between 1 and token_max_ttl_s ({token_max_ttl})"
+            ));
         }
         let cors_origins = section.cors_origins.clone().unwrap_or_default();
         for o in &cors_origins {

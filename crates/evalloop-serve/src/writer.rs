@@ -264,8 +264,12 @@ fn one_job(store: &mut dyn Store, rows: &Rows) -> StoreResult<Vec<RowStatus>> {
                         classify_logs(store, v, &mut out, false)?;
                     } else {
                         classify_logs(store, v, &mut out, true)?;
-                        let new: Vec<EvalLog> =
-                            v.iter().zip(&out).filter(|(_, s)| **s == RowStatus::Stored).map(|(l, _)| l.clone()).collect();
+                        let new: Vec<EvalLog> = v
+                            .iter()
+                            .zip(&out)
+                            .filter(|(_, s)| **s == RowStatus::Stored)
+                            .map(|(l, _)| l.clone())
+                            .collect();
                         if store.insert_logs(&new)?.duplicate > 0 {
                             return Ok(None);
                         }
@@ -281,8 +285,12 @@ fn one_job(store: &mut dyn Store, rows: &Rows) -> StoreResult<Vec<RowStatus>> {
                         classify_feedback(store, v, &mut out, false)?;
                     } else {
                         classify_feedback(store, v, &mut out, true)?;
-                        let new: Vec<FeedbackEvent> =
-                            v.iter().zip(&out).filter(|(_, s)| **s == RowStatus::Stored).map(|(e, _)| e.clone()).collect();
+                        let new: Vec<FeedbackEvent> = v
+                            .iter()
+                            .zip(&out)
+                            .filter(|(_, s)| **s == RowStatus::Stored)
+                            .map(|(e, _)| e.clone())
+                            .collect();
                         if store.insert_feedback(&new)?.duplicate > 0 {
                             return Ok(None);
                         }

@@ -54,7 +54,8 @@ fn parse_args() -> Args {
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut val = || it.next().unwrap_or_else(|| usage(&format!("{flag} needs a value")));
-        let num = |v: String, f: &str| -> u64 { v.parse().unwrap_or_else(|_| usage(&format!("{f}: {v:?} is not a number"))) };
+        let num =
+            |v: String, f: &str| -> u64 { v.parse().unwrap_or_else(|_| usage(&format!("{f}: {v:?} is not a number"))) };
         match flag.as_str() {
             "--addr" => a.addr = val(),
             "--key" => a.key = val(),
@@ -123,12 +124,7 @@ impl Shared {
     }
 }
 
-async fn post(
-    conn: &mut Option<BufReader<TcpStream>>,
-    addr: &str,
-    key: &str,
-    body: &[u8],
-) -> std::io::Result<u16> {
+async fn post(conn: &mut Option<BufReader<TcpStream>>, addr: &str, key: &str, body: &[u8]) -> std::io::Result<u16> {
     if conn.is_none() {
         let s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
@@ -218,7 +214,8 @@ fn main() {
     let a = parse_args();
     if let Some(path) = &a.emit {
         let n = a.events.unwrap_or_else(|| usage("--emit needs --events"));
-        let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap_or_else(|e| usage(&format!("{path}: {e}"))));
+        let mut f =
+            std::io::BufWriter::new(std::fs::File::create(path).unwrap_or_else(|e| usage(&format!("{path}: {e}"))));
         for i in 0..n {
             let _ = writeln!(f, "{}", event(&format!("{}-{i}", a.prefix)));
         }
