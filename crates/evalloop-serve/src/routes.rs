@@ -105,6 +105,17 @@ struct RowAnswer {
     reason: Option<String>,
 }
 
+/// The answer to `POST /v1/logs` and `/v1/feedback`.
+#[derive(Debug, Serialize)]
+struct IngestAnswer {
+    received: usize,
+    stored: u64,
+    duplicate: u64,
+    conflict: u64,
+    rejected: u64,
+    rows: Vec<RowAnswer>,
+}
+
 async fn ingest(
     state: &AppState,
     caller: &Caller,
@@ -140,7 +151,7 @@ async fn ingest(
         Kind::Logs => "logs",
         Kind::Feedback => "feedback",
     };
-    let ids: Vec<String> = match &parsed.rows {
+    let mut ids: Vec<String> = match &parsed.rows {
         Rows::Logs(v) => v.iter().map(|l| l.request_id.clone()).collect(),
         Rows::Feedback(v) => v.iter().map(|e| e.event_id.clone()).collect(),
     };
@@ -175,7 +186,14 @@ async fn ingest(
                     _ => ("conflict", 2),
                 };
                 counts[c] += 1;
-                RowAnswer { index, line: *line, status, id: ids.get(*i).cloned(), path: None, reason: None }
+                RowAnswer {
+                    index,
+                    line: *line,
+                    status,
+                    id: ids.get_mut(*i).map(std::mem::take),
+                    path: None,
+                    reason: None,
+                }
             }
             Slot::Rejected { path, reason } => {
                 counts[3] += 1;
@@ -193,14 +211,14 @@ async fn ingest(
     for (c, name) in counts.iter().zip(["stored", "duplicate", "conflict", "rejected"]) {
         state.metrics.add_rows(kind_name, name, *c);
     }
-    Ok(Json(json!({
-        "received": rows.len(),
-        "stored": counts[0],
-        "duplicate": counts[1],
-        "conflict": counts[2],
-        "rejected": counts[3],
-        "rows": rows,
-    }))
+    Ok(Json(IngestAnswer {
+        received: rows.len(),
+        stored: counts[0],
+        duplicate: counts[1],
+        conflict: counts[2],
+        rejected: counts[3],
+        rows,
+    })
     .into_response())
 }
 

@@ -184,47 +184,75 @@ fn run(store: &mut dyn Store, rx: &mpsc::Receiver<Option<Job>>, wait: Duration, 
     }
 }
 
-fn commit_group(store: &mut dyn Store, mut group: Vec<Job>) {
-    // Logs first, so feedback in the same group finds its log.
-    group.sort_by_key(|j| matches!(j.rows, Rows::Feedback(_)));
-    match fast_path(store, &group) {
+fn commit_group(store: &mut dyn Store, group: Vec<Job>) {
+    // The rows move into one vector per kind (no copy of their strings); each request keeps
+    // its range.
+    let mut logs: Vec<EvalLog> = Vec::new();
+    let mut feedback: Vec<FeedbackEvent> = Vec::new();
+    let mut parts = Vec::with_capacity(group.len());
+    for j in group {
+        match j.rows {
+            Rows::Logs(v) => {
+                let start = logs.len();
+                logs.extend(v);
+                parts.push((true, start..logs.len(), j.reply));
+            }
+            Rows::Feedback(v) => {
+                let start = feedback.len();
+                feedback.extend(v);
+                parts.push((false, start..feedback.len(), j.reply));
+            }
+        }
+    }
+    match fast_path(store, &logs, &feedback) {
         Ok(true) => {
-            for j in group {
-                let n = j.rows.len();
-                let _ = j.reply.send(Ok(vec![RowStatus::Stored; n]));
+            for (_, range, reply) in parts {
+                let _ = reply.send(Ok(vec![RowStatus::Stored; range.len()]));
             }
             return;
         }
         Ok(false) => {}
         Err(e) => tracing::debug!("group commit fell back to one request at a time: {e}"),
     }
-    for j in group {
-        let answer = one_job(store, &j.rows);
+    // Logs first, so feedback in the same group finds its log.
+    parts.sort_by_key(|(is_log, _, _)| !is_log);
+    for (is_log, range, reply) in parts {
+        let rows = if is_log { RowsRef::Logs(&logs[range]) } else { RowsRef::Feedback(&feedback[range]) };
+        let answer = one_job(store, rows);
         if let Err(e) = &answer {
             tracing::error!("a request's rows were not stored: {e}");
         }
-        let _ = j.reply.send(answer.map_err(|e| e.to_string()));
+        let _ = reply.send(answer.map_err(|e| e.to_string()));
     }
 }
 
-/// The whole group in one transaction; false (rolled back) when some row's key was present.
-fn fast_path(store: &mut dyn Store, group: &[Job]) -> StoreResult<bool> {
-    let mut logs: Vec<EvalLog> = Vec::new();
-    let mut feedback: Vec<FeedbackEvent> = Vec::new();
-    for j in group {
-        match &j.rows {
-            Rows::Logs(v) => logs.extend(v.iter().cloned()),
-            Rows::Feedback(v) => feedback.extend(v.iter().cloned()),
+/// The rows of one request, borrowed.
+#[derive(Clone, Copy)]
+enum RowsRef<'a> {
+    Logs(&'a [EvalLog]),
+    Feedback(&'a [FeedbackEvent]),
+}
+
+impl RowsRef<'_> {
+    fn len(self) -> usize {
+        match self {
+            RowsRef::Logs(v) => v.len(),
+            RowsRef::Feedback(v) => v.len(),
         }
     }
+}
+
+/// The whole group in one transaction (logs first, so feedback finds its log); false (rolled
+/// back) when some row's key was present.
+fn fast_path(store: &mut dyn Store, logs: &[EvalLog], feedback: &[FeedbackEvent]) -> StoreResult<bool> {
     store.begin()?;
     let written = (|| {
         let mut o = BatchOutcome::default();
         if !logs.is_empty() {
-            o += store.insert_logs(&logs)?;
+            o += store.insert_logs(logs)?;
         }
         if !feedback.is_empty() {
-            o += store.insert_feedback(&feedback)?;
+            o += store.insert_feedback(feedback)?;
         }
         Ok(o)
     })();
@@ -248,13 +276,13 @@ fn fast_path(store: &mut dyn Store, group: &[Job]) -> StoreResult<bool> {
 /// (one read per distinct request) and the others inserted in one call; when that insert still
 /// meets a stored key (a key held by another request, the same key twice in one body), the
 /// request is redone row by row.
-fn one_job(store: &mut dyn Store, rows: &Rows) -> StoreResult<Vec<RowStatus>> {
+fn one_job(store: &mut dyn Store, rows: RowsRef<'_>) -> StoreResult<Vec<RowStatus>> {
     for row_by_row in [false, true] {
         store.begin()?;
         let out = (|| -> StoreResult<Option<Vec<RowStatus>>> {
             let mut out = vec![RowStatus::Stored; rows.len()];
             match rows {
-                Rows::Logs(v) => {
+                RowsRef::Logs(v) => {
                     if row_by_row {
                         for (l, s) in v.iter().zip(out.iter_mut()) {
                             if store.insert_logs(std::slice::from_ref(l))?.stored == 0 {
@@ -275,7 +303,7 @@ fn one_job(store: &mut dyn Store, rows: &Rows) -> StoreResult<Vec<RowStatus>> {
                         }
                     }
                 }
-                Rows::Feedback(v) => {
+                RowsRef::Feedback(v) => {
                     if row_by_row {
                         for (e, s) in v.iter().zip(out.iter_mut()) {
                             if store.insert_feedback(std::slice::from_ref(e))?.stored == 0 {
