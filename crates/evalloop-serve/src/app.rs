@@ -45,6 +45,7 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The state with an empty key list (filled from the store before serving).
     pub fn new(
         settings: ServeSettings,
         policy: HumanPolicy,
@@ -106,15 +107,18 @@ pub struct ApiError {
 }
 
 impl ApiError {
+    /// An error without a path.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
         ApiError { status, code, message: message.into(), path: None, retry_after: None }
     }
 
+    /// The JSON path the error is about.
     pub fn at(mut self, path: Option<String>) -> ApiError {
         self.path = path;
         self
     }
 
+    /// `Retry-After`, in seconds.
     pub fn retry(mut self, seconds: u64) -> ApiError {
         self.retry_after = Some(seconds);
         self

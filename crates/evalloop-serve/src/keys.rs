@@ -31,6 +31,7 @@ impl Scope {
         }
     }
 
+    /// `ingest`, `read` or `admin`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Ingest => "ingest",

@@ -31,6 +31,7 @@ pub enum Rows {
 }
 
 impl Rows {
+    /// Number of rows.
     pub fn len(&self) -> usize {
         match self {
             Rows::Logs(v) => v.len(),
@@ -38,6 +39,7 @@ impl Rows {
         }
     }
 
+    /// Whether there are none.
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
