@@ -27,6 +27,7 @@ pub mod compare;
 pub mod corr;
 pub mod dependent;
 pub mod group;
+pub mod preference;
 pub mod rank;
 
 use serde::Serialize;
