@@ -24,12 +24,14 @@ mod dataset;
 mod disagreements;
 mod impact;
 mod ingest;
+mod keys;
 mod record;
 pub mod render;
 mod report;
 mod run;
 mod runs;
 mod score;
+mod serve;
 mod simulate;
 mod stats;
 mod summary;
@@ -44,11 +46,13 @@ pub use dataset::DatasetWhat;
 pub use disagreements::DisagreementsArgs;
 pub use impact::ImpactArgs;
 pub use ingest::{IngestArgs, IngestWhat};
+pub use keys::KeysWhat;
 pub use record::RecordArgs;
 pub use report::ReportArgs;
 pub use run::RunArgs;
 pub use runs::RunsWhat;
 pub use score::ScoreArgs;
+pub use serve::ServeArgs;
 pub use simulate::SimulateArgs;
 pub use summary::SummaryArgs;
 pub use train::TrainArgs;
@@ -120,6 +124,13 @@ pub enum Command {
     Score(ScoreArgs),
     /// The weekly loop from --config: ingest, dataset, train, score, report, gate.
     Run(RunArgs),
+    /// The HTTP service: logs and feedback as they happen, summaries, feedback tokens ([serve]).
+    Serve(ServeArgs),
+    /// The service's API keys: create, list, revoke.
+    Keys {
+        #[command(subcommand)]
+        what: KeysWhat,
+    },
 }
 
 /// Which requests an analysis covers.
@@ -196,6 +207,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Train(a) => train::run(&settings, a),
         Command::Score(a) => score::run(&settings, a),
         Command::Run(a) => run::run(&settings, a),
+        Command::Serve(a) => serve::run(&settings, a),
+        Command::Keys { what } => keys::run(&settings, what),
     }
 }
 

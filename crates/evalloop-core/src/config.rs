@@ -42,6 +42,8 @@ pub struct ConfigFile {
     pub run: Option<toml::Table>,
     /// `[report]`: the report.
     pub report: Option<toml::Table>,
+    /// `[serve]`: `evalloop serve` (evalloop-serve's `ServeSection`).
+    pub serve: Option<toml::Table>,
 }
 
 impl ConfigFile {

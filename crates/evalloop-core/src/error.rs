@@ -33,6 +33,9 @@ pub enum Error {
     /// A failure inside evalloop itself (a panicked worker thread), with what it was doing.
     #[error("internal error: {0}")]
     Internal(String),
+    /// The HTTP service (`evalloop serve`) could not start or run: the address, the store.
+    #[error("{0}")]
+    Service(String),
 }
 
 /// The crate's result type.

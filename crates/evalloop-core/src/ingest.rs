@@ -714,6 +714,12 @@ fn read_jsonl(input: Box<dyn Read + Send>, max_line: usize, b: &mut Batcher<'_>)
     Ok(())
 }
 
+/// Parses one row's JSON text as `ingest` does (repeated keys refused, syntax errors naming
+/// the JSON path); for callers that validate rows one at a time (the HTTP service).
+pub fn parse_json_row(text: &str) -> std::result::Result<Value, FieldError> {
+    crate::json_row::parse_row(text)
+}
+
 /// Reads rows into the batcher until the input ends or the batcher says stop.
 fn read_csv(input: Box<dyn Read + Send>, max_line: usize, b: &mut Batcher<'_>) -> Result<()> {
     let label = b.label;

@@ -1,0 +1,162 @@
+//! The API described once, as OpenAPI 3.0 (`GET /v1/openapi.json`).
+
+use serde_json::{Value, json};
+
+/// Every route the service answers, as `(method, path)`; the document describes each one and a
+/// test checks the router and the document agree.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("get", "/healthz"),
+    ("get", "/metrics"),
+    ("get", "/v1/openapi.json"),
+    ("get", "/v1/snippet.js"),
+    ("post", "/v1/logs"),
+    ("post", "/v1/feedback"),
+    ("options", "/v1/feedback"),
+    ("post", "/v1/feedback-tokens"),
+    ("get", "/v1/requests/{request_id}/summary"),
+];
+
+fn error_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } } })
+}
+
+fn ingest_op(summary: &str, row_schema: &str, token: bool) -> Value {
+    let mut security = vec![json!({ "apiKey": [] })];
+    if token {
+        security.push(json!({ "feedbackToken": [] }));
+    }
+    let row = json!({ "$ref": format!("#/components/schemas/{row_schema}") });
+    json!({
+        "summary": summary,
+        "security": security,
+        "requestBody": {
+            "required": true,
+            "content": {
+                "application/json": { "schema": { "oneOf": [row, { "type": "array", "items": row }] } },
+                "application/x-ndjson": { "schema": { "type": "string", "description": "one JSON object per line" } }
+            }
+        },
+        "responses": {
+            "200": {
+                "description": "processed (some rows may be rejected); every stored row is committed",
+                "content": { "application/json": { "schema": { "$ref": "#/components/schemas/IngestAnswer" } } }
+            },
+            "400": error_response("the body is not parseable at all; `path` names where"),
+            "401": error_response("no key, an unknown or revoked key, a bad or expired token"),
+            "403": error_response("the key's scope does not allow this, or the token is for another request or type"),
+            "413": error_response("the body is larger than max_body_bytes, or has more than max_rows rows"),
+            "429": error_response("the key's rate limit is reached; see Retry-After"),
+            "503": error_response("the write queue is full or the request timed out; see Retry-After")
+        }
+    })
+}
+
+/// The OpenAPI 3.0 document.
+pub fn document() -> Value {
+    json!({
+        "openapi": "3.0.3",
+        "info": {
+            "title": "evalloop",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Eval logs and human feedback in, feedback summaries out. Rows are validated as `evalloop ingest` validates them; retries with the same request_id / event_id never double count."
+        },
+        "paths": {
+            "/healthz": { "get": { "summary": "Liveness and store check; no credentials", "security": [],
+                "responses": { "200": { "description": "ok" }, "503": error_response("the store does not answer") } } },
+            "/metrics": { "get": { "summary": "Prometheus text exposition; a read key", "security": [{ "apiKey": [] }],
+                "responses": { "200": { "description": "metrics", "content": { "text/plain": {} } },
+                    "401": error_response("no or bad key"), "403": error_response("not a read key") } } },
+            "/v1/openapi.json": { "get": { "summary": "This document", "security": [],
+                "responses": { "200": { "description": "OpenAPI 3" } } } },
+            "/v1/snippet.js": { "get": { "summary": "The browser feedback snippet", "security": [],
+                "responses": { "200": { "description": "JavaScript", "content": { "text/javascript": {} } } } } },
+            "/v1/logs": { "post": ingest_op("Store eval logs (an ingest key)", "EvalLog", false) },
+            "/v1/feedback": {
+                "post": ingest_op("Store feedback events (an ingest key, or a feedback token for its request)", "FeedbackEvent", true),
+                "options": { "summary": "CORS preflight for browsers (origins in [serve] cors_origins)", "security": [],
+                    "responses": { "204": { "description": "allowed origins get Access-Control-Allow-* headers" } } }
+            },
+            "/v1/feedback-tokens": { "post": {
+                "summary": "A signed, expiring token for one request's feedback, for a browser (an ingest key)",
+                "security": [{ "apiKey": [] }],
+                "requestBody": { "required": true, "content": { "application/json": { "schema": { "$ref": "#/components/schemas/TokenRequest" } } } },
+                "responses": {
+                    "200": { "description": "the token", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Token" } } } },
+                    "400": error_response("a bad field; `path` names it"),
+                    "401": error_response("no or bad key"), "403": error_response("not an ingest key"),
+                    "429": error_response("rate limit")
+                }
+            } },
+            "/v1/requests/{request_id}/summary": { "get": {
+                "summary": "The feedback summary of one request (as `evalloop summary --json`; a read key)",
+                "security": [{ "apiKey": [] }],
+                "parameters": [{ "name": "request_id", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": {
+                    "200": { "description": "the summary", "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Summary" } } } },
+                    "401": error_response("no or bad key"), "403": error_response("not a read key"),
+                    "404": error_response("no log and no feedback for the request")
+                }
+            } }
+        },
+        "components": {
+            "securitySchemes": {
+                "apiKey": { "type": "http", "scheme": "bearer", "description": "`evalloop keys create` (scopes ingest, read, admin)" },
+                "feedbackToken": { "type": "http", "scheme": "bearer", "description": "from POST /v1/feedback-tokens" }
+            },
+            "schemas": {
+                "Error": { "type": "object", "required": ["error"], "properties": { "error": { "type": "object",
+                    "required": ["code", "message"],
+                    "properties": { "code": { "type": "string" }, "message": { "type": "string" },
+                        "path": { "type": "string", "description": "JSON path, e.g. $[3].feedback_type" } } } } },
+                "EvalLog": { "type": "object", "required": ["request_id", "timestamp", "prompt", "output"], "properties": {
+                    "request_id": { "type": "string" }, "timestamp": { "type": "string", "format": "date-time" },
+                    "prompt": { "type": "string" }, "output": { "type": "string" },
+                    "eval_scores": { "type": "object", "additionalProperties": { "type": "number" } },
+                    "evaluator": { "type": "string" }, "feedback_collected": { "type": "boolean" },
+                    "metadata": { "type": "object" } } },
+                "FeedbackEvent": { "type": "object", "required": ["request_id", "feedback_type"], "properties": {
+                    "event_id": { "type": "string", "description": "derived from the content when absent" },
+                    "request_id": { "type": "string" },
+                    "feedback_type": { "type": "string", "enum": ["explicit_thumbs_up", "explicit_thumbs_down", "explicit_rating",
+                        "explicit_text_comment", "implicit_usage", "implicit_edit", "implicit_discard"] },
+                    "value": {}, "user_id": { "type": "string" }, "timestamp": { "type": "string", "format": "date-time" },
+                    "dimension": { "type": "string" } } },
+                "IngestAnswer": { "type": "object", "properties": {
+                    "received": { "type": "integer" }, "stored": { "type": "integer" }, "duplicate": { "type": "integer" },
+                    "conflict": { "type": "integer" }, "rejected": { "type": "integer" },
+                    "rows": { "type": "array", "items": { "type": "object", "properties": {
+                        "index": { "type": "integer" }, "line": { "type": "integer" },
+                        "status": { "type": "string", "enum": ["stored", "duplicate", "conflict", "rejected"] },
+                        "id": { "type": "string" }, "path": { "type": "string" }, "reason": { "type": "string" } } } } } },
+                "TokenRequest": { "type": "object", "required": ["request_id"], "properties": {
+                    "request_id": { "type": "string" },
+                    "feedback_types": { "type": "array", "items": { "type": "string" } },
+                    "ttl_s": { "type": "integer", "minimum": 1 } } },
+                "Token": { "type": "object", "properties": { "token": { "type": "string" }, "request_id": { "type": "string" },
+                    "feedback_types": { "type": "array", "items": { "type": "string" } },
+                    "expires_at": { "type": "string", "format": "date-time" } } },
+                "Summary": { "type": "object", "properties": {
+                    "request_id": { "type": "string" }, "thumbs_up": { "type": "integer" }, "thumbs_down": { "type": "integer" },
+                    "avg_rating": { "type": "number", "nullable": true }, "n_ratings": { "type": "integer" },
+                    "comments": { "type": "array", "items": { "type": "string" } },
+                    "usage_indicators": { "type": "object", "additionalProperties": { "type": "boolean" } },
+                    "human_score": { "type": "number", "nullable": true }, "log_present": { "type": "boolean" } } }
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_described() {
+        let d = document();
+        for (method, path) in ROUTES {
+            assert!(d["paths"][path][method].is_object(), "{method} {path} is not in the document");
+        }
+        let described: usize = d["paths"].as_object().unwrap().values().map(|p| p.as_object().unwrap().len()).sum();
+        assert_eq!(described, ROUTES.len());
+    }
+}
