@@ -15,8 +15,8 @@
 //! [`agreement`] (inter-rater agreement: Krippendorff's alpha, Cohen's kappa),
 //! [`bootstrap`] (seeded percentile bootstrap), [`compare`] (two-sample tests for `impact`),
 //! [`calibration`] (ECE, reliability table, Brier, ROC AUC, threshold metrics),
-//! [`dependent`] (Williams' test, paired bootstrap of a Spearman difference) and [`group`]
-//! (group-level correlation).
+//! [`dependent`] (Williams' test, paired bootstrap of a Spearman difference), [`group`]
+//! (group-level correlation) and [`ppi`] (prediction-powered estimates of a mean).
 
 #![warn(missing_docs)]
 
@@ -27,6 +27,7 @@ pub mod compare;
 pub mod corr;
 pub mod dependent;
 pub mod group;
+pub mod ppi;
 pub mod rank;
 
 use serde::Serialize;
