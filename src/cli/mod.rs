@@ -22,6 +22,7 @@ mod check;
 mod correlate;
 mod dataset;
 mod disagreements;
+mod estimate;
 mod impact;
 mod ingest;
 mod record;
@@ -42,6 +43,7 @@ pub use check::CheckArgs;
 pub use correlate::CorrelateArgs;
 pub use dataset::DatasetWhat;
 pub use disagreements::DisagreementsArgs;
+pub use estimate::EstimateArgs;
 pub use impact::ImpactArgs;
 pub use ingest::{IngestArgs, IngestWhat};
 pub use record::RecordArgs;
@@ -96,6 +98,8 @@ pub enum Command {
     Bias(BiasArgs),
     /// Do people agree with each other: Krippendorff's alpha, Cohen's kappa, percent agreement.
     Agreement(AgreementArgs),
+    /// How good the product is: mean human score or pass rate, classical and prediction-powered.
+    Estimate(EstimateArgs),
     /// Before/after comparison of a change: Welch's t, Mann-Whitney U, Cohen's d, bootstrap CI.
     Impact(ImpactArgs),
     /// The CI gate: thresholds from the config's [thresholds]; exit 1 when one fails.
@@ -187,6 +191,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Disagreements(a) => disagreements::run(&settings, a),
         Command::Bias(a) => bias::run(&settings, a),
         Command::Agreement(a) => agreement::run(&settings, a),
+        Command::Estimate(a) => estimate::run(&settings, a),
         Command::Impact(a) => impact::run(&settings, a),
         Command::Check(a) => check::run(&settings, a),
         Command::Runs { what } => runs::run(&settings, what),
