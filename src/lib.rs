@@ -21,7 +21,7 @@ pub mod pipeline;
 pub use evalloop_core::{Error, Result};
 pub use evalloop_core::{
     analysis, atomic, config, dataset, error, estimate, feedback, files, hash, ingest, jsonl, record, report, simulate,
-    stats, store,
+    stats, store, trend,
 };
 pub use evalloop_model as model;
 pub use evalloop_model::{score, train};

@@ -766,6 +766,7 @@ fn evaluated_requests_and_estimate_agree_across_backends() {
             "overall": evalloop(&b.db, &["estimate", "--evaluator", "baseline"]),
             "judge": evalloop(&b.db, &e),
             "by_cohort": evalloop(&b.db, &["estimate", "--evaluator", "baseline", "--by", "cohort", "--metric", "pass_rate"]),
+                "trend": evalloop(&b.db, &["trend", "--evaluator", "baseline", "--every", "day", "--by", "cohort"]),
         })));
     }
     let first = &results[0].1;

@@ -35,6 +35,7 @@ mod simulate;
 mod stats;
 mod summary;
 mod train;
+mod trend;
 
 pub use agreement::AgreementArgs;
 pub use bias::BiasArgs;
@@ -54,6 +55,7 @@ pub use score::ScoreArgs;
 pub use simulate::SimulateArgs;
 pub use summary::SummaryArgs;
 pub use train::TrainArgs;
+pub use trend::TrendArgs;
 
 /// evalloop: measure and retrain an LLM evaluator against human feedback.
 #[derive(Debug, Parser)]
@@ -100,6 +102,8 @@ pub enum Command {
     Agreement(AgreementArgs),
     /// How good the product is: mean human score or pass rate, classical and prediction-powered.
     Estimate(EstimateArgs),
+    /// The figures per day or week, and the changes between windows (FDR-controlled).
+    Trend(TrendArgs),
     /// Before/after comparison of a change: Welch's t, Mann-Whitney U, Cohen's d, bootstrap CI.
     Impact(ImpactArgs),
     /// The CI gate: thresholds from the config's [thresholds]; exit 1 when one fails.
@@ -192,6 +196,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Bias(a) => bias::run(&settings, a),
         Command::Agreement(a) => agreement::run(&settings, a),
         Command::Estimate(a) => estimate::run(&settings, a),
+        Command::Trend(a) => trend::run(&settings, a),
         Command::Impact(a) => impact::run(&settings, a),
         Command::Check(a) => check::run(&settings, a),
         Command::Runs { what } => runs::run(&settings, what),

@@ -812,6 +812,12 @@ pub struct Thresholds {
     pub min_auc: Option<f64>,
     pub min_n_samples: Option<usize>,
     pub max_disagreement_rate: Option<f64>,
+    /// Largest allowed drop of the evaluator-human Spearman from the week before the latest to
+    /// the latest (ISO weeks, UTC; `evalloop trend`).
+    pub max_agreement_drop: Option<f64>,
+    /// Largest allowed drop of the mean human score (PPI++) from the week before the latest to
+    /// the latest.
+    pub max_human_score_drop: Option<f64>,
     /// The evaluator-says-good threshold for disagreements and calibration; default 0.7.
     pub threshold: Option<f64>,
     /// ECE bins; default 10.
@@ -939,6 +945,9 @@ pub fn check(store: &dyn Store, scope: &Scope, t: &Thresholds) -> Result<CheckRe
                 cc.undefined.get("spearman"),
             ));
         }
+    }
+    if t.max_agreement_drop.is_some() || t.max_human_score_drop.is_some() {
+        checks.extend(crate::trend::drop_checks(store, scope, t.max_agreement_drop, t.max_human_score_drop)?);
     }
     if checks.is_empty() {
         return Err(Error::Input("check: the config's [thresholds] names no threshold".into()));

@@ -140,11 +140,11 @@ pub struct Stratum {
 
 /// A request as the estimate sees it: its group, cohort, the evaluator's prediction of the
 /// metric and, when labelled, the metric's value.
-struct Row<'a> {
-    group: Option<String>,
-    cohort: Option<&'a str>,
-    prediction: f64,
-    value: Option<f64>,
+pub(crate) struct Row<'a> {
+    pub(crate) group: Option<String>,
+    pub(crate) cohort: Option<&'a str>,
+    pub(crate) prediction: f64,
+    pub(crate) value: Option<f64>,
 }
 
 /// The ISO week (UTC) of a time in microseconds since the epoch, as `2026-W49`.
@@ -214,7 +214,7 @@ pub fn estimate(store: &dyn Store, scope: &Scope, opts: &EstimateOptions) -> Res
 }
 
 /// The estimates of one cell: one PPI++ estimate per cohort, combined with the cohorts' shares.
-fn cell(group: Option<Option<String>>, rows: &[&Row<'_>], opts: &EstimateOptions) -> CellEstimate {
+pub(crate) fn cell(group: Option<Option<String>>, rows: &[&Row<'_>], opts: &EstimateOptions) -> CellEstimate {
     #[derive(Default)]
     struct Parts {
         y: Vec<f64>,

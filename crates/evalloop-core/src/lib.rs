@@ -4,8 +4,8 @@
 //! a [`store`] (SQLite or PostgreSQL); the analyses ([`analysis`], built on [`stats`]) measure
 //! how well an evaluator agrees with people; [`dataset`] turns feedback into cohort-weighted
 //! training data, [`estimate`] gives prediction-powered estimates of quality, and [`simulate`]
-//! makes realistic logs and biased feedback from human
-//! judgements; [`report`] renders a run of the weekly loop. [`config`] reads the TOML config;
+//! makes realistic logs and biased feedback from human judgements; [`trend`] follows the
+//! figures over time; [`report`] renders a run of the weekly loop. [`config`] reads the TOML config;
 //! [`files`] defines the dataset directory's files; [`atomic`] writes a whole file or nothing
 //! (every file but the ones that grow as work goes on: ingest rejects, training metrics).
 
@@ -25,5 +25,6 @@ pub mod report;
 pub mod simulate;
 pub mod stats;
 pub mod store;
+pub mod trend;
 
 pub use error::{Error, Result};

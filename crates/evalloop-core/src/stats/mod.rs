@@ -16,7 +16,8 @@
 //! [`bootstrap`] (seeded percentile bootstrap), [`compare`] (two-sample tests for `impact`),
 //! [`calibration`] (ECE, reliability table, Brier, ROC AUC, threshold metrics),
 //! [`dependent`] (Williams' test, paired bootstrap of a Spearman difference), [`group`]
-//! (group-level correlation) and [`ppi`] (prediction-powered estimates of a mean).
+//! (group-level correlation), [`ppi`] (prediction-powered estimates of a mean) and [`fdr`]
+//! (Benjamini-Hochberg).
 
 #![warn(missing_docs)]
 
@@ -26,6 +27,7 @@ pub mod calibration;
 pub mod compare;
 pub mod corr;
 pub mod dependent;
+pub mod fdr;
 pub mod group;
 pub mod ppi;
 pub mod rank;
