@@ -28,6 +28,7 @@ use crate::store::{Filter, RunRecord, ScoredQuery, ScoredRequest, Store};
 use crate::{Error, Result};
 
 mod gate;
+mod history;
 mod summary;
 
 pub use gate::GateTest;
@@ -395,6 +396,7 @@ fn steps(
     data.scatter.post = report::Scatter::sample(post.iter().map(point), 2000);
     data.dataset = dataset_summary(&card, state.window.as_ref());
     data.training = training_summary(&model_dir, &train_cfg);
+    data.history = Some(history::history(store, settings, &base)?);
     outcome.pre_spearman = data.pre.overall.spearman_r;
     outcome.post_spearman = data.post.overall.spearman_r;
 
