@@ -189,3 +189,35 @@ fn bad_level_and_unknown_metric_are_usage_errors() {
     assert!(String::from_utf8_lossy(&out).contains("interval level 1.5"));
     bin(d.path()).args(["estimate", "--metric", "median"]).assert().code(2);
 }
+
+#[test]
+fn impact_compares_the_ppi_estimates_of_two_prompt_versions() {
+    let reqs = generate();
+    let d = store(&reqs);
+    let by = json(bin(d.path()).args(["estimate", "--by", "prompt_version"]));
+    let r = json(bin(d.path()).args(["impact", "--metadata", "prompt_version=v1:v2", "--bootstrap", "10"]));
+    let ppi = &r["ppi"];
+    let (v1, v2) = (&by["groups"][0]["ppi"], &by["groups"][1]["ppi"]);
+    close(&ppi["before"]["estimate"], v1["estimate"].as_f64().unwrap(), "before");
+    close(&ppi["after"]["estimate"], v2["estimate"].as_f64().unwrap(), "after");
+    let se = (v1["std_error"].as_f64().unwrap().powi(2) + v2["std_error"].as_f64().unwrap().powi(2)).sqrt();
+    let diff = v2["estimate"].as_f64().unwrap() - v1["estimate"].as_f64().unwrap();
+    close(&ppi["difference"], diff, "difference");
+    close(&ppi["z"], diff / se, "z");
+    // The two versions come from the same generator: no significant difference.
+    assert!(ppi["p_value"].as_f64().unwrap() > 0.01, "{ppi}");
+    let text = String::from_utf8(
+        bin(d.path())
+            .args(["impact", "--metadata", "prompt_version=v1:v2", "--bootstrap", "10"])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone(),
+    )
+    .unwrap();
+    assert!(text.contains("human score, PPI++ by cohort:"), "{text}");
+    // A side without labels: undefined, with the side named.
+    let none = json(bin(d.path()).args(["impact", "--metadata", "prompt_version=v1:v9", "--bootstrap", "10"]));
+    assert!(none["ppi"]["reason"].as_str().unwrap().starts_with("after: "), "{}", none["ppi"]);
+}

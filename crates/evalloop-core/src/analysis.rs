@@ -697,6 +697,10 @@ pub struct ImpactReport {
     /// For an evaluator split: Spearman of each with the human scores and Williams' test.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agreement: Option<EvaluatorAgreement>,
+    /// For a date or metadata split: the prediction-powered (PPI++) mean human score of each
+    /// side, stratified by cohort, and the z-test of their difference (`evalloop estimate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ppi: Option<Outcome<crate::estimate::PpiComparison>>,
 }
 
 /// Two evaluators' agreement with the same human scores.
@@ -782,6 +786,7 @@ pub fn impact(
                     candidate_spearman: ra,
                     williams,
                 }),
+                ppi: None,
             });
         }
     };
@@ -789,6 +794,7 @@ pub fn impact(
     let hb: Vec<f64> = human(&before)?.iter().map(|r| r.human_score).collect();
     let ha: Vec<f64> = human(&after)?.iter().map(|r| r.human_score).collect();
     let human_scores = stats::compare::compare_samples(&ha, &hb, &boot);
+    let ppi = crate::estimate::compare_sides(store, &scope.policy, &before, &after)?.into();
     Ok(ImpactReport {
         split: label,
         alpha,
@@ -797,6 +803,7 @@ pub fn impact(
         human_significant: Some(significant(&human_scores, alpha)),
         human_scores: Some(human_scores),
         agreement: None,
+        ppi: Some(ppi),
     })
 }
 

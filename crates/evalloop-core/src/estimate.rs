@@ -289,6 +289,60 @@ pub(crate) fn cell(group: Option<Option<String>>, rows: &[&Row<'_>], opts: &Esti
     c
 }
 
+/// The PPI++ mean human score of two sides of a change (`impact`) and their difference.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PpiComparison {
+    /// The baseline side.
+    pub before: MeanEstimate,
+    /// The treatment side.
+    pub after: MeanEstimate,
+    /// `after - before`.
+    pub difference: f64,
+    /// Its 95% interval, `difference +- 1.96 sqrt(se_before^2 + se_after^2)`.
+    pub difference_ci: [f64; 2],
+    /// `difference / sqrt(se_before^2 + se_after^2)`.
+    pub z: f64,
+    /// Two-sided p-value of `z`.
+    pub p_value: f64,
+}
+
+/// [`PpiComparison`] of the mean human score between the requests of `before` and of `after`
+/// (disjoint sets, so independent estimates), each stratified by cohort as [`estimate`] does.
+/// Undefined when either side has no cohort with 2 labels, or both standard errors are 0.
+pub fn compare_sides(
+    store: &dyn Store,
+    policy: &crate::feedback::HumanPolicy,
+    before: &crate::store::Filter,
+    after: &crate::store::Filter,
+) -> Result<std::result::Result<PpiComparison, crate::stats::Undefined>> {
+    let side = |f: &crate::store::Filter, name: &str| -> Result<std::result::Result<MeanEstimate, String>> {
+        let scope = Scope { filter: f.clone(), policy: policy.clone() };
+        let r = estimate(store, &scope, &EstimateOptions::default())?;
+        Ok(r.overall.ppi.ok_or_else(|| {
+            format!("{name}: {}", r.overall.undefined.get("ppi").cloned().unwrap_or_else(|| "undefined".into()))
+        }))
+    };
+    let (b, a) = match (side(before, "before")?, side(after, "after")?) {
+        (Ok(b), Ok(a)) => (b, a),
+        (Err(why), _) | (_, Err(why)) => return Ok(Err(crate::stats::Undefined::new(why))),
+    };
+    let se = (b.std_error.powi(2) + a.std_error.powi(2)).sqrt();
+    if se <= 0.0 {
+        return Ok(Err(crate::stats::Undefined::new("both standard errors are 0")));
+    }
+    let difference = a.estimate - b.estimate;
+    let z = difference / se;
+    let q = crate::stats::corr::normal_quantile(0.975);
+    Ok(Ok(PpiComparison {
+        before: b,
+        after: a,
+        difference,
+        difference_ci: [difference - q * se, difference + q * se],
+        z,
+        p_value: (2.0 * crate::stats::corr::normal_sf(z.abs())).min(1.0),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
