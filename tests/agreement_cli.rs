@@ -173,3 +173,77 @@ fn one_rater_per_request_says_why_agreement_is_undefined() {
     assert_eq!(r["ratings"]["agreement"]["alpha"]["undefined"], true);
     assert_eq!(r["thumbs"]["requests_rated"], 0);
 }
+
+/// Eight requests in two cohorts, rated overall and on coherence by three people; the logged
+/// evaluator's scores rise with the requests' number.
+fn dimension_store() -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    let (mut logs, mut fb) = (String::new(), String::new());
+    // Overall and coherence ratings of u1, u2, u3 on r0..r7.
+    let overall = [[1, 1, 2], [2, 1, 2], [2, 3, 2], [3, 3, 4], [3, 4, 3], [4, 4, 5], [5, 4, 5], [5, 5, 5]];
+    let coherence = [[1, 5, 2], [4, 1, 2], [2, 2, 5], [5, 3, 1], [1, 4, 3], [3, 2, 2], [2, 5, 4], [4, 1, 3]];
+    for i in 0..8 {
+        let cohort = if i % 2 == 0 { "free" } else { "pro" };
+        let _ = writeln!(
+            logs,
+            r#"{{"request_id": "r{i}", "timestamp": "2026-05-10T12:00:00Z", "prompt": "p", "output": "o", "eval_scores": {{"overall": {}}}, "metadata": {{"user_cohort": "{cohort}"}}}}"#,
+            f64::from(i) / 8.0
+        );
+        for u in 0..3 {
+            let _ = writeln!(
+                fb,
+                r#"{{"request_id": "r{i}", "feedback_type": "explicit_rating", "value": {}, "user_id": "u{u}"}}"#,
+                overall[i as usize][u]
+            );
+            let _ = writeln!(
+                fb,
+                r#"{{"request_id": "r{i}", "feedback_type": "explicit_rating", "value": {}, "user_id": "u{u}", "dimension": "coherence"}}"#,
+                coherence[i as usize][u]
+            );
+        }
+    }
+    std::fs::write(d.path().join("logs.jsonl"), logs).unwrap();
+    std::fs::write(d.path().join("feedback.jsonl"), fb).unwrap();
+    bin(d.path()).args(["ingest", "logs", "logs.jsonl"]).assert().success();
+    bin(d.path()).args(["ingest", "feedback", "feedback.jsonl"]).assert().success();
+    d
+}
+
+#[test]
+fn dimension_by_cohort_and_the_human_ceiling() {
+    let d = dimension_store();
+    let overall = json(bin(d.path()).args(["agreement", "--bootstrap", "0"]));
+    let coherence = json(bin(d.path()).args(["agreement", "--bootstrap", "0", "--dimension", "coherence"]));
+    assert_eq!(coherence["dimension"], "coherence");
+    assert!(coherence.get("thumbs").is_none());
+    assert_eq!(coherence["ratings"]["agreement"]["items_used"], 8);
+    // People agree on the overall ratings and not on coherence.
+    let alpha = |r: &Value| r["ratings"]["agreement"]["alpha"].as_f64().unwrap();
+    assert!(alpha(&overall) > 0.8 && alpha(&coherence) < 0.2, "{} {}", alpha(&overall), alpha(&coherence));
+    // The ceiling: the evaluator tracks the overall ratings.
+    let c = &overall["ratings"]["ceiling"];
+    assert_eq!(c["evaluator"], "baseline");
+    assert_eq!(c["raters_used"], 3);
+    assert!(c["person_vs_others"].as_f64().unwrap() > 0.8, "{c}");
+    assert!(c["share_of_ceiling"].as_f64().unwrap() > 0.9, "{c}");
+    assert!(coherence["ratings"]["ceiling"]["person_vs_others"].as_f64().unwrap() < 0.3);
+    let t = text(bin(d.path()).args(["agreement", "--bootstrap", "0", "--dimension", "coherence"]));
+    assert!(t.contains("ratings of coherence (1-5): 8 requests rated by 3 people"), "{t}");
+    assert!(t.contains("human ceiling        person vs the others"), "{t}");
+    assert!(!t.contains("thumbs"), "{t}");
+
+    let by = json(bin(d.path()).args(["agreement", "--bootstrap", "0", "--by", "cohort"]));
+    assert_eq!(by["by"], "cohort");
+    let groups = by["groups"].as_array().unwrap();
+    assert_eq!(groups.iter().map(|g| g["group"].as_str().unwrap()).collect::<Vec<_>>(), ["free", "pro"]);
+    assert_eq!(groups[0]["requests_with_feedback"], 4);
+    assert_eq!(groups[1]["ratings"]["agreement"]["items_used"], 4);
+    // Four requests per cohort: fewer than the ceiling's five per rater.
+    assert_eq!(groups[0]["ratings"]["ceiling"]["undefined"], true);
+    let t = text(bin(d.path()).args(["agreement", "--bootstrap", "0", "--by", "use_case"]));
+    assert!(t.contains("use case (none): 8 requests with feedback"), "{t}");
+
+    let bad = bin(d.path()).args(["agreement", "--dimension", "Bad Name"]).assert().code(2);
+    let err = String::from_utf8(bad.get_output().stderr.clone()).unwrap();
+    assert!(err.contains("--dimension \"Bad Name\" is not a dimension name"), "{err}");
+}

@@ -87,8 +87,19 @@ fn simulate_ingest_build_round_trip() {
             let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
             assert_eq!(
                 keys,
-                ["cohort", "group", "is_disagreement", "label", "output", "prompt", "request_id", "weight"]
+                [
+                    "cohort",
+                    "evaluator_score",
+                    "group",
+                    "is_disagreement",
+                    "label",
+                    "output",
+                    "prompt",
+                    "request_id",
+                    "weight"
+                ]
             );
+            assert!((0.0..=1.0).contains(&r["evaluator_score"].as_f64().unwrap()));
             let id = r["request_id"].as_str().unwrap().to_string();
             assert!(id > prev, "rows sorted by request_id");
             prev = id;

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use chrono::{TimeZone, Utc};
 use evalloop::feedback::HumanPolicy;
-use evalloop::record::{EvalLog, FeedbackEvent};
+use evalloop::record::{EvalLog, FeedbackEvent, FeedbackType};
 use evalloop::store::postgres::PostgresStore;
 use evalloop::store::sqlite::SqliteStore;
 use evalloop::store::{BatchOutcome, Filter, RunRecord, ScoredQuery, Store};
@@ -776,4 +776,68 @@ fn evaluated_requests_and_estimate_agree_across_backends() {
             panic!("estimate: sqlite and {name} disagree at {at}");
         }
     }
+}
+
+/// `rater_events`: every request's explicit ratings and thumbs in one read, in the order
+/// `feedback_for` gives each request's, filtered like the other reads, with the filter's
+/// evaluator score; with a dimension, that dimension's ratings. Same answer on both backends.
+#[test]
+fn rater_events_read_every_requests_ratings_at_once() {
+    let out = on_each_backend("rater_events", |s| {
+        load(s);
+        let now = Utc.with_ymd_and_hms(2026, 5, 16, 0, 0, 0).single().expect("time");
+        let extra: Vec<FeedbackEvent> = [
+            json!({"event_id": "x1", "request_id": "r01", "feedback_type": "explicit_rating", "value": 4,
+                   "user_id": "u2", "timestamp": "2026-05-15T19:00:00Z"}),
+            json!({"event_id": "x2", "request_id": "r01", "feedback_type": "explicit_rating", "value": 3,
+                   "dimension": "coherence", "user_id": "u2", "timestamp": "2026-05-15T19:00:00Z"}),
+            json!({"event_id": "x3", "request_id": "r03", "feedback_type": "explicit_rating", "value": 5,
+                   "dimension": "coherence", "user_id": "u3", "timestamp": "2026-05-15T19:00:00Z"}),
+            json!({"event_id": "x4", "request_id": "zz-orphan", "feedback_type": "explicit_rating", "value": 2,
+                   "dimension": "coherence", "user_id": "u3", "timestamp": "2026-05-15T19:00:00Z"}),
+        ]
+        .into_iter()
+        .map(|v| FeedbackEvent::from_json(v, false, now).expect("valid feedback"))
+        .collect();
+        s.begin().unwrap();
+        s.insert_feedback(&extra).unwrap();
+        s.commit().unwrap();
+        let show = |evs: Vec<evalloop::store::RaterEvent>| -> Value {
+            evs.into_iter()
+                .map(|e| json!({"cohort": e.cohort, "use_case": e.use_case, "score": e.eval_score, "event": e.event.to_json()}))
+                .collect()
+        };
+        let all = s.rater_events(&Filter::default(), None).unwrap();
+        // The same events as one feedback_for per request, less implicit signals and comments.
+        let mut want = Vec::new();
+        for id in s.request_ids(&Filter::default()).unwrap() {
+            want.extend(s.feedback_for(&id).unwrap().into_iter().filter(|e| {
+                matches!(e.feedback_type, FeedbackType::Rating | FeedbackType::ThumbsUp | FeedbackType::ThumbsDown)
+            }));
+        }
+        assert_eq!(all.iter().map(|e| e.event.clone()).collect::<Vec<_>>(), want);
+        let judged = Filter { evaluator: Some("judge-v2".into()), ..Default::default() };
+        let free = Filter { cohort: Some("free".into()), ..Default::default() };
+        json!({
+            "all": show(all),
+            "judge": show(s.rater_events(&judged, None).unwrap()),
+            "free": show(s.rater_events(&free, None).unwrap()),
+            "coherence": show(s.rater_events(&Filter::default(), Some("coherence")).unwrap()),
+            "fluency": show(s.rater_events(&Filter::default(), Some("fluency")).unwrap()),
+        })
+    });
+    let ids = |k: &str| -> Vec<String> {
+        out[k].as_array().unwrap().iter().map(|e| e["event"]["event_id"].as_str().unwrap().to_string()).collect()
+    };
+    // Request ids in byte order: R06 before r01.
+    assert_eq!(ids("all"), ["e10", "x1", "e01", "e02", "e03", "e07", "e11"]);
+    assert_eq!(ids("judge"), ["e10"]);
+    assert_eq!(out["judge"][0]["score"], json!(0.6));
+    assert_eq!(out["judge"][0]["use_case"], json!("chat"));
+    assert_eq!(out["all"][0]["score"], Value::Null);
+    assert_eq!(ids("free"), ["x1", "e01", "e02", "e03", "e11"]);
+    assert_eq!(ids("coherence"), ["x2", "x3"]);
+    assert_eq!(out["coherence"][1]["event"]["dimension"], json!("coherence"));
+    assert_eq!(out["coherence"][1]["cohort"], json!("pro"));
+    assert!(out["fluency"].as_array().unwrap().is_empty());
 }

@@ -72,6 +72,14 @@
 #                 ss_u's model); each is judged on the labels it did not train on (the base on the
 #                 validation split, the self-supervised one on train and validation) and the
 #                 better kept
+#   gp_of_umix_last  as gp_of_u_last with [train.corruption_mix]: every corruption family at weight 1
+#                 (swap drop shuffle remove insert replace repeat truncate negate number entity)
+#   gp_of_ucoh_last  the same with the coherence families only (swap shuffle remove insert repeat
+#                 truncate)
+#   gp_of_u_last_blend, gp_of_umix_last_blend, sel_u_blend
+#                 as gp_of_u_last, gp_of_umix_last and sel_u with blend_evaluator = true: the
+#                 model's score blended with the production evaluator's, the weight chosen on the
+#                 validation split (docs/guide/train.md, "Blending with the production evaluator")
 #   graded_imp, graded_imp_nv, graded_nv
 #                 evalloop's plain recipe (graded MSE, longest-first) on those datasets
 #   peer_imp, peer_imp_nv, peer_nv
@@ -90,6 +98,10 @@
 # directory to reuse it: runs whose scores are already there are not trained again, so a grid
 # can be run in parts and printed whole), PEER_PYTHON (/tmp/evalloop-pyenv/bin/python: a python
 # with torch and transformers, for `peer`).
+# PROD (f1): the production evaluator of the simulated logs, `f1` (simulate's unigram F1 against
+# the reference) or `judge` (simulate's noisy judge: correlation JUDGE_R (0.5) with the human
+# score, judge_bias +0.5 sd for cohort free and -0.5 for enterprise; its runs go to
+# <dataset>-<dim>-judge-<seed>); its held-out figure is the `baseline_f1` / `production` row.
 # Needs: a release build, python3 (standard library only), and for `peer` PEER_PYTHON. CPU
 # time: about one training run of MiniLM per (dataset, seed, configuration); see BENCHMARKS.md
 # for what one took here.
@@ -110,6 +122,9 @@ MAX_LENGTH="${MAX_LENGTH:-256}"
 BATCH="${BATCH:-16}"
 LR="${LR:-5e-5}"
 MODEL="${MODEL:-models/all-MiniLM-L6-v2}"
+PROD="${PROD:-f1}"
+JUDGE_R="${JUDGE_R:-0.5}"
+case "$PROD" in f1 | judge) ;; *) echo "PROD is f1 or judge, not $PROD" >&2; exit 2 ;; esac
 HOLDOUT_FRAC="${HOLDOUT_FRAC:-0.3}"
 export RAYON_NUM_THREADS="${THREADS:-2}"
 [[ -f "$MODEL/model.safetensors" ]] || { echo "no model in $MODEL (scripts/fetch-model.sh)" >&2; exit 2; }
@@ -125,8 +140,12 @@ else
 fi
 
 sim_toml() {
-  cat <<'T'
-[simulate]
+  if [[ "$PROD" == judge ]]; then
+    printf '[simulate]\nproduction = "judge"\nevaluator = "llm-judge"\njudge_correlation = %s\n' "$JUDGE_R"
+  else
+    printf '[simulate]\n'
+  fi
+  cat <<T
 cohort_by = "system"
 outcome_slope = 1.5
 [[simulate.cohorts]]
@@ -134,6 +153,7 @@ name = "free"
 share = 3.0
 feedback_rate = 0.3
 shift = -0.5
+$([[ "$PROD" == judge ]] && echo "judge_bias = 0.5")
 [[simulate.cohorts]]
 name = "pro"
 share = 2.0
@@ -143,8 +163,13 @@ name = "enterprise"
 share = 2.0
 feedback_rate = 0.8
 shift = 0.5
+$([[ "$PROD" == judge ]] && echo "judge_bias = -0.5")
 T
 }
+
+# The corruption mixtures of the *_umix / *_ucoh configurations ([train.corruption_mix] lines).
+MIX_ALL="$(printf '%s = 1.0\n' swap drop shuffle remove insert replace repeat truncate negate number entity)"
+MIX_COH="$(printf '%s = 1.0\n' swap shuffle remove insert repeat truncate)"
 
 # config name -> "weighting|[train] lines"
 config_spec() {
@@ -172,6 +197,11 @@ log_every = 1000"
     gp_of_u_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
     g_of_u_last) printf 'none-u|%s\nobjective = "graded+pairwise"\npair_min_diff = 2.0\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
     gp_of_u4_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 4.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
+    gp_of_u_last_blend) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\nblend_evaluator = true\n' "$common" ;;
+    sel_u_blend) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\nblend_evaluator = true\n[[train.candidates]]\nname = "self_supervised"\nobjective = "self_supervised"\ntruncation = "longest_first"\nlayer_lr_decay = 1.0\n' "$common" ;;
+    gp_of_umix_last_blend) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\nblend_evaluator = true\n[train.corruption_mix]\n%s\n' "$common" "$MIX_ALL" ;;
+    gp_of_umix_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\n[train.corruption_mix]\n%s\n' "$common" "$MIX_ALL" ;;
+    gp_of_ucoh_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\n[train.corruption_mix]\n%s\n' "$common" "$MIX_COH" ;;
     ss_u_of) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\ntruncation = "output_first"\n' "$common" ;;
     ss_u) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n' "$common" ;;
     sel_u) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\n[[train.candidates]]\nname = "self_supervised"\nobjective = "self_supervised"\ntruncation = "longest_first"\nlayer_lr_decay = 1.0\n' "$common" ;;
@@ -197,6 +227,7 @@ for spec in $DATASETS; do
   [[ -n "$others" ]] && dims_flag=(--dimensions "$others")
   for seed in $SEEDS; do
     run="$WORK/$name-$dim-$seed"
+    [[ "$PROD" == judge ]] && run="$WORK/$name-$dim-judge-$seed"
     mkdir -p "$run"
     if [[ ! -f "$run/prepared" ]]; then
     sim_toml > "$run/sim.toml"
@@ -284,12 +315,14 @@ for spec in $DATASETS; do
   done
 done
 
-python3 - "$WORK" "$DATASETS" "$SEEDS" "$CONFIGS" <<'PY'
+python3 - "$WORK" "$DATASETS" "$SEEDS" "$CONFIGS" "$PROD" <<'PY'
 import json, os, sys, statistics as st
 from collections import defaultdict
 sys.path.insert(0, "scripts/bench")
 from rank_stats import spearman
 work, datasets, seeds, configs = sys.argv[1], sys.argv[2].split(), sys.argv[3].split(), sys.argv[4].split()
+prod = sys.argv[5]
+tag = "-judge" if prod == "judge" else ""
 
 def group_spearman(rows, key):
     g = defaultdict(list)
@@ -303,15 +336,16 @@ def rows(p):
     with open(p) as f:
         return [json.loads(l) for l in f if l.strip()]
 
-print(f"held-out group-level Spearman with expert scores (mean, sd over seeds {' '.join(seeds)})")
+print(f"held-out group-level Spearman with expert scores (mean, sd over seeds {' '.join(seeds)}); production evaluator: {prod}")
 print(f"{'dataset':<22} {'evaluator':<14} {'mean':>7} {'sd':>7} {'groups':>7} {'train s':>8}  per seed")
 for spec in datasets:
     name, dim = spec.split(":")
     res = defaultdict(list); ng = {}; secs = defaultdict(list)
     for seed in seeds:
-        run = f"{work}/{name}-{dim}-{seed}"
+        run = f"{work}/{name}-{dim}{tag}-{seed}"
         held = rows(f"{run}/sim/heldout.jsonl")
-        v, n = group_spearman(held, "eval_score"); res["baseline_f1"].append(v); ng["baseline_f1"] = n
+        base = "production" if prod == "judge" else "baseline_f1"
+        v, n = group_spearman(held, "eval_score"); res[base].append(v); ng[base] = n
         for c in configs:
             p = f"{run}/scores-{c}.jsonl"
             if not os.path.exists(p):
@@ -319,7 +353,7 @@ for spec in datasets:
             v, n = group_spearman(rows(p), "score")
             res[c].append(v); ng[c] = n
             secs[c].append(float(open(f"{run}/m-{c}/train_seconds").read()))
-    for c in ["baseline_f1"] + configs:
+    for c in [base] + configs:
         if not res[c]:
             continue
         sd = st.pstdev(res[c]) if len(res[c]) > 1 else 0.0
@@ -334,7 +368,7 @@ for spec in datasets:
     for c in configs:
         per_dim = defaultdict(list)
         for seed in seeds:
-            p = f"{work}/{name}-{dim}-{seed}/scores-{c}.jsonl"
+            p = f"{work}/{name}-{dim}{tag}-{seed}/scores-{c}.jsonl"
             if not os.path.exists(p):
                 continue
             rs = rows(p)

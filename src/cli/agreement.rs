@@ -2,7 +2,7 @@
 
 use super::{FilterArgs, Outcome, render, scope, to_json};
 use crate::Result;
-use crate::analysis::{self, AgreementLevel, RaterAgreementOptions};
+use crate::analysis::{self, AgreementBy, AgreementLevel, RaterAgreementOptions};
 use crate::config::Settings;
 use crate::store;
 
@@ -20,12 +20,30 @@ pub struct AgreementArgs {
     /// Seed of the bootstrap.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Agreement on the ratings of this human dimension (e.g. coherence) instead of the overall
+    /// ratings and thumbs.
+    #[arg(long)]
+    pub dimension: Option<String>,
+    /// Also report each cohort or use case on its own.
+    #[arg(long, value_enum)]
+    pub by: Option<AgreementBy>,
 }
 
 /// Runs the analysis on the configured store.
 pub fn run(settings: &Settings, a: AgreementArgs) -> Result<Outcome> {
     let store = store::open(&settings.db)?;
-    let opts = RaterAgreementOptions { level: a.level, bootstrap: a.bootstrap, seed: a.seed };
+    if let Some(d) = &a.dimension
+        && !crate::record::is_dimension_name(d)
+    {
+        return Err(crate::Error::Input(format!("--dimension {d:?} is not a dimension name ([a-z0-9_]+)")));
+    }
+    let opts = RaterAgreementOptions {
+        level: a.level,
+        bootstrap: a.bootstrap,
+        seed: a.seed,
+        dimension: a.dimension,
+        by: a.by,
+    };
     let r = analysis::rater_agreement(store.as_ref(), &scope(settings, &a.filter)?, &opts)?;
     Ok(Outcome::ok(render::agreement(&r), to_json(&r)))
 }

@@ -246,6 +246,36 @@ fn matrix_lines(title: &str, m: &MatrixAgreement, weighted: bool, out: &mut Stri
         let _ = writeln!(out, "  {:<20} {}", "kappa (quadratic)", kappa(&a.kappa_quadratic));
     }
     let _ = writeln!(out, "  {:<20} {}", "percent agreement", outcome(&a.percent_agreement, |v| format!("{v:.4}")));
+    let ceiling = outcome(&m.ceiling, |c| {
+        let share = outcome(&c.share_of_ceiling, |s| format!("{:.0}% of the ceiling", s * 100.0));
+        format!(
+            "person vs the others {}, {} vs the others {} ({share}), {} vs one person {}  (Spearman, mean over {} raters)",
+            outcome(&c.person_vs_others, |v| format!("{v:.3}")),
+            c.evaluator.escape_debug(),
+            outcome(&c.evaluator_vs_others, |v| format!("{v:.3}")),
+            c.evaluator.escape_debug(),
+            outcome(&c.evaluator_vs_person, |v| format!("{v:.3}")),
+            c.raters_used
+        )
+    });
+    let _ = writeln!(out, "  {:<20} {ceiling}", "human ceiling");
+}
+
+fn agreement_matrices(
+    ratings: &MatrixAgreement,
+    thumbs: Option<&MatrixAgreement>,
+    dimension: Option<&str>,
+    indent: &str,
+    out: &mut String,
+) {
+    let title = match dimension {
+        Some(d) => format!("{indent}ratings of {d} (1-5)"),
+        None => format!("{indent}ratings (1-5)"),
+    };
+    matrix_lines(&title, ratings, true, out);
+    if let Some(t) = thumbs {
+        matrix_lines(&format!("{indent}thumbs (up = 1, down = 0)"), t, false, out);
+    }
 }
 
 /// `evalloop agreement`.
@@ -254,8 +284,22 @@ pub fn agreement(r: &RaterAgreementReport) -> String {
         "agreement between people on {} requests ({} explicit events without a user_id skipped, {} replaced by the same user's later one)\n",
         r.requests, r.events_without_user, r.events_superseded
     );
-    matrix_lines("ratings (1-5)", &r.ratings, true, &mut out);
-    matrix_lines("thumbs (up = 1, down = 0)", &r.thumbs, false, &mut out);
+    agreement_matrices(&r.ratings, r.thumbs.as_ref(), r.dimension.as_deref(), "", &mut out);
+    for g in &r.groups {
+        let by = match r.by {
+            Some(crate::analysis::AgreementBy::UseCase) => "use case",
+            _ => "cohort",
+        };
+        let _ = writeln!(
+            out,
+            "\n{by} {}: {} requests with feedback ({} events without a user_id skipped, {} replaced)",
+            g.group.escape_debug(),
+            g.requests_with_feedback,
+            g.events_without_user,
+            g.events_superseded
+        );
+        agreement_matrices(&g.ratings, g.thumbs.as_ref(), r.dimension.as_deref(), "  ", &mut out);
+    }
     out.trim_end().to_string()
 }
 

@@ -19,6 +19,9 @@ pub fn run(settings: &Settings, a: RunArgs) -> Result<Outcome> {
     let mut text = format!("run {} in {}\n", o.run_id, o.run_dir.display());
     let f = |x: Option<f64>| x.map_or("undefined".into(), |v| format!("{v:.4}"));
     text.push_str(&format!("held-out spearman: base {}  retrained {}\n", f(o.pre_spearman), f(o.post_spearman)));
+    for w in &o.warnings {
+        text.push_str(&format!("warning: {w}\n"));
+    }
     if let Some(r) = &o.gate_reason {
         text.push_str(&format!("gate: {r}\n"));
     }

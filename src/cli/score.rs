@@ -53,12 +53,45 @@ pub fn run(settings: &Settings, a: ScoreArgs) -> Result<Outcome> {
     });
     let scorer = crate::score::Scorer::load(&a.model, &device)?.with_batch_size(a.batch_size);
     let mut store = store::open(&settings.db)?;
-    let ids = store.request_ids(&a.filter.resolve()?)?;
+    let mut filter = a.filter.resolve()?;
+    // A blended model needs each request's production score: that of the evaluator it was
+    // trained beside (blend.json), else the one --evaluator names, else the store's only one.
+    let production = match scorer.blend() {
+        None => None,
+        Some(b) => {
+            if filter.evaluator.is_none() {
+                filter.evaluator = match b.evaluator.clone() {
+                    Some(e) => Some(e),
+                    None => match store.evaluators()?.as_slice() {
+                        [only] => Some(only.clone()),
+                        names => {
+                            return Err(Error::Input(format!(
+                                "score: the model blends with the production evaluator's score and the store has \
+                                 {} evaluators; name one with --evaluator",
+                                names.len()
+                            )));
+                        }
+                    },
+                };
+            }
+            Some(store.eval_scores(&filter)?)
+        }
+    };
+    let ids = store.request_ids(&filter)?;
+    if production.as_ref().is_some_and(|p| p.len() != ids.len()) {
+        return Err(Error::Input(format!(
+            "score: {} requests but {} production scores for evaluator {:?}",
+            ids.len(),
+            production.as_ref().map_or(0, Vec::len),
+            filter.evaluator
+        )));
+    }
     let mut outcome = crate::store::BatchOutcome::default();
-    for chunk in ids.chunks(4096) {
+    for (k, chunk) in ids.chunks(4096).enumerate() {
         let texts = store.request_texts(chunk)?;
         let pairs: Vec<(String, String)> = texts.into_iter().map(|(_, t)| (t.prompt, t.output)).collect();
-        let scores = scorer.score_pairs(&pairs)?;
+        let part = production.as_ref().map(|p| &p[k * 4096..k * 4096 + chunk.len()]);
+        let scores = scorer.score_blended(&pairs, part)?;
         let rows: Vec<(String, f64)> = chunk.iter().cloned().zip(scores).collect();
         outcome += crate::score::store_scores(store.as_mut(), &name, &rows)?;
     }

@@ -27,12 +27,13 @@ use crate::report::{self, ReportData};
 use crate::store::{Filter, RunRecord, ScoredQuery, ScoredRequest, Store};
 use crate::{Error, Result};
 
+mod ceiling;
 mod gate;
 mod history;
 mod summary;
 
-pub use gate::GateTest;
 use gate::gate;
+pub use gate::{GateMetric, GateTest};
 use summary::{agreement, calibration, dataset_summary, disagreements, training_summary};
 
 /// A step of the loop.
@@ -69,7 +70,11 @@ pub struct RunConfig {
     pub margin: f64,
     /// One-sided significance level of the gate's test; default 0.05.
     pub alpha: f64,
-    /// `williams` (default) or `paired_bootstrap`.
+    /// What the gate compares: `spearman` (default, over every held-out request) or
+    /// `group_spearman` (mean within-group Spearman over the held-out groups; needs `group_key`).
+    pub gate_metric: GateMetric,
+    /// `williams` (default; `spearman` only), `paired_bootstrap`, or `paired_t` (`group_spearman`
+    /// only: a t-test over groups).
     pub gate_test: GateTest,
     /// Bootstrap resamples (paired bootstrap gate, intervals); default 2000.
     pub bootstrap: usize,
@@ -87,6 +92,9 @@ pub struct RunConfig {
     /// A metadata key for group-level (summary-level) correlations; default the dataset's
     /// `group_key`.
     pub group_key: Option<String>,
+    /// Warn (in the output and the report) when Krippendorff's alpha between people on the
+    /// window's 1-5 ratings is under this; default 0.667.
+    pub min_human_alpha: f64,
 }
 
 impl Default for RunConfig {
@@ -101,6 +109,7 @@ impl Default for RunConfig {
             base_evaluator: None,
             margin: 0.02,
             alpha: 0.05,
+            gate_metric: GateMetric::Spearman,
             gate_test: GateTest::Williams,
             bootstrap: 2000,
             seed: 7,
@@ -109,6 +118,7 @@ impl Default for RunConfig {
             bins: 10,
             write_scores: true,
             group_key: None,
+            min_human_alpha: ceiling::DEFAULT_MIN_HUMAN_ALPHA,
         }
     }
 }
@@ -137,11 +147,15 @@ pub struct RunOutcome {
     pub timings: BTreeMap<String, f64>,
     /// 1 when `fail_on_regression` and the gate did not promote, else 0.
     pub exit_code: i32,
+    /// What the run warns about (labels too noisy to judge an evaluator by).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
 }
 
 /// Runs (or resumes) the weekly loop.
 pub fn run(settings: &Settings, out: Option<&Path>) -> Result<RunOutcome> {
     let cfg: RunConfig = settings.section("run", &settings.config.run)?;
+    gate::check(&cfg).map_err(Error::Input)?;
     if !(0.0..1.0).contains(&cfg.alpha) || cfg.alpha == 0.0 {
         return Err(Error::Input(format!("[run] alpha = {} must be in (0, 1)", cfg.alpha)));
     }
@@ -245,6 +259,7 @@ fn steps(
         post_spearman: None,
         timings: BTreeMap::new(),
         exit_code: 0,
+        warnings: Vec::new(),
     };
 
     // 1. Ingest new files.
@@ -339,7 +354,10 @@ fn steps(
             let device = crate::model::parse_device(&train_cfg.device)?;
             let scorer = crate::score::Scorer::load(&model_dir, &device)?;
             let pairs: Vec<(&str, &str)> = test.iter().map(|r| (r.prompt.as_str(), r.output.as_str())).collect();
-            let scores = scorer.score_pairs(&pairs)?;
+            // A blended model (`[train] blend_evaluator`) builds on the production score of each
+            // row; a row without one (a dataset of an older version) makes it an error.
+            let production: Option<Vec<f64>> = test.iter().map(|r| r.evaluator_score).collect();
+            let scores = scorer.score_blended(&pairs, production.as_deref())?;
             let mut w = crate::atomic::AtomicWriter::create(&scores_path)?;
             for (r, s) in test.iter().zip(&scores) {
                 w.write_json_line(&ScoreRow { request_id: r.request_id.clone(), score: *s })?;
@@ -397,6 +415,10 @@ fn steps(
     data.dataset = dataset_summary(&card, state.window.as_ref());
     data.training = training_summary(&model_dir, &train_cfg);
     data.history = Some(history::history(store, settings, &base)?);
+    let test_ids: Vec<String> = test.iter().map(|r| r.request_id.clone()).collect();
+    let people = ceiling::human_ceiling(store, &window, &base, &test_ids, &new_scores, cfg.min_human_alpha)?;
+    outcome.warnings.extend(people.warning.clone());
+    data.human_ceiling = Some(people);
     outcome.pre_spearman = data.pre.overall.spearman_r;
     outcome.post_spearman = data.post.overall.spearman_r;
 
@@ -408,7 +430,7 @@ fn steps(
             std::fs::create_dir_all(&cfg.out_dir).map_err(|e| Error::io(&cfg.out_dir, e))?;
             let promoted = json!({
                 "run_id": state.id, "model": model_dir, "evaluator": evaluator_name,
-                "spearman": g.new_spearman, "base_spearman": g.base_spearman,
+                "spearman": g.new_spearman, "base_spearman": g.base_spearman, "metric": g.metric,
             });
             crate::atomic::write_atomic(
                 &cfg.out_dir.join("promoted.json"),

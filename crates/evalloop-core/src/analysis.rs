@@ -11,10 +11,12 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use crate::feedback::{HumanPolicy, Verdict};
-use crate::record::{FeedbackEvent, FeedbackType, FeedbackValue};
 use crate::stats::{self, AgreementConfig, BootstrapConfig, CalibrationConfig, Outcome};
 use crate::store::{CohortStats, Filter, ScoredColumns, ScoredQuery, ScoredRequest, Store};
 use crate::{Error, Result};
+
+mod raters;
+pub use raters::*;
 
 /// What an analysis covers: the filter (window, evaluator, cohort, metadata) and the policy.
 #[derive(Debug, Clone, Default)]
@@ -494,182 +496,6 @@ pub fn bias(store: &dyn Store, scope: &Scope, low_factor: f64) -> Result<BiasRep
     Ok(bias_of(&store.cohort_stats(&filter, &scope.policy)?, low_factor))
 }
 
-/// The level of measurement `evalloop agreement` uses (`--level`, default `auto`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum AgreementLevel {
-    /// Nominal for thumbs; ordinal (the headline) and interval for 1-5 ratings.
-    #[default]
-    Auto,
-    /// Nominal for both thumbs and ratings.
-    Nominal,
-    /// Ordinal for both.
-    Ordinal,
-    /// Interval for both.
-    Interval,
-}
-
-/// Options for [`rater_agreement`].
-#[derive(Debug, Clone)]
-pub struct RaterAgreementOptions {
-    /// Level of measurement of alpha; default [`AgreementLevel::Auto`].
-    pub level: AgreementLevel,
-    /// Bootstrap resamples for the interval of alpha; default 1000 (0 leaves it undefined).
-    pub bootstrap: usize,
-    /// Seed of the bootstrap; default 7.
-    pub seed: u64,
-}
-
-impl Default for RaterAgreementOptions {
-    fn default() -> Self {
-        RaterAgreementOptions { level: AgreementLevel::Auto, bootstrap: 1000, seed: 7 }
-    }
-}
-
-/// Krippendorff's alpha at one further level of measurement, beside a matrix's headline.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct AlphaAtLevel {
-    pub level: stats::agreement::MeasurementLevel,
-    pub alpha: Outcome<f64>,
-    /// 95% percentile bootstrap interval over requests.
-    pub alpha_ci: Outcome<stats::BootstrapCi>,
-}
-
-/// Agreement between people on one kind of explicit feedback (1-5 ratings or thumbs).
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MatrixAgreement {
-    /// Requests with at least one value of this kind from a known user.
-    pub requests_rated: usize,
-    /// Users who gave at least one value of this kind.
-    pub raters: usize,
-    /// The headline figures: items and raters used (requests rated by two or more people),
-    /// alpha with its level and 95% bootstrap interval, mean Cohen's kappa over rater pairs,
-    /// percent agreement.
-    pub agreement: stats::agreement::RaterAgreement,
-    /// Alpha at the other levels reported (interval for ratings under `--level auto`).
-    pub other_levels: Vec<AlphaAtLevel>,
-}
-
-/// `evalloop agreement`: do people agree with each other?
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct RaterAgreementReport {
-    /// Requests in the filter.
-    pub requests: usize,
-    /// Explicit ratings and thumbs skipped because they carry no `user_id`.
-    pub events_without_user: usize,
-    /// Explicit ratings and thumbs replaced by a later one of the same kind from the same user
-    /// on the same request.
-    pub events_superseded: usize,
-    /// Overall 1-5 `explicit_rating`s (dimension ratings are not included).
-    pub ratings: MatrixAgreement,
-    /// Thumbs: up = 1, down = 0.
-    pub thumbs: MatrixAgreement,
-}
-
-/// One reliability matrix being filled: per request, per user, the latest value and its time.
-type Cells = BTreeMap<String, BTreeMap<String, (chrono::DateTime<chrono::Utc>, f64)>>;
-
-/// Puts one event's value in `cells`, keeping the latest per request and user (by timestamp;
-/// on equal timestamps the event that comes later in `feedback_for`'s order wins). Returns
-/// whether an earlier value was replaced.
-fn put_latest(cells: &mut Cells, e: &FeedbackEvent, user: &str, value: f64) -> bool {
-    let slot = cells.entry(e.request_id.clone()).or_default();
-    match slot.get(user) {
-        Some((ts, _)) if *ts > e.timestamp => true,
-        Some(_) => {
-            slot.insert(user.to_string(), (e.timestamp, value));
-            true
-        }
-        None => {
-            slot.insert(user.to_string(), (e.timestamp, value));
-            false
-        }
-    }
-}
-
-/// The reliability matrix of `cells` (rows: requests in id order, columns: users in id order)
-/// with the agreement figures at `levels` (the first is the headline).
-fn matrix_agreement(
-    cells: &Cells,
-    levels: &[stats::agreement::MeasurementLevel],
-    cfg: &BootstrapConfig,
-) -> MatrixAgreement {
-    let users: std::collections::BTreeSet<&String> = cells.values().flat_map(|row| row.keys()).collect();
-    let column: BTreeMap<&String, usize> = users.iter().enumerate().map(|(i, u)| (*u, i)).collect();
-    let units: Vec<Vec<Option<f64>>> = cells
-        .values()
-        .map(|row| {
-            let mut r = vec![None; users.len()];
-            for (u, (_, v)) in row {
-                r[column[u]] = Some(*v);
-            }
-            r
-        })
-        .collect();
-    let agreement = stats::agreement::rater_agreement(&units, levels[0], cfg);
-    let other_levels = levels[1..]
-        .iter()
-        .map(|&level| AlphaAtLevel {
-            level,
-            alpha: stats::agreement::krippendorff_alpha(&units, level).into(),
-            alpha_ci: stats::agreement::krippendorff_alpha_ci(&units, level, cfg).into(),
-        })
-        .collect();
-    MatrixAgreement { requests_rated: cells.len(), raters: users.len(), agreement, other_levels }
-}
-
-/// Agreement between people from the explicit feedback on the given requests: one reliability
-/// matrix of overall 1-5 ratings and one of thumbs (up = 1, down = 0), rows the requests, columns
-/// the `user_id`s. Events without a user are skipped and counted; when one user gave several
-/// events of a kind on one request, the latest counts. Implicit signals, comments and dimension
-/// ratings are left out.
-pub fn rater_agreement_of(
-    requests: usize,
-    events: &[FeedbackEvent],
-    opts: &RaterAgreementOptions,
-) -> RaterAgreementReport {
-    use stats::agreement::MeasurementLevel as L;
-    let (mut ratings, mut thumbs) = (Cells::new(), Cells::new());
-    let (mut without_user, mut superseded) = (0, 0);
-    for e in events {
-        let (cells, value) = match (e.feedback_type, &e.value) {
-            (FeedbackType::Rating, FeedbackValue::Rating(r)) if e.dimension.is_none() => (&mut ratings, f64::from(*r)),
-            (FeedbackType::ThumbsUp, _) => (&mut thumbs, 1.0),
-            (FeedbackType::ThumbsDown, _) => (&mut thumbs, 0.0),
-            _ => continue,
-        };
-        match &e.user_id {
-            None => without_user += 1,
-            Some(user) => superseded += usize::from(put_latest(cells, e, user, value)),
-        }
-    }
-    let (rating_levels, thumb_levels): (&[L], &[L]) = match opts.level {
-        AgreementLevel::Auto => (&[L::Ordinal, L::Interval], &[L::Nominal]),
-        AgreementLevel::Nominal => (&[L::Nominal], &[L::Nominal]),
-        AgreementLevel::Ordinal => (&[L::Ordinal], &[L::Ordinal]),
-        AgreementLevel::Interval => (&[L::Interval], &[L::Interval]),
-    };
-    let cfg = BootstrapConfig { n_resamples: opts.bootstrap, seed: opts.seed, level: 0.95 };
-    RaterAgreementReport {
-        requests,
-        events_without_user: without_user,
-        events_superseded: superseded,
-        ratings: matrix_agreement(&ratings, rating_levels, &cfg),
-        thumbs: matrix_agreement(&thumbs, thumb_levels, &cfg),
-    }
-}
-
-/// Runs [`rater_agreement_of`] over the requests in the scope's filter. Reads the feedback one
-/// request at a time ([`Store::feedback_for`] per request id), which is one query per request.
-pub fn rater_agreement(store: &dyn Store, scope: &Scope, opts: &RaterAgreementOptions) -> Result<RaterAgreementReport> {
-    let ids = store.request_ids(&scope.filter)?;
-    let mut events = Vec::new();
-    for id in &ids {
-        events.extend(store.feedback_for(id)?);
-    }
-    Ok(rater_agreement_of(ids.len(), &events, opts))
-}
-
 /// How `impact` splits requests into before and after.
 #[derive(Debug, Clone)]
 pub enum ImpactSplit {
@@ -825,6 +651,10 @@ pub struct Thresholds {
     /// Largest allowed drop of the mean human score (PPI++) from the week before the latest to
     /// the latest.
     pub max_human_score_drop: Option<f64>,
+    /// Minimum Krippendorff's alpha (ordinal) between people on the overall 1-5 ratings of the
+    /// requests several people rated: below it the labels are too noisy to judge an evaluator
+    /// by; undefined (no request with two raters) fails too.
+    pub min_human_alpha: Option<f64>,
     /// The evaluator-says-good threshold for disagreements and calibration; default 0.7.
     pub threshold: Option<f64>,
     /// ECE bins; default 10.
@@ -937,6 +767,15 @@ pub fn check(store: &dyn Store, scope: &Scope, t: &Thresholds) -> Result<CheckRe
         }
         let rate = (n > 0).then(|| d as f64 / n as f64);
         checks.push(check_max("disagreement_rate", rate, m, Some("no request is labelled good or bad")));
+    }
+    if let Some(m) = t.min_human_alpha {
+        let opts = RaterAgreementOptions { bootstrap: 0, ..Default::default() };
+        let people = rater_agreement(store, scope, &opts)?;
+        let (alpha, why) = match &people.ratings.agreement.alpha {
+            Outcome::Defined(a) => (Some(*a), None),
+            Outcome::Undefined(u) => (None, Some(u.reason.clone())),
+        };
+        checks.push(check_min("human_alpha", alpha, m, why.as_ref()));
     }
     for (cohort, ct) in &t.cohorts {
         let sub: Vec<usize> = (0..cols.len()).filter(|&i| cols.cohort(i) == Some(cohort.as_str())).collect();
@@ -1057,47 +896,5 @@ mod tests {
         let x = junit_xml(&r);
         assert!(x.contains("failures=\"1\""));
         assert!(x.contains("cohort &lt;x&gt;: n_samples"));
-    }
-
-    #[test]
-    fn rater_agreement_keeps_the_latest_event_and_skips_events_without_a_user() {
-        let at = |h: u32| chrono::DateTime::parse_from_rfc3339(&format!("2026-01-01T{h:02}:00:00Z")).unwrap().to_utc();
-        let ev = |req: &str, t: FeedbackType, v: FeedbackValue, user: Option<&str>, h: u32, dim: Option<&str>| {
-            FeedbackEvent {
-                event_id: format!("{req}-{h}-{user:?}"),
-                request_id: req.into(),
-                feedback_type: t,
-                value: v,
-                user_id: user.map(String::from),
-                timestamp: at(h),
-                dimension: dim.map(String::from),
-            }
-        };
-        let r = |req, v, user, h| ev(req, FeedbackType::Rating, FeedbackValue::Rating(v), user, h, None);
-        let events = vec![
-            r("a", 1, Some("u1"), 2),
-            r("a", 4, Some("u1"), 1), // earlier than the 1: superseded by it
-            r("a", 2, Some("u2"), 1),
-            r("b", 5, Some("u1"), 1),
-            r("b", 5, Some("u2"), 1),
-            r("b", 3, None, 1),
-            ev("b", FeedbackType::Rating, FeedbackValue::Rating(1), Some("u3"), 1, Some("coherence")),
-            ev("a", FeedbackType::Usage, FeedbackValue::Bool(true), Some("u3"), 1, None),
-            ev("a", FeedbackType::ThumbsUp, FeedbackValue::Bool(true), Some("u1"), 1, None),
-            ev("a", FeedbackType::ThumbsDown, FeedbackValue::Bool(true), Some("u2"), 1, None),
-        ];
-        let opts = RaterAgreementOptions { bootstrap: 50, ..Default::default() };
-        let rep = rater_agreement_of(2, &events, &opts);
-        assert_eq!((rep.events_without_user, rep.events_superseded), (1, 1));
-        assert_eq!((rep.ratings.requests_rated, rep.ratings.raters), (2, 2));
-        let units = vec![vec![Some(1.0), Some(2.0)], vec![Some(5.0), Some(5.0)]];
-        use stats::agreement::MeasurementLevel as L;
-        let want = stats::agreement::krippendorff_alpha(&units, L::Ordinal).unwrap();
-        assert_eq!(rep.ratings.agreement.level, L::Ordinal);
-        assert_eq!(rep.ratings.agreement.alpha.as_ref(), Some(&want));
-        assert_eq!(rep.ratings.other_levels[0].level, L::Interval);
-        assert_eq!(rep.thumbs.agreement.level, L::Nominal);
-        assert_eq!(rep.thumbs.agreement.percent_agreement.as_ref(), Some(&0.0));
-        assert_eq!(rep.thumbs.agreement.items_used, 1);
     }
 }

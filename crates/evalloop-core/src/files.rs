@@ -69,6 +69,11 @@ pub struct DatasetRow {
     /// hand-made row without one.
     #[serde(default)]
     pub group: Option<String>,
+    /// The production evaluator's `overall` for the request, in [0, 1] (what a blended
+    /// evaluator, `[train] blend_evaluator`, builds on); absent in datasets built before it was
+    /// written and in hand-made rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluator_score: Option<f64>,
     /// Whether the evaluator and people disagreed on it.
     #[serde(default)]
     pub is_disagreement: bool,
@@ -259,6 +264,7 @@ mod tests {
 
     fn row(label: Label, labels: Option<BTreeMap<String, Option<f64>>>) -> DatasetRow {
         DatasetRow {
+            evaluator_score: None,
             cohort: Some("pro".into()),
             group: Some("g1".into()),
             is_disagreement: true,

@@ -22,6 +22,14 @@
 //! the dataset stage's "evaluator says good" threshold (0.7) has something above it; `"raw"`
 //! keeps F1 as is.
 //!
+//! With `production = "judge"` the logs carry a simulated LLM judge instead, decent but
+//! miscalibrated as production judges are: with `z` the human score standardised over the file
+//! and `e` a standard normal draw of its own stream per request, the judge's latent score is
+//! `judge_correlation z + sqrt(1 - judge_correlation^2) e + judge_bias` (the cohort's
+//! `judge_bias`, in human-score sds: the judge over- or under-rates that cohort's requests), and
+//! `overall = 1 / (1 + exp(-1.702 latent))` (the logistic approximation of the normal CDF). The
+//! judge's Pearson correlation with the human score is `judge_correlation` within a cohort.
+//!
 //! # Human scores on the 1-5 scale
 //! A judgement `h` on the scale `[lo, hi]` maps linearly to `h5 = 1 + 4 (h - lo) / (hi - lo)`:
 //! for 0-1 data (REALSumm, QAGS) `h5 = 1 + 4h`; for 1-6 data (BAGEL, SF) `h5 = 1 + 0.8 (h - 1)`;
@@ -68,6 +76,12 @@
 //! dimension alone. `truth.jsonl` and `heldout.jsonl` then gain `human_scores` (every listed
 //! dimension, primary first, on the judgement's own scale).
 //!
+//! # Rater noise (`[simulate.raters]`)
+//! Each product user can carry a bias of their own (`user_bias_sd`), and a panel of reviewers
+//! can rate a share of the requests (`multi_rated`) several times over, each reviewer with a
+//! bias and a noise level of their own, so that agreement between people and the human ceiling
+//! can be measured; see [`panel`]. The defaults add nothing.
+//!
 //! # Determinism
 //! Every random draw comes from a ChaCha8 generator seeded by `seed` and the request id, in a
 //! fixed order, and timestamps are spread uniformly over the `window_days` ending at `end_time`
@@ -90,6 +104,9 @@ use crate::atomic::AtomicWriter;
 pub use crate::hash::hash64;
 use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue};
 use crate::{Error, Result};
+
+pub mod panel;
+pub use panel::RaterNoise;
 
 /// One line of a human-judgement file.
 #[derive(Debug, Clone, Deserialize)]
@@ -143,6 +160,30 @@ pub struct CohortSpec {
     /// Overrides the section's `outcome_slope` for this cohort.
     #[serde(default)]
     pub outcome_slope: Option<f64>,
+    /// `production = "judge"`: added to the judge's latent score of this cohort's requests, in
+    /// human-score sds (the judge's bias for the cohort); default 0.
+    #[serde(default, skip_serializing_if = "is_zero_f64")]
+    pub judge_bias: f64,
+}
+
+fn is_zero_f64(x: &f64) -> bool {
+    *x == 0.0
+}
+
+/// Which production evaluator scores the simulated logs (`production`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Production {
+    /// Unigram F1 against the reference (the default).
+    #[default]
+    UnigramF1,
+    /// A noisy judge: correlated with the human score by `judge_correlation`, biased per
+    /// cohort by `judge_bias` (see the module docs).
+    Judge,
+}
+
+fn is_unigram(p: &Production) -> bool {
+    *p == Production::UnigramF1
 }
 
 /// `[simulate]`: every key optional, defaults as documented on each field.
@@ -165,6 +206,12 @@ pub struct SimulateConfig {
     pub evaluator: String,
     /// `minmax` (default) or `raw`.
     pub evaluator_scale: EvalScale,
+    /// The production evaluator: `unigram_f1` (default) or `judge` (see the module docs).
+    #[serde(skip_serializing_if = "is_unigram")]
+    pub production: Production,
+    /// `production = "judge"`: the judge's correlation with the human score, in [-1, 1];
+    /// default 0.6.
+    pub judge_correlation: f64,
     /// End of the simulated week (RFC 3339); default `2026-05-18T00:00:00Z`.
     pub end_time: String,
     /// Length of the simulated period in days; default 7.
@@ -185,6 +232,10 @@ pub struct SimulateConfig {
     /// none (`--dimensions` overrides).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dimensions: Vec<String>,
+    /// `[simulate.raters]`: each user's own bias and a review panel that rates a share of the
+    /// requests several times (see [`panel`]); default off.
+    #[serde(skip_serializing_if = "RaterNoise::is_off")]
+    pub raters: RaterNoise,
 }
 
 impl Default for SimulateConfig {
@@ -195,6 +246,7 @@ impl Default for SimulateConfig {
             feedback_rate,
             shift: 0.0,
             outcome_slope: None,
+            judge_bias: 0.0,
         };
         SimulateConfig {
             seed: 7,
@@ -205,6 +257,8 @@ impl Default for SimulateConfig {
             prompt_prefix: String::new(),
             evaluator: "baseline-unigram-f1".into(),
             evaluator_scale: EvalScale::Minmax,
+            production: Production::UnigramF1,
+            judge_correlation: 0.6,
             end_time: "2026-05-18T00:00:00Z".into(),
             window_days: 7.0,
             thumbs_share: 0.3,
@@ -214,6 +268,7 @@ impl Default for SimulateConfig {
             rating_noise: 0.0,
             cohorts: vec![c("free", 3.0, 0.3), c("pro", 2.0, 0.5), c("enterprise", 2.0, 0.8)],
             dimensions: Vec::new(),
+            raters: RaterNoise::default(),
         }
     }
 }
@@ -245,9 +300,18 @@ impl SimulateConfig {
         if !(self.rating_noise >= 0.0 && self.rating_noise.is_finite()) {
             return Err(format!("rating_noise = {} must be >= 0", self.rating_noise));
         }
+        if !(-1.0..=1.0).contains(&self.judge_correlation) {
+            return Err(format!("judge_correlation = {} is outside [-1, 1]", self.judge_correlation));
+        }
+        for (i, c) in self.cohorts.iter().enumerate() {
+            if !c.judge_bias.is_finite() {
+                return Err(format!("cohorts[{i}].judge_bias = {} is not a number", c.judge_bias));
+            }
+        }
         if self.users == 0 {
             return Err("users must be at least 1".into());
         }
+        self.raters.validate()?;
         crate::record::check_dimension_list(&self.dimensions).map_err(|e| format!("dimensions{e}"))?;
         if let Some([lo, hi]) = self.scale
             && (lo.is_nan() || hi.is_nan() || lo >= hi)
@@ -299,6 +363,13 @@ pub struct SimulateSummary {
     /// Dimension rating events written (counted in `feedback_events` too).
     #[serde(skip_serializing_if = "is_zero")]
     pub dimension_ratings: u64,
+    /// Requests the review panel rated (`[simulate.raters] multi_rated`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub panel_requests: u64,
+    /// Rating events the panel left, dimension ratings included (counted in `feedback_events`
+    /// too).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub panel_ratings: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -327,6 +398,13 @@ impl std::fmt::Display for SimulateSummary {
                 self.dimension_ratings,
                 self.dimensions.len(),
                 self.dimensions.join(", ")
+            )?;
+        }
+        if self.panel_requests > 0 {
+            writeln!(
+                f,
+                "  review panel: {} requests rated by several reviewers, {} rating events",
+                self.panel_requests, self.panel_ratings
             )?;
         }
         writeln!(
@@ -541,6 +619,17 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         EvalScale::Minmax if fmax > fmin => (x - fmin) / (fmax - fmin),
         EvalScale::Minmax => 0.5,
     };
+    // The noisy judge's standardisation of the human score.
+    let hs: Vec<f64> = rows.iter().map(|j| j.human[dimension]).collect();
+    let h_mean = hs.iter().sum::<f64>() / hs.len().max(1) as f64;
+    let h_sd = (hs.iter().map(|h| (h - h_mean).powi(2)).sum::<f64>() / hs.len().max(1) as f64).sqrt();
+    let judge = |j: &Judgement, bias: f64| {
+        let mut rng = ChaCha8Rng::seed_from_u64(hash64(&[&seed, "judge", &j.item_id]));
+        let z = if h_sd > 0.0 { (j.human[dimension] - h_mean) / h_sd } else { 0.0 };
+        let r = cfg.judge_correlation;
+        let latent = r * z + (1.0 - r * r).max(0.0).sqrt() * standard_normal(&mut rng) + bias;
+        sigmoid(1.702 * latent)
+    };
 
     std::fs::create_dir_all(out).map_err(|e| Error::io(out, e))?;
     let mut w_logs = AtomicWriter::create(&out.join("logs.jsonl"))?;
@@ -562,6 +651,8 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         cohorts: cfg.cohorts.iter().map(|c| (c.name.clone(), CohortCounts::default())).collect(),
         dimensions: cfg.dimensions.clone(),
         dimension_ratings: 0,
+        panel_requests: 0,
+        panel_ratings: 0,
     };
     for (j, f1) in rows.iter().zip(&f1) {
         let mut rng = ChaCha8Rng::seed_from_u64(hash64(&[&seed, "request", &j.item_id]));
@@ -587,13 +678,16 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         let h = j.human[dimension];
         let h5 = to_five(h, scale);
         let perceived = (h5 + cohort.shift).clamp(1.0, 5.0);
-        let x = (h5 + cohort.shift + noise).clamp(1.0, 5.0);
+        let x = (h5 + cohort.shift + cfg.raters.user_bias(&seed, &user_id) + noise).clamp(1.0, 5.0);
         let rating = x.round() as u8;
         let slope = cohort.outcome_slope.unwrap_or(cfg.outcome_slope);
         let p = feedback_probability(cohort.feedback_rate, slope, cfg.extremity, x);
         let is_held = heldout.contains(j.group_id.as_str());
         let prompt = format!("{}{}", cfg.prompt_prefix, j.source);
-        let eval = overall(*f1);
+        let eval = match cfg.production {
+            Production::UnigramF1 => overall(*f1),
+            Production::Judge => judge(j, cohort.judge_bias),
+        };
         let ts = end - Duration::microseconds(window_us - offset_us);
 
         let mut truth = json!({
@@ -658,19 +752,22 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         counts.requests += 1;
         counts.mean_human_score_5 += h5;
 
-        let event = |t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
+        let event_by = |user: &str, t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
             let at = ts + Duration::microseconds((delay_s * 1e6) as i64);
             let at = at - Duration::microseconds(i64::from(at.timestamp_subsec_micros()));
-            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(&user_id), Some(&at), dimension);
+            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(user), Some(&at), dimension);
             FeedbackEvent {
                 event_id: id,
                 request_id: j.item_id.clone(),
                 feedback_type: t,
                 value,
-                user_id: Some(user_id.clone()),
+                user_id: Some(user.to_string()),
                 timestamp: at,
                 dimension: dimension.map(str::to_string),
             }
+        };
+        let event = |t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
+            event_by(&user_id, t, value, delay_s, dimension)
         };
         let mut events = Vec::new();
         if u_feedback < p {
@@ -701,6 +798,24 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
                 FeedbackType::Discard
             };
             events.push(event(t, FeedbackValue::Bool(true), delay_implicit, None));
+        }
+        let mut true_5 = vec![h5];
+        true_5.extend(cfg.dimensions.iter().zip(&extra_scales).map(|(d, sc)| to_five(j.human[d.as_str()], *sc)));
+        let reviews = cfg.raters.reviews(&seed, &j.item_id, &true_5);
+        summary.panel_requests += u64::from(!reviews.is_empty());
+        for r in reviews {
+            let dims = std::iter::once(None).chain(cfg.dimensions.iter().map(|d| Some(d.as_str())));
+            for (value, dimension) in r.ratings.iter().zip(dims) {
+                events.push(event_by(
+                    &r.rater,
+                    FeedbackType::Rating,
+                    FeedbackValue::Rating(*value),
+                    r.delay_s,
+                    dimension,
+                ));
+                summary.panel_ratings += 1;
+                summary.dimension_ratings += u64::from(dimension.is_some());
+            }
         }
         for e in &events {
             w_fb.write_json_line(&e.to_json())?;
@@ -775,5 +890,48 @@ mod tests {
         let s = [3.0, 2.0, 2.0];
         let got: Vec<usize> = (0..7).map(|i| cohort_at(&s, (i as f64 + 0.5) / 7.0)).collect();
         assert_eq!(got, vec![0, 0, 0, 1, 1, 2, 2]);
+    }
+    /// The noisy-judge production evaluator: as correlated with the human score as configured,
+    /// biased for a cohort by its `judge_bias`, repeatable, and drawn from its own stream (the
+    /// feedback does not move).
+    #[test]
+    fn the_noisy_judge_follows_its_correlation_and_cohort_bias() {
+        let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../data/example/newsroom-sample.jsonl");
+        let tmp = tempfile::tempdir().unwrap();
+        let run = |name: &str, r: f64, bias: f64| {
+            let mut cfg = SimulateConfig { production: Production::Judge, judge_correlation: r, ..Default::default() };
+            cfg.cohorts[0].judge_bias = bias;
+            let out = tmp.path().join(name);
+            simulate(&file, "coherence", &out, &cfg).unwrap();
+            let truth: Vec<serde_json::Value> = std::fs::read_to_string(out.join("truth.jsonl"))
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let fb = std::fs::read_to_string(out.join("feedback.jsonl")).unwrap();
+            (truth, fb)
+        };
+        let col = |t: &[serde_json::Value], k: &str| -> Vec<f64> { t.iter().map(|r| r[k].as_f64().unwrap()).collect() };
+        let pearson = |a: &[f64], b: &[f64]| crate::stats::corr::pearson(a, b).unwrap().estimate;
+        let logit = |t: &[serde_json::Value]| -> Vec<f64> {
+            col(t, "eval_score").iter().map(|p| (p / (1.0 - p)).ln() / 1.702).collect()
+        };
+        let (strong, fb_strong) = run("strong", 0.9, 0.0);
+        let (weak, fb_weak) = run("weak", 0.2, 0.0);
+        let h = col(&strong, "human_score");
+        let (rs, rw) = (pearson(&logit(&strong), &h), pearson(&logit(&weak), &h));
+        assert!((rs - 0.9).abs() < 0.05 && (rw - 0.2).abs() < 0.15, "{rs} {rw}");
+        assert_eq!(fb_strong, fb_weak, "the judge draws from its own stream");
+        assert_eq!(run("again", 0.9, 0.0).0, strong);
+        // A +1 sd bias for the first cohort lifts its latent scores by 1 and nothing else.
+        let (biased, _) = run("biased", 0.9, 1.0);
+        let cohort = &SimulateConfig::default().cohorts[0].name;
+        let (ls, lb) = (logit(&strong), logit(&biased));
+        for ((a, b), r) in ls.iter().zip(&lb).zip(&biased) {
+            let want = if r["cohort"].as_str() == Some(cohort.as_str()) { 1.0 } else { 0.0 };
+            assert!((b - a - want).abs() < 1e-6, "{a} {b} {want}");
+        }
+        let bad = SimulateConfig { judge_correlation: 1.5, ..Default::default() };
+        assert!(bad.validate().unwrap_err().contains("judge_correlation"));
     }
 }

@@ -5,6 +5,7 @@
 //! - `metrics.jsonl`: one [`MetricsLine`] per logged training step and per evaluation;
 //! - `metrics.json`: [`crate::train::TrainSummary`], the finished run;
 //! - `ensemble.json`: [`EnsembleFile`], in an ensemble's directory only;
+//! - `blend.json`: [`BlendFile`], in a model trained with `[train] blend_evaluator` only;
 //!
 //! and `scores.test.jsonl` of a weekly run, one [`ScoreRow`] per held-out request. Every object
 //! is written with its keys in sorted order, as evalloop has always written them.
@@ -23,6 +24,9 @@ use crate::train::config::TrainConfig;
 pub const TRAINING_CONFIG_FILE: &str = "training_config.json";
 /// `ensemble.json`'s file name: the file that makes a model directory an ensemble.
 pub const ENSEMBLE_FILE: &str = "ensemble.json";
+/// `blend.json`'s file name: the file that makes a model's score a blend with the production
+/// evaluator's.
+pub const BLEND_FILE: &str = "blend.json";
 /// `metrics.jsonl`'s file name.
 pub const METRICS_LOG_FILE: &str = "metrics.jsonl";
 /// `metrics.json`'s file name.
@@ -66,6 +70,62 @@ impl TrainingConfigFile {
     /// Writes it into `model_dir` atomically (pretty JSON, keys sorted, a final newline).
     pub fn write(&self, model_dir: &Path) -> Result<()> {
         write_sorted(&model_dir.join(TRAINING_CONFIG_FILE), self)
+    }
+}
+
+/// `blend.json`: the second stage of a model trained with `[train] blend_evaluator`. Its score
+/// is `intercept + slope x ((1 - weight) z_model + weight z_evaluator)`, clamped to [0, 1],
+/// where `z_model` is the model's own score and `z_evaluator` the production evaluator's
+/// `overall`, each standardised by the mean and sd they had on the validation split. `weight`
+/// was chosen on the validation split, `intercept` and `slope` (> 0) map the blend onto the
+/// labels' scale (least squares on the validation split).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlendFile {
+    /// The production evaluator whose `overall` is blended in (the dataset's `[dataset]
+    /// evaluator`); `None`: the store's only evaluator.
+    pub evaluator: Option<String>,
+    pub evaluator_mean: f64,
+    pub evaluator_sd: f64,
+    pub intercept: f64,
+    pub model_mean: f64,
+    pub model_sd: f64,
+    pub slope: f64,
+    /// The production evaluator's share of the blend, in [0, 1].
+    pub weight: f64,
+}
+
+impl BlendFile {
+    /// The blended score of a request from the model's score and the production evaluator's
+    /// `overall`.
+    pub fn apply(&self, model: f64, evaluator: f64) -> f64 {
+        let z = |x: f64, m: f64, sd: f64| (x - m) / if sd > 0.0 { sd } else { 1.0 };
+        let b = (1.0 - self.weight) * z(model, self.model_mean, self.model_sd)
+            + self.weight * z(evaluator, self.evaluator_mean, self.evaluator_sd);
+        (self.intercept + self.slope * b).clamp(0.0, 1.0)
+    }
+
+    /// Reads `dir/blend.json`; `None` when there is none. Errors name the file.
+    pub fn read(dir: &Path) -> Result<Option<BlendFile>> {
+        let path = dir.join(BLEND_FILE);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| Error::io(&path, e))?;
+        let b: BlendFile = serde_json::from_str(&text).map_err(|e| Error::Input(format!("{}: {e}", path.display())))?;
+        let finite = [b.evaluator_mean, b.evaluator_sd, b.intercept, b.model_mean, b.model_sd, b.slope, b.weight];
+        if finite.iter().any(|x| !x.is_finite()) || !(0.0..=1.0).contains(&b.weight) || b.slope <= 0.0 {
+            return Err(Error::Input(format!(
+                "{}: every field must be finite, weight in [0, 1] and slope > 0",
+                path.display()
+            )));
+        }
+        Ok(Some(b))
+    }
+
+    /// Writes it into `dir` atomically (pretty JSON, keys sorted).
+    pub fn write(&self, dir: &Path) -> Result<()> {
+        write_sorted(&dir.join(BLEND_FILE), self)
     }
 }
 

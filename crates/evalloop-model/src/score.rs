@@ -29,8 +29,8 @@ use evalloop_core::files::LabelKind;
 
 use crate::{InferenceModel, PairTokenizer, Truncation};
 
+use crate::files::{BlendFile, TRAINING_CONFIG_FILE, TrainingConfigFile};
 pub use crate::files::{ENSEMBLE_FILE, EnsembleFile};
-use crate::files::{TRAINING_CONFIG_FILE, TrainingConfigFile};
 pub use crate::parse_device;
 
 /// Default number of pairs per forward pass.
@@ -46,6 +46,9 @@ pub struct Scorer {
     dimensions: Vec<String>,
     batch_size: usize,
     dir: PathBuf,
+    /// `blend.json` of the directory loaded: the model's score is blended with the production
+    /// evaluator's (see [`Scorer::blend`]).
+    blend: Option<BlendFile>,
 }
 
 /// One model with its tokenizer.
@@ -59,6 +62,41 @@ impl Scorer {
     /// Loads a model directory, or an ensemble directory (one with [`ENSEMBLE_FILE`]): every
     /// member as [`Scorer::load_model`] would, with scores averaged.
     pub fn load(model_dir: &Path, device: &Device) -> evalloop_core::Result<Self> {
+        let mut scorer = Self::load_unblended(model_dir, device)?;
+        scorer.blend = BlendFile::read(model_dir)?;
+        Ok(scorer)
+    }
+
+    /// The blend of a model trained with `[train] blend_evaluator` (`blend.json`): its scores
+    /// ([`Scorer::score_pairs`]) are the model's alone, and [`BlendFile::apply`] turns each into
+    /// the evaluator's score with the request's production `overall`. Callers that score with
+    /// such a model must apply it; [`Scorer::score_blended`] does.
+    pub fn blend(&self) -> Option<&BlendFile> {
+        self.blend.as_ref()
+    }
+
+    /// The evaluator's scores of `pairs`: the model's, blended with `evaluator_scores` (the
+    /// production evaluator's `overall` of each pair, in order) when the model has a blend.
+    /// Without a blend `evaluator_scores` is not used; with one it must be given, one per pair.
+    pub fn score_blended<S: AsRef<str>>(
+        &self,
+        pairs: &[(S, S)],
+        evaluator_scores: Option<&[f64]>,
+    ) -> evalloop_core::Result<Vec<f64>> {
+        let scores = self.score_pairs(pairs)?;
+        let Some(b) = &self.blend else { return Ok(scores) };
+        match evaluator_scores {
+            Some(e) if e.len() == scores.len() => Ok(scores.iter().zip(e).map(|(m, e)| b.apply(*m, *e)).collect()),
+            _ => Err(evalloop_core::Error::Input(format!(
+                "{}: the model blends its score with the production evaluator's ({}); give each request's \
+                 production score",
+                self.dir.display(),
+                crate::files::BLEND_FILE
+            ))),
+        }
+    }
+
+    fn load_unblended(model_dir: &Path, device: &Device) -> evalloop_core::Result<Self> {
         let ens_path = model_dir.join(ENSEMBLE_FILE);
         let Some(ens) = EnsembleFile::read(model_dir)? else {
             return Self::load_model(model_dir, device);
@@ -105,6 +143,7 @@ impl Scorer {
             dimensions: dimensions.unwrap_or_default(),
             batch_size: DEFAULT_BATCH_SIZE,
             dir: model_dir.to_path_buf(),
+            blend: None,
         })
     }
 
@@ -155,6 +194,7 @@ impl Scorer {
             dimensions,
             batch_size: DEFAULT_BATCH_SIZE,
             dir: model_dir.to_path_buf(),
+            blend: None,
         })
     }
 
@@ -333,6 +373,7 @@ pub fn score_jsonl(
     let text = std::fs::read_to_string(input).map_err(|e| evalloop_core::Error::io(input, e))?;
     let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
     let mut pairs: Vec<(String, String)> = Vec::new();
+    let mut evaluator_scores: Vec<f64> = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -348,6 +389,25 @@ pub fn score_jsonl(
         };
         field("request_id")?;
         pairs.push((field("prompt")?, field("output")?));
+        if scorer.blend().is_some() {
+            // A blended model needs the production evaluator's score: `evaluator_score` (a
+            // dataset row), `eval_score` (simulate's truth and held-out rows) or
+            // `eval_scores.overall` (a log).
+            let e = obj
+                .get("evaluator_score")
+                .or_else(|| obj.get("eval_score"))
+                .or_else(|| obj.get("eval_scores").and_then(|v| v.get("overall")))
+                .and_then(serde_json::Value::as_f64)
+                .filter(|x| x.is_finite())
+                .ok_or_else(|| {
+                    evalloop_core::Error::Input(format!(
+                        "{at}: field eval_scores.overall (or evaluator_score) is missing or not a number; the model \
+                         blends its score with the production evaluator's ({})",
+                        crate::files::BLEND_FILE
+                    ))
+                })?;
+            evaluator_scores.push(e);
+        }
         rows.push(obj);
     }
     let mut scores = Vec::with_capacity(pairs.len());
@@ -356,6 +416,12 @@ pub fn score_jsonl(
         let (s, d) = scorer.score_pairs_with_dimensions(chunk)?;
         scores.extend(s);
         dim_scores.extend(d);
+    }
+    if let Some(b) = scorer.blend() {
+        for (s, e) in scores.iter_mut().zip(&evaluator_scores) {
+            let model = *s;
+            *s = b.apply(model, *e);
+        }
     }
     let mut w = evalloop_core::atomic::AtomicWriter::create(output)?;
     for ((mut obj, s), d) in rows.into_iter().zip(&scores).zip(&dim_scores) {

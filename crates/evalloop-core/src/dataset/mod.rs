@@ -318,6 +318,7 @@ pub fn build_in(
             let row = DatasetRow {
                 cohort: Some(e.cohort.clone()),
                 group: Some(e.group.clone()),
+                evaluator_score: e.eval_score.is_finite().then(|| r6(e.eval_score)),
                 is_disagreement: e.is_disagreement,
                 label: match cfg.label {
                     LabelKind::Binary => Label::Binary(u8::from(e.label == 1.0)),

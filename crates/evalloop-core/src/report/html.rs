@@ -107,6 +107,17 @@ pub fn render_html(d: &ReportData) -> Result<String> {
     html_table(&mut o, "headline", &headline_table(d));
     let _ = writeln!(o, "<div class=\"charts\">{}{}</div></section>", charts.scatter_pre, charts.scatter_post);
 
+    // The human ceiling.
+    if let Some(h) = &d.human_ceiling {
+        o.push_str("<section id=\"human-ceiling\"><h2>The human ceiling</h2>\n");
+        if let Some(w) = &h.warning {
+            let _ = writeln!(o, "<p class=\"warning\"><strong>Warning</strong>: {}</p>", html_escape(w));
+        }
+        let _ = writeln!(o, "<p>{}</p>", html_escape(&super::ceiling::ceiling_summary(h)));
+        html_table(&mut o, "ceiling", &super::ceiling::ceiling_table(h));
+        o.push_str("</section>\n");
+    }
+
     // Per cohort.
     o.push_str("<section id=\"cohorts\"><h2>Per cohort</h2>\n");
     html_table(&mut o, "cohorts", &cohort_table(d));

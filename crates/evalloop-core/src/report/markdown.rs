@@ -28,6 +28,14 @@ pub fn render_markdown(d: &ReportData) -> String {
     let _ = writeln!(o, "**{badge}**: {}\n", md_escape(&reason));
     let _ = writeln!(o, "### Agreement with human scores (held-out `{}` split)\n", d.meta.eval_split.replace('`', "'"));
     md_table(&mut o, &headline_table(d));
+    if let Some(h) = &d.human_ceiling {
+        o.push_str("### The human ceiling\n\n");
+        if let Some(w) = &h.warning {
+            let _ = writeln!(o, "**Warning**: {}\n", md_escape(w));
+        }
+        let _ = writeln!(o, "{}\n", md_escape(&super::ceiling::ceiling_summary(h)));
+        md_table(&mut o, &super::ceiling::ceiling_table(h));
+    }
     if let Some(g) = &d.gate {
         o.push_str("### Gate\n\n");
         md_table(&mut o, &gate_table(g));

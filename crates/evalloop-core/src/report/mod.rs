@@ -18,6 +18,7 @@
 // report.json's schema is public API that other tools read: keep every item documented.
 #![warn(missing_docs)]
 
+mod ceiling;
 mod charts;
 mod escape;
 mod history;
@@ -30,6 +31,7 @@ mod tests;
 
 use std::path::Path;
 
+pub use ceiling::{CeilingFigures, HumanCeilingSection};
 pub use charts::CHART_IDS;
 pub use escape::{html_escape, md_escape};
 pub use html::render_html;

@@ -32,6 +32,10 @@ pub struct ReportData {
     pub disagreements_by_cohort: BTreeMap<String, Disagreements>,
     /// Evaluator vs human score pairs for the scatter plots, subsampled (see [`Scatter::sample`]).
     pub scatter: PrePost<Scatter>,
+    /// Agreement between people and the human ceiling beside the pre/post evaluators; absent
+    /// when the run did not measure it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub human_ceiling: Option<super::HumanCeilingSection>,
     /// The base evaluator's agreement and the mean human score by week over the whole store,
     /// with the promotions of earlier runs; absent in reports written without it.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -323,13 +327,17 @@ pub struct GateDecision {
     pub promoted: bool,
     /// Why, in one sentence for people (user text: escaped when rendered).
     pub reason: String,
-    /// The base evaluator's held-out Spearman rho.
+    /// The base evaluator's held-out figure (`metric`).
     pub base_spearman: Option<f64>,
-    /// The retrained evaluator's held-out Spearman rho.
+    /// The retrained evaluator's held-out figure (`metric`).
     pub new_spearman: Option<f64>,
+    /// What the two figures are: `"spearman"` (over every held-out request) or
+    /// `"group_spearman"` (mean within-group Spearman over the held-out groups).
+    #[serde(default = "spearman_metric")]
+    pub metric: String,
     /// The required improvement `new - base` (config `[run] margin`).
     pub margin: f64,
-    /// The significance test, e.g. `"williams"` or `"paired_bootstrap"`.
+    /// The significance test: `"williams"`, `"paired_bootstrap"` or `"paired_t"`.
     pub test: String,
     /// The test statistic (Williams' t; for the bootstrap, the mean difference).
     pub statistic: Option<f64>,
@@ -337,6 +345,10 @@ pub struct GateDecision {
     pub p_value: Option<f64>,
     /// The significance level the p-value was compared with, e.g. `0.05`.
     pub alpha: Option<f64>,
+}
+
+fn spearman_metric() -> String {
+    "spearman".into()
 }
 
 /// Disagreements in one cohort: held-out requests where the evaluator's verdict (its score at

@@ -14,11 +14,11 @@ pub(super) struct Table {
 }
 
 impl Table {
-    fn new(header: &[&str], numeric: &[bool]) -> Table {
+    pub(super) fn new(header: &[&str], numeric: &[bool]) -> Table {
         Table { header: header.iter().map(|s| s.to_string()).collect(), numeric: numeric.to_vec(), rows: vec![] }
     }
 
-    fn row(&mut self, cells: Vec<String>) {
+    pub(super) fn row(&mut self, cells: Vec<String>) {
         self.rows.push(cells);
     }
 }
@@ -31,7 +31,7 @@ pub(super) fn defined(v: Option<f64>) -> Option<f64> {
     v.filter(|x| x.is_finite())
 }
 
-fn num(v: Option<f64>, digits: usize) -> String {
+pub(super) fn num(v: Option<f64>, digits: usize) -> String {
     defined(v).map_or(UNDEFINED.to_string(), |x| format!("{x:.digits$}"))
 }
 
@@ -108,8 +108,9 @@ pub(super) fn headline_table(d: &ReportData) -> Table {
 pub(super) fn gate_table(g: &GateDecision) -> Table {
     let mut t = Table::new(&["", "value"], &[false, true]);
     t.row(vec!["Decision".into(), if g.promoted { "promoted" } else { "not promoted" }.into()]);
-    t.row(vec!["Base Spearman ρ".into(), num(g.base_spearman, 3)]);
-    t.row(vec!["New Spearman ρ".into(), num(g.new_spearman, 3)]);
+    let what = if g.metric == "group_spearman" { "group-level Spearman ρ" } else { "Spearman ρ" };
+    t.row(vec![format!("Base {what}"), num(g.base_spearman, 3)]);
+    t.row(vec![format!("New {what}"), num(g.new_spearman, 3)]);
     t.row(vec!["Improvement".into(), delta(g.base_spearman, g.new_spearman, 3)]);
     t.row(vec!["Required margin".into(), num(Some(g.margin), 3)]);
     t.row(vec!["Test".into(), if g.test.is_empty() { UNDEFINED.into() } else { g.test.clone() }]);

@@ -201,6 +201,7 @@ pub(super) fn synthetic() -> ReportData {
             curves,
         }),
         gate: Some(GateDecision {
+            metric: "spearman".into(),
             promoted: true,
             reason: "new Spearman 0.612 beats base 0.431 by 0.181 (margin 0.02); Williams' t = 5.1, p < 0.05".into(),
             base_spearman: Some(0.431),
@@ -214,6 +215,7 @@ pub(super) fn synthetic() -> ReportData {
         disagreements_by_cohort: disagreements,
         scatter: PrePost { pre: Scatter::sample(pre_pts, 400), post: Scatter::sample(post_pts, 400) },
         history: None,
+        human_ceiling: None,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Comparing two evaluators against the same human scores: Williams' test for two dependent
-//! correlations sharing a variable, and a paired bootstrap of a Spearman difference.
+//! correlations sharing a variable, a paired bootstrap of a Spearman difference, and the paired
+//! tests over groups of per-group differences (a one-sided t-test and a bootstrap of the mean).
 
 use serde::Serialize;
 
@@ -95,9 +96,72 @@ pub fn paired_bootstrap_spearman_diff(
     Ok(SpearmanDiff { rho_a, rho_b, ci })
 }
 
+/// A one-sided paired t-test of H0: mean(d) <= 0 against mean(d) > 0, over paired differences
+/// `d` (one per independent unit: per group, the new evaluator's within-group Spearman minus the
+/// base's), as scipy's `ttest_1samp(d, 0, alternative="greater")`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairedT {
+    /// Number of differences.
+    pub n: usize,
+    /// Their mean.
+    pub mean: f64,
+    /// t = mean / (sd / sqrt(n)), sd with n - 1.
+    pub statistic: f64,
+    /// One-sided p-value P(T >= t), T with n - 1 degrees of freedom.
+    pub p_value: f64,
+}
+
+/// See [`PairedT`]. Undefined for fewer than 2 differences, a non-finite one, or all equal.
+pub fn paired_t_greater(d: &[f64]) -> Result<PairedT, Undefined> {
+    let n = d.len();
+    if n < 2 {
+        return Err(Undefined::new(format!("a paired t-test needs 2 or more differences, got {n}")));
+    }
+    if d.iter().any(|x| !x.is_finite()) {
+        return Err(Undefined::new("a difference is not finite".to_string()));
+    }
+    let mean = d.iter().sum::<f64>() / n as f64;
+    let var = d.iter().map(|x| (x - mean) * (x - mean)).sum::<f64>() / (n - 1) as f64;
+    if var <= 0.0 {
+        return Err(Undefined::new("every difference is the same".to_string()));
+    }
+    let statistic = mean / (var / n as f64).sqrt();
+    let two = super::corr::student_t_two_sided(statistic, (n - 1) as f64)?;
+    let p_value = if statistic > 0.0 { two / 2.0 } else { 1.0 - two / 2.0 };
+    Ok(PairedT { n, mean, statistic, p_value })
+}
+
+/// Percentile bootstrap of the mean of paired differences `d` (units resampled with
+/// replacement; ChaCha20 seeded with `cfg.seed`). Undefined for fewer than 2 differences.
+pub fn bootstrap_mean_diff(d: &[f64], cfg: &BootstrapConfig) -> Result<BootstrapCi, Undefined> {
+    let n = d.len();
+    if n < 2 {
+        return Err(Undefined::new(format!("a bootstrap of the mean needs 2 or more differences, got {n}")));
+    }
+    let mean = d.iter().sum::<f64>() / n as f64;
+    percentile_bootstrap(mean, cfg, |rng| Some((0..n).map(|_| d[draw_index(rng, n)]).sum::<f64>() / n as f64))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// scipy.stats.ttest_1samp([0.3, -0.1, 0.5, 0.2, 0.0, 0.4, -0.2, 0.6], 0,
+    /// alternative="greater") (scipy 1.17.1): statistic 2.0724663502271343, p 0.03846805564402953.
+    #[test]
+    fn paired_t_matches_scipy() {
+        let d = [0.3, -0.1, 0.5, 0.2, 0.0, 0.4, -0.2, 0.6];
+        let t = paired_t_greater(&d).unwrap();
+        assert!((t.statistic - 2.0724663502271343).abs() < 1e-12, "{t:?}");
+        assert!((t.p_value - 0.03846805564402953).abs() < 1e-9, "{t:?}");
+        let neg: Vec<f64> = d.iter().map(|x| -x).collect();
+        assert!((paired_t_greater(&neg).unwrap().p_value - (1.0 - 0.03846805564402953)).abs() < 1e-9);
+        assert!(paired_t_greater(&[0.1]).is_err() && paired_t_greater(&[0.2, 0.2]).is_err());
+        let cfg = BootstrapConfig { n_resamples: 500, seed: 3, level: 0.9 };
+        let ci = bootstrap_mean_diff(&d, &cfg).unwrap();
+        assert_eq!(ci, bootstrap_mean_diff(&d, &cfg).unwrap());
+        assert!(ci.lower < 0.2125 && 0.2125 < ci.upper && (ci.estimate - 0.2125).abs() < 1e-12);
+    }
 
     #[test]
     fn williams_is_antisymmetric_and_zero_for_equal_correlations() {

@@ -30,6 +30,7 @@ pub mod dependent;
 pub mod fdr;
 pub mod group;
 pub mod ppi;
+pub mod preference;
 pub mod rank;
 
 use serde::Serialize;

@@ -378,6 +378,21 @@ pub struct DimensionScore {
     pub ratings: u64,
 }
 
+/// One explicit rating or thumb on a request, with what `agreement` groups and compares by
+/// ([`Store::rater_events`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RaterEvent {
+    /// The request's `metadata.user_cohort`.
+    pub cohort: Option<String>,
+    /// The request's `metadata.use_case`.
+    pub use_case: Option<String>,
+    /// The `overall` score of the filter's evaluator on the request; `None` when the filter
+    /// names no evaluator.
+    pub eval_score: Option<f64>,
+    /// The event; its `dimension` is set when the events were read for one.
+    pub event: FeedbackEvent,
+}
+
 /// One recorded run of the weekly loop (`evalloop run`), as `evalloop runs` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunRecord {
@@ -457,6 +472,11 @@ pub trait Store {
     /// Ids of the logs matching the filter (with a score from the filter's evaluator, when it
     /// names one), ordered by id.
     fn request_ids(&self, filter: &Filter) -> StoreResult<Vec<String>>;
+    /// The explicit ratings and thumbs on the logs matching the filter (with `dimension`: the
+    /// ratings on that dimension instead), ordered by request id, then time, then event id, as
+    /// [`Store::feedback_for`] orders one request's: one query for every request. With an
+    /// evaluator in the filter, only the requests it scored, each event carrying its score.
+    fn rater_events(&self, filter: &Filter, dimension: Option<&str>) -> StoreResult<Vec<RaterEvent>>;
     /// Prompt, output and metadata of the given requests, in the given order; an unknown id is
     /// an error.
     fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>>;

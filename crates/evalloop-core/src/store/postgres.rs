@@ -26,8 +26,8 @@ use postgres::{Client, NoTls, Row};
 
 use super::rows;
 use super::{
-    BatchOutcome, CohortStats, DimensionScore, EvaluatedRequest, Filter, RequestText, RunRecord, ScoredQuery,
-    ScoredRequest, Store, StoreError, StoreResult, StoreStats,
+    BatchOutcome, CohortStats, DimensionScore, EvaluatedRequest, Filter, RaterEvent, RequestText, RunRecord,
+    ScoredQuery, ScoredRequest, Store, StoreError, StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros, to_micros};
@@ -864,6 +864,35 @@ impl Store for PostgresStore {
         let join = if filter.evaluator.is_some() { "JOIN eval_scores s ON s.request_id = l.request_id" } else { "" };
         let sql = format!("SELECT l.request_id FROM eval_logs l {join} WHERE TRUE{cond} ORDER BY l.request_id");
         self.query_map(&sql, &params, |r| r.try_get(0))
+    }
+
+    fn rater_events(&self, filter: &Filter, dimension: Option<&str>) -> StoreResult<Vec<RaterEvent>> {
+        let mut params = Params::default();
+        let cond = filter_sql(filter, true, &mut params);
+        let (score, join) = match filter.evaluator {
+            Some(_) => ("s.overall", "JOIN eval_scores s ON s.request_id = l.request_id"),
+            None => ("NULL::double precision", ""),
+        };
+        let sql = match dimension {
+            Some(d) => {
+                let d = params.bind(d.to_string(), "text");
+                format!(
+                    "SELECT l.request_id, l.cohort, l.use_case, {score}, r.event_id, 'explicit_rating'::text,
+                         r.value_num, NULL::text, r.user_id, r.ts
+                     FROM eval_logs l {join} JOIN dimension_ratings r ON r.request_id = l.request_id
+                     WHERE r.dimension = {d}{cond} ORDER BY l.request_id, r.ts, r.event_id"
+                )
+            }
+            None => format!(
+                "SELECT l.request_id, l.cohort, l.use_case, {score}, f.event_id, f.feedback_type, f.value_num,
+                     f.value_text, f.user_id, f.ts
+                 FROM eval_logs l {join} JOIN feedback_events f ON f.request_id = l.request_id
+                 WHERE f.feedback_type IN {}{cond} ORDER BY l.request_id, f.ts, f.event_id",
+                rows::RATER_TYPES_SQL
+            ),
+        };
+        let found = self.query_map(&sql, &params, rows::rater_row)?;
+        found.into_iter().map(|row| rows::stored_rater_event(row, dimension)).collect()
     }
 
     /// Citus: one router query per id (filtered by the distribution key).

@@ -45,6 +45,27 @@ pub(super) fn feedback_row<R: Row>(r: &R) -> Result<StoredFeedback, R::Error> {
     Ok((r.col(0)?, r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?, r.col(5)?))
 }
 
+/// A row of the rater-events query: request_id, cohort, use case, evaluator score, then the
+/// six feedback columns of [`feedback_row`].
+pub(super) type StoredRaterEvent = (String, Option<String>, Option<String>, Option<f64>, StoredFeedback);
+
+/// Columns 0-9 of the rater-events query (see [`StoredRaterEvent`]).
+pub(super) fn rater_row<R: Row>(r: &R) -> Result<StoredRaterEvent, R::Error> {
+    let fb = (r.col(4)?, r.col(5)?, r.col(6)?, r.col(7)?, r.col(8)?, r.col(9)?);
+    Ok((r.col(0)?, r.col(1)?, r.col(2)?, r.col(3)?, fb))
+}
+
+/// Rebuilds a rater event from its stored columns; `dimension` is the one the query read.
+pub(super) fn stored_rater_event(row: StoredRaterEvent, dimension: Option<&str>) -> StoreResult<super::RaterEvent> {
+    let (request_id, cohort, use_case, eval_score, fb) = row;
+    let mut event = stored_event(&request_id, fb)?;
+    event.dimension = dimension.map(str::to_string);
+    Ok(super::RaterEvent { cohort, use_case, eval_score, event })
+}
+
+/// The explicit feedback types whose values people can agree on, as stored (SQL list).
+pub(super) const RATER_TYPES_SQL: &str = "('explicit_rating', 'explicit_thumbs_up', 'explicit_thumbs_down')";
+
 /// The `value_text` column of a feedback event: its text for a comment, else NULL (the other
 /// values are in `value_num`, [`FeedbackValue::as_number`]).
 pub(super) fn stored_text(v: &FeedbackValue) -> Option<&str> {

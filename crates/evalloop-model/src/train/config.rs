@@ -58,16 +58,8 @@ pub enum PairScope {
     Batch,
 }
 
-/// How `corruption_pairs` corrupts an output (`corruption`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Corruption {
-    /// About 30% of the words dropped, then two neighbours swapped (the copy is shorter).
-    Drop,
-    /// Word order only: `max(1, round(0.15 n))` swaps of two neighbouring words at random
-    /// positions, so the copy has the same words and length and differs in fluency alone.
-    Swap,
-}
+/// How `corruption_pairs` corrupts an output (`corruption`, and the keys of `corruption_mix`).
+pub use super::corrupt::Corruption;
 
 impl Objective {
     /// Whether the objective has a pairwise term (and batches keep groups together).
@@ -262,11 +254,23 @@ pub struct TrainConfig {
     /// or `"swap"` (word order only; see [`Corruption`]); default "drop". Drop copies are drawn
     /// once per run, swap copies anew each epoch.
     pub corruption: Corruption,
+    /// A mixture of corruption families instead of the one `corruption` names: family name ->
+    /// weight (`swap`, `drop`, `shuffle`, `remove`, `insert`, `replace`, `repeat`, `truncate`,
+    /// `negate`, `number`, `entity`; see [`Corruption`]). Each output's copy is drawn anew each
+    /// epoch: a family by weight among those that apply to it. Empty = `corruption` alone
+    /// (default empty).
+    pub corruption_mix: std::collections::BTreeMap<String, f64>,
     /// Also train on the dataset's `unlabelled.jsonl` (`[dataset] unlabelled`): logged outputs
     /// without a human score, used only in `corruption_pairs` pairs (each output above its own
     /// corrupted copy), batched with their groups like labelled rows; needs `corruption_pairs`
     /// (default false).
     pub unlabelled: bool,
+    /// The blend stage: after training (and any ensemble or selection), blend the model's score
+    /// with the production evaluator's `overall` (the dataset rows' `evaluator_score`), with the
+    /// evaluator's share chosen on the validation split by `eval_metric` and the result mapped
+    /// onto the labels' scale; written as `blend.json`, which every scorer applies (scoring
+    /// then needs each request's production score). Needs a validation split (default false).
+    pub blend_evaluator: bool,
     /// Model selection: besides the base configuration (named `base`), train one model per
     /// candidate (the base configuration with the candidate's keys replaced) into
     /// `out/candidates/<name>/`, and keep the one with the best `eval_metric` (the base
@@ -323,7 +327,9 @@ impl Default for TrainConfig {
             data_parallel: 0,
             corruption_pairs: 0.0,
             corruption: Corruption::Drop,
+            corruption_mix: Default::default(),
             unlabelled: false,
+            blend_evaluator: false,
             keep_best: true,
             candidates: Vec::new(),
             select_min_groups: 5,
@@ -348,6 +354,39 @@ impl TrainConfig {
     }
 
     /// Checks ranges; errors name the key.
+    /// The corruption families of `corruption_pairs` with their weights: `corruption_mix`
+    /// parsed, or `corruption` alone with weight 1. Errors name the key: an unknown family, or a
+    /// weight that is not a number >= 0, or a mixture whose weights are all 0.
+    pub fn corruption_families(&self) -> Result<std::collections::BTreeMap<Corruption, f64>, String> {
+        if self.corruption_mix.is_empty() {
+            return Ok([(self.corruption, 1.0)].into());
+        }
+        let mut out = std::collections::BTreeMap::new();
+        for (name, &w) in &self.corruption_mix {
+            let kind: Corruption = serde_json::from_value(serde_json::Value::String(name.clone())).map_err(|_| {
+                let known: Vec<String> = Corruption::ALL
+                    .iter()
+                    .filter_map(|c| serde_json::to_value(c).ok()?.as_str().map(str::to_string))
+                    .collect();
+                format!("corruption_mix.{name}: unknown corruption family (known: {})", known.join(", "))
+            })?;
+            if !(w >= 0.0 && w.is_finite()) {
+                return Err(format!("corruption_mix.{name}: {w} is not a number >= 0"));
+            }
+            out.insert(kind, w);
+        }
+        if out.values().all(|w| *w == 0.0) {
+            return Err("corruption_mix: every weight is 0".into());
+        }
+        Ok(out)
+    }
+
+    /// Whether the corrupted copies are drawn anew each epoch (a mixture, or any family but
+    /// `drop`).
+    pub fn corruption_per_epoch(&self) -> bool {
+        !self.corruption_mix.is_empty() || self.corruption.per_epoch()
+    }
+
     pub fn validate(&self, origin: &str) -> evalloop_core::Result<()> {
         let bad = |key: &str, msg: String| Err(evalloop_core::Error::Input(format!("{origin}: [train] {key}: {msg}")));
         if self.batch_size == 0 {
@@ -404,6 +443,7 @@ impl TrainConfig {
         if self.corruption_pairs > 0.0 && !self.objective.is_some_and(Objective::has_pairwise) {
             return bad("corruption_pairs", "needs objective = \"pairwise\" or \"graded+pairwise\"".into());
         }
+        self.corruption_families().map_err(|e| evalloop_core::Error::Input(format!("{origin}: [train] {e}")))?;
         if self.objective == Some(Objective::SelfSupervised) {
             if self.corruption_pairs <= 0.0 {
                 return bad(

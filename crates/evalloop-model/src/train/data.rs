@@ -7,7 +7,7 @@ use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
 
-use super::config::{Corruption, LabelKind};
+use super::config::LabelKind;
 
 /// One training example.
 #[derive(Debug, Clone, PartialEq)]
@@ -192,42 +192,7 @@ pub fn read_unlabelled(path: &Path, dims: usize) -> evalloop_core::Result<Vec<Ex
         .collect())
 }
 
-/// A corrupted copy of `output` for `corruption_pairs`, drawn from a stream seeded by `seed` and
-/// the example's position `i`, so a run repeats. [`Corruption::Drop`]: each word (split on
-/// whitespace) dropped with probability 0.3 (at least one dropped and one kept), then two
-/// neighbouring words of what is left swapped. [`Corruption::Swap`]: `max(1, round(0.15 n))`
-/// swaps of two neighbouring words at random positions. `None` for outputs of fewer than two
-/// words, and for a swapped copy equal to the output (its swaps undid each other or met equal
-/// words).
-pub fn corrupt_output(output: &str, seed: u64, i: usize, kind: Corruption) -> Option<String> {
-    use rand::{Rng, SeedableRng};
-    let words: Vec<&str> = output.split_whitespace().collect();
-    if words.len() < 2 {
-        return None;
-    }
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed ^ (i as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    if kind == Corruption::Swap {
-        let mut w = words.clone();
-        for _ in 0..((0.15 * w.len() as f64).round() as usize).max(1) {
-            let j = rng.random_range(0..w.len() - 1);
-            w.swap(j, j + 1);
-        }
-        return (w != words).then(|| w.join(" "));
-    }
-    let mut keep: Vec<bool> = words.iter().map(|_| !rng.random_bool(0.3)).collect();
-    if keep.iter().all(|&k| k) {
-        keep[rng.random_range(0..words.len())] = false;
-    }
-    if !keep.iter().any(|&k| k) {
-        keep[rng.random_range(0..words.len())] = true;
-    }
-    let mut kept: Vec<&str> = words.iter().zip(&keep).filter(|(_, k)| **k).map(|(w, _)| *w).collect();
-    if kept.len() >= 2 {
-        let j = rng.random_range(0..kept.len() - 1);
-        kept.swap(j, j + 1);
-    }
-    Some(kept.join(" "))
-}
+pub use super::corrupt::corrupt_output;
 
 #[cfg(test)]
 mod tests {

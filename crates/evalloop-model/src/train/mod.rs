@@ -44,8 +44,10 @@
 //! - `output`, `metrics_log`, `checkpoint`: the files a run writes.
 //! - [`config`], [`data`], [`loss`]: the settings, the dataset rows, the loss functions.
 
+mod blend;
 mod checkpoint;
 pub mod config;
+pub mod corrupt;
 pub mod data;
 mod early_stopping;
 mod error;
@@ -61,6 +63,7 @@ mod shards;
 mod step;
 mod trainer;
 
+pub use blend::BlendSummary;
 pub use config::{Corruption, EvalMetric, LabelKind, Objective, PairScope, TrainConfig, Truncation};
 pub use data::Example;
 pub use evaluate::score_of;
@@ -107,6 +110,10 @@ pub struct TrainSummary {
     /// figures above are then the kept candidate's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection: Option<Selection>,
+    /// `blend_evaluator`: the blend with the production evaluator fitted after training (see
+    /// `blend.json`); the figures above are the model's alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blend: Option<BlendSummary>,
 }
 
 /// One evaluation on the validation split.
@@ -140,6 +147,16 @@ pub fn train(
     out_dir: &Path,
     resume: bool,
 ) -> evalloop_core::Result<TrainSummary> {
+    if cfg.blend_evaluator {
+        // The model (ensemble, selection) is trained as configured, then blended.
+        cfg.validate("train config")?;
+        let inner = TrainConfig { blend_evaluator: false, ..cfg.clone() };
+        let mut summary = train(dataset_dir, &inner, out_dir, resume)?;
+        summary.blend = Some(blend::fit(dataset_dir, cfg, out_dir)?);
+        output::write_summary(out_dir, &summary)?;
+        return Ok(summary);
+    }
+    let _ = std::fs::remove_file(out_dir.join(crate::files::BLEND_FILE));
     if !cfg.candidates.is_empty() {
         return select::train_candidates(dataset_dir, cfg, out_dir, resume);
     }

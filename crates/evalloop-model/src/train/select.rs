@@ -120,6 +120,7 @@ pub(super) fn train_ensemble(
         history: Vec::new(),
         members,
         selection: None,
+        blend: None,
     };
     write_summary(out_dir, &summary)?;
     tracing::info!(out = %out_dir.display(), members = summary.members.len(), "ensemble trained");

@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 
 use sha2::Digest;
 
-use super::config::{Corruption, EvalMetric, LabelKind, Objective, TrainConfig};
+use super::config::{EvalMetric, LabelKind, Objective, TrainConfig};
+use super::corrupt;
 use super::data::{self, Example};
 use crate as model;
 use crate::{BertConfig, Encoded, PairTokenizer};
@@ -40,8 +41,10 @@ pub(super) struct Setup {
 }
 
 /// The encoded corrupted copy of each of `train`'s outputs for `epoch` (all `None` without
-/// `corruption_pairs`): `"drop"` copies are drawn once per run, `"swap"` copies anew each epoch
-/// (from `seed` and the epoch), so a run and its resumption repeat.
+/// `corruption_pairs`): `"drop"` copies are drawn once per run, the other families and
+/// mixtures (`corruption_mix`) anew each epoch (from `seed` and the epoch), so a run and its
+/// resumption repeat. `insert` and `replace` borrow a sentence from the output of a training
+/// example of another group, drawn from the same stream.
 pub(super) fn corrupted_copies(
     tokenizer: &PairTokenizer,
     train: &[Example],
@@ -51,16 +54,43 @@ pub(super) fn corrupted_copies(
     if cfg.corruption_pairs <= 0.0 {
         return Ok(vec![None; train.len()]);
     }
-    let seed = match cfg.corruption {
-        Corruption::Drop => cfg.seed,
-        Corruption::Swap => cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03),
+    let seed = if cfg.corruption_per_epoch() {
+        cfg.seed ^ (epoch as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03)
+    } else {
+        cfg.seed
     };
-    let copies: Vec<Option<String>> =
-        train.iter().enumerate().map(|(i, e)| data::corrupt_output(&e.output, seed, i, cfg.corruption)).collect();
+    let families = cfg.corruption_families().map_err(|e| evalloop_core::Error::Input(format!("[train] {e}")))?;
+    let copies: Vec<Option<String>> = train
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            let ctx = corrupt::Context { prompt: &e.prompt, donor: donor(train, i, seed) };
+            match families.first_key_value() {
+                // One family: its own stream, as `corruption` alone always drew.
+                Some((&kind, _)) if families.len() == 1 => corrupt::corrupt(&e.output, ctx, seed, i, kind),
+                _ => corrupt::corrupt_mixed(&e.output, ctx, seed, i, &families).map(|(_, c)| c),
+            }
+        })
+        .collect();
     let pairs: Vec<(&str, &str)> =
         train.iter().zip(&copies).filter_map(|(e, c)| c.as_deref().map(|c| (e.prompt.as_str(), c))).collect();
     let mut encoded = tokenizer.encode_pairs(&pairs)?.into_iter();
     Ok(copies.iter().map(|c| c.as_ref().and_then(|_| encoded.next())).collect())
+}
+
+/// The output of another group's example to borrow a sentence from, for example `i`: drawn
+/// from `seed` and `i` (eight tries, then none).
+fn donor(train: &[Example], i: usize, seed: u64) -> Option<&str> {
+    use rand::{Rng, SeedableRng};
+    if train.len() < 2 {
+        return None;
+    }
+    let mut rng =
+        rand_chacha::ChaCha8Rng::seed_from_u64(seed.rotate_left(17) ^ (i as u64).wrapping_mul(0xBF58_476D_1CE4_E5B9));
+    (0..8)
+        .map(|_| &train[rng.random_range(0..train.len())])
+        .find(|d| d.group.is_none() || d.group != train[i].group)
+        .map(|d| d.output.as_str())
 }
 
 /// Reads and checks everything a run of `cfg` on `dataset_dir` needs (see [`Setup`]).

@@ -1214,3 +1214,130 @@ fn write_card(dir: &Path, kind: LabelKind) {
     let card = evalloop_core::files::DatasetCard::hand_made(config);
     std::fs::write(dir.join("dataset_card.json"), card.to_json().unwrap()).unwrap();
 }
+
+/// `corruption_mix` draws its copies from several families, repeatably, trains differently from
+/// one family alone, and names a bad family or weight.
+#[test]
+fn corruption_mix_trains_repeatably_and_checks_its_families() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, false);
+    let data_dir = tmp.path().join("data");
+    write_ranking_dataset(&data_dir, [6, 3, 3], 8);
+    let mix: std::collections::BTreeMap<String, f64> =
+        [("shuffle".to_string(), 1.0), ("insert".to_string(), 1.0), ("repeat".to_string(), 2.0)].into();
+    let cfg = TrainConfig {
+        epochs: 2,
+        objective: Some(Objective::GradedPairwise),
+        corruption_pairs: 1.0,
+        corruption_mix: mix,
+        ..tiny_cfg(&base)
+    };
+    let bytes = |d: &str, cfg: &TrainConfig| {
+        let out = tmp.path().join(d);
+        train(&data_dir, cfg, &out, false).unwrap();
+        std::fs::read(out.join("model.safetensors")).unwrap()
+    };
+    let a = bytes("a", &cfg);
+    assert_eq!(a, bytes("b", &cfg));
+    let swap = TrainConfig { corruption_mix: Default::default(), corruption: Corruption::Swap, ..cfg.clone() };
+    assert_ne!(a, bytes("swap", &swap));
+    for (toml, needle) in [
+        ("[train.corruption_mix]\nsentence_soup = 1.0\n", "corruption_mix.sentence_soup: unknown corruption family"),
+        ("[train.corruption_mix]\nshuffle = -1.0\n", "corruption_mix.shuffle: -1 is not a number >= 0"),
+        ("[train.corruption_mix]\nshuffle = 0.0\n", "corruption_mix: every weight is 0"),
+    ] {
+        let text = format!("[train]\nobjective = \"pairwise\"\ncorruption_pairs = 1.0\n{toml}");
+        let err = TrainConfig::from_toml_str(&text, "f.toml").unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
+}
+
+/// Adds `evaluator_score` to every row of the dataset's splits: `f(label, row index)`.
+fn add_evaluator_scores(dir: &Path, f: impl Fn(f64, usize) -> f64) {
+    for split in ["train", "validation", "test"] {
+        let p = dir.join(format!("{split}.jsonl"));
+        let text = std::fs::read_to_string(&p).unwrap();
+        let mut out = String::new();
+        for (i, line) in text.lines().enumerate() {
+            let mut v: serde_json::Value = serde_json::from_str(line).unwrap();
+            let label = v["label"].as_f64().unwrap();
+            v["evaluator_score"] = serde_json::json!(f(label, i));
+            out.push_str(&v.to_string());
+            out.push('\n');
+        }
+        std::fs::write(&p, out).unwrap();
+    }
+}
+
+/// `blend_evaluator`: the model's score blended with the production evaluator's, chosen on the
+/// validation split (never worse there than either alone), written as blend.json and applied
+/// by every scorer, which then needs the production score of each request.
+#[test]
+fn blend_evaluator_blends_with_the_production_score() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, false);
+    let data_dir = tmp.path().join("data");
+    write_ranking_dataset(&data_dir, [6, 4, 4], 8);
+    let cfg = TrainConfig {
+        epochs: 1,
+        objective: Some(Objective::GradedPairwise),
+        eval_metric: EvalMetric::GroupSpearman,
+        blend_evaluator: true,
+        ..tiny_cfg(&base)
+    };
+    // Rows without a production score: the stage says what is missing.
+    let err = train(&data_dir, &cfg, &tmp.path().join("none"), false).unwrap_err().to_string();
+    assert!(err.contains("validation.jsonl:1: field evaluator_score is missing"), "{err}");
+
+    // A production evaluator that ranks well but on its own scale.
+    add_evaluator_scores(&data_dir, |label, i| 0.2 + 0.5 * label + 0.01 * (i % 3) as f64);
+    let out = tmp.path().join("m");
+    let s = train(&data_dir, &cfg, &out, false).unwrap();
+    let b = s.blend.clone().expect("a blend summary");
+    let (vm, ve, vb) = (b.validation_model.unwrap(), b.validation_evaluator.unwrap(), b.validation_blend.unwrap());
+    assert!(vb >= vm.max(ve) - 1e-12, "{b:?}");
+    assert!((0.0..=1.0).contains(&b.weight));
+    assert!(b.test_blend.is_some() && b.test_evaluator.is_some());
+    let file = crate::files::BlendFile::read(&out).unwrap().expect("blend.json");
+    assert_eq!(file.weight, b.weight);
+    let on_disk: TrainSummary =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(on_disk.blend, Some(b));
+
+    let scorer = crate::score::Scorer::load(&out, &Device::Cpu).unwrap();
+    let pairs = [("what question", "good bad"), ("why", "terrible answer")];
+    let err = scorer.score_blended(&pairs, None).unwrap_err().to_string();
+    assert!(err.contains("production"), "{err}");
+    let model = scorer.score_pairs(&pairs).unwrap();
+    let blended = scorer.score_blended(&pairs, Some(&[0.3, 0.6])).unwrap();
+    for i in 0..2 {
+        assert_eq!(blended[i], file.apply(model[i], [0.3, 0.6][i]));
+        assert!((0.0..=1.0).contains(&blended[i]));
+    }
+
+    // score --input: the production score from the row, else an error naming the line.
+    let input = tmp.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"request_id\":\"a\",\"prompt\":\"what question\",\"output\":\"good bad\",\"eval_scores\":{\"overall\":0.3}}\n\
+         {\"request_id\":\"b\",\"prompt\":\"why\",\"output\":\"terrible answer\",\"evaluator_score\":0.6}\n",
+    )
+    .unwrap();
+    let output = tmp.path().join("out.jsonl");
+    crate::score::score_jsonl(&out, &input, &output, &Default::default()).unwrap();
+    let scored: Vec<f64> = std::fs::read_to_string(&output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["score"].as_f64().unwrap())
+        .collect();
+    assert_eq!(scored, blended);
+    std::fs::write(&input, "{\"request_id\":\"a\",\"prompt\":\"p\",\"output\":\"o\"}\n").unwrap();
+    let err = crate::score::score_jsonl(&out, &input, &output, &Default::default()).unwrap_err().to_string();
+    assert!(err.contains("in.jsonl:1: field eval_scores.overall"), "{err}");
+
+    // Trained again without the blend, the directory loses blend.json.
+    train(&data_dir, &TrainConfig { blend_evaluator: false, ..cfg }, &out, false).unwrap();
+    assert!(!out.join("blend.json").exists());
+}

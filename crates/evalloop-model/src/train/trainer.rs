@@ -9,7 +9,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 
 use super::checkpoint::{self, CheckpointState};
-use super::config::{Corruption, TrainConfig};
+use super::config::TrainConfig;
 use super::data;
 use super::error::{Result, TrainError};
 use super::evaluate::evaluate;
@@ -166,7 +166,7 @@ impl<'a> Trainer<'a> {
             let batches = epoch_plan(setup, cfg, self.terms, self.state.epoch);
             let batches_per_epoch = batches.len();
             let epoch_copies;
-            let train_corrupt = if self.state.epoch == 0 || cfg.corruption == Corruption::Drop {
+            let train_corrupt = if self.state.epoch == 0 || !cfg.corruption_per_epoch() {
                 &setup.train_corrupt
             } else {
                 epoch_copies = corrupted_copies(&setup.tokenizer, &setup.train, cfg, self.state.epoch)?;
@@ -340,6 +340,7 @@ impl<'a> Trainer<'a> {
             history: self.state.history.clone(),
             members: Vec::new(),
             selection: None,
+            blend: None,
         };
         write_output(out_dir, cfg, setup, &final_weights, &summary)?;
         if !cfg.keep_checkpoints {

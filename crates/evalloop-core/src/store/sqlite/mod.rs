@@ -22,8 +22,8 @@ use rusqlite::{Connection, params, params_from_iter};
 
 use super::rows;
 use super::{
-    BatchOutcome, CohortStats, DimensionScore, EvaluatedRequest, Filter, RequestText, RunRecord, ScoredColumns,
-    ScoredQuery, ScoredRequest, Store, StoreError, StoreResult, StoreStats,
+    BatchOutcome, CohortStats, DimensionScore, EvaluatedRequest, Filter, RaterEvent, RequestText, RunRecord,
+    ScoredColumns, ScoredQuery, ScoredRequest, Store, StoreError, StoreResult, StoreStats,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros};
@@ -279,6 +279,41 @@ impl Store for SqliteStore {
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get(0)).map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn rater_events(&self, filter: &Filter, dimension: Option<&str>) -> StoreResult<Vec<RaterEvent>> {
+        let mut params = Vec::new();
+        let cond = filter_sql(filter, true, &mut params);
+        let (score, join) = match filter.evaluator {
+            Some(_) => ("s.overall", "JOIN eval_scores s ON s.log_id = l.log_id"),
+            None => ("NULL", ""),
+        };
+        let sql = match dimension {
+            Some(d) => {
+                params.push(rusqlite::types::Value::Text(d.to_string()));
+                format!(
+                    "SELECT l.request_id, l.cohort, l.use_case, {score}, r.event_id, 'explicit_rating', r.value_num,
+                         NULL, r.user_id, r.ts
+                     FROM eval_logs l {join} JOIN dimension_ratings r ON r.request_id = l.request_id
+                     WHERE r.dimension = ?{}{cond} ORDER BY l.request_id, r.ts, r.event_id",
+                    params.len()
+                )
+            }
+            None => format!(
+                "SELECT l.request_id, l.cohort, l.use_case, {score}, f.event_id, f.feedback_type, f.value_num,
+                     f.value_text, f.user_id, f.ts
+                 FROM eval_logs l {join} JOIN feedback_events f ON f.log_id = l.log_id
+                 WHERE f.feedback_type IN {}{cond} ORDER BY l.request_id, f.ts, f.event_id",
+                rows::RATER_TYPES_SQL
+            ),
+        };
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let found = stmt.query_map(params_from_iter(params.iter()), |r| rows::rater_row(r)).map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in found {
+            out.push(rows::stored_rater_event(row.map_err(self.err())?, dimension)?);
+        }
+        Ok(out)
     }
 
     fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>> {
