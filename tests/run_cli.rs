@@ -90,6 +90,11 @@ fn weekly_loop_runs_every_step_records_the_run_and_resumes() {
     assert!(report["training"]["curves"].as_array().unwrap().len() > 1);
     let html = std::fs::read_to_string(run_dir.join("report.html")).unwrap();
     assert!(html.matches("<svg").count() >= 5, "plots missing from report.html");
+    // The example logs span one ISO week: one point of agreement and human score.
+    let weeks = report["history"]["points"].as_array().expect("history in report.json");
+    assert_eq!(weeks.len(), 1);
+    assert!(weeks[0]["human_score"].is_number() && weeks[0]["agreement"].is_number());
+    assert!(html.contains("data-chart=\"agreement-by-week\"") && html.contains("data-chart=\"human-score-by-week\""));
 
     // The run is recorded, and the retrained evaluator's held-out scores are in the store.
     let runs = json(evalloop(dir).arg("--config").arg(&cfg).args(["runs", "list"]));

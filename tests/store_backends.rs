@@ -735,6 +735,49 @@ fn metadata_group_matches_the_stores_group_names() {
     });
 }
 
+#[test]
+fn evaluated_requests_and_estimate_agree_across_backends() {
+    let all = on_each_backend("evaluated", |s| {
+        load(s);
+        let judge = Filter { evaluator: Some("judge-v2".into()), ..Default::default() };
+        let pro = Filter { cohort: Some("pro".into()), ..Default::default() };
+        json!({
+            "all": to_json(s.evaluated_requests(&Filter::default()).unwrap()),
+            "judge": to_json(s.evaluated_requests(&judge).unwrap()),
+            "pro": to_json(s.evaluated_requests(&pro).unwrap()),
+        })
+    });
+    let ids = |v: &Value| -> Vec<String> {
+        v.as_array().unwrap().iter().map(|r| r["request_id"].as_str().unwrap().to_string()).collect()
+    };
+    assert_eq!(ids(&all["all"]), ["R06", "r01", "r02", "r03", "r04", "r05", "r07", "r08"]);
+    assert_eq!(ids(&all["judge"]), ["R06", "r03"]);
+    assert_eq!(ids(&all["pro"]), ["R06", "r03", "r04"]);
+    let r01 = &all["all"][1];
+    assert_eq!((r01["cohort"].as_str(), r01["prompt_version"].as_str()), (Some("free"), Some("v1")));
+    assert_eq!(r01["eval_score"], json!(0.9));
+    assert_eq!(all["all"][3]["use_case"], json!("code"));
+
+    let mut results = Vec::new();
+    for mut b in backends("estimate") {
+        load(b.store.as_mut());
+        let e = ["estimate", "--evaluator", "judge-v2"];
+        results.push((b.name, json!({
+            "overall": evalloop(&b.db, &["estimate", "--evaluator", "baseline"]),
+            "judge": evalloop(&b.db, &e),
+            "by_cohort": evalloop(&b.db, &["estimate", "--evaluator", "baseline", "--by", "cohort", "--metric", "pass_rate"]),
+                "trend": evalloop(&b.db, &["trend", "--evaluator", "baseline", "--every", "day", "--by", "cohort"]),
+        })));
+    }
+    let first = &results[0].1;
+    assert_eq!(first["overall"]["overall"]["requests"], json!(6));
+    for (name, r) in &results[1..] {
+        if let Err(at) = json_close(first, r, "$") {
+            panic!("estimate: sqlite and {name} disagree at {at}");
+        }
+    }
+}
+
 /// `rater_events`: every request's explicit ratings and thumbs in one read, in the order
 /// `feedback_for` gives each request's, filtered like the other reads, with the filter's
 /// evaluator score; with a dimension, that dimension's ratings. Same answer on both backends.

@@ -22,6 +22,7 @@ mod check;
 mod correlate;
 mod dataset;
 mod disagreements;
+mod estimate;
 mod impact;
 mod ingest;
 mod keys;
@@ -36,6 +37,7 @@ mod simulate;
 mod stats;
 mod summary;
 mod train;
+mod trend;
 
 pub use agreement::AgreementArgs;
 pub use bias::BiasArgs;
@@ -44,6 +46,7 @@ pub use check::CheckArgs;
 pub use correlate::CorrelateArgs;
 pub use dataset::DatasetWhat;
 pub use disagreements::DisagreementsArgs;
+pub use estimate::EstimateArgs;
 pub use impact::ImpactArgs;
 pub use ingest::{IngestArgs, IngestWhat};
 pub use keys::KeysWhat;
@@ -56,6 +59,7 @@ pub use serve::ServeArgs;
 pub use simulate::SimulateArgs;
 pub use summary::SummaryArgs;
 pub use train::TrainArgs;
+pub use trend::TrendArgs;
 
 /// evalloop: measure and retrain an LLM evaluator against human feedback.
 #[derive(Debug, Parser)]
@@ -100,6 +104,10 @@ pub enum Command {
     Bias(BiasArgs),
     /// Do people agree with each other: Krippendorff's alpha, Cohen's kappa, percent agreement.
     Agreement(AgreementArgs),
+    /// How good the product is: mean human score or pass rate, classical and prediction-powered.
+    Estimate(EstimateArgs),
+    /// The figures per day or week, and the changes between windows (FDR-controlled).
+    Trend(TrendArgs),
     /// Before/after comparison of a change: Welch's t, Mann-Whitney U, Cohen's d, bootstrap CI.
     Impact(ImpactArgs),
     /// The CI gate: thresholds from the config's [thresholds]; exit 1 when one fails.
@@ -198,6 +206,8 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Disagreements(a) => disagreements::run(&settings, a),
         Command::Bias(a) => bias::run(&settings, a),
         Command::Agreement(a) => agreement::run(&settings, a),
+        Command::Estimate(a) => estimate::run(&settings, a),
+        Command::Trend(a) => trend::run(&settings, a),
         Command::Impact(a) => impact::run(&settings, a),
         Command::Check(a) => check::run(&settings, a),
         Command::Runs { what } => runs::run(&settings, what),

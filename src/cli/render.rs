@@ -359,6 +359,29 @@ pub fn impact(r: &ImpactReport) -> String {
             }
         }
     }
+    match &r.ppi {
+        Some(Outcome::Defined(c)) => {
+            let _ = writeln!(
+                out,
+                "human score, PPI++ by cohort: {:.3} [{:.3}, {:.3}] -> {:.3} [{:.3}, {:.3}]; difference {:+.3}, 95% CI [{:.3}, {:.3}], z {:.3}, p = {}",
+                c.before.estimate,
+                c.before.lower,
+                c.before.upper,
+                c.after.estimate,
+                c.after.lower,
+                c.after.upper,
+                c.difference,
+                c.difference_ci[0],
+                c.difference_ci[1],
+                c.z,
+                p(Some(c.p_value))
+            );
+        }
+        Some(Outcome::Undefined(u)) => {
+            let _ = writeln!(out, "human score, PPI++ by cohort: undefined ({})", u.reason);
+        }
+        None => {}
+    }
     out.trim_end().to_string()
 }
 

@@ -29,6 +29,7 @@ use crate::{Error, Result};
 
 mod ceiling;
 mod gate;
+mod history;
 mod summary;
 
 use gate::gate;
@@ -413,6 +414,7 @@ fn steps(
     data.scatter.post = report::Scatter::sample(post.iter().map(point), 2000);
     data.dataset = dataset_summary(&card, state.window.as_ref());
     data.training = training_summary(&model_dir, &train_cfg);
+    data.history = Some(history::history(store, settings, &base)?);
     let test_ids: Vec<String> = test.iter().map(|r| r.request_id.clone()).collect();
     let people = ceiling::human_ceiling(store, &window, &base, &test_ids, &new_scores, cfg.min_human_alpha)?;
     outcome.warnings.extend(people.warning.clone());

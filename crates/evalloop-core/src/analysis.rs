@@ -523,6 +523,10 @@ pub struct ImpactReport {
     /// For an evaluator split: Spearman of each with the human scores and Williams' test.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub agreement: Option<EvaluatorAgreement>,
+    /// For a date or metadata split: the prediction-powered (PPI++) mean human score of each
+    /// side, stratified by cohort, and the z-test of their difference (`evalloop estimate`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ppi: Option<Outcome<crate::estimate::PpiComparison>>,
 }
 
 /// Two evaluators' agreement with the same human scores.
@@ -608,6 +612,7 @@ pub fn impact(
                     candidate_spearman: ra,
                     williams,
                 }),
+                ppi: None,
             });
         }
     };
@@ -615,6 +620,7 @@ pub fn impact(
     let hb: Vec<f64> = human(&before)?.iter().map(|r| r.human_score).collect();
     let ha: Vec<f64> = human(&after)?.iter().map(|r| r.human_score).collect();
     let human_scores = stats::compare::compare_samples(&ha, &hb, &boot);
+    let ppi = crate::estimate::compare_sides(store, &scope.policy, &before, &after)?.into();
     Ok(ImpactReport {
         split: label,
         alpha,
@@ -623,6 +629,7 @@ pub fn impact(
         human_significant: Some(significant(&human_scores, alpha)),
         human_scores: Some(human_scores),
         agreement: None,
+        ppi: Some(ppi),
     })
 }
 
@@ -638,6 +645,12 @@ pub struct Thresholds {
     pub min_auc: Option<f64>,
     pub min_n_samples: Option<usize>,
     pub max_disagreement_rate: Option<f64>,
+    /// Largest allowed drop of the evaluator-human Spearman from the week before the latest to
+    /// the latest (ISO weeks, UTC; `evalloop trend`).
+    pub max_agreement_drop: Option<f64>,
+    /// Largest allowed drop of the mean human score (PPI++) from the week before the latest to
+    /// the latest.
+    pub max_human_score_drop: Option<f64>,
     /// Minimum Krippendorff's alpha (ordinal) between people on the overall 1-5 ratings of the
     /// requests several people rated: below it the labels are too noisy to judge an evaluator
     /// by; undefined (no request with two raters) fails too.
@@ -778,6 +791,9 @@ pub fn check(store: &dyn Store, scope: &Scope, t: &Thresholds) -> Result<CheckRe
                 cc.undefined.get("spearman"),
             ));
         }
+    }
+    if t.max_agreement_drop.is_some() || t.max_human_score_drop.is_some() {
+        checks.extend(crate::trend::drop_checks(store, scope, t.max_agreement_drop, t.max_human_score_drop)?);
     }
     if checks.is_empty() {
         return Err(Error::Input("check: the config's [thresholds] names no threshold".into()));

@@ -68,6 +68,13 @@ pub fn parse(kind: Kind, ndjson: bool, body: &[u8], now: DateTime<Utc>, max_rows
         rows: match kind {
             Kind::Logs => Rows::Logs(Vec::new()),
             Kind::Feedback => Rows::Feedback(Vec::new()),
+            // No route takes scores of a second evaluator yet: `evalloop ingest scores` does.
+            Kind::Scores => {
+                return Err(ParseError::Body(BodyError {
+                    path: None,
+                    reason: "scores of another evaluator are ingested with `evalloop ingest scores`".into(),
+                }));
+            }
         },
     };
     if ndjson {

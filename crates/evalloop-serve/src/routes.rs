@@ -150,6 +150,7 @@ async fn ingest(
     let kind_name = match kind {
         Kind::Logs => "logs",
         Kind::Feedback => "feedback",
+        Kind::Scores => "scores",
     };
     let mut ids: Vec<String> = match &parsed.rows {
         Rows::Logs(v) => v.iter().map(|l| l.request_id.clone()).collect(),

@@ -35,10 +35,10 @@ pub const CHART_IDS: [&str; 8] = [
     "validation-spearman",
 ];
 
-const PRE: RGBColor = RGBColor(0x4e, 0x79, 0xa7);
-const POST: RGBColor = RGBColor(0xf2, 0x8e, 0x2b);
-const GRAY: RGBColor = RGBColor(0x88, 0x88, 0x88);
-const LIGHT: RGBColor = RGBColor(0xe6, 0xe6, 0xe6);
+pub(super) const PRE: RGBColor = RGBColor(0x4e, 0x79, 0xa7);
+pub(super) const POST: RGBColor = RGBColor(0xf2, 0x8e, 0x2b);
+pub(super) const GRAY: RGBColor = RGBColor(0x88, 0x88, 0x88);
+pub(super) const LIGHT: RGBColor = RGBColor(0xe6, 0xe6, 0xe6);
 const TEXT: RGBColor = RGBColor(0x33, 0x33, 0x33);
 /// Cohort colours (Tableau 10 without its gray, which means "other cohorts").
 const COHORT_COLORS: [RGBColor; 9] = [
@@ -52,10 +52,10 @@ const COHORT_COLORS: [RGBColor; 9] = [
     RGBColor(0xff, 0x9d, 0xa7),
     RGBColor(0x9c, 0x75, 0x5f),
 ];
-const FONT: &str = "sans-serif";
+pub(super) const FONT: &str = "sans-serif";
 
-type PlotResult = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
-type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
+pub(super) type PlotResult = std::result::Result<(), DrawingAreaErrorKind<std::io::Error>>;
+pub(super) type Area<'a> = DrawingArea<SVGBackend<'a>, Shift>;
 
 impl Charts {
     /// Draws every chart of `d`.
@@ -143,7 +143,7 @@ impl Charts {
 
 /// Draws one chart into an SVG string and wraps it in a `<figure>`; the `<svg>` gets
 /// `class="chart"`, `data-chart=ID`, `role="img"`, an `aria-label` and a `<title>`.
-fn svg_figure(
+pub(super) fn svg_figure(
     id: &str,
     title: &str,
     size: (u32, u32),
@@ -172,7 +172,7 @@ fn svg_figure(
 
 /// A range covering the finite values with 5% padding; `fallback` when there are none, and
 /// widened around a single value.
-fn padded_range(values: impl Iterator<Item = f64>, fallback: (f64, f64)) -> (f64, f64) {
+pub(super) fn padded_range(values: impl Iterator<Item = f64>, fallback: (f64, f64)) -> (f64, f64) {
     let (mut lo, mut hi) = (f64::INFINITY, f64::NEG_INFINITY);
     for v in values.filter(|v| v.is_finite()) {
         lo = lo.min(v);
@@ -201,7 +201,7 @@ fn short(s: &str, max: usize) -> String {
     }
 }
 
-fn no_data(area: &Area<'_>, msg: &str) -> PlotResult {
+pub(super) fn no_data(area: &Area<'_>, msg: &str) -> PlotResult {
     let (w, h) = area.dim_in_pixel();
     let style = TextStyle::from((FONT, 16).into_font()).color(&GRAY).pos(Pos::new(HPos::Center, VPos::Center));
     area.draw(&Text::new(msg.to_string(), (w as i32 / 2, h as i32 / 2), style))

@@ -148,6 +148,12 @@ pub fn render_html(d: &ReportData) -> Result<String> {
     }
     let _ = writeln!(o, "<div class=\"charts\">{}{}</div></section>", charts.loss, charts.val_spearman);
 
+    // Over time (evalloop trend), when the run recorded it.
+    if let Some(h) = &d.history {
+        o.push_str("<section id=\"history\"><h2>Over time</h2>\n");
+        let _ = writeln!(o, "<div class=\"charts\">{}</div></section>", super::history::charts(h)?);
+    }
+
     // Dataset.
     o.push_str("<section id=\"dataset\"><h2>Dataset</h2>\n");
     if let (Some(a), Some(b)) = (&d.dataset.window_start, &d.dataset.window_end) {

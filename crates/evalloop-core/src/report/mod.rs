@@ -13,7 +13,7 @@
 //!
 //! By concern: `schema` holds report.json's types (re-exported here), `tables` the tables both
 //! pages share and their cell formatting, `escape` the escaping of user text, `markdown` and
-//! `html` the two pages, `charts` the plots of report.html. This file holds the file names and reads and writes the three files.
+//! `html` the two pages, `charts` the plots of report.html, `history` its time-series plots. This file holds the file names and reads and writes the three files.
 
 // report.json's schema is public API that other tools read: keep every item documented.
 #![warn(missing_docs)]
@@ -21,6 +21,7 @@
 mod ceiling;
 mod charts;
 mod escape;
+mod history;
 mod html;
 mod markdown;
 mod schema;

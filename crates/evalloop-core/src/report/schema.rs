@@ -36,6 +36,52 @@ pub struct ReportData {
     /// when the run did not measure it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub human_ceiling: Option<super::HumanCeilingSection>,
+    /// The base evaluator's agreement and the mean human score by week over the whole store,
+    /// with the promotions of earlier runs; absent in reports written without it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub history: Option<History>,
+}
+
+/// Figures by ISO week (UTC) over the store, for the time-series charts (`evalloop trend`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct History {
+    /// The evaluator the agreement is of.
+    pub evaluator: String,
+    /// One point per week with requests, oldest first.
+    pub points: Vec<HistoryPoint>,
+    /// Runs whose gate promoted a new evaluator, by the week they started in.
+    pub promotions: Vec<Promotion>,
+}
+
+/// One week of [`History`]; undefined figures are `None`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct HistoryPoint {
+    /// ISO week, as `2026-W50`.
+    pub week: String,
+    /// Requests the evaluator scored that week.
+    pub requests: usize,
+    /// Of those, requests with a human score.
+    pub labelled: usize,
+    /// Spearman's rho between evaluator and human scores.
+    pub agreement: Option<f64>,
+    /// Its 95% Fisher-z interval.
+    pub agreement_ci: Option<[f64; 2]>,
+    /// The mean human score (PPI++, stratified by cohort).
+    pub human_score: Option<f64>,
+    /// Its 95% interval.
+    pub human_score_ci: Option<[f64; 2]>,
+}
+
+/// A promotion event of [`History`].
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Promotion {
+    /// ISO week the run started in.
+    pub week: String,
+    /// The run's id.
+    pub run_id: String,
 }
 
 /// The same kind of section for the base evaluator (`pre`) and the retrained one (`post`).

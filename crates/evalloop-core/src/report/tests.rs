@@ -214,6 +214,7 @@ pub(super) fn synthetic() -> ReportData {
         }),
         disagreements_by_cohort: disagreements,
         scatter: PrePost { pre: Scatter::sample(pre_pts, 400), post: Scatter::sample(post_pts, 400) },
+        history: None,
         human_ceiling: None,
     }
 }

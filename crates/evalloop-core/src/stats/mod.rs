@@ -15,8 +15,9 @@
 //! [`agreement`] (inter-rater agreement: Krippendorff's alpha, Cohen's kappa),
 //! [`bootstrap`] (seeded percentile bootstrap), [`compare`] (two-sample tests for `impact`),
 //! [`calibration`] (ECE, reliability table, Brier, ROC AUC, threshold metrics),
-//! [`dependent`] (Williams' test, paired bootstrap of a Spearman difference) and [`group`]
-//! (group-level correlation).
+//! [`dependent`] (Williams' test, paired bootstrap of a Spearman difference), [`group`]
+//! (group-level correlation), [`ppi`] (prediction-powered estimates of a mean) and [`fdr`]
+//! (Benjamini-Hochberg).
 
 #![warn(missing_docs)]
 
@@ -26,7 +27,9 @@ pub mod calibration;
 pub mod compare;
 pub mod corr;
 pub mod dependent;
+pub mod fdr;
 pub mod group;
+pub mod ppi;
 pub mod preference;
 pub mod rank;
 

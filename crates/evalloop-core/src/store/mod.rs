@@ -300,6 +300,23 @@ impl ScoredColumns {
     }
 }
 
+/// A request with its evaluator score, labelled or not: what prediction-powered estimates read
+/// (the evaluator on every request, the human score on the few that have one).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EvaluatedRequest {
+    pub request_id: String,
+    /// Microseconds since the epoch.
+    pub timestamp_us: i64,
+    /// The evaluator's `overall`, in [0, 1].
+    pub eval_score: f64,
+    /// `metadata.user_cohort`.
+    pub cohort: Option<String>,
+    /// `metadata.use_case`.
+    pub use_case: Option<String>,
+    /// `metadata.prompt_version`.
+    pub prompt_version: Option<String>,
+}
+
 /// The text of a request.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestText {
@@ -472,6 +489,9 @@ pub trait Store {
     fn cohort_stats(&self, filter: &Filter, policy: &HumanPolicy) -> StoreResult<Vec<CohortStats>>;
     /// The evaluator `overall` of every request matching the filter (with or without feedback).
     fn eval_scores(&self, filter: &Filter) -> StoreResult<Vec<f64>>;
+    /// Every request matching the filter that the filter's evaluator scored (with or without
+    /// feedback), ordered by `request_id` then evaluator.
+    fn evaluated_requests(&self, filter: &Filter) -> StoreResult<Vec<EvaluatedRequest>>;
     /// Ids of the logs matching the filter (with a score from the filter's evaluator, when it
     /// names one), ordered by id.
     fn request_ids(&self, filter: &Filter) -> StoreResult<Vec<String>>;

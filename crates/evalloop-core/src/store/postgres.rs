@@ -26,8 +26,8 @@ use postgres::{Client, NoTls, Row};
 
 use super::rows;
 use super::{
-    BatchOutcome, CohortStats, DimensionScore, Filter, RaterEvent, RequestText, RunRecord, ScoredQuery, ScoredRequest,
-    Store, StoreError, StoreResult, StoreStats, StoredLog,
+    BatchOutcome, CohortStats, DimensionScore, EvaluatedRequest, Filter, RaterEvent, RequestText, RunRecord,
+    ScoredQuery, ScoredRequest, Store, StoreError, StoreResult, StoreStats, StoredLog,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros, to_micros};
@@ -905,6 +905,27 @@ impl Store for PostgresStore {
              WHERE TRUE{cond} ORDER BY l.request_id, s.evaluator"
         );
         self.query_map(&sql, &params, |r| r.try_get(0))
+    }
+
+    /// Citus: a co-located join on `request_id`, pushed down; the coordinator merges the order.
+    fn evaluated_requests(&self, filter: &Filter) -> StoreResult<Vec<EvaluatedRequest>> {
+        let mut params = Params::default();
+        let cond = filter_sql(filter, true, &mut params);
+        let sql = format!(
+            "SELECT l.request_id, l.ts, s.overall, l.cohort, l.use_case, l.prompt_version
+             FROM eval_logs l JOIN eval_scores s ON s.request_id = l.request_id
+             WHERE TRUE{cond} ORDER BY l.request_id, s.evaluator"
+        );
+        self.query_map(&sql, &params, |r| {
+            Ok(EvaluatedRequest {
+                request_id: r.try_get(0)?,
+                timestamp_us: r.try_get(1)?,
+                eval_score: r.try_get(2)?,
+                cohort: r.try_get(3)?,
+                use_case: r.try_get(4)?,
+                prompt_version: r.try_get(5)?,
+            })
+        })
     }
 
     /// Citus: a co-located join on `request_id`, pushed down.

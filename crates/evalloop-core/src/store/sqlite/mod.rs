@@ -22,8 +22,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::rows;
 use super::{
-    BatchOutcome, CohortStats, DimensionScore, Filter, RaterEvent, RequestText, RunRecord, ScoredColumns, ScoredQuery,
-    ScoredRequest, Store, StoreError, StoreResult, StoreStats, StoredLog,
+    BatchOutcome, CohortStats, DimensionScore, EvaluatedRequest, Filter, RaterEvent, RequestText, RunRecord,
+    ScoredColumns, ScoredQuery, ScoredRequest, Store, StoreError, StoreResult, StoreStats, StoredLog,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros};
@@ -308,6 +308,31 @@ impl Store for SqliteStore {
         );
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
         let rows = stmt.query_map(params_from_iter(params.iter()), |r| r.get(0)).map_err(self.err())?;
+        rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn evaluated_requests(&self, filter: &Filter) -> StoreResult<Vec<EvaluatedRequest>> {
+        let mut params = Vec::new();
+        let cond = filter_sql(filter, true, &mut params);
+        let sql = format!(
+            "SELECT l.request_id, l.ts, s.overall, l.cohort, l.use_case, l.prompt_version
+             FROM eval_logs l JOIN eval_scores s ON s.log_id = l.log_id
+                 JOIN evaluators e ON e.evaluator_id = s.evaluator_id
+             WHERE 1 = 1{cond} ORDER BY l.request_id, e.name"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let rows = stmt
+            .query_map(params_from_iter(params.iter()), |r| {
+                Ok(EvaluatedRequest {
+                    request_id: r.get(0)?,
+                    timestamp_us: r.get(1)?,
+                    eval_score: r.get(2)?,
+                    cohort: r.get(3)?,
+                    use_case: r.get(4)?,
+                    prompt_version: r.get(5)?,
+                })
+            })
+            .map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
