@@ -45,8 +45,8 @@ fn simulate_ingest_build_round_trip() {
     let truth = lines(&dir.join("sim/truth.jsonl"));
     let logs = lines(&dir.join("sim/logs.jsonl"));
     let held = lines(&dir.join("sim/heldout.jsonl"));
-    assert_eq!(truth.len(), 280);
-    assert_eq!(logs.len() + held.len(), 280);
+    assert_eq!(truth.len(), 420);
+    assert_eq!(logs.len() + held.len(), 420);
     assert_eq!(held.len() as u64, s["heldout_requests"].as_u64().unwrap());
     let held_groups: BTreeSet<&str> = held.iter().map(|h| h["group"].as_str().unwrap()).collect();
     assert_eq!(held_groups.len(), 4);

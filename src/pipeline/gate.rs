@@ -56,9 +56,12 @@ pub(super) fn check(cfg: &RunConfig) -> Result<(), String> {
     }
 }
 
+/// One held-out group's columns: new scores, base scores, human scores.
+type GroupColumns = (Vec<f64>, Vec<f64>, Vec<f64>);
+
 /// Per held-out group with two or more rows and both Spearmans defined: (new, base).
 fn group_pairs(new: &BTreeMap<&str, f64>, pre: &[(&ScoredRequest, f64)]) -> Vec<(f64, f64)> {
-    let mut groups: BTreeMap<&str, (Vec<f64>, Vec<f64>, Vec<f64>)> = BTreeMap::new();
+    let mut groups: BTreeMap<&str, GroupColumns> = BTreeMap::new();
     for (r, s) in pre {
         if let (Some(n), Some(g)) = (new.get(r.request_id.as_str()), r.group.as_deref()) {
             let e = groups.entry(g).or_default();
