@@ -298,6 +298,7 @@ fn unbounded_numeric_flags_are_refused() {
         (&["calibration", "--bins", "100000000"], "--bins"),
         (&["correlate", "--bootstrap", "18446744073709551615"], "--bootstrap"),
         (&["impact", "--before", "2026-05-16", "--after", "2026-05-16", "--bootstrap", "100000000000"], "--bootstrap"),
+        (&["agreement", "--bootstrap", "18446744073709551615"], "--bootstrap"),
         (&["ingest", "logs", "logs.jsonl", "--batch-size", "100000000"], "--batch-size"),
     ] {
         let out = bin(d.path()).args(args).timeout(std::time::Duration::from_secs(20)).assert().code(2);

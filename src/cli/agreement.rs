@@ -31,6 +31,7 @@ pub struct AgreementArgs {
 
 /// Runs the analysis on the configured store.
 pub fn run(settings: &Settings, a: AgreementArgs) -> Result<Outcome> {
+    super::check_bootstrap(a.bootstrap)?;
     let store = store::open(&settings.db)?;
     if let Some(d) = &a.dimension
         && !crate::record::is_dimension_name(d)
