@@ -101,18 +101,7 @@ pub(super) fn gate(
     }
     let rho = |x: &[f64]| stats::corr::spearman(x, &h).ok().map(|c| c.estimate);
     let (new_s, base_s) = (rho(&a), rho(&b));
-    let mut g = report::GateDecision {
-        promoted: false,
-        reason: String::new(),
-        base_spearman: base_s,
-        new_spearman: new_s,
-        margin: cfg.margin,
-        metric: "spearman".into(),
-        test: test_name(cfg.gate_test),
-        statistic: None,
-        p_value: None,
-        alpha: Some(cfg.alpha),
-    };
+    let mut g = undecided(cfg, "spearman", base_s, new_s);
     let (Some(ns), Some(bs)) = (new_s, base_s) else {
         g.reason = format!("a held-out Spearman is undefined on {} requests; keeping the base evaluator", h.len());
         return g;
@@ -146,6 +135,22 @@ pub(super) fn gate(
     decide(cfg, g, ns, bs, significant)
 }
 
+/// A decision not taken yet: the figures, no test result.
+fn undecided(cfg: &RunConfig, metric: &str, base: Option<f64>, new: Option<f64>) -> report::GateDecision {
+    report::GateDecision {
+        promoted: false,
+        reason: String::new(),
+        base_spearman: base,
+        new_spearman: new,
+        margin: cfg.margin,
+        metric: metric.into(),
+        test: test_name(cfg.gate_test),
+        statistic: None,
+        p_value: None,
+        alpha: Some(cfg.alpha),
+    }
+}
+
 fn test_name(t: GateTest) -> String {
     match t {
         GateTest::Williams => "williams".into(),
@@ -159,18 +164,7 @@ fn gate_groups(cfg: &RunConfig, pairs: &[(f64, f64)]) -> report::GateDecision {
     let mean =
         |f: fn(&(f64, f64)) -> f64| (!pairs.is_empty()).then(|| pairs.iter().map(f).sum::<f64>() / pairs.len() as f64);
     let (new_s, base_s) = (mean(|p| p.0), mean(|p| p.1));
-    let mut g = report::GateDecision {
-        promoted: false,
-        reason: String::new(),
-        base_spearman: base_s,
-        new_spearman: new_s,
-        margin: cfg.margin,
-        metric: "group_spearman".into(),
-        test: test_name(cfg.gate_test),
-        statistic: None,
-        p_value: None,
-        alpha: Some(cfg.alpha),
-    };
+    let mut g = undecided(cfg, "group_spearman", base_s, new_s);
     let (Some(ns), Some(bs)) = (new_s, base_s) else {
         g.reason = "no held-out group has two requests with both Spearmans defined; keeping the base evaluator".into();
         return g;
