@@ -204,6 +204,20 @@ fn committed_example_matches_its_command() {
         let committed = std::fs::read(root().join("data/example").join(f)).unwrap();
         assert!(committed == std::fs::read(dir.join("ex").join(f)).unwrap(), "data/example/{f} is stale");
     }
+    // panel.jsonl: the review panel's events of the same week, which simulate-panel.toml writes
+    // on top of the same logs and product users' feedback.
+    let panel_cfg = root().join("data/example/simulate-panel.toml");
+    simulate(dir, "panel", &["--seed", "7", "--holdout-groups", "4", "--config", panel_cfg.to_str().unwrap()]);
+    let read = |p: &Path| std::fs::read_to_string(p).unwrap();
+    assert_eq!(read(&dir.join("panel/logs.jsonl")), read(&root().join("data/example/logs.jsonl")));
+    let users: std::collections::BTreeSet<String> =
+        read(&root().join("data/example/feedback.jsonl")).lines().map(str::to_string).collect();
+    let all = read(&dir.join("panel/feedback.jsonl"));
+    let extra: Vec<&str> = all.lines().filter(|l| !users.contains(*l)).collect();
+    assert_eq!(all.lines().count(), users.len() + extra.len(), "every product user's event is kept");
+    let committed = read(&root().join("data/example/panel.jsonl"));
+    assert_eq!(committed.lines().collect::<Vec<_>>(), extra, "data/example/panel.jsonl is stale");
+    assert!(extra.iter().all(|l| l.contains("\"user_id\":\"rater-")));
 }
 
 #[test]
