@@ -10,6 +10,7 @@
 # dir), creates database `evalloop`, exports
 #   EVALLOOP_DB=postgres://evalloop@127.0.0.1:PORT/evalloop   (what the CLI reads)
 #   EVALLOOP_TEST_PG=$EVALLOOP_DB                              (what the test suite reads)
+#   EVALLOOP_TEST_PG_RESTART="... pg_ctl ... restart"           (how a probe restarts the server)
 # for CMD, runs it, stops and deletes the cluster (also on Ctrl-C), and exits with CMD's status.
 # PostgreSQL refuses to run as root: as root, the server runs as user `postgres` (created if
 # missing); CMD itself runs as the calling user.
@@ -120,6 +121,9 @@ fi
 
 export EVALLOOP_DB="postgres://evalloop@127.0.0.1:$PORT/evalloop"
 export EVALLOOP_TEST_PG="$EVALLOOP_DB"
+# How a test restarts this server (the probe of a restart in the middle of an ingest): a command
+# line of words without spaces in them.
+export EVALLOOP_TEST_PG_RESTART="${AS[*]} $BINDIR/pg_ctl -D $DATA -l $LOG -m fast -w -t 60 restart"
 echo "with-postgres: PostgreSQL $("$BINDIR/postgres" -V | awk '{print $3}') at $EVALLOOP_DB" >&2
 
 set +e

@@ -1,6 +1,8 @@
 //! The hardening probes against PostgreSQL, through the real binary: bad rows and conflicting
 //! duplicates, concurrent ingests of one store, `kill -9` of an ingest (whole batches stay, a
-//! re-run completes the file), and reads during an ingest (each sees whole batches).
+//! re-run completes the file), reads during an ingest (each sees whole batches), and a server
+//! restart in the middle of an ingest (the ingest fails with a message, committed batches stay,
+//! a re-run completes the file). The probes take turns (one lock), since one restarts the server.
 //!
 //! Runs against the server `EVALLOOP_TEST_PG` names (`scripts/with-postgres.sh` sets it), in a
 //! schema of its own; without it, each test says on stderr that it was skipped.
@@ -11,6 +13,14 @@ use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+
+/// Held by each probe for its whole run: the restart probe must not pull the server from under
+/// the others.
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 /// A fresh schema's URL, or `None` (and a note on stderr) without a server.
 fn pg(test: &str) -> Option<String> {
@@ -53,6 +63,7 @@ fn logs(prefix: &str, n: usize) -> String {
 
 #[test]
 fn pg_bad_rows_and_conflicting_duplicates() {
+    let _turn = turn();
     let Some(db) = pg("conflicts") else { return };
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("a.jsonl"), logs("r", 3)).unwrap();
@@ -95,6 +106,7 @@ fn pg_bad_rows_and_conflicting_duplicates() {
 
 #[test]
 fn pg_concurrent_ingests() {
+    let _turn = turn();
     let Some(db) = pg("concurrent") else { return };
     let d = tempfile::tempdir().unwrap();
     // Four files, each overlapping the next by half.
@@ -123,6 +135,7 @@ fn pg_concurrent_ingests() {
 
 #[test]
 fn pg_kill_9_of_ingest_keeps_whole_batches_and_reads_see_them() {
+    let _turn = turn();
     let Some(db) = pg("kill") else { return };
     let d = tempfile::tempdir().unwrap();
     let n = 200_000;
@@ -157,5 +170,61 @@ fn pg_kill_9_of_ingest_keeps_whole_batches_and_reads_see_them() {
     let _ = writeln!(
         std::io::stderr(),
         "pg_probes: killed the ingest at {after} of {n} logs; reads during it saw {seen:?}; re-ingest completed"
+    );
+}
+
+/// The server restarts (`pg_ctl restart -m fast`, from `scripts/with-postgres.sh`) while an
+/// ingest writes: the ingest ends with a non-zero exit and a message, the committed batches stay
+/// whole, and running the same ingest again completes the file.
+#[test]
+fn pg_server_restart_during_ingest() {
+    let _turn = turn();
+    let Some(db) = pg("restart") else { return };
+    let restart = match std::env::var("EVALLOOP_TEST_PG_RESTART") {
+        Ok(r) if !r.trim().is_empty() => r,
+        _ => {
+            let _ = writeln!(std::io::stderr(), "pg_probes::restart: SKIPPED: EVALLOOP_TEST_PG_RESTART is not set");
+            return;
+        }
+    };
+    let d = tempfile::tempdir().unwrap();
+    let n = 200_000;
+    let batch = 1000;
+    std::fs::write(d.path().join("big.jsonl"), logs("r", n)).unwrap();
+    let child = evalloop(d.path(), &db)
+        .args(["ingest", "logs", "big.jsonl", "--batch-size", &batch.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    loop {
+        let c = json(evalloop(d.path(), &db).arg("stats"))["logs"].as_u64().unwrap();
+        if c >= 3 * batch || start.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let words: Vec<&str> = restart.split_whitespace().collect();
+    let out = StdCommand::new(words[0]).args(&words[1..]).output().unwrap();
+    assert!(out.status.success(), "restart failed: {}", String::from_utf8_lossy(&out.stderr));
+    let done = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&done.stderr).to_string();
+    let after = json(evalloop(d.path(), &db).arg("stats"))["logs"].as_u64().unwrap();
+    if done.status.success() {
+        // The file ended before the server went down: nothing to probe, but nothing lost.
+        assert_eq!(after, n as u64);
+    } else {
+        assert!(!stderr.trim().is_empty() && !stderr.contains("panicked"), "{stderr}");
+        assert!(after < n as u64 && after.is_multiple_of(batch), "the restart left part of a batch: {after}");
+    }
+    let s = json(evalloop(d.path(), &db).args(["ingest", "logs", "big.jsonl", "--batch-size", &batch.to_string()]));
+    assert_eq!(s["stored"].as_u64().unwrap() + s["duplicate"].as_u64().unwrap(), n as u64);
+    assert_eq!(json(evalloop(d.path(), &db).arg("stats"))["logs"], n);
+    let _ = writeln!(
+        std::io::stderr(),
+        "pg_probes: server restarted at {after} of {n} logs (ingest exit {:?}: {}); re-ingest completed",
+        done.status.code(),
+        stderr.lines().last().unwrap_or("")
     );
 }
