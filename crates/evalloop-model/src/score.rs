@@ -462,6 +462,31 @@ mod tests {
         write_tokenizer(dir);
     }
 
+    /// A model whose output is NaN (here a NaN classifier bias) is an error naming the model,
+    /// for `score_pairs` and for `score --input`, which then writes no output file (defect 9 of
+    /// the hardening work: `"score": null` with exit 0 before).
+    #[test]
+    fn a_model_that_outputs_nan_is_an_error_not_a_null_score() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = tiny_config();
+        std::fs::write(dir.path().join("config.json"), serde_json::to_string(&cfg).unwrap()).unwrap();
+        let mut w = random_weights(&cfg, 8);
+        let key = w.keys().find(|k| k.starts_with("classifier.") && k.ends_with("bias")).unwrap().clone();
+        let shape = w[&key].dims().to_vec();
+        w.insert(key, candle_core::Tensor::full(f32::NAN, shape, &Device::Cpu).unwrap());
+        std::fs::write(dir.path().join("model.safetensors"), safetensors_bytes(&w, None).unwrap()).unwrap();
+        write_tokenizer(dir.path());
+        let scorer = Scorer::load(dir.path(), &Device::Cpu).unwrap();
+        let err = scorer.score_pairs(&[("a prompt", "an output")]).unwrap_err().to_string();
+        assert!(err.contains("non-finite score"), "{err}");
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(&input, "{\"request_id\":\"r\",\"prompt\":\"a\",\"output\":\"b\"}\n").unwrap();
+        let output = dir.path().join("out.jsonl");
+        let err = score_jsonl(dir.path(), &input, &output, &ScoreOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("non-finite score"), "{err}");
+        assert!(!output.exists());
+    }
+
     #[test]
     fn scores_do_not_depend_on_batching_or_order() {
         let dir = tempfile::tempdir().unwrap();
