@@ -18,31 +18,12 @@ impl Reader {
     /// Opens `db` on a thread of its own.
     pub fn start(db: &str) -> crate::Result<Reader> {
         let (tx, rx) = mpsc::channel::<Task>();
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let db = db.to_string();
-        std::thread::Builder::new()
-            .name("evalloop-reader".into())
-            .spawn(move || {
-                let mut store = match store::open(&db) {
-                    Ok(s) => {
-                        let _ = ready_tx.send(Ok(()));
-                        s
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                for task in rx {
-                    task(store.as_mut());
-                }
-            })
-            .map_err(|e| crate::ServeError::Store(format!("starting the reader thread: {e}")))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Reader { tx }),
-            Ok(Err(e)) => Err(crate::ServeError::Store(e)),
-            Err(_) => Err(crate::ServeError::Store("the reader thread stopped while opening the store".into())),
-        }
+        spawn_with_store("reader", db, move |store| {
+            for task in rx {
+                task(store);
+            }
+        })?;
+        Ok(Reader { tx })
     }
 
     /// Runs `f` on the reader's connection and returns what it returns.
@@ -57,5 +38,37 @@ impl Reader {
             }))
             .map_err(|_| "the reader thread stopped".to_string())?;
         rx.await.map_err(|_| "the reader thread stopped".to_string())
+    }
+}
+
+/// Starts thread `evalloop-<name>`, which opens `db` and runs `body` on that connection; returns
+/// once the store is open, or with the error that kept it from opening.
+pub(crate) fn spawn_with_store(
+    name: &str,
+    db: &str,
+    body: impl FnOnce(&mut dyn Store) + Send + 'static,
+) -> crate::Result<std::thread::JoinHandle<()>> {
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let db = db.to_string();
+    let thread = std::thread::Builder::new()
+        .name(format!("evalloop-{name}"))
+        .spawn(move || {
+            let mut store = match store::open(&db) {
+                Ok(s) => {
+                    let _ = ready_tx.send(Ok(()));
+                    s
+                }
+                Err(e) => {
+                    let _ = ready_tx.send(Err(e.to_string()));
+                    return;
+                }
+            };
+            body(store.as_mut());
+        })
+        .map_err(|e| crate::ServeError::Store(format!("starting the {name} thread: {e}")))?;
+    match ready_rx.recv() {
+        Ok(Ok(())) => Ok(thread),
+        Ok(Err(e)) => Err(crate::ServeError::Store(e)),
+        Err(_) => Err(crate::ServeError::Store(format!("the {name} thread stopped while opening the store"))),
     }
 }

@@ -14,7 +14,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use evalloop_core::record::{EvalLog, FeedbackEvent};
-use evalloop_core::store::{self, BatchOutcome, RequestText, Store, StoreResult};
+use evalloop_core::store::{BatchOutcome, RequestText, Store, StoreResult};
 use serde::Serialize;
 use tokio::sync::oneshot;
 
@@ -81,31 +81,9 @@ impl Writer {
     /// Opens the store `db` on a thread of its own and starts committing.
     pub fn start(db: &str, wait: Duration, capacity: usize, metrics: Arc<Metrics>) -> crate::Result<Writer> {
         let (tx, rx) = mpsc::channel::<Option<Job>>();
-        let (ready_tx, ready_rx) = mpsc::channel();
         let queued = Arc::new(AtomicUsize::new(0));
         let q = queued.clone();
-        let db = db.to_string();
-        let thread = std::thread::Builder::new()
-            .name("evalloop-writer".into())
-            .spawn(move || {
-                let mut store = match store::open(&db) {
-                    Ok(s) => {
-                        let _ = ready_tx.send(Ok(()));
-                        s
-                    }
-                    Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
-                        return;
-                    }
-                };
-                run(store.as_mut(), &rx, wait, &q, &metrics);
-            })
-            .map_err(|e| crate::ServeError::Store(format!("starting the writer thread: {e}")))?;
-        match ready_rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(crate::ServeError::Store(e)),
-            Err(_) => return Err(crate::ServeError::Store("the writer thread stopped while opening the store".into())),
-        }
+        let thread = crate::reader::spawn_with_store("writer", db, move |store| run(store, &rx, wait, &q, &metrics))?;
         Ok(Writer { tx, queued, capacity, thread: std::sync::Mutex::new(Some(thread)) })
     }
 

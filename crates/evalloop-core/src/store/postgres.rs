@@ -916,16 +916,7 @@ impl Store for PostgresStore {
              FROM eval_logs l JOIN eval_scores s ON s.request_id = l.request_id
              WHERE TRUE{cond} ORDER BY l.request_id, s.evaluator"
         );
-        self.query_map(&sql, &params, |r| {
-            Ok(EvaluatedRequest {
-                request_id: r.try_get(0)?,
-                timestamp_us: r.try_get(1)?,
-                eval_score: r.try_get(2)?,
-                cohort: r.try_get(3)?,
-                use_case: r.try_get(4)?,
-                prompt_version: r.try_get(5)?,
-            })
-        })
+        self.query_map(&sql, &params, rows::evaluated_request)
     }
 
     /// Citus: a co-located join on `request_id`, pushed down.

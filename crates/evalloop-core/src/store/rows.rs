@@ -5,7 +5,9 @@
 //! A mapper reads its columns by position through [`Row`], which rusqlite's and postgres'
 //! rows implement; each backend maps the driver's error into its own [`StoreError`].
 
-use super::{DimensionScore, RequestText, RunRecord, ScoredRequest, StoreError, StoreResult, StoredLog};
+use super::{
+    DimensionScore, EvaluatedRequest, RequestText, RunRecord, ScoredRequest, StoreError, StoreResult, StoredLog,
+};
 use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue};
 
 /// A column value both drivers can read (text, integers, reals, and their `Option`s).
@@ -181,6 +183,19 @@ pub(super) fn dimension_score<R: Row>(r: &R) -> Result<DimensionScore, R::Error>
 /// Columns 0-1 of a count query: a key and its count.
 pub(super) fn counted<R: Row, K: Value>(r: &R) -> Result<(K, u64), R::Error> {
     Ok((r.col(0)?, r.col::<i64>(1)? as u64))
+}
+
+/// Columns 0-5 of an evaluated-requests query: request id, timestamp (us), the evaluator's
+/// `overall`, cohort, use case, prompt version.
+pub(super) fn evaluated_request<R: Row>(r: &R) -> Result<EvaluatedRequest, R::Error> {
+    Ok(EvaluatedRequest {
+        request_id: r.col(0)?,
+        timestamp_us: r.col(1)?,
+        eval_score: r.col(2)?,
+        cohort: r.col(3)?,
+        use_case: r.col(4)?,
+        prompt_version: r.col(5)?,
+    })
 }
 
 /// Columns 0-9 of the `runs` table in its column order; `dataset_card` and `metrics` are JSON

@@ -321,18 +321,8 @@ impl Store for SqliteStore {
              WHERE 1 = 1{cond} ORDER BY l.request_id, e.name"
         );
         let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
-        let rows = stmt
-            .query_map(params_from_iter(params.iter()), |r| {
-                Ok(EvaluatedRequest {
-                    request_id: r.get(0)?,
-                    timestamp_us: r.get(1)?,
-                    eval_score: r.get(2)?,
-                    cohort: r.get(3)?,
-                    use_case: r.get(4)?,
-                    prompt_version: r.get(5)?,
-                })
-            })
-            .map_err(self.err())?;
+        let rows =
+            stmt.query_map(params_from_iter(params.iter()), |r| rows::evaluated_request(r)).map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
     }
 
