@@ -83,7 +83,12 @@ impl Scorer {
         pairs: &[(S, S)],
         evaluator_scores: Option<&[f64]>,
     ) -> evalloop_core::Result<Vec<f64>> {
-        let scores = self.score_pairs(pairs)?;
+        self.blended(self.score_pairs(pairs)?, evaluator_scores)
+    }
+
+    /// The model's `scores` blended with `evaluator_scores` (one per score) when the model has a
+    /// blend; as they are without one.
+    fn blended(&self, scores: Vec<f64>, evaluator_scores: Option<&[f64]>) -> evalloop_core::Result<Vec<f64>> {
         let Some(b) = &self.blend else { return Ok(scores) };
         match evaluator_scores {
             Some(e) if e.len() == scores.len() => Ok(scores.iter().zip(e).map(|(m, e)| b.apply(*m, *e)).collect()),
@@ -427,12 +432,7 @@ pub fn score_jsonl(
         scores.extend(s);
         dim_scores.extend(d);
     }
-    if let Some(b) = scorer.blend() {
-        for (s, e) in scores.iter_mut().zip(&evaluator_scores) {
-            let model = *s;
-            *s = b.apply(model, *e);
-        }
-    }
+    let scores = scorer.blended(scores, Some(&evaluator_scores))?;
     let mut w = evalloop_core::atomic::AtomicWriter::create(output)?;
     for ((mut obj, s), d) in rows.into_iter().zip(&scores).zip(&dim_scores) {
         obj.insert("score".to_string(), serde_json::json!(s));
