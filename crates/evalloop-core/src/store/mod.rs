@@ -357,6 +357,8 @@ pub struct StoreStats {
     pub orphaned_feedback: u64,
     /// Ratings of one human dimension (`dimension_ratings`, apart from `feedback_events`).
     pub dimension_ratings: u64,
+    /// Preferences between two outputs (`preferences`, apart from `feedback_events`).
+    pub preferences: u64,
     /// `feedback_type` -> count.
     pub feedback_by_type: Vec<(String, u64)>,
     /// Cohort (`null` for none) -> number of logs.
@@ -500,6 +502,10 @@ pub trait Store {
     /// [`Store::feedback_for`] orders one request's: one query for every request. With an
     /// evaluator in the filter, only the requests it scored, each event carrying its score.
     fn rater_events(&self, filter: &Filter, dimension: Option<&str>) -> StoreResult<Vec<RaterEvent>>;
+    /// The stored `explicit_preference` events on `dimension` (`None`: the overall preferences,
+    /// those without a dimension), in time order (then by `event_id`), whether or not their logs
+    /// exist.
+    fn preferences(&self, dimension: Option<&str>) -> StoreResult<Vec<FeedbackEvent>>;
     /// Prompt, output and metadata of the given requests, in the given order; an unknown id is
     /// an error.
     fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>>;

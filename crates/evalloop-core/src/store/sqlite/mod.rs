@@ -30,8 +30,8 @@ use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros};
 use chunks::PARALLEL_MIN_LOGS;
 use query::filter_sql;
 use scan::COHORT_WINDOW;
-use schema::DIMENSION_RATINGS_SQL;
 pub use schema::SCHEMA_VERSION;
+use schema::{DIMENSION_RATINGS_SQL, PREFERENCES_SQL};
 
 /// A store in one SQLite file.
 pub struct SqliteStore {
@@ -70,6 +70,7 @@ impl SqliteStore {
         };
         store.migrate()?;
         store.conn.execute_batch(DIMENSION_RATINGS_SQL).map_err(store.err())?;
+        store.conn.execute_batch(PREFERENCES_SQL).map_err(store.err())?;
         Ok(store)
     }
 
@@ -186,11 +187,14 @@ impl Store for SqliteStore {
         let mut s = self
             .conn
             .prepare_cached(
-                "SELECT request_id, feedback_type, value_num, value_text, user_id, ts, NULL FROM feedback_events
+                "SELECT request_id, feedback_type, value_num, value_text, user_id, ts, NULL, NULL FROM feedback_events
                  WHERE event_id = ?1
                  UNION ALL
-                 SELECT request_id, 'explicit_rating', value_num, NULL, user_id, ts, dimension FROM dimension_ratings
-                 WHERE event_id = ?1 LIMIT 1",
+                 SELECT request_id, 'explicit_rating', value_num, NULL, user_id, ts, dimension, NULL
+                 FROM dimension_ratings WHERE event_id = ?1
+                 UNION ALL
+                 SELECT request_id, 'explicit_preference', NULL, choice, user_id, ts, dimension, other_request_id
+                 FROM preferences WHERE event_id = ?1 LIMIT 1",
             )
             .map_err(&err)?;
         let mut out = Vec::with_capacity(event_ids.len());
@@ -226,6 +230,22 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn preferences(&self, dimension: Option<&str>) -> StoreResult<Vec<FeedbackEvent>> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT event_id, request_id, other_request_id, dimension, choice, user_id, ts FROM preferences
+                 WHERE dimension IS ?1 ORDER BY ts, event_id",
+            )
+            .map_err(self.err())?;
+        let rows = s.query_map([dimension], |r| rows::preference_row(r)).map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(rows::stored_preference(row.map_err(self.err())?)?);
+        }
+        Ok(out)
+    }
+
     fn stats(&self) -> StoreResult<StoreStats> {
         let err = self.err();
         let count = |sql: &str| -> StoreResult<u64> {
@@ -239,6 +259,7 @@ impl Store for SqliteStore {
             feedback_events: count("SELECT COUNT(*) FROM feedback_events")?,
             orphaned_feedback: count("SELECT COUNT(*) FROM feedback_events WHERE log_id IS NULL")?,
             dimension_ratings: count("SELECT COUNT(*) FROM dimension_ratings")?,
+            preferences: count("SELECT COUNT(*) FROM preferences")?,
             ..Default::default()
         };
         st.feedback_by_type = self.counted(
