@@ -371,8 +371,7 @@ fn classify_feedback(
             apart.as_ref()
         } else {
             if !by_request.contains_key(e.request_id.as_str()) {
-                let stored =
-                    store.feedback_for(&e.request_id)?.into_iter().map(|s| (s.event_id.clone(), s)).collect();
+                let stored = store.feedback_for(&e.request_id)?.into_iter().map(|s| (s.event_id.clone(), s)).collect();
                 by_request.insert(&e.request_id, stored);
             }
             by_request.get(e.request_id.as_str()).and_then(|m| m.get(&e.event_id))

@@ -232,7 +232,7 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
 
     let mut fingerprint_pairs: Vec<(usize, usize, f64)> =
         preferences.iter().flat_map(|(c, v)| v.iter().map(|(r, w)| (*c, *r, *w))).collect();
-    fingerprint_pairs.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+    fingerprint_pairs.sort_by_key(|p| (p.0, p.1));
     let fingerprint = fingerprint(cfg, kind, &train, &train_enc, &fingerprint_pairs);
     Ok(Setup {
         kind,
