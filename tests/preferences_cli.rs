@@ -159,7 +159,13 @@ fn expected() -> (f64, f64, f64, Vec<f64>) {
             )
         })
         .collect();
-    (acc, acc1, alpha, bradley_terry(4, &g1).unwrap().log_strength)
+    // With the prior: one virtual tie of each output against a reference output (index 4).
+    let mut g1 = g1;
+    g1.extend((0..4).map(|i| (i, 4, Choice::Tie)));
+    let mut bt = bradley_terry(5, &g1).unwrap().log_strength;
+    bt.truncate(4);
+    let mean = bt.iter().sum::<f64>() / 4.0;
+    (acc, acc1, alpha, bt.iter().map(|s| s - mean).collect())
 }
 
 #[test]

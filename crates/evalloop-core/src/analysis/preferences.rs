@@ -21,8 +21,10 @@
 //!   without a `user_id` is a person of its own.
 //! - `groups`: per prompt group, the Bradley-Terry strengths of its outputs from every vote
 //!   (a tie half a win each, [`stats::preference::bradley_terry`]) with each output's evaluator
-//!   score and their Spearman correlation; groups where the fit is undefined are counted with
-//!   the reason.
+//!   score and their Spearman correlation. The fit is regularised: every output also plays one
+//!   virtual tie against a reference output (left out of the result; strengths re-centred to
+//!   mean 0), so that sparse votes (an output that never lost) give finite strengths shrunk
+//!   towards the group's mean instead of none.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -96,7 +98,8 @@ pub struct PreferenceReport {
     pub agreement: RaterAgreement,
     /// Per group, the Bradley-Terry ranking, for groups with a defined fit.
     pub groups: Vec<GroupRanking>,
-    /// Groups with two or more judged outputs whose fit is undefined, with the reason.
+    /// Groups whose fit is undefined, with the reason (none in practice: the prior keeps every
+    /// fit finite).
     pub groups_undefined: Vec<(String, String)>,
     /// Mean of the groups' defined Spearman correlations.
     pub mean_group_spearman: Outcome<f64>,
@@ -195,10 +198,16 @@ pub fn preferences(store: &dyn Store, scope: &Scope, opts: &PreferenceOptions) -
         let items: Vec<&str> =
             comparisons.iter().flat_map(|(a, b, _)| [*a, *b]).collect::<BTreeSet<_>>().into_iter().collect();
         let index: BTreeMap<&str, usize> = items.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-        let indexed: Vec<(usize, usize, Choice)> =
+        let mut indexed: Vec<(usize, usize, Choice)> =
             comparisons.iter().map(|(a, b, c)| (index[a], index[b], *c)).collect();
-        match bradley_terry(items.len(), &indexed) {
-            Ok(fit) => {
+        // The prior: one virtual tie of every output with a reference output (index n).
+        let n = items.len();
+        indexed.extend((0..n).map(|i| (i, n, Choice::Tie)));
+        match bradley_terry(n + 1, &indexed) {
+            Ok(mut fit) => {
+                fit.log_strength.truncate(n);
+                let mean = fit.log_strength.iter().sum::<f64>() / n as f64;
+                fit.log_strength.iter_mut().for_each(|s| *s -= mean);
                 let mut outputs: Vec<RankedOutput> = items
                     .iter()
                     .zip(&fit.log_strength)
