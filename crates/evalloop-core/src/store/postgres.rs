@@ -400,6 +400,7 @@ impl PostgresStore {
         tx.execute("SELECT pg_advisory_xact_lock($1::int8)", &[&MIGRATION_LOCK]).map_err(err)?;
         tx.batch_execute(DIMENSION_RATINGS_SQL).map_err(err)?;
         tx.batch_execute(PREFERENCES_SQL).map_err(err)?;
+        tx.batch_execute(crate::store::leases::LEASES_SQL).map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -1005,6 +1006,131 @@ impl Store for PostgresStore {
             out.push(rows::stored_preference(rows::preference_row(r).map_err(self.err())?)?);
         }
         Ok(out)
+    }
+
+    fn lease_plan(&mut self, job: &str, ranges: &[crate::store::leases::PlannedRange]) -> StoreResult<bool> {
+        self.in_transaction(|s| {
+            // One planner at a time per job: the others find the plan.
+            s.client()
+                .execute("SELECT pg_advisory_xact_lock(hashtext($1::text)::int8)", &[&format!("evalloop-lease:{job}")])
+                .map_err(s.err())?;
+            let planned: i64 = s
+                .client()
+                .query_one("SELECT COUNT(*) FROM score_leases WHERE job = $1::text", &[&job])
+                .and_then(|r| r.try_get(0))
+                .map_err(s.err())?;
+            if planned > 0 {
+                return Ok(false);
+            }
+            let first: Vec<&str> = ranges.iter().map(|r| r.first_id.as_str()).collect();
+            let last: Vec<&str> = ranges.iter().map(|r| r.last_id.as_str()).collect();
+            let n: Vec<i64> = ranges.iter().map(|r| r.requests as i64).collect();
+            s.client()
+                .execute(
+                    "INSERT INTO score_leases (job, range_no, first_id, last_id, requests, state)
+                     SELECT $1::text, t.ord - 1, t.f, t.l, t.n, 'todo'
+                     FROM unnest($2::text[], $3::text[], $4::int8[]) WITH ORDINALITY AS t(f, l, n, ord)",
+                    &[&job, &first, &last, &n],
+                )
+                .map_err(s.err())?;
+            Ok(true)
+        })
+    }
+
+    fn lease_next(
+        &mut self,
+        job: &str,
+        worker: &str,
+        ttl_ms: i64,
+    ) -> StoreResult<Option<crate::store::leases::LeasedRange>> {
+        // The server's clock, so that workers on several machines agree on expiry.
+        let row = self
+            .client()
+            .query_opt(
+                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::int8 AS ms),
+                 next AS (
+                     SELECT job, range_no FROM score_leases, now
+                     WHERE job = $1::text AND (state = 'todo' OR (state = 'leased' AND lease_until < now.ms))
+                     ORDER BY range_no LIMIT 1 FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE score_leases l SET state = 'leased', worker = $2::text,
+                     lease_until = (SELECT ms FROM now) + $3::int8, attempts = l.attempts + 1
+                 FROM next WHERE l.job = next.job AND l.range_no = next.range_no
+                 RETURNING l.range_no, l.first_id, l.last_id, l.attempts",
+                &[&job, &worker, &ttl_ms],
+            )
+            .map_err(self.err())?;
+        row.map(|r| {
+            Ok(crate::store::leases::LeasedRange {
+                range_no: r.try_get(0)?,
+                first_id: r.try_get(1)?,
+                last_id: r.try_get(2)?,
+                attempts: r.try_get(3)?,
+            })
+        })
+        .transpose()
+        .map_err(self.err())
+    }
+
+    fn lease_finish(
+        &mut self,
+        job: &str,
+        range_no: i64,
+        worker: &str,
+        evaluator: &str,
+        scores: &[(String, f64)],
+    ) -> StoreResult<bool> {
+        self.in_transaction(|s| {
+            let holder = s
+                .client()
+                .query_opt(
+                    "SELECT state, worker FROM score_leases WHERE job = $1::text AND range_no = $2::int8 FOR UPDATE",
+                    &[&job, &range_no],
+                )
+                .map_err(s.err())?;
+            let ours = holder.is_some_and(|r| {
+                r.try_get::<_, String>(0).is_ok_and(|st| st == "leased")
+                    && r.try_get::<_, Option<String>>(1).ok().flatten().as_deref() == Some(worker)
+            });
+            if !ours {
+                return Ok(false);
+            }
+            s.insert_scores(evaluator, scores)?;
+            s.client()
+                .execute(
+                    "UPDATE score_leases SET state = 'done', finished_by = $3::text
+                     WHERE job = $1::text AND range_no = $2::int8",
+                    &[&job, &range_no, &worker],
+                )
+                .map_err(s.err())?;
+            Ok(true)
+        })
+    }
+
+    fn lease_progress(&self, job: &str) -> StoreResult<crate::store::leases::LeaseProgress> {
+        let r = self
+            .client()
+            .query_one(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE state = 'done'), COUNT(*) FILTER (WHERE state = 'leased'),
+                        COUNT(*) FILTER (WHERE state = 'todo'),
+                        COALESCE(SUM(CASE WHEN state = 'done' THEN requests ELSE 0 END), 0)::int8,
+                        COALESCE(SUM(GREATEST(attempts - 1, 0)), 0)::int8
+                 FROM score_leases WHERE job = $1::text",
+                &[&job],
+            )
+            .map_err(self.err())?;
+        let n = |i: usize| r.try_get::<_, i64>(i).map(|v| v as u64);
+        (|| {
+            Ok(crate::store::leases::LeaseProgress {
+                ranges: n(0)?,
+                done: n(1)?,
+                leased: n(2)?,
+                todo: n(3)?,
+                requests_done: n(4)?,
+                takeovers: n(5)?,
+            })
+        })()
+        .map_err(self.err())
     }
 
     fn rater_events(&self, filter: &Filter, dimension: Option<&str>) -> StoreResult<Vec<RaterEvent>> {

@@ -7,6 +7,7 @@
 //! the store itself and its smaller reads.
 
 mod chunks;
+mod leases;
 mod query;
 mod raw;
 mod scan;
@@ -71,6 +72,7 @@ impl SqliteStore {
         store.migrate()?;
         store.conn.execute_batch(DIMENSION_RATINGS_SQL).map_err(store.err())?;
         store.conn.execute_batch(PREFERENCES_SQL).map_err(store.err())?;
+        store.conn.execute_batch(crate::store::leases::LEASES_SQL).map_err(store.err())?;
         Ok(store)
     }
 
@@ -244,6 +246,34 @@ impl Store for SqliteStore {
             out.push(rows::stored_preference(row.map_err(self.err())?)?);
         }
         Ok(out)
+    }
+
+    fn lease_plan(&mut self, job: &str, ranges: &[crate::store::leases::PlannedRange]) -> StoreResult<bool> {
+        self.plan_leases(job, ranges)
+    }
+
+    fn lease_next(
+        &mut self,
+        job: &str,
+        worker: &str,
+        ttl_ms: i64,
+    ) -> StoreResult<Option<crate::store::leases::LeasedRange>> {
+        self.next_lease(job, worker, ttl_ms)
+    }
+
+    fn lease_finish(
+        &mut self,
+        job: &str,
+        range_no: i64,
+        worker: &str,
+        evaluator: &str,
+        scores: &[(String, f64)],
+    ) -> StoreResult<bool> {
+        self.finish_lease(job, range_no, worker, evaluator, scores)
+    }
+
+    fn lease_progress(&self, job: &str) -> StoreResult<crate::store::leases::LeaseProgress> {
+        self.leases_of(job)
     }
 
     fn stats(&self) -> StoreResult<StoreStats> {
