@@ -755,7 +755,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         let event_by = |user: &str, t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
             let at = ts + Duration::microseconds((delay_s * 1e6) as i64);
             let at = at - Duration::microseconds(i64::from(at.timestamp_subsec_micros()));
-            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(user), Some(&at), dimension);
+            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(user), Some(&at), dimension, None);
             FeedbackEvent {
                 event_id: id,
                 request_id: j.item_id.clone(),
@@ -764,6 +764,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
                 user_id: Some(user.to_string()),
                 timestamp: at,
                 dimension: dimension.map(str::to_string),
+                edited_output: None,
             }
         };
         let event = |t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
