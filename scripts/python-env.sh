@@ -17,6 +17,12 @@ if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import torch, trl, data
     exit 0
 fi
 start=$(date +%s)
+rm -rf "$venv"
 python3 -m venv "$venv"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"
+# A failed install leaves no venv behind, so scripts/test.sh skips the check instead of failing it.
+if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"; then
+    rm -rf "$venv"
+    echo "python-env: installing ${packages[*]} failed" >&2
+    exit 1
+fi
 echo "python-env: installed ${packages[*]} into $venv in $(( $(date +%s) - start )) s"
