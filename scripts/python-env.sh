@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Creates the Python environment that checks `evalloop export` files the way their users read
-# them: `datasets` (JSON and Parquet loaders) and TRL's trainers on a CPU build of torch.
+# them: `datasets` (JSON and Parquet loaders) and TRL's trainers, with torch run on the CPU.
 #
 # Usage: scripts/python-env.sh [VENV_DIR]   (default: target/py-export, or $EVALLOOP_PY_VENV)
 # Idempotent: a venv whose packages already import is left as it is. Needs python3 (3.9+)

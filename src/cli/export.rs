@@ -100,6 +100,8 @@ pub fn run(settings: &Settings, a: ExportArgs) -> Result<Outcome> {
             candidates.into_iter().zip(p).map(|(candidate, p_good)| Scored { candidate, p_good }).collect()
         }
     };
-    let done = export::export(store.as_ref(), &window, &settings.policy, &cfg, &plan, &opts, &scored, &a.out)?;
+    let inputs =
+        export::Inputs { store: store.as_ref(), window: &window, policy: &settings.policy, cfg: &cfg, plan: &plan };
+    let done = export::export(inputs, &opts, &scored, &a.out)?;
     Ok(Outcome::ok(done.text, to_json(&done.card)))
 }

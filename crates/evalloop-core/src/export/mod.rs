@@ -254,19 +254,22 @@ impl LeftOut {
     }
 }
 
-/// Writes the export `opts` describes into `out`, from the store's requests in `window` (its
-/// evaluator is ignored: `plan.evaluator` is the one), with `expanded` the evaluator-labelled
+/// Where an export reads from: the store, the window of requests (its evaluator is ignored:
+/// `plan.evaluator` is the one), the human-score policy, the `[dataset]` config and the plan
+/// [`plan`] made from them.
+#[derive(Clone, Copy)]
+pub struct Inputs<'a> {
+    pub store: &'a dyn Store,
+    pub window: &'a Filter,
+    pub policy: &'a HumanPolicy,
+    pub cfg: &'a DatasetConfig,
+    pub plan: &'a Plan,
+}
+
+/// Writes the export `opts` describes into `out`, with `expanded` the evaluator-labelled
 /// candidates (empty without `--expand-with`).
-pub fn export(
-    store: &dyn Store,
-    window: &Filter,
-    policy: &HumanPolicy,
-    cfg: &DatasetConfig,
-    plan: &Plan,
-    opts: &ExportOptions,
-    expanded: &[Scored],
-    out: &Path,
-) -> Result<Exported> {
+pub fn export(inputs: Inputs<'_>, opts: &ExportOptions, expanded: &[Scored], out: &Path) -> Result<Exported> {
+    let Inputs { store, window, policy, cfg, plan } = inputs;
     opts.validate()?;
     let include_test = opts.include_test_split;
     let mut left_out = LeftOut::default();
