@@ -300,6 +300,36 @@ fn summary_shows_the_edited_output_escaped() {
     assert_eq!(v["edited_outputs"][1], EDITED);
 }
 
+/// `record --type edit --edited-output TEXT` stores the text; on another type it is refused.
+#[test]
+fn record_takes_an_edits_text() {
+    let d = tempfile::tempdir().unwrap();
+    let db = d.path().join("t.db").display().to_string();
+    example(d.path(), &db);
+    let id = "newsroom-7569-lede3";
+    bin(d.path(), &db)
+        .args(["record", "--request-id", id, "--type", "edit", "--edited-output", "A shorter lede."])
+        .assert()
+        .success();
+    let v: Value = serde_json::from_slice(
+        &bin(d.path(), &db).args(["--json", "summary", id]).assert().success().get_output().stdout,
+    )
+    .unwrap();
+    assert_eq!(
+        v["edited_outputs"],
+        serde_json::json!([
+            "Drinking on television has become a shortcut to looking sophisticated.",
+            "A shorter lede."
+        ])
+    );
+    let a = bin(d.path(), &db)
+        .args(["record", "--request-id", id, "--type", "thumbs-up", "--edited-output", "x"])
+        .assert()
+        .code(2);
+    let err = String::from_utf8_lossy(&a.get_output().stderr).to_string();
+    assert!(err.contains("--edited-output") && err.contains("explicit_thumbs_up"), "{err}");
+}
+
 /// `--expand-with` a tiny random classifier: every request without a human score outside the
 /// test split is scored; the rows it labels are those whose score (computed here with the
 /// library's scorer) passes the confidence, each `label_source = "evaluator"`.

@@ -23,6 +23,9 @@ pub struct RecordArgs {
     /// RFC 3339; default now.
     #[arg(long)]
     pub timestamp: Option<String>,
+    /// For an edit: the text the user turned the output into.
+    #[arg(long)]
+    pub edited_output: Option<String>,
 }
 
 /// Records the event, validated as ingest validates a row.
@@ -35,9 +38,12 @@ pub fn run(settings: &Settings, a: RecordArgs) -> Result<Outcome> {
         "value": a.value,
         "user_id": a.user,
         "timestamp": a.timestamp,
+        "edited_output": a.edited_output,
     });
-    let event = FeedbackEvent::from_json(row, true, chrono::Utc::now())
-        .map_err(|e| Error::Input(format!("record: {}", e.to_string().replace("field `", "`--"))))?;
+    let event = FeedbackEvent::from_json(row, true, chrono::Utc::now()).map_err(|e| {
+        let msg = e.to_string().replace("field `edited_output`", "`--edited-output`");
+        Error::Input(format!("record: {}", msg.replace("field `", "`--")))
+    })?;
     let mut store = store::open(&settings.db)?;
     store.begin()?;
     let o = store.insert_feedback(std::slice::from_ref(&event))?;
