@@ -4,9 +4,19 @@
 #   (EVALLOOP_TEST_MODEL_DIR);
 # - runs every test against SQLite and, through scripts/with-postgres.sh (a throwaway
 #   PostgreSQL cluster, installed from Debian packages if missing), against PostgreSQL too.
+# - then checks the `export` files from Python (tests/python/check_export.py) when the venv of
+#   scripts/python-env.sh is there.
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/fetch-model.sh
 export EVALLOOP_TEST_MODEL_DIR="${EVALLOOP_TEST_MODEL_DIR:-$PWD/models/all-MiniLM-L6-v2}"
-exec scripts/with-postgres.sh cargo test --release --workspace "$@"
+scripts/with-postgres.sh cargo test --release --workspace "$@"
+# The export files as their users read them (datasets, TRL's trainers), with the venv that
+# scripts/python-env.sh makes; skipped, and said so, without it.
+venv="${EVALLOOP_PY_VENV:-$PWD/target/py-export}"
+if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import datasets, trl, torch' 2>/dev/null; then
+    "$venv/bin/python" tests/python/check_export.py "${CARGO_TARGET_DIR:-$PWD/target}/release/evalloop"
+else
+    echo "tests/python/check_export.py SKIPPED: no venv with datasets and trl at $venv (scripts/python-env.sh)" >&2
+fi

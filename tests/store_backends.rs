@@ -841,3 +841,59 @@ fn rater_events_read_every_requests_ratings_at_once() {
     assert_eq!(out["coherence"][1]["cohort"], json!("pro"));
     assert!(out["fluency"].as_array().unwrap().is_empty());
 }
+
+/// `implicit_edit` events keep their `edited_output` on both backends (read back by
+/// `feedback_for`, `stored_events` and `edited_outputs`), and a store made before the column
+/// existed gains it on open, its old events reading as edits without text.
+#[test]
+fn edited_outputs_are_stored_and_added_to_older_stores() {
+    let edit = |id: &str, event: &str, text: Option<&str>, value: bool| {
+        let mut v = json!({"event_id": event, "request_id": id, "feedback_type": "implicit_edit", "value": value,
+                           "timestamp": format!("2026-05-15T2{}:00:00Z", event.len() % 4)});
+        if let Some(t) = text {
+            v["edited_output"] = json!(t);
+        }
+        FeedbackEvent::from_json(v, false, Utc::now()).expect("valid edit")
+    };
+    for mut b in backends("edited_outputs") {
+        load(b.store.as_mut());
+        // An older store: the column dropped again, as a store written before it existed.
+        match &b._scratch {
+            Scratch::Dir(_) => {
+                let c = rusqlite::Connection::open(&b.db).expect("open file");
+                c.execute_batch("ALTER TABLE feedback_events DROP COLUMN edited_output").expect("drop column");
+            }
+            Scratch::Schema { admin_url, schema } => {
+                let mut c = postgres::Client::connect(admin_url, postgres::NoTls).expect("connect");
+                c.batch_execute(&format!("ALTER TABLE \"{schema}\".feedback_events DROP COLUMN edited_output"))
+                    .expect("drop column");
+            }
+        }
+        drop(std::mem::replace(&mut b.store, (b.reopen)()));
+        let s = b.store.as_mut();
+        assert_eq!(s.feedback_for("r05").unwrap()[0].edited_output, None, "{}", b.name);
+        s.begin().unwrap();
+        let events = [
+            edit("r01", "x1", Some("Kept, then rewritten:\n\u{1b}[31mline two"), true),
+            edit("r01", "x22", Some(""), true),
+            edit("r02", "x333", Some("not an edit after all"), false),
+            edit("zz-orphan", "x4444", Some("no log"), true),
+        ];
+        assert_eq!(s.insert_feedback(&events).unwrap().stored, 4, "{}", b.name);
+        s.commit().unwrap();
+        let r01 = s.feedback_for("r01").unwrap();
+        let texts: Vec<Option<&str>> = r01.iter().map(|e| e.edited_output.as_deref()).collect();
+        assert!(texts.contains(&Some("Kept, then rewritten:\n\u{1b}[31mline two")) && texts.contains(&Some("")));
+        let stored = s.stored_events(&["x1", "x333", "e08"]).unwrap();
+        assert_eq!(stored[0].as_ref(), Some(&events[0]), "{}", b.name);
+        assert_eq!(stored[1].as_ref(), Some(&events[2]), "{}", b.name);
+        assert_eq!(stored[2].as_ref().and_then(|e| e.edited_output.clone()), None);
+        // Only true edits with a text, of logged requests matching the filter.
+        let all = s.edited_outputs(&Filter::default()).unwrap();
+        let got: Vec<(&str, &str, &str)> =
+            all.iter().map(|e| (e.request_id.as_str(), e.event_id.as_str(), e.edited_output.as_str())).collect();
+        assert_eq!(got, [("r01", "x1", "Kept, then rewritten:\n\u{1b}[31mline two"), ("r01", "x22", "")], "{}", b.name);
+        let pro = Filter { cohort: Some("pro".into()), ..Default::default() };
+        assert!(s.edited_outputs(&pro).unwrap().is_empty(), "{}", b.name);
+    }
+}

@@ -23,6 +23,7 @@ mod correlate;
 mod dataset;
 mod disagreements;
 mod estimate;
+mod export;
 mod impact;
 mod ingest;
 mod keys;
@@ -48,6 +49,7 @@ pub use correlate::CorrelateArgs;
 pub use dataset::DatasetWhat;
 pub use disagreements::DisagreementsArgs;
 pub use estimate::EstimateArgs;
+pub use export::ExportArgs;
 pub use impact::ImpactArgs;
 pub use ingest::{IngestArgs, IngestWhat};
 pub use keys::KeysWhat;
@@ -126,6 +128,8 @@ pub enum Command {
         #[command(subcommand)]
         what: DatasetWhat,
     },
+    /// Datasets to fine-tune the LLM itself: sft, kto, dpo or reward rows, JSON Lines or Parquet.
+    Export(ExportArgs),
     /// Write eval logs, biased feedback and ground truth from a human-judgement file ([simulate]).
     Simulate(SimulateArgs),
     /// Re-render report.md and report.html (and report.json) from a report.json.
@@ -217,6 +221,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Check(a) => check::run(&settings, a),
         Command::Runs { what } => runs::run(&settings, what),
         Command::Dataset { what } => dataset::run(&settings, what),
+        Command::Export(a) => export::run(&settings, a),
         Command::Simulate(a) => simulate::run(&settings, a),
         Command::Report(a) => report::run(a),
         Command::Train(a) => train::run(&settings, a),

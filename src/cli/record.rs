@@ -34,6 +34,9 @@ pub struct RecordArgs {
     /// RFC 3339; default now.
     #[arg(long)]
     pub timestamp: Option<String>,
+    /// For an edit: the text the user turned the output into.
+    #[arg(long)]
+    pub edited_output: Option<String>,
 }
 
 /// Records the event, validated as ingest validates a row.
@@ -48,9 +51,10 @@ pub fn run(settings: &Settings, a: RecordArgs) -> Result<Outcome> {
         "timestamp": a.timestamp,
         "other_request_id": a.other_request_id,
         "dimension": a.dimension,
+        "edited_output": a.edited_output,
     });
     let event = FeedbackEvent::from_json(row, true, chrono::Utc::now()).map_err(|e| {
-        // Name the option, not the row field: `--other-request-id`.
+        // Name the option, not the row field: `--other-request-id`, `--edited-output`.
         let option = format!("`--{}`", e.field.replace('_', "-"));
         Error::Input(format!("record: {}", e.to_string().replace(&format!("field `{}`", e.field), &option)))
     })?;

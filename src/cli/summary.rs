@@ -39,6 +39,12 @@ fn summary_text(s: &FeedbackSummary, settings: &Settings) -> String {
     for c in &s.comments {
         t.push_str(&format!("    {c:?}\n"));
     }
+    if !s.edited_outputs.is_empty() {
+        t.push_str(&format!("  edited outputs ({}):\n", s.edited_outputs.len()));
+        for e in &s.edited_outputs {
+            t.push_str(&format!("    \"{}\"\n", crate::text::escape(e)));
+        }
+    }
     let ind: Vec<String> = s.usage_indicators.iter().map(|(k, v)| format!("{k}={v}")).collect();
     t.push_str(&format!("  usage_indicators: {}\n", if ind.is_empty() { "-".into() } else { ind.join(", ") }));
     match s.human_score {

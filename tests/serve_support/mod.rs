@@ -336,6 +336,20 @@ pub fn api_contract(db: &str) {
         a.json()["rows"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap().to_string()).collect();
     assert_eq!(statuses, ["duplicate", "conflict"], "{}", a.text());
 
+    // An edit with its text: stored (the same edit again is a duplicate); the text on another
+    // feedback type is a rejected row named by its path.
+    let edit = json!({"request_id": "r1", "feedback_type": "implicit_edit", "event_id": "ed1", "edited_output": evil});
+    let a = srv.post(
+        "/v1/feedback",
+        Some(&ingest),
+        &json!([edit, {"request_id": "r1", "feedback_type": "explicit_thumbs_up", "edited_output": "x"}, edit]),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    let statuses: Vec<&str> = v["rows"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(statuses, ["stored", "rejected", "duplicate"]);
+    assert_eq!(v["rows"][1]["path"], "$[1].edited_output");
+
     // Not parseable at all: 400, with the field when it can be named.
     let bad = br#"{"request_id": "r1", "feedback_type": "explicit_rating", "value": NaN}"#;
     let a = srv.call("POST", "/v1/feedback", Some(&ingest), Some(("application/json", bad)));
@@ -362,6 +376,7 @@ pub fn api_contract(db: &str) {
     let s = s.json();
     assert_eq!(s["thumbs_up"], 1);
     assert_eq!(s["comments"][0], evil);
+    assert_eq!(s["edited_outputs"], json!([evil]));
     assert_eq!(s["log_present"], true);
     assert_eq!(srv.get("/v1/requests/nobody/summary", Some(&read)).status, 404);
     assert_eq!(srv.get("/v1/requests/r%2F..%2Fx/summary", Some(&admin)).status, 404);
@@ -480,5 +495,5 @@ pub fn api_contract(db: &str) {
     assert_eq!(srv.stop(), 0);
     let stats: Value = serde_json::from_str(&cli(db, &["--json", "stats"])).unwrap();
     assert_eq!(stats["logs"], 2, "{stats}");
-    assert_eq!(stats["feedback_events"], 2 + 1 + 1 + 160, "{stats}");
+    assert_eq!(stats["feedback_events"], 2 + 1 + 1 + 1 + 160, "{stats}");
 }

@@ -131,6 +131,10 @@ pub struct FeedbackSummary {
     pub human_score: Option<f64>,
     /// Whether the request's log has been ingested (feedback without a log is orphaned).
     pub log_present: bool,
+    /// The texts of the `implicit_edit` events that carry one (`edited_output`), oldest first;
+    /// left out of the JSON when there are none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub edited_outputs: Vec<String>,
 }
 
 impl FeedbackSummary {
@@ -146,6 +150,9 @@ impl FeedbackSummary {
                 (FeedbackType::TextComment, FeedbackValue::Text(t)) => s.comments.push(t.clone()),
                 (t, FeedbackValue::Bool(b)) if !t.is_explicit() => {
                     s.usage_indicators.insert(t.as_str().to_string(), *b);
+                    if let Some(text) = &e.edited_output {
+                        s.edited_outputs.push(text.clone());
+                    }
                 }
                 _ => {}
             }
@@ -174,6 +181,7 @@ mod tests {
             timestamp: Utc::now(),
             dimension: None,
             other_request_id: None,
+            edited_output: None,
         }
     }
 

@@ -3,7 +3,7 @@
 //! Production logs and human feedback ([`record`], [`feedback`]) go in through [`ingest`] into
 //! a [`store`] (SQLite or PostgreSQL); the analyses ([`analysis`], built on [`stats`]) measure
 //! how well an evaluator agrees with people; [`dataset`] turns feedback into cohort-weighted
-//! training data, [`estimate`] gives prediction-powered estimates of quality, and [`simulate`]
+//! training data and [`export`] datasets to fine-tune the LLM itself, [`estimate`] gives prediction-powered estimates of quality, and [`simulate`]
 //! makes realistic logs and biased feedback from human judgements; [`trend`] follows the
 //! figures over time; [`report`] renders a run of the weekly loop. [`config`] reads the TOML config;
 //! [`files`] defines the dataset directory's files; [`atomic`] writes a whole file or nothing
@@ -15,6 +15,7 @@ pub mod config;
 pub mod dataset;
 pub mod error;
 pub mod estimate;
+pub mod export;
 pub mod feedback;
 pub mod files;
 pub mod hash;

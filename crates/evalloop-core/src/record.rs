@@ -281,12 +281,24 @@ pub struct FeedbackEvent {
     /// feedback type. Preferences are stored apart (the store's `preferences`), so no human score
     /// or pointwise analysis counts them.
     pub other_request_id: Option<String>,
+    /// The text the user turned the output into, on an `implicit_edit` only; `None` when the
+    /// edit's text is not known. Kept as given (it may be empty: the user deleted everything).
+    pub edited_output: Option<String>,
 }
 
 impl FeedbackEvent {
     /// The fields a feedback row may have; ingest warns about any other top-level key.
-    pub const FIELDS: [&'static str; 8] =
-        ["request_id", "feedback_type", "value", "user_id", "timestamp", "event_id", "dimension", "other_request_id"];
+    pub const FIELDS: [&'static str; 9] = [
+        "request_id",
+        "feedback_type",
+        "value",
+        "user_id",
+        "timestamp",
+        "event_id",
+        "dimension",
+        "other_request_id",
+        "edited_output",
+    ];
 
     /// Validates a parsed JSON object as a feedback event; `now` stands in for a missing timestamp.
     pub fn from_json(value: Value, from_text: bool, now: DateTime<Utc>) -> Result<FeedbackEvent, FieldError> {
@@ -338,6 +350,7 @@ impl FeedbackEvent {
             }
             _ => {}
         }
+        let edited_output = parse_edited_output(obj.remove("edited_output"), feedback_type, from_text)?;
         let user_id = optional_string(&mut obj, "user_id")?;
         let given_ts = match obj.get("timestamp") {
             None | Some(Value::Null) => None,
@@ -354,6 +367,7 @@ impl FeedbackEvent {
                 given_ts.as_ref(),
                 dimension.as_deref(),
                 other_request_id.as_deref(),
+                edited_output.as_deref(),
             ),
         };
         Ok(FeedbackEvent {
@@ -365,14 +379,15 @@ impl FeedbackEvent {
             timestamp: given_ts.unwrap_or(now),
             dimension,
             other_request_id,
+            edited_output,
         })
     }
 
     /// A stable id from the event's content as given (timestamp only when given), so that
     /// re-ingesting the same file adds nothing: `sha256(request_id, type, value, user, ts)`, hex,
     /// 32 chars; a dimension rating also hashes its `dimension`, a preference its
-    /// `other_request_id` (last, so that the ids of events without them are what they were
-    /// before those fields existed).
+    /// `other_request_id`, and an edit with its text its `edited_output` (each after the rest, so
+    /// that the ids of events without them are what they were before those fields existed).
     pub fn derive_id(
         request_id: &str,
         feedback_type: FeedbackType,
@@ -381,6 +396,7 @@ impl FeedbackEvent {
         timestamp: Option<&DateTime<Utc>>,
         dimension: Option<&str>,
         other_request_id: Option<&str>,
+        edited_output: Option<&str>,
     ) -> String {
         let mut h = Sha256::new();
         for part in [
@@ -403,10 +419,16 @@ impl FeedbackEvent {
             h.update((b.len() as u64).to_le_bytes());
             h.update(b.as_bytes());
         }
+        if let Some(t) = edited_output {
+            h.update(b"edited_output");
+            h.update((t.len() as u64).to_le_bytes());
+            h.update(t.as_bytes());
+        }
         hex::encode(&h.finalize()[..16])
     }
 
-    /// The event as the JSON object it was read from; `dimension` only when it has one.
+    /// The event as the JSON object it was read from; `dimension` and `edited_output` only when
+    /// it has them.
     pub fn to_json(&self) -> Value {
         let mut v = serde_json::json!({
             "event_id": self.event_id,
@@ -421,6 +443,9 @@ impl FeedbackEvent {
         }
         if let Some(b) = &self.other_request_id {
             v["other_request_id"] = Value::String(b.clone());
+        }
+        if let Some(t) = &self.edited_output {
+            v["edited_output"] = Value::String(t.clone());
         }
         v
     }
@@ -463,6 +488,28 @@ pub fn check_dimension_list<S: AsRef<str>>(dimensions: &[S]) -> Result<(), Strin
         }
     }
     Ok(())
+}
+
+/// Checks the optional `edited_output` of a feedback event: absent or null (or an empty CSV
+/// cell, which cannot tell "" from absent) is none; otherwise a string on an `implicit_edit`.
+/// Its size is bounded by the row's (ingest's `--max-line-bytes`, the service's body limit);
+/// NUL is refused for the whole row by [`reject_nul`].
+fn parse_edited_output(v: Option<Value>, t: FeedbackType, from_text: bool) -> Result<Option<String>, FieldError> {
+    let text = match v {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(s)) if from_text && s.is_empty() => return Ok(None),
+        Some(Value::String(s)) => s,
+        Some(other) => {
+            return Err(FieldError::new("edited_output", format!("expected a string, got {}", kind(&other))));
+        }
+    };
+    if t != FeedbackType::Edit {
+        return Err(FieldError::new(
+            "edited_output",
+            format!("only an implicit_edit carries an edited output, not {}", t.as_str()),
+        ));
+    }
+    Ok(Some(text))
 }
 
 /// Checks the optional `dimension` of a feedback event: absent, null (or an empty CSV cell) is
@@ -820,6 +867,57 @@ mod tests {
             h.update(part.as_bytes());
         }
         assert_eq!(overall, hex::encode(&h.finalize()[..16]));
+    }
+
+    #[test]
+    fn edited_output_is_an_edits_optional_text() {
+        let now = Utc::now();
+        let ev = |v: Value, from_text: bool| FeedbackEvent::from_json(v, from_text, now);
+        let f = ev(json!({"request_id": "r", "feedback_type": "implicit_edit", "edited_output": "Fixed text."}), false)
+            .unwrap();
+        assert_eq!(f.edited_output.as_deref(), Some("Fixed text."));
+        assert_eq!(f.to_json()["edited_output"], "Fixed text.");
+        // The user deleted everything: an empty text is kept from JSON, absent from a CSV cell.
+        let f = ev(json!({"request_id": "r", "feedback_type": "implicit_edit", "edited_output": ""}), false).unwrap();
+        assert_eq!(f.edited_output.as_deref(), Some(""));
+        let f = ev(json!({"request_id": "r", "feedback_type": "implicit_edit", "edited_output": ""}), true).unwrap();
+        assert_eq!(f.edited_output, None);
+        assert!(f.to_json().get("edited_output").is_none());
+        for (v, needle) in [
+            (json!({"feedback_type": "implicit_edit", "edited_output": 3}), "number 3"),
+            (json!({"feedback_type": "implicit_edit", "edited_output": ["a"]}), "an array"),
+            (json!({"feedback_type": "explicit_thumbs_up", "edited_output": "x"}), "explicit_thumbs_up"),
+            (json!({"feedback_type": "implicit_discard", "edited_output": "x"}), "implicit_discard"),
+            (json!({"feedback_type": "implicit_edit", "edited_output": "a\u{0}b"}), "NUL"),
+        ] {
+            let mut v = v;
+            v["request_id"] = json!("r");
+            let e = ev(v, false).unwrap_err();
+            assert_eq!(e.field, "edited_output", "{e}");
+            assert!(e.reason.contains(needle), "{e}");
+        }
+    }
+
+    /// An edit's derived id is the one it had before edits carried their text, unless it has one.
+    #[test]
+    fn edits_without_text_keep_their_derived_ids() {
+        let now = Utc::now();
+        let base = json!({"request_id": "r", "feedback_type": "implicit_edit", "user_id": "u",
+                          "timestamp": "2026-05-15T10:00:00Z"});
+        let plain = FeedbackEvent::from_json(base.clone(), false, now).unwrap().event_id;
+        let ts = parse_timestamp(&json!("2026-05-15T10:00:00Z"), "t").unwrap();
+        let mut h = Sha256::new();
+        for part in ["r", "implicit_edit", "true", "u", &format_timestamp(&ts)] {
+            h.update((part.len() as u64).to_le_bytes());
+            h.update(part.as_bytes());
+        }
+        assert_eq!(plain, hex::encode(&h.finalize()[..16]));
+        let with = |t: &str| {
+            let mut v = base.clone();
+            v["edited_output"] = json!(t);
+            FeedbackEvent::from_json(v, false, now).unwrap().event_id
+        };
+        assert!(with("a") != plain && with("a") != with("b"));
     }
 
     #[test]

@@ -783,7 +783,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         let event_by = |user: &str, t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
             let at = ts + Duration::microseconds((delay_s * 1e6) as i64);
             let at = at - Duration::microseconds(i64::from(at.timestamp_subsec_micros()));
-            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(user), Some(&at), dimension, None);
+            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(user), Some(&at), dimension, None, None);
             FeedbackEvent {
                 event_id: id,
                 request_id: j.item_id.clone(),
@@ -793,6 +793,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
                 timestamp: at,
                 dimension: dimension.map(str::to_string),
                 other_request_id: None,
+                edited_output: None,
             }
         };
         let event = |t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
@@ -826,6 +827,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
                     Some(&e.timestamp),
                     None,
                     Some(other),
+                    None,
                 );
                 events.push(e);
             } else {

@@ -120,7 +120,8 @@ pub fn document() -> Value {
                     "feedback_type": { "type": "string", "enum": ["explicit_thumbs_up", "explicit_thumbs_down", "explicit_rating",
                         "explicit_text_comment", "implicit_usage", "implicit_edit", "implicit_discard"] },
                     "value": {}, "user_id": { "type": "string" }, "timestamp": { "type": "string", "format": "date-time" },
-                    "dimension": { "type": "string" } } },
+                    "dimension": { "type": "string" },
+                    "edited_output": { "type": "string", "description": "implicit_edit only: the text the user turned the output into" } } },
                 "IngestAnswer": { "type": "object", "properties": {
                     "received": { "type": "integer" }, "stored": { "type": "integer" }, "duplicate": { "type": "integer" },
                     "conflict": { "type": "integer" }, "rejected": { "type": "integer" },
@@ -140,7 +141,9 @@ pub fn document() -> Value {
                     "avg_rating": { "type": "number", "nullable": true }, "n_ratings": { "type": "integer" },
                     "comments": { "type": "array", "items": { "type": "string" } },
                     "usage_indicators": { "type": "object", "additionalProperties": { "type": "boolean" } },
-                    "human_score": { "type": "number", "nullable": true }, "log_present": { "type": "boolean" } } }
+                    "human_score": { "type": "number", "nullable": true }, "log_present": { "type": "boolean" },
+                    "edited_outputs": { "type": "array", "items": { "type": "string" },
+                        "description": "the texts of the request's edits, oldest first; absent when none" } } }
             }
         }
     })

@@ -449,6 +449,7 @@ mod tests {
                 timestamp: at(h),
                 dimension: dim.map(String::from),
                 other_request_id: None,
+                edited_output: None,
             },
         }
     }

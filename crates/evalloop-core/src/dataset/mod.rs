@@ -139,15 +139,39 @@ pub fn build(store: &dyn Store, policy: &HumanPolicy, cfg: &DatasetConfig, out: 
     build_in(store, &Filter::default(), policy, cfg, out)
 }
 
-/// Builds the dataset from the requests in `window` (time range, cohort, metadata; its
-/// evaluator is ignored: `cfg.evaluator` picks it) into `out`.
-pub fn build_in(
-    store: &dyn Store,
-    window: &Filter,
-    policy: &HumanPolicy,
-    cfg: &DatasetConfig,
-    out: &Path,
-) -> Result<Built> {
+/// The examples of a build and their splits, before any file is written: what
+/// [`build_in`] writes, and what `export` reads to leave out the same held-out groups.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// The evaluator whose scores the examples carry.
+    pub evaluator: String,
+    /// The examples after weighting (all factors but `normalize`) and subsampling.
+    pub examples: Vec<LabelledRequest>,
+    /// Group -> split, for every group of `examples`.
+    pub splits: BTreeMap<String, Split>,
+    /// Per-cohort rates under `cfg.rate`, over the window's logged requests.
+    pub rates: BTreeMap<String, CohortRate>,
+    /// Each cohort's factor per cohort-level scheme, for the card.
+    pub factors: BTreeMap<String, BTreeMap<&'static str, f64>>,
+    /// The window's per-cohort feedback counts.
+    pub stats: Vec<crate::store::CohortStats>,
+    /// The strata of `max_examples` subsampling (empty without it).
+    pub strata: Vec<StratumSample>,
+    /// Requests with a human score.
+    pub candidates: usize,
+    pub dropped_neutral: usize,
+    pub dropped_agreeing: usize,
+    /// Examples before subsampling.
+    pub available: usize,
+    /// The decisive preference pairs of the window (split by their groups in `splits`).
+    pub pairs: Vec<pairs::Pair>,
+    /// The card's counts of the preferences (without the per-split ones).
+    pub pairs_card: crate::files::PairsCard,
+}
+
+/// Chooses the evaluator, reads the labelled requests of `window`, weights, subsamples and
+/// splits them as [`build_in`] does (same config and store, same groups in each split).
+pub fn plan(store: &dyn Store, window: &Filter, policy: &HumanPolicy, cfg: &DatasetConfig) -> Result<Plan> {
     cfg.validate().map_err(|e| Error::Input(format!("[dataset]: {e}")))?;
     let evaluators = store.evaluators()?;
     let evaluator = match &cfg.evaluator {
@@ -234,7 +258,7 @@ pub fn build_in(
             labels,
         });
     }
-    let (pairs, mut pairs_card) = pairs::collect(store, &filter, cfg.group_key.as_deref())?;
+    let (pairs, pairs_card) = pairs::collect(store, &filter, cfg.group_key.as_deref())?;
     if examples.is_empty() && pairs.is_empty() {
         return Err(Error::Input(format!(
             "no examples: {candidates} requests with a human score, {dropped_neutral} neutral dropped, \
@@ -243,7 +267,7 @@ pub fn build_in(
     }
     let factors = apply_weights(&mut examples, &rates, cfg);
     let available = examples.len();
-    let (mut examples, strata) = match cfg.max_examples {
+    let (examples, strata) = match cfg.max_examples {
         Some(m) => subsample(examples, m, cfg.min_per_stratum, cfg.seed),
         None => (examples, Vec::new()),
     };
@@ -254,6 +278,47 @@ pub fn build_in(
         all.extend(pairs::split_stand_ins(&pairs, &examples));
         assign_splits(&all, cfg.train_fraction, cfg.validation_fraction, cfg.seed)
     };
+    Ok(Plan {
+        evaluator,
+        examples,
+        splits,
+        rates,
+        factors,
+        stats,
+        strata,
+        candidates,
+        dropped_neutral,
+        dropped_agreeing,
+        available,
+        pairs,
+        pairs_card,
+    })
+}
+
+/// Builds the dataset from the requests in `window` (time range, cohort, metadata; its
+/// evaluator is ignored: `cfg.evaluator` picks it) into `out`.
+pub fn build_in(
+    store: &dyn Store,
+    window: &Filter,
+    policy: &HumanPolicy,
+    cfg: &DatasetConfig,
+    out: &Path,
+) -> Result<Built> {
+    let Plan {
+        evaluator,
+        mut examples,
+        splits,
+        rates,
+        factors,
+        stats,
+        strata,
+        candidates,
+        dropped_neutral,
+        dropped_agreeing,
+        available,
+        pairs,
+        mut pairs_card,
+    } = plan(store, window, policy, cfg)?;
     let split_of = |e: &LabelledRequest| splits.get(&e.group).copied().unwrap_or(Split::Train);
     let mut divisor = 1.0;
     if cfg.weighting.contains(&Scheme::Normalize) {

@@ -22,7 +22,7 @@ use crate::store::{Filter, Store};
 
 /// A pair before its split is known.
 #[derive(Debug, Clone, PartialEq)]
-pub(super) struct Pair {
+pub struct Pair {
     pub chosen: (String, String),
     pub rejected: (String, String),
     pub prompt: String,

@@ -1,11 +1,13 @@
-//! The time-series plots of report.html: the evaluator's agreement with people and the mean
-//! human score by week, with their 95% intervals and the promotions marked.
+//! The report's history: the evaluator's agreement with people and the mean human score by
+//! week, with their 95% intervals and the promotions marked, as report.html's time-series plots
+//! and report.md's table.
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::charts::{FONT, GRAY, LIGHT, POST, PRE, PlotResult, no_data, padded_range, svg_figure};
 use super::schema::{History, HistoryPoint};
+use super::tables::{Table, ci, num};
 use crate::Result;
 
 /// The `data-chart` ids of the history charts, in page order.
@@ -26,6 +28,29 @@ pub(super) fn charts(h: &History) -> Result<String> {
             p.human_score.map(|v| (v, p.human_score_ci))
         })?;
     Ok(format!("{agreement}{human}"))
+}
+
+/// report.md's table of the history: one row per week, the promotions of the week by run id.
+pub(super) fn history_table(h: &History) -> Table {
+    let mut t = Table::new(
+        &["week", "requests", "labelled", "Spearman ρ", "95% CI", "mean human score", "95% CI", "promoted"],
+        &[false, true, true, true, false, true, false, false],
+    );
+    for p in &h.points {
+        let promoted: Vec<&str> =
+            h.promotions.iter().filter(|pr| pr.week == p.week).map(|pr| pr.run_id.as_str()).collect();
+        t.row(vec![
+            p.week.clone(),
+            p.requests.to_string(),
+            p.labelled.to_string(),
+            num(p.agreement, 3),
+            ci(p.agreement_ci),
+            num(p.human_score, 3),
+            ci(p.human_score_ci),
+            promoted.join(", "),
+        ]);
+    }
+    t
 }
 
 /// An evaluator name for a title: control characters dropped, at most 40 characters.
@@ -155,6 +180,26 @@ mod tests {
         }
         let svg = charts(&h).unwrap();
         assert!(svg.contains("no week with enough labels"));
+    }
+
+    #[test]
+    fn report_md_has_the_history_table_with_promotions() {
+        let mut d = crate::report::tests::synthetic();
+        d.history = Some(history());
+        let md = crate::report::render_markdown(&d);
+        assert!(md.contains("### Over time"), "{md}");
+        assert!(!md.contains('\u{1b}'), "{md}");
+        assert!(
+            md.contains("| 2026-W45 | 100 | 20 | 0.400 | \\[0.200, 0.500\\] | 3.000 | \\[2.800, 3.500\\] |   |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| 2026-W46 | 100 | 20 | — | — | 3.100 | \\[2.800, 3.500\\] | 20261110T120000Z-1a2b |"),
+            "{md}"
+        );
+        assert!(!md.contains("before-the-window"), "a promotion outside the weeks is not a row");
+        let without = crate::report::render_markdown(&crate::report::tests::synthetic());
+        assert!(!without.contains("### Over time"));
     }
 
     #[test]

@@ -61,6 +61,16 @@ pub fn render_markdown(d: &ReportData) -> String {
             o.push_str("</details>\n\n");
         }
     }
+    if let Some(h) = &d.history {
+        o.push_str("### Over time\n\n");
+        let _ = writeln!(
+            o,
+            "Agreement of {} with people (Spearman ρ) and the mean human score (PPI++) by week, with the \
+             runs that promoted a new evaluator.\n",
+            md_escape(&h.evaluator)
+        );
+        md_table(&mut o, &super::history::history_table(h));
+    }
     if !d.dataset.splits.is_empty() || !d.dataset.per_cohort.is_empty() {
         o.push_str("### Dataset\n\n");
         if let (Some(a), Some(b)) = (&d.dataset.window_start, &d.dataset.window_end) {

@@ -50,7 +50,7 @@ fn delta(pre: Option<f64>, post: Option<f64>, digits: usize) -> String {
     }
 }
 
-fn ci(v: Option<[f64; 2]>) -> String {
+pub(super) fn ci(v: Option<[f64; 2]>) -> String {
     match v {
         Some([lo, hi]) if lo.is_finite() && hi.is_finite() => format!("[{lo:.3}, {hi:.3}]"),
         _ => UNDEFINED.to_string(),

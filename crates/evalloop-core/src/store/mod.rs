@@ -396,6 +396,17 @@ pub struct RaterEvent {
     pub event: FeedbackEvent,
 }
 
+/// The text a user turned a request's output into (an `implicit_edit` with `edited_output`),
+/// from [`Store::edited_outputs`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EditedOutput {
+    pub request_id: String,
+    pub event_id: String,
+    /// Microseconds since the epoch.
+    pub timestamp_us: i64,
+    pub edited_output: String,
+}
+
 /// One recorded run of the weekly loop (`evalloop run`), as `evalloop runs` shows it.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, serde::Deserialize)]
 pub struct RunRecord {
@@ -526,6 +537,11 @@ pub trait Store {
     ) -> StoreResult<bool>;
     /// Where job `job` stands.
     fn lease_progress(&self, job: &str) -> StoreResult<leases::LeaseProgress>;
+
+    /// The edited outputs (`implicit_edit` events with value true and an `edited_output`) of the
+    /// logs matching the filter (its evaluator is ignored), ordered by request id, then time,
+    /// then event id: one query for every request.
+    fn edited_outputs(&self, filter: &Filter) -> StoreResult<Vec<EditedOutput>>;
     /// Prompt, output and metadata of the given requests, in the given order; an unknown id is
     /// an error.
     fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>>;

@@ -26,8 +26,8 @@ use postgres::{Client, NoTls, Row};
 
 use super::rows;
 use super::{
-    BatchOutcome, CohortStats, DimensionScore, EvaluatedRequest, Filter, RaterEvent, RequestText, RunRecord,
-    ScoredQuery, ScoredRequest, Store, StoreError, StoreResult, StoreStats, StoredLog,
+    BatchOutcome, CohortStats, DimensionScore, EditedOutput, EvaluatedRequest, Filter, RaterEvent, RequestText,
+    RunRecord, ScoredQuery, ScoredRequest, Store, StoreError, StoreResult, StoreStats, StoredLog,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros, to_micros};
@@ -116,7 +116,7 @@ const STAGING_SQL: &str = r#"
     CREATE TEMP TABLE IF NOT EXISTS evalloop_stage_feedback (
         seq INT NOT NULL, event_id TEXT COLLATE "C" NOT NULL, request_id TEXT COLLATE "C" NOT NULL,
         feedback_type TEXT COLLATE "C" NOT NULL, value_num DOUBLE PRECISION, value_text TEXT, user_id TEXT,
-        ts BIGINT NOT NULL
+        ts BIGINT NOT NULL, edited_output TEXT
     );
     CREATE TEMP TABLE IF NOT EXISTS evalloop_stage_scores (
         seq INT NOT NULL, request_id TEXT COLLATE "C" NOT NULL, overall DOUBLE PRECISION NOT NULL
@@ -128,7 +128,9 @@ const STAGING_SQL: &str = r#"
 
 /// Ratings of one human dimension, apart from `feedback_events` (see the SQLite store's
 /// `DIMENSION_RATINGS_SQL`): created on open, for new and existing databases, under the
-/// migration lock. On Citus, distribute it by `request_id` like `feedback_events`.
+/// migration lock. On Citus, distribute it by `request_id` like `feedback_events`. The same
+/// step adds `feedback_events.edited_output` where it is missing (see the SQLite store's
+/// `add_edited_output`).
 const DIMENSION_RATINGS_SQL: &str = r#"CREATE TABLE IF NOT EXISTS dimension_ratings (
         event_id TEXT COLLATE "C" PRIMARY KEY,
         request_id TEXT COLLATE "C" NOT NULL,
@@ -137,7 +139,8 @@ const DIMENSION_RATINGS_SQL: &str = r#"CREATE TABLE IF NOT EXISTS dimension_rati
         user_id TEXT,
         ts BIGINT NOT NULL
     );
-    CREATE INDEX IF NOT EXISTS dimension_ratings_request ON dimension_ratings(request_id, dimension);"#;
+    CREATE INDEX IF NOT EXISTS dimension_ratings_request ON dimension_ratings(request_id, dimension);
+    ALTER TABLE feedback_events ADD COLUMN IF NOT EXISTS edited_output TEXT;"#;
 
 /// Preferences between two outputs, apart from `feedback_events` (see the SQLite store's
 /// `PREFERENCES_SQL`): created on open with `dimension_ratings`. On Citus, distribute it by
@@ -206,8 +209,10 @@ const MOVE_LOGS_SQL: &str = "WITH ins AS (
 /// Moves staged feedback into `feedback_events` (first occurrence of an `event_id` wins);
 /// returns stored and, of those, orphaned (no log yet). The orphan join is on `request_id`.
 const MOVE_FEEDBACK_SQL: &str = "WITH ins AS (
-        INSERT INTO feedback_events (event_id, request_id, feedback_type, value_num, value_text, user_id, ts)
-        SELECT DISTINCT ON (event_id) event_id, request_id, feedback_type, value_num, value_text, user_id, ts
+        INSERT INTO feedback_events (event_id, request_id, feedback_type, value_num, value_text, user_id, ts,
+            edited_output)
+        SELECT DISTINCT ON (event_id) event_id, request_id, feedback_type, value_num, value_text, user_id, ts,
+            edited_output
         FROM evalloop_stage_feedback ORDER BY event_id, seq
         ON CONFLICT DO NOTHING
         RETURNING request_id
@@ -712,8 +717,17 @@ impl Store for PostgresStore {
         }
         self.in_transaction(|s| {
             s.prepare_stage("evalloop_stage_feedback")?;
-            let types =
-                [Type::INT4, Type::TEXT, Type::TEXT, Type::TEXT, Type::FLOAT8, Type::TEXT, Type::TEXT, Type::INT8];
+            let types = [
+                Type::INT4,
+                Type::TEXT,
+                Type::TEXT,
+                Type::TEXT,
+                Type::FLOAT8,
+                Type::TEXT,
+                Type::TEXT,
+                Type::INT8,
+                Type::TEXT,
+            ];
             s.copy_rows("evalloop_stage_feedback", &types, events, |w, seq, e| {
                 let text = rows::stored_text(&e.value);
                 w.write(&[
@@ -725,6 +739,7 @@ impl Store for PostgresStore {
                     &text,
                     &e.user_id,
                     &to_micros(&e.timestamp),
+                    &e.edited_output,
                 ])
             })?;
             let (stored, orphaned): (i64, i64) = s
@@ -794,15 +809,15 @@ impl Store for PostgresStore {
             .client()
             .query(
                 "SELECT k.ord, f.request_id, f.feedback_type, f.value_num, f.value_text, f.user_id, f.ts,
-                     NULL::text, NULL::text
+                     NULL::text, NULL::text, f.edited_output
                  FROM unnest($1::text[]) WITH ORDINALITY AS k(id, ord) JOIN feedback_events f ON f.event_id = k.id
                  UNION ALL
                  SELECT k.ord, d.request_id, 'explicit_rating', d.value_num, NULL, d.user_id, d.ts, d.dimension,
-                     NULL::text
+                     NULL::text, NULL::text
                  FROM unnest($1::text[]) WITH ORDINALITY AS k(id, ord) JOIN dimension_ratings d ON d.event_id = k.id
                  UNION ALL
                  SELECT k.ord, p.request_id, 'explicit_preference', NULL, p.choice, p.user_id, p.ts, p.dimension,
-                     p.other_request_id
+                     p.other_request_id, NULL::text
                  FROM unnest($1::text[]) WITH ORDINALITY AS k(id, ord) JOIN preferences p ON p.event_id = k.id",
                 &[&event_ids],
             )
@@ -829,11 +844,11 @@ impl Store for PostgresStore {
         let mut params = Params::default();
         let id = params.bind(request_id.to_string(), "text");
         let sql = format!(
-            "SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
+            "SELECT event_id, feedback_type, value_num, value_text, user_id, ts, edited_output FROM feedback_events
              WHERE request_id = {id} ORDER BY ts, event_id"
         );
-        let stored = self.query_map(&sql, &params, rows::feedback_row)?;
-        stored.into_iter().map(|row| rows::stored_event(request_id, row)).collect()
+        let stored = self.query_map(&sql, &params, rows::edit_feedback_row)?;
+        stored.into_iter().map(|row| rows::stored_edit_event(request_id, row)).collect()
     }
 
     fn stats(&self) -> StoreResult<StoreStats> {
@@ -1160,6 +1175,19 @@ impl Store for PostgresStore {
         };
         let found = self.query_map(&sql, &params, rows::rater_row)?;
         found.into_iter().map(|row| rows::stored_rater_event(row, dimension)).collect()
+    }
+
+    /// Citus: a co-located join on `request_id`, pushed down.
+    fn edited_outputs(&self, filter: &Filter) -> StoreResult<Vec<EditedOutput>> {
+        let mut params = Params::default();
+        let cond = filter_sql(filter, false, &mut params);
+        let sql = format!(
+            "SELECT l.request_id, f.event_id, f.ts, f.edited_output
+             FROM eval_logs l JOIN feedback_events f ON f.request_id = l.request_id
+             WHERE f.feedback_type = 'implicit_edit' AND f.value_num = 1 AND f.edited_output IS NOT NULL{cond}
+             ORDER BY l.request_id, f.ts, f.event_id"
+        );
+        self.query_map(&sql, &params, rows::edited_output)
     }
 
     /// Citus: one router query per id (filtered by the distribution key).

@@ -6,7 +6,8 @@
 //! rows implement; each backend maps the driver's error into its own [`StoreError`].
 
 use super::{
-    DimensionScore, EvaluatedRequest, RequestText, RunRecord, ScoredRequest, StoreError, StoreResult, StoredLog,
+    DimensionScore, EditedOutput, EvaluatedRequest, RequestText, RunRecord, ScoredRequest, StoreError, StoreResult,
+    StoredLog,
 };
 use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue};
 
@@ -102,24 +103,27 @@ pub(super) fn stored_event(request_id: &str, row: StoredFeedback) -> StoreResult
         timestamp: crate::record::from_micros(ts),
         dimension: None,
         other_request_id: None,
+        edited_output: None,
     })
 }
 
 /// A feedback row by event id: request_id, feedback_type, value_num, value_text, user_id, ts,
-/// dimension, other_request_id (columns 0-7), with the id it was asked by.
-pub(super) type StoredEventRow = (String, StoredFeedback, Option<String>, Option<String>);
+/// dimension, other_request_id, edited_output (columns 0-8), with the id it was asked by.
+pub(super) type StoredEventRow = (String, StoredFeedback, Option<String>, Option<String>, Option<String>);
 
-/// Columns 0-7 of a feedback-by-id query (see [`StoredEventRow`]).
+/// Columns 0-8 of a feedback-by-id query (see [`StoredEventRow`]).
 pub(super) fn stored_event_row<R: Row>(event_id: &str, r: &R) -> Result<StoredEventRow, R::Error> {
-    Ok((r.col(0)?, (event_id.to_string(), r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?, r.col(5)?), r.col(6)?, r.col(7)?))
+    let fb = (event_id.to_string(), r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?, r.col(5)?);
+    Ok((r.col(0)?, fb, r.col(6)?, r.col(7)?, r.col(8)?))
 }
 
 /// The event a [`StoredEventRow`] holds.
 pub(super) fn stored_event_with_dimension(row: StoredEventRow) -> StoreResult<FeedbackEvent> {
-    let (request_id, stored, dimension, other_request_id) = row;
+    let (request_id, stored, dimension, other_request_id, edited_output) = row;
     let mut e = stored_event(&request_id, stored)?;
     e.dimension = dimension;
     e.other_request_id = other_request_id;
+    e.edited_output = edited_output;
     Ok(e)
 }
 
@@ -138,6 +142,27 @@ pub(super) fn stored_preference(row: StoredPreference) -> StoreResult<FeedbackEv
     let mut e = stored_event(&request_id, (event_id, "explicit_preference".into(), None, Some(choice), user_id, ts))?;
     e.dimension = dimension;
     e.other_request_id = Some(other);
+    Ok(e)
+}
+
+/// A row of the edited-outputs query: request_id, event_id, ts, edited_output.
+pub(super) fn edited_output<R: Row>(r: &R) -> Result<EditedOutput, R::Error> {
+    Ok(EditedOutput { request_id: r.col(0)?, event_id: r.col(1)?, timestamp_us: r.col(2)?, edited_output: r.col(3)? })
+}
+
+/// The six columns of [`feedback_row`] and `edited_output` (column 6).
+pub(super) type StoredEditFeedback = (StoredFeedback, Option<String>);
+
+/// Columns 0-6 of a feedback query that also reads `edited_output`.
+pub(super) fn edit_feedback_row<R: Row>(r: &R) -> Result<StoredEditFeedback, R::Error> {
+    Ok((feedback_row(r)?, r.col(6)?))
+}
+
+/// The event of a [`StoredEditFeedback`] row.
+pub(super) fn stored_edit_event(request_id: &str, row: StoredEditFeedback) -> StoreResult<FeedbackEvent> {
+    let (stored, edited_output) = row;
+    let mut e = stored_event(request_id, stored)?;
+    e.edited_output = edited_output;
     Ok(e)
 }
 

@@ -23,8 +23,8 @@ use rusqlite::{Connection, OptionalExtension, params, params_from_iter};
 
 use super::rows;
 use super::{
-    BatchOutcome, CohortStats, DimensionScore, EvaluatedRequest, Filter, RaterEvent, RequestText, RunRecord,
-    ScoredColumns, ScoredQuery, ScoredRequest, Store, StoreError, StoreResult, StoreStats, StoredLog,
+    BatchOutcome, CohortStats, DimensionScore, EditedOutput, EvaluatedRequest, Filter, RaterEvent, RequestText,
+    RunRecord, ScoredColumns, ScoredQuery, ScoredRequest, Store, StoreError, StoreResult, StoreStats, StoredLog,
 };
 use crate::feedback::HumanPolicy;
 use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros};
@@ -73,6 +73,7 @@ impl SqliteStore {
         store.conn.execute_batch(DIMENSION_RATINGS_SQL).map_err(store.err())?;
         store.conn.execute_batch(PREFERENCES_SQL).map_err(store.err())?;
         store.conn.execute_batch(crate::store::leases::LEASES_SQL).map_err(store.err())?;
+        store.add_edited_output()?;
         Ok(store)
     }
 
@@ -189,13 +190,13 @@ impl Store for SqliteStore {
         let mut s = self
             .conn
             .prepare_cached(
-                "SELECT request_id, feedback_type, value_num, value_text, user_id, ts, NULL, NULL FROM feedback_events
-                 WHERE event_id = ?1
+                "SELECT request_id, feedback_type, value_num, value_text, user_id, ts, NULL, NULL, edited_output
+                 FROM feedback_events WHERE event_id = ?1
                  UNION ALL
-                 SELECT request_id, 'explicit_rating', value_num, NULL, user_id, ts, dimension, NULL
+                 SELECT request_id, 'explicit_rating', value_num, NULL, user_id, ts, dimension, NULL, NULL
                  FROM dimension_ratings WHERE event_id = ?1
                  UNION ALL
-                 SELECT request_id, 'explicit_preference', NULL, choice, user_id, ts, dimension, other_request_id
+                 SELECT request_id, 'explicit_preference', NULL, choice, user_id, ts, dimension, other_request_id, NULL
                  FROM preferences WHERE event_id = ?1 LIMIT 1",
             )
             .map_err(&err)?;
@@ -216,18 +217,18 @@ impl Store for SqliteStore {
         let mut s = self
             .conn
             .prepare_cached(
-                "SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
+                "SELECT event_id, feedback_type, value_num, value_text, user_id, ts, edited_output FROM feedback_events
                  WHERE log_id = (SELECT log_id FROM eval_logs WHERE request_id = ?1)
                  UNION ALL
-                 SELECT event_id, feedback_type, value_num, value_text, user_id, ts FROM feedback_events
+                 SELECT event_id, feedback_type, value_num, value_text, user_id, ts, edited_output FROM feedback_events
                  WHERE log_id IS NULL AND request_id = ?1
                  ORDER BY ts, event_id",
             )
             .map_err(self.err())?;
-        let rows = s.query_map([request_id], |r| rows::feedback_row(r)).map_err(self.err())?;
+        let rows = s.query_map([request_id], |r| rows::edit_feedback_row(r)).map_err(self.err())?;
         let mut out = Vec::new();
         for row in rows {
-            out.push(rows::stored_event(request_id, row.map_err(self.err())?)?);
+            out.push(rows::stored_edit_event(request_id, row.map_err(self.err())?)?);
         }
         Ok(out)
     }
@@ -420,6 +421,20 @@ impl Store for SqliteStore {
             out.push(rows::stored_rater_event(row.map_err(self.err())?, dimension)?);
         }
         Ok(out)
+    }
+
+    fn edited_outputs(&self, filter: &Filter) -> StoreResult<Vec<EditedOutput>> {
+        let mut params = Vec::new();
+        let cond = filter_sql(filter, false, &mut params);
+        let sql = format!(
+            "SELECT l.request_id, f.event_id, f.ts, f.edited_output
+             FROM eval_logs l JOIN feedback_events f ON f.log_id = l.log_id
+             WHERE f.feedback_type = 'implicit_edit' AND f.value_num = 1 AND f.edited_output IS NOT NULL{cond}
+             ORDER BY l.request_id, f.ts, f.event_id"
+        );
+        let mut stmt = self.conn.prepare(&sql).map_err(self.err())?;
+        let found = stmt.query_map(params_from_iter(params.iter()), |r| rows::edited_output(r)).map_err(self.err())?;
+        found.collect::<Result<_, _>>().map_err(self.err())
     }
 
     fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>> {

@@ -186,6 +186,31 @@ pub(super) const PREFERENCES_SQL: &str = "CREATE TABLE IF NOT EXISTS preferences
     CREATE INDEX IF NOT EXISTS preferences_other ON preferences(other_request_id);";
 
 impl SqliteStore {
+    /// Adds `feedback_events.edited_output` (the text of an `implicit_edit`, NULL when not
+    /// known) to a store that lacks it. Like `dimension_ratings`, an additive step run on open
+    /// for new and existing files, with no schema version of its own: a program that predates
+    /// the column reads and writes the file as before. Checked again under the write lock, so
+    /// two processes opening one file at once add it once.
+    pub(super) fn add_edited_output(&mut self) -> StoreResult<()> {
+        let has = |c: &rusqlite::Connection| -> rusqlite::Result<bool> {
+            c.query_row(
+                "SELECT EXISTS (SELECT 1 FROM pragma_table_info('feedback_events') WHERE name = 'edited_output')",
+                [],
+                |r| r.get(0),
+            )
+        };
+        let path = self.path.display().to_string();
+        let err = |source| StoreError::Sqlite { path: path.clone(), source };
+        if has(&self.conn).map_err(err)? {
+            return Ok(());
+        }
+        let tx = self.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(err)?;
+        if !has(&tx).map_err(err)? {
+            tx.execute_batch("ALTER TABLE feedback_events ADD COLUMN edited_output TEXT").map_err(err)?;
+        }
+        tx.commit().map_err(err)
+    }
+
     /// Brings the file to [`SCHEMA_VERSION`]; a newer file is refused, a failed step leaves the
     /// file at its old version.
     pub(super) fn migrate(&mut self) -> StoreResult<()> {

@@ -88,8 +88,8 @@ pub(super) fn insert_feedback(store: &mut SqliteStore, events: &[FeedbackEvent])
         .conn
         .prepare_cached(
             "INSERT INTO feedback_events (event_id, request_id, log_id, feedback_type, value_num, value_text,
-                 user_id, ts)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) ON CONFLICT(event_id) DO NOTHING",
+                 user_id, ts, edited_output)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT(event_id) DO NOTHING",
         )
         .map_err(&err)?;
     let mut dim_stmt = store
@@ -141,6 +141,7 @@ pub(super) fn insert_feedback(store: &mut SqliteStore, events: &[FeedbackEvent])
                 text,
                 e.user_id,
                 to_micros(&e.timestamp),
+                e.edited_output,
             ]),
         }
         .map_err(&err)?;
