@@ -20,8 +20,8 @@ pub mod pipeline;
 
 pub use evalloop_core::{Error, Result};
 pub use evalloop_core::{
-    analysis, atomic, config, dataset, error, estimate, feedback, files, hash, ingest, json_row, jsonl, lines, record,
-    report, simulate, stats, store, text, trend,
+    analysis, atomic, config, dataset, error, estimate, feedback, files, hash, ingest, json_row, jsonl, lines, queue,
+    record, report, simulate, stats, store, text, trend,
 };
 pub use evalloop_model as model;
 pub use evalloop_model::{score, train};

@@ -26,6 +26,7 @@ mod estimate;
 mod impact;
 mod ingest;
 mod keys;
+mod queue;
 mod record;
 pub mod render;
 mod report;
@@ -50,6 +51,7 @@ pub use estimate::EstimateArgs;
 pub use impact::ImpactArgs;
 pub use ingest::{IngestArgs, IngestWhat};
 pub use keys::KeysWhat;
+pub use queue::QueueWhat;
 pub use record::RecordArgs;
 pub use report::ReportArgs;
 pub use run::RunArgs;
@@ -139,6 +141,11 @@ pub enum Command {
         #[command(subcommand)]
         what: KeysWhat,
     },
+    /// Annotation queues: requests chosen for people to label, with selection probabilities.
+    Queue {
+        #[command(subcommand)]
+        what: QueueWhat,
+    },
 }
 
 /// Which requests an analysis covers.
@@ -219,6 +226,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Run(a) => run::run(&settings, a),
         Command::Serve(a) => serve::run(&settings, a),
         Command::Keys { what } => keys::run(&settings, what),
+        Command::Queue { what } => queue::run(&settings, what),
     }
 }
 

@@ -156,6 +156,9 @@ pub struct DatasetCard {
     /// Rows of `unlabelled.jsonl` (`[dataset] unlabelled`); absent when none was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unlabelled: Option<usize>,
+    /// Examples whose request was labelled through an annotation queue; absent when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_examples: Option<usize>,
 }
 
 /// A cohort's line of the card.
@@ -224,6 +227,7 @@ impl DatasetCard {
             generator: format!("evalloop {} (hand-made)", env!("CARGO_PKG_VERSION")),
             dimensions: None,
             unlabelled: None,
+            queue_examples: None,
         }
     }
 
@@ -352,6 +356,7 @@ mod tests {
                 [("coherence".to_string(), DimensionCard { labelled: 2, train: 2, validation: 0, test: 0 })].into(),
             ),
             unlabelled: Some(5),
+            queue_examples: Some(2),
         }
     }
 
