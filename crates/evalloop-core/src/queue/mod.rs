@@ -264,6 +264,39 @@ pub fn answer_events(
     Ok((events, label))
 }
 
+/// Records `reviewer`'s answer on `item` in one transaction: the feedback events (see
+/// [`answer_events`]) and the queue label. Returns whether it was new (`false`: the reviewer had
+/// answered this item already, and nothing changed).
+pub fn record_answer(
+    store: &mut dyn crate::store::Store,
+    spec: &QueueSpec,
+    item: &QueueItem,
+    reviewer: &str,
+    answer: &Answer,
+    comment: Option<&str>,
+    now: DateTime<Utc>,
+) -> crate::Result<bool> {
+    let (events, label) = answer_events(spec, item, reviewer, answer, comment, now).map_err(crate::Error::Input)?;
+    store.begin()?;
+    let done = (|| -> crate::store::StoreResult<bool> {
+        let linked = store.insert_queue_labels(std::slice::from_ref(&label))?;
+        if linked.stored == 1 {
+            store.insert_feedback(&events)?;
+        }
+        Ok(linked.stored == 1)
+    })();
+    match done {
+        Ok(new) => {
+            store.commit()?;
+            Ok(new)
+        }
+        Err(e) => {
+            let _ = store.rollback();
+            Err(e.into())
+        }
+    }
+}
+
 /// The item `reviewer` should see next: the first (by position) with fewer than
 /// `reviewers_per_item` labels that the reviewer has neither labelled nor skipped.
 pub fn next_item<'a>(
