@@ -118,7 +118,7 @@ fn create(settings: &Settings, store: &mut dyn Store, a: CreateArgs) -> Result<O
         items.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), i| (lo.min(i.probability), hi.max(i.probability)));
     let text = format!(
         "queue {}: {} {} items drawn by {} from {} requests scored by {} (selection probabilities {:.4} to {:.4}); \
-         {} reviewer(s) per item\nlabel them on `evalloop serve`'s review page: /review/{}",
+         {} reviewer(s) per item\nlabel them on `evalloop serve`'s review page: /review/queues/{}",
         escape(&spec.name),
         spec.size,
         spec.kind.as_str(),
