@@ -224,12 +224,59 @@ fn queue_contract(db: &str) {
     assert!((lines[0]["ipw_weight"].as_f64().unwrap() * probs[0] - 1.0).abs() < 1e-12);
     assert_eq!(lines[6]["answers"][0]["outcome"], "skipped");
 
+    // import: a bad row stores nothing and names file:line and field; then the answers land.
+    let imp = d.join("answers.jsonl");
+    let r7 = &items[7].request_id;
+    let r8 = &items[8].request_id;
+    std::fs::write(
+        &imp,
+        format!(
+            "{{\"request_id\": \"{r7}\", \"reviewer\": \"cid\", \"answer\": 4}}\n\
+             {{\"request_id\": \"{r8}\", \"reviewer\": \"cid\", \"answer\": 6}}\n"
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = run(db, d, &["queue", "import", "dis", imp.to_str().unwrap()]);
+    assert_eq!(code, 2);
+    assert!(err.contains("answers.jsonl:2: answer: rating 6"), "{err}");
+    std::fs::write(
+        &imp,
+        format!(
+            "{{\"request_id\": \"{r7}\", \"reviewer\": \"cid\", \"answer\": 4}}\n\
+             {{\"request_id\": \"{r8}\", \"reviewer\": \"cid\", \"answer\": \"skip\"}}\n"
+        ),
+    )
+    .unwrap();
+    let n = ok_json(db, d, &["queue", "import", "dis", imp.to_str().unwrap()]);
+    assert_eq!((n["stored"].as_u64(), n["duplicate"].as_u64()), (Some(2), Some(0)));
+    assert_eq!(ok_json(db, d, &["queue", "import", "dis", imp.to_str().unwrap()])["duplicate"], 2);
+
+    // --exclude-labelled: the next round leaves out every request with a human score.
+    let store = evalloop::store::open(db).unwrap();
+    let q = evalloop::store::ScoredQuery {
+        filter: evalloop::store::Filter { evaluator: Some("baseline-unigram-f1".into()), ..Default::default() },
+        ..Default::default()
+    };
+    let labelled: std::collections::BTreeSet<String> =
+        store.scored_requests(&q).unwrap().into_iter().map(|r| r.request_id).collect();
+    drop(store);
+    assert!(labelled.contains(r7.as_str()));
+    let mut args =
+        vec!["queue", "create", "--name", "next", "--strategy", "random", "--size", "20", "--exclude-labelled"];
+    args.extend_from_slice(&base);
+    let next = ok_json(db, d, &args);
+    assert_eq!(next["queue"]["population"].as_u64().unwrap() as usize, 392 - labelled.len());
+    for it in next["items"].as_array().unwrap() {
+        let id = it["request_id"].as_str().unwrap();
+        assert!(!labelled.contains(id), "{id} has a label already");
+    }
+
     // list, bias and the dataset.
     let l = ok_json(db, d, &["queue", "list"]);
-    assert_eq!(l["queues"].as_array().unwrap().len(), 4);
+    assert_eq!(l["queues"].as_array().unwrap().len(), 5);
     let b = ok_json(db, d, &["bias", "--evaluator", "baseline-unigram-f1"]);
-    assert_eq!(b["from_queues"]["labels"], 12);
-    assert_eq!(b["from_queues"]["requests"], 6);
+    assert_eq!(b["from_queues"]["labels"], 13);
+    assert_eq!(b["from_queues"]["requests"], 7);
     let cfg = d.join("dataset.toml");
     std::fs::write(
         &cfg,
@@ -240,9 +287,9 @@ fn queue_contract(db: &str) {
     let (code, text, err) =
         run(db, d, &["--config", cfg.to_str().unwrap(), "dataset", "build", "--out", out.to_str().unwrap()]);
     assert_eq!(code, 0, "{err}");
-    assert!(text.contains("labels from annotation queues: 6 of"), "{text}");
+    assert!(text.contains("labels from annotation queues: 7 of"), "{text}");
     let card: Value = serde_json::from_str(&std::fs::read_to_string(out.join("dataset_card.json")).unwrap()).unwrap();
-    assert_eq!(card["queue_examples"], 6);
+    assert_eq!(card["queue_examples"], 7);
     let mut weights = std::collections::BTreeMap::new();
     for split in ["train", "validation", "test"] {
         for line in std::fs::read_to_string(out.join(format!("{split}.jsonl"))).unwrap().lines() {

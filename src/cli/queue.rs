@@ -28,6 +28,15 @@ pub enum QueueWhat {
     Show(ShowArgs),
     /// A queue's items, selection probabilities and labels as JSON Lines.
     Export(ExportArgs),
+    /// Answers given elsewhere (JSON Lines: request_id, reviewer, answer, comment).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    pub name: String,
+    /// JSON Lines of {"request_id", "reviewer", "answer": 1-5 | "up" | "down" | "skip", "comment"}.
+    pub file: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -62,6 +71,9 @@ pub struct CreateArgs {
     /// Seed of the draw.
     #[arg(long, default_value_t = 7)]
     pub seed: u64,
+    /// Leave out requests that already have a human score (rounds of active learning).
+    #[arg(long)]
+    pub exclude_labelled: bool,
     /// The window and the population's evaluator.
     #[command(flatten)]
     pub filter: FilterArgs,
@@ -91,6 +103,13 @@ pub fn run(settings: &Settings, what: QueueWhat) -> Result<Outcome> {
         QueueWhat::List => list(store.as_ref()),
         QueueWhat::Show(a) => show(store.as_ref(), a),
         QueueWhat::Export(a) => export(store.as_ref(), a),
+        QueueWhat::Import(a) => {
+            let spec = find(store.as_ref(), &a.name)?;
+            let n = queue::import_answers(store.as_mut(), &spec, &a.file, chrono::Utc::now())?;
+            let text =
+                format!("queue {}: {} answer(s) stored, {} given already", escape(&spec.name), n.stored, n.duplicate);
+            Ok(Outcome::ok(text, to_json(&n)))
+        }
     }
 }
 
@@ -112,6 +131,7 @@ fn create(settings: &Settings, store: &mut dyn Store, a: CreateArgs) -> Result<O
         floor: a.floor,
         seed: a.seed,
         window,
+        exclude_labelled: a.exclude_labelled,
     };
     let (spec, items) = queue::create(store, &settings.policy, &o)?;
     let (lo, hi) =

@@ -297,6 +297,78 @@ pub fn record_answer(
     }
 }
 
+/// One row of `evalloop queue import`: an answer given outside the review page.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportRow {
+    pub request_id: String,
+    pub reviewer: String,
+    /// 1-5 (rating queues), `"up"` / `"down"` (thumbs queues) or `"skip"`.
+    pub answer: serde_json::Value,
+    #[serde(default)]
+    pub comment: Option<String>,
+}
+
+impl ImportRow {
+    /// The answer, or why it is not one (naming the field).
+    pub fn parse_answer(&self) -> Result<Answer, String> {
+        match &self.answer {
+            serde_json::Value::Number(n) => match n.as_u64() {
+                Some(r @ 1..=5) => Ok(Answer::Rating(r as u8)),
+                _ => Err(format!("answer: rating {n} is not an integer from 1 to 5")),
+            },
+            serde_json::Value::String(s) if s == "up" => Ok(Answer::Thumb(true)),
+            serde_json::Value::String(s) if s == "down" => Ok(Answer::Thumb(false)),
+            serde_json::Value::String(s) if s == "skip" => Ok(Answer::Skip),
+            other => Err(format!("answer: expected 1-5, \"up\", \"down\" or \"skip\", got {other}")),
+        }
+    }
+}
+
+/// What [`import_answers`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Imported {
+    pub stored: usize,
+    /// Answers the reviewer had given already (nothing changed).
+    pub duplicate: usize,
+}
+
+/// Records answers read from JSON Lines `path` (rows [`ImportRow`]) on queue `spec`; every row is
+/// checked first, and a bad one (naming `path:line` and the field) stores nothing.
+pub fn import_answers(
+    store: &mut dyn crate::store::Store,
+    spec: &QueueSpec,
+    path: &std::path::Path,
+    now: DateTime<Utc>,
+) -> crate::Result<Imported> {
+    let rows: Vec<(usize, ImportRow)> = crate::jsonl::read_numbered(path)?;
+    let items = store.queue_items(Some(&spec.name))?;
+    let by_request: HashMap<&str, &QueueItem> = items.iter().map(|i| (i.request_id.as_str(), i)).collect();
+    let mut checked = Vec::with_capacity(rows.len());
+    for (line, row) in &rows {
+        let at = |m: String| crate::Error::Input(format!("{}:{line}: {m}", path.display()));
+        let item = by_request
+            .get(row.request_id.as_str())
+            .ok_or_else(|| at(format!("request_id: {:?} is not an item of queue {:?}", row.request_id, spec.name)))?;
+        if row.reviewer.trim().is_empty() {
+            return Err(at("reviewer: empty".into()));
+        }
+        let answer = row.parse_answer().map_err(at)?;
+        answer_events(spec, item, &row.reviewer, &answer, row.comment.as_deref(), now)
+            .map_err(|e| at(format!("answer: {e}")))?;
+        checked.push((*item, row, answer));
+    }
+    let mut out = Imported::default();
+    for (item, row, answer) in checked {
+        if record_answer(store, spec, item, &row.reviewer, &answer, row.comment.as_deref(), now)? {
+            out.stored += 1;
+        } else {
+            out.duplicate += 1;
+        }
+    }
+    Ok(out)
+}
+
 /// The item `reviewer` should see next: the first (by position) with fewer than
 /// `reviewers_per_item` labels that the reviewer has neither labelled nor skipped.
 pub fn next_item<'a>(

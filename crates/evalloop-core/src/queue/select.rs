@@ -49,6 +49,10 @@ pub struct CreateOptions {
     pub seed: u64,
     /// The window (its evaluator is ignored).
     pub window: Filter,
+    /// Leave out the requests that already have a human score (under the policy): rounds of
+    /// active learning label new requests. The probabilities are then those of a draw from the
+    /// requests left, and estimates from the queue are about them.
+    pub exclude_labelled: bool,
 }
 
 /// A population request with its priority.
@@ -108,9 +112,20 @@ pub fn priorities(
     } else {
         Vec::new()
     };
+    let labelled: std::collections::HashSet<String> = if o.exclude_labelled {
+        let q = crate::store::ScoredQuery {
+            filter: Filter { evaluator: Some(evaluator.to_string()), ..o.window.clone() },
+            policy: policy.clone(),
+            ..Default::default()
+        };
+        store.scored_requests(&q)?.into_iter().map(|r| r.request_id).collect()
+    } else {
+        Default::default()
+    };
     // The population: the base evaluator's requests that every other evaluator used scored.
     let ids: Vec<&String> = base
         .keys()
+        .filter(|id| !labelled.contains(*id))
         .filter(|id| against.as_ref().is_none_or(|a| a.contains_key(*id)))
         .filter(|id| members.iter().all(|m| m.contains_key(*id)))
         .collect();
