@@ -174,6 +174,24 @@ fn queue_contract(db: &str) {
     args.extend_from_slice(&base);
     assert_eq!(ok_json(db, d, &args)["queue"]["strategy"], "mix");
 
+    // cohort-balanced: priority 1 / (N_c * (1 + h_c)) from the cohort's requests and human scores.
+    let mut args = vec!["queue", "create", "--name", "bal", "--strategy", "cohort-balanced", "--size", "30"];
+    args.extend_from_slice(&base);
+    let bal = ok_json(db, d, &args);
+    {
+        let store = evalloop::store::open(db).unwrap();
+        let f = evalloop::store::Filter { evaluator: Some("baseline-unigram-f1".into()), ..Default::default() };
+        let stats = store.cohort_stats(&f, &evalloop::feedback::HumanPolicy::default()).unwrap();
+        let cohort_of: std::collections::HashMap<String, Option<String>> =
+            store.evaluated_requests(&f).unwrap().into_iter().map(|r| (r.request_id, r.cohort)).collect();
+        for it in bal["items"].as_array().unwrap() {
+            let c = &cohort_of[it["request_id"].as_str().unwrap()];
+            let st = stats.iter().find(|s| &s.cohort == c).unwrap();
+            let want = 1.0 / (st.requests as f64 * (1.0 + st.with_human_score as f64));
+            assert!((it["priority"].as_f64().unwrap() - want).abs() < 1e-15, "{it} in {c:?}");
+        }
+    }
+
     // Answers through the library, as the review page records them.
     let mut store = evalloop::store::open(db).unwrap();
     let spec = store.queue("dis").unwrap().unwrap();
@@ -273,7 +291,7 @@ fn queue_contract(db: &str) {
 
     // list, bias and the dataset.
     let l = ok_json(db, d, &["queue", "list"]);
-    assert_eq!(l["queues"].as_array().unwrap().len(), 5);
+    assert_eq!(l["queues"].as_array().unwrap().len(), 6);
     let b = ok_json(db, d, &["bias", "--evaluator", "baseline-unigram-f1"]);
     assert_eq!(b["from_queues"]["labels"], 13);
     assert_eq!(b["from_queues"]["requests"], 7);

@@ -158,7 +158,7 @@ mod tests {
     fn systematic_draws_take_n_distinct_requests_with_their_probabilities() {
         let w: Vec<f64> = (0..20).map(|i| 1.0 + i as f64).collect();
         let pi = inclusion_probabilities(&w, 5);
-        let mut hits = vec![0usize; 20];
+        let mut hits = [0usize; 20];
         let reps = 20_000;
         for seed in 0..reps {
             let s = systematic_sample(&pi, seed);
