@@ -232,7 +232,11 @@ fn show(store: &dyn Store, a: ShowArgs) -> Result<Outcome> {
     let hidden = Undefined::new("reviewers do not see the evaluator's score; `evalloop agreement` gives the ceiling");
     let opts =
         RaterAgreementOptions { bootstrap: a.bootstrap, dimension: spec.dimension.clone(), ..Default::default() };
-    let agreement = rater_agreement_of(items.len(), &rater_events, Err(&hidden), &opts);
+    let mut agreement = rater_agreement_of(items.len(), &rater_events, Err(&hidden), &opts);
+    if spec.kind == QueueKind::Rating {
+        // A rating queue holds no thumbs: leave out their (empty) matrix.
+        agreement.thumbs = None;
+    }
 
     // The mean label, each item its reviewers' mean, weighted by 1 / selection probability.
     let mut per_item: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
