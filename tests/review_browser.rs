@@ -247,8 +247,16 @@ impl Driver {
         self.session("GET", &format!("/element/{e}/text"), None).as_str().unwrap_or_default().to_string()
     }
 
-    /// Presses and releases one key, as a person would on the page.
+    /// Presses and releases one key, as a person would on the page, once the page (and its
+    /// script) has loaded.
     fn press(&self, key: &str) {
+        let start = Instant::now();
+        while self.session("POST", "/execute/sync", Some(json!({"script": "return document.readyState", "args": []})))
+            != "complete"
+        {
+            assert!(start.elapsed() < Duration::from_secs(20), "the page did not finish loading");
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.session(
             "POST",
             "/actions",
@@ -257,15 +265,34 @@ impl Driver {
         );
     }
 
+    /// The element's text, or `None` while the page has no such element (it may be between
+    /// two pages: a find or a read can fail as the next page replaces this one).
+    fn try_text(&self, css: &str) -> Option<String> {
+        let base = format!("/session/{}", self.session);
+        let (st, v) = webdriver(
+            &self.addr,
+            "POST",
+            &format!("{base}/element"),
+            Some(json!({"using": "css selector", "value": css})),
+        )
+        .ok()?;
+        let e = v["value"].as_object().filter(|_| st == 200)?.values().next()?.as_str()?.to_string();
+        let (st, v) = webdriver(&self.addr, "GET", &format!("{base}/element/{e}/text"), None).ok()?;
+        (st == 200).then(|| v["value"].as_str().unwrap_or_default().to_string())
+    }
+
     /// Waits until the element's text contains `want`.
     fn wait_text(&self, css: &str, want: &str) {
         let start = Instant::now();
         loop {
-            let v = self.session("POST", "/elements", Some(json!({"using": "css selector", "value": css})));
-            if v.as_array().is_some_and(|a| !a.is_empty()) && self.text(css).contains(want) {
+            if self.try_text(css).is_some_and(|t| t.contains(want)) {
                 return;
             }
-            assert!(start.elapsed() < Duration::from_secs(20), "{css} never said {want:?}: {:?}", self.text("body"));
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "{css} never said {want:?}: {:?}",
+                self.try_text("body")
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
