@@ -218,6 +218,15 @@ fn committed_example_matches_its_command() {
     let committed = read(&root().join("data/example/panel.jsonl"));
     assert_eq!(committed.lines().collect::<Vec<_>>(), extra, "data/example/panel.jsonl is stale");
     assert!(extra.iter().all(|l| l.contains("\"user_id\":\"rater-")));
+    // preferences.jsonl: the preference events of the same week where every rating is a
+    // preference instead (simulate-preferences.toml).
+    let pref_cfg = root().join("data/example/simulate-preferences.toml");
+    simulate(dir, "prefs", &["--seed", "7", "--holdout-groups", "4", "--config", pref_cfg.to_str().unwrap()]);
+    assert_eq!(read(&dir.join("prefs/logs.jsonl")), read(&root().join("data/example/logs.jsonl")));
+    let prefs = read(&dir.join("prefs/feedback.jsonl"));
+    let prefs: Vec<&str> = prefs.lines().filter(|l| l.contains("\"explicit_preference\"")).collect();
+    let committed = read(&root().join("data/example/preferences.jsonl"));
+    assert_eq!(committed.lines().collect::<Vec<_>>(), prefs, "data/example/preferences.jsonl is stale");
 }
 
 #[test]

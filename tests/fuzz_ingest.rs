@@ -288,6 +288,7 @@ fn fuzz_area(name: &str, kind: Kind, format: Format) -> Vec<(String, u64)> {
                 rejects: Some(dir.path().join("rejects.jsonl")),
                 format: Some(format),
                 max_line_bytes: if r.chance(5) { 64 + r.below(400) } else { 1 << 20 },
+                group_key: None,
             };
             let what = format!("{name} on {backend}, seed {seed}, case {case}, strict {}", opts.strict);
             let st = store.clone();

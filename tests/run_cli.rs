@@ -178,3 +178,33 @@ fn weekly_loop_with_model_selection() {
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(md.contains("Model selection"), "report.md lacks the selection row");
 }
+
+/// With preferences in the store, the run's dataset has pairs, the retrained evaluator trains
+/// on them, and the report compares both evaluators on the held-out pairs.
+#[test]
+fn weekly_loop_reports_pairwise_accuracy_on_held_out_preferences() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let cfg = config(dir, "");
+    let ex = root().join("data/example");
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        &format!("ingest_feedback = [\"{}/feedback.jsonl\"]", ex.display()),
+        &format!("ingest_feedback = [\"{0}/feedback.jsonl\", \"{0}/preferences.jsonl\"]", ex.display()),
+    ) + "objective = \"graded+pairwise\"\npreference_pairs = 1.0\n";
+    assert!(text.contains("preferences.jsonl"));
+    std::fs::write(&cfg, text).unwrap();
+    let run_dir = dir.join("run");
+    json(evalloop(dir).arg("--config").arg(&cfg).args(["run", "--out"]).arg(&run_dir));
+    let pairs = std::fs::read_to_string(run_dir.join("dataset/pairs.jsonl")).unwrap();
+    let held = pairs.lines().filter(|l| l.contains("\"split\":\"test\"")).count();
+    assert!(held >= 10, "{held} held-out pairs");
+    let report: Value = serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
+    let p = &report["preferences"];
+    assert_eq!(p["pairs"].as_u64(), Some(held as u64), "{p}");
+    for side in ["pre", "post"] {
+        let a = p[side]["accuracy"].as_f64().unwrap_or_else(|| panic!("{side}: {p}"));
+        assert!((0.0..=1.0).contains(&a) && p[side]["pairs"].as_u64().unwrap() > 0, "{p}");
+    }
+    let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
+    assert!(md.contains("### Preferences on held-out pairs"), "{md}");
+}

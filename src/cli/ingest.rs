@@ -14,7 +14,8 @@ use crate::store;
 pub enum IngestWhat {
     /// Eval logs: request_id, timestamp, prompt, output, eval_scores, evaluator, metadata.
     Logs(IngestArgs),
-    /// Feedback events: request_id, feedback_type, value, user_id, timestamp, event_id.
+    /// Feedback events: request_id, feedback_type, value, user_id, timestamp, event_id,
+    /// dimension, other_request_id (preferences).
     Feedback(IngestArgs),
     /// Another evaluator's scores for stored requests: request_id, evaluator, eval_scores.
     Scores(IngestArgs),
@@ -40,6 +41,10 @@ pub struct IngestArgs {
     /// Input format (default: by extension; stdin is jsonl).
     #[arg(long, value_parser = ["jsonl", "csv"])]
     pub format: Option<String>,
+    /// The metadata key naming a request's prompt group (as `[dataset] group_key`): a
+    /// preference between outputs of two different groups is rejected (feedback only).
+    #[arg(long, value_name = "KEY")]
+    pub group_key: Option<String>,
 }
 
 /// Ingests the file into the configured store.
@@ -55,6 +60,7 @@ pub fn run(settings: &Settings, what: IngestWhat) -> Result<Outcome> {
         rejects: args.rejects,
         format: args.format.as_deref().map(|f| if f == "csv" { ingest::Format::Csv } else { ingest::Format::Jsonl }),
         max_line_bytes: args.max_line_bytes,
+        group_key: args.group_key,
     };
     let mut store = store::open(&settings.db)?;
     let s = ingest::ingest(store.as_mut(), kind, &args.file, &opts)?;

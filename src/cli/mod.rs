@@ -26,6 +26,7 @@ mod estimate;
 mod impact;
 mod ingest;
 mod keys;
+mod preferences;
 mod queue;
 mod record;
 pub mod render;
@@ -51,6 +52,7 @@ pub use estimate::EstimateArgs;
 pub use impact::ImpactArgs;
 pub use ingest::{IngestArgs, IngestWhat};
 pub use keys::KeysWhat;
+pub use preferences::PreferencesArgs;
 pub use queue::QueueWhat;
 pub use record::RecordArgs;
 pub use report::ReportArgs;
@@ -106,6 +108,8 @@ pub enum Command {
     Bias(BiasArgs),
     /// Do people agree with each other: Krippendorff's alpha, Cohen's kappa, percent agreement.
     Agreement(AgreementArgs),
+    /// The evaluator against people's preferences between two outputs, with Bradley-Terry rankings.
+    Preferences(PreferencesArgs),
     /// How good the product is: mean human score or pass rate, classical and prediction-powered.
     Estimate(EstimateArgs),
     /// The figures per day or week, and the changes between windows (FDR-controlled).
@@ -213,6 +217,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Disagreements(a) => disagreements::run(&settings, a),
         Command::Bias(a) => bias::run(&settings, a),
         Command::Agreement(a) => agreement::run(&settings, a),
+        Command::Preferences(a) => preferences::run(&settings, a),
         Command::Estimate(a) => estimate::run(&settings, a),
         Command::Trend(a) => trend::run(&settings, a),
         Command::Impact(a) => impact::run(&settings, a),

@@ -6,18 +6,29 @@ use super::Outcome;
 use crate::config::Settings;
 use crate::record::{FeedbackEvent, FeedbackType};
 use crate::store;
+use crate::text::escape as esc;
 use crate::{Error, Result};
 
 #[derive(Debug, clap::Args)]
 pub struct RecordArgs {
     #[arg(long)]
     pub request_id: String,
-    /// thumbs-up, thumbs-down, rating, comment, usage, edit or discard.
-    #[arg(long = "type", value_parser = ["thumbs-up", "thumbs-down", "rating", "comment", "usage", "edit", "discard"])]
+    /// thumbs-up, thumbs-down, rating, comment, usage, edit, discard or preference.
+    #[arg(
+        long = "type",
+        value_parser = ["thumbs-up", "thumbs-down", "rating", "comment", "usage", "edit", "discard", "preference"]
+    )]
     pub feedback_type: String,
-    /// 1-5 for rating, the text for comment, true/false for usage/edit/discard (default true).
+    /// 1-5 for rating, the text for comment, true/false for usage/edit/discard (default true),
+    /// a, b or tie for preference (a: the output of --request-id is better).
     #[arg(long)]
     pub value: Option<String>,
+    /// Preference: the request whose output is B (another output of the same prompt group).
+    #[arg(long, value_name = "ID")]
+    pub other_request_id: Option<String>,
+    /// Rating or preference: the human dimension judged (e.g. coherence); default overall.
+    #[arg(long)]
+    pub dimension: Option<String>,
     #[arg(long)]
     pub user: Option<String>,
     /// RFC 3339; default now.
@@ -35,20 +46,29 @@ pub fn run(settings: &Settings, a: RecordArgs) -> Result<Outcome> {
         "value": a.value,
         "user_id": a.user,
         "timestamp": a.timestamp,
+        "other_request_id": a.other_request_id,
+        "dimension": a.dimension,
     });
-    let event = FeedbackEvent::from_json(row, true, chrono::Utc::now())
-        .map_err(|e| Error::Input(format!("record: {}", e.to_string().replace("field `", "`--"))))?;
+    let event = FeedbackEvent::from_json(row, true, chrono::Utc::now()).map_err(|e| {
+        // Name the option, not the row field: `--other-request-id`.
+        let option = format!("`--{}`", e.field.replace('_', "-"));
+        Error::Input(format!("record: {}", e.to_string().replace(&format!("field `{}`", e.field), &option)))
+    })?;
     let mut store = store::open(&settings.db)?;
     store.begin()?;
     let o = store.insert_feedback(std::slice::from_ref(&event))?;
     store.commit()?;
     let mut text = if o.stored == 1 {
-        format!("recorded {} on {} (event {})", t.as_str(), event.request_id, event.event_id)
+        format!("recorded {} on {} (event {})", t.as_str(), esc(&event.request_id), esc(&event.event_id))
     } else {
-        format!("already recorded: event {} on {}", event.event_id, event.request_id)
+        format!("already recorded: event {} on {}", esc(&event.event_id), esc(&event.request_id))
     };
     if o.orphaned == 1 {
-        text.push_str(&format!("\nwarning: no log for request {} yet; kept as orphaned", event.request_id));
+        let ids = match &event.other_request_id {
+            Some(b) => format!("request {} or {}", esc(&event.request_id), esc(b)),
+            None => format!("request {}", esc(&event.request_id)),
+        };
+        text.push_str(&format!("\nwarning: no log for {ids} yet; kept as orphaned"));
     }
     let mut js = event.to_json();
     js["stored"] = json!(o.stored == 1);

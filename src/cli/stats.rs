@@ -26,6 +26,9 @@ fn stats_text(s: &crate::store::StoreStats) -> String {
     if s.dimension_ratings > 0 {
         t.push_str(&format!("dimension ratings {} (not part of the human score)\n", s.dimension_ratings));
     }
+    if s.preferences > 0 {
+        t.push_str(&format!("preferences {} (between two outputs; not part of the human score)\n", s.preferences));
+    }
     for (k, n) in &s.feedback_by_type {
         t.push_str(&format!("  {:<24} {n}\n", esc(k)));
     }

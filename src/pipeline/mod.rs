@@ -30,6 +30,7 @@ use crate::{Error, Result};
 mod ceiling;
 mod gate;
 mod history;
+mod preferences;
 mod summary;
 
 use gate::gate;
@@ -349,18 +350,38 @@ fn steps(
     // 5. Score the held-out test split with the retrained evaluator.
     let scores_path = run_dir.join("scores.test.jsonl");
     let test: Vec<DatasetRow> = jsonl::read(&dataset_dir.join("test.jsonl"))?;
+    let held_pairs = preferences::test_pairs(&dataset_dir)?;
+    let base_scores: BTreeMap<String, f64> = if held_pairs.is_empty() {
+        BTreeMap::new()
+    } else {
+        let f = Filter { evaluator: Some(base.clone()), ..window.clone() };
+        store.evaluated_requests(&f)?.into_iter().map(|r| (r.request_id, r.eval_score)).collect()
+    };
     if !skipped(cfg, Step::Score) && !scores_path.exists() {
         timed(&mut timings, "score", || {
             let device = crate::model::parse_device(&train_cfg.device)?;
             let scorer = crate::score::Scorer::load(&model_dir, &device)?;
-            let pairs: Vec<(&str, &str)> = test.iter().map(|r| (r.prompt.as_str(), r.output.as_str())).collect();
+            // The test rows, then the outputs of held-out preference pairs that are not rows.
+            let mut items: Vec<(&str, &str, &str, Option<f64>)> = test
+                .iter()
+                .map(|r| (r.request_id.as_str(), r.prompt.as_str(), r.output.as_str(), r.evaluator_score))
+                .collect();
+            let mut seen: std::collections::BTreeSet<&str> = items.iter().map(|i| i.0).collect();
+            for p in &held_pairs {
+                for (id, output) in [(&p.request_id_chosen, &p.chosen), (&p.request_id_rejected, &p.rejected)] {
+                    if seen.insert(id) {
+                        items.push((id, &p.prompt, output, base_scores.get(id).copied()));
+                    }
+                }
+            }
+            let pairs: Vec<(&str, &str)> = items.iter().map(|i| (i.1, i.2)).collect();
             // A blended model (`[train] blend_evaluator`) builds on the production score of each
             // row; a row without one (a dataset of an older version) makes it an error.
-            let production: Option<Vec<f64>> = test.iter().map(|r| r.evaluator_score).collect();
+            let production: Option<Vec<f64>> = items.iter().map(|i| i.3).collect();
             let scores = scorer.score_blended(&pairs, production.as_deref())?;
             let mut w = crate::atomic::AtomicWriter::create(&scores_path)?;
-            for (r, s) in test.iter().zip(&scores) {
-                w.write_json_line(&ScoreRow { request_id: r.request_id.clone(), score: *s })?;
+            for (i, s) in items.iter().zip(&scores) {
+                w.write_json_line(&ScoreRow { request_id: i.0.to_string(), score: *s })?;
             }
             w.commit()
         })?;
@@ -419,6 +440,7 @@ fn steps(
     let people = ceiling::human_ceiling(store, &window, &base, &test_ids, &new_scores, cfg.min_human_alpha)?;
     outcome.warnings.extend(people.warning.clone());
     data.human_ceiling = Some(people);
+    data.preferences = preferences::section(&held_pairs, &base_scores, &new_scores);
     outcome.pre_spearman = data.pre.overall.spearman_r;
     outcome.post_spearman = data.post.overall.spearman_r;
 

@@ -316,6 +316,26 @@ pub fn api_contract(db: &str) {
     assert_eq!(rows[2]["status"], "duplicate");
     assert_eq!(rows[3]["status"], "conflict");
 
+    // Preferences between two outputs: stored apart, validated with the field's path, a retry
+    // a duplicate and another choice under the same id a conflict.
+    let pref = |value: &str| {
+        json!({"request_id": "r1", "other_request_id": "r2", "feedback_type": "explicit_preference",
+               "value": value, "event_id": "p1", "user_id": "u1"})
+    };
+    let a = srv.post(
+        "/v1/feedback",
+        Some(&ingest),
+        &json!([pref("a"), {"request_id": "r1", "other_request_id": "r1", "feedback_type": "explicit_preference", "value": "a"}]),
+    );
+    assert_eq!(a.status, 200, "{}", a.text());
+    let v = a.json();
+    assert_eq!(v["rows"][0]["status"], "stored", "{v}");
+    assert_eq!(v["rows"][1]["path"], "$[1].other_request_id", "{v}");
+    let a = srv.post("/v1/feedback", Some(&ingest), &json!([pref("a"), pref("b")]));
+    let statuses: Vec<String> =
+        a.json()["rows"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap().to_string()).collect();
+    assert_eq!(statuses, ["duplicate", "conflict"], "{}", a.text());
+
     // Not parseable at all: 400, with the field when it can be named.
     let bad = br#"{"request_id": "r1", "feedback_type": "explicit_rating", "value": NaN}"#;
     let a = srv.call("POST", "/v1/feedback", Some(&ingest), Some(("application/json", bad)));

@@ -1,5 +1,5 @@
 //! The analysis commands: correlate, calibration, disagreements, bias, agreement between
-//! people, impact and the CI gate.
+//! people, preferences between two outputs, impact and the CI gate.
 //!
 //! Each reads whole result sets from the store (the join and the human-score aggregation run in
 //! the database, see [`crate::store::Store::scored_requests`]) and computes its figures with
@@ -15,7 +15,9 @@ use crate::stats::{self, AgreementConfig, BootstrapConfig, CalibrationConfig, Ou
 use crate::store::{CohortStats, Filter, ScoredColumns, ScoredQuery, ScoredRequest, Store};
 use crate::{Error, Result};
 
+mod preferences;
 mod raters;
+pub use preferences::*;
 pub use raters::*;
 
 /// What an analysis covers: the filter (window, evaluator, cohort, metadata) and the policy.

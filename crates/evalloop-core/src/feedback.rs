@@ -173,6 +173,7 @@ mod tests {
             user_id: None,
             timestamp: Utc::now(),
             dimension: None,
+            other_request_id: None,
         }
     }
 

@@ -115,6 +115,55 @@ pub struct UnlabelledRow {
     pub request_id: String,
 }
 
+/// The file of preference pairs beside the splits (`dataset build`, when the store holds
+/// preferences).
+pub const PAIRS_FILE: &str = "pairs.jsonl";
+
+/// One row of `pairs.jsonl`: a prompt group's two outputs that people compared, the preferred
+/// one first. Fields in sorted order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairRow {
+    /// The preferred output.
+    pub chosen: String,
+    /// The cohort of the request the preference was left on (`(none)` without one).
+    pub cohort: String,
+    /// The prompt group of both outputs, as in [`DatasetRow::group`].
+    pub group: String,
+    /// The prompt of output `chosen` (both outputs answer the same prompt group).
+    pub prompt: String,
+    /// The other output.
+    pub rejected: String,
+    /// Request id of `chosen`.
+    pub request_id_chosen: String,
+    /// Request id of `rejected`.
+    pub request_id_rejected: String,
+    /// `train`, `validation` or `test`: the split of the group.
+    pub split: String,
+    /// People's votes for `chosen` less those for `rejected` (ties count for neither), >= 1.
+    pub margin: u32,
+    /// The cohort weighting factors of `cohort` (the cohort-level schemes), normalised like the
+    /// rows' when `normalize` is on (over the train split's pairs).
+    pub weight: f64,
+}
+
+/// The card's line on `pairs.jsonl`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PairsCard {
+    /// Preference events read (overall preferences, no dimension).
+    pub events: usize,
+    /// Distinct pairs with a decisive majority, per split (`train`, `validation`, `test`).
+    pub pairs: BTreeMap<String, usize>,
+    /// Pairs whose votes tie (left out).
+    pub ties: usize,
+    /// Pairs left out because an output is not logged in the window or not scored by the
+    /// dataset's evaluator.
+    pub unlogged: usize,
+    /// Pairs left out because the two outputs are in different prompt groups.
+    pub cross_group: usize,
+}
+
 /// `dataset_card.json`: how a dataset was built and what it holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -156,6 +205,9 @@ pub struct DatasetCard {
     /// Rows of `unlabelled.jsonl` (`[dataset] unlabelled`); absent when none was asked for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub unlabelled: Option<usize>,
+    /// `pairs.jsonl`: absent when the store holds no preference.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub preference_pairs: Option<PairsCard>,
     /// Examples whose request was labelled through an annotation queue; absent when none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_examples: Option<usize>,
@@ -227,6 +279,7 @@ impl DatasetCard {
             generator: format!("evalloop {} (hand-made)", env!("CARGO_PKG_VERSION")),
             dimensions: None,
             unlabelled: None,
+            preference_pairs: None,
             queue_examples: None,
         }
     }
@@ -356,6 +409,7 @@ mod tests {
                 [("coherence".to_string(), DimensionCard { labelled: 2, train: 2, validation: 0, test: 0 })].into(),
             ),
             unlabelled: Some(5),
+            preference_pairs: None,
             queue_examples: Some(2),
         }
     }

@@ -56,6 +56,10 @@ pub struct IngestOptions {
     /// The longest line read, in bytes; a longer one is rejected (JSON Lines) or stops the
     /// file (CSV). Default [`crate::lines::DEFAULT_MAX_LINE_BYTES`] (16 MiB).
     pub max_line_bytes: usize,
+    /// The metadata key that names a request's prompt group (`[dataset] group_key`): with it,
+    /// a preference between outputs of two different groups is rejected. Default none: not
+    /// checked.
+    pub group_key: Option<String>,
 }
 
 impl Default for IngestOptions {
@@ -66,6 +70,7 @@ impl Default for IngestOptions {
             rejects: None,
             format: None,
             max_line_bytes: crate::lines::DEFAULT_MAX_LINE_BYTES,
+            group_key: None,
         }
     }
 }
@@ -314,7 +319,13 @@ fn ingest_reader(
             summary.ignored_fields.push(i);
         }
         // Rows that repeat a stored key: identical ones are duplicates, others conflicts.
-        match check_repeats(store, label, &mut batch) {
+        let checked = check_repeats(store, label, &mut batch).and_then(|found| {
+            if let Some(key) = &opts.group_key {
+                check_preference_groups(store, label, key, &mut batch)?;
+            }
+            Ok(found)
+        });
+        match checked {
             Ok((conflicts, dup)) => {
                 summary.conflict += conflicts as u64;
                 duplicates += dup;
@@ -583,7 +594,15 @@ fn check_repeats(store: &dyn Store, label: &str, batch: &mut Batch) -> Result<(u
         }
     }
     let count = conflicts.len();
-    for (i, field, error) in conflicts {
+    reject_rows(label, batch, conflicts, keep);
+    Ok((count, duplicates))
+}
+
+/// Moves rows `(index, field, error)` of `batch` to its rejects, and drops them and the other
+/// rows whose `keep` is false.
+fn reject_rows(label: &str, batch: &mut Batch, rejected: Vec<(usize, String, String)>, mut keep: Vec<bool>) {
+    for (i, field, error) in rejected {
+        keep[i] = false;
         let raw = match &batch.rows {
             Rows::Logs(v) => v[i].to_json().to_string(),
             Rows::Feedback(v) => v[i].to_json().to_string(),
@@ -603,7 +622,44 @@ fn check_repeats(store: &dyn Store, label: &str, batch: &mut Batch) -> Result<(u
         });
         batch.rejects.sort_by_key(|r| r.line);
     }
-    Ok((count, duplicates))
+}
+
+/// Rejects preferences whose two outputs are both logged in different prompt groups (the
+/// metadata value of `group_key`; a log without the key is in no named group and passes).
+fn check_preference_groups(store: &dyn Store, label: &str, group_key: &str, batch: &mut Batch) -> Result<()> {
+    let Rows::Feedback(v) = &batch.rows else { return Ok(()) };
+    let prefs: Vec<usize> = (0..v.len()).filter(|&i| v[i].other_request_id.is_some()).collect();
+    if prefs.is_empty() {
+        return Ok(());
+    }
+    let keys: Vec<(&str, &str)> = prefs
+        .iter()
+        .flat_map(|&i| [v[i].request_id.as_str(), v[i].other_request_id.as_deref().unwrap_or_default()])
+        .map(|id| (id, ""))
+        .collect();
+    let stored = store.stored_logs(&keys)?;
+    let mut rejected = Vec::new();
+    for (k, &i) in prefs.iter().enumerate() {
+        let group =
+            |log: &Option<crate::store::StoredLog>| log.as_ref().and_then(|l| l.metadata.get(group_key).cloned());
+        if let (Some(ga), Some(gb)) = (group(&stored[2 * k]), group(&stored[2 * k + 1]))
+            && ga != gb
+        {
+            rejected.push((
+                i,
+                "other_request_id".to_string(),
+                format!(
+                    "request {:?} is in group {ga} and request {:?} in group {gb} (metadata {group_key:?}); a \
+                     preference compares two outputs of one prompt group",
+                    v[i].request_id,
+                    v[i].other_request_id.as_deref().unwrap_or_default(),
+                ),
+            ));
+        }
+    }
+    let keep = vec![true; batch.rows.len()];
+    reject_rows(label, batch, rejected, keep);
+    Ok(())
 }
 
 /// Accumulates validated rows and rejects into batches and hands them on.

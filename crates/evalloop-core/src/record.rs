@@ -14,6 +14,8 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
 
+pub use crate::stats::preference::Choice;
+
 /// The evaluator name a log gets when it does not name one.
 pub const DEFAULT_EVALUATOR: &str = "baseline";
 
@@ -152,11 +154,13 @@ pub enum FeedbackType {
     Usage,
     Edit,
     Discard,
+    /// A choice between two outputs of the same prompt group (`explicit_preference`).
+    Preference,
 }
 
 impl FeedbackType {
     /// Every type, in the order used by reports.
-    pub const ALL: [FeedbackType; 7] = [
+    pub const ALL: [FeedbackType; 8] = [
         FeedbackType::ThumbsUp,
         FeedbackType::ThumbsDown,
         FeedbackType::Rating,
@@ -164,6 +168,7 @@ impl FeedbackType {
         FeedbackType::Usage,
         FeedbackType::Edit,
         FeedbackType::Discard,
+        FeedbackType::Preference,
     ];
 
     /// The stored name (`explicit_thumbs_up`, ...).
@@ -176,6 +181,7 @@ impl FeedbackType {
             FeedbackType::Usage => "implicit_usage",
             FeedbackType::Edit => "implicit_edit",
             FeedbackType::Discard => "implicit_discard",
+            FeedbackType::Preference => "explicit_preference",
         }
     }
 
@@ -194,6 +200,7 @@ impl FeedbackType {
             FeedbackType::Usage => "usage",
             FeedbackType::Edit => "edit",
             FeedbackType::Discard => "discard",
+            FeedbackType::Preference => "preference",
         }
     }
 
@@ -202,11 +209,16 @@ impl FeedbackType {
         FeedbackType::ALL.into_iter().find(|t| t.cli_name() == s).or_else(|| FeedbackType::parse(s))
     }
 
-    /// Explicit feedback needs a user action (thumbs, rating, comment); implicit is inferred.
+    /// Explicit feedback needs a user action (thumbs, rating, comment, preference); implicit is
+    /// inferred.
     pub fn is_explicit(self) -> bool {
         matches!(
             self,
-            FeedbackType::ThumbsUp | FeedbackType::ThumbsDown | FeedbackType::Rating | FeedbackType::TextComment
+            FeedbackType::ThumbsUp
+                | FeedbackType::ThumbsDown
+                | FeedbackType::Rating
+                | FeedbackType::TextComment
+                | FeedbackType::Preference
         )
     }
 }
@@ -226,6 +238,8 @@ pub enum FeedbackValue {
     Rating(u8),
     /// A non-empty comment.
     Text(String),
+    /// A preference: output A (`request_id`), output B (`other_request_id`), or a tie.
+    Choice(Choice),
 }
 
 impl FeedbackValue {
@@ -234,7 +248,7 @@ impl FeedbackValue {
         match self {
             FeedbackValue::Bool(b) => Some(if *b { 1.0 } else { 0.0 }),
             FeedbackValue::Rating(r) => Some(f64::from(*r)),
-            FeedbackValue::Text(_) => None,
+            FeedbackValue::Text(_) | FeedbackValue::Choice(_) => None,
         }
     }
 
@@ -243,6 +257,7 @@ impl FeedbackValue {
             FeedbackValue::Bool(b) => Value::Bool(*b),
             FeedbackValue::Rating(r) => Value::from(*r),
             FeedbackValue::Text(s) => Value::String(s.clone()),
+            FeedbackValue::Choice(c) => Value::String(c.as_str().to_string()),
         }
     }
 }
@@ -262,12 +277,16 @@ pub struct FeedbackEvent {
     /// for the overall rating and every other feedback type. Stored apart from the feedback
     /// events (the store's `dimension_ratings`), so no human score or analysis counts it.
     pub dimension: Option<String>,
+    /// An `explicit_preference`'s output B (`request_id` is output A); `None` for every other
+    /// feedback type. Preferences are stored apart (the store's `preferences`), so no human score
+    /// or pointwise analysis counts them.
+    pub other_request_id: Option<String>,
 }
 
 impl FeedbackEvent {
     /// The fields a feedback row may have; ingest warns about any other top-level key.
-    pub const FIELDS: [&'static str; 7] =
-        ["request_id", "feedback_type", "value", "user_id", "timestamp", "event_id", "dimension"];
+    pub const FIELDS: [&'static str; 8] =
+        ["request_id", "feedback_type", "value", "user_id", "timestamp", "event_id", "dimension", "other_request_id"];
 
     /// Validates a parsed JSON object as a feedback event; `now` stands in for a missing timestamp.
     pub fn from_json(value: Value, from_text: bool, now: DateTime<Utc>) -> Result<FeedbackEvent, FieldError> {
@@ -297,6 +316,28 @@ impl FeedbackEvent {
         let raw_value = obj.get("value").unwrap_or(&Value::Null);
         let value = parse_value(feedback_type, raw_value, from_text)?;
         let dimension = parse_dimension(obj.remove("dimension"), feedback_type, from_text)?;
+        let other_request_id = optional_string(&mut obj, "other_request_id")?;
+        match (&other_request_id, feedback_type) {
+            (None, FeedbackType::Preference) => {
+                return Err(FieldError::new(
+                    "other_request_id",
+                    "missing: explicit_preference needs the request id of output B",
+                ));
+            }
+            (Some(b), FeedbackType::Preference) if *b == request_id => {
+                return Err(FieldError::new(
+                    "other_request_id",
+                    format!("is the same request as request_id ({b:?}); a preference compares two outputs"),
+                ));
+            }
+            (Some(_), t) if t != FeedbackType::Preference => {
+                return Err(FieldError::new(
+                    "other_request_id",
+                    format!("{t} cannot carry other_request_id; only explicit_preference compares two outputs"),
+                ));
+            }
+            _ => {}
+        }
         let user_id = optional_string(&mut obj, "user_id")?;
         let given_ts = match obj.get("timestamp") {
             None | Some(Value::Null) => None,
@@ -312,6 +353,7 @@ impl FeedbackEvent {
                 user_id.as_deref(),
                 given_ts.as_ref(),
                 dimension.as_deref(),
+                other_request_id.as_deref(),
             ),
         };
         Ok(FeedbackEvent {
@@ -322,13 +364,15 @@ impl FeedbackEvent {
             user_id,
             timestamp: given_ts.unwrap_or(now),
             dimension,
+            other_request_id,
         })
     }
 
     /// A stable id from the event's content as given (timestamp only when given), so that
     /// re-ingesting the same file adds nothing: `sha256(request_id, type, value, user, ts)`, hex,
-    /// 32 chars; a dimension rating also hashes its `dimension` (last, so that the ids of events
-    /// without one are what they were before dimensions existed).
+    /// 32 chars; a dimension rating also hashes its `dimension`, a preference its
+    /// `other_request_id` (last, so that the ids of events without them are what they were
+    /// before those fields existed).
     pub fn derive_id(
         request_id: &str,
         feedback_type: FeedbackType,
@@ -336,6 +380,7 @@ impl FeedbackEvent {
         user_id: Option<&str>,
         timestamp: Option<&DateTime<Utc>>,
         dimension: Option<&str>,
+        other_request_id: Option<&str>,
     ) -> String {
         let mut h = Sha256::new();
         for part in [
@@ -353,6 +398,11 @@ impl FeedbackEvent {
             h.update((d.len() as u64).to_le_bytes());
             h.update(d.as_bytes());
         }
+        if let Some(b) = other_request_id {
+            h.update(b"other_request_id");
+            h.update((b.len() as u64).to_le_bytes());
+            h.update(b.as_bytes());
+        }
         hex::encode(&h.finalize()[..16])
     }
 
@@ -368,6 +418,9 @@ impl FeedbackEvent {
         });
         if let Some(d) = &self.dimension {
             v["dimension"] = Value::String(d.clone());
+        }
+        if let Some(b) = &self.other_request_id {
+            v["other_request_id"] = Value::String(b.clone());
         }
         v
     }
@@ -423,10 +476,13 @@ fn parse_dimension(v: Option<Value>, t: FeedbackType, from_text: bool) -> Result
             return Err(FieldError::new("dimension", format!("expected a string, got {}", kind(&other))));
         }
     };
-    if t != FeedbackType::Rating {
+    if !matches!(t, FeedbackType::Rating | FeedbackType::Preference) {
         return Err(FieldError::new(
             "dimension",
-            format!("{t} cannot carry a dimension ({name:?}); only explicit_rating rates one dimension"),
+            format!(
+                "{t} cannot carry a dimension ({name:?}); only explicit_rating and explicit_preference judge one \
+                 dimension"
+            ),
         ));
     }
     if !is_dimension_name(&name) {
@@ -482,6 +538,13 @@ pub fn parse_value(t: FeedbackType, v: &Value, from_text: bool) -> Result<Feedba
             }
             Ok(FeedbackValue::Bool(true))
         }
+        FeedbackType::Preference => match v {
+            Value::String(s) => Choice::parse(s.trim())
+                .map(FeedbackValue::Choice)
+                .ok_or_else(|| FieldError::new("value", format!("preference {s:?} is not \"a\", \"b\" or \"tie\""))),
+            Value::Null => Err(FieldError::new("value", "missing: explicit_preference needs \"a\", \"b\" or \"tie\"")),
+            other => Err(FieldError::new("value", format!("expected \"a\", \"b\" or \"tie\", got {}", kind(other)))),
+        },
         FeedbackType::Usage | FeedbackType::Edit | FeedbackType::Discard => match v {
             Value::Null => Ok(FeedbackValue::Bool(true)),
             Value::String(s) if from_text && s.is_empty() => Ok(FeedbackValue::Bool(true)),

@@ -82,6 +82,10 @@
 //! bias and a noise level of their own, so that agreement between people and the human ceiling
 //! can be measured; see [`panel`]. The defaults add nothing.
 //!
+//! # Preferences (`[simulate.preferences]`)
+//! A share of the users who would rate their output compare it with another output of the
+//! same group instead (`explicit_preference`); see [`preference`]. The default adds nothing.
+//!
 //! # Determinism
 //! Every random draw comes from a ChaCha8 generator seeded by `seed` and the request id, in a
 //! fixed order, and timestamps are spread uniformly over the `window_days` ending at `end_time`
@@ -106,7 +110,9 @@ use crate::record::{EvalLog, FeedbackEvent, FeedbackType, FeedbackValue};
 use crate::{Error, Result};
 
 pub mod panel;
+pub mod preference;
 pub use panel::RaterNoise;
+pub use preference::PreferenceSim;
 
 /// One line of a human-judgement file.
 #[derive(Debug, Clone, Deserialize)]
@@ -236,6 +242,10 @@ pub struct SimulateConfig {
     /// requests several times (see [`panel`]); default off.
     #[serde(skip_serializing_if = "RaterNoise::is_off")]
     pub raters: RaterNoise,
+    /// `[simulate.preferences]`: a share of the ratings come as a preference between two
+    /// outputs of the group instead (see [`preference`]); default off.
+    #[serde(skip_serializing_if = "PreferenceSim::is_off")]
+    pub preferences: PreferenceSim,
 }
 
 impl Default for SimulateConfig {
@@ -269,6 +279,7 @@ impl Default for SimulateConfig {
             cohorts: vec![c("free", 3.0, 0.3), c("pro", 2.0, 0.5), c("enterprise", 2.0, 0.8)],
             dimensions: Vec::new(),
             raters: RaterNoise::default(),
+            preferences: PreferenceSim::default(),
         }
     }
 }
@@ -312,6 +323,7 @@ impl SimulateConfig {
             return Err("users must be at least 1".into());
         }
         self.raters.validate()?;
+        self.preferences.validate()?;
         crate::record::check_dimension_list(&self.dimensions).map_err(|e| format!("dimensions{e}"))?;
         if let Some([lo, hi]) = self.scale
             && (lo.is_nan() || hi.is_nan() || lo >= hi)
@@ -370,6 +382,10 @@ pub struct SimulateSummary {
     /// too).
     #[serde(skip_serializing_if = "is_zero")]
     pub panel_ratings: u64,
+    /// Preference events written instead of ratings (`[simulate.preferences]`; counted in
+    /// `feedback_events` too).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub preferences: u64,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -399,6 +415,9 @@ impl std::fmt::Display for SimulateSummary {
                 self.dimensions.len(),
                 self.dimensions.join(", ")
             )?;
+        }
+        if self.preferences > 0 {
+            writeln!(f, "  preferences: {} (instead of ratings)", self.preferences)?;
         }
         if self.panel_requests > 0 {
             writeln!(
@@ -653,7 +672,15 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         dimension_ratings: 0,
         panel_requests: 0,
         panel_ratings: 0,
+        preferences: 0,
     };
+    // Per group, the logged outputs (index into `rows`), for preferences.
+    let mut group_rows: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (i, j) in rows.iter().enumerate() {
+        if !heldout.contains(j.group_id.as_str()) {
+            group_rows.entry(j.group_id.as_str()).or_default().push(i);
+        }
+    }
     for (j, f1) in rows.iter().zip(&f1) {
         let mut rng = ChaCha8Rng::seed_from_u64(hash64(&[&seed, "request", &j.item_id]));
         // Fixed draw order: user, time, feedback?, thumbs?, noise, implicit?, two delays.
@@ -678,7 +705,8 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         let h = j.human[dimension];
         let h5 = to_five(h, scale);
         let perceived = (h5 + cohort.shift).clamp(1.0, 5.0);
-        let x = (h5 + cohort.shift + cfg.raters.user_bias(&seed, &user_id) + noise).clamp(1.0, 5.0);
+        let user_bias = cfg.raters.user_bias(&seed, &user_id);
+        let x = (h5 + cohort.shift + user_bias + noise).clamp(1.0, 5.0);
         let rating = x.round() as u8;
         let slope = cohort.outcome_slope.unwrap_or(cfg.outcome_slope);
         let p = feedback_probability(cohort.feedback_rate, slope, cfg.extremity, x);
@@ -755,7 +783,7 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
         let event_by = |user: &str, t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
             let at = ts + Duration::microseconds((delay_s * 1e6) as i64);
             let at = at - Duration::microseconds(i64::from(at.timestamp_subsec_micros()));
-            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(user), Some(&at), dimension);
+            let id = FeedbackEvent::derive_id(&j.item_id, t, &value, Some(user), Some(&at), dimension, None);
             FeedbackEvent {
                 event_id: id,
                 request_id: j.item_id.clone(),
@@ -764,10 +792,19 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
                 user_id: Some(user.to_string()),
                 timestamp: at,
                 dimension: dimension.map(str::to_string),
+                other_request_id: None,
             }
         };
         let event = |t: FeedbackType, value: FeedbackValue, delay_s: f64, dimension: Option<&str>| {
             event_by(&user_id, t, value, delay_s, dimension)
+        };
+        let preference_of = |j: &Judgement, x: f64, offset: f64| {
+            let others: Vec<usize> =
+                group_rows[j.group_id.as_str()].iter().copied().filter(|&k| rows[k].item_id != j.item_id).collect();
+            let h5s: Vec<f64> = others.iter().map(|&k| to_five(rows[k].human[dimension], scale)).collect();
+            cfg.preferences
+                .draw(&seed, &j.item_id, x, &h5s, offset, cfg.rating_noise)
+                .map(|d| (rows[others[d.other]].item_id.as_str(), d.choice))
         };
         let mut events = Vec::new();
         if u_feedback < p {
@@ -777,6 +814,20 @@ pub fn simulate(judgements: &Path, dimension: &str, out: &Path, cfg: &SimulateCo
                 counts.thumbs += 1;
                 let t = if rating >= 4 { FeedbackType::ThumbsUp } else { FeedbackType::ThumbsDown };
                 events.push(event(t, FeedbackValue::Bool(true), delay_explicit, None));
+            } else if let Some((other, choice)) = preference_of(j, x, cohort.shift + user_bias) {
+                summary.preferences += 1;
+                let mut e = event(FeedbackType::Preference, FeedbackValue::Choice(choice), delay_explicit, None);
+                e.other_request_id = Some(other.to_string());
+                e.event_id = FeedbackEvent::derive_id(
+                    &e.request_id,
+                    e.feedback_type,
+                    &e.value,
+                    e.user_id.as_deref(),
+                    Some(&e.timestamp),
+                    None,
+                    Some(other),
+                );
+                events.push(e);
             } else {
                 counts.ratings += 1;
                 events.push(event(FeedbackType::Rating, FeedbackValue::Rating(rating), delay_explicit, None));

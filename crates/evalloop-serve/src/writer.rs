@@ -361,17 +361,31 @@ fn classify_feedback(
 ) -> StoreResult<()> {
     let mut by_request: HashMap<&str, HashMap<String, FeedbackEvent>> = HashMap::new();
     for (e, s) in events.iter().zip(out.iter_mut()) {
-        // Dimension ratings are not read back by request; their id is their content's.
-        if (!probe && *s == RowStatus::Stored) || e.dimension.is_some() {
+        if !probe && *s == RowStatus::Stored {
             continue;
         }
-        if !by_request.contains_key(e.request_id.as_str()) {
-            let stored = store.feedback_for(&e.request_id)?.into_iter().map(|s| (s.event_id.clone(), s)).collect();
-            by_request.insert(&e.request_id, stored);
-        }
-        *s = match by_request.get(e.request_id.as_str()).and_then(|m| m.get(&e.event_id)) {
+        // Dimension ratings and preferences are kept apart: read back by id.
+        let apart;
+        let stored = if e.dimension.is_some() || e.other_request_id.is_some() {
+            apart = store.stored_events(&[e.event_id.as_str()])?.pop().flatten();
+            apart.as_ref()
+        } else {
+            if !by_request.contains_key(e.request_id.as_str()) {
+                let stored = store.feedback_for(&e.request_id)?.into_iter().map(|s| (s.event_id.clone(), s)).collect();
+                by_request.insert(&e.request_id, stored);
+            }
+            by_request.get(e.request_id.as_str()).and_then(|m| m.get(&e.event_id))
+        };
+        *s = match stored {
             None if probe => RowStatus::Stored,
-            Some(s) if s.feedback_type == e.feedback_type && s.value == e.value && s.user_id == e.user_id => {
+            Some(s)
+                if s.request_id == e.request_id
+                    && s.feedback_type == e.feedback_type
+                    && s.value == e.value
+                    && s.user_id == e.user_id
+                    && s.dimension == e.dimension
+                    && s.other_request_id == e.other_request_id =>
+            {
                 RowStatus::Duplicate
             }
             _ => RowStatus::Conflict,

@@ -448,6 +448,7 @@ mod tests {
                 user_id: user.map(String::from),
                 timestamp: at(h),
                 dimension: dim.map(String::from),
+                other_request_id: None,
             },
         }
     }

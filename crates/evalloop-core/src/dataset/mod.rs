@@ -79,6 +79,14 @@
 //! reaches training). Training uses them only for self-supervised ranking pairs
 //! (`[train] unlabelled`, `corruption_pairs`): the logged output against a corrupted copy of itself.
 //!
+//! # Preference pairs
+//! When the store holds preferences between two outputs (`explicit_preference`), the build
+//! also writes `pairs.jsonl` (fields `chosen`, `cohort`, `group`, `margin`, `prompt`,
+//! `rejected`, `request_id_chosen`, `request_id_rejected`, `split`, `weight`): each pair of a
+//! group that people compared, the preferred output first, in its group's split, weighted by
+//! its cohort; see `pairs.rs`. A store with preferences and no ratings builds a dataset of
+//! pairs alone. Training uses them with `[train] preference_pairs`.
+//!
 //! # Code
 //! [`build_in`] (here) runs the steps in order, each in its own file: `config.rs` (the settings
 //! and their checks), `example.rs` (a labelled request, its group and disagreement flag),
@@ -91,6 +99,7 @@ mod cells;
 mod config;
 #[cfg(test)]
 mod fixtures;
+mod pairs;
 mod request;
 mod split;
 mod subsample;
@@ -118,7 +127,7 @@ use unlabelled::write_unlabelled;
 
 use crate::atomic::{self, AtomicWriter};
 use crate::feedback::{HumanPolicy, Verdict};
-use crate::files::{CARD_FILE, DatasetCard, DatasetRow, Label, SplitCard, sorted_value};
+use crate::files::{CARD_FILE, DatasetCard, DatasetRow, Label, PAIRS_FILE, PairRow, SplitCard, sorted_value};
 use crate::store::{Filter, ScoredQuery, Store};
 use crate::{Error, Result};
 
@@ -230,7 +239,8 @@ pub fn build_in(
             labels,
         });
     }
-    if examples.is_empty() {
+    let (pairs, mut pairs_card) = pairs::collect(store, &filter, cfg.group_key.as_deref())?;
+    if examples.is_empty() && pairs.is_empty() {
         return Err(Error::Input(format!(
             "no examples: {candidates} requests with a human score, {dropped_neutral} neutral dropped, \
              {dropped_agreeing} agreeing dropped (source = disagreements)"
@@ -250,7 +260,13 @@ pub fn build_in(
         Some(m) => subsample(examples, m, cfg.min_per_stratum, cfg.seed),
         None => (examples, Vec::new()),
     };
-    let splits = assign_splits(&examples, cfg.train_fraction, cfg.validation_fraction, cfg.seed);
+    let splits = if pairs.is_empty() {
+        assign_splits(&examples, cfg.train_fraction, cfg.validation_fraction, cfg.seed)
+    } else {
+        let mut all = examples.clone();
+        all.extend(pairs::split_stand_ins(&pairs, &examples));
+        assign_splits(&all, cfg.train_fraction, cfg.validation_fraction, cfg.seed)
+    };
     let split_of = |e: &LabelledRequest| splits.get(&e.group).copied().unwrap_or(Split::Train);
     let mut divisor = 1.0;
     if cfg.weighting.contains(&Scheme::Normalize) {
@@ -348,6 +364,67 @@ pub fn build_in(
         }
         w.commit()?;
     }
+    if pairs_card.events > 0 {
+        let split_of_group = |g: &str| splits.get(g).copied().unwrap_or(Split::Train);
+        let cohort_factor =
+            |cohort: &str, scheme: &str| factors.get(cohort).and_then(|f| f.get(scheme)).copied().unwrap_or(1.0);
+        let mut weights: Vec<f64> = pairs
+            .iter()
+            .map(|p| {
+                cfg.weighting
+                    .iter()
+                    .map(|s| match s {
+                        Scheme::InverseRate => cohort_factor(&p.cohort, "inverse_rate"),
+                        Scheme::Ipw => cohort_factor(&p.cohort, "ipw"),
+                        _ => 1.0,
+                    })
+                    .product()
+            })
+            .collect();
+        if cfg.weighting.contains(&Scheme::Normalize) {
+            let on: Vec<bool> = pairs.iter().map(|p| split_of_group(&p.group) == Split::Train).collect();
+            normalize_on(&mut weights, &on);
+        }
+        let mut rows: Vec<PairRow> = pairs
+            .iter()
+            .zip(weights)
+            .map(|(p, w)| PairRow {
+                chosen: p.chosen.1.clone(),
+                cohort: p.cohort.clone(),
+                group: p.group.clone(),
+                prompt: p.prompt.clone(),
+                rejected: p.rejected.1.clone(),
+                request_id_chosen: p.chosen.0.clone(),
+                request_id_rejected: p.rejected.0.clone(),
+                split: split_of_group(&p.group).name().to_string(),
+                margin: p.margin,
+                weight: r6(w),
+            })
+            .collect();
+        rows.sort_by(|a, b| {
+            (&a.request_id_chosen, &a.request_id_rejected).cmp(&(&b.request_id_chosen, &b.request_id_rejected))
+        });
+        let mut w = AtomicWriter::create(&out.join(PAIRS_FILE))?;
+        for r in &rows {
+            w.write_json_line(r)?;
+        }
+        w.commit()?;
+        for split in Split::ALL {
+            pairs_card.pairs.insert(split.name().to_string(), rows.iter().filter(|r| r.split == split.name()).count());
+        }
+        let _ = writeln!(
+            text,
+            "  preference pairs: {} in {PAIRS_FILE} (train {}, validation {}, test {}); left out: {} tied, {} not \
+             logged or scored, {} across groups",
+            rows.len(),
+            pairs_card.pairs["train"],
+            pairs_card.pairs["validation"],
+            pairs_card.pairs["test"],
+            pairs_card.ties,
+            pairs_card.unlogged,
+            pairs_card.cross_group
+        );
+    }
     let unlabelled = if cfg.unlabelled > 0 {
         let n =
             write_unlabelled(store, window, policy, cfg, &|g| splits.get(g).is_some_and(|s| *s != Split::Train), out)?;
@@ -407,6 +484,7 @@ pub fn build_in(
         generator: format!("evalloop {}", env!("CARGO_PKG_VERSION")),
         dimensions: (!cfg.dimensions.is_empty()).then_some(dimension_card),
         unlabelled,
+        preference_pairs: (pairs_card.events > 0).then_some(pairs_card),
         queue_examples: (queue_examples > 0).then_some(queue_examples),
     };
     let card_value = sorted_value(&card, CARD_FILE)?;

@@ -34,8 +34,8 @@ pub enum QueueKind {
     Rating,
     /// `explicit_thumbs_up` or `explicit_thumbs_down`.
     Thumbs,
-    /// A choice between two outputs of one group (A/B). Items would carry the second request
-    /// (`QueueItem::other_request_id`); refused until the store records preference feedback.
+    /// A choice between two outputs of one group (A/B), answered as an `explicit_preference`
+    /// event; not yet supported by queues (refused by `queue create`).
     Preference,
 }
 
@@ -223,6 +223,7 @@ pub fn answer_events(
         user_id: Some(reviewer.to_string()),
         timestamp: now,
         dimension,
+        other_request_id: None,
     };
     let main = match (spec.kind, answer) {
         (_, Answer::Skip) => None,

@@ -187,8 +187,8 @@ pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) ->
     check_name(&o.name).map_err(Error::Input)?;
     if o.kind == QueueKind::Preference {
         return Err(Error::Input(
-            "--kind preference is not yet supported: the store does not record preference feedback yet; \
-             use rating or thumbs"
+            "--kind preference is not yet supported by annotation queues (pairs of outputs of one group, \
+             answered as explicit_preference events); use rating or thumbs"
                 .into(),
         ));
     }

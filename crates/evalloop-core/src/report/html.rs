@@ -117,6 +117,16 @@ pub fn render_html(d: &ReportData) -> Result<String> {
         html_table(&mut o, "ceiling", &super::ceiling::ceiling_table(h));
         o.push_str("</section>\n");
     }
+    if let Some(p) = &d.preferences {
+        o.push_str("<section id=\"preferences\"><h2>Preferences on held-out pairs</h2>\n");
+        let _ = writeln!(
+            o,
+            "<p>How often each evaluator scores the output people preferred higher, over {} held-out pairs.</p>",
+            p.pairs
+        );
+        html_table(&mut o, "preferences", &super::preferences::preference_table(p));
+        o.push_str("</section>\n");
+    }
 
     // Per cohort.
     o.push_str("<section id=\"cohorts\"><h2>Per cohort</h2>\n");

@@ -36,6 +36,10 @@ pub fn render_markdown(d: &ReportData) -> String {
         let _ = writeln!(o, "{}\n", md_escape(&super::ceiling::ceiling_summary(h)));
         md_table(&mut o, &super::ceiling::ceiling_table(h));
     }
+    if let Some(p) = &d.preferences {
+        o.push_str("### Preferences on held-out pairs\n\n");
+        md_table(&mut o, &super::preferences::preference_table(p));
+    }
     if let Some(g) = &d.gate {
         o.push_str("### Gate\n\n");
         md_table(&mut o, &gate_table(g));

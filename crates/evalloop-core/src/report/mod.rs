@@ -24,6 +24,7 @@ mod escape;
 mod history;
 mod html;
 mod markdown;
+mod preferences;
 mod schema;
 mod tables;
 #[cfg(test)]
@@ -36,6 +37,7 @@ pub use charts::CHART_IDS;
 pub use escape::{html_escape, md_escape};
 pub use html::render_html;
 pub use markdown::render_markdown;
+pub use preferences::{PairwiseFigures, PreferenceSection};
 pub use schema::*;
 
 use crate::atomic::write_atomic;

@@ -36,6 +36,10 @@ pub struct ReportData {
     /// when the run did not measure it.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub human_ceiling: Option<super::HumanCeilingSection>,
+    /// Both evaluators' pairwise accuracy against people's preferences on the held-out pairs;
+    /// absent when the dataset has none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preferences: Option<super::PreferenceSection>,
     /// The base evaluator's agreement and the mean human score by week over the whole store,
     /// with the promotions of earlier runs; absent in reports written without it.
     #[serde(skip_serializing_if = "Option::is_none")]

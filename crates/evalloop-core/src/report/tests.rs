@@ -216,6 +216,7 @@ pub(super) fn synthetic() -> ReportData {
         scatter: PrePost { pre: Scatter::sample(pre_pts, 400), post: Scatter::sample(post_pts, 400) },
         history: None,
         human_ceiling: None,
+        preferences: None,
     }
 }
 

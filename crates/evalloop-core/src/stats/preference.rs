@@ -21,6 +21,29 @@ pub enum Choice {
 }
 
 impl Choice {
+    /// The stored and wire form: `"a"`, `"b"` or `"tie"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Choice::A => "a",
+            Choice::B => "b",
+            Choice::Tie => "tie",
+        }
+    }
+
+    /// Parses `"a"`, `"b"` or `"tie"` (lower case, as stored).
+    pub fn parse(s: &str) -> Option<Choice> {
+        [Choice::A, Choice::B, Choice::Tie].into_iter().find(|c| c.as_str() == s)
+    }
+
+    /// The same judgement seen from the other side (A and B swapped).
+    pub fn flipped(self) -> Choice {
+        match self {
+            Choice::A => Choice::B,
+            Choice::B => Choice::A,
+            Choice::Tie => Choice::Tie,
+        }
+    }
+
     /// The choice as a value on an ordinal scale, for reliability matrices: A = 0, tie = 1,
     /// B = 2.
     pub fn ordinal(self) -> f64 {

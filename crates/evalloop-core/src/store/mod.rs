@@ -6,6 +6,7 @@
 //! sets ([`Store::scored_requests`], [`Store::cohort_stats`]), never one query per request.
 //! Both backends turn rows into records with the same mappers (`rows`).
 
+pub mod leases;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -358,6 +359,8 @@ pub struct StoreStats {
     pub orphaned_feedback: u64,
     /// Ratings of one human dimension (`dimension_ratings`, apart from `feedback_events`).
     pub dimension_ratings: u64,
+    /// Preferences between two outputs (`preferences`, apart from `feedback_events`).
+    pub preferences: u64,
     /// `feedback_type` -> count.
     pub feedback_by_type: Vec<(String, u64)>,
     /// Cohort (`null` for none) -> number of logs.
@@ -501,6 +504,29 @@ pub trait Store {
     /// [`Store::feedback_for`] orders one request's: one query for every request. With an
     /// evaluator in the filter, only the requests it scored, each event carrying its score.
     fn rater_events(&self, filter: &Filter, dimension: Option<&str>) -> StoreResult<Vec<RaterEvent>>;
+    /// The stored `explicit_preference` events on `dimension` (`None`: the overall preferences,
+    /// those without a dimension), in time order (then by `event_id`), whether or not their logs
+    /// exist.
+    fn preferences(&self, dimension: Option<&str>) -> StoreResult<Vec<FeedbackEvent>>;
+
+    /// Writes job `job`'s plan of ranges unless the job has one; true when this call wrote it
+    /// (see [`leases`]).
+    fn lease_plan(&mut self, job: &str, ranges: &[leases::PlannedRange]) -> StoreResult<bool>;
+    /// Leases the job's first range that is to do or whose lease expired to `worker` for
+    /// `ttl_ms` milliseconds; `None` when no range is left to lease.
+    fn lease_next(&mut self, job: &str, worker: &str, ttl_ms: i64) -> StoreResult<Option<leases::LeasedRange>>;
+    /// In one transaction: when `worker` still holds the range, stores `scores` as `evaluator`'s
+    /// and marks the range done (true); else writes nothing (false: another worker took it over).
+    fn lease_finish(
+        &mut self,
+        job: &str,
+        range_no: i64,
+        worker: &str,
+        evaluator: &str,
+        scores: &[(String, f64)],
+    ) -> StoreResult<bool>;
+    /// Where job `job` stands.
+    fn lease_progress(&self, job: &str) -> StoreResult<leases::LeaseProgress>;
     /// Prompt, output and metadata of the given requests, in the given order; an unknown id is
     /// an error.
     fn request_texts(&self, ids: &[String]) -> StoreResult<Vec<(String, RequestText)>>;

@@ -141,6 +141,37 @@ const DIMENSION_RATINGS_SQL: &str = r#"CREATE TABLE IF NOT EXISTS dimension_rati
     );
     CREATE INDEX IF NOT EXISTS dimension_ratings_request ON dimension_ratings(request_id, dimension);"#;
 
+/// Preferences between two outputs, apart from `feedback_events` (see the SQLite store's
+/// `PREFERENCES_SQL`): created on open with `dimension_ratings`. On Citus, distribute it by
+/// `request_id` like `feedback_events`.
+const PREFERENCES_SQL: &str = r#"CREATE TABLE IF NOT EXISTS preferences (
+        event_id TEXT COLLATE "C" PRIMARY KEY,
+        request_id TEXT COLLATE "C" NOT NULL,
+        other_request_id TEXT COLLATE "C" NOT NULL,
+        dimension TEXT COLLATE "C",
+        choice TEXT NOT NULL,
+        user_id TEXT,
+        ts BIGINT NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS preferences_request ON preferences(request_id);
+    CREATE INDEX IF NOT EXISTS preferences_other ON preferences(other_request_id);"#;
+
+/// Inserts a batch of preferences given as arrays (first occurrence of an `event_id` wins);
+/// returns stored and, of those, orphaned (either output without a log).
+const INSERT_PREFERENCES_SQL: &str = "WITH ins AS (
+        INSERT INTO preferences (event_id, request_id, other_request_id, dimension, choice, user_id, ts)
+        SELECT DISTINCT ON (event_id) event_id, request_id, other_request_id, dimension, choice, user_id, ts
+        FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::int8[])
+             WITH ORDINALITY AS t(event_id, request_id, other_request_id, dimension, choice, user_id, ts, ord)
+        ORDER BY event_id, ord
+        ON CONFLICT DO NOTHING
+        RETURNING request_id, other_request_id
+    )
+    SELECT COUNT(*), COUNT(*) FILTER (WHERE NOT EXISTS (SELECT 1 FROM eval_logs l WHERE l.request_id = ins.request_id)
+                                         OR NOT EXISTS (SELECT 1 FROM eval_logs l
+                                                        WHERE l.request_id = ins.other_request_id))
+    FROM ins";
+
 /// Moves staged dimension ratings into `dimension_ratings` (first occurrence of an `event_id`
 /// wins); returns stored and, of those, orphaned, as [`MOVE_FEEDBACK_SQL`] does.
 const MOVE_DIMENSIONS_SQL: &str = "WITH ins AS (
@@ -363,7 +394,7 @@ impl PostgresStore {
         Ok(store)
     }
 
-    /// Creates `dimension_ratings` when missing; the migration lock keeps two processes opening
+    /// Creates `dimension_ratings` and `preferences` when missing; the migration lock keeps two processes opening
     /// one new database from racing on it.
     fn create_dimension_ratings(&mut self) -> StoreResult<()> {
         let err = |e: postgres::Error| StoreError::Postgres { url: self.shown.clone(), message: describe(&e) };
@@ -371,6 +402,8 @@ impl PostgresStore {
         let mut tx = c.transaction().map_err(err)?;
         tx.execute("SELECT pg_advisory_xact_lock($1::int8)", &[&MIGRATION_LOCK]).map_err(err)?;
         tx.batch_execute(DIMENSION_RATINGS_SQL).map_err(err)?;
+        tx.batch_execute(PREFERENCES_SQL).map_err(err)?;
+        tx.batch_execute(crate::store::leases::LEASES_SQL).map_err(err)?;
         tx.commit().map_err(err)
     }
 
@@ -533,6 +566,28 @@ impl PostgresStore {
         Ok(BatchOutcome { stored, duplicate: events.len() as u64 - stored, orphaned: orphaned as u64 })
     }
 
+    /// Stores events that are all preferences into `preferences`.
+    fn insert_preferences(&mut self, events: &[FeedbackEvent]) -> StoreResult<BatchOutcome> {
+        if events.is_empty() {
+            return Ok(BatchOutcome::default());
+        }
+        let col = |f: &dyn Fn(&FeedbackEvent) -> Option<String>| events.iter().map(f).collect::<Vec<_>>();
+        let ids = col(&|e| Some(e.event_id.clone()));
+        let a = col(&|e| Some(e.request_id.clone()));
+        let b = col(&|e| e.other_request_id.clone());
+        let dims = col(&|e| e.dimension.clone());
+        let choices = col(&|e| e.value.to_json().as_str().map(str::to_string));
+        let users = col(&|e| e.user_id.clone());
+        let ts: Vec<i64> = events.iter().map(|e| to_micros(&e.timestamp)).collect();
+        let (stored, orphaned): (i64, i64) = self
+            .client()
+            .query_one(INSERT_PREFERENCES_SQL, &[&ids, &a, &b, &dims, &choices, &users, &ts])
+            .and_then(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+            .map_err(self.err())?;
+        let stored = stored as u64;
+        Ok(BatchOutcome { stored, duplicate: events.len() as u64 - stored, orphaned: orphaned as u64 })
+    }
+
     fn count(&self, sql: &str) -> StoreResult<u64> {
         let v: i64 = self.client().query_one(sql, &[]).and_then(|r| r.try_get(0)).map_err(self.err())?;
         Ok(v as u64)
@@ -643,12 +698,15 @@ impl Store for PostgresStore {
     }
 
     fn insert_feedback(&mut self, events: &[FeedbackEvent]) -> StoreResult<BatchOutcome> {
-        if events.iter().any(|e| e.dimension.is_some()) {
+        if events.iter().any(|e| e.dimension.is_some() || e.other_request_id.is_some()) {
+            let (prefs, rest): (Vec<FeedbackEvent>, Vec<FeedbackEvent>) =
+                events.iter().cloned().partition(|e| e.other_request_id.is_some());
             let (dims, plain): (Vec<FeedbackEvent>, Vec<FeedbackEvent>) =
-                events.iter().cloned().partition(|e| e.dimension.is_some());
+                rest.into_iter().partition(|e| e.dimension.is_some());
             return self.in_transaction(|s| {
                 let mut out = s.insert_feedback(&plain)?;
                 out += s.insert_dimension_ratings(&dims)?;
+                out += s.insert_preferences(&prefs)?;
                 Ok(out)
             });
         }
@@ -739,11 +797,16 @@ impl Store for PostgresStore {
             .client()
             .query(
                 "SELECT k.ord, f.request_id, f.feedback_type, f.value_num, f.value_text, f.user_id, f.ts,
-                     NULL::text
+                     NULL::text, NULL::text
                  FROM unnest($1::text[]) WITH ORDINALITY AS k(id, ord) JOIN feedback_events f ON f.event_id = k.id
                  UNION ALL
-                 SELECT k.ord, d.request_id, 'explicit_rating', d.value_num, NULL, d.user_id, d.ts, d.dimension
-                 FROM unnest($1::text[]) WITH ORDINALITY AS k(id, ord) JOIN dimension_ratings d ON d.event_id = k.id",
+                 SELECT k.ord, d.request_id, 'explicit_rating', d.value_num, NULL, d.user_id, d.ts, d.dimension,
+                     NULL::text
+                 FROM unnest($1::text[]) WITH ORDINALITY AS k(id, ord) JOIN dimension_ratings d ON d.event_id = k.id
+                 UNION ALL
+                 SELECT k.ord, p.request_id, 'explicit_preference', NULL, p.choice, p.user_id, p.ts, p.dimension,
+                     p.other_request_id
+                 FROM unnest($1::text[]) WITH ORDINALITY AS k(id, ord) JOIN preferences p ON p.event_id = k.id",
                 &[&event_ids],
             )
             .map_err(self.err())?;
@@ -788,6 +851,7 @@ impl Store for PostgresStore {
                  (SELECT 1 FROM eval_logs l WHERE l.request_id = f.request_id)",
             )?,
             dimension_ratings: self.count("SELECT COUNT(*) FROM dimension_ratings")?,
+            preferences: self.count("SELECT COUNT(*) FROM preferences")?,
             ..Default::default()
         };
         st.feedback_by_type = self.counted(
@@ -929,6 +993,147 @@ impl Store for PostgresStore {
         let join = if filter.evaluator.is_some() { "JOIN eval_scores s ON s.request_id = l.request_id" } else { "" };
         let sql = format!("SELECT l.request_id FROM eval_logs l {join} WHERE TRUE{cond} ORDER BY l.request_id");
         self.query_map(&sql, &params, |r| r.try_get(0))
+    }
+
+    fn preferences(&self, dimension: Option<&str>) -> StoreResult<Vec<FeedbackEvent>> {
+        let rows = self
+            .client()
+            .query(
+                "SELECT event_id, request_id, other_request_id, dimension, choice, user_id, ts FROM preferences
+                 WHERE dimension IS NOT DISTINCT FROM $1::text ORDER BY ts, event_id",
+                &[&dimension],
+            )
+            .map_err(self.err())?;
+        let mut out = Vec::with_capacity(rows.len());
+        for r in &rows {
+            out.push(rows::stored_preference(rows::preference_row(r).map_err(self.err())?)?);
+        }
+        Ok(out)
+    }
+
+    fn lease_plan(&mut self, job: &str, ranges: &[crate::store::leases::PlannedRange]) -> StoreResult<bool> {
+        self.in_transaction(|s| {
+            // One planner at a time per job: the others find the plan.
+            s.client()
+                .execute("SELECT pg_advisory_xact_lock(hashtext($1::text)::int8)", &[&format!("evalloop-lease:{job}")])
+                .map_err(s.err())?;
+            let planned: i64 = s
+                .client()
+                .query_one("SELECT COUNT(*) FROM score_leases WHERE job = $1::text", &[&job])
+                .and_then(|r| r.try_get(0))
+                .map_err(s.err())?;
+            if planned > 0 {
+                return Ok(false);
+            }
+            let first: Vec<&str> = ranges.iter().map(|r| r.first_id.as_str()).collect();
+            let last: Vec<&str> = ranges.iter().map(|r| r.last_id.as_str()).collect();
+            let n: Vec<i64> = ranges.iter().map(|r| r.requests as i64).collect();
+            s.client()
+                .execute(
+                    "INSERT INTO score_leases (job, range_no, first_id, last_id, requests, state)
+                     SELECT $1::text, t.ord - 1, t.f, t.l, t.n, 'todo'
+                     FROM unnest($2::text[], $3::text[], $4::int8[]) WITH ORDINALITY AS t(f, l, n, ord)",
+                    &[&job, &first, &last, &n],
+                )
+                .map_err(s.err())?;
+            Ok(true)
+        })
+    }
+
+    fn lease_next(
+        &mut self,
+        job: &str,
+        worker: &str,
+        ttl_ms: i64,
+    ) -> StoreResult<Option<crate::store::leases::LeasedRange>> {
+        // The server's clock, so that workers on several machines agree on expiry.
+        let row = self
+            .client()
+            .query_opt(
+                "WITH now AS (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::int8 AS ms),
+                 next AS (
+                     SELECT job, range_no FROM score_leases, now
+                     WHERE job = $1::text AND (state = 'todo' OR (state = 'leased' AND lease_until < now.ms))
+                     ORDER BY range_no LIMIT 1 FOR UPDATE SKIP LOCKED
+                 )
+                 UPDATE score_leases l SET state = 'leased', worker = $2::text,
+                     lease_until = (SELECT ms FROM now) + $3::int8, attempts = l.attempts + 1
+                 FROM next WHERE l.job = next.job AND l.range_no = next.range_no
+                 RETURNING l.range_no, l.first_id, l.last_id, l.attempts",
+                &[&job, &worker, &ttl_ms],
+            )
+            .map_err(self.err())?;
+        row.map(|r| {
+            Ok(crate::store::leases::LeasedRange {
+                range_no: r.try_get(0)?,
+                first_id: r.try_get(1)?,
+                last_id: r.try_get(2)?,
+                attempts: r.try_get(3)?,
+            })
+        })
+        .transpose()
+        .map_err(self.err())
+    }
+
+    fn lease_finish(
+        &mut self,
+        job: &str,
+        range_no: i64,
+        worker: &str,
+        evaluator: &str,
+        scores: &[(String, f64)],
+    ) -> StoreResult<bool> {
+        self.in_transaction(|s| {
+            let holder = s
+                .client()
+                .query_opt(
+                    "SELECT state, worker FROM score_leases WHERE job = $1::text AND range_no = $2::int8 FOR UPDATE",
+                    &[&job, &range_no],
+                )
+                .map_err(s.err())?;
+            let ours = holder.is_some_and(|r| {
+                r.try_get::<_, String>(0).is_ok_and(|st| st == "leased")
+                    && r.try_get::<_, Option<String>>(1).ok().flatten().as_deref() == Some(worker)
+            });
+            if !ours {
+                return Ok(false);
+            }
+            s.insert_scores(evaluator, scores)?;
+            s.client()
+                .execute(
+                    "UPDATE score_leases SET state = 'done', finished_by = $3::text
+                     WHERE job = $1::text AND range_no = $2::int8",
+                    &[&job, &range_no, &worker],
+                )
+                .map_err(s.err())?;
+            Ok(true)
+        })
+    }
+
+    fn lease_progress(&self, job: &str) -> StoreResult<crate::store::leases::LeaseProgress> {
+        let r = self
+            .client()
+            .query_one(
+                "SELECT COUNT(*), COUNT(*) FILTER (WHERE state = 'done'), COUNT(*) FILTER (WHERE state = 'leased'),
+                        COUNT(*) FILTER (WHERE state = 'todo'),
+                        COALESCE(SUM(CASE WHEN state = 'done' THEN requests ELSE 0 END), 0)::int8,
+                        COALESCE(SUM(GREATEST(attempts - 1, 0)), 0)::int8
+                 FROM score_leases WHERE job = $1::text",
+                &[&job],
+            )
+            .map_err(self.err())?;
+        let n = |i: usize| r.try_get::<_, i64>(i).map(|v| v as u64);
+        (|| {
+            Ok(crate::store::leases::LeaseProgress {
+                ranges: n(0)?,
+                done: n(1)?,
+                leased: n(2)?,
+                todo: n(3)?,
+                requests_done: n(4)?,
+                takeovers: n(5)?,
+            })
+        })()
+        .map_err(self.err())
     }
 
     fn rater_events(&self, filter: &Filter, dimension: Option<&str>) -> StoreResult<Vec<RaterEvent>> {

@@ -85,6 +85,12 @@ pub(super) fn stored_event(request_id: &str, row: StoredFeedback) -> StoreResult
     let value = match feedback_type {
         FeedbackType::Rating => FeedbackValue::Rating(num.unwrap_or(0.0) as u8),
         FeedbackType::TextComment => FeedbackValue::Text(text.unwrap_or_default()),
+        FeedbackType::Preference => {
+            let stored = text.unwrap_or_default();
+            FeedbackValue::Choice(crate::record::Choice::parse(&stored).ok_or_else(|| {
+                StoreError::Invalid(format!("stored preference {event_id} has unknown choice {stored:?}"))
+            })?)
+        }
         _ => FeedbackValue::Bool(num.unwrap_or(1.0) != 0.0),
     };
     Ok(FeedbackEvent {
@@ -95,23 +101,43 @@ pub(super) fn stored_event(request_id: &str, row: StoredFeedback) -> StoreResult
         user_id,
         timestamp: crate::record::from_micros(ts),
         dimension: None,
+        other_request_id: None,
     })
 }
 
 /// A feedback row by event id: request_id, feedback_type, value_num, value_text, user_id, ts,
-/// dimension (columns 0-6), with the id it was asked by.
-pub(super) type StoredEventRow = (String, StoredFeedback, Option<String>);
+/// dimension, other_request_id (columns 0-7), with the id it was asked by.
+pub(super) type StoredEventRow = (String, StoredFeedback, Option<String>, Option<String>);
 
-/// Columns 0-6 of a feedback-by-id query (see [`StoredEventRow`]).
+/// Columns 0-7 of a feedback-by-id query (see [`StoredEventRow`]).
 pub(super) fn stored_event_row<R: Row>(event_id: &str, r: &R) -> Result<StoredEventRow, R::Error> {
-    Ok((r.col(0)?, (event_id.to_string(), r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?, r.col(5)?), r.col(6)?))
+    Ok((r.col(0)?, (event_id.to_string(), r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?, r.col(5)?), r.col(6)?, r.col(7)?))
 }
 
 /// The event a [`StoredEventRow`] holds.
 pub(super) fn stored_event_with_dimension(row: StoredEventRow) -> StoreResult<FeedbackEvent> {
-    let (request_id, stored, dimension) = row;
+    let (request_id, stored, dimension, other_request_id) = row;
     let mut e = stored_event(&request_id, stored)?;
     e.dimension = dimension;
+    e.other_request_id = other_request_id;
+    Ok(e)
+}
+
+/// A stored preference: event_id, request_id, other_request_id, dimension, choice, user_id, ts
+/// (microseconds).
+pub(super) type StoredPreference = (String, String, String, Option<String>, String, Option<String>, i64);
+
+/// Columns 0-6 of a preference query (see [`StoredPreference`]).
+pub(super) fn preference_row<R: Row>(r: &R) -> Result<StoredPreference, R::Error> {
+    Ok((r.col(0)?, r.col(1)?, r.col(2)?, r.col(3)?, r.col(4)?, r.col(5)?, r.col(6)?))
+}
+
+/// The `explicit_preference` event a [`StoredPreference`] holds.
+pub(super) fn stored_preference(row: StoredPreference) -> StoreResult<FeedbackEvent> {
+    let (event_id, request_id, other, dimension, choice, user_id, ts) = row;
+    let mut e = stored_event(&request_id, (event_id, "explicit_preference".into(), None, Some(choice), user_id, ts))?;
+    e.dimension = dimension;
+    e.other_request_id = Some(other);
     Ok(e)
 }
 

@@ -271,6 +271,13 @@ pub struct TrainConfig {
     /// onto the labels' scale; written as `blend.json`, which every scorer applies (scoring
     /// then needs each request's production score). Needs a validation split (default false).
     pub blend_evaluator: bool,
+    /// Train on the dataset's preference pairs (`pairs.jsonl`, written by `dataset build` when
+    /// the store holds preferences): each train-split pair adds the chosen output ranked above
+    /// the rejected one to the pairwise term, with weight `preference_pairs` x the pair's
+    /// weight. Outputs that are not labelled rows join the batch of their group with no
+    /// pointwise loss. Needs a pairwise objective; with pairs and no labelled rows, `"pairwise"`
+    /// trains on the pairs alone. 0 = off (default 0).
+    pub preference_pairs: f64,
     /// Model selection: besides the base configuration (named `base`), train one model per
     /// candidate (the base configuration with the candidate's keys replaced) into
     /// `out/candidates/<name>/`, and keep the one with the best `eval_metric` (the base
@@ -330,6 +337,7 @@ impl Default for TrainConfig {
             corruption_mix: Default::default(),
             unlabelled: false,
             blend_evaluator: false,
+            preference_pairs: 0.0,
             keep_best: true,
             candidates: Vec::new(),
             select_min_groups: 5,
@@ -439,6 +447,14 @@ impl TrainConfig {
         }
         if !(self.corruption_pairs >= 0.0 && self.corruption_pairs.is_finite()) {
             return bad("corruption_pairs", format!("{} is not a number >= 0", self.corruption_pairs));
+        }
+        if !(self.preference_pairs >= 0.0 && self.preference_pairs.is_finite()) {
+            return bad("preference_pairs", format!("{} is not a number >= 0", self.preference_pairs));
+        }
+        if self.preference_pairs > 0.0
+            && !matches!(self.objective, Some(Objective::Pairwise | Objective::GradedPairwise))
+        {
+            return bad("preference_pairs", "needs objective = \"pairwise\" or \"graded+pairwise\"".into());
         }
         if self.corruption_pairs > 0.0 && !self.objective.is_some_and(Objective::has_pairwise) {
             return bad("corruption_pairs", "needs objective = \"pairwise\" or \"graded+pairwise\"".into());

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use evalloop_core::files::{DatasetCard, DatasetRow, UnlabelledRow};
+use evalloop_core::files::{DatasetCard, DatasetRow, PairRow, UnlabelledRow};
 use rand::SeedableRng;
 use rand::seq::SliceRandom;
 use rand_chacha::ChaCha8Rng;
@@ -100,6 +100,36 @@ pub fn read_split_with(
             group: row.group,
             labels,
         });
+    }
+    Ok(out)
+}
+
+/// Reads `pairs.jsonl`, keeping the pairs of `split`. Errors name file:line and the field.
+pub fn read_pairs(path: &Path, split: &str) -> evalloop_core::Result<Vec<PairRow>> {
+    let mut out = Vec::new();
+    for (line, row) in evalloop_core::jsonl::read_numbered::<PairRow>(path)? {
+        let at = format!("{}:{line}", path.display());
+        if !(row.weight >= 0.0 && row.weight.is_finite()) {
+            return Err(evalloop_core::Error::Input(format!(
+                "{at}: field weight is {}, expected a finite number >= 0",
+                row.weight
+            )));
+        }
+        if !["train", "validation", "test"].contains(&row.split.as_str()) {
+            return Err(evalloop_core::Error::Input(format!(
+                "{at}: field split is {:?}, expected train, validation or test",
+                row.split
+            )));
+        }
+        if row.request_id_chosen == row.request_id_rejected {
+            return Err(evalloop_core::Error::Input(format!(
+                "{at}: field request_id_rejected is the chosen request ({:?}); a pair compares two outputs",
+                row.request_id_chosen
+            )));
+        }
+        if row.split == split {
+            out.push(row);
+        }
     }
     Ok(out)
 }

@@ -30,8 +30,12 @@ pub(super) struct Setup {
     /// `corruption_pairs`: the encoded corrupted copy of each training example for the first
     /// epoch (`None` when off or when the output has no copy); see [`corrupted_copies`].
     pub train_corrupt: Vec<Option<Encoded>>,
-    /// The labelled rows of `train` (the first ones; the rest are `unlabelled` outputs).
+    /// The labelled rows of `train` (the first ones; the rest are `unlabelled` outputs and
+    /// the outputs of preference pairs that are not labelled rows).
     pub labelled: usize,
+    /// `preference_pairs`: per row of `train`, the pairs it is the chosen output of, as (the
+    /// rejected output's row, the pair's loss weight); empty when off.
+    pub preferences: std::collections::HashMap<usize, Vec<(usize, f64)>>,
     pub validation: Vec<Example>,
     pub validation_enc: Vec<Encoded>,
     pub test: Vec<Example>,
@@ -93,6 +97,55 @@ fn donor(train: &[Example], i: usize, seed: u64) -> Option<&str> {
         .map(|d| d.output.as_str())
 }
 
+/// `preference_pairs`: reads the train split's pairs of `pairs.jsonl` and maps each output to
+/// its row of `train`: a labelled row (the first `labelled`) with the same request id, else a
+/// row appended with weight 0 and no label (ranked only, batched with its group). Returns, per
+/// chosen row, its (rejected row, loss weight) pairs.
+fn preference_rows(
+    dataset_dir: &Path,
+    cfg: &TrainConfig,
+    train: &mut Vec<Example>,
+    labelled: usize,
+    dims: usize,
+) -> evalloop_core::Result<std::collections::HashMap<usize, Vec<(usize, f64)>>> {
+    let mut out: std::collections::HashMap<usize, Vec<(usize, f64)>> = Default::default();
+    if cfg.preference_pairs <= 0.0 {
+        return Ok(out);
+    }
+    let path = dataset_dir.join(evalloop_core::files::PAIRS_FILE);
+    if !path.exists() {
+        return Err(evalloop_core::Error::Input(format!(
+            "[train] preference_pairs: {} is missing (dataset build writes it when the store holds preferences)",
+            path.display()
+        )));
+    }
+    let mut row_of: std::collections::HashMap<String, usize> =
+        train[..labelled].iter().enumerate().map(|(i, e)| (e.request_id.clone(), i)).collect();
+    for p in data::read_pairs(&path, "train")? {
+        let mut row = |id: &str, output: &str| {
+            *row_of.entry(id.to_string()).or_insert_with(|| {
+                train.push(Example {
+                    request_id: id.to_string(),
+                    prompt: p.prompt.clone(),
+                    output: output.to_string(),
+                    label: 0.0,
+                    weight: 0.0,
+                    group: Some(p.group.clone()),
+                    labels: vec![None; dims],
+                });
+                train.len() - 1
+            })
+        };
+        let chosen = row(&p.request_id_chosen, &p.chosen);
+        let rejected = row(&p.request_id_rejected, &p.rejected);
+        let w = p.weight * cfg.preference_pairs;
+        if w > 0.0 {
+            out.entry(chosen).or_default().push((rejected, w));
+        }
+    }
+    Ok(out)
+}
+
 /// Reads and checks everything a run of `cfg` on `dataset_dir` needs (see [`Setup`]).
 pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Result<Setup> {
     cfg.validate("train config")?;
@@ -129,13 +182,14 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
     };
     let train_path = dataset_dir.join("train.jsonl");
     let mut train = data::read_split_with(&train_path, kind, &dimensions, false)?;
-    if train.is_empty() {
-        return Err(evalloop_core::Error::Input(format!("{}: no examples", train_path.display())));
-    }
     // Unlabelled outputs go after the labelled rows, with weight 0 (ranking pairs only).
     let labelled = train.len();
     if cfg.unlabelled {
         train.extend(data::read_unlabelled(&dataset_dir.join("unlabelled.jsonl"), dimensions.len())?);
+    }
+    let preferences = preference_rows(dataset_dir, cfg, &mut train, labelled, dimensions.len())?;
+    if labelled == 0 && preferences.is_empty() {
+        return Err(evalloop_core::Error::Input(format!("{}: no examples", train_path.display())));
     }
     let validation = data::read_split_with(&dataset_dir.join("validation.jsonl"), kind, &dimensions, true)?;
     let test = data::read_split_with(&dataset_dir.join("test.jsonl"), kind, &dimensions, true)?;
@@ -176,7 +230,10 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
     let validation_enc = enc(&validation)?;
     let test_enc = enc(&test)?;
 
-    let fingerprint = fingerprint(cfg, kind, &train, &train_enc);
+    let mut fingerprint_pairs: Vec<(usize, usize, f64)> =
+        preferences.iter().flat_map(|(c, v)| v.iter().map(|(r, w)| (*c, *r, *w))).collect();
+    fingerprint_pairs.sort_by_key(|p| (p.0, p.1));
+    let fingerprint = fingerprint(cfg, kind, &train, &train_enc, &fingerprint_pairs);
     Ok(Setup {
         kind,
         dimensions,
@@ -188,6 +245,7 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
         train_enc,
         train_corrupt,
         labelled,
+        preferences,
         validation,
         validation_enc,
         test,
@@ -199,7 +257,13 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
 /// What a checkpoint must agree with to be resumed: the config (less the device and
 /// checkpoint bookkeeping), the label kind and the training data (ids, labels, weights and
 /// token ids), as a hex SHA-256.
-fn fingerprint(cfg: &TrainConfig, kind: LabelKind, train: &[Example], train_enc: &[Encoded]) -> String {
+fn fingerprint(
+    cfg: &TrainConfig,
+    kind: LabelKind,
+    train: &[Example],
+    train_enc: &[Encoded],
+    pairs: &[(usize, usize, f64)],
+) -> String {
     let mut hasher = sha2::Sha256::new();
     let mut fp_cfg = cfg.clone();
     fp_cfg.device = String::new();
@@ -218,6 +282,11 @@ fn fingerprint(cfg: &TrainConfig, kind: LabelKind, train: &[Example], train_enc:
         for id in &e.ids {
             hasher.update(id.to_le_bytes());
         }
+    }
+    for (c, r, w) in pairs {
+        hasher.update((*c as u64).to_le_bytes());
+        hasher.update((*r as u64).to_le_bytes());
+        hasher.update(w.to_le_bytes());
     }
     hex::encode(hasher.finalize())
 }

@@ -130,7 +130,8 @@ pub(super) fn step_gradients(
 }
 
 /// Each micro-batch's ranking pairs, indices into its rows: the labelled pairs
-/// ([`loss::batch_pairs`], under a pairwise objective that uses labels), then each output with a
+/// ([`loss::batch_pairs`], under a pairwise objective that uses labels), the preference pairs
+/// (`preference_pairs`) with both outputs in it, then each output with a
 /// corrupted copy ranked above that copy (weight: the row's weight, 1 for an unlabelled output,
 /// times `corruption_pairs`). Also returns, per micro-batch, the positions of the rows that have
 /// a copy: the copies sit after the micro-batch's rows, in the order of their originals.
@@ -146,6 +147,21 @@ fn ranking_pairs(
     } else {
         vec![Vec::new(); micro.len()]
     };
+    if !setup.preferences.is_empty() {
+        // Preference pairs whose two outputs are both in the micro-batch (a group's outputs
+        // share one unless the group is larger than a batch).
+        for (p, idx) in pairs.iter_mut().zip(micro) {
+            let pos: std::collections::HashMap<usize, u32> =
+                idx.iter().enumerate().map(|(k, &i)| (i, k as u32)).collect();
+            for (k, i) in idx.iter().enumerate() {
+                for (rejected, w) in setup.preferences.get(i).into_iter().flatten() {
+                    if let Some(&r) = pos.get(rejected) {
+                        p.push((k as u32, r, *w));
+                    }
+                }
+            }
+        }
+    }
     let copies: Vec<Vec<usize>> =
         micro.iter().map(|idx| (0..idx.len()).filter(|&a| train_corrupt[idx[a]].is_some()).collect()).collect();
     for ((p, idx), c) in pairs.iter_mut().zip(micro).zip(&copies) {

@@ -1341,3 +1341,63 @@ fn blend_evaluator_blends_with_the_production_score() {
     train(&data_dir, &TrainConfig { blend_evaluator: false, ..cfg }, &out, false).unwrap();
     assert!(!out.join("blend.json").exists());
 }
+
+/// Preference pairs alone (no labelled train row) teach the within-group ranking that the
+/// labels would: the train split's rows become `pairs.jsonl` (each two outputs of a group, the
+/// better one chosen) and `train.jsonl` is emptied.
+#[test]
+fn preference_pairs_alone_raise_group_level_spearman() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, true);
+    let data = tmp.path().join("data");
+    write_ranking_dataset(&data, [24, 12, 12], 4);
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(data.join("train.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut pairs = String::new();
+    for a in &rows {
+        for b in &rows {
+            if a["group"] == b["group"] && a["label"].as_f64() > b["label"].as_f64() {
+                let row = serde_json::json!({
+                    "chosen": a["output"], "cohort": "(none)", "group": a["group"], "margin": 1,
+                    "prompt": a["prompt"], "rejected": b["output"], "request_id_chosen": a["request_id"],
+                    "request_id_rejected": b["request_id"], "split": "train", "weight": 1.0,
+                });
+                pairs.push_str(&format!("{row}\n"));
+            }
+        }
+    }
+    std::fs::write(data.join("train.jsonl"), "").unwrap();
+    let cfg = TrainConfig {
+        epochs: 8,
+        dropout: Some(0.0),
+        objective: Some(Objective::Pairwise),
+        eval_metric: EvalMetric::GroupSpearman,
+        preference_pairs: 1.0,
+        ..tiny_cfg(&base)
+    };
+    let missing = train(&data, &cfg, &tmp.path().join("x"), false).unwrap_err().to_string();
+    assert!(missing.contains("pairs.jsonl") && missing.contains("preference_pairs"), "{missing}");
+    std::fs::write(data.join("pairs.jsonl"), &pairs).unwrap();
+    let before =
+        train(&data, &TrainConfig { learning_rate: 1e-12, epochs: 1, ..cfg.clone() }, &tmp.path().join("b"), false)
+            .unwrap();
+    let after = train(&data, &cfg, &tmp.path().join("a"), false).unwrap();
+    let g0 = before.test.unwrap().group_spearman.unwrap();
+    let g1 = after.test.clone().unwrap().group_spearman.unwrap();
+    eprintln!("preference pairs toy: test group spearman {g0:.3} -> {g1:.3}");
+    assert!(g1 > 0.6 && g1 > g0 + 0.3, "{g0} -> {g1}");
+    // Without the pairs there is nothing to train on.
+    let none = TrainConfig { preference_pairs: 0.0, ..cfg.clone() };
+    let empty = train(&data, &none, &tmp.path().join("n"), false).unwrap_err().to_string();
+    assert!(empty.contains("no examples"), "{empty}");
+    // A pair row with a bad weight is an error naming the line and the field.
+    std::fs::write(data.join("pairs.jsonl"), pairs.replacen("\"weight\":1.0", "\"weight\":-1.0", 1)).unwrap();
+    let bad = train(&data, &cfg, &tmp.path().join("w"), false).unwrap_err().to_string();
+    assert!(bad.contains("pairs.jsonl:1") && bad.contains("weight"), "{bad}");
+    let err = TrainConfig::from_toml_str("[train]\npreference_pairs = 1.0\n", "f.toml").unwrap_err().to_string();
+    assert!(err.contains("preference_pairs") && err.contains("pairwise"), "{err}");
+}

@@ -7,6 +7,7 @@
 //! the store itself and its smaller reads.
 
 mod chunks;
+mod leases;
 mod query;
 mod queue;
 mod raw;
@@ -31,8 +32,8 @@ use crate::record::{EvalLog, FeedbackEvent, format_timestamp, from_micros};
 use chunks::PARALLEL_MIN_LOGS;
 use query::filter_sql;
 use scan::COHORT_WINDOW;
-use schema::DIMENSION_RATINGS_SQL;
 pub use schema::SCHEMA_VERSION;
+use schema::{DIMENSION_RATINGS_SQL, PREFERENCES_SQL};
 
 /// A store in one SQLite file.
 pub struct SqliteStore {
@@ -71,6 +72,8 @@ impl SqliteStore {
         };
         store.migrate()?;
         store.conn.execute_batch(DIMENSION_RATINGS_SQL).map_err(store.err())?;
+        store.conn.execute_batch(PREFERENCES_SQL).map_err(store.err())?;
+        store.conn.execute_batch(crate::store::leases::LEASES_SQL).map_err(store.err())?;
         store.conn.execute_batch(queue::QUEUE_TABLES_SQL).map_err(store.err())?;
         Ok(store)
     }
@@ -188,11 +191,14 @@ impl Store for SqliteStore {
         let mut s = self
             .conn
             .prepare_cached(
-                "SELECT request_id, feedback_type, value_num, value_text, user_id, ts, NULL FROM feedback_events
+                "SELECT request_id, feedback_type, value_num, value_text, user_id, ts, NULL, NULL FROM feedback_events
                  WHERE event_id = ?1
                  UNION ALL
-                 SELECT request_id, 'explicit_rating', value_num, NULL, user_id, ts, dimension FROM dimension_ratings
-                 WHERE event_id = ?1 LIMIT 1",
+                 SELECT request_id, 'explicit_rating', value_num, NULL, user_id, ts, dimension, NULL
+                 FROM dimension_ratings WHERE event_id = ?1
+                 UNION ALL
+                 SELECT request_id, 'explicit_preference', NULL, choice, user_id, ts, dimension, other_request_id
+                 FROM preferences WHERE event_id = ?1 LIMIT 1",
             )
             .map_err(&err)?;
         let mut out = Vec::with_capacity(event_ids.len());
@@ -228,6 +234,50 @@ impl Store for SqliteStore {
         Ok(out)
     }
 
+    fn preferences(&self, dimension: Option<&str>) -> StoreResult<Vec<FeedbackEvent>> {
+        let mut s = self
+            .conn
+            .prepare_cached(
+                "SELECT event_id, request_id, other_request_id, dimension, choice, user_id, ts FROM preferences
+                 WHERE dimension IS ?1 ORDER BY ts, event_id",
+            )
+            .map_err(self.err())?;
+        let rows = s.query_map([dimension], |r| rows::preference_row(r)).map_err(self.err())?;
+        let mut out = Vec::new();
+        for row in rows {
+            out.push(rows::stored_preference(row.map_err(self.err())?)?);
+        }
+        Ok(out)
+    }
+
+    fn lease_plan(&mut self, job: &str, ranges: &[crate::store::leases::PlannedRange]) -> StoreResult<bool> {
+        self.plan_leases(job, ranges)
+    }
+
+    fn lease_next(
+        &mut self,
+        job: &str,
+        worker: &str,
+        ttl_ms: i64,
+    ) -> StoreResult<Option<crate::store::leases::LeasedRange>> {
+        self.next_lease(job, worker, ttl_ms)
+    }
+
+    fn lease_finish(
+        &mut self,
+        job: &str,
+        range_no: i64,
+        worker: &str,
+        evaluator: &str,
+        scores: &[(String, f64)],
+    ) -> StoreResult<bool> {
+        self.finish_lease(job, range_no, worker, evaluator, scores)
+    }
+
+    fn lease_progress(&self, job: &str) -> StoreResult<crate::store::leases::LeaseProgress> {
+        self.leases_of(job)
+    }
+
     fn stats(&self) -> StoreResult<StoreStats> {
         let err = self.err();
         let count = |sql: &str| -> StoreResult<u64> {
@@ -241,6 +291,7 @@ impl Store for SqliteStore {
             feedback_events: count("SELECT COUNT(*) FROM feedback_events")?,
             orphaned_feedback: count("SELECT COUNT(*) FROM feedback_events WHERE log_id IS NULL")?,
             dimension_ratings: count("SELECT COUNT(*) FROM dimension_ratings")?,
+            preferences: count("SELECT COUNT(*) FROM preferences")?,
             ..Default::default()
         };
         st.feedback_by_type = self.counted(

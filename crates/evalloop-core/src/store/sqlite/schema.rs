@@ -169,6 +169,22 @@ pub(super) const DIMENSION_RATINGS_SQL: &str = "CREATE TABLE IF NOT EXISTS dimen
     );
     CREATE INDEX IF NOT EXISTS dimension_ratings_request ON dimension_ratings(request_id, dimension, value_num);";
 
+/// Preferences between two outputs (`explicit_preference` events), kept apart from
+/// `feedback_events` as dimension ratings are, so no human score or pointwise analysis counts
+/// them. Created on open for new and existing stores alike; keyed by request ids, so a
+/// preference that comes before its logs needs no attaching. `choice` is `a`, `b` or `tie`.
+pub(super) const PREFERENCES_SQL: &str = "CREATE TABLE IF NOT EXISTS preferences (
+        event_id TEXT PRIMARY KEY,
+        request_id TEXT NOT NULL,
+        other_request_id TEXT NOT NULL,
+        dimension TEXT,
+        choice TEXT NOT NULL,
+        user_id TEXT,
+        ts INTEGER NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS preferences_request ON preferences(request_id);
+    CREATE INDEX IF NOT EXISTS preferences_other ON preferences(other_request_id);";
+
 impl SqliteStore {
     /// Brings the file to [`SCHEMA_VERSION`]; a newer file is refused, a failed step leaves the
     /// file at its old version.

@@ -78,8 +78,9 @@ pub(super) fn insert_logs(store: &mut SqliteStore, logs: &[EvalLog]) -> StoreRes
     Ok(out)
 }
 
-/// [`Store::insert_feedback`](crate::store::Store::insert_feedback): events with a dimension
-/// go to `dimension_ratings`, the others to `feedback_events`.
+/// [`Store::insert_feedback`](crate::store::Store::insert_feedback): preferences go to
+/// `preferences`, other events with a dimension to `dimension_ratings`, the rest to
+/// `feedback_events`.
 pub(super) fn insert_feedback(store: &mut SqliteStore, events: &[FeedbackEvent]) -> StoreResult<BatchOutcome> {
     let err = store.err();
     let mut out = BatchOutcome::default();
@@ -98,12 +99,32 @@ pub(super) fn insert_feedback(store: &mut SqliteStore, events: &[FeedbackEvent])
              VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(event_id) DO NOTHING",
         )
         .map_err(&err)?;
+    let mut pref_stmt = store
+        .conn
+        .prepare_cached(
+            "INSERT INTO preferences (event_id, request_id, other_request_id, dimension, choice, user_id, ts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) ON CONFLICT(event_id) DO NOTHING",
+        )
+        .map_err(&err)?;
     let mut log_id = store.conn.prepare_cached("SELECT log_id FROM eval_logs WHERE request_id = ?1").map_err(&err)?;
     for e in events {
         let text = rows::stored_text(&e.value);
-        let id: Option<i64> = log_id.query_row([&e.request_id], |r| r.get(0)).optional().map_err(&err)?;
-        let n = match &e.dimension {
-            Some(d) => dim_stmt.execute(params![
+        let mut id: Option<i64> = log_id.query_row([&e.request_id], |r| r.get(0)).optional().map_err(&err)?;
+        if let (Some(b), Some(_)) = (&e.other_request_id, id) {
+            // A preference is orphaned while either of its outputs has no log.
+            id = log_id.query_row([b], |r| r.get(0)).optional().map_err(&err)?;
+        }
+        let n = match (&e.other_request_id, &e.dimension) {
+            (Some(b), d) => pref_stmt.execute(params![
+                e.event_id,
+                e.request_id,
+                b,
+                d,
+                e.value.to_json().as_str(),
+                e.user_id,
+                to_micros(&e.timestamp),
+            ]),
+            (None, Some(d)) => dim_stmt.execute(params![
                 e.event_id,
                 e.request_id,
                 d,
@@ -111,7 +132,7 @@ pub(super) fn insert_feedback(store: &mut SqliteStore, events: &[FeedbackEvent])
                 e.user_id,
                 to_micros(&e.timestamp),
             ]),
-            None => stmt.execute(params![
+            (None, None) => stmt.execute(params![
                 e.event_id,
                 e.request_id,
                 id,
