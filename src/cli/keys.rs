@@ -16,8 +16,8 @@ pub enum KeysWhat {
         /// A name for the key (letters, digits, '-', '_', '.'), used to list and revoke it.
         #[arg(long)]
         name: String,
-        /// ingest (post logs and feedback, make feedback tokens), read (summaries, metrics) or
-        /// admin (everything).
+        /// ingest (post logs and feedback, make feedback tokens), read (summaries, metrics),
+        /// annotate (label annotation queues on the review page) or admin (everything).
         #[arg(long, default_value = "ingest")]
         scope: String,
     },
@@ -35,7 +35,7 @@ pub fn run(settings: &Settings, what: KeysWhat) -> Result<Outcome> {
     match what {
         KeysWhat::Create { name, scope } => {
             let scope = Scope::parse(&scope)
-                .ok_or_else(|| Error::Input(format!("--scope {scope:?}: expected ingest, read or admin")))?;
+                .ok_or_else(|| Error::Input(format!("--scope {scope:?}: expected ingest, read, annotate or admin")))?;
             let key = ks.create(&name, scope).map_err(service_error)?;
             let text = format!(
                 "{key}\n(key {name:?}, scope {}: shown this once; send it as `Authorization: Bearer KEY`)",

@@ -28,6 +28,7 @@ mod impact;
 mod ingest;
 mod keys;
 mod preferences;
+mod queue;
 mod record;
 pub mod render;
 mod report;
@@ -54,6 +55,7 @@ pub use impact::ImpactArgs;
 pub use ingest::{IngestArgs, IngestWhat};
 pub use keys::KeysWhat;
 pub use preferences::PreferencesArgs;
+pub use queue::QueueWhat;
 pub use record::RecordArgs;
 pub use report::ReportArgs;
 pub use run::RunArgs;
@@ -147,6 +149,11 @@ pub enum Command {
         #[command(subcommand)]
         what: KeysWhat,
     },
+    /// Annotation queues: requests chosen for people to label, with selection probabilities.
+    Queue {
+        #[command(subcommand)]
+        what: QueueWhat,
+    },
 }
 
 /// Which requests an analysis covers.
@@ -229,6 +236,7 @@ pub fn run(cli: Cli) -> Result<Outcome> {
         Command::Run(a) => run::run(&settings, a),
         Command::Serve(a) => serve::run(&settings, a),
         Command::Keys { what } => keys::run(&settings, what),
+        Command::Queue { what } => queue::run(&settings, what),
     }
 }
 

@@ -208,6 +208,9 @@ pub struct DatasetCard {
     /// `pairs.jsonl`: absent when the store holds no preference.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub preference_pairs: Option<PairsCard>,
+    /// Examples whose request was labelled through an annotation queue; absent when none was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_examples: Option<usize>,
 }
 
 /// A cohort's line of the card.
@@ -277,6 +280,7 @@ impl DatasetCard {
             dimensions: None,
             unlabelled: None,
             preference_pairs: None,
+            queue_examples: None,
         }
     }
 
@@ -406,6 +410,7 @@ mod tests {
             ),
             unlabelled: Some(5),
             preference_pairs: None,
+            queue_examples: Some(2),
         }
     }
 

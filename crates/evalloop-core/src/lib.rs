@@ -23,6 +23,7 @@ pub mod ingest;
 pub mod json_row;
 pub mod jsonl;
 pub mod lines;
+pub mod queue;
 pub mod record;
 pub mod report;
 pub mod simulate;

@@ -226,6 +226,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/v1/feedback-tokens", post(routes::post_token))
         .route("/v1/snippet.js", get(routes::snippet))
         .merge(feedback)
+        .merge(crate::review::routes())
         .fallback(routes::not_found)
         .layer(DefaultBodyLimit::max(state.settings.max_body_bytes))
         .layer(middleware::from_fn_with_state(state.clone(), observe))
@@ -245,6 +246,12 @@ async fn observe(State(state): State<Arc<AppState>>, req: Request, next: Next) -
         Some("/v1/requests/{request_id}/summary") => "/v1/requests/{request_id}/summary",
         Some("/v1/feedback-tokens") => "/v1/feedback-tokens",
         Some("/v1/snippet.js") => "/v1/snippet.js",
+        Some("/review") => "/review",
+        Some("/review/login") => "/review/login",
+        Some("/review/logout") => "/review/logout",
+        Some("/review/assets/review.js") => "/review/assets/review.js",
+        Some("/review/queues/{queue}") => "/review/queues/{queue}",
+        Some("/review/queues/{queue}/answer") => "/review/queues/{queue}/answer",
         _ => "other",
     };
     let method = req.method().clone();

@@ -11,32 +11,36 @@ use sha2::{Digest, Sha256};
 use crate::{Result, ServeError};
 
 /// What a key may do. `admin` may do everything; `ingest` posts logs and feedback and makes
-/// feedback tokens; `read` reads summaries and metrics.
+/// feedback tokens; `read` reads summaries and metrics; `annotate` logs in to the review page
+/// and labels the items of annotation queues (the key's name is the reviewer).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Ingest,
     Read,
     Admin,
+    Annotate,
 }
 
 impl Scope {
-    /// Parses `ingest`, `read` or `admin`.
+    /// Parses `ingest`, `read`, `admin` or `annotate`.
     pub fn parse(s: &str) -> Option<Scope> {
         match s {
             "ingest" => Some(Scope::Ingest),
             "read" => Some(Scope::Read),
             "admin" => Some(Scope::Admin),
+            "annotate" => Some(Scope::Annotate),
             _ => None,
         }
     }
 
-    /// `ingest`, `read` or `admin`.
+    /// `ingest`, `read`, `admin` or `annotate`.
     pub fn as_str(self) -> &'static str {
         match self {
             Scope::Ingest => "ingest",
             Scope::Read => "read",
             Scope::Admin => "admin",
+            Scope::Annotate => "annotate",
         }
     }
 

@@ -9,6 +9,7 @@
 //! - [`reader`]: reads off the async workers.
 //! - [`app`], [`routes`]: the router, its layers, one handler per route.
 //! - [`metrics`], [`openapi`]: `/metrics` and `/v1/openapi.json`.
+//! - [`review`]: the review page, where people label annotation queues.
 
 pub mod app;
 pub mod body;
@@ -16,6 +17,7 @@ pub mod keys;
 pub mod metrics;
 pub mod openapi;
 pub mod reader;
+pub mod review;
 pub mod routes;
 pub mod settings;
 pub mod token;

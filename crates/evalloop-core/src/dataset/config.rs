@@ -22,6 +22,9 @@ pub enum Scheme {
     ClassBalance,
     DisagreementBoost,
     Normalize,
+    /// `min(1 / pi, max_weight)` for a request labelled through an annotation queue that drew it
+    /// with probability `pi`; 1 for the others.
+    Queue,
 }
 
 /// Which count makes a cohort's rate.

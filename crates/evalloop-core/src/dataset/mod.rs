@@ -42,6 +42,11 @@
 //! - `class_balance`: `N / (K * N_k)` for an example of class k (good/bad for binary,
 //!   good/neutral/bad for graded), N examples and K classes present, counted after `source`.
 //! - `disagreement_boost`: `disagreement_boost` (default 2) for disagreements, 1 otherwise.
+//! - `queue`: `min(1 / pi, max_weight)` for a request labelled through an annotation queue
+//!   (`evalloop queue`) that selected it with probability `pi` (the largest, when several
+//!   queues hold it), 1 for the others: inverse-probability weights that keep the actively
+//!   chosen labels unbiased for the whole traffic. Whether or not it is on, the card counts the
+//!   examples whose labels came from queues (`queue_examples`).
 //! - `normalize`: applied last whatever its position: every weight is divided by the mean weight
 //!   of the train split, so train weights average 1 (validation and test use the same divisor).
 //!
@@ -167,6 +172,9 @@ pub struct Plan {
     pub pairs: Vec<pairs::Pair>,
     /// The card's counts of the preferences (without the per-split ones).
     pub pairs_card: crate::files::PairsCard,
+    /// Request id -> the largest probability with which an annotation queue that got it
+    /// labelled selected it.
+    pub from_queues: BTreeMap<String, f64>,
 }
 
 /// Chooses the evaluator, reads the labelled requests of `window`, weights, subsamples and
@@ -266,6 +274,14 @@ pub fn plan(store: &dyn Store, window: &Filter, policy: &HumanPolicy, cfg: &Data
         )));
     }
     let factors = apply_weights(&mut examples, &rates, cfg);
+    let from_queues = crate::queue::labelled_probabilities(&store.queue_items(None)?, &store.queue_labels(None)?);
+    if cfg.weighting.contains(&Scheme::Queue) {
+        for e in &mut examples {
+            if let Some(p) = from_queues.get(&e.request_id) {
+                e.weight *= (1.0 / p).min(cfg.max_weight);
+            }
+        }
+    }
     let available = examples.len();
     let (examples, strata) = match cfg.max_examples {
         Some(m) => subsample(examples, m, cfg.min_per_stratum, cfg.seed),
@@ -292,6 +308,7 @@ pub fn plan(store: &dyn Store, window: &Filter, policy: &HumanPolicy, cfg: &Data
         available,
         pairs,
         pairs_card,
+        from_queues,
     })
 }
 
@@ -318,6 +335,7 @@ pub fn build_in(
         available,
         pairs,
         mut pairs_card,
+        from_queues,
     } = plan(store, window, policy, cfg)?;
     let split_of = |e: &LabelledRequest| splits.get(&e.group).copied().unwrap_or(Split::Train);
     let mut divisor = 1.0;
@@ -485,6 +503,19 @@ pub fn build_in(
     } else {
         None
     };
+    let queue_examples = examples.iter().filter(|e| from_queues.contains_key(&e.request_id)).count();
+    if queue_examples > 0 {
+        let _ = writeln!(
+            text,
+            "  labels from annotation queues: {queue_examples} of {} examples ({})",
+            examples.len(),
+            if cfg.weighting.contains(&Scheme::Queue) {
+                "weighted by 1 / selection probability"
+            } else {
+                "not weighted by their selection probability: add \"queue\" to weighting"
+            }
+        );
+    }
     for wmsg in &warnings {
         tracing::warn!("{wmsg}");
     }
@@ -524,6 +555,7 @@ pub fn build_in(
         dimensions: (!cfg.dimensions.is_empty()).then_some(dimension_card),
         unlabelled,
         preference_pairs: (pairs_card.events > 0).then_some(pairs_card),
+        queue_examples: (queue_examples > 0).then_some(queue_examples),
     };
     let card_value = sorted_value(&card, CARD_FILE)?;
     atomic::write_json_pretty(&out.join(CARD_FILE), &card_value)?;

@@ -81,7 +81,8 @@ pub fn apply_weights(
     for (e, cb) in examples.iter_mut().zip(balance) {
         for s in &cfg.weighting {
             let f = match s {
-                Scheme::None | Scheme::Normalize => 1.0,
+                // `queue` reads the store's queue items: applied by `build_in`.
+                Scheme::None | Scheme::Normalize | Scheme::Queue => 1.0,
                 Scheme::InverseRate => {
                     factors.get(&e.cohort).and_then(|f| f.get("inverse_rate")).copied().unwrap_or(1.0)
                 }

@@ -712,6 +712,7 @@ mod tests {
             available: 0,
             pairs: Vec::new(),
             pairs_card: Default::default(),
+            from_queues: BTreeMap::new(),
         };
         let meta = |c: &str, class: &'static str| Meta { cohort: c.into(), class, is_disagreement: false };
         let rows = [meta("a", "good"), meta("b", "good"), meta("b", "bad")];

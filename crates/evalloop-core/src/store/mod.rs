@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use crate::feedback::HumanPolicy;
+use crate::queue::{QueueItem, QueueLabel, QueueSpec};
 use crate::record::{EvalLog, FeedbackEvent};
 
 /// Errors from a store backend.
@@ -554,6 +555,21 @@ pub trait Store {
     fn run(&self, id: &str) -> StoreResult<Option<RunRecord>> {
         Ok(self.runs()?.into_iter().find(|r| r.id == id))
     }
+
+    /// Stores a new annotation queue and its items (tables `review_queues`, `queue_items`); a
+    /// name in use is an input error. Call between [`Store::begin`] and [`Store::commit`].
+    fn create_queue(&mut self, spec: &QueueSpec, items: &[QueueItem]) -> StoreResult<()>;
+    /// Every queue, by name.
+    fn queues(&self) -> StoreResult<Vec<QueueSpec>>;
+    /// The queue named `name`, if any.
+    fn queue(&self, name: &str) -> StoreResult<Option<QueueSpec>>;
+    /// The items of queue `queue` by position (`None`: of every queue, by queue then position).
+    fn queue_items(&self, queue: Option<&str>) -> StoreResult<Vec<QueueItem>>;
+    /// Reviewers' answers on queue `queue` (`None`: on every queue), oldest first.
+    fn queue_labels(&self, queue: Option<&str>) -> StoreResult<Vec<QueueLabel>>;
+    /// Records reviewers' answers (table `queue_labels`); an answer by the same reviewer on the
+    /// same request of the same queue is a duplicate and changes nothing.
+    fn insert_queue_labels(&mut self, labels: &[QueueLabel]) -> StoreResult<BatchOutcome>;
 }
 
 /// Opens the store a `--db` value names: a `postgres://` URL or a SQLite file path.

@@ -24,6 +24,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::types::{ToSql, Type};
 use postgres::{Client, NoTls, Row};
 
+mod queue;
+
 use super::rows;
 use super::{
     BatchOutcome, CohortStats, DimensionScore, EditedOutput, EvaluatedRequest, Filter, RaterEvent, RequestText,
@@ -393,6 +395,7 @@ impl PostgresStore {
         };
         store.migrate()?;
         store.create_dimension_ratings()?;
+        store.create_queue_tables()?;
         Ok(store)
     }
 
@@ -1239,6 +1242,30 @@ impl Store for PostgresStore {
             &Params::default(),
             rows::run_record,
         )
+    }
+
+    fn create_queue(&mut self, spec: &crate::queue::QueueSpec, items: &[crate::queue::QueueItem]) -> StoreResult<()> {
+        self.in_transaction(|s| queue::create_queue(s, spec, items))
+    }
+
+    fn queues(&self) -> StoreResult<Vec<crate::queue::QueueSpec>> {
+        queue::queues(self)
+    }
+
+    fn queue(&self, name: &str) -> StoreResult<Option<crate::queue::QueueSpec>> {
+        queue::queue(self, name)
+    }
+
+    fn queue_items(&self, q: Option<&str>) -> StoreResult<Vec<crate::queue::QueueItem>> {
+        queue::queue_items(self, q)
+    }
+
+    fn queue_labels(&self, q: Option<&str>) -> StoreResult<Vec<crate::queue::QueueLabel>> {
+        queue::queue_labels(self, q)
+    }
+
+    fn insert_queue_labels(&mut self, labels: &[crate::queue::QueueLabel]) -> StoreResult<BatchOutcome> {
+        self.in_transaction(|s| queue::insert_queue_labels(s, labels))
     }
 }
 

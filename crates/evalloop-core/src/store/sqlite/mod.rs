@@ -9,6 +9,7 @@
 mod chunks;
 mod leases;
 mod query;
+mod queue;
 mod raw;
 mod scan;
 mod schema;
@@ -74,6 +75,7 @@ impl SqliteStore {
         store.conn.execute_batch(PREFERENCES_SQL).map_err(store.err())?;
         store.conn.execute_batch(crate::store::leases::LEASES_SQL).map_err(store.err())?;
         store.add_edited_output()?;
+        store.conn.execute_batch(queue::QUEUE_TABLES_SQL).map_err(store.err())?;
         Ok(store)
     }
 
@@ -476,6 +478,30 @@ impl Store for SqliteStore {
             .map_err(self.err())?;
         let rows = s.query_map([], |r| rows::run_record(r)).map_err(self.err())?;
         rows.collect::<Result<_, _>>().map_err(self.err())
+    }
+
+    fn create_queue(&mut self, spec: &crate::queue::QueueSpec, items: &[crate::queue::QueueItem]) -> StoreResult<()> {
+        queue::create_queue(self, spec, items)
+    }
+
+    fn queues(&self) -> StoreResult<Vec<crate::queue::QueueSpec>> {
+        queue::queues(self)
+    }
+
+    fn queue(&self, name: &str) -> StoreResult<Option<crate::queue::QueueSpec>> {
+        queue::queue(self, name)
+    }
+
+    fn queue_items(&self, q: Option<&str>) -> StoreResult<Vec<crate::queue::QueueItem>> {
+        queue::queue_items(self, q)
+    }
+
+    fn queue_labels(&self, q: Option<&str>) -> StoreResult<Vec<crate::queue::QueueLabel>> {
+        queue::queue_labels(self, q)
+    }
+
+    fn insert_queue_labels(&mut self, labels: &[crate::queue::QueueLabel]) -> StoreResult<BatchOutcome> {
+        queue::insert_queue_labels(self, labels)
     }
 }
 

@@ -1,0 +1,288 @@
+//! The strategies' priorities over a population read from the store, and `queue create`: the
+//! priorities through the sampling design into stored items.
+//!
+//! The population is every request in the window that `evaluator` scored (and, for the
+//! strategies that compare scores, that the other evaluators scored too). Priorities:
+//! - `random`: 1 for every request.
+//! - `disagreement`: `|s_evaluator - s_against|`, both `overall` scores in [0, 1] (the base
+//!   evaluator against the latest retrained one, scored into the store by `evalloop score`).
+//! - `uncertainty`: the standard deviation of the `overall` scores of the ensemble's members
+//!   (`members`, each scored into the store under its own evaluator name): the members of a
+//!   retrained ensemble (`[train] seeds`) disagree where the training data leaves the model
+//!   unsure. At least two members.
+//! - `cohort-balanced`: `1 / (N_c * (1 + h_c))` for a request of cohort c, where `N_c` is the
+//!   cohort's requests in the population and `h_c` its requests that already have a human score:
+//!   each cohort's share of the queue falls with the human scores it already has, and is spread
+//!   evenly inside the cohort.
+//! - `mix`: the mean of the priorities, each divided by its sum, of `cohort-balanced` and of
+//!   `disagreement` (when `against` is given) and `uncertainty` (when `members` are).
+//!
+//! The priorities then become selection weights with the floor and inclusion probabilities for
+//! `size` items (see `design.rs`).
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::Utc;
+
+use super::design::{floored_weights, inclusion_probabilities, systematic_sample};
+use super::{QueueItem, QueueKind, QueueSpec, Strategy, check_name};
+use crate::feedback::HumanPolicy;
+use crate::store::{Filter, Store};
+use crate::{Error, Result};
+
+/// What `queue create` asks for.
+#[derive(Debug, Clone)]
+pub struct CreateOptions {
+    pub name: String,
+    pub kind: QueueKind,
+    pub strategy: Strategy,
+    pub size: usize,
+    /// Default 1.
+    pub reviewers_per_item: usize,
+    pub dimension: Option<String>,
+    /// `None`: the store's only evaluator.
+    pub evaluator: Option<String>,
+    pub against: Option<String>,
+    pub members: Vec<String>,
+    /// The uniform share of the selection weights, in [0, 1]; default 0.2.
+    pub floor: f64,
+    pub seed: u64,
+    /// The window (its evaluator is ignored).
+    pub window: Filter,
+    /// Leave out the requests that already have a human score (under the policy): rounds of
+    /// active learning label new requests. The probabilities are then those of a draw from the
+    /// requests left, and estimates from the queue are about them.
+    pub exclude_labelled: bool,
+}
+
+/// A population request with its priority.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub request_id: String,
+    pub priority: f64,
+}
+
+fn scores_of(store: &dyn Store, window: &Filter, evaluator: &str) -> Result<BTreeMap<String, (f64, Option<String>)>> {
+    let f = Filter { evaluator: Some(evaluator.to_string()), ..window.clone() };
+    Ok(store.evaluated_requests(&f)?.into_iter().map(|r| (r.request_id, (r.eval_score, r.cohort))).collect())
+}
+
+fn normalised(v: &[f64]) -> Vec<f64> {
+    let s: f64 = v.iter().sum();
+    if s > 0.0 { v.iter().map(|x| x / s).collect() } else { vec![1.0 / v.len() as f64; v.len()] }
+}
+
+/// The population and each request's priority under `o`'s strategy, ordered by request id.
+pub fn priorities(
+    store: &dyn Store,
+    policy: &HumanPolicy,
+    o: &CreateOptions,
+    evaluator: &str,
+) -> Result<Vec<Candidate>> {
+    let base = scores_of(store, &o.window, evaluator)?;
+    let need_against = matches!(o.strategy, Strategy::Disagreement);
+    let need_members = matches!(o.strategy, Strategy::Uncertainty);
+    if need_against && o.against.is_none() {
+        return Err(Error::Input("--strategy disagreement needs --against EVALUATOR (the retrained one)".into()));
+    }
+    if need_members && o.members.len() < 2 {
+        return Err(Error::Input(format!(
+            "--strategy uncertainty needs --members with at least two evaluators (the members of a retrained \
+             ensemble, each scored into the store); got {}",
+            o.members.len()
+        )));
+    }
+    let known = store.evaluators()?;
+    for e in o.against.iter().chain(&o.members) {
+        if !known.contains(e) {
+            return Err(Error::Input(format!(
+                "evaluator {e:?} has no scores in the store (it has: {})",
+                known.join(", ")
+            )));
+        }
+    }
+    let use_against = o.against.is_some() && matches!(o.strategy, Strategy::Disagreement | Strategy::Mix);
+    let use_members = o.members.len() >= 2 && matches!(o.strategy, Strategy::Uncertainty | Strategy::Mix);
+    let against = match (&o.against, use_against) {
+        (Some(a), true) => Some(scores_of(store, &o.window, a)?),
+        _ => None,
+    };
+    let members: Vec<BTreeMap<String, (f64, Option<String>)>> = if use_members {
+        o.members.iter().map(|m| scores_of(store, &o.window, m)).collect::<Result<_>>()?
+    } else {
+        Vec::new()
+    };
+    let labelled: std::collections::HashSet<String> = if o.exclude_labelled {
+        let q = crate::store::ScoredQuery {
+            filter: Filter { evaluator: Some(evaluator.to_string()), ..o.window.clone() },
+            policy: policy.clone(),
+            ..Default::default()
+        };
+        store.scored_requests(&q)?.into_iter().map(|r| r.request_id).collect()
+    } else {
+        Default::default()
+    };
+    // The population: the base evaluator's requests that every other evaluator used scored.
+    let ids: Vec<&String> = base
+        .keys()
+        .filter(|id| !labelled.contains(*id))
+        .filter(|id| against.as_ref().is_none_or(|a| a.contains_key(*id)))
+        .filter(|id| members.iter().all(|m| m.contains_key(*id)))
+        .collect();
+    let disagreement: Vec<f64> = match &against {
+        Some(a) => ids.iter().map(|id| (base[*id].0 - a[*id].0).abs()).collect(),
+        None => Vec::new(),
+    };
+    let uncertainty: Vec<f64> = if members.is_empty() {
+        Vec::new()
+    } else {
+        ids.iter()
+            .map(|id| {
+                let v: Vec<f64> = members.iter().map(|m| m[*id].0).collect();
+                let mean = v.iter().sum::<f64>() / v.len() as f64;
+                (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt()
+            })
+            .collect()
+    };
+    let balanced = || -> Result<Vec<f64>> {
+        let f = Filter { evaluator: Some(evaluator.to_string()), ..o.window.clone() };
+        let labelled: HashMap<Option<String>, u64> =
+            store.cohort_stats(&f, policy)?.into_iter().map(|c| (c.cohort, c.with_human_score)).collect();
+        let mut size: HashMap<&Option<String>, usize> = HashMap::new();
+        for id in &ids {
+            *size.entry(&base[*id].1).or_default() += 1;
+        }
+        Ok(ids
+            .iter()
+            .map(|id| {
+                let c = &base[*id].1;
+                let h = labelled.get(c).copied().unwrap_or(0) as f64;
+                1.0 / (size[c] as f64 * (1.0 + h))
+            })
+            .collect())
+    };
+    let priority: Vec<f64> = match o.strategy {
+        Strategy::Random => vec![1.0; ids.len()],
+        Strategy::Disagreement => disagreement,
+        Strategy::Uncertainty => uncertainty,
+        Strategy::CohortBalanced => balanced()?,
+        Strategy::Mix => {
+            let mut parts = vec![normalised(&balanced()?)];
+            if !disagreement.is_empty() {
+                parts.push(normalised(&disagreement));
+            }
+            if !uncertainty.is_empty() {
+                parts.push(normalised(&uncertainty));
+            }
+            (0..ids.len()).map(|i| parts.iter().map(|p| p[i]).sum::<f64>() / parts.len() as f64).collect()
+        }
+    };
+    Ok(ids.into_iter().zip(priority).map(|(id, p)| Candidate { request_id: id.clone(), priority: p }).collect())
+}
+
+/// Draws a queue of `o.size` items and stores it with its spec; returns both. Refuses a name in
+/// use, a size above the population, `preference` queues (not yet supported), and strategies
+/// missing their inputs.
+pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) -> Result<(QueueSpec, Vec<QueueItem>)> {
+    check_name(&o.name).map_err(Error::Input)?;
+    if o.kind == QueueKind::Preference {
+        return Err(Error::Input(
+            "--kind preference is not yet supported by annotation queues (pairs of outputs of one group, \
+             answered as explicit_preference events); use rating or thumbs"
+                .into(),
+        ));
+    }
+    if o.kind == QueueKind::Thumbs && o.dimension.is_some() {
+        return Err(Error::Input("--dimension applies to rating queues; thumbs carry no dimension".into()));
+    }
+    if let Some(d) = &o.dimension
+        && !crate::record::is_dimension_name(d)
+    {
+        return Err(Error::Input(format!("--dimension {d:?} is not a dimension name ([a-z0-9_]+)")));
+    }
+    if o.size == 0 {
+        return Err(Error::Input("--size 0: a queue needs at least one item".into()));
+    }
+    if o.reviewers_per_item == 0 {
+        return Err(Error::Input("--reviewers-per-item 0: each item needs at least one reviewer".into()));
+    }
+    if !(o.floor.is_finite() && (0.0..=1.0).contains(&o.floor)) {
+        return Err(Error::Input(format!("--floor {}: expected a number within [0, 1]", o.floor)));
+    }
+    if o.strategy != Strategy::Random && o.floor == 0.0 {
+        tracing::warn!("--floor 0: requests with priority 0 cannot be drawn, and estimates cover only the others");
+    }
+    if store.queue(&o.name)?.is_some() {
+        return Err(Error::Input(format!("a queue named {:?} exists already", o.name)));
+    }
+    let known = store.evaluators()?;
+    let evaluator = match &o.evaluator {
+        Some(e) if known.contains(e) => e.clone(),
+        Some(e) => {
+            return Err(Error::Input(format!(
+                "--evaluator {e:?} has no scores in the store (it has: {})",
+                known.join(", ")
+            )));
+        }
+        None if known.len() == 1 => known[0].clone(),
+        None if known.is_empty() => {
+            return Err(Error::Input(format!("store {} has no scored requests", store.location())));
+        }
+        None => {
+            return Err(Error::Input(format!(
+                "the store has several evaluators ({}); name the population's with --evaluator",
+                known.join(", ")
+            )));
+        }
+    };
+    let cands = priorities(store, policy, o, &evaluator)?;
+    if cands.len() < o.size {
+        return Err(Error::Input(format!(
+            "--size {}: the population has only {} request(s) scored by {}",
+            o.size,
+            cands.len(),
+            [Some(&evaluator), o.against.as_ref()].into_iter().flatten().cloned().collect::<Vec<_>>().join(" and ")
+        )));
+    }
+    let prios: Vec<f64> = cands.iter().map(|c| c.priority).collect();
+    let floor = if o.strategy == Strategy::Random { 1.0 } else { o.floor };
+    let pi = inclusion_probabilities(&floored_weights(&prios, floor), o.size);
+    let taken = systematic_sample(&pi, crate::hash::hash64(&[&o.name, &o.seed.to_string()]));
+    let items: Vec<QueueItem> = taken
+        .iter()
+        .enumerate()
+        .map(|(pos, &i)| QueueItem {
+            queue: o.name.clone(),
+            position: pos as u32,
+            request_id: cands[i].request_id.clone(),
+            probability: pi[i],
+            priority: cands[i].priority,
+        })
+        .collect();
+    let spec = QueueSpec {
+        name: o.name.clone(),
+        kind: o.kind,
+        strategy: o.strategy,
+        size: items.len(),
+        reviewers_per_item: o.reviewers_per_item,
+        dimension: o.dimension.clone(),
+        evaluator,
+        against: o.against.clone(),
+        members: o.members.clone(),
+        floor,
+        population: cands.len(),
+        seed: o.seed,
+        since: o.window.since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        until: o.window.until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
+        created_at: Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    };
+    store.begin()?;
+    match store.create_queue(&spec, &items) {
+        Ok(()) => store.commit()?,
+        Err(e) => {
+            let _ = store.rollback();
+            return Err(e.into());
+        }
+    }
+    Ok((spec, items))
+}

@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# Active learning with annotation queues, measured: a simulated reviewer labels the picks of
+# `random` and `disagreement` queues in rounds; after each round the evaluator is retrained with
+# configs/weekly.toml's [train] settings and scored on held-out groups (group-level Spearman per
+# round); then the coverage of the inverse-probability intervals over repeated queue draws.
+# The figures are in BENCHMARKS.md ("Annotation queues") and docs/guide/queues.md.
+#
+# Usage: scripts/bench/active.sh [JUDGEMENTS_DIR] [-- DRIVER OPTIONS]
+#   default: Newsroom coherence, 12 held-out groups, seeds 1 2, 3 rounds of 40 labels,
+#   rater noise sd 0.5, coverage over 200 draws of 60 items (see scripts/bench/active_driver.py --help)
+# Needs: a release build (cargo build --release), the base model in the hub cache
+# (scripts/fetch-model.sh), python3 (standard library only). About 10 training runs of 1-2
+# minutes each on a quiet 2-core machine.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+DATA="${1:-}"
+[[ "$DATA" == "--" ]] && DATA=""
+if [[ -z "$DATA" ]]; then
+  for d in ../shared/data/judgements ../../shared/data/judgements /work/shared/data/judgements; do
+    [[ -d "$d" ]] && DATA="$d" && break
+  done
+else
+  shift
+fi
+[[ -d "$DATA" ]] || { echo "no judgements directory; pass it as the first argument" >&2; exit 2; }
+[[ "${1:-}" == "--" ]] && shift
+BIN="${EVALLOOP_BIN:-${CARGO_TARGET_DIR:-target}/release/evalloop}"
+[[ -x "$BIN" ]] || cargo build --release
+WORK="$(mktemp -d)"
+trap 'rm -rf "$WORK"' EXIT
+# configs/weekly.toml's [train] settings (and its corruption mix), nothing else.
+python3 - configs/weekly.toml "$WORK/train.toml" <<'PY'
+import sys
+src, dst = sys.argv[1], sys.argv[2]
+out, keep = [], False
+for line in open(src):
+    s = line.strip()
+    if s.startswith("["):
+        keep = s.startswith("[train")
+    if keep:
+        out.append(line)
+open(dst, "w").write("".join(out))
+PY
+python3 scripts/bench/active_driver.py "$BIN" "$DATA" "$WORK/run" --train-config "$WORK/train.toml" "$@"

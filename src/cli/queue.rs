@@ -1,0 +1,381 @@
+//! `evalloop queue`: annotation queues: create one with a selection strategy, list them, show a
+//! queue's progress, agreement and inverse-probability estimate, export its items and labels.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+use serde::Serialize;
+
+use super::{FilterArgs, Outcome, render, to_json};
+use crate::analysis::{RaterAgreementOptions, rater_agreement_of};
+use crate::config::Settings;
+use crate::queue::{self, CreateOptions, LabelOutcome, QueueItem, QueueKind, QueueLabel, QueueSpec, Strategy};
+use crate::record::{FeedbackEvent, FeedbackType, FeedbackValue};
+use crate::stats::Undefined;
+use crate::store::{self, RaterEvent, Store};
+use crate::text::escape;
+use crate::{Error, Result};
+
+#[derive(Debug, Subcommand)]
+pub enum QueueWhat {
+    /// Draw a queue of requests for people to label (each with its selection probability).
+    Create(CreateArgs),
+    /// Every queue with its progress.
+    List,
+    /// A queue's progress per reviewer, agreement so far and the IPW mean of its labels.
+    Show(ShowArgs),
+    /// A queue's items, selection probabilities and labels as JSON Lines.
+    Export(ExportArgs),
+    /// Answers given elsewhere (JSON Lines: request_id, reviewer, answer, comment).
+    Import(ImportArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    pub name: String,
+    /// JSON Lines of {"request_id", "reviewer", "answer": 1-5 | "up" | "down" | "skip", "comment"}.
+    pub file: PathBuf,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The queue's name (letters, digits, '-', '_', '.').
+    #[arg(long)]
+    pub name: String,
+    /// How requests are chosen; see docs/guide/queues.md.
+    #[arg(long, value_enum)]
+    pub strategy: Strategy,
+    /// Items in the queue.
+    #[arg(long)]
+    pub size: usize,
+    /// People who label each item.
+    #[arg(long, default_value_t = 1)]
+    pub reviewers_per_item: usize,
+    /// Rate this human dimension (rating queues), e.g. coherence.
+    #[arg(long)]
+    pub dimension: Option<String>,
+    /// What reviewers answer (preference: not yet supported).
+    #[arg(long, value_enum, default_value_t = QueueKind::Rating)]
+    pub kind: QueueKind,
+    /// The evaluator compared with --evaluator (disagreement, mix): the retrained one.
+    #[arg(long)]
+    pub against: Option<String>,
+    /// Evaluators holding an ensemble's members' scores, comma-separated (uncertainty, mix).
+    #[arg(long, value_delimiter = ',')]
+    pub members: Vec<String>,
+    /// The uniform share of the selection weights, in [0, 1] (every request keeps a chance).
+    #[arg(long, default_value_t = 0.2)]
+    pub floor: f64,
+    /// Seed of the draw.
+    #[arg(long, default_value_t = 7)]
+    pub seed: u64,
+    /// Leave out requests that already have a human score (rounds of active learning).
+    #[arg(long)]
+    pub exclude_labelled: bool,
+    /// The window and the population's evaluator.
+    #[command(flatten)]
+    pub filter: FilterArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    pub name: String,
+    /// Bootstrap resamples for the interval of the agreement (0: none).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstrap: usize,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    pub name: String,
+    /// Write the JSON Lines here instead of stdout.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Runs a `queue` subcommand.
+pub fn run(settings: &Settings, what: QueueWhat) -> Result<Outcome> {
+    let mut store = store::open(&settings.db)?;
+    match what {
+        QueueWhat::Create(a) => create(settings, store.as_mut(), a),
+        QueueWhat::List => list(store.as_ref()),
+        QueueWhat::Show(a) => show(store.as_ref(), a),
+        QueueWhat::Export(a) => export(store.as_ref(), a),
+        QueueWhat::Import(a) => {
+            let spec = find(store.as_ref(), &a.name)?;
+            let n = queue::import_answers(store.as_mut(), &spec, &a.file, chrono::Utc::now())?;
+            let text =
+                format!("queue {}: {} answer(s) stored, {} given already", escape(&spec.name), n.stored, n.duplicate);
+            Ok(Outcome::ok(text, to_json(&n)))
+        }
+    }
+}
+
+fn create(settings: &Settings, store: &mut dyn Store, a: CreateArgs) -> Result<Outcome> {
+    if a.filter.cohort.is_some() {
+        return Err(Error::Input("--cohort: a queue draws from every cohort; use --strategy cohort-balanced".into()));
+    }
+    let window = a.filter.resolve()?;
+    let o = CreateOptions {
+        name: a.name,
+        kind: a.kind,
+        strategy: a.strategy,
+        size: a.size,
+        reviewers_per_item: a.reviewers_per_item,
+        dimension: a.dimension,
+        evaluator: window.evaluator.clone(),
+        against: a.against,
+        members: a.members,
+        floor: a.floor,
+        seed: a.seed,
+        window,
+        exclude_labelled: a.exclude_labelled,
+    };
+    let (spec, items) = queue::create(store, &settings.policy, &o)?;
+    let (lo, hi) =
+        items.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), i| (lo.min(i.probability), hi.max(i.probability)));
+    let text = format!(
+        "queue {}: {} {} items drawn by {} from {} requests scored by {} (selection probabilities {:.4} to {:.4}); \
+         {} reviewer(s) per item\nlabel them on `evalloop serve`'s review page: /review/queues/{}",
+        escape(&spec.name),
+        spec.size,
+        spec.kind.as_str(),
+        spec.strategy.as_str(),
+        spec.population,
+        escape(&spec.evaluator),
+        lo,
+        hi,
+        spec.reviewers_per_item,
+        escape(&spec.name),
+    );
+    Ok(Outcome::ok(text, serde_json::json!({ "queue": spec, "items": items })))
+}
+
+fn list(store: &dyn Store) -> Result<Outcome> {
+    let specs = store.queues()?;
+    let items = store.queue_items(None)?;
+    let labels = store.queue_labels(None)?;
+    let mut text = format!(
+        "{:<24} {:<8} {:<16} {:>6} {:>6} {:>8} {:>9}\n",
+        "queue", "kind", "strategy", "items", "done", "labels", "reviewers"
+    );
+    let mut rows = Vec::new();
+    for s in &specs {
+        let it: Vec<QueueItem> = items.iter().filter(|i| i.queue == s.name).cloned().collect();
+        let la: Vec<QueueLabel> = labels.iter().filter(|l| l.queue == s.name).cloned().collect();
+        let p = queue::progress(s, &it, &la);
+        let _ = writeln!(
+            text,
+            "{:<24} {:<8} {:<16} {:>6} {:>6} {:>8} {:>9}",
+            escape(&s.name),
+            s.kind.as_str(),
+            s.strategy.as_str(),
+            p.items,
+            p.done,
+            p.labels,
+            p.reviewers.len()
+        );
+        rows.push(serde_json::json!({ "queue": s, "progress": p }));
+    }
+    if specs.is_empty() {
+        text = "no queues; make one with `evalloop queue create`".into();
+    }
+    Ok(Outcome::ok(text.trim_end().to_string(), serde_json::json!({ "queues": rows })))
+}
+
+/// The queue named `name`, or an input error listing the others.
+fn find(store: &dyn Store, name: &str) -> Result<QueueSpec> {
+    store.queue(name)?.ok_or_else(|| {
+        let names: Vec<String> = store.queues().map(|q| q.into_iter().map(|s| s.name).collect()).unwrap_or_default();
+        Error::Input(format!(
+            "no queue named {name:?} (queues: {})",
+            if names.is_empty() { "none".into() } else { names.join(", ") }
+        ))
+    })
+}
+
+/// The label events of a queue's answers, by event id.
+fn label_events(store: &dyn Store, labels: &[QueueLabel]) -> Result<BTreeMap<String, FeedbackEvent>> {
+    let ids: Vec<&str> = labels.iter().filter_map(|l| l.event_id.as_deref()).collect();
+    let mut comment_ids: Vec<String> = ids.iter().map(|i| format!("{i}:comment")).collect();
+    comment_ids.extend(ids.iter().map(|i| i.to_string()));
+    let refs: Vec<&str> = comment_ids.iter().map(String::as_str).collect();
+    Ok(store.stored_events(&refs)?.into_iter().flatten().map(|e| (e.event_id.clone(), e)).collect())
+}
+
+/// A label's value on the queue's scale: a rating 1-5, a thumb 1 (up) or 0 (down).
+fn value_of(e: &FeedbackEvent) -> Option<f64> {
+    match (e.feedback_type, &e.value) {
+        (FeedbackType::Rating, FeedbackValue::Rating(r)) => Some(f64::from(*r)),
+        (FeedbackType::ThumbsUp, _) => Some(1.0),
+        (FeedbackType::ThumbsDown, _) => Some(0.0),
+        _ => None,
+    }
+}
+
+fn show(store: &dyn Store, a: ShowArgs) -> Result<Outcome> {
+    super::check_bootstrap(a.bootstrap)?;
+    let spec = find(store, &a.name)?;
+    let items = store.queue_items(Some(&spec.name))?;
+    let labels = store.queue_labels(Some(&spec.name))?;
+    let events = label_events(store, &labels)?;
+    let p = queue::progress(&spec, &items, &labels);
+
+    // Agreement so far: the existing agreement code over the queue's labels alone.
+    let rater_events: Vec<RaterEvent> = labels
+        .iter()
+        .filter_map(|l| events.get(l.event_id.as_deref()?))
+        .map(|e| RaterEvent { cohort: None, use_case: None, eval_score: None, event: e.clone() })
+        .collect();
+    let hidden = Undefined::new("reviewers do not see the evaluator's score; `evalloop agreement` gives the ceiling");
+    let opts =
+        RaterAgreementOptions { bootstrap: a.bootstrap, dimension: spec.dimension.clone(), ..Default::default() };
+    let mut agreement = rater_agreement_of(items.len(), &rater_events, Err(&hidden), &opts);
+    if spec.kind == QueueKind::Rating {
+        // A rating queue holds no thumbs: leave out their (empty) matrix.
+        agreement.thumbs = None;
+    }
+
+    // The mean label, each item its reviewers' mean, weighted by 1 / selection probability.
+    let mut per_item: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
+    for l in labels.iter().filter(|l| l.outcome == LabelOutcome::Labelled) {
+        if let Some(v) = l.event_id.as_deref().and_then(|id| events.get(id)).and_then(value_of) {
+            per_item.entry(l.request_id.as_str()).or_default().push(v);
+        }
+    }
+    let pairs: Vec<(f64, f64)> = items
+        .iter()
+        .filter_map(|i| {
+            let v = per_item.get(i.request_id.as_str())?;
+            Some((v.iter().sum::<f64>() / v.len() as f64, i.probability))
+        })
+        .collect();
+    let ipw = queue::ipw_mean(&pairs);
+
+    let mut text = format!(
+        "queue {}: {} items ({}, strategy {}, {} reviewer(s) per item{}), drawn from {} requests scored by {}\n",
+        escape(&spec.name),
+        p.items,
+        spec.kind.as_str(),
+        spec.strategy.as_str(),
+        spec.reviewers_per_item,
+        spec.dimension.as_deref().map(|d| format!(", dimension {}", escape(d))).unwrap_or_default(),
+        spec.population,
+        escape(&spec.evaluator),
+    );
+    let _ = writeln!(
+        text,
+        "progress: {} of {} items done, {} of {} labels, {} skips",
+        p.done, p.items, p.labels, p.labels_needed, p.skips
+    );
+    for r in &p.reviewers {
+        let _ = writeln!(text, "  {:<24} {:>6} labelled {:>6} skipped", escape(&r.reviewer), r.labelled, r.skipped);
+    }
+    let scale = if spec.kind == QueueKind::Thumbs { "share of thumbs up" } else { "mean rating" };
+    match &ipw {
+        Ok(m) => {
+            let _ = writeln!(
+                text,
+                "{scale} over the whole population (weighted by 1 / selection probability): {:.4} (95% CI {:.4} to {:.4}, {} items)",
+                m.mean, m.low, m.high, m.n
+            );
+        }
+        Err(u) => {
+            let _ = writeln!(text, "{scale} over the whole population: undefined: {}", u.reason);
+        }
+    }
+    text.push_str(&render::agreement(&agreement));
+    let json = serde_json::json!({
+        "queue": spec,
+        "progress": p,
+        "ipw_mean": match &ipw { Ok(m) => to_json(m), Err(u) => to_json(u) },
+        "agreement": agreement,
+    });
+    Ok(Outcome::ok(text, json))
+}
+
+/// One line of `queue export`: an item, its selection probability and its answers.
+#[derive(Debug, Serialize)]
+struct ExportRow<'a> {
+    queue: &'a str,
+    position: u32,
+    request_id: &'a str,
+    /// The probability the design selected the request with.
+    probability: f64,
+    /// `1 / probability`: its weight in unbiased estimates over the population.
+    ipw_weight: f64,
+    priority: f64,
+    strategy: Strategy,
+    answers: Vec<ExportAnswer>,
+}
+
+#[derive(Debug, Serialize)]
+struct ExportAnswer {
+    reviewer: String,
+    outcome: LabelOutcome,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    /// The rating (1-5) or thumb (1 up, 0 down).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    value: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    comment: Option<String>,
+    /// RFC 3339.
+    timestamp: String,
+}
+
+fn export(store: &dyn Store, a: ExportArgs) -> Result<Outcome> {
+    let spec = find(store, &a.name)?;
+    let items = store.queue_items(Some(&spec.name))?;
+    let labels = store.queue_labels(Some(&spec.name))?;
+    let events = label_events(store, &labels)?;
+    let mut lines = String::new();
+    let mut rows = Vec::new();
+    for i in &items {
+        let answers = labels
+            .iter()
+            .filter(|l| l.request_id == i.request_id)
+            .map(|l| {
+                let ev = l.event_id.as_deref().and_then(|id| events.get(id));
+                let comment = l.event_id.as_deref().and_then(|id| events.get(&format!("{id}:comment"))).and_then(|c| {
+                    match &c.value {
+                        FeedbackValue::Text(t) => Some(t.clone()),
+                        _ => None,
+                    }
+                });
+                ExportAnswer {
+                    reviewer: l.reviewer.clone(),
+                    outcome: l.outcome,
+                    event_id: l.event_id.clone(),
+                    value: ev.and_then(value_of),
+                    comment,
+                    timestamp: l.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                }
+            })
+            .collect();
+        let row = ExportRow {
+            queue: &spec.name,
+            position: i.position,
+            request_id: &i.request_id,
+            probability: i.probability,
+            ipw_weight: 1.0 / i.probability,
+            priority: i.priority,
+            strategy: spec.strategy,
+            answers,
+        };
+        let v = to_json(&row);
+        lines.push_str(&serde_json::to_string(&v).unwrap_or_default());
+        lines.push('\n');
+        rows.push(v);
+    }
+    let text = match &a.out {
+        Some(path) => {
+            crate::atomic::write_atomic(path, lines.as_bytes())?;
+            format!("queue {}: {} items written to {}", escape(&spec.name), items.len(), path.display())
+        }
+        None => lines.trim_end().to_string(),
+    };
+    Ok(Outcome::ok(text, serde_json::json!({ "queue": spec, "items": rows })))
+}
