@@ -388,6 +388,7 @@ impl FeedbackEvent {
     /// 32 chars; a dimension rating also hashes its `dimension`, a preference its
     /// `other_request_id`, and an edit with its text its `edited_output` (each after the rest, so
     /// that the ids of events without them are what they were before those fields existed).
+    #[allow(clippy::too_many_arguments)] // one argument per hashed field, in hashing order
     pub fn derive_id(
         request_id: &str,
         feedback_type: FeedbackType,
