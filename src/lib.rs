@@ -21,8 +21,7 @@ pub mod pipeline;
 pub use evalloop_core::{Error, Result};
 pub use evalloop_core::{
     analysis, atomic, config, dataset, error, estimate, export, feedback, files, hash, ingest, json_row, jsonl, lines,
-    queue,
-    record, report, simulate, stats, store, text, trend,
+    queue, record, report, simulate, stats, store, text, trend,
 };
 pub use evalloop_model as model;
 pub use evalloop_model::{score, train};

@@ -221,3 +221,47 @@ fn impact_compares_the_ppi_estimates_of_two_prompt_versions() {
     let none = json(bin(d.path()).args(["impact", "--metadata", "prompt_version=v1:v9", "--bootstrap", "10"]));
     assert!(none["ppi"]["reason"].as_str().unwrap().starts_with("after: "), "{}", none["ppi"]);
 }
+
+/// Labels from an annotation queue leave the cohort-stratified estimate unchanged (they are not
+/// random within a cohort) and get an estimate of their own, weighted by the queue's selection
+/// probabilities: its classical figure is `queue show`'s inverse-probability mean.
+#[test]
+fn queue_labels_are_estimated_apart_with_their_selection_probabilities() {
+    let d = tempfile::tempdir().unwrap();
+    let ex = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/example");
+    bin(d.path()).args(["ingest", "logs"]).arg(ex.join("logs.jsonl")).assert().success();
+    bin(d.path()).args(["ingest", "feedback"]).arg(ex.join("feedback.jsonl")).assert().success();
+    let before = json(bin(d.path()).arg("estimate"));
+    json(bin(d.path()).args(["queue", "create", "--name", "q1", "--strategy", "random", "--size", "40"]));
+    // Two reviewers answer every item with the request's true coherence (rounded).
+    let truth: std::collections::BTreeMap<String, f64> = std::fs::read_to_string(ex.join("truth.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .map(|t| (t["request_id"].as_str().unwrap().to_string(), t["human_score_5"].as_f64().unwrap()))
+        .collect();
+    let items = bin(d.path()).args(["queue", "export", "q1"]).assert().success().get_output().stdout.clone();
+    let mut answers = String::new();
+    for line in String::from_utf8(items).unwrap().lines() {
+        let id = serde_json::from_str::<Value>(line).unwrap()["request_id"].as_str().unwrap().to_string();
+        for reviewer in ["rev-a", "rev-b"] {
+            let a = serde_json::json!({"request_id": id, "reviewer": reviewer, "answer": truth[&id].round() as u8});
+            answers.push_str(&format!("{a}\n"));
+        }
+    }
+    std::fs::write(d.path().join("answers.jsonl"), answers).unwrap();
+    bin(d.path()).args(["queue", "import", "q1", "answers.jsonl"]).assert().success();
+
+    let after = json(bin(d.path()).arg("estimate"));
+    assert_eq!(after["overall"], before["overall"], "queue labels changed the stratified estimate");
+    assert_eq!(after["queue_labels_left_out"].as_u64(), Some(80));
+    let q = &after["queues"][0];
+    assert_eq!((q["queue"].as_str(), q["labelled"].as_u64(), q["pool"].as_u64()), (Some("q1"), Some(40), Some(392)));
+    let show = json(bin(d.path()).args(["queue", "show", "q1"]));
+    let ipw = show["ipw_mean"]["mean"].as_f64().unwrap_or_else(|| panic!("{show}"));
+    assert!((q["classical"]["estimate"].as_f64().unwrap() - ipw).abs() < 1e-9, "{q} vs {show}");
+    let ppi = &q["ppi"];
+    assert!(ppi["lower"].as_f64().unwrap() < ppi["estimate"].as_f64().unwrap(), "{q}");
+    let text = String::from_utf8(bin(d.path()).arg("estimate").assert().success().get_output().stdout.clone()).unwrap();
+    assert!(text.contains("queue q1 (random): pool 392, labelled 40"), "{text}");
+}

@@ -124,5 +124,30 @@ pub fn render(r: &EstimateReport) -> String {
         let _ = writeln!(out, "{by} {}", group_name(&g.group.clone().flatten()));
         cell_lines(g, r.level, &mut out);
     }
+    if r.queue_labels_left_out > 0 {
+        let _ = writeln!(
+            out,
+            "{} labels from annotation queues are left out above (not random within a cohort); per queue, \
+             weighted by its selection probabilities:",
+            r.queue_labels_left_out
+        );
+    }
+    let pct = (r.level * 100.0).round();
+    for q in &r.queues {
+        let range = match (q.probability_min, q.probability_max) {
+            (Some(lo), Some(hi)) => format!("P(selected) {lo:.4}-{hi:.4}"),
+            _ => "no labelled request".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "queue {} ({}): pool {}, labelled {}, {range}",
+            plain(&q.queue),
+            q.strategy,
+            q.pool,
+            q.labelled
+        );
+        let _ = writeln!(out, "  classical {pct}%  {}", interval(&q.classical, q.undefined.get("classical")));
+        let _ = writeln!(out, "  PPI       {pct}%  {}", interval(&q.ppi, q.undefined.get("ppi")));
+    }
     out
 }

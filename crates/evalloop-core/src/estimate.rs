@@ -10,6 +10,10 @@
 //! A cohort with fewer than 2 labels cannot be estimated; it is left out, said so, and the
 //! estimate then stands for the share of requests it covers (`share_covered`).
 //!
+//! Labels that came from annotation queues (`evalloop queue`) are not random within a cohort:
+//! they leave the stratified estimate (a request keeps the score of its other feedback) and are
+//! estimated per queue with the queue's selection probabilities (`queues`; see `queues.rs`).
+//!
 //! The evaluator's `overall` (in [0, 1]) predicts the metric: `1 + 4 * overall` for the mean
 //! human score (1-5), `overall` itself as the probability of a pass (human score `>= good_min`)
 //! for the pass rate. PPI++ needs no calibration: it measures the evaluator's bias on the labels
@@ -17,6 +21,9 @@
 
 use std::collections::BTreeMap;
 use std::collections::HashMap;
+
+mod queues;
+pub use queues::QueueEstimate;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -88,6 +95,17 @@ pub struct EstimateReport {
     /// One per value of `by`, sorted (requests without a value first, as `group: null`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub groups: Vec<CellEstimate>,
+    /// Labels from annotation queues left out of the estimates above (their requests keep the
+    /// score of their other feedback).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub queue_labels_left_out: usize,
+    /// One estimate per annotation queue with labels, weighted by its selection probabilities.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub queues: Vec<QueueEstimate>,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 /// The estimates for one set of requests (all of them, or one value of `by`).
@@ -170,11 +188,36 @@ pub fn estimate(store: &dyn Store, scope: &Scope, opts: &EstimateOptions) -> Res
     let filter = resolve_evaluator(store, &scope.filter)?;
     let evaluator = filter.evaluator.clone().unwrap_or_default();
     let requests = store.evaluated_requests(&filter)?;
-    let labels: HashMap<String, f64> = store
+    let mut labels: HashMap<String, f64> = store
         .scored_requests(&ScoredQuery { filter: filter.clone(), policy: scope.policy.clone(), ..Default::default() })?
         .into_iter()
         .map(|r| (r.request_id, r.human_score))
         .collect();
+    // Queue labels leave the stratified estimate: their requests keep their other feedback's score.
+    let queue_labels = store.queue_labels(None)?;
+    let (queue_events, queued) = queues::queue_label_events(&queue_labels);
+    for id in &queued {
+        if labels.contains_key(id) {
+            match queues::organic_score(store, id, &queue_events, &scope.policy)? {
+                Some(h) => labels.insert(id.clone(), h),
+                None => labels.remove(id),
+            };
+        }
+    }
+    let scores: BTreeMap<&str, f64> = requests.iter().map(|r| (r.request_id.as_str(), r.eval_score)).collect();
+    let queue_estimates = if queue_events.is_empty() {
+        Vec::new()
+    } else {
+        queues::queue_estimates(
+            store,
+            &store.queues()?,
+            &queue_labels,
+            &scores,
+            &scope.policy,
+            opts.metric,
+            opts.level,
+        )?
+    };
     let good_min = scope.policy.good_min;
     let rows: Vec<Row<'_>> = requests
         .iter()
@@ -210,6 +253,8 @@ pub fn estimate(store: &dyn Store, scope: &Scope, opts: &EstimateOptions) -> Res
         by: opts.by,
         overall,
         groups,
+        queue_labels_left_out: queue_events.len(),
+        queues: queue_estimates,
     })
 }
 
