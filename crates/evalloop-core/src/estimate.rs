@@ -196,13 +196,16 @@ pub fn estimate(store: &dyn Store, scope: &Scope, opts: &EstimateOptions) -> Res
     // Queue labels leave the stratified estimate: their requests keep their other feedback's score.
     let queue_labels = store.queue_labels(None)?;
     let (queue_events, queued) = queues::queue_label_events(&queue_labels);
-    for id in &queued {
-        if labels.contains_key(id) {
-            match queues::organic_score(store, id, &queue_events, &scope.policy)? {
+    let mut queued_events: BTreeMap<String, Vec<crate::record::FeedbackEvent>> = BTreeMap::new();
+    for id in queued {
+        let events = store.feedback_for(&id)?;
+        if labels.contains_key(&id) {
+            match queues::organic_score(&events, &queue_events, &scope.policy) {
                 Some(h) => labels.insert(id.clone(), h),
-                None => labels.remove(id),
+                None => labels.remove(&id),
             };
         }
+        queued_events.insert(id, events);
     }
     let scores: BTreeMap<&str, f64> = requests.iter().map(|r| (r.request_id.as_str(), r.eval_score)).collect();
     let queue_estimates = if queue_events.is_empty() {
@@ -213,6 +216,7 @@ pub fn estimate(store: &dyn Store, scope: &Scope, opts: &EstimateOptions) -> Res
             &store.queues()?,
             &queue_labels,
             &scores,
+            &queued_events,
             &scope.policy,
             opts.metric,
             opts.level,

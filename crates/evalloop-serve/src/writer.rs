@@ -359,23 +359,21 @@ fn classify_feedback(
     out: &mut [RowStatus],
     probe: bool,
 ) -> StoreResult<()> {
-    let mut by_request: HashMap<&str, HashMap<String, FeedbackEvent>> = HashMap::new();
+    // One lookup by event id for every row to classify, whichever table holds it (dimension
+    // ratings and preferences are kept apart from the other feedback).
+    let asked: Vec<&str> = events
+        .iter()
+        .zip(out.iter())
+        .filter(|(_, s)| probe || **s != RowStatus::Stored)
+        .map(|(e, _)| e.event_id.as_str())
+        .collect();
+    let found: HashMap<String, FeedbackEvent> =
+        store.stored_events(&asked)?.into_iter().flatten().map(|e| (e.event_id.clone(), e)).collect();
     for (e, s) in events.iter().zip(out.iter_mut()) {
         if !probe && *s == RowStatus::Stored {
             continue;
         }
-        // Dimension ratings and preferences are kept apart: read back by id.
-        let apart;
-        let stored = if e.dimension.is_some() || e.other_request_id.is_some() {
-            apart = store.stored_events(&[e.event_id.as_str()])?.pop().flatten();
-            apart.as_ref()
-        } else {
-            if !by_request.contains_key(e.request_id.as_str()) {
-                let stored = store.feedback_for(&e.request_id)?.into_iter().map(|s| (s.event_id.clone(), s)).collect();
-                by_request.insert(&e.request_id, stored);
-            }
-            by_request.get(e.request_id.as_str()).and_then(|m| m.get(&e.event_id))
-        };
+        let stored = found.get(&e.event_id);
         *s = match stored {
             None if probe => RowStatus::Stored,
             Some(s)

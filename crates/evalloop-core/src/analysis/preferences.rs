@@ -117,6 +117,15 @@ pub fn oriented(e: &FeedbackEvent) -> Option<((String, String), Choice)> {
     })
 }
 
+/// Counts one vote into a pair's votes `[a, b, tie]` (in the pair's orientation).
+pub fn add_vote(votes: &mut [usize; 3], c: Choice) {
+    votes[match c {
+        Choice::A => 0,
+        Choice::B => 1,
+        Choice::Tie => 2,
+    }] += 1;
+}
+
 /// A pair's verdict from its votes `[a, b, tie]` (in the pair's orientation): the side with
 /// more votes, a tie when they are level.
 pub fn majority(votes: [usize; 3]) -> Choice {
@@ -143,12 +152,7 @@ pub fn preferences(store: &dyn Store, scope: &Scope, opts: &PreferenceOptions) -
     // Votes per pair, in the pair's orientation.
     let mut votes: BTreeMap<&(String, String), [usize; 3]> = BTreeMap::new();
     for (_, p, c) in &judged {
-        let v = votes.entry(p).or_default();
-        v[match c {
-            Choice::A => 0,
-            Choice::B => 1,
-            Choice::Tie => 2,
-        }] += 1;
+        add_vote(votes.entry(p).or_default(), *c);
     }
     let judged_pair = |(a, b): &(String, String), choice| JudgedPair { score_a: scores[a], score_b: scores[b], choice };
     let majority: Vec<JudgedPair> = votes.iter().map(|(p, v)| judged_pair(p, majority(*v))).collect();

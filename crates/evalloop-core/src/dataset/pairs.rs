@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::request::{LabelledRequest, NO_COHORT, metadata_group, prompt_group};
 use crate::Result;
-use crate::analysis::{majority, oriented};
+use crate::analysis::{add_vote, majority, oriented};
 use crate::files::PairsCard;
 use crate::record::Choice;
 use crate::store::{Filter, Store};
@@ -45,11 +45,7 @@ pub(super) fn collect(store: &dyn Store, filter: &Filter, group_key: Option<&str
     for e in &events {
         let Some((p, c)) = oriented(e) else { continue };
         first.entry(p.clone()).or_insert_with(|| e.request_id.clone());
-        votes.entry(p).or_default()[match c {
-            Choice::A => 0,
-            Choice::B => 1,
-            Choice::Tie => 2,
-        }] += 1;
+        add_vote(votes.entry(p).or_default(), c);
     }
     let scored: BTreeSet<String> = store.evaluated_requests(filter)?.into_iter().map(|r| r.request_id).collect();
     let logged: Vec<String> = votes

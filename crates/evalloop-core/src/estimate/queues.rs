@@ -26,6 +26,7 @@ use crate::Result;
 use crate::feedback::HumanPolicy;
 use crate::queue::design::ipw_mean;
 use crate::queue::{QueueLabel, QueueSpec};
+use crate::record::FeedbackEvent;
 use crate::stats::ppi::MeanEstimate;
 use crate::store::{Filter, Store};
 
@@ -60,15 +61,10 @@ pub(super) fn queue_label_events(labels: &[QueueLabel]) -> (HashSet<String>, Vec
     (ids, requests)
 }
 
-/// The human score of `request_id` from its feedback other than the queue labels `exclude`.
-pub(super) fn organic_score(
-    store: &dyn Store,
-    request_id: &str,
-    exclude: &HashSet<String>,
-    policy: &HumanPolicy,
-) -> Result<Option<f64>> {
-    let events = store.feedback_for(request_id)?;
-    Ok(policy.human_score(events.iter().filter(|e| !exclude.contains(&e.event_id))))
+/// The human score of a request from its feedback `events` other than the queue labels
+/// `exclude`.
+pub(super) fn organic_score(events: &[FeedbackEvent], exclude: &HashSet<String>, policy: &HumanPolicy) -> Option<f64> {
+    policy.human_score(events.iter().filter(|e| !exclude.contains(&e.event_id)))
 }
 
 fn normal(est: f64, se: f64, level: f64) -> MeanEstimate {
@@ -76,15 +72,15 @@ fn normal(est: f64, se: f64, level: f64) -> MeanEstimate {
     MeanEstimate { estimate: est, std_error: se, df: None, lower: est - z * se, upper: est + z * se }
 }
 
-/// The estimate of every queue with labels. `predict` maps an evaluator score to the metric's
-/// scale and `value` a human score to the metric's; `scores` are the estimate's evaluator's
-/// scores by request id.
+/// The estimate of every queue with labels. `scores` are the estimate's evaluator's scores by
+/// request id, `events` the feedback of every request with a queue label.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn queue_estimates(
     store: &dyn Store,
     specs: &[QueueSpec],
     labels: &[QueueLabel],
     scores: &BTreeMap<&str, f64>,
+    events: &BTreeMap<String, Vec<FeedbackEvent>>,
     policy: &HumanPolicy,
     metric: Metric,
     level: f64,
@@ -114,8 +110,8 @@ pub(super) fn queue_estimates(
         let mut residuals: Vec<(f64, f64)> = Vec::new();
         let mut undefined = BTreeMap::new();
         for r in &requests {
-            let events = store.feedback_for(r)?;
-            let Some(h) = policy.human_score(events.iter().filter(|e| ids.contains(e.event_id.as_str()))) else {
+            let mine = events.get(*r).map_or(&[][..], Vec::as_slice);
+            let Some(h) = policy.human_score(mine.iter().filter(|e| ids.contains(e.event_id.as_str()))) else {
                 continue;
             };
             let Some(&pi) = items.get(*r) else { continue };

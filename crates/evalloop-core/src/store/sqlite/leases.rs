@@ -12,8 +12,12 @@ fn now_ms() -> i64 {
 }
 
 impl SqliteStore {
-    /// Runs `f` in a write transaction of its own (the caller must not be in one).
-    fn write_tx<T>(&mut self, f: impl FnOnce(&mut SqliteStore) -> StoreResult<T>) -> StoreResult<T> {
+    /// Runs `f` inside the caller's transaction, or inside a write transaction of its own when
+    /// none is open (as the PostgreSQL store's `in_transaction` does).
+    fn in_transaction<T>(&mut self, f: impl FnOnce(&mut SqliteStore) -> StoreResult<T>) -> StoreResult<T> {
+        if self.in_tx {
+            return f(self);
+        }
         self.begin()?;
         match f(self) {
             Ok(v) => {
@@ -28,7 +32,7 @@ impl SqliteStore {
     }
 
     pub(super) fn plan_leases(&mut self, job: &str, ranges: &[PlannedRange]) -> StoreResult<bool> {
-        self.write_tx(|s| {
+        self.in_transaction(|s| {
             let err = s.err();
             let planned: i64 = s
                 .conn
@@ -52,7 +56,7 @@ impl SqliteStore {
     }
 
     pub(super) fn next_lease(&mut self, job: &str, worker: &str, ttl_ms: i64) -> StoreResult<Option<LeasedRange>> {
-        self.write_tx(|s| {
+        self.in_transaction(|s| {
             let err = s.err();
             let now = now_ms();
             let next = s
@@ -94,7 +98,7 @@ impl SqliteStore {
         evaluator: &str,
         scores: &[(String, f64)],
     ) -> StoreResult<bool> {
-        self.write_tx(|s| {
+        self.in_transaction(|s| {
             let holder: Option<(String, Option<String>)> = s
                 .conn
                 .query_row(
