@@ -36,6 +36,9 @@ pub(super) struct Setup {
     /// `preference_pairs`: per row of `train`, the pairs it is the chosen output of, as (the
     /// rejected output's row, the pair's loss weight); empty when off.
     pub preferences: std::collections::HashMap<usize, Vec<(usize, f64)>>,
+    /// `distill`: the temperature of its soft targets in score units (`distill_temperature` x
+    /// the sd of the training rows' evaluator scores); 0 when off.
+    pub distill_scale: f64,
     pub validation: Vec<Example>,
     pub validation_enc: Vec<Encoded>,
     pub test: Vec<Example>,
@@ -132,6 +135,7 @@ fn preference_rows(
                     weight: 0.0,
                     group: Some(p.group.clone()),
                     labels: vec![None; dims],
+                    evaluator: None,
                 });
                 train.len() - 1
             })
@@ -144,6 +148,28 @@ fn preference_rows(
         }
     }
     Ok(out)
+}
+
+/// `distill`'s temperature in score units: `distill_temperature` x the population sd of the
+/// evaluator scores of `train`'s rows (0 when `distill` is off). Errors when no row has a
+/// score, or all have the same one.
+fn distill_scale(cfg: &TrainConfig, train: &[Example], train_path: &Path) -> evalloop_core::Result<f64> {
+    if cfg.distill <= 0.0 {
+        return Ok(0.0);
+    }
+    let scores: Vec<f64> = train.iter().filter_map(|e| e.evaluator).collect();
+    let n = scores.len() as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let sd = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+    if scores.is_empty() || !(sd > 0.0) {
+        return Err(evalloop_core::Error::Input(format!(
+            "[train] distill: {} training rows of {} carry a varying field evaluator_score (the production \
+             evaluator's score, written by `evalloop dataset build` of this version); nothing to distil",
+            scores.len(),
+            train_path.display()
+        )));
+    }
+    Ok(cfg.distill_temperature * sd)
 }
 
 /// Reads and checks everything a run of `cfg` on `dataset_dir` needs (see [`Setup`]).
@@ -191,6 +217,7 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
     if labelled == 0 && preferences.is_empty() {
         return Err(evalloop_core::Error::Input(format!("{}: no examples", train_path.display())));
     }
+    let distill_scale = distill_scale(cfg, &train, &train_path)?;
     let validation = data::read_split_with(&dataset_dir.join("validation.jsonl"), kind, &dimensions, true)?;
     let test = data::read_split_with(&dataset_dir.join("test.jsonl"), kind, &dimensions, true)?;
 
@@ -246,6 +273,7 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
         train_corrupt,
         labelled,
         preferences,
+        distill_scale,
         validation,
         validation_enc,
         test,
@@ -281,6 +309,11 @@ fn fingerprint(
     for e in train_enc {
         for id in &e.ids {
             hasher.update(id.to_le_bytes());
+        }
+    }
+    if cfg.distill > 0.0 {
+        for e in train {
+            hasher.update(e.evaluator.unwrap_or(-1.0).to_le_bytes());
         }
     }
     for (c, r, w) in pairs {

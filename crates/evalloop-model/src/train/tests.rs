@@ -298,6 +298,7 @@ fn batch_pairs_use_groups_label_gaps_and_weight_products() {
         weight,
         group: g.map(str::to_string),
         labels: Vec::new(),
+        evaluator: None,
     };
     let examples = vec![
         ex(Some("a"), 0.2, 1.0),
@@ -1400,4 +1401,50 @@ fn preference_pairs_alone_raise_group_level_spearman() {
     assert!(bad.contains("pairs.jsonl:1") && bad.contains("weight"), "{bad}");
     let err = TrainConfig::from_toml_str("[train]\npreference_pairs = 1.0\n", "f.toml").unwrap_err().to_string();
     assert!(err.contains("preference_pairs") && err.contains("pairwise"), "{err}");
+}
+
+/// `distill` alone (no labelled pair: `pair_min_diff` above the label range) learns the
+/// production evaluator's within-group ranking from its scores: an evaluator that ranks as the
+/// labels do raises the held-out group-level Spearman, one that ranks against them lowers it.
+#[test]
+fn distill_learns_the_production_evaluators_ranking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, true);
+    let data = tmp.path().join("data");
+    write_ranking_dataset(&data, [24, 12, 12], 4);
+    let cfg = TrainConfig {
+        epochs: 8,
+        dropout: Some(0.0),
+        objective: Some(Objective::Pairwise),
+        eval_metric: EvalMetric::GroupSpearman,
+        pair_min_diff: 2.0,
+        distill: 1.0,
+        ..tiny_cfg(&base)
+    };
+    let missing = train(&data, &cfg, &tmp.path().join("x"), false).unwrap_err().to_string();
+    assert!(missing.contains("distill") && missing.contains("evaluator_score"), "{missing}");
+
+    add_evaluator_scores(&data, |label, i| 0.1 + 0.6 * label + 0.001 * (i % 5) as f64);
+    let before =
+        train(&data, &TrainConfig { learning_rate: 1e-12, epochs: 1, ..cfg.clone() }, &tmp.path().join("b"), false)
+            .unwrap();
+    let along = train(&data, &cfg, &tmp.path().join("a"), false).unwrap();
+    let g0 = before.test.unwrap().group_spearman.unwrap();
+    let g1 = along.test.unwrap().group_spearman.unwrap();
+    add_evaluator_scores(&data, |label, i| 0.9 - 0.6 * label + 0.001 * (i % 5) as f64);
+    let against = train(&data, &cfg, &tmp.path().join("r"), false).unwrap();
+    let g2 = against.test.unwrap().group_spearman.unwrap();
+    eprintln!("distill toy: test group spearman {g0:.3} -> {g1:.3} (evaluator along), {g2:.3} (against)");
+    assert!(g1 > 0.6 && g1 > g0 + 0.3, "{g0} -> {g1}");
+    assert!(g2 < 0.0 && g2 < g1 - 0.6, "{g2} vs {g1}");
+
+    for (toml, needle) in [
+        ("objective = \"graded\"\ndistill = 1.0\n", "distill: needs objective"),
+        ("objective = \"pairwise\"\ndistill = -1.0\n", "distill: -1 is not a number >= 0"),
+        ("objective = \"pairwise\"\ndistill = 1.0\ndistill_temperature = 0.0\n", "distill_temperature: 0 is not"),
+    ] {
+        let err = TrainConfig::from_toml_str(&format!("[train]\n{toml}"), "f.toml").unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
+    }
 }
