@@ -290,6 +290,12 @@ pub struct TrainConfig {
     /// small values make every score gap a near-certain pair, large ones make all pairs
     /// near-even (default 0.5).
     pub distill_temperature: f64,
+    /// `distill` runs only when the production evaluator agrees with the human labels it never
+    /// saw at least this much: the group-level Spearman of `evaluator_score` with the label
+    /// over the labelled training and validation rows (the dataset-level Spearman when no group
+    /// has two rows). Below it the run trains without distillation and says so in the log and
+    /// in `metrics.json` (`distill`); -1 always distils (default 0.1).
+    pub distill_min_agreement: f64,
     /// Model selection: besides the base configuration (named `base`), train one model per
     /// candidate (the base configuration with the candidate's keys replaced) into
     /// `out/candidates/<name>/`, and keep the one with the best `eval_metric` (the base
@@ -352,6 +358,7 @@ impl Default for TrainConfig {
             preference_pairs: 0.0,
             distill: 0.0,
             distill_temperature: 0.5,
+            distill_min_agreement: 0.1,
             keep_best: true,
             candidates: Vec::new(),
             select_min_groups: 5,
@@ -470,6 +477,9 @@ impl TrainConfig {
         }
         if !(self.distill_temperature > 0.0 && self.distill_temperature.is_finite()) {
             return bad("distill_temperature", format!("{} is not a positive number", self.distill_temperature));
+        }
+        if !(-1.0..=1.0).contains(&self.distill_min_agreement) {
+            return bad("distill_min_agreement", format!("{} is not in [-1, 1]", self.distill_min_agreement));
         }
         if self.distill > 0.0 && !self.objective.is_some_and(|o| o.has_pairwise()) {
             return bad("distill", "needs objective = \"pairwise\" or \"graded+pairwise\"".into());

@@ -37,8 +37,10 @@ pub(super) struct Setup {
     /// rejected output's row, the pair's loss weight); empty when off.
     pub preferences: std::collections::HashMap<usize, Vec<(usize, f64)>>,
     /// `distill`: the temperature of its soft targets in score units (`distill_temperature` x
-    /// the sd of the training rows' evaluator scores); 0 when off.
+    /// the sd of the training rows' evaluator scores); 0 when off or turned off by the check.
     pub distill_scale: f64,
+    /// `distill`: the agreement check that decided whether it ran.
+    pub distill: Option<DistillCheck>,
     pub validation: Vec<Example>,
     pub validation_enc: Vec<Encoded>,
     pub test: Vec<Example>,
@@ -150,12 +152,36 @@ fn preference_rows(
     Ok(out)
 }
 
-/// `distill`'s temperature in score units: `distill_temperature` x the population sd of the
-/// evaluator scores of `train`'s rows (0 when `distill` is off). Errors when no row has a
-/// score, or all have the same one.
-fn distill_scale(cfg: &TrainConfig, train: &[Example], train_path: &Path) -> evalloop_core::Result<f64> {
+/// Whether `distill` ran, and why: the production evaluator's agreement with the labels.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DistillCheck {
+    /// The group-level Spearman of `evaluator_score` with the label over the labelled training
+    /// and validation rows (the dataset-level Spearman when `groups` is 0); `None` when
+    /// undefined.
+    pub agreement: Option<f64>,
+    /// Groups averaged into `agreement`.
+    pub groups: usize,
+    /// Labelled rows with an evaluator score.
+    pub rows: usize,
+    /// `distill_min_agreement`.
+    pub min_agreement: f64,
+    /// Whether the soft pairs were trained on.
+    pub used: bool,
+}
+
+/// `distill`'s temperature in score units (`distill_temperature` x the population sd of the
+/// evaluator scores of `train`'s rows) and the agreement check; (0, None) when `distill` is off,
+/// (0, check) when the evaluator agrees with the labels less than `distill_min_agreement`.
+/// Errors when no training row has a score, or all have the same one.
+fn distill_setup(
+    cfg: &TrainConfig,
+    train: &[Example],
+    labelled: usize,
+    validation: &[Example],
+    train_path: &Path,
+) -> evalloop_core::Result<(f64, Option<DistillCheck>)> {
     if cfg.distill <= 0.0 {
-        return Ok(0.0);
+        return Ok((0.0, None));
     }
     let scores: Vec<f64> = train.iter().filter_map(|e| e.evaluator).collect();
     let n = scores.len() as f64;
@@ -169,7 +195,31 @@ fn distill_scale(cfg: &TrainConfig, train: &[Example], train_path: &Path) -> eva
             train_path.display()
         )));
     }
-    Ok(cfg.distill_temperature * sd)
+    let judged: Vec<(&str, f64, f64)> = train[..labelled]
+        .iter()
+        .chain(validation)
+        .filter_map(|e| Some((e.group.as_deref().unwrap_or(""), e.evaluator?, e.label)))
+        .collect();
+    let grouped: Vec<(&str, f64, f64)> = judged.iter().filter(|r| !r.0.is_empty()).copied().collect();
+    let g = evalloop_core::stats::group::group_correlation(&grouped, 2);
+    let (agreement, groups) = match g.mean_spearman.ok() {
+        Some(a) => (Some(a), g.groups_used),
+        None => {
+            let (x, y): (Vec<f64>, Vec<f64>) = judged.iter().map(|r| (r.1, r.2)).unzip();
+            (evalloop_core::stats::corr::coefficient(evalloop_core::stats::corr::CorrKind::Spearman, &x, &y).ok(), 0)
+        }
+    };
+    let used = cfg.distill_min_agreement <= -1.0 || agreement.is_some_and(|a| a >= cfg.distill_min_agreement);
+    let check = DistillCheck { agreement, groups, rows: judged.len(), min_agreement: cfg.distill_min_agreement, used };
+    if !used {
+        tracing::warn!(
+            agreement = ?agreement,
+            min = cfg.distill_min_agreement,
+            "distill is off for this run: the production evaluator agrees with the labels less than distill_min_agreement"
+        );
+        return Ok((0.0, Some(check)));
+    }
+    Ok((cfg.distill_temperature * sd, Some(check)))
 }
 
 /// Reads and checks everything a run of `cfg` on `dataset_dir` needs (see [`Setup`]).
@@ -217,8 +267,8 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
     if labelled == 0 && preferences.is_empty() {
         return Err(evalloop_core::Error::Input(format!("{}: no examples", train_path.display())));
     }
-    let distill_scale = distill_scale(cfg, &train, &train_path)?;
     let validation = data::read_split_with(&dataset_dir.join("validation.jsonl"), kind, &dimensions, true)?;
+    let (distill_scale, distill) = distill_setup(cfg, &train, labelled, &validation, &train_path)?;
     let test = data::read_split_with(&dataset_dir.join("test.jsonl"), kind, &dimensions, true)?;
 
     let base_dir = model::resolve_base_model(&cfg.base_model)?;
@@ -274,6 +324,7 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
         labelled,
         preferences,
         distill_scale,
+        distill,
         validation,
         validation_enc,
         test,

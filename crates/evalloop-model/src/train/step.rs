@@ -162,7 +162,7 @@ fn ranking_pairs(
             }
         }
     }
-    if cfg.distill > 0.0 {
+    if setup.distill_scale > 0.0 {
         for (p, idx) in pairs.iter_mut().zip(micro) {
             p.extend(distill_pairs(setup, cfg, idx));
         }

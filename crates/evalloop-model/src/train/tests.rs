@@ -1432,8 +1432,19 @@ fn distill_learns_the_production_evaluators_ranking() {
     let along = train(&data, &cfg, &tmp.path().join("a"), false).unwrap();
     let g0 = before.test.unwrap().group_spearman.unwrap();
     let g1 = along.test.unwrap().group_spearman.unwrap();
+    let check = along.distill.clone().expect("a distill check");
+    assert!(check.used && check.agreement.unwrap() > 0.9 && check.groups > 0, "{check:?}");
     add_evaluator_scores(&data, |label, i| 0.9 - 0.6 * label + 0.001 * (i % 5) as f64);
-    let against = train(&data, &cfg, &tmp.path().join("r"), false).unwrap();
+    // An evaluator that ranks against the labels fails the agreement check: no distillation.
+    let gated = train(&data, &cfg, &tmp.path().join("g"), false).unwrap();
+    let check = gated.distill.clone().expect("a distill check");
+    assert!(!check.used && check.agreement.unwrap() < -0.9, "{check:?}");
+    let on_disk: TrainSummary =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("g/metrics.json")).unwrap()).unwrap();
+    assert_eq!(on_disk.distill, Some(check));
+    // Forced on (distill_min_agreement = -1), it learns that evaluator's ranking.
+    let forced = TrainConfig { distill_min_agreement: -1.0, ..cfg.clone() };
+    let against = train(&data, &forced, &tmp.path().join("r"), false).unwrap();
     let g2 = against.test.unwrap().group_spearman.unwrap();
     eprintln!("distill toy: test group spearman {g0:.3} -> {g1:.3} (evaluator along), {g2:.3} (against)");
     assert!(g1 > 0.6 && g1 > g0 + 0.3, "{g0} -> {g1}");
@@ -1443,6 +1454,7 @@ fn distill_learns_the_production_evaluators_ranking() {
         ("objective = \"graded\"\ndistill = 1.0\n", "distill: needs objective"),
         ("objective = \"pairwise\"\ndistill = -1.0\n", "distill: -1 is not a number >= 0"),
         ("objective = \"pairwise\"\ndistill = 1.0\ndistill_temperature = 0.0\n", "distill_temperature: 0 is not"),
+        ("objective = \"pairwise\"\ndistill_min_agreement = 2.0\n", "distill_min_agreement: 2 is not in [-1, 1]"),
     ] {
         let err = TrainConfig::from_toml_str(&format!("[train]\n{toml}"), "f.toml").unwrap_err().to_string();
         assert!(err.contains(needle), "{err}");
