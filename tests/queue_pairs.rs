@@ -54,7 +54,8 @@ struct Example {
 }
 
 fn example(dir: &Path) -> Example {
-    let mut e = Example { base: HashMap::new(), retrained: HashMap::new(), group: HashMap::new(), cohort: HashMap::new() };
+    let mut e =
+        Example { base: HashMap::new(), retrained: HashMap::new(), group: HashMap::new(), cohort: HashMap::new() };
     let mut out = String::new();
     for (i, line) in std::fs::read_to_string(LOGS).unwrap().lines().enumerate() {
         let v: Value = serde_json::from_str(line).unwrap();
@@ -287,7 +288,8 @@ fn pairs_contract(db: &str) {
     let n = ok_json(db, d, &["queue", "import", "pr", imp.to_str().unwrap()]);
     assert_eq!((n["stored"].as_u64(), n["full"].as_u64()), (Some(1), Some(1)), "{n}");
     let store = evalloop::store::open(db).unwrap();
-    let dan: Vec<_> = store.preferences(None).unwrap().into_iter().filter(|e| e.user_id.as_deref() == Some("dan")).collect();
+    let dan: Vec<_> =
+        store.preferences(None).unwrap().into_iter().filter(|e| e.user_id.as_deref() == Some("dan")).collect();
     assert_eq!(dan.len(), 1);
     assert_eq!((&dan[0].request_id, dan[0].value.clone()), (a5, FeedbackValue::Choice(Choice::B)));
 }
@@ -305,7 +307,8 @@ fn preference_queues_on_postgres() {
 }
 
 /// The queue tables as the first release of queues made them, with one label.
-const OLD_TABLES: &str = "CREATE TABLE review_queues (name TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at TEXT NOT NULL);
+const OLD_TABLES: &str =
+    "CREATE TABLE review_queues (name TEXT PRIMARY KEY, spec TEXT NOT NULL, created_at TEXT NOT NULL);
     CREATE TABLE queue_items (queue TEXT NOT NULL, position BIGINT NOT NULL, request_id TEXT NOT NULL,
         probability DOUBLE PRECISION NOT NULL, priority DOUBLE PRECISION NOT NULL, PRIMARY KEY (queue, position));
     CREATE TABLE queue_labels (queue TEXT NOT NULL, request_id TEXT NOT NULL, reviewer TEXT NOT NULL,

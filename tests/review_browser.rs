@@ -250,7 +250,9 @@ fn review_pairs_contract(db: &str) {
         assert_eq!(e.user_id.as_deref(), Some(*who));
         let preferred = match &e.value {
             evalloop::record::FeedbackValue::Choice(evalloop::record::Choice::A) => &e.request_id,
-            evalloop::record::FeedbackValue::Choice(evalloop::record::Choice::B) => e.other_request_id.as_ref().unwrap(),
+            evalloop::record::FeedbackValue::Choice(evalloop::record::Choice::B) => {
+                e.other_request_id.as_ref().unwrap()
+            }
             v => panic!("{v:?}"),
         };
         assert_eq!(preferred, left, "`a` is the output shown on the left");
@@ -533,7 +535,8 @@ fn a_reviewer_labels_with_the_keyboard_in_a_real_browser() {
     assert_eq!(labels.len(), 4);
     let prefs = store.preferences(None).unwrap();
     assert_eq!(prefs.len(), 2, "{prefs:?}");
-    let ties = prefs.iter().filter(|e| e.value == evalloop::record::FeedbackValue::Choice(evalloop::record::Choice::Tie));
+    let ties =
+        prefs.iter().filter(|e| e.value == evalloop::record::FeedbackValue::Choice(evalloop::record::Choice::Tie));
     assert_eq!(ties.count(), 1);
     let mut pair = [left.as_str(), right.as_str()];
     pair.sort_unstable();

@@ -23,14 +23,14 @@ use crate::{Error, Result};
 #[derive(Debug, Subcommand)]
 pub enum QueueWhat {
     /// Draw a queue of requests for people to label (each with its selection probability).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Every queue with its progress.
     List,
     /// A queue's progress per reviewer, agreement so far and the IPW mean of its labels.
     Show(ShowArgs),
     /// A queue's items, selection probabilities and labels as JSON Lines.
     Export(ExportArgs),
-    /// Answers given elsewhere (JSON Lines: request_id, reviewer, answer, comment).
+    /// Answers given elsewhere (JSON Lines: request_id, other_request_id, reviewer, answer, comment).
     Import(ImportArgs),
 }
 
@@ -107,7 +107,7 @@ pub struct ExportArgs {
 pub fn run(settings: &Settings, what: QueueWhat) -> Result<Outcome> {
     let mut store = store::open(&settings.db)?;
     match what {
-        QueueWhat::Create(a) => create(settings, store.as_mut(), a),
+        QueueWhat::Create(a) => create(settings, store.as_mut(), *a),
         QueueWhat::List => list(store.as_ref()),
         QueueWhat::Show(a) => show(store.as_ref(), a),
         QueueWhat::Export(a) => export(store.as_ref(), a),
@@ -175,7 +175,7 @@ fn list(store: &dyn Store) -> Result<Outcome> {
     let items = store.queue_items(None)?;
     let labels = store.queue_labels(None)?;
     let mut text = format!(
-        "{:<24} {:<8} {:<16} {:>6} {:>6} {:>8} {:>9}\n",
+        "{:<24} {:<10} {:<16} {:>6} {:>6} {:>8} {:>9}\n",
         "queue", "kind", "strategy", "items", "done", "labels", "reviewers"
     );
     let mut rows = Vec::new();
@@ -185,7 +185,7 @@ fn list(store: &dyn Store) -> Result<Outcome> {
         let p = queue::progress(s, &it, &la);
         let _ = writeln!(
             text,
-            "{:<24} {:<8} {:<16} {:>6} {:>6} {:>8} {:>9}",
+            "{:<24} {:<10} {:<16} {:>6} {:>6} {:>8} {:>9}",
             escape(&s.name),
             s.kind.as_str(),
             s.strategy.as_str(),
@@ -384,7 +384,11 @@ fn show_preference(
         };
         values.push((agrees, i.probability));
     }
-    let accuracy = queue::ipw_mean(&values);
+    let accuracy = if values.len() < 2 {
+        Err(Undefined::new(format!("{} decisive pair(s) with both scores; an interval needs at least 2", values.len())))
+    } else {
+        queue::ipw_mean(&values)
+    };
 
     let mut text = show_head(spec, &p);
     match &accuracy {

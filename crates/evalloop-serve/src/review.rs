@@ -221,7 +221,10 @@ enum NextItem {
         outputs: Vec<String>,
         standing: Standing,
     },
-    Done { spec: Box<queue::QueueSpec>, standing: Standing },
+    Done {
+        spec: Box<queue::QueueSpec>,
+        standing: Standing,
+    },
 }
 
 fn standing(labels: &[queue::QueueLabel], answered_open: (usize, usize), who: &str) -> Standing {
@@ -240,7 +243,13 @@ async fn next(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name)
 
 /// The page of `who`'s next item on queue `name` (or "done"), with `status` and a notice above
 /// it when one is given.
-async fn next_page(state: &AppState, name: String, who: String, status: StatusCode, notice: Option<String>) -> Response {
+async fn next_page(
+    state: &AppState,
+    name: String,
+    who: String,
+    status: StatusCode,
+    notice: Option<String>,
+) -> Response {
     let reviewer = who.clone();
     let found = state
         .reader
@@ -341,7 +350,9 @@ async fn answer(
                 evalloop_core::Error::Input(format!("queue {queue_name:?} has no item at position {}", f.position))
             })?;
             let answer = match answer {
-                Answer::Prefer(c) if spec.kind == QueueKind::Preference && queue::shown_swapped(&spec.name, item.position, &who) => {
+                Answer::Prefer(c)
+                    if spec.kind == QueueKind::Preference && queue::shown_swapped(&spec.name, item.position, &who) =>
+                {
                     Answer::Prefer(c.flipped())
                 }
                 a => a,

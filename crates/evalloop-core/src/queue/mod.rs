@@ -288,10 +288,9 @@ pub fn answer_events(
             None,
         )),
         (QueueKind::Preference, Answer::Prefer(c)) => {
-            let other = item
-                .other_request_id
-                .clone()
-                .ok_or_else(|| format!("item {} of preference queue {:?} has no second output", item.position, spec.name))?;
+            let other = item.other_request_id.clone().ok_or_else(|| {
+                format!("item {} of preference queue {:?} has no second output", item.position, spec.name)
+            })?;
             Some(FeedbackEvent {
                 other_request_id: Some(other),
                 ..event(FeedbackType::Preference, FeedbackValue::Choice(*c), id.clone(), spec.dimension.clone())
@@ -416,13 +415,13 @@ impl ImportRow {
                 ("down", _) => Ok(Answer::Thumb(false)),
                 ("skip", _) => Ok(Answer::Skip),
                 (_, Some(c)) => Ok(Answer::Prefer(c)),
-                (s, None) => Err(format!(
-                    "answer: expected 1-5, \"up\", \"down\", \"a\", \"b\", \"tie\" or \"skip\", got {s:?}"
-                )),
+                (s, None) => {
+                    Err(format!("answer: expected 1-5, \"up\", \"down\", \"a\", \"b\", \"tie\" or \"skip\", got {s:?}"))
+                }
             },
-            other => Err(format!(
-                "answer: expected 1-5, \"up\", \"down\", \"a\", \"b\", \"tie\" or \"skip\", got {other}"
-            )),
+            other => {
+                Err(format!("answer: expected 1-5, \"up\", \"down\", \"a\", \"b\", \"tie\" or \"skip\", got {other}"))
+            }
         }
     }
 }
@@ -447,7 +446,11 @@ fn import_target<'a>(
 ) -> Result<(&'a QueueItem, Answer), String> {
     if spec.kind != QueueKind::Preference {
         if row.other_request_id.is_some() {
-            return Err(format!("other_request_id: queue {:?} is a {} queue, not a preference queue", spec.name, spec.kind.as_str()));
+            return Err(format!(
+                "other_request_id: queue {:?} is a {} queue, not a preference queue",
+                spec.name,
+                spec.kind.as_str()
+            ));
         }
         let item = items
             .iter()
@@ -594,12 +597,11 @@ pub fn reviewer_standing(
     for l in labels.iter().filter(|l| l.outcome == LabelOutcome::Labelled) {
         *labelled.entry(l.key()).or_default() += 1;
     }
-    let mine: HashSet<(&str, Option<&str>)> = labels.iter().filter(|l| l.reviewer == reviewer).map(QueueLabel::key).collect();
+    let mine: HashSet<(&str, Option<&str>)> =
+        labels.iter().filter(|l| l.reviewer == reviewer).map(QueueLabel::key).collect();
     let open = items
         .iter()
-        .filter(|i| {
-            !mine.contains(&i.key()) && labelled.get(&i.key()).copied().unwrap_or(0) < spec.reviewers_per_item
-        })
+        .filter(|i| !mine.contains(&i.key()) && labelled.get(&i.key()).copied().unwrap_or(0) < spec.reviewers_per_item)
         .count();
     (answered, open)
 }
@@ -655,8 +657,10 @@ pub fn provenance(store: &dyn crate::store::Store) -> crate::Result<Provenance> 
         let mine: Vec<&QueueLabel> =
             labels.iter().filter(|l| l.queue == s.name && l.outcome == LabelOutcome::Labelled).collect();
         // Both outputs of a judged pair count as labelled requests.
-        let requests: HashSet<&str> =
-            mine.iter().flat_map(|l| std::iter::once(l.request_id.as_str()).chain(l.other_request_id.as_deref())).collect();
+        let requests: HashSet<&str> = mine
+            .iter()
+            .flat_map(|l| std::iter::once(l.request_id.as_str()).chain(l.other_request_id.as_deref()))
+            .collect();
         all.extend(&requests);
         out.labels += mine.len();
         out.queues.push(QueueShare {

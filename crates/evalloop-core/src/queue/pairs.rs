@@ -88,11 +88,8 @@ pub fn pair_priorities(
     let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for (id, t) in store.request_texts(&ids)? {
         let meta: serde_json::Value = serde_json::from_str(&t.metadata).unwrap_or_default();
-        let g = o
-            .group_key
-            .as_ref()
-            .and_then(|k| metadata_group(meta.get(k)))
-            .unwrap_or_else(|| prompt_group(&t.prompt));
+        let g =
+            o.group_key.as_ref().and_then(|k| metadata_group(meta.get(k))).unwrap_or_else(|| prompt_group(&t.prompt));
         groups.entry(g).or_default().push(id);
     }
     let total: usize = groups.values().map(|g| g.len() * g.len().saturating_sub(1) / 2).sum();

@@ -69,7 +69,11 @@ pub struct Candidate {
 }
 
 /// The `overall` score and cohort of every request in the window that `evaluator` scored.
-pub(super) fn scores_of(store: &dyn Store, window: &Filter, evaluator: &str) -> Result<BTreeMap<String, (f64, Option<String>)>> {
+pub(super) fn scores_of(
+    store: &dyn Store,
+    window: &Filter,
+    evaluator: &str,
+) -> Result<BTreeMap<String, (f64, Option<String>)>> {
     let f = Filter { evaluator: Some(evaluator.to_string()), ..window.clone() };
     Ok(store.evaluated_requests(&f)?.into_iter().map(|r| (r.request_id, (r.eval_score, r.cohort))).collect())
 }
@@ -197,7 +201,9 @@ pub fn priorities(
 pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) -> Result<(QueueSpec, Vec<QueueItem>)> {
     check_name(&o.name).map_err(Error::Input)?;
     if o.group_key.is_some() && o.kind != QueueKind::Preference {
-        return Err(Error::Input("--group-key applies to preference queues (it names the groups pairs come from)".into()));
+        return Err(Error::Input(
+            "--group-key applies to preference queues (it names the groups pairs come from)".into(),
+        ));
     }
     if o.kind == QueueKind::Thumbs && o.dimension.is_some() {
         return Err(Error::Input("--dimension applies to rating queues; thumbs carry no dimension".into()));

@@ -156,7 +156,14 @@ pub fn pair(
 
 /// One item to label: the prompt and output (escaped), the controls of the queue's kind, a
 /// comment box, skip; the evaluator's score is not shown.
-pub fn item(spec: &QueueSpec, item: &QueueItem, prompt: &str, output: &str, s: &Standing, notice: Option<&str>) -> String {
+pub fn item(
+    spec: &QueueSpec,
+    item: &QueueItem,
+    prompt: &str,
+    output: &str,
+    s: &Standing,
+    notice: Option<&str>,
+) -> String {
     let name = html_escape(&spec.name);
     let (question, buttons) = match spec.kind {
         QueueKind::Thumbs => (

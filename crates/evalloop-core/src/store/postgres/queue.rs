@@ -134,15 +134,7 @@ pub(super) fn queue_labels(store: &PostgresStore, queue: Option<&str>) -> StoreR
          WHERE {p} IS NULL OR queue = {p} ORDER BY ts, queue, request_id, other_request_id, reviewer"
     );
     let rows = store.query_map(&sql, &params, |r| {
-        Ok((
-            r.try_get(0)?,
-            r.try_get(1)?,
-            r.try_get(2)?,
-            r.try_get(3)?,
-            r.try_get(4)?,
-            r.try_get(5)?,
-            r.try_get(6)?,
-        ))
+        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?))
     })?;
     rows.into_iter().map(|r| crate::queue::label_from_row(r).map_err(StoreError::Invalid)).collect()
 }
