@@ -31,9 +31,16 @@ const QUEUE_TABLES_SQL: &str = r#"CREATE TABLE IF NOT EXISTS review_queues (
         other_request_id TEXT COLLATE "C" NOT NULL DEFAULT '',
         PRIMARY KEY (queue, request_id, other_request_id, reviewer)
     );
-    ALTER TABLE queue_items ADD COLUMN IF NOT EXISTS other_request_id TEXT COLLATE "C";
-    ALTER TABLE queue_labels ADD COLUMN IF NOT EXISTS other_request_id TEXT COLLATE "C" NOT NULL DEFAULT '';
     DO $$ BEGIN
+        -- Checked first, so that opening a migrated store takes no table lock.
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'queue_items'::regclass
+                       AND attname = 'other_request_id' AND NOT attisdropped) THEN
+            ALTER TABLE queue_items ADD COLUMN other_request_id TEXT COLLATE "C";
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'queue_labels'::regclass
+                       AND attname = 'other_request_id' AND NOT attisdropped) THEN
+            ALTER TABLE queue_labels ADD COLUMN other_request_id TEXT COLLATE "C" NOT NULL DEFAULT '';
+        END IF;
         IF NOT EXISTS (
             SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
             WHERE i.indrelid = 'queue_labels'::regclass AND i.indisprimary AND a.attname = 'other_request_id'
