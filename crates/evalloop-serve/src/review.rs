@@ -216,9 +216,8 @@ enum NextItem {
     Item {
         spec: Box<queue::QueueSpec>,
         item: queue::QueueItem,
-        prompt: String,
-        /// The output; for a pair, output A and output B.
-        outputs: Vec<String>,
+        /// The request's prompt and output; for a pair, A's and B's.
+        texts: Vec<(String, String)>,
         standing: Standing,
     },
     Done {
@@ -263,17 +262,8 @@ async fn next_page(
                 Some(item) => {
                     let ids: Vec<String> =
                         std::iter::once(item.request_id.clone()).chain(item.other_request_id.clone()).collect();
-                    let texts = s.request_texts(&ids)?;
-                    let prompt = texts.first().map(|(_, t)| t.prompt.clone()).ok_or_else(|| {
-                        evalloop_core::Error::Input(format!("request {:?} has no log", item.request_id))
-                    })?;
-                    Ok(NextItem::Item {
-                        spec: Box::new(spec),
-                        item: item.clone(),
-                        prompt,
-                        outputs: texts.into_iter().map(|(_, t)| t.output).collect(),
-                        standing,
-                    })
+                    let texts = s.request_texts(&ids)?.into_iter().map(|(_, t)| (t.prompt, t.output)).collect();
+                    Ok(NextItem::Item { spec: Box::new(spec), item: item.clone(), texts, standing })
                 }
             }
         })
@@ -282,13 +272,14 @@ async fn next_page(
     match found {
         Ok(Ok(NextItem::NoQueue)) => error(StatusCode::NOT_FOUND, "no such queue"),
         Ok(Ok(NextItem::Done { spec, standing })) => html(status, page::done(&spec, &standing, notice)),
-        Ok(Ok(NextItem::Item { spec, item, prompt, outputs, standing })) => match outputs.as_slice() {
+        Ok(Ok(NextItem::Item { spec, item, texts, standing })) => match texts.as_slice() {
             [a, b] => {
                 let swapped = queue::shown_swapped(&spec.name, item.position, &reviewer);
                 let (left, right) = if swapped { (b, a) } else { (a, b) };
-                html(status, page::pair(&spec, &item, &prompt, [left, right], &standing, notice))
+                let shown = [(left.0.as_str(), left.1.as_str()), (right.0.as_str(), right.1.as_str())];
+                html(status, page::pair(&spec, &item, shown, &standing, notice))
             }
-            [output] => html(status, page::item(&spec, &item, &prompt, output, &standing, notice)),
+            [(prompt, output)] => html(status, page::item(&spec, &item, prompt, output, &standing, notice)),
             _ => store_error("an item's texts did not come back"),
         },
         Ok(Err(e)) => store_error(&e.to_string()),

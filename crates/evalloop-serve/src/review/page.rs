@@ -121,13 +121,13 @@ fn answer_form(name: &str, item: &QueueItem, question: &str, buttons: &str) -> S
 }
 
 /// A pair to judge (preference queues): the prompt and the two outputs side by side (escaped;
-/// `outputs` in the order shown, left as A), A / B / tie buttons (keys `a`, `b`, `t`), skip and
-/// a comment; no score.
+/// `shown` the (prompt, output) of each side in the order shown, left as A; the prompt once
+/// when both outputs answer the same text, above each output otherwise), A / B / tie buttons
+/// (keys `a`, `b`, `t`), skip and a comment; no score.
 pub fn pair(
     spec: &QueueSpec,
     item: &QueueItem,
-    prompt: &str,
-    outputs: [&str; 2],
+    shown: [(&str, &str); 2],
     s: &Standing,
     notice: Option<&str>,
 ) -> String {
@@ -139,16 +139,21 @@ pub fn pair(
     let buttons = "<button type=\"submit\" name=\"answer\" value=\"a\" data-key=\"a\" id=\"answer-a\">A is better <kbd>a</kbd></button>\
                    <button type=\"submit\" name=\"answer\" value=\"tie\" data-key=\"t\" id=\"answer-tie\">About the same <kbd>t</kbd></button>\
                    <button type=\"submit\" name=\"answer\" value=\"b\" data-key=\"b\" id=\"answer-b\">B is better <kbd>b</kbd></button>";
+    let [(prompt_a, output_a), (prompt_b, output_b)] = shown;
+    let (common, own_a, own_b) = if prompt_a == prompt_b {
+        (format!("<h2>Prompt</h2><pre id=\"prompt\">{}</pre>", html_escape(prompt_a)), String::new(), String::new())
+    } else {
+        let own = |side: &str, p: &str| format!("<h3>Prompt</h3><pre id=\"prompt-{side}\">{}</pre>", html_escape(p));
+        (String::new(), own("a", prompt_a), own("b", prompt_b))
+    };
     let body = format!(
-        "<h1>Queue {name}</h1>{}{}\
-         <h2>Prompt</h2><pre id=\"prompt\">{}</pre>\
-         <div class=\"pair\"><div><h2>A</h2><pre id=\"output-a\">{}</pre></div>\
-         <div><h2>B</h2><pre id=\"output-b\">{}</pre></div></div>{}",
+        "<h1>Queue {name}</h1>{}{}{common}\
+         <div class=\"pair\"><div><h2>A</h2>{own_a}<pre id=\"output-a\">{}</pre></div>\
+         <div><h2>B</h2>{own_b}<pre id=\"output-b\">{}</pre></div></div>{}",
         notice_html(notice),
         progress(s),
-        html_escape(prompt),
-        html_escape(outputs[0]),
-        html_escape(outputs[1]),
+        html_escape(output_a),
+        html_escape(output_b),
         answer_form(&name, item, &question, buttons),
     );
     page(&format!("evalloop review: {}", spec.name), &body)
@@ -263,9 +268,14 @@ mod tests {
         assert!(!html.contains("probability"), "the page shows no score or probability");
         assert!(index("<b>", &[]).contains("&lt;b&gt;"));
         let spec = QueueSpec { kind: QueueKind::Preference, ..spec };
-        let html = pair(&spec, &it, "p", ["<b>left</b>", "x < y"], &s, None);
+        let html = pair(&spec, &it, [("p", "<b>left</b>"), ("p", "x < y")], &s, None);
         assert!(html.contains("<pre id=\"output-a\">&lt;b&gt;left&lt;/b&gt;</pre>"), "{html}");
         assert!(html.contains("<pre id=\"output-b\">x &lt; y</pre>"));
+        assert!(html.contains("<pre id=\"prompt\">p</pre>") && !html.contains("prompt-a"), "one shared prompt");
+        let html = pair(&spec, &it, [("p1", "o"), ("<p2>", "o")], &s, None);
+        assert!(
+            html.contains("<pre id=\"prompt-a\">p1</pre>") && html.contains("<pre id=\"prompt-b\">&lt;p2&gt;</pre>")
+        );
         for key in ["a", "b", "t", "s"] {
             assert!(html.contains(&format!("data-key=\"{key}\"")), "no button for key {key}");
         }
