@@ -763,6 +763,26 @@ mod tests {
     }
 
     #[test]
+    fn preference_answers_are_events_on_the_pair() {
+        let p = spec(1, QueueKind::Preference);
+        let mut it = items().remove(1);
+        let now = Utc::now();
+        // An item without its second output cannot take a preference.
+        assert!(answer_events(&p, &it, "ann", &Answer::Prefer(Choice::A), None, now).is_err());
+        it.other_request_id = Some("r9".into());
+        let (ev, l) = answer_events(&p, &it, "ann", &Answer::Prefer(Choice::B), Some("close"), now).unwrap();
+        assert_eq!((ev[0].feedback_type, &ev[0].value), (FeedbackType::Preference, &FeedbackValue::Choice(Choice::B)));
+        assert_eq!((ev[0].request_id.as_str(), ev[0].other_request_id.as_deref()), ("r1", Some("r9")));
+        assert_eq!(ev[1].feedback_type, FeedbackType::TextComment);
+        assert_eq!(l.key(), ("r1", Some("r9")));
+        assert!(answer_events(&p, &it, "ann", &Answer::Rating(3), None, now).is_err());
+        // The sides: fixed per queue, item and reviewer, and both occur.
+        let sides: Vec<bool> = (0..32).map(|i| shown_swapped("q", i, "ann")).collect();
+        assert!(sides.contains(&true) && sides.contains(&false));
+        assert_eq!(sides, (0..32).map(|i| shown_swapped("q", i, "ann")).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn labelled_probabilities_keep_the_largest_per_request() {
         let mut it = items();
         it.push(QueueItem {
