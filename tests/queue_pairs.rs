@@ -350,3 +350,50 @@ fn queue_tables_from_before_pairs_are_migrated_on_postgres() {
     drop(c);
     check_migrated(&pg.url);
 }
+
+/// Eight reviewers answer the same item of a two-reviewer queue at once, each on a connection
+/// of their own: exactly two labels are stored, the other six are refused as full.
+fn racing_answers(db: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    ok_json(db, d, &["ingest", "logs", LOGS]);
+    ok_json(
+        db,
+        d,
+        &["queue", "create", "--name", "race", "--strategy", "random", "--size", "3", "--reviewers-per-item", "2"],
+    );
+    let barrier = std::sync::Arc::new(std::sync::Barrier::new(8));
+    let threads: Vec<_> = (0..8)
+        .map(|n| {
+            let (db, barrier) = (db.to_string(), barrier.clone());
+            std::thread::spawn(move || {
+                let mut store = evalloop::store::open(&db).unwrap();
+                let spec = store.queue("race").unwrap().unwrap();
+                let item = store.queue_items(Some("race")).unwrap().remove(0);
+                barrier.wait();
+                let who = format!("rev-{n}");
+                queue::record_answer(store.as_mut(), &spec, &item, &who, &Answer::Rating(4), None, Utc::now()).unwrap()
+            })
+        })
+        .collect();
+    let outcomes: Vec<Recorded> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(outcomes.iter().filter(|r| **r == Recorded::Stored).count(), 2, "{outcomes:?}");
+    assert_eq!(outcomes.iter().filter(|r| **r == Recorded::Full).count(), 6, "{outcomes:?}");
+    let store = evalloop::store::open(db).unwrap();
+    let labels = store.queue_labels(Some("race")).unwrap();
+    assert_eq!(labels.len(), 2);
+    let events = store.feedback_for(&labels[0].request_id).unwrap();
+    assert_eq!(events.iter().filter(|e| e.event_id.starts_with("queue:race:")).count(), 2, "{events:?}");
+}
+
+#[test]
+fn racing_answers_store_k_labels_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    racing_answers(&dir.path().join("race.db").display().to_string());
+}
+
+#[test]
+fn racing_answers_store_k_labels_on_postgres() {
+    let Some(pg) = PgSchema::new("qrace") else { return };
+    racing_answers(&pg.url);
+}
