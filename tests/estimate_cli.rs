@@ -232,7 +232,18 @@ fn queue_labels_are_estimated_apart_with_their_selection_probabilities() {
     bin(d.path()).args(["ingest", "logs"]).arg(ex.join("logs.jsonl")).assert().success();
     bin(d.path()).args(["ingest", "feedback"]).arg(ex.join("feedback.jsonl")).assert().success();
     let before = json(bin(d.path()).arg("estimate"));
-    json(bin(d.path()).args(["queue", "create", "--name", "q1", "--strategy", "random", "--size", "40"]));
+    json(bin(d.path()).args([
+        "queue",
+        "create",
+        "--name",
+        "q1",
+        "--strategy",
+        "random",
+        "--size",
+        "40",
+        "--reviewers-per-item",
+        "2",
+    ]));
     // Two reviewers answer every item with the request's true coherence (rounded).
     let truth: std::collections::BTreeMap<String, f64> = std::fs::read_to_string(ex.join("truth.jsonl"))
         .unwrap()

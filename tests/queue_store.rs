@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use chrono::Utc;
-use evalloop::queue::{self, Answer};
+use evalloop::queue::{self, Answer, Recorded};
 use serde_json::Value;
 use serve_support::{BIN, PgSchema};
 
@@ -115,14 +115,10 @@ fn queue_contract(db: &str) {
     let large = by_priority.iter().filter(|(s, _)| *s > 0.05).count();
     assert!(large >= 15, "only {large} of 30 items have a large disagreement");
 
-    // Refusals: a name in use, preference, a size above the population, missing inputs.
+    // Refusals: a name in use, a size above the population, missing inputs.
     let (code, _, err) = run(db, d, &["queue", "create", "--name", "rand", "--strategy", "random", "--size", "2"]);
     assert_eq!(code, 2, "{err}");
     assert!(err.contains("exists already"), "{err}");
-    let (code, _, err) =
-        run(db, d, &["queue", "create", "--name", "p", "--strategy", "random", "--size", "2", "--kind", "preference"]);
-    assert_eq!(code, 2);
-    assert!(err.contains("not yet supported"), "{err}");
     let (code, _, err) = run(db, d, &["queue", "create", "--name", "big", "--strategy", "random", "--size", "999"]);
     assert_eq!(code, 2);
     assert!(err.contains("several evaluators") || err.contains("only 392"), "{err}");
@@ -199,14 +195,20 @@ fn queue_contract(db: &str) {
     let now = Utc::now();
     for (n, it) in items.iter().take(6).enumerate() {
         let rating = 1 + (n % 5) as u8;
-        assert!(
-            queue::record_answer(store.as_mut(), &spec, it, "ann", &Answer::Rating(rating), Some("ok"), now).unwrap()
-        );
-        assert!(queue::record_answer(store.as_mut(), &spec, it, "bob", &Answer::Rating(rating), None, now).unwrap());
+        let r = queue::record_answer(store.as_mut(), &spec, it, "ann", &Answer::Rating(rating), Some("ok"), now);
+        assert_eq!(r.unwrap(), Recorded::Stored);
+        let r = queue::record_answer(store.as_mut(), &spec, it, "bob", &Answer::Rating(rating), None, now);
+        assert_eq!(r.unwrap(), Recorded::Stored);
     }
-    // A repeated answer changes nothing; a skip stores no event.
-    assert!(!queue::record_answer(store.as_mut(), &spec, &items[0], "ann", &Answer::Rating(5), None, now).unwrap());
-    assert!(queue::record_answer(store.as_mut(), &spec, &items[6], "ann", &Answer::Skip, None, now).unwrap());
+    // A repeated answer changes nothing; a skip stores no event; a third label on an item with
+    // its two is refused and leaves no event (regression: it was stored as an extra label).
+    let r = queue::record_answer(store.as_mut(), &spec, &items[0], "ann", &Answer::Rating(5), None, now);
+    assert_eq!(r.unwrap(), Recorded::Duplicate);
+    let r = queue::record_answer(store.as_mut(), &spec, &items[0], "cid", &Answer::Rating(5), None, now);
+    assert_eq!(r.unwrap(), Recorded::Full);
+    assert!(store.feedback_for(&items[0].request_id).unwrap().iter().all(|e| e.user_id.as_deref() != Some("cid")));
+    let r = queue::record_answer(store.as_mut(), &spec, &items[6], "ann", &Answer::Skip, None, now);
+    assert_eq!(r.unwrap(), Recorded::Stored);
     assert!(queue::record_answer(store.as_mut(), &spec, &items[7], "ann", &Answer::Thumb(true), None, now).is_err());
     let labels = store.queue_labels(Some("dis")).unwrap();
     assert_eq!(labels.len(), 13);

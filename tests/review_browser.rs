@@ -1,7 +1,9 @@
 //! The review page of `evalloop serve`: over plain HTTP on both stores (login, cookie flags,
-//! scopes, bad answers, escaping, the events in the store), and in a real headless Chromium
-//! driven over WebDriver (`chromedriver`, Debian's `chromium-driver`): log in, label three items
-//! with the keyboard, skip one, see the progress, find the events in the store.
+//! scopes, bad answers, escaping, the events in the store; preference items and their sides; an
+//! answer on an item that others finished; the login's rate limit; the review routes against
+//! the OpenAPI document), and in a real headless Chromium driven over WebDriver
+//! (`chromedriver`, Debian's `chromium-driver`): log in, label three items with the keyboard,
+//! skip one, see the progress, judge a pair with the keyboard, find the events in the store.
 //!
 //! Without `chromium` and `chromedriver` on PATH the browser test says SKIPPED and passes,
 //! unless `EVALLOOP_REQUIRE_CHROMIUM=1`. The PostgreSQL half of the HTTP test runs under
@@ -35,6 +37,40 @@ fn setup(db: &str, dir: &Path) -> String {
     cli(db, &["ingest", "logs", path.to_str().unwrap()]);
     cli(db, &["queue", "create", "--name", "q", "--strategy", "random", "--size", "5"]);
     make_key(db, "ann", "annotate")
+}
+
+/// Four more logs, outputs of one prompt group (`r6`-`r9`, metadata `group` = `g`), and a
+/// preference queue `pq` of four of their six pairs, one reviewer per item.
+fn setup_pairs(db: &str, dir: &Path) {
+    let logs: String = (6..10)
+        .map(|i| {
+            let mut l = log(&format!("r{i}"), &format!("output {i} {EVIL}"));
+            l["prompt"] = json!(format!("the shared prompt {EVIL}"));
+            l["eval_scores"] = json!({"overall": 0.1 * i as f64});
+            l["metadata"]["group"] = json!("g");
+            format!("{l}\n")
+        })
+        .collect();
+    let path = dir.join("pair-logs.jsonl");
+    std::fs::write(&path, logs).unwrap();
+    cli(db, &["ingest", "logs", path.to_str().unwrap()]);
+    cli(
+        db,
+        &[
+            "queue",
+            "create",
+            "--name",
+            "pq",
+            "--kind",
+            "preference",
+            "--strategy",
+            "random",
+            "--size",
+            "4",
+            "--group-key",
+            "group",
+        ],
+    );
 }
 
 /// The `evalloop_review` cookie a login sets.
@@ -120,6 +156,123 @@ fn review_contract(db: &str) {
     assert_eq!(first["answers"][0]["reviewer"], "ann");
     assert_eq!(first["answers"][0]["value"], 3.0);
     assert_eq!(first["answers"][0]["comment"], "<b>fine</b>");
+}
+
+/// The request id whose output an item page shows in the element `id` (outputs read
+/// `output N ...`).
+fn shown_request(html: &str, id: &str) -> String {
+    let start = html.find(&format!("<pre id=\"{id}\">output ")).unwrap_or_else(|| panic!("no {id} in {html}"));
+    let rest = &html[start + id.len() + 18..];
+    format!("r{}", rest.split(' ').next().unwrap())
+}
+
+/// Preference items over HTTP, an answer on an item finished meanwhile (409 and the next item),
+/// the review routes of the OpenAPI document, and the login's rate limit.
+fn review_pairs_contract(db: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let ann = setup(db, dir.path());
+    setup_pairs(db, dir.path());
+    let bob = make_key(db, "bob", "annotate");
+    let srv = Server::start(db, CONFIG);
+    let ann_cookie = session_cookie(&form(&srv, "/review/login", &format!("key={ann}"), None));
+    let bob_cookie = session_cookie(&form(&srv, "/review/login", &format!("key={bob}"), None));
+
+    // The pair side by side, escaped; `a` names the output shown on the left.
+    let html = page(&srv, "/review/queues/pq", &ann_cookie).text();
+    assert!(html.contains("id=\"output-a\"") && html.contains("id=\"output-b\""), "{html}");
+    assert!(!html.contains("<script>window"), "markup from the log reached the page raw");
+    assert!(html.contains("data-key=\"t\""));
+    let left = shown_request(&html, "output-a");
+    let right = shown_request(&html, "output-b");
+    assert!(html.contains("name=\"position\" value=\"0\""));
+    let a = form(&srv, "/review/queues/pq/answer", "position=0&answer=a", Some(&ann_cookie));
+    assert_eq!(a.status, 303, "{}", a.text());
+    assert_eq!(form(&srv, "/review/queues/pq/answer", "position=1&answer=4", Some(&ann_cookie)).status, 400);
+
+    // bob still has item 0's page open; ann's label finished it (one reviewer per item).
+    let a = form(&srv, "/review/queues/pq/answer", "position=0&answer=tie", Some(&bob_cookie));
+    assert_eq!(a.status, 409, "{}", a.text());
+    let html = a.text();
+    assert!(html.contains("id=\"notice\"") && html.contains("your answer was not stored"), "{html}");
+    assert!(html.contains("name=\"position\" value=\"1\""), "the page moves on to the next item: {html}");
+    // bob prefers the left output of the other three pairs (each reviewer sees fixed sides).
+    let mut lefts = vec![("ann", left.clone(), right.clone())];
+    for position in 1..4 {
+        let html = page(&srv, "/review/queues/pq", &bob_cookie).text();
+        assert!(html.contains(&format!("name=\"position\" value=\"{position}\"")), "{html}");
+        lefts.push(("bob", shown_request(&html, "output-a"), shown_request(&html, "output-b")));
+        let a = form(&srv, "/review/queues/pq/answer", &format!("position={position}&answer=a"), Some(&bob_cookie));
+        assert_eq!(a.status, 303, "{}", a.text());
+    }
+    assert!(page(&srv, "/review/queues/pq", &bob_cookie).text().contains("id=\"done\""));
+
+    // Ten failed logins from one address in a minute; the eleventh try is refused, even with a
+    // good key, with Retry-After.
+    for n in 0..10 {
+        let a = form(&srv, "/review/login", &format!("key=evk_guess{n}"), None);
+        assert_eq!(a.status, 401, "try {n}: {}", a.text());
+    }
+    let a = form(&srv, "/review/login", &format!("key={ann}"), None);
+    assert_eq!(a.status, 429, "{}", a.text());
+    let wait: u64 = a.header("retry-after").expect("Retry-After").parse().unwrap();
+    assert!((1..=60).contains(&wait), "{wait}");
+    assert!(a.text().contains("too many failed logins"));
+    // A session made before keeps working.
+    assert_eq!(page(&srv, "/review/queues/pq", &ann_cookie).status, 200);
+
+    // The review routes answer as the OpenAPI document says they exist (no fallback 404).
+    let doc = srv.get("/v1/openapi.json", None).json();
+    let paths = doc["paths"].as_object().unwrap();
+    assert!(paths.contains_key("/review/queues/{queue}/answer"));
+    for (path, ops) in paths {
+        let concrete = path.replace("{queue}", "pq").replace("{request_id}", "r1");
+        for method in ops.as_object().unwrap().keys() {
+            let a = request(&srv.addr, &method.to_uppercase(), &concrete, None, None, &[("Cookie", &bob_cookie)]);
+            let fallback = a.status == 404 && a.text().contains("no such route");
+            assert!(!fallback, "{method} {path} is documented but not routed");
+        }
+    }
+    assert_eq!(srv.stop(), 0);
+
+    // Each answer in its pair's own orientation, `a` the output that was on the left; bob's
+    // refused answer left nothing.
+    let store = evalloop::store::open(db).unwrap();
+    let prefs = store.preferences(None).unwrap();
+    assert_eq!(prefs.len(), 4, "{prefs:?}");
+    let mut swapped = 0;
+    for (who, left, right) in &lefts {
+        let mut pair = [left.clone(), right.clone()];
+        pair.sort();
+        let e = prefs
+            .iter()
+            .find(|e| e.request_id == pair[0] && e.other_request_id.as_deref() == Some(pair[1].as_str()))
+            .unwrap_or_else(|| panic!("no event on {pair:?}: {prefs:?}"));
+        assert_eq!(e.user_id.as_deref(), Some(*who));
+        let preferred = match &e.value {
+            evalloop::record::FeedbackValue::Choice(evalloop::record::Choice::A) => &e.request_id,
+            evalloop::record::FeedbackValue::Choice(evalloop::record::Choice::B) => {
+                e.other_request_id.as_ref().unwrap()
+            }
+            v => panic!("{v:?}"),
+        };
+        assert_eq!(preferred, left, "`a` is the output shown on the left");
+        swapped += usize::from(left > right);
+    }
+    assert!((1..4).contains(&swapped), "both sides were shown first: {lefts:?}");
+    let labels = store.queue_labels(Some("pq")).unwrap();
+    assert_eq!(labels.len(), 4);
+}
+
+#[test]
+fn preference_items_full_items_and_login_limit_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    review_pairs_contract(&sqlite_store(dir.path()));
+}
+
+#[test]
+fn preference_items_full_items_and_login_limit_on_postgres() {
+    let Some(pg) = PgSchema::new("reviewpairs") else { return };
+    review_pairs_contract(&pg.url);
 }
 
 #[test]
@@ -320,6 +473,7 @@ fn a_reviewer_labels_with_the_keyboard_in_a_real_browser() {
     let dir = tempfile::tempdir().unwrap();
     let db = sqlite_store(dir.path());
     let key = setup(&db, dir.path());
+    setup_pairs(&db, dir.path());
     let srv = Server::start(&db, CONFIG);
     let profile = tempfile::tempdir().unwrap();
     let d = Driver::start(&chromium, &chromedriver, profile.path());
@@ -348,6 +502,17 @@ fn a_reviewer_labels_with_the_keyboard_in_a_real_browser() {
     let hacked =
         d.session("POST", "/execute/sync", Some(json!({"script": "return window.hacked === undefined", "args": []})));
     assert_eq!(hacked, true, "markup in a log ran in the page");
+
+    // A pair: the two outputs side by side; `b` prefers the one on the right.
+    d.goto(&format!("{base}/review/queues/pq"));
+    d.wait_text("#progress-text", "0 of 4 answered");
+    let left = format!("r{}", d.text("#output-a").split(' ').nth(1).unwrap());
+    let right = format!("r{}", d.text("#output-b").split(' ').nth(1).unwrap());
+    assert!(d.text("#output-a").contains("<script>window.hacked = 1</script>"), "the output shows as text");
+    d.press("b");
+    d.wait_text("#progress-text", "1 of 4 answered (1 labelled, 0 skipped)");
+    d.press("t");
+    d.wait_text("#progress-text", "2 of 4 answered (2 labelled, 0 skipped)");
     drop(d);
     assert_eq!(srv.stop(), 0);
 
@@ -368,4 +533,16 @@ fn a_reviewer_labels_with_the_keyboard_in_a_real_browser() {
     }
     let labels = store.queue_labels(Some("q")).unwrap();
     assert_eq!(labels.len(), 4);
+    let prefs = store.preferences(None).unwrap();
+    assert_eq!(prefs.len(), 2, "{prefs:?}");
+    let ties =
+        prefs.iter().filter(|e| e.value == evalloop::record::FeedbackValue::Choice(evalloop::record::Choice::Tie));
+    assert_eq!(ties.count(), 1);
+    let mut pair = [left.as_str(), right.as_str()];
+    pair.sort_unstable();
+    let first = prefs.iter().find(|e| e.request_id == pair[0] && e.other_request_id.as_deref() == Some(pair[1]));
+    let first = first.expect("the first pair's event");
+    let want = if first.request_id == right { evalloop::record::Choice::A } else { evalloop::record::Choice::B };
+    assert_eq!(first.value, evalloop::record::FeedbackValue::Choice(want), "the right-hand output was preferred");
+    assert!(prefs.iter().all(|e| e.user_id.as_deref() == Some("ann")));
 }

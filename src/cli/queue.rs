@@ -12,8 +12,10 @@ use super::{FilterArgs, Outcome, render, to_json};
 use crate::analysis::{RaterAgreementOptions, rater_agreement_of};
 use crate::config::Settings;
 use crate::queue::{self, CreateOptions, LabelOutcome, QueueItem, QueueKind, QueueLabel, QueueSpec, Strategy};
-use crate::record::{FeedbackEvent, FeedbackType, FeedbackValue};
-use crate::stats::Undefined;
+use crate::record::{Choice, FeedbackEvent, FeedbackType, FeedbackValue};
+use crate::stats::agreement::{MeasurementLevel, rater_agreement};
+use crate::stats::preference::choice_units;
+use crate::stats::{self, BootstrapConfig, Undefined};
 use crate::store::{self, RaterEvent, Store};
 use crate::text::escape;
 use crate::{Error, Result};
@@ -21,21 +23,22 @@ use crate::{Error, Result};
 #[derive(Debug, Subcommand)]
 pub enum QueueWhat {
     /// Draw a queue of requests for people to label (each with its selection probability).
-    Create(CreateArgs),
+    Create(Box<CreateArgs>),
     /// Every queue with its progress.
     List,
     /// A queue's progress per reviewer, agreement so far and the IPW mean of its labels.
     Show(ShowArgs),
     /// A queue's items, selection probabilities and labels as JSON Lines.
     Export(ExportArgs),
-    /// Answers given elsewhere (JSON Lines: request_id, reviewer, answer, comment).
+    /// Answers given elsewhere (JSON Lines: request_id, other_request_id, reviewer, answer, comment).
     Import(ImportArgs),
 }
 
 #[derive(Debug, clap::Args)]
 pub struct ImportArgs {
     pub name: String,
-    /// JSON Lines of {"request_id", "reviewer", "answer": 1-5 | "up" | "down" | "skip", "comment"}.
+    /// JSON Lines of {"request_id", "other_request_id" (preference queues), "reviewer",
+    /// "answer": 1-5 | "up" | "down" | "a" | "b" | "tie" | "skip", "comment"}.
     pub file: PathBuf,
 }
 
@@ -56,9 +59,14 @@ pub struct CreateArgs {
     /// Rate this human dimension (rating queues), e.g. coherence.
     #[arg(long)]
     pub dimension: Option<String>,
-    /// What reviewers answer (preference: not yet supported).
+    /// What reviewers answer: a 1-5 rating, thumbs, or a preference between two outputs of one
+    /// prompt group (each item a pair).
     #[arg(long, value_enum, default_value_t = QueueKind::Rating)]
     pub kind: QueueKind,
+    /// Preference queues: the metadata key naming a request's prompt group (default: a hash of
+    /// the prompt).
+    #[arg(long)]
+    pub group_key: Option<String>,
     /// The evaluator compared with --evaluator (disagreement, mix): the retrained one.
     #[arg(long)]
     pub against: Option<String>,
@@ -99,15 +107,22 @@ pub struct ExportArgs {
 pub fn run(settings: &Settings, what: QueueWhat) -> Result<Outcome> {
     let mut store = store::open(&settings.db)?;
     match what {
-        QueueWhat::Create(a) => create(settings, store.as_mut(), a),
+        QueueWhat::Create(a) => create(settings, store.as_mut(), *a),
         QueueWhat::List => list(store.as_ref()),
         QueueWhat::Show(a) => show(store.as_ref(), a),
         QueueWhat::Export(a) => export(store.as_ref(), a),
         QueueWhat::Import(a) => {
             let spec = find(store.as_ref(), &a.name)?;
             let n = queue::import_answers(store.as_mut(), &spec, &a.file, chrono::Utc::now())?;
-            let text =
+            let mut text =
                 format!("queue {}: {} answer(s) stored, {} given already", escape(&spec.name), n.stored, n.duplicate);
+            if n.full > 0 {
+                let _ = write!(
+                    text,
+                    ", {} not stored: their items had their {} label(s) already",
+                    n.full, spec.reviewers_per_item
+                );
+            }
             Ok(Outcome::ok(text, to_json(&n)))
         }
     }
@@ -128,6 +143,7 @@ fn create(settings: &Settings, store: &mut dyn Store, a: CreateArgs) -> Result<O
         evaluator: window.evaluator.clone(),
         against: a.against,
         members: a.members,
+        group_key: a.group_key,
         floor: a.floor,
         seed: a.seed,
         window,
@@ -137,13 +153,14 @@ fn create(settings: &Settings, store: &mut dyn Store, a: CreateArgs) -> Result<O
     let (lo, hi) =
         items.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), i| (lo.min(i.probability), hi.max(i.probability)));
     let text = format!(
-        "queue {}: {} {} items drawn by {} from {} requests scored by {} (selection probabilities {:.4} to {:.4}); \
+        "queue {}: {} {} items drawn by {} from {} {} scored by {} (selection probabilities {:.4} to {:.4}); \
          {} reviewer(s) per item\nlabel them on `evalloop serve`'s review page: /review/queues/{}",
         escape(&spec.name),
         spec.size,
         spec.kind.as_str(),
         spec.strategy.as_str(),
         spec.population,
+        if spec.kind == QueueKind::Preference { "pairs of outputs of one group" } else { "requests" },
         escape(&spec.evaluator),
         lo,
         hi,
@@ -158,7 +175,7 @@ fn list(store: &dyn Store) -> Result<Outcome> {
     let items = store.queue_items(None)?;
     let labels = store.queue_labels(None)?;
     let mut text = format!(
-        "{:<24} {:<8} {:<16} {:>6} {:>6} {:>8} {:>9}\n",
+        "{:<24} {:<10} {:<16} {:>6} {:>6} {:>8} {:>9}\n",
         "queue", "kind", "strategy", "items", "done", "labels", "reviewers"
     );
     let mut rows = Vec::new();
@@ -168,7 +185,7 @@ fn list(store: &dyn Store) -> Result<Outcome> {
         let p = queue::progress(s, &it, &la);
         let _ = writeln!(
             text,
-            "{:<24} {:<8} {:<16} {:>6} {:>6} {:>8} {:>9}",
+            "{:<24} {:<10} {:<16} {:>6} {:>6} {:>8} {:>9}",
             escape(&s.name),
             s.kind.as_str(),
             s.strategy.as_str(),
@@ -222,6 +239,9 @@ fn show(store: &dyn Store, a: ShowArgs) -> Result<Outcome> {
     let labels = store.queue_labels(Some(&spec.name))?;
     let events = label_events(store, &labels)?;
     let p = queue::progress(&spec, &items, &labels);
+    if spec.kind == QueueKind::Preference {
+        return show_preference(store, &spec, &items, &labels, &events, p, a.bootstrap);
+    }
 
     // Agreement so far: the existing agreement code over the queue's labels alone.
     let rater_events: Vec<RaterEvent> = labels
@@ -254,25 +274,7 @@ fn show(store: &dyn Store, a: ShowArgs) -> Result<Outcome> {
         .collect();
     let ipw = queue::ipw_mean(&pairs);
 
-    let mut text = format!(
-        "queue {}: {} items ({}, strategy {}, {} reviewer(s) per item{}), drawn from {} requests scored by {}\n",
-        escape(&spec.name),
-        p.items,
-        spec.kind.as_str(),
-        spec.strategy.as_str(),
-        spec.reviewers_per_item,
-        spec.dimension.as_deref().map(|d| format!(", dimension {}", escape(d))).unwrap_or_default(),
-        spec.population,
-        escape(&spec.evaluator),
-    );
-    let _ = writeln!(
-        text,
-        "progress: {} of {} items done, {} of {} labels, {} skips",
-        p.done, p.items, p.labels, p.labels_needed, p.skips
-    );
-    for r in &p.reviewers {
-        let _ = writeln!(text, "  {:<24} {:>6} labelled {:>6} skipped", escape(&r.reviewer), r.labelled, r.skipped);
-    }
+    let mut text = show_head(&spec, &p);
     let scale = if spec.kind == QueueKind::Thumbs { "share of thumbs up" } else { "mean rating" };
     match &ipw {
         Ok(m) => {
@@ -296,13 +298,157 @@ fn show(store: &dyn Store, a: ShowArgs) -> Result<Outcome> {
     Ok(Outcome::ok(text, json))
 }
 
+/// The header and progress lines of `queue show`.
+fn show_head(spec: &QueueSpec, p: &queue::Progress) -> String {
+    let mut text = format!(
+        "queue {}: {} items ({}, strategy {}, {} reviewer(s) per item{}), drawn from {} {} scored by {}\n",
+        escape(&spec.name),
+        p.items,
+        spec.kind.as_str(),
+        spec.strategy.as_str(),
+        spec.reviewers_per_item,
+        spec.dimension.as_deref().map(|d| format!(", dimension {}", escape(d))).unwrap_or_default(),
+        spec.population,
+        if spec.kind == QueueKind::Preference { "pairs" } else { "requests" },
+        escape(&spec.evaluator),
+    );
+    let _ = writeln!(
+        text,
+        "progress: {} of {} items done, {} of {} labels, {} skips",
+        p.done, p.items, p.labels, p.labels_needed, p.skips
+    );
+    for r in &p.reviewers {
+        let _ = writeln!(text, "  {:<24} {:>6} labelled {:>6} skipped", escape(&r.reviewer), r.labelled, r.skipped);
+    }
+    text
+}
+
+/// `queue show` of a preference queue: progress; the reviewers' agreement on the same pair
+/// (nominal over a, b and tie, as `evalloop preferences` measures it); and the evaluator's
+/// pairwise accuracy against the pairs' majority verdicts over the whole population of pairs,
+/// each decisive pair weighted by `1 / selection probability`.
+fn show_preference(
+    store: &dyn Store,
+    spec: &QueueSpec,
+    items: &[QueueItem],
+    labels: &[QueueLabel],
+    events: &BTreeMap<String, FeedbackEvent>,
+    p: queue::Progress,
+    bootstrap: usize,
+) -> Result<Outcome> {
+    let judged: Vec<(&QueueLabel, Choice)> = labels
+        .iter()
+        .filter_map(|l| {
+            let e = events.get(l.event_id.as_deref()?)?;
+            let (_, c) = crate::analysis::oriented(e)?;
+            Some((l, c))
+        })
+        .collect();
+    let choices: Vec<(String, String, Choice)> = judged
+        .iter()
+        .map(|(l, c)| {
+            let (a, b) = l.key();
+            (format!("{a}\u{1f}{}", b.unwrap_or_default()), l.reviewer.clone(), *c)
+        })
+        .collect();
+    let cfg = BootstrapConfig { n_resamples: bootstrap, ..Default::default() };
+    let agreement = rater_agreement(&choice_units(&choices), MeasurementLevel::Nominal, &cfg);
+
+    let mut votes: BTreeMap<(&str, Option<&str>), [usize; 3]> = BTreeMap::new();
+    for (l, c) in &judged {
+        crate::analysis::add_vote(votes.entry(l.key()).or_default(), *c);
+    }
+    let scores: BTreeMap<String, f64> = store
+        .evaluated_requests(&store::Filter { evaluator: Some(spec.evaluator.clone()), ..Default::default() })?
+        .into_iter()
+        .map(|r| (r.request_id, r.eval_score))
+        .collect();
+    let (mut ties, mut unscored) = (0usize, 0usize);
+    let mut values: Vec<(f64, f64)> = Vec::new();
+    for i in items {
+        let Some(v) = votes.get(&i.key()) else { continue };
+        let verdict = crate::analysis::majority(*v);
+        if verdict == Choice::Tie {
+            ties += 1;
+            continue;
+        }
+        let (Some(sa), Some(sb)) = (scores.get(&i.request_id), i.other_request_id.as_ref().and_then(|b| scores.get(b)))
+        else {
+            unscored += 1;
+            continue;
+        };
+        let agrees = match (verdict, sa.total_cmp(sb)) {
+            (_, std::cmp::Ordering::Equal) => 0.5,
+            (Choice::A, std::cmp::Ordering::Greater) | (Choice::B, std::cmp::Ordering::Less) => 1.0,
+            _ => 0.0,
+        };
+        values.push((agrees, i.probability));
+    }
+    let accuracy = if values.len() < 2 {
+        Err(Undefined::new(format!("{} decisive pair(s) with both scores; an interval needs at least 2", values.len())))
+    } else {
+        queue::ipw_mean(&values)
+    };
+
+    let mut text = show_head(spec, &p);
+    match &accuracy {
+        Ok(m) => {
+            let _ = writeln!(
+                text,
+                "evaluator {} prefers the output people preferred in {:.4} of all pairs (weighted by 1 / selection \
+                 probability; 95% CI {:.4} to {:.4}; {} decisive pairs, {} tied, {} without both scores)",
+                escape(&spec.evaluator),
+                m.mean,
+                m.low,
+                m.high,
+                m.n,
+                ties,
+                unscored
+            );
+        }
+        Err(u) => {
+            let _ = writeln!(text, "the evaluator's pairwise accuracy over all pairs: undefined: {}", u.reason);
+        }
+    }
+    match (&agreement.alpha, &agreement.percent_agreement) {
+        (stats::Outcome::Defined(alpha), pa) => {
+            let ci = match &agreement.alpha_ci {
+                stats::Outcome::Defined(c) => format!(" [{:.3}, {:.3}]", c.lower, c.upper),
+                stats::Outcome::Undefined(_) => String::new(),
+            };
+            let pa = pa.as_ref().map_or("undefined".to_string(), |p| format!("{p:.3}"));
+            let _ = writeln!(
+                text,
+                "reviewers on the same pair: Krippendorff's alpha (nominal) {alpha:.3}{ci}, percent agreement {pa}, \
+                 {} pairs judged by 2+ reviewers",
+                agreement.items_used
+            );
+        }
+        (stats::Outcome::Undefined(u), _) => {
+            let _ = writeln!(text, "reviewers on the same pair: agreement undefined ({})", u.reason);
+        }
+    }
+    let json = serde_json::json!({
+        "queue": spec,
+        "progress": p,
+        "pairwise_accuracy": match &accuracy { Ok(m) => to_json(m), Err(u) => to_json(u) },
+        "tied_pairs": ties,
+        "unscored_pairs": unscored,
+        "agreement": agreement,
+    });
+    Ok(Outcome::ok(text, json))
+}
+
 /// One line of `queue export`: an item, its selection probability and its answers.
 #[derive(Debug, Serialize)]
 struct ExportRow<'a> {
     queue: &'a str,
     position: u32,
     request_id: &'a str,
-    /// The probability the design selected the request with.
+    /// Output B of a pair (preference queues).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    other_request_id: Option<&'a str>,
+    /// The probability the design selected the request (or pair) with.
     probability: f64,
     /// `1 / probability`: its weight in unbiased estimates over the population.
     ipw_weight: f64,
@@ -320,6 +466,9 @@ struct ExportAnswer {
     /// The rating (1-5) or thumb (1 up, 0 down).
     #[serde(skip_serializing_if = "Option::is_none")]
     value: Option<f64>,
+    /// A preference: `a` (the item's `request_id`), `b` (its `other_request_id`) or `tie`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    choice: Option<Choice>,
     #[serde(skip_serializing_if = "Option::is_none")]
     comment: Option<String>,
     /// RFC 3339.
@@ -336,7 +485,7 @@ fn export(store: &dyn Store, a: ExportArgs) -> Result<Outcome> {
     for i in &items {
         let answers = labels
             .iter()
-            .filter(|l| l.request_id == i.request_id)
+            .filter(|l| l.key() == i.key())
             .map(|l| {
                 let ev = l.event_id.as_deref().and_then(|id| events.get(id));
                 let comment = l.event_id.as_deref().and_then(|id| events.get(&format!("{id}:comment"))).and_then(|c| {
@@ -350,6 +499,10 @@ fn export(store: &dyn Store, a: ExportArgs) -> Result<Outcome> {
                     outcome: l.outcome,
                     event_id: l.event_id.clone(),
                     value: ev.and_then(value_of),
+                    choice: ev.and_then(|e| match e.value {
+                        FeedbackValue::Choice(c) => Some(c),
+                        _ => None,
+                    }),
                     comment,
                     timestamp: l.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                 }
@@ -359,6 +512,7 @@ fn export(store: &dyn Store, a: ExportArgs) -> Result<Outcome> {
             queue: &spec.name,
             position: i.position,
             request_id: &i.request_id,
+            other_request_id: i.other_request_id.as_deref(),
             probability: i.probability,
             ipw_weight: 1.0 / i.probability,
             priority: i.priority,

@@ -194,7 +194,8 @@ pub fn estimate(store: &dyn Store, scope: &Scope, opts: &EstimateOptions) -> Res
         .map(|r| (r.request_id, r.human_score))
         .collect();
     // Queue labels leave the stratified estimate: their requests keep their other feedback's score.
-    let queue_labels = store.queue_labels(None)?;
+    // Preference queues judge pairs, not single requests: their labels give no human score.
+    let queue_labels: Vec<_> = store.queue_labels(None)?.into_iter().filter(|l| l.other_request_id.is_none()).collect();
     let (queue_events, queued) = queues::queue_label_events(&queue_labels);
     let mut queued_events: BTreeMap<String, Vec<crate::record::FeedbackEvent>> = BTreeMap::new();
     for id in queued {

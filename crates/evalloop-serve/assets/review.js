@@ -1,4 +1,5 @@
-// The review page's keyboard shortcuts: 1-5 rate, u / d thumbs up / down, s skip. Each presses
+// The review page's keyboard shortcuts: 1-5 rate, u / d thumbs up / down, a / b / t the left
+// output, the right one or a tie (preference queues), s skip. Each presses
 // the button that carries the key in data-key, so the page works the same without JavaScript.
 // Keys typed into the comment box stay there.
 (function () {

@@ -41,6 +41,8 @@ pub struct AppState {
     /// Signs feedback tokens.
     pub secret: Vec<u8>,
     pub metrics: Arc<Metrics>,
+    /// Failed review logins per client address.
+    pub review_logins: crate::review::limit::LoginLimiter,
     buckets: Mutex<HashMap<String, Bucket>>,
 }
 
@@ -62,6 +64,7 @@ impl AppState {
             keys: RwLock::new(HashMap::new()),
             secret,
             metrics,
+            review_logins: Default::default(),
             buckets: Mutex::new(HashMap::new()),
         }
     }

@@ -103,7 +103,9 @@ pub fn serve(opts: ServeOptions, on_listen: impl FnOnce(SocketAddr)) -> Result<(
         let local = listener.local_addr().map_err(|e| ServeError::Io(format!("binding {addr}: {e}")))?;
         on_listen(local);
         tracing::info!("listening on http://{local}");
-        axum::serve(listener, app::router(state.clone()))
+        // The peer address reaches the handlers (the review login's limit is per address).
+        let app = app::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
+        axum::serve(listener, app)
             .with_graceful_shutdown(shutdown_signal())
             .await
             .map_err(|e| ServeError::Io(format!("serving on {local}: {e}")))

@@ -14,6 +14,12 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("options", "/v1/feedback"),
     ("post", "/v1/feedback-tokens"),
     ("get", "/v1/requests/{request_id}/summary"),
+    ("get", "/review"),
+    ("post", "/review/login"),
+    ("post", "/review/logout"),
+    ("get", "/review/assets/review.js"),
+    ("get", "/review/queues/{queue}"),
+    ("post", "/review/queues/{queue}/answer"),
 ];
 
 fn error_response(description: &str) -> Value {
@@ -51,9 +57,65 @@ fn ingest_op(summary: &str, row_schema: &str, token: bool) -> Value {
     })
 }
 
+fn html_response(description: &str) -> Value {
+    json!({ "description": description, "content": { "text/html": { "schema": { "type": "string" } } } })
+}
+
+fn see_other(description: &str) -> Value {
+    json!({ "description": description, "headers": { "Location": { "schema": { "type": "string" } } } })
+}
+
+fn form_body(schema: &str) -> Value {
+    json!({ "required": true, "content": { "application/x-www-form-urlencoded": {
+        "schema": { "$ref": format!("#/components/schemas/{schema}") } } } })
+}
+
+/// The review page's routes (HTML for people; `crate::review`).
+fn review_paths() -> Value {
+    let queue = json!([{ "name": "queue", "in": "path", "required": true, "schema": { "type": "string" } }]);
+    json!({
+        "/review": { "get": { "summary": "The review page: the login form, or the queues for a logged-in reviewer",
+            "tags": ["review"], "security": [{}, { "reviewSession": [] }],
+            "responses": { "200": html_response("the login form or the queues"),
+                "503": html_response("the store does not answer") } } },
+        "/review/login": { "post": { "summary": "Log in with a key of scope annotate (or admin); sets the session cookie",
+            "tags": ["review"], "security": [], "requestBody": form_body("ReviewLogin"),
+            "responses": {
+                "303": see_other("logged in: `Set-Cookie: evalloop_review=...; HttpOnly; SameSite=Strict`, to /review"),
+                "400": html_response("the form was not understood"),
+                "401": html_response("unknown or revoked key (counts towards the address's limit)"),
+                "403": html_response("the key's scope is not annotate or admin"),
+                "429": { "description": "10 failed logins from the client address within a minute; see Retry-After",
+                    "headers": { "Retry-After": { "schema": { "type": "integer" } } },
+                    "content": { "text/html": { "schema": { "type": "string" } } } } } } },
+        "/review/logout": { "post": { "summary": "Log out (the cookie is cleared)", "tags": ["review"], "security": [],
+            "responses": { "303": see_other("to /review") } } },
+        "/review/assets/review.js": { "get": { "summary": "The review page's keyboard shortcuts", "tags": ["review"],
+            "security": [], "responses": { "200": { "description": "JavaScript", "content": { "text/javascript": {} } } } } },
+        "/review/queues/{queue}": { "get": {
+            "summary": "The reviewer's next item (a request, or a pair of outputs for a preference queue), or 'done'",
+            "tags": ["review"], "security": [{ "reviewSession": [] }], "parameters": queue,
+            "responses": { "200": html_response("the item, or nothing left"),
+                "303": see_other("no valid session: to /review"),
+                "404": html_response("no such queue"),
+                "503": html_response("the store does not answer") } } },
+        "/review/queues/{queue}/answer": { "post": {
+            "summary": "Record an answer on an item (a feedback event with the reviewer as user_id), then the next item",
+            "tags": ["review"], "security": [{ "reviewSession": [] }], "parameters": queue,
+            "requestBody": form_body("ReviewAnswer"),
+            "responses": {
+                "303": see_other("stored (or given already): to the queue's next item"),
+                "400": html_response("a bad form, an answer that does not fit the queue's kind, no item at the position"),
+                "404": html_response("no such queue"),
+                "409": html_response("the item received its reviewers_per_item labels from others meanwhile: nothing stored; the page is the reviewer's next item with a notice"),
+                "413": html_response("a comment longer than 4000 characters"),
+                "503": html_response("the store does not answer") } } }
+    })
+}
+
 /// The OpenAPI 3.0 document.
 pub fn document() -> Value {
-    json!({
+    let mut doc = json!({
         "openapi": "3.0.3",
         "info": {
             "title": "evalloop",
@@ -100,6 +162,8 @@ pub fn document() -> Value {
         },
         "components": {
             "securitySchemes": {
+                "reviewSession": { "type": "apiKey", "in": "cookie", "name": "evalloop_review",
+                    "description": "from POST /review/login (12 hours)" },
                 "apiKey": { "type": "http", "scheme": "bearer", "description": "`evalloop keys create` (scopes ingest, read, admin)" },
                 "feedbackToken": { "type": "http", "scheme": "bearer", "description": "from POST /v1/feedback-tokens" }
             },
@@ -118,9 +182,10 @@ pub fn document() -> Value {
                     "event_id": { "type": "string", "description": "derived from the content when absent" },
                     "request_id": { "type": "string" },
                     "feedback_type": { "type": "string", "enum": ["explicit_thumbs_up", "explicit_thumbs_down", "explicit_rating",
-                        "explicit_text_comment", "implicit_usage", "implicit_edit", "implicit_discard"] },
+                        "explicit_text_comment", "explicit_preference", "implicit_usage", "implicit_edit", "implicit_discard"] },
                     "value": {}, "user_id": { "type": "string" }, "timestamp": { "type": "string", "format": "date-time" },
                     "dimension": { "type": "string" },
+                    "other_request_id": { "type": "string", "description": "explicit_preference only: output B (value a, b or tie)" },
                     "edited_output": { "type": "string", "description": "implicit_edit only: the text the user turned the output into" } } },
                 "IngestAnswer": { "type": "object", "properties": {
                     "received": { "type": "integer" }, "stored": { "type": "integer" }, "duplicate": { "type": "integer" },
@@ -129,6 +194,13 @@ pub fn document() -> Value {
                         "index": { "type": "integer" }, "line": { "type": "integer" },
                         "status": { "type": "string", "enum": ["stored", "duplicate", "conflict", "rejected"] },
                         "id": { "type": "string" }, "path": { "type": "string" }, "reason": { "type": "string" } } } } } },
+                "ReviewLogin": { "type": "object", "required": ["key"], "properties": {
+                    "key": { "type": "string", "description": "an API key of scope annotate or admin" } } },
+                "ReviewAnswer": { "type": "object", "required": ["position", "answer"], "properties": {
+                    "position": { "type": "integer", "description": "the item's position in its queue" },
+                    "answer": { "type": "string", "enum": ["1", "2", "3", "4", "5", "up", "down", "a", "b", "tie", "skip"],
+                        "description": "1-5 (rating queues), up / down (thumbs), a / b / tie as the sides were shown (preference), skip" },
+                    "comment": { "type": "string", "maxLength": 4000 } } },
                 "TokenRequest": { "type": "object", "required": ["request_id"], "properties": {
                     "request_id": { "type": "string" },
                     "feedback_types": { "type": "array", "items": { "type": "string" } },
@@ -146,7 +218,11 @@ pub fn document() -> Value {
                         "description": "the texts of the request's edits, oldest first; absent when none" } } }
             }
         }
-    })
+    });
+    if let (Some(paths), Value::Object(review)) = (doc["paths"].as_object_mut(), review_paths()) {
+        paths.extend(review);
+    }
+    doc
 }
 
 #[cfg(test)]

@@ -5,13 +5,21 @@
 //!
 //! Routes: `GET /review` (the queues, or the login form), `POST /review/login`, `POST
 //! /review/logout`, `GET /review/queues/{queue}` (the reviewer's next item), `POST
-//! /review/queues/{queue}/answer` (a form: `position`, `answer` = 1-5, `up`, `down` or `skip`,
-//! `comment`), `GET /review/assets/review.js`. Pages are server-rendered (`page`), forms work
-//! without JavaScript; the script adds the keyboard shortcuts. The cookie is `HttpOnly`,
+//! /review/queues/{queue}/answer` (a form: `position`, `answer` = 1-5, `up`, `down`, `a`, `b`,
+//! `tie` or `skip`, `comment`), `GET /review/assets/review.js`. Pages are server-rendered
+//! (`page`), forms work without JavaScript; the script adds the keyboard shortcuts.
+//!
+//! A preference queue's page shows the pair's two outputs side by side, each reviewer seeing a
+//! fixed side for each output ([`queue::shown_swapped`]); `a` and `b` name the sides as shown and
+//! are turned back into the item's orientation before they are stored. An answer on an item
+//! that others brought to its `reviewers_per_item` labels meanwhile is not stored: the answer is
+//! 409 with the reviewer's next item and a notice. Failed logins are limited per client address
+//! (`limit`): the 11th in a minute is 429 with `Retry-After`. The cookie is `HttpOnly`,
 //! `SameSite=Strict` (a form on another site cannot post with it) and `Secure` behind a proxy
 //! that says `X-Forwarded-Proto: https`; every page is sent with a content security policy that
 //! allows no script but the page's own file.
 
+pub mod limit;
 pub mod page;
 pub mod session;
 
@@ -19,11 +27,12 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::rejection::FormRejection;
-use axum::extract::{Form, Path, State};
+use axum::extract::{ConnectInfo, Extension, Form, Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use evalloop_core::queue::{self, Answer, LabelOutcome, QueueKind};
+use evalloop_core::queue::{self, Answer, LabelOutcome, QueueKind, Recorded};
+use evalloop_core::record::Choice;
 use serde::Deserialize;
 
 use crate::app::{AppState, KnownKey};
@@ -133,10 +142,27 @@ struct LoginForm {
 /// `POST /review/login`: a key of scope `annotate` (or `admin`) gets a session cookie.
 async fn login(
     State(state): State<Arc<AppState>>,
+    peer: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
+    // The peer's address (a router served without connect info, as in-process tests build it,
+    // counts as one client).
+    let addr = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| a.ip());
+    let now = std::time::Instant::now();
+    if let Err(wait) = state.review_logins.check(addr, now) {
+        let mut r = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            page::login(Some(&format!(
+                "too many failed logins from your address ({} in a minute); try again in {wait} s",
+                limit::MAX_FAILURES
+            ))),
+        );
+        r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
+        return r;
+    }
     let Ok(Form(f)) = form else {
+        state.review_logins.fail(addr, now);
         return html(StatusCode::BAD_REQUEST, page::login(Some("the form was not understood; send `key`")));
     };
     let hash = crate::keys::hash_key(f.key.trim());
@@ -153,7 +179,11 @@ async fn login(
                 ))),
             );
         }
-        None => return html(StatusCode::UNAUTHORIZED, page::login(Some("unknown or revoked API key"))),
+        None => {
+            state.review_logins.fail(addr, now);
+            tracing::warn!(target: "evalloop::review", %addr, "failed login: unknown or revoked key");
+            return html(StatusCode::UNAUTHORIZED, page::login(Some("unknown or revoked API key")));
+        }
     };
     let expires = chrono::Utc::now().timestamp() + SESSION_S;
     let value = session::sign(&state.secret, &Session { key_hash: hash, expires });
@@ -183,8 +213,17 @@ async fn logout() -> Response {
 /// What the item page needs from the store.
 enum NextItem {
     NoQueue,
-    Item { spec: Box<queue::QueueSpec>, item: queue::QueueItem, prompt: String, output: String, standing: Standing },
-    Done { spec: Box<queue::QueueSpec>, standing: Standing },
+    Item {
+        spec: Box<queue::QueueSpec>,
+        item: queue::QueueItem,
+        /// The request's prompt and output; for a pair, A's and B's.
+        texts: Vec<(String, String)>,
+        standing: Standing,
+    },
+    Done {
+        spec: Box<queue::QueueSpec>,
+        standing: Standing,
+    },
 }
 
 fn standing(labels: &[queue::QueueLabel], answered_open: (usize, usize), who: &str) -> Standing {
@@ -198,7 +237,19 @@ async fn next(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name)
     let Some(key) = reviewer(&state, &headers) else {
         return see_other("/review");
     };
-    let who = key.name.clone();
+    next_page(&state, name, key.name, StatusCode::OK, None).await
+}
+
+/// The page of `who`'s next item on queue `name` (or "done"), with `status` and a notice above
+/// it when one is given.
+async fn next_page(
+    state: &AppState,
+    name: String,
+    who: String,
+    status: StatusCode,
+    notice: Option<String>,
+) -> Response {
+    let reviewer = who.clone();
     let found = state
         .reader
         .run(move |s| -> evalloop_core::Result<NextItem> {
@@ -209,27 +260,28 @@ async fn next(State(state): State<Arc<AppState>>, headers: HeaderMap, Path(name)
             match queue::next_item(&spec, &items, &labels, &who) {
                 None => Ok(NextItem::Done { spec: Box::new(spec), standing }),
                 Some(item) => {
-                    let text = s.request_texts(std::slice::from_ref(&item.request_id))?;
-                    let (_, t) = text.into_iter().next().ok_or_else(|| {
-                        evalloop_core::Error::Input(format!("request {:?} has no log", item.request_id))
-                    })?;
-                    Ok(NextItem::Item {
-                        spec: Box::new(spec),
-                        item: item.clone(),
-                        prompt: t.prompt,
-                        output: t.output,
-                        standing,
-                    })
+                    let ids: Vec<String> =
+                        std::iter::once(item.request_id.clone()).chain(item.other_request_id.clone()).collect();
+                    let texts = s.request_texts(&ids)?.into_iter().map(|(_, t)| (t.prompt, t.output)).collect();
+                    Ok(NextItem::Item { spec: Box::new(spec), item: item.clone(), texts, standing })
                 }
             }
         })
         .await;
+    let notice = notice.as_deref();
     match found {
         Ok(Ok(NextItem::NoQueue)) => error(StatusCode::NOT_FOUND, "no such queue"),
-        Ok(Ok(NextItem::Done { spec, standing })) => html(StatusCode::OK, page::done(&spec, &standing)),
-        Ok(Ok(NextItem::Item { spec, item, prompt, output, standing })) => {
-            html(StatusCode::OK, page::item(&spec, &item, &prompt, &output, &standing))
-        }
+        Ok(Ok(NextItem::Done { spec, standing })) => html(status, page::done(&spec, &standing, notice)),
+        Ok(Ok(NextItem::Item { spec, item, texts, standing })) => match texts.as_slice() {
+            [a, b] => {
+                let swapped = queue::shown_swapped(&spec.name, item.position, &reviewer);
+                let (left, right) = if swapped { (b, a) } else { (a, b) };
+                let shown = [(left.0.as_str(), left.1.as_str()), (right.0.as_str(), right.1.as_str())];
+                html(status, page::pair(&spec, &item, shown, &standing, notice))
+            }
+            [(prompt, output)] => html(status, page::item(&spec, &item, prompt, output, &standing, notice)),
+            _ => store_error("an item's texts did not come back"),
+        },
         Ok(Err(e)) => store_error(&e.to_string()),
         Err(e) => store_error(&e),
     }
@@ -260,33 +312,56 @@ async fn answer(
         "skip" => Answer::Skip,
         "up" => Answer::Thumb(true),
         "down" => Answer::Thumb(false),
+        // The sides as shown; turned to the item's orientation below.
+        "a" => Answer::Prefer(Choice::A),
+        "b" => Answer::Prefer(Choice::B),
+        "tie" => Answer::Prefer(Choice::Tie),
         r => match r.parse::<u8>() {
             Ok(v) => Answer::Rating(v),
-            Err(_) => return error(StatusCode::BAD_REQUEST, &format!("answer {r:?}: expected 1-5, up, down or skip")),
+            Err(_) => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    &format!("answer {r:?}: expected 1-5, up, down, a, b, tie or skip"),
+                );
+            }
         },
     };
     if f.comment.chars().count() > 4000 {
         return error(StatusCode::PAYLOAD_TOO_LARGE, "the comment is longer than 4000 characters");
     }
+    let position = f.position;
     let who = key.name.clone();
     let queue_name = name.clone();
     let done = state
         .reader
-        .run(move |s| -> evalloop_core::Result<Option<bool>> {
+        .run(move |s| -> evalloop_core::Result<Option<Recorded>> {
             let Some(spec) = s.queue(&queue_name)? else { return Ok(None) };
-            if spec.kind == QueueKind::Preference {
-                return Err(evalloop_core::Error::Input("preference queues are not yet supported".into()));
-            }
             let items = s.queue_items(Some(&queue_name))?;
             let item = items.iter().find(|i| i.position == f.position).ok_or_else(|| {
                 evalloop_core::Error::Input(format!("queue {queue_name:?} has no item at position {}", f.position))
             })?;
+            let answer = match answer {
+                Answer::Prefer(c)
+                    if spec.kind == QueueKind::Preference && queue::shown_swapped(&spec.name, item.position, &who) =>
+                {
+                    Answer::Prefer(c.flipped())
+                }
+                a => a,
+            };
             let comment = Some(f.comment.as_str());
             queue::record_answer(s, &spec, item, &who, &answer, comment, chrono::Utc::now()).map(Some)
         })
         .await;
     match done {
-        Ok(Ok(Some(_))) => see_other(&format!("/review/queues/{}", name)),
+        Ok(Ok(Some(Recorded::Stored | Recorded::Duplicate))) => see_other(&format!("/review/queues/{}", name)),
+        Ok(Ok(Some(Recorded::Full))) => {
+            let notice = format!(
+                "Item {} received its labels from other reviewers meanwhile, so your answer was not stored. \
+                 Here is your next item.",
+                position + 1
+            );
+            next_page(&state, name, key.name, StatusCode::CONFLICT, Some(notice)).await
+        }
         Ok(Ok(None)) => error(StatusCode::NOT_FOUND, "no such queue"),
         Ok(Err(e @ evalloop_core::Error::Input(_))) => error(StatusCode::BAD_REQUEST, &e.to_string()),
         Ok(Err(e)) => store_error(&e.to_string()),

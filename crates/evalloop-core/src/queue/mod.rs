@@ -10,10 +10,14 @@
 //! `reviewers_per_item` people have labelled it; [`next_item`] hands each reviewer the first
 //! item that is not done and that they have not answered.
 //!
+//! A preference queue's item is a pair of two outputs of one prompt group (`request_id` and
+//! `other_request_id`, drawn by `pairs.rs`); its answers are `explicit_preference` events.
+//!
 //! The store keeps three tables (`review_queues`, `queue_items`, `queue_labels`), created on
 //! open for new and existing stores alike; see [`crate::store::Store::create_queue`].
 
 pub mod design;
+pub mod pairs;
 pub mod select;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -21,7 +25,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::record::{FeedbackEvent, FeedbackType, FeedbackValue};
+use crate::record::{Choice, FeedbackEvent, FeedbackType, FeedbackValue};
 
 pub use design::{IpwMean, floored_weights, inclusion_probabilities, ipw_mean, systematic_sample};
 pub use select::{CreateOptions, create};
@@ -34,8 +38,8 @@ pub enum QueueKind {
     Rating,
     /// `explicit_thumbs_up` or `explicit_thumbs_down`.
     Thumbs,
-    /// A choice between two outputs of one group (A/B), answered as an `explicit_preference`
-    /// event; not yet supported by queues (refused by `queue create`).
+    /// A choice between two outputs of one prompt group (A, B or tie), answered as an
+    /// `explicit_preference` event; each item is a pair.
     Preference,
 }
 
@@ -101,9 +105,13 @@ pub struct QueueSpec {
     /// The ensemble members whose spread is the uncertainty (`uncertainty`, `mix`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
+    /// Preference queues: the metadata key naming a request's prompt group (`None`: a hash of
+    /// the prompt, as `dataset build` groups).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group_key: Option<String>,
     /// The uniform share of the selection weights (see `design.rs`).
     pub floor: f64,
-    /// Requests the items were drawn from.
+    /// Requests the items were drawn from (preference queues: pairs).
     pub population: usize,
     /// Seed of the draw.
     pub seed: u64,
@@ -116,17 +124,29 @@ pub struct QueueSpec {
     pub created_at: String,
 }
 
-/// One request of a queue.
+/// One request of a queue, or one pair of requests (preference queues).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct QueueItem {
     pub queue: String,
     /// 0-based; reviewers are served items in this order (the draw's order).
     pub position: u32,
+    /// The request (preference queues: output A, the smaller id of the pair).
     pub request_id: String,
-    /// The probability with which the design selected the request, in (0, 1].
+    /// Preference queues: output B of the pair (same prompt group, larger id); `None` otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub other_request_id: Option<String>,
+    /// The probability with which the design selected the request (or pair), in (0, 1].
     pub probability: f64,
-    /// The strategy's priority for the request.
+    /// The strategy's priority for the request (or pair).
     pub priority: f64,
+}
+
+impl QueueItem {
+    /// What identifies the item among its queue's items and links its labels to it: the request,
+    /// and output B for a pair.
+    pub fn key(&self) -> (&str, Option<&str>) {
+        (&self.request_id, self.other_request_id.as_deref())
+    }
 }
 
 /// What a reviewer did with an item.
@@ -161,11 +181,20 @@ impl LabelOutcome {
 pub struct QueueLabel {
     pub queue: String,
     pub request_id: String,
+    /// Output B of the item's pair (preference queues); `None` otherwise.
+    pub other_request_id: Option<String>,
     pub reviewer: String,
     pub outcome: LabelOutcome,
     /// The feedback event that carries the label; `None` for a skip.
     pub event_id: Option<String>,
     pub timestamp: DateTime<Utc>,
+}
+
+impl QueueLabel {
+    /// The key of the item it answers (see [`QueueItem::key`]).
+    pub fn key(&self) -> (&str, Option<&str>) {
+        (&self.request_id, self.other_request_id.as_deref())
+    }
 }
 
 /// A reviewer's answer as the review page sends it.
@@ -175,18 +204,38 @@ pub enum Answer {
     Rating(u8),
     /// Up or down (thumbs queues).
     Thumb(bool),
+    /// Output A, B or a tie, in the item's orientation (preference queues).
+    Prefer(Choice),
     Skip,
 }
 
-/// A stored answer as the stores read it: queue, request, reviewer, outcome, event id, time
-/// (microseconds since the epoch).
-pub type LabelRow = (String, String, String, String, Option<String>, i64);
+/// A stored answer as the stores read it: queue, request, output B of a pair (`""` for none:
+/// the column is part of the key), reviewer, outcome, event id, time (microseconds since the
+/// epoch).
+pub type LabelRow = (String, String, String, String, String, Option<String>, i64);
 
 /// A stored answer row as a [`QueueLabel`]; an unknown outcome is an error naming the row.
-pub fn label_from_row((queue, request_id, reviewer, outcome, event_id, ts): LabelRow) -> Result<QueueLabel, String> {
+pub fn label_from_row(
+    (queue, request_id, other, reviewer, outcome, event_id, ts): LabelRow,
+) -> Result<QueueLabel, String> {
     let outcome = LabelOutcome::parse(&outcome)
         .ok_or_else(|| format!("queue {queue:?}, request {request_id:?}: unknown outcome {outcome:?}"))?;
-    Ok(QueueLabel { queue, request_id, reviewer, outcome, event_id, timestamp: crate::record::from_micros(ts) })
+    Ok(QueueLabel {
+        queue,
+        request_id,
+        other_request_id: (!other.is_empty()).then_some(other),
+        reviewer,
+        outcome,
+        event_id,
+        timestamp: crate::record::from_micros(ts),
+    })
+}
+
+/// Whether the review page shows a pair item to `reviewer` with B on the left: a fixed coin per
+/// queue, item and reviewer, so that the side an output is shown on does not favour A (the
+/// smaller request id) and the page and the answer agree on which side is which.
+pub fn shown_swapped(queue: &str, position: u32, reviewer: &str) -> bool {
+    crate::hash::hash64(&[queue, &position.to_string(), reviewer]) & 1 == 1
 }
 
 /// Checks a queue name: 1-100 letters, digits, `-`, `_`, `.`.
@@ -238,6 +287,15 @@ pub fn answer_events(
             id.clone(),
             None,
         )),
+        (QueueKind::Preference, Answer::Prefer(c)) => {
+            let other = item.other_request_id.clone().ok_or_else(|| {
+                format!("item {} of preference queue {:?} has no second output", item.position, spec.name)
+            })?;
+            Some(FeedbackEvent {
+                other_request_id: Some(other),
+                ..event(FeedbackType::Preference, FeedbackValue::Choice(*c), id.clone(), spec.dimension.clone())
+            })
+        }
         (kind, a) => return Err(format!("answer {a:?} does not fit a {} queue", kind.as_str())),
     };
     let mut events = Vec::new();
@@ -258,6 +316,7 @@ pub fn answer_events(
     let label = QueueLabel {
         queue: spec.name.clone(),
         request_id: item.request_id.clone(),
+        other_request_id: item.other_request_id.clone(),
         reviewer: reviewer.to_string(),
         outcome,
         event_id: (outcome == LabelOutcome::Labelled).then_some(id),
@@ -266,9 +325,25 @@ pub fn answer_events(
     Ok((events, label))
 }
 
+/// What [`record_answer`] did with an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recorded {
+    /// Stored: the label (or skip) and its feedback events.
+    Stored,
+    /// The reviewer had answered this item already; nothing changed.
+    Duplicate,
+    /// The item had its `reviewers_per_item` labels already (others answered it meanwhile);
+    /// nothing was stored, so an item never carries more labels than the queue asks for.
+    Full,
+}
+
 /// Records `reviewer`'s answer on `item` in one transaction: the feedback events (see
-/// [`answer_events`]) and the queue label. Returns whether it was new (`false`: the reviewer had
-/// answered this item already, and nothing changed).
+/// [`answer_events`]) and the queue label. The queue is locked for the transaction
+/// ([`crate::store::Store::lock_queue`]) and its labels read inside it, so that of two answers
+/// racing for an item's last label exactly one is stored; the other, and any label on an item
+/// that is done, is [`Recorded::Full`]. A skip is stored on any item the reviewer has not
+/// answered.
 pub fn record_answer(
     store: &mut dyn crate::store::Store,
     spec: &QueueSpec,
@@ -277,20 +352,31 @@ pub fn record_answer(
     answer: &Answer,
     comment: Option<&str>,
     now: DateTime<Utc>,
-) -> crate::Result<bool> {
+) -> crate::Result<Recorded> {
     let (events, label) = answer_events(spec, item, reviewer, answer, comment, now).map_err(crate::Error::Input)?;
     store.begin()?;
-    let done = (|| -> crate::store::StoreResult<bool> {
-        let linked = store.insert_queue_labels(std::slice::from_ref(&label))?;
-        if linked.stored == 1 {
-            store.insert_feedback(&events)?;
+    let done = (|| -> crate::store::StoreResult<Recorded> {
+        store.lock_queue(&spec.name)?;
+        let labels = store.queue_labels(Some(&spec.name))?;
+        let mine = labels.iter().filter(|l| l.key() == item.key());
+        if mine.clone().any(|l| l.reviewer == reviewer) {
+            return Ok(Recorded::Duplicate);
         }
-        Ok(linked.stored == 1)
+        let labelled = mine.filter(|l| l.outcome == LabelOutcome::Labelled).count();
+        if label.outcome == LabelOutcome::Labelled && labelled >= spec.reviewers_per_item {
+            return Ok(Recorded::Full);
+        }
+        let linked = store.insert_queue_labels(std::slice::from_ref(&label))?;
+        if linked.stored != 1 {
+            return Ok(Recorded::Duplicate);
+        }
+        store.insert_feedback(&events)?;
+        Ok(Recorded::Stored)
     })();
     match done {
-        Ok(new) => {
+        Ok(r) => {
             store.commit()?;
-            Ok(new)
+            Ok(r)
         }
         Err(e) => {
             let _ = store.rollback();
@@ -304,25 +390,38 @@ pub fn record_answer(
 #[serde(deny_unknown_fields)]
 pub struct ImportRow {
     pub request_id: String,
+    /// Preference queues: the pair's other output (either order; the answer is read in the
+    /// row's order, `"a"` meaning `request_id`).
+    #[serde(default)]
+    pub other_request_id: Option<String>,
     pub reviewer: String,
-    /// 1-5 (rating queues), `"up"` / `"down"` (thumbs queues) or `"skip"`.
+    /// 1-5 (rating queues), `"up"` / `"down"` (thumbs queues), `"a"` / `"b"` / `"tie"`
+    /// (preference queues) or `"skip"`.
     pub answer: serde_json::Value,
     #[serde(default)]
     pub comment: Option<String>,
 }
 
 impl ImportRow {
-    /// The answer, or why it is not one (naming the field).
+    /// The answer in the row's own orientation, or why it is not one (naming the field).
     pub fn parse_answer(&self) -> Result<Answer, String> {
         match &self.answer {
             serde_json::Value::Number(n) => match n.as_u64() {
                 Some(r @ 1..=5) => Ok(Answer::Rating(r as u8)),
                 _ => Err(format!("answer: rating {n} is not an integer from 1 to 5")),
             },
-            serde_json::Value::String(s) if s == "up" => Ok(Answer::Thumb(true)),
-            serde_json::Value::String(s) if s == "down" => Ok(Answer::Thumb(false)),
-            serde_json::Value::String(s) if s == "skip" => Ok(Answer::Skip),
-            other => Err(format!("answer: expected 1-5, \"up\", \"down\" or \"skip\", got {other}")),
+            serde_json::Value::String(s) => match (s.as_str(), Choice::parse(s)) {
+                ("up", _) => Ok(Answer::Thumb(true)),
+                ("down", _) => Ok(Answer::Thumb(false)),
+                ("skip", _) => Ok(Answer::Skip),
+                (_, Some(c)) => Ok(Answer::Prefer(c)),
+                (s, None) => {
+                    Err(format!("answer: expected 1-5, \"up\", \"down\", \"a\", \"b\", \"tie\" or \"skip\", got {s:?}"))
+                }
+            },
+            other => {
+                Err(format!("answer: expected 1-5, \"up\", \"down\", \"a\", \"b\", \"tie\" or \"skip\", got {other}"))
+            }
         }
     }
 }
@@ -333,6 +432,50 @@ pub struct Imported {
     pub stored: usize,
     /// Answers the reviewer had given already (nothing changed).
     pub duplicate: usize,
+    /// Labels on items that had their `reviewers_per_item` labels already (not stored).
+    pub full: usize,
+}
+
+/// The item a row names and the row's answer in the item's orientation: a pair may be named in
+/// either order (a reversed pair's `a` and `b` swap).
+fn import_target<'a>(
+    spec: &QueueSpec,
+    items: &'a [QueueItem],
+    row: &ImportRow,
+    answer: Answer,
+) -> Result<(&'a QueueItem, Answer), String> {
+    if spec.kind != QueueKind::Preference {
+        if row.other_request_id.is_some() {
+            return Err(format!(
+                "other_request_id: queue {:?} is a {} queue, not a preference queue",
+                spec.name,
+                spec.kind.as_str()
+            ));
+        }
+        let item = items
+            .iter()
+            .find(|i| i.request_id == row.request_id)
+            .ok_or_else(|| format!("request_id: {:?} is not an item of queue {:?}", row.request_id, spec.name))?;
+        return Ok((item, answer));
+    }
+    let other = row
+        .other_request_id
+        .as_deref()
+        .ok_or_else(|| format!("other_request_id: missing; queue {:?} holds pairs", spec.name))?;
+    let (a, b) = (row.request_id.as_str(), other);
+    for i in items {
+        if i.key() == (a, Some(b)) {
+            return Ok((i, answer));
+        }
+        if i.key() == (b, Some(a)) {
+            let flipped = match answer {
+                Answer::Prefer(c) => Answer::Prefer(c.flipped()),
+                other => other,
+            };
+            return Ok((i, flipped));
+        }
+    }
+    Err(format!("request_id, other_request_id: the pair ({a:?}, {b:?}) is not an item of queue {:?}", spec.name))
 }
 
 /// Records answers read from JSON Lines `path` (rows [`ImportRow`]) on queue `spec`; every row is
@@ -345,27 +488,24 @@ pub fn import_answers(
 ) -> crate::Result<Imported> {
     let rows: Vec<(usize, ImportRow)> = crate::jsonl::read_numbered(path)?;
     let items = store.queue_items(Some(&spec.name))?;
-    let by_request: HashMap<&str, &QueueItem> = items.iter().map(|i| (i.request_id.as_str(), i)).collect();
     let mut checked = Vec::with_capacity(rows.len());
     for (line, row) in &rows {
         let at = |m: String| crate::Error::Input(format!("{}:{line}: {m}", path.display()));
-        let item = by_request
-            .get(row.request_id.as_str())
-            .ok_or_else(|| at(format!("request_id: {:?} is not an item of queue {:?}", row.request_id, spec.name)))?;
         if row.reviewer.trim().is_empty() {
             return Err(at("reviewer: empty".into()));
         }
         let answer = row.parse_answer().map_err(at)?;
+        let (item, answer) = import_target(spec, &items, row, answer).map_err(at)?;
         answer_events(spec, item, &row.reviewer, &answer, row.comment.as_deref(), now)
             .map_err(|e| at(format!("answer: {e}")))?;
-        checked.push((*item, row, answer));
+        checked.push((item, row, answer));
     }
     let mut out = Imported::default();
     for (item, row, answer) in checked {
-        if record_answer(store, spec, item, &row.reviewer, &answer, row.comment.as_deref(), now)? {
-            out.stored += 1;
-        } else {
-            out.duplicate += 1;
+        match record_answer(store, spec, item, &row.reviewer, &answer, row.comment.as_deref(), now)? {
+            Recorded::Stored => out.stored += 1,
+            Recorded::Duplicate => out.duplicate += 1,
+            Recorded::Full => out.full += 1,
         }
     }
     Ok(out)
@@ -379,19 +519,18 @@ pub fn next_item<'a>(
     labels: &[QueueLabel],
     reviewer: &str,
 ) -> Option<&'a QueueItem> {
-    let mut labelled: HashMap<&str, usize> = HashMap::new();
-    let mut answered: HashSet<&str> = HashSet::new();
+    let mut labelled: HashMap<(&str, Option<&str>), usize> = HashMap::new();
+    let mut answered: HashSet<(&str, Option<&str>)> = HashSet::new();
     for l in labels {
         if l.outcome == LabelOutcome::Labelled {
-            *labelled.entry(l.request_id.as_str()).or_default() += 1;
+            *labelled.entry(l.key()).or_default() += 1;
         }
         if l.reviewer == reviewer {
-            answered.insert(l.request_id.as_str());
+            answered.insert(l.key());
         }
     }
     items.iter().find(|i| {
-        !answered.contains(i.request_id.as_str())
-            && labelled.get(i.request_id.as_str()).copied().unwrap_or(0) < spec.reviewers_per_item
+        !answered.contains(&i.key()) && labelled.get(&i.key()).copied().unwrap_or(0) < spec.reviewers_per_item
     })
 }
 
@@ -419,14 +558,14 @@ pub struct Progress {
 
 /// The progress of `spec` given its items and labels.
 pub fn progress(spec: &QueueSpec, items: &[QueueItem], labels: &[QueueLabel]) -> Progress {
-    let mut per_item: HashMap<&str, usize> = HashMap::new();
+    let mut per_item: HashMap<(&str, Option<&str>), usize> = HashMap::new();
     let mut per_reviewer: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for l in labels {
         let r = per_reviewer.entry(l.reviewer.as_str()).or_default();
         match l.outcome {
             LabelOutcome::Labelled => {
                 r.0 += 1;
-                *per_item.entry(l.request_id.as_str()).or_default() += 1;
+                *per_item.entry(l.key()).or_default() += 1;
             }
             LabelOutcome::Skipped => r.1 += 1,
         }
@@ -434,7 +573,7 @@ pub fn progress(spec: &QueueSpec, items: &[QueueItem], labels: &[QueueLabel]) ->
     let k = spec.reviewers_per_item;
     Progress {
         items: items.len(),
-        done: items.iter().filter(|i| per_item.get(i.request_id.as_str()).copied().unwrap_or(0) >= k).count(),
+        done: items.iter().filter(|i| per_item.get(&i.key()).copied().unwrap_or(0) >= k).count(),
         labels_needed: items.len() * k,
         labels: per_reviewer.values().map(|r| r.0).sum(),
         skips: per_reviewer.values().map(|r| r.1).sum(),
@@ -454,32 +593,34 @@ pub fn reviewer_standing(
     reviewer: &str,
 ) -> (usize, usize) {
     let answered = labels.iter().filter(|l| l.reviewer == reviewer).count();
-    let mut labelled: HashMap<&str, usize> = HashMap::new();
+    let mut labelled: HashMap<(&str, Option<&str>), usize> = HashMap::new();
     for l in labels.iter().filter(|l| l.outcome == LabelOutcome::Labelled) {
-        *labelled.entry(l.request_id.as_str()).or_default() += 1;
+        *labelled.entry(l.key()).or_default() += 1;
     }
-    let mine: HashSet<&str> = labels.iter().filter(|l| l.reviewer == reviewer).map(|l| l.request_id.as_str()).collect();
+    let mine: HashSet<(&str, Option<&str>)> =
+        labels.iter().filter(|l| l.reviewer == reviewer).map(QueueLabel::key).collect();
     let open = items
         .iter()
-        .filter(|i| {
-            !mine.contains(i.request_id.as_str())
-                && labelled.get(i.request_id.as_str()).copied().unwrap_or(0) < spec.reviewers_per_item
-        })
+        .filter(|i| !mine.contains(&i.key()) && labelled.get(&i.key()).copied().unwrap_or(0) < spec.reviewers_per_item)
         .count();
     (answered, open)
 }
 
 /// The largest selection probability of each request over the queue items whose labels are in
 /// `labels` (labelled ones only): what `dataset build`'s `queue` factor and `bias` read. A
-/// request in several queues keeps its largest probability (the smallest weight).
+/// request in several queues keeps its largest probability (the smallest weight). Pairs
+/// (preference queues) are left out: a preference is not a label of either request.
 pub fn labelled_probabilities(items: &[QueueItem], labels: &[QueueLabel]) -> BTreeMap<String, f64> {
     let labelled: HashSet<(&str, &str)> = labels
         .iter()
-        .filter(|l| l.outcome == LabelOutcome::Labelled)
+        .filter(|l| l.outcome == LabelOutcome::Labelled && l.other_request_id.is_none())
         .map(|l| (l.queue.as_str(), l.request_id.as_str()))
         .collect();
     let mut out: BTreeMap<String, f64> = BTreeMap::new();
-    for i in items.iter().filter(|i| labelled.contains(&(i.queue.as_str(), i.request_id.as_str()))) {
+    for i in items
+        .iter()
+        .filter(|i| i.other_request_id.is_none() && labelled.contains(&(i.queue.as_str(), i.request_id.as_str())))
+    {
         let p = out.entry(i.request_id.clone()).or_insert(0.0);
         *p = p.max(i.probability);
     }
@@ -515,7 +656,11 @@ pub fn provenance(store: &dyn crate::store::Store) -> crate::Result<Provenance> 
     for s in &specs {
         let mine: Vec<&QueueLabel> =
             labels.iter().filter(|l| l.queue == s.name && l.outcome == LabelOutcome::Labelled).collect();
-        let requests: HashSet<&str> = mine.iter().map(|l| l.request_id.as_str()).collect();
+        // Both outputs of a judged pair count as labelled requests.
+        let requests: HashSet<&str> = mine
+            .iter()
+            .flat_map(|l| std::iter::once(l.request_id.as_str()).chain(l.other_request_id.as_deref()))
+            .collect();
         all.extend(&requests);
         out.labels += mine.len();
         out.queues.push(QueueShare {
@@ -544,6 +689,7 @@ mod tests {
             evaluator: "e".into(),
             against: None,
             members: vec![],
+            group_key: None,
             floor: 0.2,
             population: 10,
             seed: 1,
@@ -559,6 +705,7 @@ mod tests {
                 queue: "q".into(),
                 position: i,
                 request_id: format!("r{i}"),
+                other_request_id: None,
                 probability: 0.3,
                 priority: 1.0,
             })
@@ -569,6 +716,7 @@ mod tests {
         QueueLabel {
             queue: "q".into(),
             request_id: r.into(),
+            other_request_id: None,
             reviewer: who.into(),
             outcome,
             event_id: None,
@@ -615,9 +763,36 @@ mod tests {
     }
 
     #[test]
+    fn preference_answers_are_events_on_the_pair() {
+        let p = spec(1, QueueKind::Preference);
+        let mut it = items().remove(1);
+        let now = Utc::now();
+        // An item without its second output cannot take a preference.
+        assert!(answer_events(&p, &it, "ann", &Answer::Prefer(Choice::A), None, now).is_err());
+        it.other_request_id = Some("r9".into());
+        let (ev, l) = answer_events(&p, &it, "ann", &Answer::Prefer(Choice::B), Some("close"), now).unwrap();
+        assert_eq!((ev[0].feedback_type, &ev[0].value), (FeedbackType::Preference, &FeedbackValue::Choice(Choice::B)));
+        assert_eq!((ev[0].request_id.as_str(), ev[0].other_request_id.as_deref()), ("r1", Some("r9")));
+        assert_eq!(ev[1].feedback_type, FeedbackType::TextComment);
+        assert_eq!(l.key(), ("r1", Some("r9")));
+        assert!(answer_events(&p, &it, "ann", &Answer::Rating(3), None, now).is_err());
+        // The sides: fixed per queue, item and reviewer, and both occur.
+        let sides: Vec<bool> = (0..32).map(|i| shown_swapped("q", i, "ann")).collect();
+        assert!(sides.contains(&true) && sides.contains(&false));
+        assert_eq!(sides, (0..32).map(|i| shown_swapped("q", i, "ann")).collect::<Vec<_>>());
+    }
+
+    #[test]
     fn labelled_probabilities_keep_the_largest_per_request() {
         let mut it = items();
-        it.push(QueueItem { queue: "p".into(), position: 0, request_id: "r0".into(), probability: 0.9, priority: 0.0 });
+        it.push(QueueItem {
+            queue: "p".into(),
+            position: 0,
+            request_id: "r0".into(),
+            other_request_id: None,
+            probability: 0.9,
+            priority: 0.0,
+        });
         let mut labels = vec![label("r0", "a", LabelOutcome::Labelled), label("r1", "a", LabelOutcome::Skipped)];
         labels.push(QueueLabel { queue: "p".into(), ..label("r0", "b", LabelOutcome::Labelled) });
         let p = labelled_probabilities(&it, &labels);

@@ -18,7 +18,8 @@
 //!   `disagreement` (when `against` is given) and `uncertainty` (when `members` are).
 //!
 //! The priorities then become selection weights with the floor and inclusion probabilities for
-//! `size` items (see `design.rs`).
+//! `size` items (see `design.rs`). Preference queues draw pairs instead of requests, with the
+//! pair priorities of `pairs.rs`, through the same design.
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -44,6 +45,9 @@ pub struct CreateOptions {
     pub evaluator: Option<String>,
     pub against: Option<String>,
     pub members: Vec<String>,
+    /// Preference queues: the metadata key naming a request's prompt group (`None`: a hash of
+    /// the prompt).
+    pub group_key: Option<String>,
     /// The uniform share of the selection weights, in [0, 1]; default 0.2.
     pub floor: f64,
     pub seed: u64,
@@ -55,19 +59,26 @@ pub struct CreateOptions {
     pub exclude_labelled: bool,
 }
 
-/// A population request with its priority.
+/// A population request (or pair of requests) with its priority.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
     pub request_id: String,
+    /// Output B of a pair (preference queues).
+    pub other_request_id: Option<String>,
     pub priority: f64,
 }
 
-fn scores_of(store: &dyn Store, window: &Filter, evaluator: &str) -> Result<BTreeMap<String, (f64, Option<String>)>> {
+/// The `overall` score and cohort of every request in the window that `evaluator` scored.
+pub(super) fn scores_of(
+    store: &dyn Store,
+    window: &Filter,
+    evaluator: &str,
+) -> Result<BTreeMap<String, (f64, Option<String>)>> {
     let f = Filter { evaluator: Some(evaluator.to_string()), ..window.clone() };
     Ok(store.evaluated_requests(&f)?.into_iter().map(|r| (r.request_id, (r.eval_score, r.cohort))).collect())
 }
 
-fn normalised(v: &[f64]) -> Vec<f64> {
+pub(super) fn normalised(v: &[f64]) -> Vec<f64> {
     let s: f64 = v.iter().sum();
     if s > 0.0 { v.iter().map(|x| x / s).collect() } else { vec![1.0 / v.len() as f64; v.len()] }
 }
@@ -177,19 +188,21 @@ pub fn priorities(
             (0..ids.len()).map(|i| parts.iter().map(|p| p[i]).sum::<f64>() / parts.len() as f64).collect()
         }
     };
-    Ok(ids.into_iter().zip(priority).map(|(id, p)| Candidate { request_id: id.clone(), priority: p }).collect())
+    Ok(ids
+        .into_iter()
+        .zip(priority)
+        .map(|(id, p)| Candidate { request_id: id.clone(), other_request_id: None, priority: p })
+        .collect())
 }
 
-/// Draws a queue of `o.size` items and stores it with its spec; returns both. Refuses a name in
-/// use, a size above the population, `preference` queues (not yet supported), and strategies
-/// missing their inputs.
+/// Draws a queue of `o.size` items (requests, or pairs for a preference queue) and stores it
+/// with its spec; returns both. Refuses a name in use, a size above the population, and
+/// strategies missing their inputs.
 pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) -> Result<(QueueSpec, Vec<QueueItem>)> {
     check_name(&o.name).map_err(Error::Input)?;
-    if o.kind == QueueKind::Preference {
+    if o.group_key.is_some() && o.kind != QueueKind::Preference {
         return Err(Error::Input(
-            "--kind preference is not yet supported by annotation queues (pairs of outputs of one group, \
-             answered as explicit_preference events); use rating or thumbs"
-                .into(),
+            "--group-key applies to preference queues (it names the groups pairs come from)".into(),
         ));
     }
     if o.kind == QueueKind::Thumbs && o.dimension.is_some() {
@@ -235,12 +248,17 @@ pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) ->
             )));
         }
     };
-    let cands = priorities(store, policy, o, &evaluator)?;
+    let cands = if o.kind == QueueKind::Preference {
+        super::pairs::pair_priorities(store, policy, o, &evaluator)?
+    } else {
+        priorities(store, policy, o, &evaluator)?
+    };
     if cands.len() < o.size {
         return Err(Error::Input(format!(
-            "--size {}: the population has only {} request(s) scored by {}",
+            "--size {}: the population has only {} {} scored by {}",
             o.size,
             cands.len(),
+            if o.kind == QueueKind::Preference { "pair(s) of outputs of one group" } else { "request(s)" },
             [Some(&evaluator), o.against.as_ref()].into_iter().flatten().cloned().collect::<Vec<_>>().join(" and ")
         )));
     }
@@ -255,6 +273,7 @@ pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) ->
             queue: o.name.clone(),
             position: pos as u32,
             request_id: cands[i].request_id.clone(),
+            other_request_id: cands[i].other_request_id.clone(),
             probability: pi[i],
             priority: cands[i].priority,
         })
@@ -269,6 +288,7 @@ pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) ->
         evaluator,
         against: o.against.clone(),
         members: o.members.clone(),
+        group_key: o.group_key.clone(),
         floor,
         population: cands.len(),
         seed: o.seed,

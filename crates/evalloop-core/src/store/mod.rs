@@ -568,8 +568,13 @@ pub trait Store {
     /// Reviewers' answers on queue `queue` (`None`: on every queue), oldest first.
     fn queue_labels(&self, queue: Option<&str>) -> StoreResult<Vec<QueueLabel>>;
     /// Records reviewers' answers (table `queue_labels`); an answer by the same reviewer on the
-    /// same request of the same queue is a duplicate and changes nothing.
+    /// same item (request, or pair) of the same queue is a duplicate and changes nothing.
     fn insert_queue_labels(&mut self, labels: &[QueueLabel]) -> StoreResult<BatchOutcome>;
+    /// Holds queue `name` until the open transaction ends, so that answers on it are recorded
+    /// one at a time (each reads the labels the previous one stored). Call after
+    /// [`Store::begin`]. SQLite's `BEGIN IMMEDIATE` holds the whole file already; PostgreSQL
+    /// locks the queue's row.
+    fn lock_queue(&mut self, name: &str) -> StoreResult<()>;
 }
 
 /// Opens the store a `--db` value names: a `postgres://` URL or a SQLite file path.

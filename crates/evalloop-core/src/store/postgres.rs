@@ -1267,6 +1267,10 @@ impl Store for PostgresStore {
     fn insert_queue_labels(&mut self, labels: &[crate::queue::QueueLabel]) -> StoreResult<BatchOutcome> {
         self.in_transaction(|s| queue::insert_queue_labels(s, labels))
     }
+
+    fn lock_queue(&mut self, name: &str) -> StoreResult<()> {
+        queue::lock_queue(self, name)
+    }
 }
 
 /// JSONB text re-serialised as serde_json writes it (sorted keys, no spaces), the form the SQLite

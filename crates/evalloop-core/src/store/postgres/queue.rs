@@ -5,7 +5,8 @@ use crate::queue::{QueueItem, QueueLabel, QueueSpec};
 use crate::record::to_micros;
 use crate::store::{BatchOutcome, StoreError, StoreResult};
 
-/// The queue tables, created on open under the migration lock (see the SQLite store's).
+/// The queue tables, created on open under the migration lock (see the SQLite store's); tables
+/// made before preference queues gain `other_request_id` (in `queue_labels`' key).
 const QUEUE_TABLES_SQL: &str = r#"CREATE TABLE IF NOT EXISTS review_queues (
         name TEXT COLLATE "C" PRIMARY KEY,
         spec TEXT NOT NULL,
@@ -17,6 +18,7 @@ const QUEUE_TABLES_SQL: &str = r#"CREATE TABLE IF NOT EXISTS review_queues (
         request_id TEXT COLLATE "C" NOT NULL,
         probability DOUBLE PRECISION NOT NULL,
         priority DOUBLE PRECISION NOT NULL,
+        other_request_id TEXT COLLATE "C",
         PRIMARY KEY (queue, position)
     );
     CREATE TABLE IF NOT EXISTS queue_labels (
@@ -26,8 +28,27 @@ const QUEUE_TABLES_SQL: &str = r#"CREATE TABLE IF NOT EXISTS review_queues (
         outcome TEXT NOT NULL,
         event_id TEXT,
         ts BIGINT NOT NULL,
-        PRIMARY KEY (queue, request_id, reviewer)
-    );"#;
+        other_request_id TEXT COLLATE "C" NOT NULL DEFAULT '',
+        PRIMARY KEY (queue, request_id, other_request_id, reviewer)
+    );
+    DO $$ BEGIN
+        -- Checked first, so that opening a migrated store takes no table lock.
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'queue_items'::regclass
+                       AND attname = 'other_request_id' AND NOT attisdropped) THEN
+            ALTER TABLE queue_items ADD COLUMN other_request_id TEXT COLLATE "C";
+        END IF;
+        IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = 'queue_labels'::regclass
+                       AND attname = 'other_request_id' AND NOT attisdropped) THEN
+            ALTER TABLE queue_labels ADD COLUMN other_request_id TEXT COLLATE "C" NOT NULL DEFAULT '';
+        END IF;
+        IF NOT EXISTS (
+            SELECT 1 FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey)
+            WHERE i.indrelid = 'queue_labels'::regclass AND i.indisprimary AND a.attname = 'other_request_id'
+        ) THEN
+            ALTER TABLE queue_labels DROP CONSTRAINT queue_labels_pkey;
+            ALTER TABLE queue_labels ADD PRIMARY KEY (queue, request_id, other_request_id, reviewer);
+        END IF;
+    END $$;"#;
 
 impl PostgresStore {
     /// Creates the queue tables when missing.
@@ -62,13 +83,16 @@ pub(super) fn create_queue(store: &mut PostgresStore, spec: &QueueSpec, items: &
     let mut c = store.client();
     let st = c
         .prepare(
-            "INSERT INTO queue_items (queue, position, request_id, probability, priority)
-             VALUES ($1::text, $2::int8, $3::text, $4::float8, $5::float8)",
+            "INSERT INTO queue_items (queue, position, request_id, probability, priority, other_request_id)
+             VALUES ($1::text, $2::int8, $3::text, $4::float8, $5::float8, $6::text)",
         )
         .map_err(store.err())?;
     for i in items {
-        c.execute(&st, &[&i.queue, &i64::from(i.position), &i.request_id, &i.probability, &i.priority])
-            .map_err(store.err())?;
+        c.execute(
+            &st,
+            &[&i.queue, &i64::from(i.position), &i.request_id, &i.probability, &i.priority, &i.other_request_id],
+        )
+        .map_err(store.err())?;
     }
     Ok(())
 }
@@ -93,7 +117,7 @@ pub(super) fn queue_items(store: &PostgresStore, queue: Option<&str>) -> StoreRe
     let mut params = Params::default();
     let p = params.bind(queue.map(str::to_string), "text");
     let sql = format!(
-        "SELECT queue, position, request_id, probability, priority FROM queue_items
+        "SELECT queue, position, request_id, probability, priority, other_request_id FROM queue_items
          WHERE {p} IS NULL OR queue = {p} ORDER BY queue, position"
     );
     store.query_map(&sql, &params, |r| {
@@ -104,6 +128,7 @@ pub(super) fn queue_items(store: &PostgresStore, queue: Option<&str>) -> StoreRe
             request_id: r.try_get(2)?,
             probability: r.try_get(3)?,
             priority: r.try_get(4)?,
+            other_request_id: r.try_get(5)?,
         })
     })
 }
@@ -112,11 +137,11 @@ pub(super) fn queue_labels(store: &PostgresStore, queue: Option<&str>) -> StoreR
     let mut params = Params::default();
     let p = params.bind(queue.map(str::to_string), "text");
     let sql = format!(
-        "SELECT queue, request_id, reviewer, outcome, event_id, ts FROM queue_labels
-         WHERE {p} IS NULL OR queue = {p} ORDER BY ts, queue, request_id, reviewer"
+        "SELECT queue, request_id, other_request_id, reviewer, outcome, event_id, ts FROM queue_labels
+         WHERE {p} IS NULL OR queue = {p} ORDER BY ts, queue, request_id, other_request_id, reviewer"
     );
     let rows = store.query_map(&sql, &params, |r| {
-        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?))
+        Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?, r.try_get(4)?, r.try_get(5)?, r.try_get(6)?))
     })?;
     rows.into_iter().map(|r| crate::queue::label_from_row(r).map_err(StoreError::Invalid)).collect()
 }
@@ -126,16 +151,24 @@ pub(super) fn insert_queue_labels(store: &mut PostgresStore, labels: &[QueueLabe
     let mut c = store.client();
     let st = c
         .prepare(
-            "INSERT INTO queue_labels (queue, request_id, reviewer, outcome, event_id, ts)
-             VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::int8)
-             ON CONFLICT (queue, request_id, reviewer) DO NOTHING",
+            "INSERT INTO queue_labels (queue, request_id, other_request_id, reviewer, outcome, event_id, ts)
+             VALUES ($1::text, $2::text, $3::text, $4::text, $5::text, $6::text, $7::int8)
+             ON CONFLICT (queue, request_id, other_request_id, reviewer) DO NOTHING",
         )
         .map_err(store.err())?;
     for l in labels {
         let n = c
             .execute(
                 &st,
-                &[&l.queue, &l.request_id, &l.reviewer, &l.outcome.as_str(), &l.event_id, &to_micros(&l.timestamp)],
+                &[
+                    &l.queue,
+                    &l.request_id,
+                    &l.other_request_id.as_deref().unwrap_or(""),
+                    &l.reviewer,
+                    &l.outcome.as_str(),
+                    &l.event_id,
+                    &to_micros(&l.timestamp),
+                ],
             )
             .map_err(store.err())?;
         if n == 0 {
@@ -145,4 +178,12 @@ pub(super) fn insert_queue_labels(store: &mut PostgresStore, labels: &[QueueLabe
         }
     }
     Ok(out)
+}
+
+pub(super) fn lock_queue(store: &mut PostgresStore, name: &str) -> StoreResult<()> {
+    store
+        .client()
+        .execute("SELECT 1 FROM review_queues WHERE name = $1::text FOR UPDATE", &[&name])
+        .map_err(store.err())?;
+    Ok(())
 }

@@ -76,6 +76,7 @@ impl SqliteStore {
         store.conn.execute_batch(crate::store::leases::LEASES_SQL).map_err(store.err())?;
         store.add_edited_output()?;
         store.conn.execute_batch(queue::QUEUE_TABLES_SQL).map_err(store.err())?;
+        queue::migrate_pairs(&store)?;
         Ok(store)
     }
 
@@ -502,6 +503,11 @@ impl Store for SqliteStore {
 
     fn insert_queue_labels(&mut self, labels: &[crate::queue::QueueLabel]) -> StoreResult<BatchOutcome> {
         queue::insert_queue_labels(self, labels)
+    }
+
+    fn lock_queue(&mut self, _name: &str) -> StoreResult<()> {
+        // `begin` took the database's write lock (BEGIN IMMEDIATE) for the whole transaction.
+        Ok(())
     }
 }
 

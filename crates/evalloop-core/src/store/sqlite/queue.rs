@@ -21,6 +21,7 @@ pub(super) const QUEUE_TABLES_SQL: &str = "CREATE TABLE IF NOT EXISTS review_que
         request_id TEXT NOT NULL,
         probability REAL NOT NULL,
         priority REAL NOT NULL,
+        other_request_id TEXT,
         PRIMARY KEY (queue, position)
     );
     CREATE TABLE IF NOT EXISTS queue_labels (
@@ -30,8 +31,59 @@ pub(super) const QUEUE_TABLES_SQL: &str = "CREATE TABLE IF NOT EXISTS review_que
         outcome TEXT NOT NULL,
         event_id TEXT,
         ts INTEGER NOT NULL,
-        PRIMARY KEY (queue, request_id, reviewer)
+        other_request_id TEXT NOT NULL DEFAULT '',
+        PRIMARY KEY (queue, request_id, other_request_id, reviewer)
     );";
+
+/// Brings queue tables made before preference queues to the shape above: `queue_items` gains
+/// the nullable `other_request_id`; `queue_labels` is rebuilt with `other_request_id` (`''` for
+/// a single request) in its key, since one request may be in several pairs of a queue and a
+/// reviewer answers each. Both steps run in one immediate transaction and only when missing.
+pub(super) fn migrate_pairs(store: &SqliteStore) -> StoreResult<()> {
+    let err = store.err();
+    let has = |table: &str| -> rusqlite::Result<bool> {
+        store.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM pragma_table_info(?1) WHERE name = 'other_request_id')",
+            [table],
+            |r| r.get(0),
+        )
+    };
+    if has("queue_items").map_err(&err)? && has("queue_labels").map_err(&err)? {
+        return Ok(());
+    }
+    store.conn.execute_batch("BEGIN IMMEDIATE").map_err(&err)?;
+    let step = || -> rusqlite::Result<()> {
+        if !has("queue_items")? {
+            store.conn.execute_batch("ALTER TABLE queue_items ADD COLUMN other_request_id TEXT")?;
+        }
+        if !has("queue_labels")? {
+            store.conn.execute_batch(
+                "CREATE TABLE queue_labels_pairs (
+                    queue TEXT NOT NULL,
+                    request_id TEXT NOT NULL,
+                    reviewer TEXT NOT NULL,
+                    outcome TEXT NOT NULL,
+                    event_id TEXT,
+                    ts INTEGER NOT NULL,
+                    other_request_id TEXT NOT NULL DEFAULT '',
+                    PRIMARY KEY (queue, request_id, other_request_id, reviewer)
+                );
+                INSERT INTO queue_labels_pairs (queue, request_id, reviewer, outcome, event_id, ts)
+                    SELECT queue, request_id, reviewer, outcome, event_id, ts FROM queue_labels;
+                DROP TABLE queue_labels;
+                ALTER TABLE queue_labels_pairs RENAME TO queue_labels;",
+            )?;
+        }
+        Ok(())
+    };
+    match step() {
+        Ok(()) => store.conn.execute_batch("COMMIT").map_err(&err),
+        Err(e) => {
+            let _ = store.conn.execute_batch("ROLLBACK");
+            Err(err(e))
+        }
+    }
+}
 
 fn spec_of(name: &str, json: &str) -> StoreResult<QueueSpec> {
     serde_json::from_str(json)
@@ -54,11 +106,13 @@ pub(super) fn create_queue(store: &mut SqliteStore, spec: &QueueSpec, items: &[Q
     let mut st = store
         .conn
         .prepare_cached(
-            "INSERT INTO queue_items (queue, position, request_id, probability, priority) VALUES (?1, ?2, ?3, ?4, ?5)",
+            "INSERT INTO queue_items (queue, position, request_id, probability, priority, other_request_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
         )
         .map_err(&err)?;
     for i in items {
-        st.execute(params![i.queue, i.position, i.request_id, i.probability, i.priority]).map_err(&err)?;
+        st.execute(params![i.queue, i.position, i.request_id, i.probability, i.priority, i.other_request_id])
+            .map_err(&err)?;
     }
     Ok(())
 }
@@ -86,7 +140,7 @@ pub(super) fn queue_items(store: &SqliteStore, queue: Option<&str>) -> StoreResu
     let mut st = store
         .conn
         .prepare_cached(
-            "SELECT queue, position, request_id, probability, priority FROM queue_items
+            "SELECT queue, position, request_id, probability, priority, other_request_id FROM queue_items
              WHERE ?1 IS NULL OR queue = ?1 ORDER BY queue, position",
         )
         .map_err(&err)?;
@@ -97,6 +151,7 @@ pub(super) fn queue_items(store: &SqliteStore, queue: Option<&str>) -> StoreResu
             request_id: r.get(2)?,
             probability: r.get(3)?,
             priority: r.get(4)?,
+            other_request_id: r.get(5)?,
         })
     })
     .map_err(&err)?
@@ -109,12 +164,12 @@ pub(super) fn queue_labels(store: &SqliteStore, queue: Option<&str>) -> StoreRes
     let mut st = store
         .conn
         .prepare_cached(
-            "SELECT queue, request_id, reviewer, outcome, event_id, ts FROM queue_labels
-             WHERE ?1 IS NULL OR queue = ?1 ORDER BY ts, queue, request_id, reviewer",
+            "SELECT queue, request_id, other_request_id, reviewer, outcome, event_id, ts FROM queue_labels
+             WHERE ?1 IS NULL OR queue = ?1 ORDER BY ts, queue, request_id, other_request_id, reviewer",
         )
         .map_err(&err)?;
-    let rows: Vec<(String, String, String, String, Option<String>, i64)> = st
-        .query_map([queue], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)))
+    let rows: Vec<crate::queue::LabelRow> = st
+        .query_map([queue], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?, r.get(6)?)))
         .map_err(&err)?
         .collect::<Result<_, _>>()
         .map_err(&err)?;
@@ -131,8 +186,9 @@ pub(super) fn insert_queue_labels(store: &mut SqliteStore, labels: &[QueueLabel]
     let mut st = store
         .conn
         .prepare_cached(
-            "INSERT INTO queue_labels (queue, request_id, reviewer, outcome, event_id, ts) VALUES (?1, ?2, ?3, ?4, ?5, ?6)
-             ON CONFLICT(queue, request_id, reviewer) DO NOTHING",
+            "INSERT INTO queue_labels (queue, request_id, other_request_id, reviewer, outcome, event_id, ts)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(queue, request_id, other_request_id, reviewer) DO NOTHING",
         )
         .map_err(&err)?;
     let mut out = BatchOutcome::default();
@@ -141,6 +197,7 @@ pub(super) fn insert_queue_labels(store: &mut SqliteStore, labels: &[QueueLabel]
             .execute(params![
                 l.queue,
                 l.request_id,
+                l.other_request_id.as_deref().unwrap_or(""),
                 l.reviewer,
                 l.outcome.as_str(),
                 l.event_id,
