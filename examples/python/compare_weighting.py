@@ -10,7 +10,11 @@ because the example is simulated), and what it costs in effective sample size.
     pip install ./crates/evalloop-py matplotlib
     python examples/python/compare_weighting.py [OUT_DIR]     # default out/compare-weighting
 
-Writes OUT_DIR/compare_weighting.png and prints the table it plots.
+Writes OUT_DIR/compare_weighting.png and prints the table it plots. Two biases are shown per
+scheme: of the weighted mean label (what training sees) and of the weighted mean *true* quality
+of the same rows. The second isolates selection: on the shipped example the cohort weights move
+it towards the truth, while the labels themselves (the `[human]` policy's scores: thumbs as 5
+and 1, rounded ratings) sit above the true quality whatever the weights.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ if fresh:
 
 # What we are after: the mean quality, as a graded label in [0, 1], of every logged output.
 truth = [json.loads(line) for line in (EXAMPLE / "truth.jsonl").read_text().splitlines()]
-true_mean = float(np.mean([(t["human_score_5"] - 1) / 4 for t in truth if not t["heldout"]]))
+true_label = {t["request_id"]: (t["human_score_5"] - 1) / 4 for t in truth}
+true_mean = float(np.mean([true_label[t["request_id"]] for t in truth if not t["heldout"]]))
 
 
 def sqrt_inverse_rate(rows: pa.Table) -> np.ndarray:
@@ -63,30 +68,36 @@ rows = []
 for name, weighting in schemes.items():
     d = out / name.split()[0]
     card = evalloop.dataset.build(store, section, out=d, weighting=weighting)
-    labels, weights = [], []
+    labels, truths, weights = [], [], []
     for split in ("train", "validation", "test"):
         for line in (d / f"{split}.jsonl").read_text().splitlines():
             r = json.loads(line)
             labels.append(r["label"])
+            truths.append(true_label[r["request_id"]])
             weights.append(r["weight"])
     w = np.asarray(weights)
-    mean = float(np.average(labels, weights=w))
+    label_bias = float(np.average(labels, weights=w)) - true_mean
+    selection_bias = float(np.average(truths, weights=w)) - true_mean
     ess = float(w.sum() ** 2 / (w**2).sum())
-    train = card["splits"]["train"]["all"]
-    rows.append((name, mean, mean - true_mean, ess, len(w), train["effective_size"], len(card["warnings"])))
+    train = card["splits"]["train"]
+    rows.append((name, label_bias, selection_bias, ess, len(w), train["effective_size"], len(card["warnings"])))
 
 print(f"true mean quality of the logged outputs: {true_mean:.4f}")
-print(f"{'weighting':<28} {'weighted mean':>13} {'bias':>8} {'ESS':>7} {'rows':>5} {'train ESS':>9} {'warnings':>8}")
-for name, mean, bias, ess, n, train_ess, warnings in rows:
-    print(f"{name:<28} {mean:>13.4f} {bias:>+8.4f} {ess:>7.1f} {n:>5} {train_ess:>9.1f} {warnings:>8}")
+print(f"{'weighting':<28} {'label bias':>10} {'selection':>10} {'ESS':>7} {'rows':>5} {'train ESS':>9} {'warnings':>8}")
+for name, label_bias, selection_bias, ess, n, train_ess, warnings in rows:
+    print(f"{name:<28} {label_bias:>+10.4f} {selection_bias:>+10.4f} {ess:>7.1f} {n:>5} {train_ess:>9.1f} {warnings:>8}")
 
 fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
 names = [r[0].replace(" (custom)", "\n(custom)") for r in rows]
 colors = ["#999999", "#4C72B0", "#55A868", "#C44E52"]
-ax1.bar(names, [r[2] for r in rows], color=colors)
+x = np.arange(len(rows))
+ax1.bar(x - 0.2, [r[1] for r in rows], width=0.4, color=colors, label="labels")
+ax1.bar(x + 0.2, [r[2] for r in rows], width=0.4, color=colors, alpha=0.45, hatch="//", label="true quality of the rows")
+ax1.set_xticks(x, names)
 ax1.axhline(0, color="black", linewidth=0.8)
-ax1.set_ylabel("weighted mean label - true mean")
+ax1.set_ylabel("weighted mean - true mean (0-1 scale)")
 ax1.set_title("Bias against the true mean quality")
+ax1.legend(fontsize=8)
 ax2.bar(names, [r[3] for r in rows], color=colors)
 ax2.set_ylabel("Kish effective sample size")
 ax2.set_title(f"Effective sample size (of {rows[0][4]} rows)")

@@ -82,9 +82,7 @@ pub fn build_dataset<'py>(
     let name = weighting_name.unwrap_or_else(|| "custom".to_string());
     let mut call = |rows: &[WeightInput]| -> evalloop_core::Result<Vec<f64>> {
         let Some(f) = &weighting else { return Ok(Vec::new()) };
-        let result = weight_table(rows)
-            .and_then(|t| f.call1((t,)))
-            .and_then(|w| w.extract::<Vec<f64>>().map_err(PyErr::from));
+        let result = weight_table(rows).and_then(|t| f.call1((t,))).and_then(|w| w.extract::<Vec<f64>>());
         result.map_err(|e| {
             let msg = format!("weighting {name}: {e}");
             *raised.borrow_mut() = Some(e);

@@ -53,6 +53,7 @@ pub(crate) fn from_py<T: serde::de::DeserializeOwned>(what: &str, v: &Bound<'_, 
 /// `out`, as `evalloop simulate` does; returns its `--json` summary.
 #[pyfunction]
 #[pyo3(signature = (judgements, dimension, out, *, config=None, seed=None, holdout_groups=None, dimensions=None))]
+#[allow(clippy::too_many_arguments)]
 fn simulate<'py>(
     py: Python<'py>,
     judgements: PathBuf,
@@ -63,8 +64,7 @@ fn simulate<'py>(
     holdout_groups: Option<usize>,
     dimensions: Option<Vec<String>>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let settings =
-        evalloop_core::config::Settings::resolve(config.as_deref(), Some(String::new())).map_err(py_err)?;
+    let settings = evalloop_core::config::Settings::resolve(config.as_deref(), Some(String::new())).map_err(py_err)?;
     let mut cfg: evalloop_core::simulate::SimulateConfig =
         settings.section("simulate", &settings.config.simulate).map_err(py_err)?;
     if let Some(s) = seed {

@@ -35,8 +35,11 @@ pub struct Store {
 fn choice<T: clap::ValueEnum>(option: &str, v: &str) -> PyResult<T> {
     let spellings = [v.to_string(), v.replace('_', "-"), v.replace('-', "_")];
     spellings.iter().find_map(|s| T::from_str(s, true).ok()).ok_or_else(|| {
-        let known: Vec<String> =
-            T::value_variants().iter().filter_map(|x| x.to_possible_value()).map(|p| p.get_name().to_string()).collect();
+        let known: Vec<String> = T::value_variants()
+            .iter()
+            .filter_map(|x| x.to_possible_value())
+            .map(|p| p.get_name().to_string())
+            .collect();
         input_err(format!("{option}={v:?}: expected one of {}", known.join(", ")))
     })
 }
@@ -81,7 +84,13 @@ impl Store {
             })
             .transpose()
         };
-        Ok(Filter { since: date("since", since)?, until: date("until", until)?, evaluator, cohort, metadata: Vec::new() })
+        Ok(Filter {
+            since: date("since", since)?,
+            until: date("until", until)?,
+            evaluator,
+            cohort,
+            metadata: Vec::new(),
+        })
     }
 
     fn scope(&self, filter: Filter) -> Scope {
@@ -289,7 +298,9 @@ impl Store {
             (
                 "is_good",
                 false,
-                Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.human_score >= self.settings.policy.good_min)))),
+                Arc::new(BooleanArray::from_iter(
+                    rows.iter().map(|r| Some(r.human_score >= self.settings.policy.good_min)),
+                )),
             ),
         ])
     }

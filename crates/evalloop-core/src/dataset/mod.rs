@@ -437,7 +437,7 @@ pub fn build_with(
     policy: &HumanPolicy,
     cfg: &DatasetConfig,
     out: &Path,
-    mut custom: Option<&mut CustomWeighting<'_>>,
+    custom: Option<&mut CustomWeighting<'_>>,
 ) -> Result<Built> {
     let custom_weighting = custom.as_ref().map(|c| c.name.clone());
     let Plan {
@@ -455,7 +455,7 @@ pub fn build_with(
         pairs,
         mut pairs_card,
         from_queues,
-    } = plan_with(store, window, policy, cfg, custom.as_deref_mut())?;
+    } = plan_with(store, window, policy, cfg, custom)?;
     let split_of = |e: &LabelledRequest| splits.get(&e.group).copied().unwrap_or(Split::Train);
     let mut divisor = 1.0;
     if cfg.weighting.contains(&Scheme::Normalize) {
@@ -713,8 +713,7 @@ mod tests {
             seen = rows.to_vec();
             Ok(rows.iter().map(|r| 1.0 / (r.cohort_rate + 0.01)).collect())
         };
-        replace_weights(&mut examples, &rates(), &mut CustomWeighting { name: "f".into(), weights: &mut f })
-            .unwrap();
+        replace_weights(&mut examples, &rates(), &mut CustomWeighting { name: "f".into(), weights: &mut f }).unwrap();
         assert_eq!(seen.len(), 600);
         assert_eq!((seen[0].cohort.as_str(), seen[0].cohort_counted, seen[0].scheme_weight), ("free", 2, 3.0));
         assert_eq!(seen[1].cohort_rate, 0.5);
@@ -733,9 +732,10 @@ mod tests {
             ([vec![f64::NAN], vec![1.0; 599]].concat(), "weight NaN of row 0 (request r0000)"),
         ] {
             let mut f = |_: &[WeightInput]| -> Result<Vec<f64>> { Ok(w.clone()) };
-            let e = replace_weights(&mut examples, &rates(), &mut CustomWeighting { name: "f".into(), weights: &mut f })
-                .unwrap_err()
-                .to_string();
+            let e =
+                replace_weights(&mut examples, &rates(), &mut CustomWeighting { name: "f".into(), weights: &mut f })
+                    .unwrap_err()
+                    .to_string();
             assert!(e.contains(msg), "{e}");
         }
         assert!(examples.iter().all(|e| e.weight == 1.0));
