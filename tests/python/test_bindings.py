@@ -130,6 +130,9 @@ def test_human_scores_are_what_the_analyses_read(store: evalloop.Store) -> None:
     # Another policy gives other human scores: implicit usage now counts.
     counted = store.human_scores(policy={"implicit_usage": 4.0})
     assert counted.num_rows >= t.num_rows
+    strict = store.human_scores(policy={"good_min": 5.0, "bad_max": 1.0})
+    assert strict["is_good"].to_pylist() == [h >= 5.0 for h in strict["human_score"].to_pylist()]
+    assert sum(strict["is_good"].to_pylist()) < sum(t["is_good"].to_pylist())
     with pytest.raises(evalloop.EvalloopError, match="policy"):
         store.human_scores(policy={"thumbs_upp": 5})
 

@@ -281,6 +281,7 @@ impl Store {
         policy.validate().map_err(|e| input_err(format!("policy: {e}")))?;
         let filter = Self::filter(since, until, evaluator, cohort)?;
         let filter = analysis::resolve_evaluator(self.store.as_ref(), &filter).map_err(py_err)?;
+        let good_min = policy.good_min;
         let rows = self
             .store
             .scored_requests(&ScoredQuery { filter, policy, group_key, with_text: false, limit: None })
@@ -295,13 +296,7 @@ impl Store {
             ("cohort", true, strings(rows.iter().map(|r| r.cohort.clone()).collect())),
             ("use_case", true, strings(rows.iter().map(|r| r.use_case.clone()).collect())),
             ("group", true, strings(rows.iter().map(|r| r.group.clone()).collect())),
-            (
-                "is_good",
-                false,
-                Arc::new(BooleanArray::from_iter(
-                    rows.iter().map(|r| Some(r.human_score >= self.settings.policy.good_min)),
-                )),
-            ),
+            ("is_good", false, Arc::new(BooleanArray::from_iter(rows.iter().map(|r| Some(r.human_score >= good_min))))),
         ])
     }
 

@@ -38,7 +38,8 @@ class Store:
 
     Open one with :meth:`Store.open`. The window options every analysis takes (``since``,
     ``until`` as RFC 3339 or ``YYYY-MM-DD``, ``evaluator``, ``cohort``) are those of the command
-    line's ``--since``, ``--until``, ``--evaluator`` and ``--cohort``.
+    line's ``--since``, ``--until``, ``--evaluator`` and ``--cohort``. A store belongs to the
+    thread that opened it: open one per thread.
     """
 
     def __init__(self, native: _evalloop.Store) -> None:
@@ -125,7 +126,9 @@ class Store:
         evaluator: str | None = None,
         cohort: str | None = None,
     ) -> pa.Table:
-        """Every feedback event on the window's requests.
+        """Every feedback event on the window's requests (those the evaluator scored).
+
+        Reads each request's events with one query; for millions of requests, narrow the window.
 
         Columns: ``event_id``, ``request_id``, ``feedback_type`` (``explicit_thumbs_up``, ...),
         ``value`` (thumbs and implicit signals 1/0, ratings 1-5), ``text`` (comments, and a
@@ -150,7 +153,7 @@ class Store:
         ``implicit_edit``, ``implicit_discard``, ``good_min``, ``bad_max``); default the config's.
         Columns: ``request_id``, ``timestamp``, ``evaluator``, ``eval_score``, ``human_score``
         (1-5), ``n_scored_events``, ``cohort``, ``use_case``, ``group`` (the value of metadata
-        ``group_key``), ``is_good`` (human score at or above the config's ``good_min``).
+        ``group_key``), ``is_good`` (human score at or above the policy's ``good_min``).
         """
         return pa.table(
             self._native.human_scores(
