@@ -5,7 +5,9 @@
 # - runs every test against SQLite and, through scripts/with-postgres.sh (a throwaway
 #   PostgreSQL cluster, installed from Debian packages if missing), against PostgreSQL too.
 # - then checks the `export` files from Python (tests/python/check_export.py) when the venv of
-#   scripts/python-env.sh is there.
+#   scripts/python-env.sh is there;
+# - then builds the Python package and tests it against the command line
+#   (scripts/python-bindings.sh; skipped, and said so, when its venv cannot be made).
 # Extra arguments go to `cargo test`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -20,3 +22,7 @@ if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import datasets, trl, t
 else
     echo "tests/python/check_export.py SKIPPED: no venv with datasets and trl at $venv (scripts/python-env.sh)" >&2
 fi
+# The Python package (crates/evalloop-py): its wheel, built with maturin into the same target
+# directory, installed into a venv and checked against the binary (tests/python/test_bindings.py),
+# on SQLite and on a throwaway PostgreSQL cluster.
+scripts/with-postgres.sh scripts/python-bindings.sh

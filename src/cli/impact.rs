@@ -3,7 +3,6 @@
 use super::{FilterArgs, Outcome, render, scope, to_json};
 use crate::analysis;
 use crate::config::Settings;
-use crate::record::parse_date_arg;
 use crate::store;
 use crate::{Error, Result};
 
@@ -38,39 +37,13 @@ pub struct ImpactArgs {
 /// Compares the two sides the flags name.
 pub fn run(settings: &Settings, a: ImpactArgs) -> Result<Outcome> {
     super::check_bootstrap(a.bootstrap)?;
-    let date = |flag: &str, v: &str| parse_date_arg(v).map_err(|e| Error::Input(format!("--{flag}: {}", e.reason)));
-    let split = match (&a.before, &a.after, &a.baseline_evaluator, &a.candidate, &a.metadata) {
-        (Some(b), Some(f), None, None, None) => {
-            let (before, after) = (date("before", b)?, date("after", f)?);
-            // Baseline is before --before, treatment at or after --after: a request between an
-            // earlier --after and --before would count on both sides.
-            if after < before {
-                return Err(Error::Input(format!(
-                    "--after {f} is earlier than --before {b}: the windows would overlap; give --after at or \
-                     after --before"
-                )));
-            }
-            analysis::ImpactSplit::Dates { before, after }
-        }
-        (None, None, Some(b), Some(c), None) => {
-            analysis::ImpactSplit::Evaluators { baseline: b.clone(), candidate: c.clone() }
-        }
-        (None, None, None, None, Some(m)) => {
-            let bad =
-                || Error::Input(format!("--metadata {m:?}: expected KEY=BEFORE:AFTER, e.g. prompt_version=v3:v4"));
-            let (key, vals) = m.split_once('=').ok_or_else(bad)?;
-            let (before, after) = vals.split_once(':').ok_or_else(bad)?;
-            if key.is_empty() || before.is_empty() || after.is_empty() {
-                return Err(bad());
-            }
-            analysis::ImpactSplit::Metadata { key: key.into(), before: before.into(), after: after.into() }
-        }
-        _ => {
-            return Err(Error::Input(
-                "impact: give exactly one of --before/--after, --baseline-evaluator/--candidate, or --metadata".into(),
-            ));
-        }
-    };
+    let split = analysis::ImpactSplit::from_options(
+        a.before.as_deref(),
+        a.after.as_deref(),
+        a.baseline_evaluator.as_deref(),
+        a.candidate.as_deref(),
+        a.metadata.as_deref(),
+    )?;
     if !(0.0..1.0).contains(&a.alpha) || a.alpha == 0.0 {
         return Err(Error::Input(format!("--alpha {} must be in (0, 1)", a.alpha)));
     }

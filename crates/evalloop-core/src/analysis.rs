@@ -509,6 +509,53 @@ pub enum ImpactSplit {
     Metadata { key: String, before: String, after: String },
 }
 
+impl ImpactSplit {
+    /// The split that exactly one pair of options names: `before` and `after` (RFC 3339 or
+    /// `YYYY-MM-DD`), `baseline_evaluator` and `candidate`, or `metadata` (`KEY=BEFORE:AFTER`);
+    /// errors name the options as `--before`, `--after`, ... (the command line's flags).
+    pub fn from_options(
+        before: Option<&str>,
+        after: Option<&str>,
+        baseline_evaluator: Option<&str>,
+        candidate: Option<&str>,
+        metadata: Option<&str>,
+    ) -> Result<ImpactSplit> {
+        let date = |flag: &str, v: &str| {
+            crate::record::parse_date_arg(v).map_err(|e| Error::Input(format!("--{flag}: {}", e.reason)))
+        };
+        match (before, after, baseline_evaluator, candidate, metadata) {
+            (Some(b), Some(f), None, None, None) => {
+                let (before, after) = (date("before", b)?, date("after", f)?);
+                // Baseline is before --before, treatment at or after --after: a request between an
+                // earlier --after and --before would count on both sides.
+                if after < before {
+                    return Err(Error::Input(format!(
+                        "--after {f} is earlier than --before {b}: the windows would overlap; give --after at or \
+                         after --before"
+                    )));
+                }
+                Ok(ImpactSplit::Dates { before, after })
+            }
+            (None, None, Some(b), Some(c), None) => {
+                Ok(ImpactSplit::Evaluators { baseline: b.to_string(), candidate: c.to_string() })
+            }
+            (None, None, None, None, Some(m)) => {
+                let bad =
+                    || Error::Input(format!("--metadata {m:?}: expected KEY=BEFORE:AFTER, e.g. prompt_version=v3:v4"));
+                let (key, vals) = m.split_once('=').ok_or_else(bad)?;
+                let (before, after) = vals.split_once(':').ok_or_else(bad)?;
+                if key.is_empty() || before.is_empty() || after.is_empty() {
+                    return Err(bad());
+                }
+                Ok(ImpactSplit::Metadata { key: key.into(), before: before.into(), after: after.into() })
+            }
+            _ => Err(Error::Input(
+                "impact: give exactly one of --before/--after, --baseline-evaluator/--candidate, or --metadata".into(),
+            )),
+        }
+    }
+}
+
 /// `evalloop impact`.
 #[derive(Debug, Clone, Serialize)]
 pub struct ImpactReport {

@@ -216,6 +216,10 @@ pub struct DatasetCard {
     /// Examples whose request was labelled through an annotation queue; absent when none was.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue_examples: Option<usize>,
+    /// The name of the weighting function that replaced the schemes' weights (the Python
+    /// package's `dataset.build(weighting=callable)`); absent when the schemes weighted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub custom_weighting: Option<String>,
 }
 
 /// A cohort's line of the card.
@@ -286,6 +290,7 @@ impl DatasetCard {
             unlabelled: None,
             preference_pairs: None,
             queue_examples: None,
+            custom_weighting: None,
         }
     }
 
@@ -421,6 +426,7 @@ mod tests {
             unlabelled: Some(5),
             preference_pairs: None,
             queue_examples: Some(2),
+            custom_weighting: None,
         }
     }
 

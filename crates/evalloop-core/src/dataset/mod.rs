@@ -87,6 +87,14 @@
 //! its cohort; see `pairs.rs`. A store with preferences and no ratings builds a dataset of
 //! pairs alone. Training uses them with `[train] preference_pairs`.
 //!
+//! # Custom weightings
+//! [`build_with`] takes a [`CustomWeighting`]: a function that receives every labelled example
+//! (before subsampling and splitting) with its cohort's counts and rate and the schemes' weight
+//! ([`WeightInput`]), and returns one weight per example (finite, >= 0) that replaces the
+//! schemes' weight. `normalize`, subsampling, the splits, the effective sample sizes and the card
+//! follow as for any build; the card names the function (`custom_weighting`). Preference pairs
+//! keep their cohort factors. The Python package's `dataset.build(weighting=callable)` uses it.
+//!
 //! # Code
 //! [`build_in`] (here) runs the steps in order, each in its own file: `config.rs` (the settings
 //! and their checks), `example.rs` (a labelled request, its group and disagreement flag),
@@ -180,6 +188,52 @@ pub struct Plan {
 /// Chooses the evaluator, reads the labelled requests of `window`, weights, subsamples and
 /// splits them as [`build_in`] does (same config and store, same groups in each split).
 pub fn plan(store: &dyn Store, window: &Filter, policy: &HumanPolicy, cfg: &DatasetConfig) -> Result<Plan> {
+    plan_with(store, window, policy, cfg, None)
+}
+
+/// One labelled example as a weighting of one's own sees it ([`CustomWeighting`]).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct WeightInput {
+    pub request_id: String,
+    pub cohort: String,
+    pub group: String,
+    /// `good`, `neutral` or `bad` under the `[human]` policy.
+    pub class: &'static str,
+    /// The example's label (0/1 for binary labels, in [0, 1] for graded ones).
+    pub label: f64,
+    /// The human score, 1-5.
+    pub human_score: f64,
+    /// The evaluator's score, in [0, 1].
+    pub eval_score: f64,
+    pub is_disagreement: bool,
+    /// The cohort's logged requests in the window.
+    pub cohort_requests: u64,
+    /// The cohort's requests counted by the rate basis (`[dataset] rate`).
+    pub cohort_counted: u64,
+    /// `cohort_counted / cohort_requests` (0 for an empty cohort).
+    pub cohort_rate: f64,
+    /// The weight the configured schemes give (all but `normalize`).
+    pub scheme_weight: f64,
+}
+
+/// A weighting of one's own: a name (for the card) and a function that, given every labelled
+/// example before subsampling and splitting, returns one weight per example (finite, >= 0).
+/// The weights replace the schemes' (preference pairs keep their cohort factors); a configured
+/// `normalize` still applies after them, and subsampling and the splits run as usual.
+pub struct CustomWeighting<'a> {
+    /// Written to the card as `custom_weighting`.
+    pub name: String,
+    pub weights: &'a mut dyn FnMut(&[WeightInput]) -> Result<Vec<f64>>,
+}
+
+/// [`plan`], with the weights of `custom` instead of the schemes' when given.
+pub fn plan_with(
+    store: &dyn Store,
+    window: &Filter,
+    policy: &HumanPolicy,
+    cfg: &DatasetConfig,
+    custom: Option<&mut CustomWeighting<'_>>,
+) -> Result<Plan> {
     cfg.validate().map_err(|e| Error::Input(format!("[dataset]: {e}")))?;
     let evaluators = store.evaluators()?;
     let evaluator = match &cfg.evaluator {
@@ -282,6 +336,9 @@ pub fn plan(store: &dyn Store, window: &Filter, policy: &HumanPolicy, cfg: &Data
             }
         }
     }
+    if let Some(c) = custom {
+        replace_weights(&mut examples, &rates, c)?;
+    }
     let available = examples.len();
     let (examples, strata) = match cfg.max_examples {
         Some(m) => subsample(examples, m, cfg.min_per_stratum, cfg.seed),
@@ -312,6 +369,54 @@ pub fn plan(store: &dyn Store, window: &Filter, policy: &HumanPolicy, cfg: &Data
     })
 }
 
+/// Calls `custom` on `examples` and puts the weights it returns in place of theirs.
+fn replace_weights(
+    examples: &mut [LabelledRequest],
+    rates: &BTreeMap<String, CohortRate>,
+    custom: &mut CustomWeighting<'_>,
+) -> Result<()> {
+    let inputs: Vec<WeightInput> = examples
+        .iter()
+        .map(|e| {
+            let r = rates.get(&e.cohort).copied().unwrap_or_default();
+            WeightInput {
+                request_id: e.request_id.clone(),
+                cohort: e.cohort.clone(),
+                group: e.group.clone(),
+                class: e.class,
+                label: e.label,
+                human_score: e.human_score,
+                eval_score: e.eval_score,
+                is_disagreement: e.is_disagreement,
+                cohort_requests: r.requests,
+                cohort_counted: r.counted,
+                cohort_rate: r.rate(),
+                scheme_weight: e.weight,
+            }
+        })
+        .collect();
+    let w = (custom.weights)(&inputs)?;
+    if w.len() != examples.len() {
+        return Err(Error::Input(format!(
+            "weighting {}: {} weights for {} examples (one per row of the table it was given)",
+            custom.name,
+            w.len(),
+            examples.len()
+        )));
+    }
+    if let Some((i, x)) = w.iter().enumerate().find(|(_, x)| !(x.is_finite() && **x >= 0.0)) {
+        return Err(Error::Input(format!(
+            "weighting {}: weight {x} of row {i} (request {}) is not a finite number >= 0",
+            custom.name,
+            crate::text::escape(&examples[i].request_id)
+        )));
+    }
+    for (e, x) in examples.iter_mut().zip(w) {
+        e.weight = x;
+    }
+    Ok(())
+}
+
 /// Builds the dataset from the requests in `window` (time range, cohort, metadata; its
 /// evaluator is ignored: `cfg.evaluator` picks it) into `out`.
 pub fn build_in(
@@ -321,6 +426,20 @@ pub fn build_in(
     cfg: &DatasetConfig,
     out: &Path,
 ) -> Result<Built> {
+    build_with(store, window, policy, cfg, out, None)
+}
+
+/// [`build_in`], with the weights of `custom` instead of the schemes' when given; the card
+/// names it (`custom_weighting`).
+pub fn build_with(
+    store: &dyn Store,
+    window: &Filter,
+    policy: &HumanPolicy,
+    cfg: &DatasetConfig,
+    out: &Path,
+    custom: Option<&mut CustomWeighting<'_>>,
+) -> Result<Built> {
+    let custom_weighting = custom.as_ref().map(|c| c.name.clone());
     let Plan {
         evaluator,
         mut examples,
@@ -336,7 +455,7 @@ pub fn build_in(
         pairs,
         mut pairs_card,
         from_queues,
-    } = plan(store, window, policy, cfg)?;
+    } = plan_with(store, window, policy, cfg, custom)?;
     let split_of = |e: &LabelledRequest| splits.get(&e.group).copied().unwrap_or(Split::Train);
     let mut divisor = 1.0;
     if cfg.weighting.contains(&Scheme::Normalize) {
@@ -357,7 +476,10 @@ pub fn build_in(
         examples.len(),
         name_of(&cfg.label),
         name_of(&cfg.source),
-        cfg.weighting.iter().map(name_of).collect::<Vec<_>>().join("+"),
+        match &custom_weighting {
+            Some(name) => format!("{} (custom)", crate::text::escape(name)),
+            None => cfg.weighting.iter().map(name_of).collect::<Vec<_>>().join("+"),
+        },
     );
     let _ = writeln!(
         text,
@@ -563,6 +685,7 @@ pub fn build_in(
         unlabelled,
         preference_pairs: (pairs_card.events > 0).then_some(pairs_card),
         queue_examples: (queue_examples > 0).then_some(queue_examples),
+        custom_weighting,
     };
     let card_value = sorted_value(&card, CARD_FILE)?;
     atomic::write_json_pretty(&out.join(CARD_FILE), &card_value)?;
@@ -572,4 +695,56 @@ pub fn build_in(
 
 fn name_of(v: &impl Serialize) -> String {
     serde_json::to_value(v).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixtures::population;
+    use super::*;
+
+    fn rates() -> BTreeMap<String, CohortRate> {
+        [("free", 10, 2), ("pro", 10, 5), ("team", 10, 10)]
+            .into_iter()
+            .map(|(c, n, k)| (c.to_string(), CohortRate { requests: n, counted: k }))
+            .collect()
+    }
+
+    /// A weighting function sees each example with its cohort's counts and the schemes'
+    /// weight, and its weights replace theirs.
+    #[test]
+    fn custom_weights_replace_the_schemes_and_see_the_cohort_rates() {
+        let mut examples = population();
+        examples[0].weight = 3.0;
+        let mut seen = Vec::new();
+        let mut f = |rows: &[WeightInput]| -> Result<Vec<f64>> {
+            seen = rows.to_vec();
+            Ok(rows.iter().map(|r| 1.0 / (r.cohort_rate + 0.01)).collect())
+        };
+        replace_weights(&mut examples, &rates(), &mut CustomWeighting { name: "f".into(), weights: &mut f }).unwrap();
+        assert_eq!(seen.len(), 600);
+        assert_eq!((seen[0].cohort.as_str(), seen[0].cohort_counted, seen[0].scheme_weight), ("free", 2, 3.0));
+        assert_eq!(seen[1].cohort_rate, 0.5);
+        assert_eq!(examples[0].weight, inverse_rate_weight(0.2));
+        assert_eq!(examples[2].weight, inverse_rate_weight(1.0));
+    }
+
+    /// Too few weights, a negative one and NaN are errors naming the function, row and request;
+    /// the examples keep their weights.
+    #[test]
+    fn bad_custom_weights_are_errors_naming_the_row() {
+        let mut examples = population();
+        for (w, msg) in [
+            (vec![1.0; 3], "weighting f: 3 weights for 600 examples"),
+            ([vec![1.0; 5], vec![-1.0], vec![1.0; 594]].concat(), "weight -1 of row 5 (request r0005)"),
+            ([vec![f64::NAN], vec![1.0; 599]].concat(), "weight NaN of row 0 (request r0000)"),
+        ] {
+            let mut f = |_: &[WeightInput]| -> Result<Vec<f64>> { Ok(w.clone()) };
+            let e =
+                replace_weights(&mut examples, &rates(), &mut CustomWeighting { name: "f".into(), weights: &mut f })
+                    .unwrap_err()
+                    .to_string();
+            assert!(e.contains(msg), "{e}");
+        }
+        assert!(examples.iter().all(|e| e.weight == 1.0));
+    }
 }
