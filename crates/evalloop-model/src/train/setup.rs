@@ -208,9 +208,7 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
     let head: Vec<&str> = std::iter::once(primary).chain(dimensions.iter().map(String::as_str)).collect();
     config.set_classifier(&head, problem_type);
     if let Some(p) = cfg.dropout {
-        config.hidden_dropout_prob = p;
-        config.attention_probs_dropout_prob = p;
-        config.classifier_dropout = None;
+        config.set_dropout(p);
     }
     if cfg.freeze_layers > config.num_hidden_layers {
         return Err(evalloop_core::Error::Input(format!(
@@ -218,7 +216,7 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
             cfg.freeze_layers, config.num_hidden_layers
         )));
     }
-    let max_length = cfg.max_length.min(config.max_position_embeddings);
+    let max_length = cfg.max_length.min(config.max_sequence_length());
     let tokenizer =
         PairTokenizer::from_file(&base_dir.join("tokenizer.json"), max_length)?.with_truncation(cfg.truncation)?;
     let enc = |xs: &[Example]| -> evalloop_core::Result<Vec<Encoded>> {
@@ -297,14 +295,12 @@ pub(super) fn trainable_filter(cfg: &TrainConfig) -> impl Fn(&str) -> bool + use
     let freeze_embeddings = cfg.freeze_embeddings;
     let freeze_layers = cfg.freeze_layers;
     move |name: &str| {
-        if freeze_embeddings && name.starts_with("bert.embeddings.") {
+        if freeze_embeddings && model::weights::is_embedding(name) {
             return false;
         }
-        if let Some(rest) = name.strip_prefix("bert.encoder.layer.")
-            && let Some(idx) = rest.split('.').next().and_then(|s| s.parse::<usize>().ok())
-        {
-            return idx >= freeze_layers;
+        match model::weights::layer_index(name) {
+            Some(idx) => idx >= freeze_layers,
+            None => true,
         }
-        true
     }
 }

@@ -403,7 +403,7 @@ fn loss_falls_on_a_separable_toy_set_and_output_is_a_hf_directory() {
     assert_eq!(config["problem_type"], "multi_label_classification");
     assert_eq!(config["id2label"]["0"], "good");
     assert_eq!(config["num_labels"], 1);
-    let names = crate::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
+    let names = crate::weights::load_checkpoint(&out.join("model.safetensors"), crate::config::Family::Bert).unwrap();
     assert!(names.contains_key("bert.encoder.layer.1.output.dense.weight"));
     assert!(names.contains_key("classifier.bias"));
     let raw = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
@@ -444,8 +444,8 @@ fn graded_labels_train_with_mse() {
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["problem_type"], "regression");
     // The frozen layer is the base's, unchanged.
-    let trained = crate::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
-    let basew = crate::weights::load_checkpoint(&base.join("model.safetensors")).unwrap();
+    let trained = crate::weights::load_checkpoint(&out.join("model.safetensors"), crate::config::Family::Bert).unwrap();
+    let basew = crate::weights::load_checkpoint(&base.join("model.safetensors"), crate::config::Family::Bert).unwrap();
     let k = "bert.encoder.layer.0.attention.self.query.weight";
     assert_eq!(trained[k].to_vec2::<f32>().unwrap(), basew[k].to_vec2::<f32>().unwrap());
     let k = "bert.encoder.layer.1.attention.self.query.weight";
@@ -667,7 +667,7 @@ fn multi_task_training_writes_a_head_per_dimension_and_scores_them() {
     assert_eq!(config["id2label"], serde_json::json!({"0": "good", "1": "same", "2": "opposite", "3": "never"}));
     assert_eq!(config["label2id"]["opposite"], 2);
     assert_eq!(config["problem_type"], "multi_label_classification");
-    let weights = crate::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
+    let weights = crate::weights::load_checkpoint(&out.join("model.safetensors"), crate::config::Family::Bert).unwrap();
     assert_eq!(weights["classifier.weight"].dims(), &[4, 32]);
     let val = s.validation.clone().unwrap();
     assert!(val.auc.unwrap() > 0.9, "primary output: {val:?}");
@@ -766,7 +766,7 @@ fn every_objective_trains_with_dimensions() {
 }
 
 fn weights_of(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let w = crate::weights::load_checkpoint(&dir.join("model.safetensors")).unwrap();
+    let w = crate::weights::load_checkpoint(&dir.join("model.safetensors"), crate::config::Family::Bert).unwrap();
     w.into_iter().map(|(k, t)| (k, t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap())).collect()
 }
 
