@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Writes the parity fixtures of the encoder families evalloop loads (tests/fixtures/encoders/).
 
-For each family (bert, roberta, xlm-roberta, modernbert) transformers builds a small random
+For each family (bert, roberta, xlm-roberta, modernbert, and DeBERTa as v3 configures it,
+deberta-v3, and with the older options, deberta-v2) transformers builds a small random
 sequence classifier from a config (hidden 32, 4 heads, 2 or 3 layers, 3 outputs), every weight
 spread so that outputs are of order 1, and saves it in the Hugging Face layout
 (config.json, model.safetensors, tokenizer.json) with a tiny tokenizer of the family's kind
 trained here (WordPiece for BERT, byte-level BPE for RoBERTa and ModernBERT, Unigram for
-XLM-RoBERTa). expected.json holds a few (prompt, output) pairs, the ids transformers' tokenizer
+XLM-RoBERTa and DeBERTa). expected.json holds a few (prompt, output) pairs, the ids transformers' tokenizer
 gives them as pairs, and transformers' logits in eval mode (eager attention, float32).
 
 The Rust test crates/evalloop-model/tests/encoder_parity.rs tokenizes the same pairs with
@@ -15,8 +16,9 @@ evalloop's tokenizer and checks the ids and the logits (within 1e-4).
     scripts/python-env.sh           # torch 2.15.0, transformers 5.23.0 in target/py-export
     target/py-export/bin/python tests/python/make_encoder_fixtures.py [OUT_DIR]
 
-The output is deterministic for given torch/transformers/tokenizers versions (recorded in
-each expected.json).
+The weights are seeded, but the tokenizers trainers do not always give the same vocabulary
+run to run (ties between equally frequent pieces), so a rerun writes equivalent, not
+byte-identical, fixtures; the versions are recorded in each expected.json.
 """
 import json
 import os
@@ -87,11 +89,20 @@ def byte_bpe(special, template):
     return tok, fast
 
 
-def unigram():
+def unigram(template="xlm-roberta"):
     tok = Tokenizer(models.Unigram())
     tok.normalizer = normalizers.Sequence([normalizers.NFKC(), normalizers.Replace(" {2,}", " ")])
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    if template == "deberta":
+        # DeBERTa-v3's layout: [PAD] [CLS] [SEP] [UNK] first, [CLS] A [SEP] B [SEP], type ids 0 then 1.
+        special = ["[PAD]", "[CLS]", "[SEP]", "[UNK]", "[MASK]"]
+        tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=150, special_tokens=special, unk_token="[UNK]"))
+        tok.post_processor = processors.TemplateProcessing(
+            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+            special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+        fast = dict(unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]", mask_token="[MASK]")
+        return tok, fast
     special = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
     tok.train_from_iterator(CORPUS, trainers.UnigramTrainer(vocab_size=150, special_tokens=special, unk_token="<unk>"))
     s, e = tok.token_to_id("<s>"), tok.token_to_id("</s>")
@@ -112,6 +123,20 @@ def family_config(family, vocab_size, pad_id, cls_id, sep_id):
     if family in ("roberta", "xlm-roberta"):
         return AutoConfig.for_model(family, num_hidden_layers=2, max_position_embeddings=128 + pad_id + 1,
                                     type_vocab_size=1, bos_token_id=cls_id, eos_token_id=sep_id, **common)
+    if family == "deberta-v3":
+        # v3's options: log buckets (8 here, so that distances of the pairs are bucketed), a shared
+        # key projection, normalised relative embeddings, no absolute positions, no token types.
+        return AutoConfig.for_model(
+            "deberta-v2", num_hidden_layers=2, max_position_embeddings=128, relative_attention=True,
+            pos_att_type=["p2c", "c2p"], position_buckets=8, max_relative_positions=-1, norm_rel_ebd="layer_norm",
+            share_att_key=True, position_biased_input=False, type_vocab_size=0, layer_norm_eps=1e-7, **common)
+    if family == "deberta-v2":
+        # The older options: own pos_key_proj / pos_query_proj, no buckets, absolute positions and
+        # token types, pos_att_type as a string.
+        return AutoConfig.for_model(
+            "deberta-v2", num_hidden_layers=2, max_position_embeddings=128, relative_attention=True,
+            pos_att_type="c2p|p2c", max_relative_positions=24, share_att_key=False, position_biased_input=True,
+            type_vocab_size=2, layer_norm_eps=1e-7, **common)
     # Three layers: global, local, global; a local window of 8 tokens (4 either side), shorter
     # than most of the pairs, so the sliding-window mask matters.
     return AutoConfig.for_model(
@@ -142,9 +167,12 @@ def build(family, out_dir):
         tok, fast_kw = byte_bpe(["<s>", "<pad>", "</s>", "<unk>", "<mask>"], "roberta")
     elif family == "xlm-roberta":
         tok, fast_kw = unigram()
+    elif family.startswith("deberta"):
+        tok, fast_kw = unigram("deberta")
     else:
         tok, fast_kw = byte_bpe(["[UNK]", "[CLS]", "[SEP]", "[PAD]", "[MASK]"], "bert")
-    names = ["input_ids", "token_type_ids", "attention_mask"] if family == "bert" else ["input_ids", "attention_mask"]
+    with_types = family in ("bert", "deberta-v2")
+    names = ["input_ids", "token_type_ids", "attention_mask"] if with_types else ["input_ids", "attention_mask"]
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, model_input_names=names, **fast_kw)
     pad_id = fast.pad_token_id
     cfg = family_config(family, tok.get_vocab_size(), pad_id, fast.cls_token_id, fast.sep_token_id)
@@ -154,7 +182,7 @@ def build(family, out_dir):
     model.eval()
     enc = fast([p[0] for p in PAIRS], [p[1] for p in PAIRS], padding=True, return_tensors="pt")
     inputs = {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
-    if family == "bert":
+    if with_types:
         inputs["token_type_ids"] = enc["token_type_ids"]
     with torch.no_grad():
         logits = model(**inputs).logits
@@ -182,7 +210,7 @@ def main():
     out_dir = sys.argv[1] if len(sys.argv) > 1 else os.path.join(
         os.path.dirname(__file__), "..", "fixtures", "encoders")
     torch.use_deterministic_algorithms(True)
-    for family in ["bert", "roberta", "xlm-roberta", "modernbert"]:
+    for family in ["bert", "roberta", "xlm-roberta", "modernbert", "deberta-v3", "deberta-v2"]:
         build(family, out_dir)
 
 

@@ -6,16 +6,20 @@ use candle_nn::VarBuilder;
 
 use super::bert::{BertForSequenceClassification, DropoutRng};
 use super::config::{BertConfig, Family};
+use super::deberta::DebertaForSequenceClassification;
 use super::modernbert::ModernBertForSequenceClassification;
 
 /// A sequence classifier: BERT / RoBERTa / XLM-RoBERTa ([`BertForSequenceClassification`]) or
-/// ModernBERT ([`ModernBertForSequenceClassification`]).
+/// ModernBERT ([`ModernBertForSequenceClassification`]) or DeBERTa-v2/v3
+/// ([`DebertaForSequenceClassification`]).
 #[derive(Debug, Clone)]
 pub enum SequenceClassifier {
     /// BERT and the RoBERTa family (one encoder, two heads).
     Bert(BertForSequenceClassification),
     /// ModernBERT.
     ModernBert(ModernBertForSequenceClassification),
+    /// DeBERTa-v2 and v3.
+    Deberta(DebertaForSequenceClassification),
 }
 
 impl SequenceClassifier {
@@ -29,6 +33,7 @@ impl SequenceClassifier {
             Family::ModernBert => {
                 SequenceClassifier::ModernBert(ModernBertForSequenceClassification::load(vb, cfg, rng)?)
             }
+            Family::Deberta => SequenceClassifier::Deberta(DebertaForSequenceClassification::load(vb, cfg, rng)?),
         })
     }
 
@@ -44,6 +49,7 @@ impl SequenceClassifier {
         match self {
             SequenceClassifier::Bert(m) => m.forward_t(input_ids, token_type_ids, attention_mask, train),
             SequenceClassifier::ModernBert(m) => m.forward_t(input_ids, attention_mask, train),
+            SequenceClassifier::Deberta(m) => m.forward_t(input_ids, token_type_ids, attention_mask, train),
         }
     }
 
@@ -52,6 +58,7 @@ impl SequenceClassifier {
         match self {
             SequenceClassifier::Bert(m) => m.num_labels(),
             SequenceClassifier::ModernBert(m) => m.num_labels(),
+            SequenceClassifier::Deberta(m) => m.num_labels(),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The Hugging Face `config.json` of an encoder (BERT, RoBERTa / XLM-RoBERTa, ModernBERT), as
-//! one serde struct; `model_type` picks the [`Family`].
+//! The Hugging Face `config.json` of an encoder (BERT, RoBERTa / XLM-RoBERTa, ModernBERT,
+//! DeBERTa-v2/v3), as one serde struct; `model_type` picks the [`Family`].
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -35,6 +35,9 @@ pub enum Family {
     /// `"modernbert"`: pre-norm layers without biases, rotary positions, GeGLU, local and global
     /// attention alternating (`model.*`, `head.*`, `classifier`).
     ModernBert,
+    /// `"deberta-v2"` (DeBERTa-v2 and v3): disentangled attention with relative positions
+    /// (`deberta.*`, `pooler.dense`, `classifier`).
+    Deberta,
 }
 
 impl Family {
@@ -44,6 +47,7 @@ impl Family {
             Family::Bert => "bert",
             Family::Roberta => "roberta",
             Family::ModernBert => "model",
+            Family::Deberta => "deberta",
         }
     }
 
@@ -54,12 +58,13 @@ impl Family {
             (Family::Roberta, "xlm-roberta") => "XLMRobertaForSequenceClassification",
             (Family::Roberta, _) => "RobertaForSequenceClassification",
             (Family::ModernBert, _) => "ModernBertForSequenceClassification",
+            (Family::Deberta, _) => "DebertaV2ForSequenceClassification",
         }
     }
 }
 
 /// The `model_type`s this crate loads.
-pub const MODEL_TYPES: [&str; 4] = ["bert", "roberta", "xlm-roberta", "modernbert"];
+pub const MODEL_TYPES: [&str; 5] = ["bert", "roberta", "xlm-roberta", "modernbert", "deberta-v2"];
 
 /// The most weights a model may have (4 billion, 16 GB in f32).
 pub const MAX_PARAMETERS: u128 = 4_000_000_000;
@@ -124,6 +129,75 @@ pub struct ModernBertFields {
     /// `rope_theta`; a theta present here overrides `global_rope_theta` / `local_rope_theta`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rope_parameters: Option<BTreeMap<String, RopeParameters>>,
+}
+
+/// DeBERTa-v2's keys of config.json (transformers' `DebertaV2Config`), each `None` when the file
+/// does not have it; the accessors of [`BertConfig`] supply transformers' defaults.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct DebertaFields {
+    /// Whether attention has the relative-position terms (default false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub relative_attention: Option<bool>,
+    /// Relative distance cap; below 1 means `max_position_embeddings` (default -1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_relative_positions: Option<i64>,
+    /// Log-bucket count of relative positions (DeBERTa-v3: 256); below 1 means none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position_buckets: Option<i64>,
+    /// Whether absolute position embeddings are added to the input (default true; v3: false).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub position_biased_input: Option<bool>,
+    /// The relative terms: `["c2p", "p2c"]`, or the older `"c2p|p2c"` string.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pos_att_type: Option<PosAttType>,
+    /// `"layer_norm"` to normalise the relative embeddings (default `"none"`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub norm_rel_ebd: Option<String>,
+    /// Whether the relative terms reuse `query_proj` / `key_proj` (default false: their own
+    /// `pos_query_proj` / `pos_key_proj`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub share_att_key: Option<bool>,
+    /// Width of the pooler; only `hidden_size` is supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler_hidden_size: Option<usize>,
+    /// Dropout before the pooler's dense layer (default 0).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler_dropout: Option<f64>,
+    /// The pooler's activation (default exact GELU).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pooler_hidden_act: Option<HiddenAct>,
+    /// Dropout before the classifier; `None` means `hidden_dropout_prob`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cls_dropout: Option<f64>,
+    /// The first layer's convolution (DeBERTa-v2 xlarge); not supported when above 0.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub conv_kernel_size: Option<usize>,
+    /// Width of the word embeddings; only `hidden_size` is supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_size: Option<usize>,
+    /// Width of one attention head; only `hidden_size / num_attention_heads` is supported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attention_head_size: Option<usize>,
+}
+
+/// DeBERTa's `pos_att_type`: a list, or the older `|`-separated string.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum PosAttType {
+    /// `["c2p", "p2c"]`.
+    List(Vec<String>),
+    /// `"c2p|p2c"`.
+    Text(String),
+}
+
+impl PosAttType {
+    /// The entries, trimmed and lowercased.
+    pub fn entries(&self) -> Vec<String> {
+        match self {
+            PosAttType::List(v) => v.iter().map(|t| t.trim().to_lowercase()).collect(),
+            PosAttType::Text(t) => t.split('|').map(|t| t.trim().to_lowercase()).filter(|t| !t.is_empty()).collect(),
+        }
+    }
 }
 
 /// One entry of ModernBERT's `rope_parameters`.
@@ -197,6 +271,9 @@ pub struct BertConfig {
     /// ModernBERT's own keys (absent from other families' files).
     #[serde(flatten)]
     pub modernbert: ModernBertFields,
+    /// DeBERTa-v2's own keys (absent from other families' files).
+    #[serde(flatten)]
+    pub deberta: DebertaFields,
     /// Every other key of config.json, kept as is.
     #[serde(flatten)]
     pub extra: BTreeMap<String, serde_json::Value>,
@@ -227,6 +304,7 @@ impl Default for BertConfig {
             problem_type: None,
             num_labels: None,
             modernbert: ModernBertFields::default(),
+            deberta: DebertaFields::default(),
             extra: BTreeMap::new(),
         }
     }
@@ -238,6 +316,7 @@ impl BertConfig {
         match self.model_type.as_str() {
             "roberta" | "xlm-roberta" => Family::Roberta,
             "modernbert" => Family::ModernBert,
+            "deberta-v2" => Family::Deberta,
             _ => Family::Bert,
         }
     }
@@ -276,6 +355,13 @@ impl BertConfig {
                 let m = &mut self.modernbert;
                 (m.embedding_dropout, m.attention_dropout, m.mlp_dropout) = (Some(p), Some(p), Some(p));
                 self.classifier_dropout = Some(p);
+            }
+            Family::Deberta => {
+                self.hidden_dropout_prob = p;
+                self.attention_probs_dropout_prob = p;
+                self.classifier_dropout = None;
+                self.deberta.cls_dropout = None;
+                self.deberta.pooler_dropout = Some(p);
             }
             _ => {
                 self.hidden_dropout_prob = p;
@@ -317,11 +403,57 @@ impl BertConfig {
         self.modernbert.local_attention.unwrap_or(128) / 2
     }
 
-    /// Reads and validates a config.json.
+    /// DeBERTa's relative terms: (content-to-position, position-to-content); none without
+    /// `relative_attention`.
+    pub fn deberta_terms(&self) -> (bool, bool) {
+        if !self.deberta.relative_attention.unwrap_or(false) {
+            return (false, false);
+        }
+        let t = self.deberta.pos_att_type.as_ref().map(PosAttType::entries).unwrap_or_default();
+        (t.iter().any(|t| t == "c2p"), t.iter().any(|t| t == "p2c"))
+    }
+
+    /// DeBERTa's relative distance cap: `max_relative_positions`, else `max_position_embeddings`.
+    pub fn deberta_max_relative(&self) -> usize {
+        match self.deberta.max_relative_positions {
+            Some(m) if m >= 1 => m as usize,
+            _ => self.max_position_embeddings,
+        }
+    }
+
+    /// DeBERTa's log-bucket count (0: none).
+    pub fn deberta_buckets(&self) -> usize {
+        self.deberta.position_buckets.filter(|b| *b > 0).unwrap_or(0) as usize
+    }
+
+    /// DeBERTa's attention span: the buckets when bucketed, else the distance cap; the relative
+    /// embedding has `2 * span` rows.
+    pub fn deberta_span(&self) -> usize {
+        match self.deberta_buckets() {
+            0 => self.deberta_max_relative(),
+            b => b,
+        }
+    }
+
+    /// Reads and validates a config.json. Keys a family's transformers config defaults
+    /// differently from BERT's are filled with that family's defaults when absent (DeBERTa-v2:
+    /// `type_vocab_size` 0, `layer_norm_eps` 1e-7; ModernBERT: `pad_token_id` 50283,
+    /// `max_position_embeddings` 8192).
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let cfg: BertConfig =
-            serde_json::from_str(&text).map_err(|source| ModelError::Json { path: path.to_path_buf(), source })?;
+        let json = |source| ModelError::Json { path: path.to_path_buf(), source };
+        let mut value: serde_json::Value = serde_json::from_str(&text).map_err(json)?;
+        if let Some(obj) = value.as_object_mut() {
+            let defaults: &[(&str, serde_json::Value)] = match obj.get("model_type").and_then(|t| t.as_str()) {
+                Some("deberta-v2") => &[("type_vocab_size", 0.into()), ("layer_norm_eps", 1e-7.into())],
+                Some("modernbert") => &[("pad_token_id", 50283.into()), ("max_position_embeddings", 8192.into())],
+                _ => &[],
+            };
+            for (k, v) in defaults {
+                obj.entry(*k).or_insert_with(|| v.clone());
+            }
+        }
+        let cfg: BertConfig = serde_json::from_value(value).map_err(json)?;
         cfg.validate(path)?;
         Ok(cfg)
     }
@@ -337,7 +469,7 @@ impl BertConfig {
             )));
         }
         let family = self.family();
-        if family != Family::ModernBert && self.position_embedding_type != "absolute" {
+        if matches!(family, Family::Bert | Family::Roberta) && self.position_embedding_type != "absolute" {
             return Err(bad(format!(
                 "position_embedding_type is '{}', only 'absolute' is supported",
                 self.position_embedding_type
@@ -358,6 +490,8 @@ impl BertConfig {
             ("attention_probs_dropout_prob", self.attention_probs_dropout_prob),
             ("classifier_dropout", self.classifier_dropout.unwrap_or(0.0)),
             ("embedding_dropout", m.embedding_dropout.unwrap_or(0.0)),
+            ("pooler_dropout", self.deberta.pooler_dropout.unwrap_or(0.0)),
+            ("cls_dropout", self.deberta.cls_dropout.unwrap_or(0.0)),
             ("attention_dropout", m.attention_dropout.unwrap_or(0.0)),
             ("mlp_dropout", m.mlp_dropout.unwrap_or(0.0)),
         ] {
@@ -387,7 +521,7 @@ impl BertConfig {
             ("num_hidden_layers", self.num_hidden_layers, 1 << 10),
             ("intermediate_size", self.intermediate_size, 1 << 17),
             ("max_position_embeddings", self.max_position_embeddings, 1 << 17),
-            ("type_vocab_size", self.type_vocab_size, 1 << 10),
+            ("type_vocab_size", self.type_vocab_size.max(usize::from(family == Family::Deberta)), 1 << 10),
             ("num_labels", self.num_labels(), 1 << 16),
             ("global_attn_every_n_layers", m.global_attn_every_n_layers.unwrap_or(1), 1 << 10),
             ("local_attention", m.local_attention.unwrap_or(2), 1 << 17),
@@ -402,6 +536,27 @@ impl BertConfig {
                 self.max_position_embeddings,
                 self.pad_token_id as usize + 1
             )));
+        }
+        if family == Family::Deberta {
+            let d = &self.deberta;
+            for (name, v, want) in [
+                ("conv_kernel_size", d.conv_kernel_size.unwrap_or(0), 0),
+                ("embedding_size", d.embedding_size.unwrap_or(self.hidden_size), self.hidden_size),
+                ("pooler_hidden_size", d.pooler_hidden_size.unwrap_or(self.hidden_size), self.hidden_size),
+                ("attention_head_size", d.attention_head_size.unwrap_or(self.head_size()), self.head_size()),
+            ] {
+                if v != want {
+                    return Err(bad(format!("{name} is {v}; only {want} is supported")));
+                }
+            }
+            if let Some(t) = d.pos_att_type.as_ref().map(PosAttType::entries)
+                && let Some(bad_t) = t.iter().find(|t| *t != "c2p" && *t != "p2c")
+            {
+                return Err(bad(format!("pos_att_type has '{bad_t}', expected 'c2p' and/or 'p2c'")));
+            }
+            if self.deberta_span() > 1 << 17 {
+                return Err(bad(format!("the relative span {} is more than {}", self.deberta_span(), 1 << 17)));
+            }
         }
         if family == Family::ModernBert {
             if !self.head_size().is_multiple_of(2) {
@@ -464,6 +619,20 @@ impl BertConfig {
             let head = h * h + nb(m.classifier_bias, h) + norm + (h + 1) * self.num_labels() as u128;
             return self.vocab_size as u128 * h + norm + self.num_hidden_layers as u128 * layer + norm + head;
         }
+        if self.family() == Family::Deberta {
+            let i = self.intermediate_size as u128;
+            let d = &self.deberta;
+            let positions =
+                if d.position_biased_input.unwrap_or(true) { self.max_position_embeddings as u128 } else { 0 };
+            let embeddings = (self.vocab_size as u128 + positions + self.type_vocab_size as u128) * h + 2 * h;
+            let (c2p, p2c) = self.deberta_terms();
+            let own = if d.share_att_key.unwrap_or(false) { 0 } else { u128::from(c2p) + u128::from(p2c) };
+            let layer = (4 + own) * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h;
+            let relative =
+                if self.deberta_terms() == (false, false) { 0 } else { 2 * self.deberta_span() as u128 * h + 2 * h };
+            let head = (h * h + h) + (h + 1) * self.num_labels() as u128;
+            return embeddings + self.num_hidden_layers as u128 * layer + relative + head;
+        }
         let embeddings = (self.vocab_size + self.max_position_embeddings + self.type_vocab_size) as u128 * h + 2 * h;
         let i = self.intermediate_size as u128;
         let layer = 4 * (h * h + h) + 2 * h + (h * i + i) + (i * h + h) + 2 * h;
@@ -482,6 +651,7 @@ impl BertConfig {
     pub fn classifier_dropout_prob(&self) -> f64 {
         match self.family() {
             Family::ModernBert => self.classifier_dropout.unwrap_or(0.0),
+            Family::Deberta => self.deberta.cls_dropout.or(self.classifier_dropout).unwrap_or(self.hidden_dropout_prob),
             _ => self.classifier_dropout.unwrap_or(self.hidden_dropout_prob),
         }
     }

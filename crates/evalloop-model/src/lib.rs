@@ -1,9 +1,10 @@
-//! A sequence classifier on a BERT, RoBERTa / XLM-RoBERTa or ModernBERT encoder in candle, with Hugging Face tensor names and a LayerNorm that has a gradient.
+//! A sequence classifier on a BERT, RoBERTa / XLM-RoBERTa, ModernBERT or DeBERTa-v2/v3 encoder in candle, with Hugging Face tensor names and a LayerNorm that has a gradient.
 //!
 //! - [`alloc`]: mimalloc settings for the binaries (freed memory stays mapped).
 //! - [`bert`]: the layers (`BertForSequenceClassification` and its parts, RoBERTa's variant
 //!   included), each with `load(vb, cfg)` and `forward_t(.., train)`; real, seeded dropout.
 //! - [`modernbert`]: ModernBERT's layers, built on the same trainable parts.
+//! - [`deberta`]: DeBERTa-v2/v3's disentangled attention, on the same parts.
 //! - [`classifier`]: [`SequenceClassifier`], the classifier of the family config.json names.
 //! - [`config`]: the `config.json` serde struct ([`BertConfig`], its [`config::Family`]).
 //! - [`tokenize`]: (prompt, output) pairs to padded id tensors ([`PairTokenizer`]).
@@ -23,6 +24,7 @@ pub mod alloc;
 pub mod bert;
 pub mod classifier;
 pub mod config;
+pub mod deberta;
 pub mod files;
 pub mod hub;
 pub mod modernbert;

@@ -24,7 +24,7 @@ fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder, bias: bool) -> Result<L
 }
 
 /// `act(xs)`, with the fused exact GELU (it has a backward pass) on contiguous f32 CPU tensors.
-fn activate(xs: &Tensor, act: HiddenAct) -> Result<Tensor> {
+pub(crate) fn activate(xs: &Tensor, act: HiddenAct) -> Result<Tensor> {
     match act {
         HiddenAct::Gelu if ops::fused_ok(xs) => ops::gelu_erf(xs),
         HiddenAct::Gelu => xs.gelu_erf(),

@@ -40,8 +40,10 @@ pub struct ParamSpec {
 
 /// Every parameter of the sequence classifier of `cfg`'s family, in a fixed order.
 pub fn param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
-    if cfg.family() == Family::ModernBert {
-        return modernbert_param_specs(cfg);
+    match cfg.family() {
+        Family::ModernBert => return modernbert_param_specs(cfg),
+        Family::Deberta => return deberta_param_specs(cfg),
+        Family::Bert | Family::Roberta => {}
     }
     let h = cfg.hidden_size;
     let prefix = cfg.family().prefix();
@@ -120,6 +122,65 @@ fn modernbert_param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
     specs
 }
 
+/// DeBERTa-v2's parameters (`deberta.*`, `pooler.dense`, `classifier`): absolute positions
+/// and token types only where the config has them, the relative embedding and its LayerNorm,
+/// and the relative projections when `share_att_key` is off.
+fn deberta_param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
+    let (h, d) = (cfg.hidden_size, &cfg.deberta);
+    let mut specs = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, init: Init| specs.push(ParamSpec { name, shape, init });
+    let linear = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: &str, i: usize, o: usize| {
+        push(format!("{p}.weight"), vec![o, i], Init::Normal);
+        push(format!("{p}.bias"), vec![o], Init::Zeros);
+    };
+    let ln = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: &str| {
+        push(format!("{p}.weight"), vec![h], Init::Ones);
+        push(format!("{p}.bias"), vec![h], Init::Zeros);
+    };
+    let e = "deberta.embeddings";
+    push(format!("{e}.word_embeddings.weight"), vec![cfg.vocab_size, h], Init::Normal);
+    if d.position_biased_input.unwrap_or(true) {
+        push(format!("{e}.position_embeddings.weight"), vec![cfg.max_position_embeddings, h], Init::Normal);
+    }
+    if cfg.type_vocab_size > 0 {
+        push(format!("{e}.token_type_embeddings.weight"), vec![cfg.type_vocab_size, h], Init::Normal);
+    }
+    ln(&mut push, &format!("{e}.LayerNorm"));
+    let (c2p, p2c) = cfg.deberta_terms();
+    let own = !d.share_att_key.unwrap_or(false);
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("deberta.encoder.layer.{l}");
+        for proj in ["query_proj", "key_proj", "value_proj"] {
+            linear(&mut push, &format!("{p}.attention.self.{proj}"), h, h);
+        }
+        if own && c2p {
+            linear(&mut push, &format!("{p}.attention.self.pos_key_proj"), h, h);
+        }
+        if own && p2c {
+            linear(&mut push, &format!("{p}.attention.self.pos_query_proj"), h, h);
+        }
+        linear(&mut push, &format!("{p}.attention.output.dense"), h, h);
+        ln(&mut push, &format!("{p}.attention.output.LayerNorm"));
+        linear(&mut push, &format!("{p}.intermediate.dense"), h, cfg.intermediate_size);
+        linear(&mut push, &format!("{p}.output.dense"), cfg.intermediate_size, h);
+        ln(&mut push, &format!("{p}.output.LayerNorm"));
+    }
+    if d.relative_attention.unwrap_or(false) {
+        push("deberta.encoder.rel_embeddings.weight".to_string(), vec![2 * cfg.deberta_span(), h], Init::Normal);
+        if deberta_norm_rel(cfg) {
+            ln(&mut push, "deberta.encoder.LayerNorm");
+        }
+    }
+    linear(&mut push, "pooler.dense", h, h);
+    linear(&mut push, "classifier", h, cfg.num_labels());
+    specs
+}
+
+/// Whether DeBERTa's relative embedding is normalised (`"layer_norm"` in `norm_rel_ebd`).
+pub(crate) fn deberta_norm_rel(cfg: &BertConfig) -> bool {
+    cfg.deberta.norm_rel_ebd.as_deref().unwrap_or("none").to_lowercase().split('|').any(|t| t.trim() == "layer_norm")
+}
+
 /// True for parameters that get no weight decay: biases and LayerNorm weights (`LayerNorm`,
 /// or ModernBERT's `norm`, `attn_norm`, `mlp_norm`, `final_norm`).
 pub fn is_no_decay(name: &str) -> bool {
@@ -129,27 +190,32 @@ pub fn is_no_decay(name: &str) -> bool {
 /// True for the embedding parameters of any family (`bert.embeddings.*`,
 /// `roberta.embeddings.*`, `model.embeddings.*`).
 pub fn is_embedding(name: &str) -> bool {
-    ["bert.embeddings.", "roberta.embeddings.", "model.embeddings."].iter().any(|p| name.starts_with(p))
+    ["bert.embeddings.", "roberta.embeddings.", "model.embeddings.", "deberta.embeddings."]
+        .iter()
+        .any(|p| name.starts_with(p))
 }
 
 /// The encoder layer a parameter belongs to (`bert.encoder.layer.N.*`,
 /// `roberta.encoder.layer.N.*`, `model.layers.N.*`), or `None`.
 pub fn layer_index(name: &str) -> Option<usize> {
-    let rest =
-        ["bert.encoder.layer.", "roberta.encoder.layer.", "model.layers."].iter().find_map(|p| name.strip_prefix(p))?;
+    let rest = ["bert.encoder.layer.", "roberta.encoder.layer.", "model.layers.", "deberta.encoder.layer."]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))?;
     rest.split('.').next()?.parse().ok()
 }
 
 /// True for the parameters a base checkpoint may lack, initialised then: the classifier and
-/// what sits between the encoder and it (BERT's pooler, ModernBERT's prediction head).
+/// what sits between the encoder and it (BERT's and DeBERTa's poolers, ModernBERT's prediction
+/// head).
 fn is_head(name: &str) -> bool {
-    name.starts_with("classifier.") || name.starts_with("bert.pooler.") || name.starts_with("head.")
+    ["classifier.", "bert.pooler.", "head.", "pooler."].iter().any(|p| name.starts_with(p))
 }
 
 /// A checkpoint name under Hugging Face's canonical sequence-classification names of `family`:
 /// the prefix (`bert.`, `roberta.`, `model.`) added when missing, old `gamma`/`beta` LayerNorm
 /// names mapped; `None` for tensors the model does not use (`position_ids` buffers,
-/// pre-training heads: BERT's `cls.*`, RoBERTa's `lm_head.*`, ModernBERT's `decoder.*`).
+/// pre-training heads: BERT's `cls.*`, RoBERTa's `lm_head.*`, ModernBERT's `decoder.*`,
+/// DeBERTa's `lm_predictions.*` and `mask_predictions.*`).
 pub fn canonical_name(name: &str, family: Family) -> Option<String> {
     if name.ends_with("position_ids") {
         return None;
@@ -166,6 +232,12 @@ pub fn canonical_name(name: &str, family: Family) -> Option<String> {
         Family::Roberta => &["roberta.", "classifier."],
         Family::ModernBert if name.starts_with("decoder.") => return None,
         Family::ModernBert => &["model.", "head.", "classifier."],
+        Family::Deberta
+            if ["lm_predictions.", "mask_predictions.", "cls.", "lm_head."].iter().any(|p| name.starts_with(p)) =>
+        {
+            return None;
+        }
+        Family::Deberta => &["deberta.", "pooler.", "classifier."],
     };
     if keep_root.iter().any(|p| name.starts_with(p)) {
         Some(name.to_string())

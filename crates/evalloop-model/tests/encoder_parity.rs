@@ -1,5 +1,5 @@
-//! Parity of every encoder family with transformers: the small random sequence classifiers of
-//! tests/fixtures/encoders/ (written by tests/python/make_encoder_fixtures.py with transformers
+//! Parity of every encoder family (BERT, RoBERTa, XLM-RoBERTa, ModernBERT, DeBERTa-v2/v3) with
+//! transformers: the small random sequence classifiers of tests/fixtures/encoders/ (written by tests/python/make_encoder_fixtures.py with transformers
 //! 5.23.0 and torch 2.15.0) tokenize to transformers' ids and give its logits within 1e-4, on
 //! the inference path, the training path, and from a base checkpoint in the encoder-only layout;
 //! and each family trains: every parameter gets a gradient and one step lowers the loss.
@@ -82,6 +82,16 @@ fn xlm_roberta_matches_transformers() {
 #[test]
 fn modernbert_matches_transformers() {
     check_parity("modernbert", Family::ModernBert);
+}
+
+#[test]
+fn deberta_v3_matches_transformers() {
+    check_parity("deberta-v3", Family::Deberta);
+}
+
+#[test]
+fn deberta_v2_matches_transformers() {
+    check_parity("deberta-v2", Family::Deberta);
 }
 
 /// A base checkpoint as a bare encoder is stored (`RobertaModel` / `ModernBertModel`: no
@@ -175,14 +185,62 @@ fn modernbert_trains() {
     check_one_step_lowers_the_loss("modernbert");
 }
 
+#[test]
+fn deberta_trains() {
+    check_one_step_lowers_the_loss("deberta-v3");
+    check_one_step_lowers_the_loss("deberta-v2");
+}
+
 /// ModernBERT's backward pass (rotary positions, GeGLU, the sliding-window mask, mean pooling,
 /// norms without bias) against central differences of the loss in f64.
 #[test]
 fn modernbert_gradient_matches_finite_differences() {
-    let dir = fixture("modernbert");
+    check_finite_differences("modernbert", |token| {
+        vec![
+            ("model.embeddings.tok_embeddings.weight", token * 32 + 3),
+            ("model.embeddings.norm.weight", 5),
+            ("model.layers.0.attn.Wqkv.weight", 17),
+            ("model.layers.1.attn.Wqkv.weight", 32 * 40 + 9),
+            ("model.layers.1.attn_norm.weight", 2),
+            ("model.layers.2.mlp.Wi.weight", 50 * 32 + 1),
+            ("model.layers.2.mlp.Wo.weight", 100),
+            ("head.dense.weight", 33),
+            ("classifier.bias", 1),
+        ]
+    });
+}
+
+/// DeBERTa's backward pass (the gathered relative terms, the normalised relative embedding,
+/// the shared and the own position projections) against central differences in f64.
+#[test]
+fn deberta_gradient_matches_finite_differences() {
+    check_finite_differences("deberta-v3", |token| {
+        vec![
+            ("deberta.embeddings.word_embeddings.weight", token * 32 + 3),
+            ("deberta.encoder.rel_embeddings.weight", 3 * 32 + 7),
+            ("deberta.encoder.LayerNorm.weight", 4),
+            ("deberta.encoder.layer.0.attention.self.key_proj.weight", 70),
+            ("deberta.encoder.layer.1.attention.self.query_proj.bias", 9),
+            ("pooler.dense.weight", 12),
+        ]
+    });
+    check_finite_differences("deberta-v2", |_| {
+        vec![
+            ("deberta.encoder.layer.0.attention.self.pos_key_proj.weight", 40),
+            ("deberta.encoder.layer.1.attention.self.pos_query_proj.weight", 300),
+            ("deberta.embeddings.position_embeddings.weight", 2 * 32 + 5),
+            ("deberta.embeddings.token_type_embeddings.weight", 32 + 1),
+        ]
+    });
+}
+
+/// Central differences of a squared loss of `family`'s fixture against backprop at the
+/// entries `checks(token)` names (`token`: an id the batch holds, for embedding rows).
+fn check_finite_differences(family: &str, checks: impl Fn(usize) -> Vec<(&'static str, usize)>) {
+    let dir = fixture(family);
     let (cfg, expected, _tok, batch) = read(&dir);
-    // An entry of the embedding row of a token the batch holds.
     let token = expected.input_ids[0][1] as usize;
+    let checks = checks(token);
     let base: HashMap<String, Tensor> = load_checkpoint(&dir.join("model.safetensors"), cfg.family())
         .unwrap()
         .into_iter()
@@ -195,20 +253,9 @@ fn modernbert_gradient_matches_finite_differences() {
         let m = SequenceClassifier::load(vb, &cfg, &DropoutRng::new(0)).unwrap();
         (logits(&m, &batch, false) - &target).unwrap().sqr().unwrap().mean_all().unwrap()
     };
-    let checks = [
-        ("model.embeddings.tok_embeddings.weight", token * 32 + 3),
-        ("model.embeddings.norm.weight", 5),
-        ("model.layers.0.attn.Wqkv.weight", 17),
-        ("model.layers.1.attn.Wqkv.weight", 32 * 40 + 9),
-        ("model.layers.1.attn_norm.weight", 2),
-        ("model.layers.2.mlp.Wi.weight", 50 * 32 + 1),
-        ("model.layers.2.mlp.Wo.weight", 100),
-        ("head.dense.weight", 33),
-        ("classifier.bias", 1),
-    ];
     let mut vars = base.clone();
     let mut handles = BTreeMap::new();
-    for (name, _) in checks {
+    for &(name, _) in &checks {
         let v = Var::from_tensor(&base[name]).unwrap();
         vars.insert(name.to_string(), v.as_tensor().clone());
         handles.insert(name, v);
@@ -228,8 +275,8 @@ fn modernbert_gradient_matches_finite_differences() {
         let numeric = (shifted(h) - shifted(-h)) / (2.0 * h);
         let analytic = g[idx];
         let err = (analytic - numeric).abs() / (1e-8 + analytic.abs().max(numeric.abs()));
-        assert!(err < 1e-4, "{name}[{idx}]: analytic {analytic} numeric {numeric}");
-        assert!(analytic.abs() > 1e-8, "{name}[{idx}] gradient is zero");
+        assert!(err < 1e-4, "{family} {name}[{idx}]: analytic {analytic} numeric {numeric}");
+        assert!(analytic.abs() > 1e-8, "{family} {name}[{idx}] gradient is zero");
     }
 }
 
@@ -239,8 +286,32 @@ fn modernbert_gradient_matches_finite_differences() {
 fn unknown_model_type_is_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
     let path = tmp.path().join("config.json");
-    std::fs::write(&path, r#"{"model_type": "deberta-v2", "hidden_size": 32, "num_attention_heads": 4}"#).unwrap();
+    std::fs::write(&path, r#"{"model_type": "deberta", "hidden_size": 32, "num_attention_heads": 4}"#).unwrap();
     let err = BertConfig::from_file(&path).unwrap_err().to_string();
-    assert!(err.contains("config.json") && err.contains("model_type") && err.contains("'deberta-v2'"), "{err}");
-    assert!(err.contains("'modernbert'") && err.contains("'xlm-roberta'"), "{err}");
+    assert!(err.contains("config.json") && err.contains("model_type") && err.contains("'deberta'"), "{err}");
+    assert!(err.contains("'modernbert'") && err.contains("'xlm-roberta'") && err.contains("'deberta-v2'"), "{err}");
+}
+
+/// DeBERTa-v2 configs: the older `"c2p|p2c"` string, transformers' defaults for absent keys,
+/// and the options this crate does not build refused by name.
+#[test]
+fn deberta_config_reads_old_forms_and_refuses_what_it_does_not_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("config.json");
+    let base = r#""model_type": "deberta-v2", "hidden_size": 32, "num_attention_heads": 4, "relative_attention": true"#;
+    std::fs::write(&path, format!(r#"{{{base}, "pos_att_type": "p2c|c2p"}}"#)).unwrap();
+    let cfg = BertConfig::from_file(&path).unwrap();
+    assert_eq!(cfg.family(), Family::Deberta);
+    assert_eq!(cfg.deberta_terms(), (true, true));
+    assert_eq!((cfg.type_vocab_size, cfg.layer_norm_eps), (0, 1e-7));
+    assert_eq!(cfg.deberta_span(), 512);
+    for (extra, field) in [
+        (r#""conv_kernel_size": 3"#, "conv_kernel_size"),
+        (r#""pos_att_type": ["c2p", "p2p"]"#, "pos_att_type"),
+        (r#""embedding_size": 16"#, "embedding_size"),
+    ] {
+        std::fs::write(&path, format!("{{{base}, {extra}}}")).unwrap();
+        let err = BertConfig::from_file(&path).unwrap_err().to_string();
+        assert!(err.contains(field) && err.contains("config.json"), "{err}");
+    }
 }

@@ -1412,6 +1412,7 @@ fn every_encoder_family_trains_and_scores() {
         ("roberta", "RobertaForSequenceClassification", "roberta."),
         ("xlm-roberta", "XLMRobertaForSequenceClassification", "roberta."),
         ("modernbert", "ModernBertForSequenceClassification", "model."),
+        ("deberta-v3", "DebertaV2ForSequenceClassification", "deberta."),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let base = tmp.path().join("base");
@@ -1429,11 +1430,12 @@ fn every_encoder_family_trains_and_scores() {
         let config: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
         assert_eq!(config["architectures"][0], arch, "{family}");
-        assert_eq!(config["model_type"], family);
+        assert_eq!(config["model_type"], family.replace("-v3", "-v2"));
         assert_eq!(config["num_labels"], 1);
         let raw = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
         assert!(
-            raw.keys().all(|k| k.starts_with(prefix) || k.starts_with("classifier.") || k.starts_with("head.")),
+            raw.keys()
+                .all(|k| ["classifier.", "head.", "pooler."].iter().any(|p| k.starts_with(p)) || k.starts_with(prefix)),
             "{family}: {:?}",
             raw.keys().collect::<Vec<_>>()
         );
