@@ -647,11 +647,12 @@ impl BertConfig {
     }
 
     /// Dropout probability before the classifier (`classifier_dropout`, else
-    /// `hidden_dropout_prob`; ModernBERT's default is 0).
+    /// `hidden_dropout_prob`; ModernBERT's default is 0; DeBERTa reads `cls_dropout`).
     pub fn classifier_dropout_prob(&self) -> f64 {
         match self.family() {
             Family::ModernBert => self.classifier_dropout.unwrap_or(0.0),
-            Family::Deberta => self.deberta.cls_dropout.or(self.classifier_dropout).unwrap_or(self.hidden_dropout_prob),
+            // transformers reads `cls_dropout` here, not `classifier_dropout`.
+            Family::Deberta => self.deberta.cls_dropout.unwrap_or(self.hidden_dropout_prob),
             _ => self.classifier_dropout.unwrap_or(self.hidden_dropout_prob),
         }
     }

@@ -43,24 +43,26 @@ fn mask_min(dtype: DType) -> f64 {
     }
 }
 
-/// Rotary position tables for one base: `cos` and `sin` `(max_positions, d)`, each row
-/// `[f, f]` for the frequencies `f_i = position / theta^(2i / d)` (computed in f32, as
-/// transformers does).
+/// Rotary positions for one base: the frequencies `1 / theta^(2i / d)`, `i < d / 2` (in f32,
+/// as transformers computes them).
 #[derive(Debug, Clone)]
 struct Rotary {
-    cos: Tensor,
-    sin: Tensor,
+    inv_freq: Vec<f32>,
 }
 
 impl Rotary {
-    fn new(theta: f64, d: usize, max_positions: usize, like: &Tensor) -> Result<Self> {
-        let half = d / 2;
-        let inv_freq: Vec<f32> = (0..half).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / d as f32)).collect();
-        let mut cos = Vec::with_capacity(max_positions * d);
-        let mut sin = Vec::with_capacity(max_positions * d);
-        for p in 0..max_positions {
+    fn new(theta: f64, d: usize) -> Self {
+        Rotary { inv_freq: (0..d / 2).map(|i| 1.0f32 / (theta as f32).powf((2 * i) as f32 / d as f32)).collect() }
+    }
+
+    /// `cos` and `sin` `(1, s, 1, d)` for positions `0..s`, each row `[a, a]` for the angles
+    /// `a_i = position * inv_freq_i`, in `like`'s dtype and on its device.
+    fn tables(&self, s: usize, like: &Tensor) -> Result<(Tensor, Tensor)> {
+        let d = 2 * self.inv_freq.len();
+        let (mut cos, mut sin) = (Vec::with_capacity(s * d), Vec::with_capacity(s * d));
+        for p in 0..s {
             for _ in 0..2 {
-                for f in &inv_freq {
+                for f in &self.inv_freq {
                     let a = p as f32 * f;
                     cos.push(a.cos());
                     sin.push(a.sin());
@@ -68,32 +70,31 @@ impl Rotary {
             }
         }
         let table = |v: Vec<f32>| -> Result<Tensor> {
-            Tensor::from_vec(v, (max_positions, d), &candle_core::Device::Cpu)?
+            Tensor::from_vec(v, (1, s, 1, d), &candle_core::Device::Cpu)?
                 .to_dtype(like.dtype())?
                 .to_device(like.device())
         };
-        Ok(Rotary { cos: table(cos)?, sin: table(sin)? })
-    }
-
-    /// `xs` `(b, s, heads, d)` rotated: `xs * cos + rotate_half(xs) * sin`, with
-    /// `rotate_half([x1, x2]) = [-x2, x1]`.
-    fn apply(&self, xs: &Tensor) -> Result<Tensor> {
-        let (_b, s, _heads, d) = xs.dims4()?;
-        let cos = self.cos.narrow(0, 0, s)?.reshape((1, s, 1, d))?;
-        let sin = self.sin.narrow(0, 0, s)?.reshape((1, s, 1, d))?;
-        let x1 = xs.narrow(3, 0, d / 2)?;
-        let x2 = xs.narrow(3, d / 2, d / 2)?;
-        let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
-        xs.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+        Ok((table(cos)?, table(sin)?))
     }
 }
 
-/// The attention masks of one batch: the padding mask `(b, 1, 1, s)` of global layers and,
+/// `xs` `(b, s, heads, d)` rotated by `(cos, sin)` from [`Rotary::tables`]:
+/// `xs * cos + rotate_half(xs) * sin`, with `rotate_half([x1, x2]) = [-x2, x1]`.
+fn rotate(xs: &Tensor, (cos, sin): &(Tensor, Tensor)) -> Result<Tensor> {
+    let d = xs.dim(3)?;
+    let x1 = xs.narrow(3, 0, d / 2)?;
+    let x2 = xs.narrow(3, d / 2, d / 2)?;
+    let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
+    xs.broadcast_mul(cos)? + rotated.broadcast_mul(sin)?
+}
+
+/// What every layer of one batch shares: the padding mask `(b, 1, 1, s)` of global layers;
 /// when a local layer's window is narrower than the sequence, the padding-and-window mask
-/// `(b, 1, s, s)` of local layers.
+/// `(b, 1, s, s)` of local layers; the rotary tables of global and local layers.
 struct Masks {
     global: Tensor,
     local: Option<Tensor>,
+    rope: [(Tensor, Tensor); 2],
 }
 
 /// Multi-head self-attention with rotary positions: `Wqkv`, then `Wo`, each without bias
@@ -102,7 +103,6 @@ struct Masks {
 struct Attention {
     wqkv: Linear,
     wo: Linear,
-    rotary: Rotary,
     /// `Some(w)` for a local (sliding-window) layer.
     window: Option<usize>,
     num_heads: usize,
@@ -117,8 +117,9 @@ impl Attention {
         let (b, s, h) = xs.dims3()?;
         let (heads, d) = (self.num_heads, self.head_size);
         let qkv = dense(&self.wqkv, xs)?.reshape((b, s, 3, heads, d))?;
-        let q = self.rotary.apply(&qkv.i((.., .., 0))?)?;
-        let k = self.rotary.apply(&qkv.i((.., .., 1))?)?;
+        let rope = &masks.rope[usize::from(self.window.is_some())];
+        let q = rotate(&qkv.i((.., .., 0))?, rope)?;
+        let k = rotate(&qkv.i((.., .., 1))?, rope)?;
         let v = qkv.i((.., .., 2))?;
         let scale = 1.0 / (d as f64).sqrt();
         // The window cuts only when two tokens can be more than `w` apart.
@@ -158,7 +159,7 @@ struct Layer {
 }
 
 impl Layer {
-    fn load(vb: VarBuilder, cfg: &BertConfig, index: usize, rotary: &[Rotary; 2], rng: &DropoutRng) -> Result<Self> {
+    fn load(vb: VarBuilder, cfg: &BertConfig, index: usize, rng: &DropoutRng) -> Result<Self> {
         let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
         let m = &cfg.modernbert;
         let (eps, norm_bias) = (cfg.norm_eps(), m.norm_bias.unwrap_or(false));
@@ -175,7 +176,6 @@ impl Layer {
             attn: Attention {
                 wqkv: linear(h, 3 * h, attn_vb.pp("Wqkv"), attn_bias)?,
                 wo: linear(h, h, attn_vb.pp("Wo"), attn_bias)?,
-                rotary: rotary[usize::from(!global)].clone(),
                 window: (!global).then(|| cfg.local_half_window()),
                 num_heads: cfg.num_attention_heads,
                 head_size: cfg.head_size(),
@@ -215,6 +215,8 @@ pub struct ModernBertModel {
     layers: Vec<Layer>,
     final_norm: LayerNorm,
     half_window: usize,
+    /// Rotary positions of global and local layers.
+    rotary: [Rotary; 2],
 }
 
 impl ModernBertModel {
@@ -223,12 +225,8 @@ impl ModernBertModel {
         let h = cfg.hidden_size;
         let (eps, norm_bias) = (cfg.norm_eps(), cfg.modernbert.norm_bias.unwrap_or(false));
         let words = vb.pp("embeddings").pp("tok_embeddings").get((cfg.vocab_size, h), "weight")?;
-        let rotary = [
-            Rotary::new(cfg.rope_theta(true), cfg.head_size(), cfg.max_position_embeddings, &words)?,
-            Rotary::new(cfg.rope_theta(false), cfg.head_size(), cfg.max_position_embeddings, &words)?,
-        ];
         let layers = (0..cfg.num_hidden_layers)
-            .map(|i| Layer::load(vb.pp(format!("layers.{i}")), cfg, i, &rotary, rng))
+            .map(|i| Layer::load(vb.pp(format!("layers.{i}")), cfg, i, rng))
             .collect::<Result<Vec<_>>>()?;
         Ok(ModernBertModel {
             tok_embeddings: Embedding::new(words, h),
@@ -237,28 +235,35 @@ impl ModernBertModel {
             layers,
             final_norm: LayerNorm::load_maybe_bias(vb.pp("final_norm"), h, eps, norm_bias)?,
             half_window: cfg.local_half_window(),
+            rotary: [
+                Rotary::new(cfg.rope_theta(true), cfg.head_size()),
+                Rotary::new(cfg.rope_theta(false), cfg.head_size()),
+            ],
         })
     }
 
     /// Token ids and attention mask (1 = token, 0 = padding), both `(b, s)` u32, → the last
-    /// hidden state `(b, s, h)`. A sequence longer than `max_position_embeddings` is an error.
+    /// hidden state `(b, s, h)`.
     pub fn forward_t(&self, input_ids: &Tensor, attention_mask: &Tensor, train: bool) -> Result<Tensor> {
         let xs = self.emb_norm.forward(&self.tok_embeddings.forward(input_ids)?)?;
         let mut xs = self.emb_dropout.forward_t(&xs, train)?;
-        let masks = self.masks(attention_mask, xs.dtype())?;
+        let masks = self.masks(attention_mask, &xs)?;
         for layer in &self.layers {
             xs = layer.forward_t(&xs, &masks, train)?;
         }
         self.final_norm.forward(&xs)
     }
 
-    /// The padding mask, and the padding-and-window mask when some local layer's window cuts.
-    fn masks(&self, attention_mask: &Tensor, dtype: DType) -> Result<Masks> {
+    /// The padding mask, the padding-and-window mask when some local layer's window cuts, and
+    /// the rotary tables, for hidden states like `xs`.
+    fn masks(&self, attention_mask: &Tensor, xs: &Tensor) -> Result<Masks> {
+        let dtype = xs.dtype();
         let global = extended_attention_mask(attention_mask, dtype)?;
         let (b, s) = attention_mask.dims2()?;
+        let rope = [self.rotary[0].tables(s, xs)?, self.rotary[1].tables(s, xs)?];
         let cuts = self.layers.iter().any(|l| l.attn.window.is_some()) && s > self.half_window + 1;
         if !cuts {
-            return Ok(Masks { global, local: None });
+            return Ok(Masks { global, local: None, rope });
         }
         let am = attention_mask.to_device(&candle_core::Device::Cpu)?.to_vec2::<u32>()?;
         let (min, w) = (mask_min(dtype), self.half_window);
@@ -271,7 +276,7 @@ impl ModernBertModel {
         let local = Tensor::from_vec(values, (b, 1, s, s), &candle_core::Device::Cpu)?
             .to_dtype(dtype)?
             .to_device(attention_mask.device())?;
-        Ok(Masks { global, local: Some(local) })
+        Ok(Masks { global, local: Some(local), rope })
     }
 }
 

@@ -253,14 +253,13 @@ fn bert_name(name: &str) -> String {
     } else {
         format!("bert.{name}")
     };
-    let name = match name.strip_suffix(".gamma") {
+    match name.strip_suffix(".gamma") {
         Some(stem) if stem.ends_with("LayerNorm") => format!("{stem}.weight"),
         _ => match name.strip_suffix(".beta") {
             Some(stem) if stem.ends_with("LayerNorm") => format!("{stem}.bias"),
             _ => name,
         },
-    };
-    name
+    }
 }
 
 /// Reads a safetensors checkpoint onto the CPU as f32 under `family`'s canonical names.
