@@ -2,7 +2,7 @@
 //! candle-transformers' `modernbert.rs` and transformers' modeling code (rotary positions, GeGLU,
 //! global and sliding-window attention alternating, pre-norm layers without biases), built from
 //! the trainable layers of [`super::bert`]: a LayerNorm with a gradient, the fused attention
-//! kernel where the window does not cut, real seeded dropout.
+//! kernel (the sliding window as a mask row per query), real seeded dropout.
 //!
 //! Tensor names are Hugging Face's: `model.embeddings.{tok_embeddings,norm}`,
 //! `model.layers.N.{attn_norm,attn.Wqkv,attn.Wo,mlp_norm,mlp.Wi,mlp.Wo}`, `model.final_norm`,
@@ -127,16 +127,18 @@ impl Attention {
             Some(w) if s > w + 1 => masks.local.as_ref(),
             _ => None,
         };
-        let context = if local_mask.is_none() && ops::fused_ok(&masks.global) && ops::fused_ok(xs) {
+        let mask = local_mask.unwrap_or(&masks.global);
+        let context = if ops::fused_ok(mask) && ops::fused_ok(xs) {
+            // The fused kernel takes the window as a mask row per query.
             let flat = |t: Tensor| t.contiguous()?.reshape((b, s, h));
             let (q, k, v) = (flat(q)?, flat(k)?, flat(v)?);
             let keep = self.probs_dropout.keep_values(b * heads * s * s, train)?;
-            ops::attention(&q, &k, &v, &masks.global, heads, scale, keep)?
+            ops::attention(&q, &k, &v, mask, heads, scale, keep)?
         } else {
             let split = |t: Tensor| t.transpose(1, 2)?.contiguous();
             let (q, k, v) = (split(q)?, split(k)?, split(v)?);
             let scores = (q.matmul(&k.t()?)? * scale)?;
-            let scores = scores.broadcast_add(local_mask.unwrap_or(&masks.global))?;
+            let scores = scores.broadcast_add(mask)?;
             let probs = self.probs_dropout.forward_t(&softmax_last_dim(&scores)?, train)?;
             probs.matmul(&v)?.transpose(1, 2)?.reshape((b, s, h))?
         };
