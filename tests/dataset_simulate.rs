@@ -148,8 +148,12 @@ fn simulate_ingest_build_round_trip() {
         let mut prev = String::new();
         for r in &rows {
             let keys: Vec<&str> = r.as_object().unwrap().keys().map(String::as_str).collect();
-            assert_eq!(keys, ["cohort", "group", "output", "prompt", "request_id"]);
+            assert_eq!(keys, ["cohort", "evaluator_score", "group", "output", "prompt", "request_id"]);
             let id = r["request_id"].as_str().unwrap();
+            // The production evaluator's score of the request, for `[train] distill`.
+            let overall =
+                logs.iter().find(|l| l["request_id"] == id).unwrap()["eval_scores"]["overall"].as_f64().unwrap();
+            assert!((r["evaluator_score"].as_f64().unwrap() - overall).abs() <= 5e-7, "{id}");
             assert!(id > prev.as_str(), "rows sorted by request_id");
             prev = id.to_string();
             assert!(logged.contains(id) && !rated.contains(id), "{id}: not an unrated logged request");

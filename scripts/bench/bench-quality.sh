@@ -80,6 +80,11 @@
 #                 as gp_of_u_last, gp_of_umix_last and sel_u with blend_evaluator = true: the
 #                 model's score blended with the production evaluator's, the weight chosen on the
 #                 validation split (docs/guide/train.md, "Blending with the production evaluator")
+#   gp_of_umix_last_dist, gp_of_umix_last_dist_blend
+#                 as gp_of_umix_last (and its _blend) with distill = DISTILL (1.0): every two
+#                 outputs of a group (labelled or not) also a soft ranking pair from the production
+#                 evaluator's scores (docs/guide/train.md, "Distillation from the production
+#                 evaluator"), temperature DISTILL_T (0.5)
 #   graded_imp, graded_imp_nv, graded_nv
 #                 evalloop's plain recipe (graded MSE, longest-first) on those datasets
 #   peer_imp, peer_imp_nv, peer_nv
@@ -98,6 +103,7 @@
 # directory to reuse it: runs whose scores are already there are not trained again, so a grid
 # can be run in parts and printed whole), PEER_PYTHON (/tmp/evalloop-pyenv/bin/python: a python
 # with torch and transformers, for `peer`).
+# DISTILL (1.0), DISTILL_T (0.5): distill and distill_temperature of the *_dist configurations.
 # PROD (f1): the production evaluator of the simulated logs, `f1` (simulate's unigram F1 against
 # the reference) or `judge` (simulate's noisy judge: correlation JUDGE_R (0.5) with the human
 # score, judge_bias +0.5 sd for cohort free and -0.5 for enterprise; its runs go to
@@ -124,6 +130,8 @@ LR="${LR:-5e-5}"
 MODEL="${MODEL:-models/all-MiniLM-L6-v2}"
 PROD="${PROD:-f1}"
 JUDGE_R="${JUDGE_R:-0.5}"
+DISTILL="${DISTILL:-1.0}"
+DISTILL_T="${DISTILL_T:-0.5}"
 case "$PROD" in f1 | judge) ;; *) echo "PROD is f1 or judge, not $PROD" >&2; exit 2 ;; esac
 HOLDOUT_FRAC="${HOLDOUT_FRAC:-0.3}"
 export RAYON_NUM_THREADS="${THREADS:-2}"
@@ -200,6 +208,8 @@ log_every = 1000"
     gp_of_u_last_blend) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\nblend_evaluator = true\n' "$common" ;;
     sel_u_blend) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\nblend_evaluator = true\n[[train.candidates]]\nname = "self_supervised"\nobjective = "self_supervised"\ntruncation = "longest_first"\nlayer_lr_decay = 1.0\n' "$common" ;;
     gp_of_umix_last_blend) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\nblend_evaluator = true\n[train.corruption_mix]\n%s\n' "$common" "$MIX_ALL" ;;
+    gp_of_umix_last_dist) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\ndistill = %s\ndistill_temperature = %s\n[train.corruption_mix]\n%s\n' "$common" "$DISTILL" "$DISTILL_T" "$MIX_ALL" ;;
+    gp_of_umix_last_dist_blend) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\ndistill = %s\ndistill_temperature = %s\nblend_evaluator = true\n[train.corruption_mix]\n%s\n' "$common" "$DISTILL" "$DISTILL_T" "$MIX_ALL" ;;
     gp_of_umix_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\n[train.corruption_mix]\n%s\n' "$common" "$MIX_ALL" ;;
     gp_of_ucoh_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\n[train.corruption_mix]\n%s\n' "$common" "$MIX_COH" ;;
     ss_u_of) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\ntruncation = "output_first"\n' "$common" ;;

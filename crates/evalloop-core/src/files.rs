@@ -107,6 +107,11 @@ pub struct UnlabelledRow {
     /// The prompt group, as in [`DatasetRow::group`].
     #[serde(default)]
     pub group: Option<String>,
+    /// The dataset's evaluator's `overall` for the request, as in
+    /// [`DatasetRow::evaluator_score`] (what `[train] distill` learns from); absent when that
+    /// evaluator did not score it, in datasets built before it was written and in hand-made rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evaluator_score: Option<f64>,
     /// The logged output.
     pub output: String,
     /// The logged prompt.
@@ -361,12 +366,17 @@ mod tests {
         let r = UnlabelledRow {
             cohort: Some("free".into()),
             group: Some("g".into()),
+            evaluator_score: None,
             output: "o".into(),
             prompt: "p".into(),
             request_id: "r".into(),
         };
         let text = serde_json::to_string(&r).unwrap();
         assert_eq!(text, r#"{"cohort":"free","group":"g","output":"o","prompt":"p","request_id":"r"}"#);
+        assert_eq!(serde_json::from_str::<UnlabelledRow>(&text).unwrap(), r);
+        let r = UnlabelledRow { evaluator_score: Some(0.25), ..r };
+        let text = serde_json::to_string(&r).unwrap();
+        assert!(text.contains(r#""evaluator_score":0.25,"output""#), "{text}");
         assert_eq!(serde_json::from_str::<UnlabelledRow>(&text).unwrap(), r);
     }
 

@@ -496,8 +496,15 @@ pub fn build_in(
         );
     }
     let unlabelled = if cfg.unlabelled > 0 {
-        let n =
-            write_unlabelled(store, window, policy, cfg, &|g| splits.get(g).is_some_and(|s| *s != Split::Train), out)?;
+        let n = write_unlabelled(
+            store,
+            &evaluator,
+            window,
+            policy,
+            cfg,
+            &|g| splits.get(g).is_some_and(|s| *s != Split::Train),
+            out,
+        )?;
         let _ = writeln!(text, "  unlabelled outputs: {n} (of at most {}), in unlabelled.jsonl", cfg.unlabelled);
         Some(n)
     } else {

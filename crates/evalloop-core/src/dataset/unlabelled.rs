@@ -18,15 +18,22 @@ use crate::store::{Filter, ScoredQuery, Store};
 
 /// Writes `unlabelled.jsonl` (module docs): up to `cfg.unlabelled` requests of `window` without a
 /// human score under `policy` (for any evaluator) whose group is not `held` (validation or test),
-/// by a seeded shuffle; returns the count.
+/// by a seeded shuffle, each with `evaluator`'s score where it has one; returns the count.
 pub(super) fn write_unlabelled(
     store: &dyn Store,
+    evaluator: &str,
     window: &Filter,
     policy: &HumanPolicy,
     cfg: &DatasetConfig,
     held: &dyn Fn(&str) -> bool,
     out: &Path,
 ) -> Result<usize> {
+    let scores: std::collections::HashMap<String, f64> = store
+        .evaluated_requests(&Filter { evaluator: Some(evaluator.to_string()), ..window.clone() })?
+        .into_iter()
+        .filter(|r| r.eval_score.is_finite())
+        .map(|r| (r.request_id, r.eval_score))
+        .collect();
     let window = Filter { evaluator: None, ..window.clone() };
     // Requests with a human score under any evaluator (the dataset's rows are one evaluator's).
     let rated: std::collections::HashSet<String> = store
@@ -59,6 +66,7 @@ pub(super) fn write_unlabelled(
         let row = UnlabelledRow {
             cohort: Some(cohort.clone()),
             group: Some(group.clone()),
+            evaluator_score: scores.get(id).map(|&s| super::cells::r6(s)),
             output: output.clone(),
             prompt: prompt.clone(),
             request_id: id.clone(),

@@ -278,6 +278,24 @@ pub struct TrainConfig {
     /// pointwise loss. Needs a pairwise objective; with pairs and no labelled rows, `"pairwise"`
     /// trains on the pairs alone. 0 = off (default 0).
     pub preference_pairs: f64,
+    /// Distillation from the production evaluator: within each prompt group of a batch, every
+    /// two outputs (labelled or `unlabelled`) that both carry the dataset's `evaluator_score`
+    /// are a soft ranking pair: the first is taken as better with probability
+    /// `sigmoid((e_a - e_b) / (distill_temperature x sd))` (sd: the spread of the training rows'
+    /// evaluator scores), added to the pairwise term with weight `distill` (both orders,
+    /// weighted by that probability and its complement). The human labels' terms correct it.
+    /// Needs a pairwise objective (default 0: off).
+    pub distill: f64,
+    /// The softness of `distill`'s targets, in standard deviations of the evaluator's scores:
+    /// small values make every score gap a near-certain pair, large ones make all pairs
+    /// near-even (default 0.5).
+    pub distill_temperature: f64,
+    /// `distill` runs only when the production evaluator agrees with the human labels it never
+    /// saw at least this much: the group-level Spearman of `evaluator_score` with the label
+    /// over the labelled training and validation rows (the dataset-level Spearman when no group
+    /// has two rows). Below it the run trains without distillation and says so in the log and
+    /// in `metrics.json` (`distill`); -1 always distils (default 0.1).
+    pub distill_min_agreement: f64,
     /// Model selection: besides the base configuration (named `base`), train one model per
     /// candidate (the base configuration with the candidate's keys replaced) into
     /// `out/candidates/<name>/`, and keep the one with the best `eval_metric` (the base
@@ -338,6 +356,9 @@ impl Default for TrainConfig {
             unlabelled: false,
             blend_evaluator: false,
             preference_pairs: 0.0,
+            distill: 0.0,
+            distill_temperature: 0.5,
+            distill_min_agreement: 0.1,
             keep_best: true,
             candidates: Vec::new(),
             select_min_groups: 5,
@@ -450,6 +471,18 @@ impl TrainConfig {
         }
         if !(self.preference_pairs >= 0.0 && self.preference_pairs.is_finite()) {
             return bad("preference_pairs", format!("{} is not a number >= 0", self.preference_pairs));
+        }
+        if !(self.distill >= 0.0 && self.distill.is_finite()) {
+            return bad("distill", format!("{} is not a number >= 0", self.distill));
+        }
+        if !(self.distill_temperature > 0.0 && self.distill_temperature.is_finite()) {
+            return bad("distill_temperature", format!("{} is not a positive number", self.distill_temperature));
+        }
+        if !(-1.0..=1.0).contains(&self.distill_min_agreement) {
+            return bad("distill_min_agreement", format!("{} is not in [-1, 1]", self.distill_min_agreement));
+        }
+        if self.distill > 0.0 && !self.objective.is_some_and(|o| o.has_pairwise()) {
+            return bad("distill", "needs objective = \"pairwise\" or \"graded+pairwise\"".into());
         }
         if self.preference_pairs > 0.0
             && !matches!(self.objective, Some(Objective::Pairwise | Objective::GradedPairwise))

@@ -29,6 +29,9 @@ pub struct Example {
     /// Multi-task: the label on each trained dimension, in the run's dimension order (the
     /// row's `labels`, in [0, 1]); `None` where the row has none. Empty without dimensions.
     pub labels: Vec<Option<f64>>,
+    /// The production evaluator's score of the output (the row's `evaluator_score`), what
+    /// `[train] distill` ranks by; `None` where the row has none.
+    pub evaluator: Option<f64>,
 }
 
 /// Reads a split (`train.jsonl`, ...); a missing file is an empty split when `optional`.
@@ -99,6 +102,7 @@ pub fn read_split_with(
             weight: row.weight,
             group: row.group,
             labels,
+            evaluator: row.evaluator_score.filter(|x| x.is_finite()),
         });
     }
     Ok(out)
@@ -218,6 +222,7 @@ pub fn read_unlabelled(path: &Path, dims: usize) -> evalloop_core::Result<Vec<Ex
             weight: 0.0,
             group: r.group,
             labels: vec![None; dims],
+            evaluator: r.evaluator_score.filter(|x| x.is_finite()),
         })
         .collect())
 }
@@ -281,6 +286,7 @@ mod tests {
             weight: 1.0,
             group: g.map(str::to_string),
             labels: Vec::new(),
+            evaluator: None,
         };
         // Groups of 3, 3, 2, 9 and two ungrouped rows; batch 4.
         let mut examples = Vec::new();

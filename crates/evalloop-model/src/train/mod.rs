@@ -71,6 +71,7 @@ pub use loss::{dimension_coefficients, dimension_loss, pairwise_loss, per_exampl
 pub use metrics::EvalMetrics;
 pub use optim::lr_at;
 pub use select::{CandidateResult, Selection, describe_selection};
+pub use setup::DistillCheck;
 
 use std::path::{Path, PathBuf};
 
@@ -114,6 +115,10 @@ pub struct TrainSummary {
     /// `blend.json`); the figures above are the model's alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blend: Option<BlendSummary>,
+    /// `distill`: the production evaluator's agreement with the labels and whether the soft
+    /// pairs were trained on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub distill: Option<DistillCheck>,
 }
 
 /// One evaluation on the validation split.

@@ -118,6 +118,7 @@ pub(super) fn train_ensemble(
         validation: eval_split("validation.jsonl")?,
         test: eval_split("test.jsonl")?,
         history: Vec::new(),
+        distill: members.first().and_then(|m| m.distill.clone()),
         members,
         selection: None,
         blend: None,

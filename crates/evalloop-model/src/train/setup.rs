@@ -36,6 +36,11 @@ pub(super) struct Setup {
     /// `preference_pairs`: per row of `train`, the pairs it is the chosen output of, as (the
     /// rejected output's row, the pair's loss weight); empty when off.
     pub preferences: std::collections::HashMap<usize, Vec<(usize, f64)>>,
+    /// `distill`: the temperature of its soft targets in score units (`distill_temperature` x
+    /// the sd of the training rows' evaluator scores); 0 when off or turned off by the check.
+    pub distill_scale: f64,
+    /// `distill`: the agreement check that decided whether it ran.
+    pub distill: Option<DistillCheck>,
     pub validation: Vec<Example>,
     pub validation_enc: Vec<Encoded>,
     pub test: Vec<Example>,
@@ -132,6 +137,7 @@ fn preference_rows(
                     weight: 0.0,
                     group: Some(p.group.clone()),
                     labels: vec![None; dims],
+                    evaluator: None,
                 });
                 train.len() - 1
             })
@@ -144,6 +150,76 @@ fn preference_rows(
         }
     }
     Ok(out)
+}
+
+/// Whether `distill` ran, and why: the production evaluator's agreement with the labels.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct DistillCheck {
+    /// The group-level Spearman of `evaluator_score` with the label over the labelled training
+    /// and validation rows (the dataset-level Spearman when `groups` is 0); `None` when
+    /// undefined.
+    pub agreement: Option<f64>,
+    /// Groups averaged into `agreement`.
+    pub groups: usize,
+    /// Labelled rows with an evaluator score.
+    pub rows: usize,
+    /// `distill_min_agreement`.
+    pub min_agreement: f64,
+    /// Whether the soft pairs were trained on.
+    pub used: bool,
+}
+
+/// `distill`'s temperature in score units (`distill_temperature` x the population sd of the
+/// evaluator scores of `train`'s rows) and the agreement check; (0, None) when `distill` is off,
+/// (0, check) when the evaluator agrees with the labels less than `distill_min_agreement`.
+/// Errors when no training row has a score, or all have the same one.
+fn distill_setup(
+    cfg: &TrainConfig,
+    train: &[Example],
+    labelled: usize,
+    validation: &[Example],
+    train_path: &Path,
+) -> evalloop_core::Result<(f64, Option<DistillCheck>)> {
+    if cfg.distill <= 0.0 {
+        return Ok((0.0, None));
+    }
+    let scores: Vec<f64> = train.iter().filter_map(|e| e.evaluator).collect();
+    let n = scores.len() as f64;
+    let mean = scores.iter().sum::<f64>() / n;
+    let sd = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
+    if scores.is_empty() || !(sd > 0.0) {
+        return Err(evalloop_core::Error::Input(format!(
+            "[train] distill: {} training rows of {} carry a varying field evaluator_score (the production \
+             evaluator's score, written by `evalloop dataset build` of this version); nothing to distil",
+            scores.len(),
+            train_path.display()
+        )));
+    }
+    let judged: Vec<(&str, f64, f64)> = train[..labelled]
+        .iter()
+        .chain(validation)
+        .filter_map(|e| Some((e.group.as_deref().unwrap_or(""), e.evaluator?, e.label)))
+        .collect();
+    let grouped: Vec<(&str, f64, f64)> = judged.iter().filter(|r| !r.0.is_empty()).copied().collect();
+    let g = evalloop_core::stats::group::group_correlation(&grouped, 2);
+    let (agreement, groups) = match g.mean_spearman.ok() {
+        Some(a) => (Some(a), g.groups_used),
+        None => {
+            let (x, y): (Vec<f64>, Vec<f64>) = judged.iter().map(|r| (r.1, r.2)).unzip();
+            (evalloop_core::stats::corr::coefficient(evalloop_core::stats::corr::CorrKind::Spearman, &x, &y).ok(), 0)
+        }
+    };
+    let used = cfg.distill_min_agreement <= -1.0 || agreement.is_some_and(|a| a >= cfg.distill_min_agreement);
+    let check = DistillCheck { agreement, groups, rows: judged.len(), min_agreement: cfg.distill_min_agreement, used };
+    if !used {
+        tracing::warn!(
+            agreement = ?agreement,
+            min = cfg.distill_min_agreement,
+            "distill is off for this run: the production evaluator agrees with the labels less than distill_min_agreement"
+        );
+        return Ok((0.0, Some(check)));
+    }
+    Ok((cfg.distill_temperature * sd, Some(check)))
 }
 
 /// Reads and checks everything a run of `cfg` on `dataset_dir` needs (see [`Setup`]).
@@ -192,6 +268,7 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
         return Err(evalloop_core::Error::Input(format!("{}: no examples", train_path.display())));
     }
     let validation = data::read_split_with(&dataset_dir.join("validation.jsonl"), kind, &dimensions, true)?;
+    let (distill_scale, distill) = distill_setup(cfg, &train, labelled, &validation, &train_path)?;
     let test = data::read_split_with(&dataset_dir.join("test.jsonl"), kind, &dimensions, true)?;
 
     let base_dir = model::resolve_base_model(&cfg.base_model)?;
@@ -244,6 +321,8 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
         train_corrupt,
         labelled,
         preferences,
+        distill_scale,
+        distill,
         validation,
         validation_enc,
         test,
@@ -279,6 +358,11 @@ fn fingerprint(
     for e in train_enc {
         for id in &e.ids {
             hasher.update(id.to_le_bytes());
+        }
+    }
+    if cfg.distill > 0.0 {
+        for e in train {
+            hasher.update(e.evaluator.unwrap_or(-1.0).to_le_bytes());
         }
     }
     for (c, r, w) in pairs {

@@ -131,7 +131,7 @@ pub(super) fn step_gradients(
 
 /// Each micro-batch's ranking pairs, indices into its rows: the labelled pairs
 /// ([`loss::batch_pairs`], under a pairwise objective that uses labels), the preference pairs
-/// (`preference_pairs`) with both outputs in it, then each output with a
+/// (`preference_pairs`) with both outputs in it, the soft pairs of `distill`, then each output with a
 /// corrupted copy ranked above that copy (weight: the row's weight, 1 for an unlabelled output,
 /// times `corruption_pairs`). Also returns, per micro-batch, the positions of the rows that have
 /// a copy: the copies sit after the micro-batch's rows, in the order of their originals.
@@ -162,6 +162,11 @@ fn ranking_pairs(
             }
         }
     }
+    if setup.distill_scale > 0.0 {
+        for (p, idx) in pairs.iter_mut().zip(micro) {
+            p.extend(distill_pairs(setup, cfg, idx));
+        }
+    }
     let copies: Vec<Vec<usize>> =
         micro.iter().map(|idx| (0..idx.len()).filter(|&a| train_corrupt[idx[a]].is_some()).collect()).collect();
     for ((p, idx), c) in pairs.iter_mut().zip(micro).zip(&copies) {
@@ -175,6 +180,31 @@ fn ranking_pairs(
         }
     }
     (pairs, copies)
+}
+
+/// `distill`'s soft pairs among a micro-batch's rows `idx`: every two rows of one group (any two
+/// under `pair_scope = "batch"`) that both carry an evaluator score, in both orders, weighted
+/// `distill` x the probability that the first is better, `sigmoid((e_a - e_b) / scale)`.
+fn distill_pairs(setup: &Setup, cfg: &TrainConfig, idx: &[usize]) -> Vec<Pair> {
+    let mut out = Vec::new();
+    for (a, &ia) in idx.iter().enumerate() {
+        let ea = &setup.train[ia];
+        let Some(sa) = ea.evaluator else { continue };
+        if cfg.pair_scope == super::config::PairScope::Group && ea.group.is_none() {
+            continue;
+        }
+        for (b, &ib) in idx.iter().enumerate().skip(a + 1) {
+            let eb = &setup.train[ib];
+            let Some(sb) = eb.evaluator else { continue };
+            if cfg.pair_scope == super::config::PairScope::Group && eb.group != ea.group {
+                continue;
+            }
+            let p = 1.0 / (1.0 + (-(sa - sb) / setup.distill_scale).exp());
+            out.push((a as u32, b as u32, cfg.distill * p));
+            out.push((b as u32, a as u32, cfg.distill * (1.0 - p)));
+        }
+    }
+    out
 }
 
 /// The optimizer batch's normalisers and which terms apply (see [`StepTotals`]).

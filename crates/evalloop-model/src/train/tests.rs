@@ -298,6 +298,7 @@ fn batch_pairs_use_groups_label_gaps_and_weight_products() {
         weight,
         group: g.map(str::to_string),
         labels: Vec::new(),
+        evaluator: None,
     };
     let examples = vec![
         ex(Some("a"), 0.2, 1.0),
@@ -1446,5 +1447,63 @@ fn every_encoder_family_trains_and_scores() {
             / test.iter().map(|e| e.weight).sum::<f64>();
         let t = summary.test.unwrap();
         assert!((wmse - t.loss).abs() < 1e-5, "{family}: scorer {wmse} vs training's test loss {}", t.loss);
+    }
+}
+
+/// `distill` alone (no labelled pair: `pair_min_diff` above the label range) learns the
+/// production evaluator's within-group ranking from its scores: an evaluator that ranks as the
+/// labels do raises the held-out group-level Spearman, one that ranks against them lowers it.
+#[test]
+fn distill_learns_the_production_evaluators_ranking() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, true);
+    let data = tmp.path().join("data");
+    write_ranking_dataset(&data, [24, 12, 12], 4);
+    let cfg = TrainConfig {
+        epochs: 8,
+        dropout: Some(0.0),
+        objective: Some(Objective::Pairwise),
+        eval_metric: EvalMetric::GroupSpearman,
+        pair_min_diff: 2.0,
+        distill: 1.0,
+        ..tiny_cfg(&base)
+    };
+    let missing = train(&data, &cfg, &tmp.path().join("x"), false).unwrap_err().to_string();
+    assert!(missing.contains("distill") && missing.contains("evaluator_score"), "{missing}");
+
+    add_evaluator_scores(&data, |label, i| 0.1 + 0.6 * label + 0.001 * (i % 5) as f64);
+    let before =
+        train(&data, &TrainConfig { learning_rate: 1e-12, epochs: 1, ..cfg.clone() }, &tmp.path().join("b"), false)
+            .unwrap();
+    let along = train(&data, &cfg, &tmp.path().join("a"), false).unwrap();
+    let g0 = before.test.unwrap().group_spearman.unwrap();
+    let g1 = along.test.unwrap().group_spearman.unwrap();
+    let check = along.distill.clone().expect("a distill check");
+    assert!(check.used && check.agreement.unwrap() > 0.9 && check.groups > 0, "{check:?}");
+    add_evaluator_scores(&data, |label, i| 0.9 - 0.6 * label + 0.001 * (i % 5) as f64);
+    // An evaluator that ranks against the labels fails the agreement check: no distillation.
+    let gated = train(&data, &cfg, &tmp.path().join("g"), false).unwrap();
+    let check = gated.distill.clone().expect("a distill check");
+    assert!(!check.used && check.agreement.unwrap() < -0.9, "{check:?}");
+    let on_disk: TrainSummary =
+        serde_json::from_str(&std::fs::read_to_string(tmp.path().join("g/metrics.json")).unwrap()).unwrap();
+    assert_eq!(on_disk.distill, Some(check));
+    // Forced on (distill_min_agreement = -1), it learns that evaluator's ranking.
+    let forced = TrainConfig { distill_min_agreement: -1.0, ..cfg.clone() };
+    let against = train(&data, &forced, &tmp.path().join("r"), false).unwrap();
+    let g2 = against.test.unwrap().group_spearman.unwrap();
+    eprintln!("distill toy: test group spearman {g0:.3} -> {g1:.3} (evaluator along), {g2:.3} (against)");
+    assert!(g1 > 0.6 && g1 > g0 + 0.3, "{g0} -> {g1}");
+    assert!(g2 < 0.0 && g2 < g1 - 0.6, "{g2} vs {g1}");
+
+    for (toml, needle) in [
+        ("objective = \"graded\"\ndistill = 1.0\n", "distill: needs objective"),
+        ("objective = \"pairwise\"\ndistill = -1.0\n", "distill: -1 is not a number >= 0"),
+        ("objective = \"pairwise\"\ndistill = 1.0\ndistill_temperature = 0.0\n", "distill_temperature: 0 is not"),
+        ("objective = \"pairwise\"\ndistill_min_agreement = 2.0\n", "distill_min_agreement: 2 is not in [-1, 1]"),
+    ] {
+        let err = TrainConfig::from_toml_str(&format!("[train]\n{toml}"), "f.toml").unwrap_err().to_string();
+        assert!(err.contains(needle), "{err}");
     }
 }

@@ -341,6 +341,7 @@ impl<'a> Trainer<'a> {
             members: Vec::new(),
             selection: None,
             blend: None,
+            distill: setup.distill.clone(),
         };
         write_output(out_dir, cfg, setup, &final_weights, &summary)?;
         if !cfg.keep_checkpoints {
