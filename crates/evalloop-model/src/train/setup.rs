@@ -187,7 +187,7 @@ fn distill_setup(
     let n = scores.len() as f64;
     let mean = scores.iter().sum::<f64>() / n;
     let sd = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
-    if scores.is_empty() || !(sd > 0.0) {
+    if scores.is_empty() || sd.is_nan() || sd <= 0.0 {
         return Err(evalloop_core::Error::Input(format!(
             "[train] distill: {} training rows of {} carry a varying field evaluator_score (the production \
              evaluator's score, written by `evalloop dataset build` of this version); nothing to distil",
