@@ -53,7 +53,8 @@ fn main() -> Result<()> {
         lines.push('\n');
     }
     std::fs::write(data.join("train.jsonl"), lines)?;
-    std::fs::write(data.join("dataset_card.json"), r#"{"config": {"label": "binary"}}"#)?;
+    let config = evalloop::dataset::DatasetConfig { label: evalloop::files::LabelKind::Binary, ..Default::default() };
+    std::fs::write(data.join("dataset_card.json"), evalloop::files::DatasetCard::hand_made(config).to_json()?)?;
     let out = tmp.join("model");
     let cfg = TrainConfig {
         base_model: base.clone(),

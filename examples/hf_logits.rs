@@ -46,7 +46,8 @@ fn write_dataset(dir: &std::path::Path) -> Result<()> {
     for split in ["train", "validation"] {
         std::fs::write(dir.join(format!("{split}.jsonl")), &lines)?;
     }
-    std::fs::write(dir.join("dataset_card.json"), r#"{"config": {"label": "binary"}}"#)?;
+    let config = evalloop::dataset::DatasetConfig { label: evalloop::files::LabelKind::Binary, ..Default::default() };
+    std::fs::write(dir.join("dataset_card.json"), evalloop::files::DatasetCard::hand_made(config).to_json()?)?;
     Ok(())
 }
 

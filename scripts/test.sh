@@ -4,7 +4,8 @@
 #   (EVALLOOP_TEST_MODEL_DIR);
 # - runs every test against SQLite and, through scripts/with-postgres.sh (a throwaway
 #   PostgreSQL cluster, installed from Debian packages if missing), against PostgreSQL too.
-# - then checks the `export` files from Python (tests/python/check_export.py) when the venv of
+# - then checks the `export` files from Python (tests/python/check_export.py) and the encoder
+#   parity fixtures (tests/python/check_encoder_fixtures.py) when the venv of
 #   scripts/python-env.sh is there;
 # - then builds the Python package and tests it against the command line
 #   (scripts/python-bindings.sh; skipped, and said so, when its venv cannot be made).
@@ -19,6 +20,9 @@ scripts/with-postgres.sh cargo test --release --workspace "$@"
 venv="${EVALLOOP_PY_VENV:-$PWD/target/py-export}"
 if [[ -x "$venv/bin/python" ]] && "$venv/bin/python" -c 'import datasets, trl, torch' 2>/dev/null; then
     "$venv/bin/python" tests/python/check_export.py "${CARGO_TARGET_DIR:-$PWD/target}/release/evalloop"
+    # The committed encoder fixtures against this venv's transformers (the Rust parity test
+    # compares evalloop with the same expected logits).
+    "$venv/bin/python" tests/python/check_encoder_fixtures.py
 else
     echo "tests/python/check_export.py SKIPPED: no venv with datasets and trl at $venv (scripts/python-env.sh)" >&2
 fi

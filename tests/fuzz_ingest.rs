@@ -402,7 +402,7 @@ fn fuzz_model_loading() {
         let md = m.clone();
         guarded(what, Duration::from_secs(20), move || {
             let Ok(cfg) = BertConfig::from_file(&md.join("config.json")) else { return };
-            let Ok(ckpt) = load_checkpoint(&md.join("model.safetensors")) else { return };
+            let Ok(ckpt) = load_checkpoint(&md.join("model.safetensors"), cfg.family()) else { return };
             let _ = init_weights(&cfg, Some(ckpt), &md, 1);
         });
         tried += 1;

@@ -208,3 +208,32 @@ fn weekly_loop_reports_pairwise_accuracy_on_held_out_preferences() {
     let md = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(md.contains("### Preferences on held-out pairs"), "{md}");
 }
+
+/// The weekly loop with a base model of each non-BERT family (the parity fixtures of
+/// tests/fixtures/encoders/): every step runs, and the model it leaves is in the family's
+/// Hugging Face layout.
+#[test]
+fn weekly_loop_runs_on_every_encoder_family() {
+    for (family, arch) in [
+        ("roberta", "RobertaForSequenceClassification"),
+        ("modernbert", "ModernBertForSequenceClassification"),
+        ("deberta-v3", "DebertaV2ForSequenceClassification"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let base = dir.join("base");
+        std::fs::create_dir_all(&base).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(root().join("tests/fixtures/encoders").join(family).join(f), base.join(f)).unwrap();
+        }
+        let cfg = config(dir, "");
+        let run_dir = dir.join("run");
+        let o = json(evalloop(dir).arg("--config").arg(&cfg).args(["run", "--out"]).arg(&run_dir));
+        for step in ["train", "score", "report"] {
+            assert!(o["timings"][step].is_number(), "{family}: step {step} did not run: {o}");
+        }
+        assert!(o["post_spearman"].is_number(), "{family}: {o}");
+        let config: Value = serde_json::from_slice(&std::fs::read(run_dir.join("model/config.json")).unwrap()).unwrap();
+        assert_eq!(config["architectures"][0], arch, "{family}");
+    }
+}

@@ -1,6 +1,8 @@
-//! The layers of `BertForSequenceClassification`, in the style of candle's `bert.rs`, but
-//! trainable: a LayerNorm built from differentiable ops, real dropout through
-//! `forward_t(.., train)`, a pooler and a classifier head (as in candle's `xlm_roberta.rs`).
+//! The layers of `BertForSequenceClassification` and of RoBERTa's and XLM-RoBERTa's sequence
+//! classifiers (the same encoder, [`Family::Roberta`] in the config), in the style of candle's
+//! `bert.rs`, but trainable: a LayerNorm built from differentiable ops, real dropout through
+//! `forward_t(.., train)`, BERT's pooler and classifier or RoBERTa's two-layer head (as in
+//! candle's `xlm_roberta.rs`).
 //!
 //! Every `load(vb, cfg)` reads its tensors under `vb` with Hugging Face's names; shapes in the
 //! docs use `b` = batch, `s` = sequence length, `h` = hidden size.
@@ -15,7 +17,7 @@ use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::config::{BertConfig, HiddenAct};
+use super::config::{BertConfig, Family, HiddenAct};
 use super::ops;
 
 /// The position of a dropout random stream, saved in training checkpoints so that a resumed run
@@ -198,6 +200,14 @@ impl LayerNorm {
         Ok(LayerNorm { weight: vb.get(size, "weight")?, bias: vb.get(size, "bias")?, eps })
     }
 
+    /// Reads `weight` `(size,)` and, when `bias`, `bias` `(size,)`; without one the bias is a
+    /// constant zero (ModernBERT's `norm_bias = false`), which gets no gradient.
+    pub fn load_maybe_bias(vb: VarBuilder, size: usize, eps: f64, bias: bool) -> Result<Self> {
+        let weight = vb.get(size, "weight")?;
+        let bias = if bias { vb.get(size, "bias")? } else { Tensor::zeros(size, weight.dtype(), weight.device())? };
+        Ok(LayerNorm { weight, bias, eps })
+    }
+
     /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension (biased variance,
     /// as PyTorch). When no gradient is being recorded (no input is a `Var` or derived from
     /// one, as in scoring) candle's fused kernel is used; when one is, on contiguous f32 CPU
@@ -236,7 +246,7 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
 
 /// `l` applied to `xs` (`(.., in)` → `(.., out)`): [`ops::linear`] (matrix product and bias in
 /// one gemm, one graph node) on contiguous f32 CPU tensors, candle's `Linear` otherwise.
-fn dense(l: &Linear, xs: &Tensor) -> Result<Tensor> {
+pub(crate) fn dense(l: &Linear, xs: &Tensor) -> Result<Tensor> {
     if let Some(b) = l.bias()
         && ops::fused_ok(xs)
         && ops::fused_ok(l.weight())
@@ -250,7 +260,7 @@ fn dense(l: &Linear, xs: &Tensor) -> Result<Tensor> {
 /// Softmax over the last dimension from composed ops (candle-nn's `softmax_last_dim` has no
 /// backward pass). The subtracted max is detached: softmax does not depend on it. Without
 /// gradient recording the fused kernel is used.
-fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
+pub(crate) fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
     if xs.dtype() == DType::F32 && !xs.track_op() && xs.is_contiguous() {
         return candle_nn::ops::softmax_last_dim(xs);
     }
@@ -260,7 +270,9 @@ fn softmax_last_dim(xs: &Tensor) -> Result<Tensor> {
     exp.broadcast_div(&sum)
 }
 
-/// Word + position + token-type embeddings, then LayerNorm and dropout.
+/// Word + position + token-type embeddings, then LayerNorm and dropout. RoBERTa numbers the
+/// positions of real tokens from `pad_token_id + 1` (padding gets `pad_token_id`) and uses token
+/// type 0 only.
 #[derive(Debug, Clone)]
 pub struct BertEmbeddings {
     word_embeddings: Embedding,
@@ -268,6 +280,8 @@ pub struct BertEmbeddings {
     token_type_embeddings: Embedding,
     layer_norm: LayerNorm,
     dropout: Dropout,
+    /// RoBERTa's padding id, from which positions are counted; `None` for BERT.
+    roberta_pad: Option<u32>,
 }
 
 impl BertEmbeddings {
@@ -282,20 +296,52 @@ impl BertEmbeddings {
             token_type_embeddings: emb(cfg.type_vocab_size, "token_type_embeddings")?,
             layer_norm: LayerNorm::load(vb.pp("LayerNorm"), h, cfg.layer_norm_eps)?,
             dropout: Dropout::new(cfg.hidden_dropout_prob, rng.clone()),
+            roberta_pad: (cfg.family() == Family::Roberta).then_some(cfg.pad_token_id),
         })
     }
 
-    /// `input_ids`, `token_type_ids`: `(b, s)` u32 → `(b, s, h)`.
+    /// `input_ids`, `token_type_ids`: `(b, s)` u32 → `(b, s, h)`. RoBERTa ignores
+    /// `token_type_ids` (type 0 everywhere, as transformers does when the tokenizer gives none).
     pub fn forward_t(&self, input_ids: &Tensor, token_type_ids: &Tensor, train: bool) -> Result<Tensor> {
-        let (_b, s) = input_ids.dims2()?;
+        let (b, s) = input_ids.dims2()?;
         let words = self.word_embeddings.forward(input_ids)?;
-        let types = self.token_type_embeddings.forward(token_type_ids)?;
-        let positions = Tensor::arange(0u32, s as u32, input_ids.device())?;
-        let positions = self.position_embeddings.forward(&positions)?;
-        let xs = (words + types)?.broadcast_add(&positions)?;
+        let xs = match self.roberta_pad {
+            None => {
+                let types = self.token_type_embeddings.forward(token_type_ids)?;
+                let positions = Tensor::arange(0u32, s as u32, input_ids.device())?;
+                let positions = self.position_embeddings.forward(&positions)?;
+                (words + types)?.broadcast_add(&positions)?
+            }
+            Some(pad) => {
+                let ids = input_ids.to_device(&candle_core::Device::Cpu)?.to_vec2::<u32>()?;
+                let positions = roberta_positions(&ids, pad);
+                let positions = Tensor::from_vec(positions, (b, s), input_ids.device())?;
+                let positions = self.position_embeddings.forward(&positions)?;
+                let type0 = self.token_type_embeddings.embeddings().i(0)?;
+                (words + positions)?.broadcast_add(&type0)?
+            }
+        };
         let xs = self.layer_norm.forward(&xs)?;
         self.dropout.forward_t(&xs, train)
     }
+}
+
+/// RoBERTa's position ids (transformers' `create_position_ids_from_input_ids`): the k-th
+/// non-padding token of a row (1-based) gets `pad + k`, padding gets `pad`. Row-major `(b, s)`.
+fn roberta_positions(ids: &[Vec<u32>], pad: u32) -> Vec<u32> {
+    let mut out = Vec::with_capacity(ids.iter().map(Vec::len).sum());
+    for row in ids {
+        let mut k = 0;
+        for &t in row {
+            if t == pad {
+                out.push(pad);
+            } else {
+                k += 1;
+                out.push(pad + k);
+            }
+        }
+    }
+    out
 }
 
 /// Multi-head self-attention (query, key, value) with attention-probability dropout.
@@ -438,29 +484,24 @@ impl BertLayer {
     }
 }
 
-/// The BERT encoder with its pooler (dense + tanh on the first token).
+/// The BERT (or RoBERTa) encoder, embeddings and layers.
 #[derive(Debug, Clone)]
 pub struct BertModel {
     embeddings: BertEmbeddings,
     layers: Vec<BertLayer>,
-    pooler: Linear,
 }
 
 impl BertModel {
-    /// Reads `embeddings`, `encoder.layer.N`, `pooler.dense` under `vb`.
+    /// Reads `embeddings` and `encoder.layer.N` under `vb`.
     pub fn load(vb: VarBuilder, cfg: &BertConfig, rng: &DropoutRng) -> Result<Self> {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| BertLayer::load(vb.pp(format!("encoder.layer.{i}")), cfg, rng))
             .collect::<Result<Vec<_>>>()?;
-        Ok(BertModel {
-            embeddings: BertEmbeddings::load(vb.pp("embeddings"), cfg, rng)?,
-            layers,
-            pooler: linear(cfg.hidden_size, cfg.hidden_size, vb.pp("pooler").pp("dense"))?,
-        })
+        Ok(BertModel { embeddings: BertEmbeddings::load(vb.pp("embeddings"), cfg, rng)?, layers })
     }
 
     /// Token ids, token type ids and attention mask (1 = token, 0 = padding), all `(b, s)`,
-    /// → the pooled output `(b, h)`.
+    /// → the last hidden state `(b, s, h)`.
     pub fn forward_t(
         &self,
         input_ids: &Tensor,
@@ -473,14 +514,13 @@ impl BertModel {
         for layer in &self.layers {
             xs = layer.forward_t(&xs, &mask, train)?;
         }
-        let first = xs.i((.., 0))?;
-        dense(&self.pooler, &first)?.tanh()
+        Ok(xs)
     }
 }
 
 /// `(b, s)` 1/0 mask → `(b, 1, 1, s)` additive mask: 0 for tokens, the dtype's minimum for
 /// padding (as transformers does).
-fn extended_attention_mask(mask: &Tensor, dtype: DType) -> Result<Tensor> {
+pub(crate) fn extended_attention_mask(mask: &Tensor, dtype: DType) -> Result<Tensor> {
     let (b, s) = mask.dims2()?;
     let min = match dtype {
         DType::F64 => f64::MIN,
@@ -492,27 +532,54 @@ fn extended_attention_mask(mask: &Tensor, dtype: DType) -> Result<Tensor> {
     mask.to_dtype(dtype)?.affine(-min, min)?.reshape((b, 1, 1, s))
 }
 
-/// `BertForSequenceClassification`: BERT, dropout, and a linear classifier on the pooled output.
+/// The head on the first token's hidden state.
+#[derive(Debug, Clone)]
+enum Head {
+    /// BERT: the pooler (dense + tanh), dropout, `classifier`.
+    Pooler { pooler: Linear, classifier: Linear },
+    /// RoBERTa's `RobertaClassificationHead`: dropout, `classifier.dense`, tanh, dropout,
+    /// `classifier.out_proj`.
+    Roberta { dense: Linear, out_proj: Linear },
+}
+
+/// `BertForSequenceClassification` (BERT, its pooler, dropout and a linear classifier) or
+/// `RobertaForSequenceClassification` / `XLMRobertaForSequenceClassification` (the same encoder
+/// under `roberta.`, and RoBERTa's head), as `cfg.family()` says.
 #[derive(Debug, Clone)]
 pub struct BertForSequenceClassification {
     bert: BertModel,
     dropout: Dropout,
-    classifier: Linear,
+    head: Head,
     num_labels: usize,
 }
 
 impl BertForSequenceClassification {
-    /// Reads the encoder under `bert.` (or at the root, for checkpoints without the prefix) and
-    /// `classifier.weight` `(num_labels, h)`, `classifier.bias` `(num_labels,)`. Dropout masks
-    /// are drawn from `rng`.
+    /// Reads the encoder under `bert.` / `roberta.` (or at the root, for checkpoints without
+    /// the prefix) and the head: `bert.pooler.dense` and `classifier` `(num_labels, h)` for
+    /// BERT, `classifier.dense` `(h, h)` and `classifier.out_proj` `(num_labels, h)` for
+    /// RoBERTa. Dropout masks are drawn from `rng`.
     pub fn load(vb: VarBuilder, cfg: &BertConfig, rng: &DropoutRng) -> Result<Self> {
-        let bert_vb =
-            if vb.contains_tensor("bert.embeddings.word_embeddings.weight") { vb.pp("bert") } else { vb.clone() };
-        let num_labels = cfg.num_labels();
+        let prefix = cfg.family().prefix();
+        let bert_vb = if vb.contains_tensor(&format!("{prefix}.embeddings.word_embeddings.weight")) {
+            vb.pp(prefix)
+        } else {
+            vb.clone()
+        };
+        let (h, num_labels) = (cfg.hidden_size, cfg.num_labels());
+        let head = match cfg.family() {
+            Family::Roberta => Head::Roberta {
+                dense: linear(h, h, vb.pp("classifier").pp("dense"))?,
+                out_proj: linear(h, num_labels, vb.pp("classifier").pp("out_proj"))?,
+            },
+            _ => Head::Pooler {
+                pooler: linear(h, h, bert_vb.pp("pooler").pp("dense"))?,
+                classifier: linear(h, num_labels, vb.pp("classifier"))?,
+            },
+        };
         Ok(BertForSequenceClassification {
             bert: BertModel::load(bert_vb, cfg, rng)?,
             dropout: Dropout::new(cfg.classifier_dropout_prob(), rng.clone()),
-            classifier: linear(cfg.hidden_size, num_labels, vb.pp("classifier"))?,
+            head,
             num_labels,
         })
     }
@@ -526,9 +593,21 @@ impl BertForSequenceClassification {
         attention_mask: &Tensor,
         train: bool,
     ) -> Result<Tensor> {
-        let pooled = self.bert.forward_t(input_ids, token_type_ids, attention_mask, train)?;
-        let pooled = self.dropout.forward_t(&pooled, train)?;
-        dense(&self.classifier, &pooled)
+        let hidden = self.bert.forward_t(input_ids, token_type_ids, attention_mask, train)?;
+        let first = hidden.i((.., 0))?;
+        match &self.head {
+            Head::Pooler { pooler, classifier } => {
+                let pooled = dense(pooler, &first)?.tanh()?;
+                let pooled = self.dropout.forward_t(&pooled, train)?;
+                dense(classifier, &pooled)
+            }
+            Head::Roberta { dense: d, out_proj } => {
+                let xs = self.dropout.forward_t(&first, train)?;
+                let xs = dense(d, &xs)?.tanh()?;
+                let xs = self.dropout.forward_t(&xs, train)?;
+                dense(out_proj, &xs)
+            }
+        }
     }
 
     /// Number of outputs.

@@ -1,9 +1,12 @@
-//! A BERT sequence classifier in candle, with Hugging Face tensor names and a LayerNorm that has a gradient.
+//! A sequence classifier on a BERT, RoBERTa / XLM-RoBERTa, ModernBERT or DeBERTa-v2/v3 encoder in candle, with Hugging Face tensor names and a LayerNorm that has a gradient.
 //!
 //! - [`alloc`]: mimalloc settings for the binaries (freed memory stays mapped).
-//! - [`bert`]: the layers (`BertForSequenceClassification` and its parts), each with
-//!   `load(vb, cfg)` and `forward_t(.., train)`; real, seeded dropout.
-//! - [`config`]: the `config.json` serde struct ([`BertConfig`]).
+//! - [`bert`]: the layers (`BertForSequenceClassification` and its parts, RoBERTa's variant
+//!   included), each with `load(vb, cfg)` and `forward_t(.., train)`; real, seeded dropout.
+//! - [`modernbert`]: ModernBERT's layers, built on the same trainable parts.
+//! - [`deberta`]: DeBERTa-v2/v3's disentangled attention, on the same parts.
+//! - [`classifier`]: [`SequenceClassifier`], the classifier of the family config.json names.
+//! - [`config`]: the `config.json` serde struct ([`BertConfig`], its [`config::Family`]).
 //! - [`tokenize`]: (prompt, output) pairs to padded id tensors ([`PairTokenizer`]).
 //! - [`ops`]: fused CPU kernels with backward passes (LayerNorm, masked softmax, GELU) and
 //!   AdamW's in-place update.
@@ -12,15 +15,19 @@
 //!   of missing tensors, trainable `Var`s for training and plain mmaped tensors for inference.
 //!
 //! Tensor names follow Hugging Face's `BertForSequenceClassification` (`bert.embeddings.*`,
-//! `bert.encoder.layer.N.*`, `bert.pooler.dense.*`, `classifier.weight`, `classifier.bias`), so a
+//! `bert.encoder.layer.N.*`, `bert.pooler.dense.*`, `classifier.weight`, `classifier.bias`) and
+//! its RoBERTa and ModernBERT counterparts (`roberta.*`, `model.*`), so a
 //! directory written by [`crate::train`] loads in transformers and a transformers checkpoint
 //! loads here.
 
 pub mod alloc;
 pub mod bert;
+pub mod classifier;
 pub mod config;
+pub mod deberta;
 pub mod files;
 pub mod hub;
+pub mod modernbert;
 pub mod ops;
 pub mod tokenize;
 pub mod weights;
@@ -29,6 +36,7 @@ pub mod score;
 pub mod train;
 
 pub use bert::{BertForSequenceClassification, DropoutRng, RngState};
+pub use classifier::SequenceClassifier;
 pub use config::{BertConfig, HiddenAct};
 pub use hub::resolve_base_model;
 pub use tokenize::{Batch, Encoded, PairTokenizer, Truncation};
@@ -177,7 +185,7 @@ fn parse_device_inner(spec: &str) -> Result<Device, ModelError> {
 /// poorly. Batches are then cut so that every thread gets one when there are fewer pairs than
 /// threads x `batch_size`.
 pub fn predict(
-    model: &BertForSequenceClassification,
+    model: &SequenceClassifier,
     tokenizer: &PairTokenizer,
     enc: &[Encoded],
     batch_size: usize,

@@ -90,7 +90,7 @@ fn save_load_round_trip_gives_identical_logits_with_and_without_prefix() {
 fn base_checkpoint_without_prefix_gets_a_seeded_head() {
     let dir = tempfile::tempdir().unwrap();
     let written = write_tiny_base(dir.path(), 9, false);
-    let ckpt = load_checkpoint(&dir.path().join("model.safetensors")).unwrap();
+    let ckpt = load_checkpoint(&dir.path().join("model.safetensors"), crate::config::Family::Bert).unwrap();
     assert!(ckpt.keys().all(|k| k.starts_with("bert.")));
     let cfg = tiny_config();
     let (w1, report) = init_weights(&cfg, Some(ckpt.clone()), dir.path(), 3).unwrap();
@@ -101,7 +101,7 @@ fn base_checkpoint_without_prefix_gets_a_seeded_head() {
     assert!(same(&w1["classifier.weight"], &w2["classifier.weight"]));
     assert!(same(&w1["bert.pooler.dense.weight"], &written["bert.pooler.dense.weight"]));
     // A missing encoder tensor is an error naming it.
-    let mut broken = load_checkpoint(&dir.path().join("model.safetensors")).unwrap();
+    let mut broken = load_checkpoint(&dir.path().join("model.safetensors"), crate::config::Family::Bert).unwrap();
     broken.remove("bert.encoder.layer.1.output.dense.weight");
     let err = init_weights(&cfg, Some(broken), dir.path(), 3).unwrap_err().to_string();
     assert!(err.contains("bert.encoder.layer.1.output.dense.weight"), "{err}");
@@ -170,7 +170,7 @@ fn real_minilm_loads_and_gives_finite_logits() {
     let dir = std::path::PathBuf::from(dir);
     let mut cfg = super::BertConfig::from_file(&dir.join("config.json")).unwrap();
     cfg.set_classifier(&["good"], "multi_label_classification");
-    let ckpt = load_checkpoint(&dir.join("model.safetensors")).unwrap();
+    let ckpt = load_checkpoint(&dir.join("model.safetensors"), crate::config::Family::Bert).unwrap();
     let (w, report) = init_weights(&cfg, Some(ckpt), &dir, 7).unwrap();
     assert_eq!(report.initialized, vec!["classifier.weight", "classifier.bias"]);
     let inf = InferenceModel::from_tensors(&cfg, w, &Device::Cpu).unwrap();

@@ -185,7 +185,7 @@ impl Scorer {
             .map(|t| t.max_length)
             .or_else(tokenizer_max_length)
             .unwrap_or(512)
-            .min(model.config.max_position_embeddings);
+            .min(model.config.max_sequence_length());
         let truncation = training.as_ref().map(|t| t.truncation).unwrap_or_default();
         let dimensions = training.map(|t| t.dimensions).unwrap_or_default();
         check_dimensions(&training_path, &dimensions, model_dir, &model.config)?;

@@ -86,11 +86,17 @@ impl std::fmt::Debug for PairTokenizer {
 impl PairTokenizer {
     /// Loads a tokenizer.json. Its own truncation and padding settings are replaced: longest-first
     /// truncation at `max_length`, no padding (batches are padded by [`PairTokenizer::collate`]).
-    /// The pad id is the file's padding id, else the id of `[PAD]`, else 0.
+    /// The pad id is the file's padding id, else the id of `[PAD]` (BERT, ModernBERT) or `<pad>`
+    /// (RoBERTa, XLM-RoBERTa), else 0.
     pub fn from_file(path: &Path, max_length: usize) -> Result<Self, ModelError> {
         let err = |msg: String| ModelError::Tokenizer { path: path.to_path_buf(), msg };
         let mut tokenizer = Tokenizer::from_file(path).map_err(|e| err(e.to_string()))?;
-        let pad_id = tokenizer.get_padding().map(|p| p.pad_id).or_else(|| tokenizer.token_to_id("[PAD]")).unwrap_or(0);
+        let pad_id = tokenizer
+            .get_padding()
+            .map(|p| p.pad_id)
+            .or_else(|| tokenizer.token_to_id("[PAD]"))
+            .or_else(|| tokenizer.token_to_id("<pad>"))
+            .unwrap_or(0);
         if max_length < 4 {
             return Err(err(format!("max_length {max_length} is too short for a pair")));
         }

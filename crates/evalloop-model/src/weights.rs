@@ -1,6 +1,7 @@
 //! Weights: the parameter list of a config, checkpoint loading under canonical Hugging Face names
-//! (`bert.` prefix added when missing), seeded initialisation of what a base checkpoint lacks
-//! (pooler, classifier), trainable `Var`s for training, and mmaped plain tensors for inference.
+//! (the family's `bert.` / `roberta.` / `model.` prefix added when missing), seeded
+//! initialisation of what a base checkpoint lacks (pooler, heads, classifier), trainable `Var`s
+//! for training, and mmaped plain tensors for inference.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -11,8 +12,9 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::ModelError;
-use super::bert::{BertForSequenceClassification, DropoutRng};
-use super::config::BertConfig;
+use super::bert::DropoutRng;
+use super::classifier::SequenceClassifier;
+use super::config::{BertConfig, Family};
 
 /// How a parameter is initialised when the checkpoint does not have it (as transformers does).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -36,9 +38,15 @@ pub struct ParamSpec {
     pub init: Init,
 }
 
-/// Every parameter of `BertForSequenceClassification` for `cfg`, in a fixed order.
+/// Every parameter of the sequence classifier of `cfg`'s family, in a fixed order.
 pub fn param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
+    match cfg.family() {
+        Family::ModernBert => return modernbert_param_specs(cfg),
+        Family::Deberta => return deberta_param_specs(cfg),
+        Family::Bert | Family::Roberta => {}
+    }
     let h = cfg.hidden_size;
+    let prefix = cfg.family().prefix();
     let mut specs = Vec::new();
     let mut push = |name: String, shape: Vec<usize>, init: Init| specs.push(ParamSpec { name, shape, init });
     let linear = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: &str, i: usize, o: usize| {
@@ -49,13 +57,13 @@ pub fn param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
         push(format!("{p}.weight"), vec![h], Init::Ones);
         push(format!("{p}.bias"), vec![h], Init::Zeros);
     };
-    let e = "bert.embeddings";
+    let e = format!("{prefix}.embeddings");
     push(format!("{e}.word_embeddings.weight"), vec![cfg.vocab_size, h], Init::Normal);
     push(format!("{e}.position_embeddings.weight"), vec![cfg.max_position_embeddings, h], Init::Normal);
     push(format!("{e}.token_type_embeddings.weight"), vec![cfg.type_vocab_size, h], Init::Normal);
     ln(&mut push, &format!("{e}.LayerNorm"));
     for l in 0..cfg.num_hidden_layers {
-        let p = format!("bert.encoder.layer.{l}");
+        let p = format!("{prefix}.encoder.layer.{l}");
         for qkv in ["query", "key", "value"] {
             linear(&mut push, &format!("{p}.attention.self.{qkv}"), h, h);
         }
@@ -65,46 +73,202 @@ pub fn param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
         linear(&mut push, &format!("{p}.output.dense"), cfg.intermediate_size, h);
         ln(&mut push, &format!("{p}.output.LayerNorm"));
     }
-    linear(&mut push, "bert.pooler.dense", h, h);
+    if cfg.family() == Family::Roberta {
+        linear(&mut push, "classifier.dense", h, h);
+        linear(&mut push, "classifier.out_proj", h, cfg.num_labels());
+    } else {
+        linear(&mut push, "bert.pooler.dense", h, h);
+        linear(&mut push, "classifier", h, cfg.num_labels());
+    }
+    specs
+}
+
+/// ModernBERT's parameters (`model.*`, the prediction head `head.*`, `classifier`); biases
+/// and norm biases only where the config asks for them.
+fn modernbert_param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
+    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
+    let m = &cfg.modernbert;
+    let mut specs = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, init: Init| specs.push(ParamSpec { name, shape, init });
+    let linear = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: &str, i: usize, o: usize, bias: Option<bool>| {
+        push(format!("{p}.weight"), vec![o, i], Init::Normal);
+        if bias.unwrap_or(false) {
+            push(format!("{p}.bias"), vec![o], Init::Zeros);
+        }
+    };
+    let norm = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: &str| {
+        push(format!("{p}.weight"), vec![h], Init::Ones);
+        if m.norm_bias.unwrap_or(false) {
+            push(format!("{p}.bias"), vec![h], Init::Zeros);
+        }
+    };
+    push("model.embeddings.tok_embeddings.weight".to_string(), vec![cfg.vocab_size, h], Init::Normal);
+    norm(&mut push, "model.embeddings.norm");
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{l}");
+        if l > 0 {
+            norm(&mut push, &format!("{p}.attn_norm"));
+        }
+        linear(&mut push, &format!("{p}.attn.Wqkv"), h, 3 * h, m.attention_bias);
+        linear(&mut push, &format!("{p}.attn.Wo"), h, h, m.attention_bias);
+        norm(&mut push, &format!("{p}.mlp_norm"));
+        linear(&mut push, &format!("{p}.mlp.Wi"), h, 2 * i, m.mlp_bias);
+        linear(&mut push, &format!("{p}.mlp.Wo"), i, h, m.mlp_bias);
+    }
+    norm(&mut push, "model.final_norm");
+    linear(&mut push, "head.dense", h, h, m.classifier_bias);
+    norm(&mut push, "head.norm");
+    linear(&mut push, "classifier", h, cfg.num_labels(), Some(true));
+    specs
+}
+
+/// DeBERTa-v2's parameters (`deberta.*`, `pooler.dense`, `classifier`): absolute positions
+/// and token types only where the config has them, the relative embedding and its LayerNorm,
+/// and the relative projections when `share_att_key` is off.
+fn deberta_param_specs(cfg: &BertConfig) -> Vec<ParamSpec> {
+    let (h, d) = (cfg.hidden_size, &cfg.deberta);
+    let mut specs = Vec::new();
+    let mut push = |name: String, shape: Vec<usize>, init: Init| specs.push(ParamSpec { name, shape, init });
+    let linear = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: &str, i: usize, o: usize| {
+        push(format!("{p}.weight"), vec![o, i], Init::Normal);
+        push(format!("{p}.bias"), vec![o], Init::Zeros);
+    };
+    let ln = |push: &mut dyn FnMut(String, Vec<usize>, Init), p: &str| {
+        push(format!("{p}.weight"), vec![h], Init::Ones);
+        push(format!("{p}.bias"), vec![h], Init::Zeros);
+    };
+    let e = "deberta.embeddings";
+    push(format!("{e}.word_embeddings.weight"), vec![cfg.vocab_size, h], Init::Normal);
+    if d.position_biased_input.unwrap_or(true) {
+        push(format!("{e}.position_embeddings.weight"), vec![cfg.max_position_embeddings, h], Init::Normal);
+    }
+    if cfg.type_vocab_size > 0 {
+        push(format!("{e}.token_type_embeddings.weight"), vec![cfg.type_vocab_size, h], Init::Normal);
+    }
+    ln(&mut push, &format!("{e}.LayerNorm"));
+    let (c2p, p2c) = cfg.deberta_terms();
+    let own = !d.share_att_key.unwrap_or(false);
+    for l in 0..cfg.num_hidden_layers {
+        let p = format!("deberta.encoder.layer.{l}");
+        for proj in ["query_proj", "key_proj", "value_proj"] {
+            linear(&mut push, &format!("{p}.attention.self.{proj}"), h, h);
+        }
+        if own && c2p {
+            linear(&mut push, &format!("{p}.attention.self.pos_key_proj"), h, h);
+        }
+        if own && p2c {
+            linear(&mut push, &format!("{p}.attention.self.pos_query_proj"), h, h);
+        }
+        linear(&mut push, &format!("{p}.attention.output.dense"), h, h);
+        ln(&mut push, &format!("{p}.attention.output.LayerNorm"));
+        linear(&mut push, &format!("{p}.intermediate.dense"), h, cfg.intermediate_size);
+        linear(&mut push, &format!("{p}.output.dense"), cfg.intermediate_size, h);
+        ln(&mut push, &format!("{p}.output.LayerNorm"));
+    }
+    if d.relative_attention.unwrap_or(false) {
+        push("deberta.encoder.rel_embeddings.weight".to_string(), vec![2 * cfg.deberta_span(), h], Init::Normal);
+        if deberta_norm_rel(cfg) {
+            ln(&mut push, "deberta.encoder.LayerNorm");
+        }
+    }
+    linear(&mut push, "pooler.dense", h, h);
     linear(&mut push, "classifier", h, cfg.num_labels());
     specs
 }
 
-/// True for parameters that get no weight decay: biases and LayerNorm weights.
-pub fn is_no_decay(name: &str) -> bool {
-    name.ends_with(".bias") || name.contains("LayerNorm")
+/// Whether DeBERTa's relative embedding is normalised (`"layer_norm"` in `norm_rel_ebd`).
+pub(crate) fn deberta_norm_rel(cfg: &BertConfig) -> bool {
+    cfg.deberta.norm_rel_ebd.as_deref().unwrap_or("none").to_lowercase().split('|').any(|t| t.trim() == "layer_norm")
 }
 
-/// A checkpoint name under Hugging Face's canonical sequence-classification names: `bert.`
-/// added when missing, old `gamma`/`beta` LayerNorm names mapped; `None` for tensors the model
-/// does not use (`position_ids` buffers, pre-training heads).
-pub fn canonical_name(name: &str) -> Option<String> {
-    let name = name.strip_prefix("model.").unwrap_or(name);
-    if name.ends_with("position_ids") || name.starts_with("cls.") {
+/// True for parameters that get no weight decay: biases and LayerNorm weights (`LayerNorm`,
+/// or ModernBERT's `norm`, `attn_norm`, `mlp_norm`, `final_norm`).
+pub fn is_no_decay(name: &str) -> bool {
+    name.ends_with(".bias") || name.contains("LayerNorm") || name.split('.').any(|part| part.ends_with("norm"))
+}
+
+/// True for the embedding parameters of any family (`bert.embeddings.*`,
+/// `roberta.embeddings.*`, `model.embeddings.*`).
+pub fn is_embedding(name: &str) -> bool {
+    ["bert.embeddings.", "roberta.embeddings.", "model.embeddings.", "deberta.embeddings."]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// The encoder layer a parameter belongs to (`bert.encoder.layer.N.*`,
+/// `roberta.encoder.layer.N.*`, `model.layers.N.*`), or `None`.
+pub fn layer_index(name: &str) -> Option<usize> {
+    let rest = ["bert.encoder.layer.", "roberta.encoder.layer.", "model.layers.", "deberta.encoder.layer."]
+        .iter()
+        .find_map(|p| name.strip_prefix(p))?;
+    rest.split('.').next()?.parse().ok()
+}
+
+/// True for the parameters a base checkpoint may lack, initialised then: the classifier and
+/// what sits between the encoder and it (BERT's and DeBERTa's poolers, ModernBERT's prediction
+/// head).
+fn is_head(name: &str) -> bool {
+    ["classifier.", "bert.pooler.", "head.", "pooler."].iter().any(|p| name.starts_with(p))
+}
+
+/// A checkpoint name under Hugging Face's canonical sequence-classification names of `family`:
+/// the prefix (`bert.`, `roberta.`, `model.`) added when missing, old `gamma`/`beta` LayerNorm
+/// names mapped; `None` for tensors the model does not use (`position_ids` buffers,
+/// pre-training heads: BERT's `cls.*`, RoBERTa's `lm_head.*`, ModernBERT's `decoder.*`,
+/// DeBERTa's `lm_predictions.*` and `mask_predictions.*`).
+pub fn canonical_name(name: &str, family: Family) -> Option<String> {
+    if name.ends_with("position_ids") {
         return None;
     }
+    let keep_root: &[&str] = match family {
+        Family::Bert => {
+            let name = name.strip_prefix("model.").unwrap_or(name);
+            if name.starts_with("cls.") {
+                return None;
+            }
+            return Some(bert_name(name));
+        }
+        Family::Roberta if name.starts_with("lm_head.") => return None,
+        Family::Roberta => &["roberta.", "classifier."],
+        Family::ModernBert if name.starts_with("decoder.") => return None,
+        Family::ModernBert => &["model.", "head.", "classifier."],
+        Family::Deberta
+            if ["lm_predictions.", "mask_predictions.", "cls.", "lm_head."].iter().any(|p| name.starts_with(p)) =>
+        {
+            return None;
+        }
+        Family::Deberta => &["deberta.", "pooler.", "classifier."],
+    };
+    if keep_root.iter().any(|p| name.starts_with(p)) {
+        Some(name.to_string())
+    } else {
+        Some(format!("{}.{name}", family.prefix()))
+    }
+}
+
+/// BERT's canonical name of `name` (see [`canonical_name`]).
+fn bert_name(name: &str) -> String {
     let name = if name.starts_with("bert.") || name.starts_with("classifier.") {
         name.to_string()
     } else {
         format!("bert.{name}")
     };
-    let name = match name.strip_suffix(".gamma") {
+    match name.strip_suffix(".gamma") {
         Some(stem) if stem.ends_with("LayerNorm") => format!("{stem}.weight"),
         _ => match name.strip_suffix(".beta") {
             Some(stem) if stem.ends_with("LayerNorm") => format!("{stem}.bias"),
             _ => name,
         },
-    };
-    Some(name)
+    }
 }
 
-/// Reads a safetensors checkpoint onto the CPU as f32 under canonical names.
-pub fn load_checkpoint(path: &Path) -> Result<BTreeMap<String, Tensor>, ModelError> {
+/// Reads a safetensors checkpoint onto the CPU as f32 under `family`'s canonical names.
+pub fn load_checkpoint(path: &Path, family: Family) -> Result<BTreeMap<String, Tensor>, ModelError> {
     let raw = candle_core::safetensors::load(path, &Device::Cpu)
         .map_err(|e| ModelError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
     let mut out = BTreeMap::new();
     for (name, t) in raw {
-        if let Some(canon) = canonical_name(&name) {
+        if let Some(canon) = canonical_name(&name, family) {
             out.insert(canon, t.to_dtype(DType::F32)?);
         }
     }
@@ -124,8 +288,9 @@ pub struct InitReport {
 
 /// The full parameter set for `cfg`: tensors from `checkpoint` where present, the rest drawn
 /// from a ChaCha8 stream seeded with `seed` (normal with `initializer_range`, zeros, ones).
-/// The encoder must be complete in the checkpoint (`origin` names it in errors); the pooler and
-/// classifier may be missing, and a classifier of another shape is replaced.
+/// The encoder must be complete in the checkpoint (`origin` names it in errors); the pooler,
+/// prediction head and classifier may be missing, and a classifier of another shape is
+/// replaced.
 pub fn init_weights(
     cfg: &BertConfig,
     checkpoint: Option<BTreeMap<String, Tensor>>,
@@ -140,7 +305,7 @@ pub fn init_weights(
     let mut report = InitReport::default();
     let mut out = BTreeMap::new();
     for spec in param_specs(cfg) {
-        let optional = spec.name.starts_with("classifier.") || spec.name.starts_with("bert.pooler.");
+        let optional = is_head(&spec.name);
         if let Some(t) = ckpt.remove(&spec.name) {
             if t.dims() == spec.shape.as_slice() {
                 report.loaded.push(spec.name.clone());
@@ -156,7 +321,7 @@ pub fn init_weights(
         } else if must_exist && !optional {
             return Err(ModelError::Checkpoint {
                 path: origin.to_path_buf(),
-                msg: format!("tensor {} is missing (with or without the bert. prefix)", spec.name),
+                msg: format!("tensor {} is missing (with or without the {}. prefix)", spec.name, cfg.family().prefix()),
             });
         }
         let n: usize = spec.shape.iter().product();
@@ -195,7 +360,7 @@ pub struct Param {
 #[derive(Debug, Clone)]
 pub struct TrainableModel {
     /// The network.
-    pub model: BertForSequenceClassification,
+    pub model: SequenceClassifier,
     /// Its config.
     pub config: BertConfig,
     params: Vec<Param>,
@@ -230,7 +395,7 @@ impl TrainableModel {
         }
         let rng = DropoutRng::new(dropout_seed);
         let vb = VarBuilder::from_tensors(all, DType::F32, device);
-        let model = BertForSequenceClassification::load(vb, config, &rng)?;
+        let model = SequenceClassifier::load(vb, config, &rng)?;
         Ok(TrainableModel { model, config: config.clone(), params, frozen, rng })
     }
 
@@ -288,13 +453,14 @@ pub fn safetensors_bytes(
 #[derive(Debug, Clone)]
 pub struct InferenceModel {
     /// The network.
-    pub model: BertForSequenceClassification,
+    pub model: SequenceClassifier,
     /// Its config.json.
     pub config: BertConfig,
 }
 
 impl InferenceModel {
-    /// Loads `dir/config.json` and `dir/model.safetensors` (names with or without `bert.`).
+    /// Loads `dir/config.json` and `dir/model.safetensors` (names with or without the family's
+    /// prefix).
     pub fn load(dir: &Path, device: &Device) -> Result<Self, ModelError> {
         let config = BertConfig::from_file(&dir.join("config.json"))?;
         let weights = dir.join("model.safetensors");
@@ -308,7 +474,7 @@ impl InferenceModel {
         // while the model is loaded, which the training code never does (it writes a new file
         // and renames it).
         let vb = unsafe { VarBuilder::from_mmaped_safetensors(&[&weights], DType::F32, device)? };
-        let model = BertForSequenceClassification::load(vb, &config, &DropoutRng::new(0))
+        let model = SequenceClassifier::load(vb, &config, &DropoutRng::new(0))
             .map_err(|e| ModelError::Checkpoint { path: weights.clone(), msg: e.to_string() })?;
         Ok(InferenceModel { model, config })
     }
@@ -321,7 +487,7 @@ impl InferenceModel {
         device: &Device,
     ) -> Result<Self, ModelError> {
         let vb = VarBuilder::from_tensors(weights.into_iter().collect(), DType::F32, device);
-        let model = BertForSequenceClassification::load(vb, config, &DropoutRng::new(0))?;
+        let model = SequenceClassifier::load(vb, config, &DropoutRng::new(0))?;
         Ok(InferenceModel { model, config: config.clone() })
     }
 }
@@ -333,16 +499,35 @@ mod tests {
     #[test]
     fn canonical_names_add_the_bert_prefix_once() {
         assert_eq!(
-            canonical_name("embeddings.word_embeddings.weight").as_deref(),
+            canonical_name("embeddings.word_embeddings.weight", Family::Bert).as_deref(),
             Some("bert.embeddings.word_embeddings.weight")
         );
-        assert_eq!(canonical_name("bert.pooler.dense.bias").as_deref(), Some("bert.pooler.dense.bias"));
-        assert_eq!(canonical_name("classifier.weight").as_deref(), Some("classifier.weight"));
+        assert_eq!(canonical_name("bert.pooler.dense.bias", Family::Bert).as_deref(), Some("bert.pooler.dense.bias"));
+        assert_eq!(canonical_name("classifier.weight", Family::Bert).as_deref(), Some("classifier.weight"));
         assert_eq!(
-            canonical_name("encoder.layer.0.output.LayerNorm.gamma").as_deref(),
+            canonical_name("encoder.layer.0.output.LayerNorm.gamma", Family::Bert).as_deref(),
             Some("bert.encoder.layer.0.output.LayerNorm.weight")
         );
-        assert_eq!(canonical_name("embeddings.position_ids"), None);
+        assert_eq!(canonical_name("embeddings.position_ids", Family::Bert), None);
+        // RoBERTa: `roberta.` added, the masked-LM head dropped; ModernBERT keeps `model.`.
+        let r = |n: &str| canonical_name(n, Family::Roberta);
+        assert_eq!(
+            r("embeddings.word_embeddings.weight").as_deref(),
+            Some("roberta.embeddings.word_embeddings.weight")
+        );
+        assert_eq!(r("classifier.out_proj.bias").as_deref(), Some("classifier.out_proj.bias"));
+        assert_eq!(r("lm_head.dense.weight"), None);
+        let m = |n: &str| canonical_name(n, Family::ModernBert);
+        assert_eq!(m("model.layers.0.attn.Wqkv.weight").as_deref(), Some("model.layers.0.attn.Wqkv.weight"));
+        assert_eq!(m("layers.0.attn.Wqkv.weight").as_deref(), Some("model.layers.0.attn.Wqkv.weight"));
+        assert_eq!(m("head.norm.weight").as_deref(), Some("head.norm.weight"));
+        assert_eq!(m("decoder.bias"), None);
+        assert!(is_no_decay("model.layers.1.attn_norm.weight") && is_no_decay("head.norm.weight"));
+        assert!(!is_no_decay("model.layers.1.attn.Wqkv.weight"));
+        assert_eq!(layer_index("model.layers.12.mlp.Wi.weight"), Some(12));
+        assert_eq!(layer_index("roberta.encoder.layer.3.output.dense.bias"), Some(3));
+        assert_eq!(layer_index("classifier.dense.weight"), None);
+        assert!(is_embedding("roberta.embeddings.LayerNorm.bias") && !is_embedding("model.final_norm.weight"));
         assert!(is_no_decay("bert.embeddings.LayerNorm.weight"));
         assert!(is_no_decay("classifier.bias"));
         assert!(!is_no_decay("classifier.weight"));

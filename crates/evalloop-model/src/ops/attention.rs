@@ -17,11 +17,12 @@ unsafe impl Send for OutPtr {}
 // SAFETY: as for `Send`: no two tasks touch the same element.
 unsafe impl Sync for OutPtr {}
 
-/// Multi-head scaled dot-product attention with an additive key mask and dropout on the
-/// probabilities, reading `q`, `k`, `v` `(b, s, heads * d)` as they come out of the linear
+/// Multi-head scaled dot-product attention with an additive mask (per key, or per query and
+/// key) and dropout on the probabilities, reading `q`, `k`, `v` `(b, s, heads * d)` as they come out of the linear
 /// layers (no head split or merge copies) and returning the context `(b, s, heads * d)`:
 /// for each (batch, head), `softmax(q k^T * scale + mask) * keep` times `v`. `mask` holds
-/// `b * s` additive values (`(b, 1, 1, s)`), `keep` the dropout multipliers in the order of a
+/// `b * s` additive values (`(b, 1, 1, s)`: one per key) or `b * s * s` (`(b, 1, s, s)`: one per
+/// query and key, as a sliding window needs), `keep` the dropout multipliers in the order of a
 /// `(b, heads, s, s)` probability tensor (`None`: no dropout). One rayon task per (batch, head),
 /// each running its two small matrix products on its own thread. When an input tracks a
 /// gradient the probabilities are kept for the backward pass (dq, dk, dv; the mask gets none).
@@ -44,7 +45,8 @@ pub fn attention(
     if heads == 0 || h % heads != 0 {
         bail!("attention: hidden size {h} is not a multiple of {heads} heads");
     }
-    if mask.elem_count() != b * s {
+    let per_query = mask.elem_count() == b * s * s && s > 1;
+    if mask.elem_count() != b * s && !per_query {
         bail!("attention: mask {:?} for {b} sequences of {s} tokens", mask.dims());
     }
     if let Some(kp) = &keep
@@ -56,6 +58,7 @@ pub fn attention(
         heads,
         scale: scale as f32,
         mask: mask.flatten_all()?.to_vec1::<f32>()?,
+        per_query,
         keep,
         save: q.track_op() || k.track_op() || v.track_op(),
         probs: std::sync::Mutex::new(None),
@@ -66,8 +69,10 @@ pub fn attention(
 struct AttentionOp {
     heads: usize,
     scale: f32,
-    /// Additive key mask, `b * s` values.
+    /// Additive mask: `b * s` values (per key), or `b * s * s` when `per_query`.
     mask: Vec<f32>,
+    /// Whether `mask` has a row per query.
+    per_query: bool,
     /// Dropout multipliers, `(b, heads, s, s)`.
     keep: Option<Vec<f32>>,
     /// Whether to keep the probabilities for the backward pass.
@@ -139,10 +144,11 @@ impl CustomOp3 for AttentionOp {
         // One (batch, head): `p` receives the probabilities, `scratch` is s x s.
         let task = |t: usize, p: &mut [f32], scratch: &mut [f32]| {
             let (s, d) = (dims.s, dims.d);
-            let m = &mask[(t / dims.heads) * s..][..s];
+            let batch = t / dims.heads;
             // SAFETY: q and k hold (b, s, h) values and t < b * heads; scratch is s x s.
             unsafe { small_gemm((s, s, d), scratch.as_mut_ptr(), s, dims.head(q, t), dims.head_t(k, t)) };
-            for (x, p) in scratch.chunks_exact(s).zip(p.chunks_exact_mut(s)) {
+            for (i, (x, p)) in scratch.chunks_exact(s).zip(p.chunks_exact_mut(s)).enumerate() {
+                let m = if self.per_query { &mask[(batch * s + i) * s..][..s] } else { &mask[batch * s..][..s] };
                 kernels.softmax(x, m, self.scale, p);
             }
             let lhs = match keep {
@@ -315,7 +321,15 @@ mod tests {
                 m[(b - 1) * s + j] = f32::MIN;
             }
             m[s - 1] = f32::MIN;
-            let mask = Tensor::from_vec(m, (b, 1, 1, s), &dev).unwrap();
+            // Per query as well: the key mask and a window of 2 tokens either side.
+            let rows: Vec<f32> = (0..b * s * s)
+                .map(|x| {
+                    let (batch, i, j) = (x / (s * s), x / s % s, x % s);
+                    if i.abs_diff(j) > 2 { f32::MIN } else { m[batch * s + j] }
+                })
+                .collect();
+            let key_mask = Tensor::from_vec(m, (b, 1, 1, s), &dev).unwrap();
+            let row_mask = Tensor::from_vec(rows, (b, 1, s, s), &dev).unwrap();
             let scale = 1.0 / (d as f64).sqrt();
             // Dropout 0.1 from a fixed seed.
             let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(42);
@@ -323,10 +337,11 @@ mod tests {
                 (0..b * heads * s * s).map(|_| if rng.random::<f32>() < 0.1 { 0.0 } else { 1.0 / 0.9 }).collect();
             let keep_t = Tensor::from_vec(keep.clone(), (b, heads, s, s), &dev).unwrap();
             let probe = Tensor::randn(0f32, 1.0, (b, s, h), &dev).unwrap();
-            for dropout in [false, true] {
+            for (dropout, per_query) in [(false, false), (true, false), (false, true), (true, true)] {
+                let mask = if per_query { &row_mask } else { &key_mask };
                 let kv = dropout.then(|| keep.clone());
-                let fused = attention(&q, &k, &v, &mask, heads, scale, kv).unwrap();
-                let composed = composed_attention(&q, &k, &v, &mask, heads, scale, dropout.then_some(&keep_t));
+                let fused = attention(&q, &k, &v, mask, heads, scale, kv).unwrap();
+                let composed = composed_attention(&q, &k, &v, mask, heads, scale, dropout.then_some(&keep_t));
                 assert_eq!(fused.dims(), &[b, s, h]);
                 assert!(max_diff(&fused, &composed) < 1e-5, "{s}: {}", max_diff(&fused, &composed));
                 let gf = grads_of(&[&q, &k, &v], &fused, &probe);
@@ -334,14 +349,19 @@ mod tests {
                 for (name, (a, c)) in ["q", "k", "v"].iter().zip(gf.iter().zip(&gc)) {
                     assert!(max_diff(a, c) < 1e-4, "{s} {name}: {}", max_diff(a, c));
                 }
+                if per_query {
+                    // A padding query whose whole window is padding spreads over every key,
+                    // as the composed ops do: no zero to check.
+                    continue;
+                }
                 // Padded keys get no gradient.
                 let dk = gf[1].i((b - 1, s - 1)).unwrap().abs().unwrap().sum_all().unwrap();
                 assert_eq!(dk.to_scalar::<f32>().unwrap(), 0.0);
             }
             // Plain tensors (scoring): nothing saved, the same values.
             let (qt, kt, vt) = (q.as_tensor().detach(), k.as_tensor().detach(), v.as_tensor().detach());
-            let plain = attention(&qt, &kt, &vt, &mask, heads, scale, None).unwrap();
-            let tracked = attention(&q, &k, &v, &mask, heads, scale, None).unwrap();
+            let plain = attention(&qt, &kt, &vt, &key_mask, heads, scale, None).unwrap();
+            let tracked = attention(&q, &k, &v, &key_mask, heads, scale, None).unwrap();
             assert_eq!(
                 plain.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
                 tracked.flatten_all().unwrap().to_vec1::<f32>().unwrap()

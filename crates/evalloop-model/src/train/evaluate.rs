@@ -90,7 +90,7 @@ fn example_loss(logit: f64, label: f64, kind: LabelKind) -> f64 {
 /// The metrics of `model` on `examples` (encoded as `enc`): output 0 against the labels, and
 /// outputs 1..K against the dimension labels.
 pub(super) fn evaluate(
-    model: &model::BertForSequenceClassification,
+    model: &model::SequenceClassifier,
     setup: &Setup,
     examples: &[Example],
     enc: &[Encoded],

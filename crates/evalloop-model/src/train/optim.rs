@@ -4,8 +4,8 @@
 //!
 //! Layer-wise learning-rate decay (`layer_lr_decay` = d in `[train]`, 1.0 = off) gives each
 //! parameter its own rate, as PyTorch parameter groups would: with L encoder layers, layer l
-//! (1-based; `bert.encoder.layer.{l-1}.*`) gets `lr * d^(L - l)`, the embeddings
-//! (`bert.embeddings.*`) `lr * d^L`, the pooler and classifier `lr`. The decoupled weight decay
+//! (1-based; `bert.encoder.layer.{l-1}.*`, or the family's name for it) gets `lr * d^(L - l)`,
+//! the embeddings (`bert.embeddings.*`) `lr * d^L`, the pooler and classifier `lr`. The decoupled weight decay
 //! of a parameter uses its own rate.
 
 use std::collections::HashMap;
@@ -34,11 +34,9 @@ pub(crate) fn layer_lr_scale(name: &str, num_layers: usize, decay: f64) -> f64 {
     if decay == 1.0 {
         return 1.0;
     }
-    let depth = if name.starts_with("bert.embeddings.") {
+    let depth = if crate::weights::is_embedding(name) {
         num_layers
-    } else if let Some(rest) = name.strip_prefix("bert.encoder.layer.")
-        && let Some(idx) = rest.split('.').next().and_then(|s| s.parse::<usize>().ok())
-    {
+    } else if let Some(idx) = crate::weights::layer_index(name) {
         num_layers.saturating_sub(idx + 1)
     } else {
         0

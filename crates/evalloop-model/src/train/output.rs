@@ -46,8 +46,9 @@ pub(super) fn write_summary(out_dir: &Path, summary: &TrainSummary) -> evalloop_
 }
 
 /// The base model's tokenizer files (`tokenizer.json`, and `vocab.txt`,
-/// `special_tokens_map.json` when it has them) and its `tokenizer_config.json` (a BERT default
-/// without one) with the effective `model_max_length`.
+/// `special_tokens_map.json` when it has them) and its `tokenizer_config.json` (without one, a
+/// BERT default for BERT and transformers' generic fast tokenizer for the other families) with
+/// the effective `model_max_length`.
 fn write_tokenizer_files(out_dir: &Path, setup: &Setup) -> evalloop_core::Result<()> {
     for f in ["tokenizer.json", "vocab.txt", "special_tokens_map.json"] {
         let src = setup.base_dir.join(f);
@@ -60,8 +61,10 @@ fn write_tokenizer_files(out_dir: &Path, setup: &Setup) -> evalloop_core::Result
     let mut tok_cfg: serde_json::Value = if tc_src.is_file() {
         let text = std::fs::read_to_string(&tc_src).map_err(|e| evalloop_core::Error::io(&tc_src, e))?;
         serde_json::from_str(&text).map_err(|e| evalloop_core::Error::Input(format!("{}: {e}", tc_src.display())))?
-    } else {
+    } else if setup.config.family() == crate::config::Family::Bert {
         serde_json::json!({"tokenizer_class": "BertTokenizer", "do_lower_case": true})
+    } else {
+        serde_json::json!({"tokenizer_class": "PreTrainedTokenizerFast"})
     };
     if let Some(obj) = tok_cfg.as_object_mut() {
         obj.insert("model_max_length".into(), setup.tokenizer.max_length().into());

@@ -187,7 +187,7 @@ fn distill_setup(
     let n = scores.len() as f64;
     let mean = scores.iter().sum::<f64>() / n;
     let sd = (scores.iter().map(|s| (s - mean).powi(2)).sum::<f64>() / n).sqrt();
-    if scores.is_empty() || !(sd > 0.0) {
+    if scores.is_empty() || sd.is_nan() || sd <= 0.0 {
         return Err(evalloop_core::Error::Input(format!(
             "[train] distill: {} training rows of {} carry a varying field evaluator_score (the production \
              evaluator's score, written by `evalloop dataset build` of this version); nothing to distil",
@@ -285,9 +285,7 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
     let head: Vec<&str> = std::iter::once(primary).chain(dimensions.iter().map(String::as_str)).collect();
     config.set_classifier(&head, problem_type);
     if let Some(p) = cfg.dropout {
-        config.hidden_dropout_prob = p;
-        config.attention_probs_dropout_prob = p;
-        config.classifier_dropout = None;
+        config.set_dropout(p);
     }
     if cfg.freeze_layers > config.num_hidden_layers {
         return Err(evalloop_core::Error::Input(format!(
@@ -295,7 +293,7 @@ pub(super) fn setup(dataset_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Res
             cfg.freeze_layers, config.num_hidden_layers
         )));
     }
-    let max_length = cfg.max_length.min(config.max_position_embeddings);
+    let max_length = cfg.max_length.min(config.max_sequence_length());
     let tokenizer =
         PairTokenizer::from_file(&base_dir.join("tokenizer.json"), max_length)?.with_truncation(cfg.truncation)?;
     let enc = |xs: &[Example]| -> evalloop_core::Result<Vec<Encoded>> {
@@ -381,14 +379,12 @@ pub(super) fn trainable_filter(cfg: &TrainConfig) -> impl Fn(&str) -> bool + use
     let freeze_embeddings = cfg.freeze_embeddings;
     let freeze_layers = cfg.freeze_layers;
     move |name: &str| {
-        if freeze_embeddings && name.starts_with("bert.embeddings.") {
+        if freeze_embeddings && model::weights::is_embedding(name) {
             return false;
         }
-        if let Some(rest) = name.strip_prefix("bert.encoder.layer.")
-            && let Some(idx) = rest.split('.').next().and_then(|s| s.parse::<usize>().ok())
-        {
-            return idx >= freeze_layers;
+        match model::weights::layer_index(name) {
+            Some(idx) => idx >= freeze_layers,
+            None => true,
         }
-        true
     }
 }

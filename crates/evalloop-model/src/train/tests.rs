@@ -404,7 +404,7 @@ fn loss_falls_on_a_separable_toy_set_and_output_is_a_hf_directory() {
     assert_eq!(config["problem_type"], "multi_label_classification");
     assert_eq!(config["id2label"]["0"], "good");
     assert_eq!(config["num_labels"], 1);
-    let names = crate::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
+    let names = crate::weights::load_checkpoint(&out.join("model.safetensors"), crate::config::Family::Bert).unwrap();
     assert!(names.contains_key("bert.encoder.layer.1.output.dense.weight"));
     assert!(names.contains_key("classifier.bias"));
     let raw = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
@@ -445,8 +445,8 @@ fn graded_labels_train_with_mse() {
         serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
     assert_eq!(config["problem_type"], "regression");
     // The frozen layer is the base's, unchanged.
-    let trained = crate::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
-    let basew = crate::weights::load_checkpoint(&base.join("model.safetensors")).unwrap();
+    let trained = crate::weights::load_checkpoint(&out.join("model.safetensors"), crate::config::Family::Bert).unwrap();
+    let basew = crate::weights::load_checkpoint(&base.join("model.safetensors"), crate::config::Family::Bert).unwrap();
     let k = "bert.encoder.layer.0.attention.self.query.weight";
     assert_eq!(trained[k].to_vec2::<f32>().unwrap(), basew[k].to_vec2::<f32>().unwrap());
     let k = "bert.encoder.layer.1.attention.self.query.weight";
@@ -668,7 +668,7 @@ fn multi_task_training_writes_a_head_per_dimension_and_scores_them() {
     assert_eq!(config["id2label"], serde_json::json!({"0": "good", "1": "same", "2": "opposite", "3": "never"}));
     assert_eq!(config["label2id"]["opposite"], 2);
     assert_eq!(config["problem_type"], "multi_label_classification");
-    let weights = crate::weights::load_checkpoint(&out.join("model.safetensors")).unwrap();
+    let weights = crate::weights::load_checkpoint(&out.join("model.safetensors"), crate::config::Family::Bert).unwrap();
     assert_eq!(weights["classifier.weight"].dims(), &[4, 32]);
     let val = s.validation.clone().unwrap();
     assert!(val.auc.unwrap() > 0.9, "primary output: {val:?}");
@@ -767,7 +767,7 @@ fn every_objective_trains_with_dimensions() {
 }
 
 fn weights_of(dir: &Path) -> Vec<(String, Vec<f32>)> {
-    let w = crate::weights::load_checkpoint(&dir.join("model.safetensors")).unwrap();
+    let w = crate::weights::load_checkpoint(&dir.join("model.safetensors"), crate::config::Family::Bert).unwrap();
     w.into_iter().map(|(k, t)| (k, t.to_dtype(DType::F32).unwrap().flatten_all().unwrap().to_vec1().unwrap())).collect()
 }
 
@@ -1401,6 +1401,53 @@ fn preference_pairs_alone_raise_group_level_spearman() {
     assert!(bad.contains("pairs.jsonl:1") && bad.contains("weight"), "{bad}");
     let err = TrainConfig::from_toml_str("[train]\npreference_pairs = 1.0\n", "f.toml").unwrap_err().to_string();
     assert!(err.contains("preference_pairs") && err.contains("pairwise"), "{err}");
+}
+
+/// Each non-BERT family (the random fixtures of tests/fixtures/encoders/ as base models) trains
+/// through the whole run: the loss falls, the directory is in its family's Hugging Face layout
+/// (architectures, tensor names), and the scorer loaded from it reproduces the run's test loss.
+#[test]
+fn every_encoder_family_trains_and_scores() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/fixtures/encoders");
+    for (family, arch, prefix) in [
+        ("roberta", "RobertaForSequenceClassification", "roberta."),
+        ("xlm-roberta", "XLMRobertaForSequenceClassification", "roberta."),
+        ("modernbert", "ModernBertForSequenceClassification", "model."),
+        ("deberta-v3", "DebertaV2ForSequenceClassification", "deberta."),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let base = tmp.path().join("base");
+        std::fs::create_dir_all(&base).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json"] {
+            std::fs::copy(fixtures.join(family).join(f), base.join(f)).unwrap();
+        }
+        let data = tmp.path().join("data");
+        write_dataset(&data, 48, 16, "graded", 2);
+        let out = tmp.path().join("out");
+        let cfg = TrainConfig { epochs: 6, dropout: Some(0.0), learning_rate: 1e-3, ..tiny_cfg(&base) };
+        let summary = train(&data, &cfg, &out, false).unwrap();
+        let (head, tail) = first_and_last_train_loss(&out);
+        assert!(tail < head, "{family}: loss {head} -> {tail}");
+        let config: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("config.json")).unwrap()).unwrap();
+        assert_eq!(config["architectures"][0], arch, "{family}");
+        assert_eq!(config["model_type"], family.replace("-v3", "-v2"));
+        assert_eq!(config["num_labels"], 1);
+        let raw = candle_core::safetensors::load(out.join("model.safetensors"), &Device::Cpu).unwrap();
+        assert!(
+            raw.keys()
+                .all(|k| ["classifier.", "head.", "pooler."].iter().any(|p| k.starts_with(p)) || k.starts_with(prefix)),
+            "{family}: {:?}",
+            raw.keys().collect::<Vec<_>>()
+        );
+        let test = data::read_split(&data.join("test.jsonl"), LabelKind::Graded, false).unwrap();
+        let pairs: Vec<(String, String)> = test.iter().map(|e| (e.prompt.clone(), e.output.clone())).collect();
+        let scores = crate::score::Scorer::load(&out, &Device::Cpu).unwrap().score_pairs(&pairs).unwrap();
+        let wmse: f64 = scores.iter().zip(&test).map(|(s, e)| e.weight * (s - e.label).powi(2)).sum::<f64>()
+            / test.iter().map(|e| e.weight).sum::<f64>();
+        let t = summary.test.unwrap();
+        assert!((wmse - t.loss).abs() < 1e-5, "{family}: scorer {wmse} vs training's test loss {}", t.loss);
+    }
 }
 
 /// `distill` alone (no labelled pair: `pair_min_diff` above the label range) learns the

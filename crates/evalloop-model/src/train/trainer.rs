@@ -79,7 +79,7 @@ impl<'a> Trainer<'a> {
 
         // Initial weights: the base checkpoint plus a seeded head.
         let base_weights = setup.base_dir.join("model.safetensors");
-        let ckpt = weights::load_checkpoint(&base_weights)?;
+        let ckpt = weights::load_checkpoint(&base_weights, setup.config.family())?;
         let (init, report) = weights::init_weights(&setup.config, Some(ckpt), &base_weights, cfg.seed)?;
         tracing::info!(
             base = %setup.base_dir.display(),
@@ -309,7 +309,7 @@ impl<'a> Trainer<'a> {
         let (setup, cfg, device) = (self.setup, self.cfg, self.device);
         let best = &self.state.early_stopping;
         let final_weights: BTreeMap<String, Tensor> = if best.best_epoch.is_some() && self.best_path.is_file() {
-            weights::load_checkpoint(&self.best_path)?
+            weights::load_checkpoint(&self.best_path, setup.config.family())?
         } else {
             self.tm.tensors()
         };
