@@ -18,6 +18,13 @@
 #
 # Usage: scripts/bench/bench-weighting.sh [JUDGEMENTS_DIR] [SEEDS]   (default ../shared/data/judgements, seeds 1-10)
 # Needs: a release build (cargo build --release) and python3 (standard library only).
+#
+# A weighting of your own, from Python: PY_WEIGHTING=FILE.py[:FUNCTION] (default function
+# `weights`) adds a row `custom` built with the Python package (`evalloop.dataset.build(...,
+# weighting=FUNCTION)`: the function gets the labelled rows as a pyarrow table, with cohorts and
+# feedback rates, and returns one weight per row), through the same dataset config, splits and
+# checks as the built-in schemes. PY (default: target/py-bindings/bin/python, made by
+# scripts/python-bindings.sh) is a python with the package installed.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA="${1:-}"
@@ -60,6 +67,12 @@ T
 }
 
 WEIGHTINGS="none inverse_rate ipw ipw_labelled"
+PY="${PY:-target/py-bindings/bin/python}"
+if [[ -n "${PY_WEIGHTING:-}" ]]; then
+  [[ -f "${PY_WEIGHTING%%:*}" ]] || { echo "PY_WEIGHTING: no file ${PY_WEIGHTING%%:*}" >&2; exit 2; }
+  "$PY" -c 'import evalloop' 2>/dev/null \
+    || { echo "PY_WEIGHTING needs a python with the evalloop package: set PY (scripts/python-bindings.sh)" >&2; exit 2; }
+fi
 for spec in "newsroom:coherence" "realsumm:litepyramid_recall"; do
   name="${spec%%:*}"; dim="${spec#*:}"
   for scen in cohort users outcome; do
@@ -78,10 +91,24 @@ for spec in "newsroom:coherence" "realsumm:litepyramid_recall"; do
           "$scheme" "$rate" > "$run/ds-$w.toml"
         "$BIN" --db "$run/e.db" --config "$run/ds-$w.toml" dataset build --out "$run/ds-$w" > /dev/null 2>&1
       done
+      if [[ -n "${PY_WEIGHTING:-}" ]]; then
+        # The same dataset config as `none`, weights from the Python function.
+        "$PY" - "$run/e.db" "$run/ds-none.toml" "$run/ds-custom" "$PY_WEIGHTING" <<'PY' > /dev/null
+import importlib.util, sys
+import evalloop
+db, config, out, spec = sys.argv[1:5]
+path, _, name = spec.partition(":")
+loader = importlib.util.spec_from_file_location("py_weighting", path)
+module = importlib.util.module_from_spec(loader)
+loader.loader.exec_module(module)
+evalloop.dataset.build(evalloop.Store.open(db), config, out=out, weighting=getattr(module, name or "weights"))
+PY
+      fi
     done
   done
 done
 
+[[ -n "${PY_WEIGHTING:-}" ]] && WEIGHTINGS="$WEIGHTINGS custom"
 python3 - "$WORK" "$SEEDS" "$WEIGHTINGS" <<'PY'
 import json, sys, statistics as st
 work, seeds, weightings = sys.argv[1], sys.argv[2].split(), sys.argv[3].split()
