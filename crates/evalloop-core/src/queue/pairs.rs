@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Strategy;
-use super::select::{Candidate, CreateOptions, normalised, scores_of};
+use super::select::{Candidate, CreateOptions, scores_of, strategy_priorities};
 use crate::dataset::{metadata_group, prompt_group};
 use crate::feedback::HumanPolicy;
 use crate::store::{Filter, Store};
@@ -155,22 +155,9 @@ pub fn pair_priorities(
         };
         Ok(pairs.iter().map(|(a, b)| (term(a) + term(b)) / 2.0).collect())
     };
-    let priority: Vec<f64> = match o.strategy {
-        Strategy::Random => vec![1.0; pairs.len()],
-        Strategy::Disagreement => disagreement,
-        Strategy::Uncertainty => uncertainty,
-        Strategy::CohortBalanced => balanced()?,
-        Strategy::Mix => {
-            let mut parts = vec![normalised(&balanced()?)];
-            if !disagreement.is_empty() {
-                parts.push(normalised(&disagreement));
-            }
-            if !members.is_empty() {
-                parts.push(normalised(&uncertainty));
-            }
-            (0..pairs.len()).map(|i| parts.iter().map(|p| p[i]).sum::<f64>() / parts.len() as f64).collect()
-        }
-    };
+    // Without members the uncertainty is the evaluator's own (1 - |gap|): not a part of `mix`.
+    let uncertainty_part = if members.is_empty() && o.strategy == Strategy::Mix { Vec::new() } else { uncertainty };
+    let priority = strategy_priorities(o.strategy, pairs.len(), disagreement, uncertainty_part, balanced)?;
     Ok(pairs
         .into_iter()
         .zip(priority)

@@ -83,6 +83,34 @@ pub(super) fn normalised(v: &[f64]) -> Vec<f64> {
     if s > 0.0 { v.iter().map(|x| x / s).collect() } else { vec![1.0 / v.len() as f64; v.len()] }
 }
 
+/// Each of `n` candidates' priority under `strategy`, from the per-candidate `disagreement`
+/// and `uncertainty` priorities (empty when not computed) and the `cohort-balanced` ones
+/// (computed only when needed); `mix` is the mean of the normalised parts at hand.
+pub(super) fn strategy_priorities(
+    strategy: Strategy,
+    n: usize,
+    disagreement: Vec<f64>,
+    uncertainty: Vec<f64>,
+    balanced: impl Fn() -> Result<Vec<f64>>,
+) -> Result<Vec<f64>> {
+    Ok(match strategy {
+        Strategy::Random => vec![1.0; n],
+        Strategy::Disagreement => disagreement,
+        Strategy::Uncertainty => uncertainty,
+        Strategy::CohortBalanced => balanced()?,
+        Strategy::Mix => {
+            let mut parts = vec![normalised(&balanced()?)];
+            if !disagreement.is_empty() {
+                parts.push(normalised(&disagreement));
+            }
+            if !uncertainty.is_empty() {
+                parts.push(normalised(&uncertainty));
+            }
+            (0..n).map(|i| parts.iter().map(|p| p[i]).sum::<f64>() / parts.len() as f64).collect()
+        }
+    })
+}
+
 /// The population and each request's priority under `o`'s strategy, ordered by request id.
 pub fn priorities(
     store: &dyn Store,
@@ -172,22 +200,7 @@ pub fn priorities(
             })
             .collect())
     };
-    let priority: Vec<f64> = match o.strategy {
-        Strategy::Random => vec![1.0; ids.len()],
-        Strategy::Disagreement => disagreement,
-        Strategy::Uncertainty => uncertainty,
-        Strategy::CohortBalanced => balanced()?,
-        Strategy::Mix => {
-            let mut parts = vec![normalised(&balanced()?)];
-            if !disagreement.is_empty() {
-                parts.push(normalised(&disagreement));
-            }
-            if !uncertainty.is_empty() {
-                parts.push(normalised(&uncertainty));
-            }
-            (0..ids.len()).map(|i| parts.iter().map(|p| p[i]).sum::<f64>() / parts.len() as f64).collect()
-        }
-    };
+    let priority = strategy_priorities(o.strategy, ids.len(), disagreement, uncertainty, balanced)?;
     Ok(ids
         .into_iter()
         .zip(priority)
