@@ -71,6 +71,19 @@ fn times(v: Vec<i64>) -> ArrayRef {
 }
 
 impl Store {
+    /// The tables' window: [`Store::filter`] with the evaluator resolved (the store's only one
+    /// unless named), as the analyses resolve it.
+    fn table_filter(
+        &self,
+        since: Option<&str>,
+        until: Option<&str>,
+        evaluator: Option<String>,
+        cohort: Option<String>,
+    ) -> PyResult<Filter> {
+        let filter = Self::filter(since, until, evaluator, cohort)?;
+        analysis::resolve_evaluator(self.store.as_ref(), &filter).map_err(py_err)
+    }
+
     /// The analyses' window: `since`/`until` (RFC 3339 or `YYYY-MM-DD`), evaluator, cohort.
     fn filter(
         since: Option<&str>,
@@ -195,8 +208,7 @@ impl Store {
         evaluator: Option<String>,
         cohort: Option<String>,
     ) -> PyResult<ArrowStream> {
-        let filter = Self::filter(since, until, evaluator, cohort)?;
-        let filter = analysis::resolve_evaluator(self.store.as_ref(), &filter).map_err(py_err)?;
+        let filter = self.table_filter(since, until, evaluator, cohort)?;
         let rows = self.store.evaluated_requests(&filter).map_err(|e| py_err(e.into()))?;
         let ids: Vec<String> = rows.iter().map(|r| r.request_id.clone()).collect();
         let mut texts = std::collections::HashMap::with_capacity(ids.len());
@@ -230,8 +242,7 @@ impl Store {
         evaluator: Option<String>,
         cohort: Option<String>,
     ) -> PyResult<ArrowStream> {
-        let filter = Self::filter(since, until, evaluator, cohort)?;
-        let filter = analysis::resolve_evaluator(self.store.as_ref(), &filter).map_err(py_err)?;
+        let filter = self.table_filter(since, until, evaluator, cohort)?;
         let ids = self.store.request_ids(&filter).map_err(|e| py_err(e.into()))?;
         let mut events = Vec::new();
         for id in &ids {
@@ -279,8 +290,7 @@ impl Store {
             Some(p) => from_py("policy", &p)?,
         };
         policy.validate().map_err(|e| input_err(format!("policy: {e}")))?;
-        let filter = Self::filter(since, until, evaluator, cohort)?;
-        let filter = analysis::resolve_evaluator(self.store.as_ref(), &filter).map_err(py_err)?;
+        let filter = self.table_filter(since, until, evaluator, cohort)?;
         let good_min = policy.good_min;
         let rows = self
             .store
