@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # Active learning with annotation queues, measured: a simulated reviewer labels the picks of
-# `random` and `disagreement` queues in rounds; after each round the evaluator is retrained with
-# configs/weekly.toml's [train] settings and scored on held-out groups (group-level Spearman per
-# round); then the coverage of the inverse-probability intervals over repeated queue draws.
-# The figures are in BENCHMARKS.md ("Annotation queues") and docs/guide/queues.md.
+# `random` queues (by request and by whole prompt group) and `disagreement` queues by whole group
+# in rounds; after each round the evaluator is retrained with configs/weekly.toml's [train]
+# settings and scored on held-out groups (group-level Spearman per round); then the coverage of
+# the inverse-probability intervals (mean label, the evaluator's correlation with the labels)
+# over repeated queue draws. The figures are in BENCHMARKS.md ("Annotation queues") and
+# docs/guide/queues.md.
 #
 # Usage: scripts/bench/active.sh [JUDGEMENTS_DIR] [-- DRIVER OPTIONS]
-#   default: Newsroom coherence, 12 held-out groups, seeds 1 2, 3 rounds of 40 labels,
-#   rater noise sd 0.5, coverage over 200 draws of 60 items (see scripts/bench/active_driver.py --help)
+#   default: Newsroom coherence, 12 held-out groups, seeds 1 2, 4 rounds of 21 labels (3 whole
+#   groups), rater noise sd 0.5, coverage over 200 draws of 56 labels
+#   (see scripts/bench/active_driver.py --help); BAGEL:
+#   scripts/bench/active.sh -- --dataset bagel --dimension quality --holdout-groups 61 --k 20
 # Needs: a release build (cargo build --release), the base model in the hub cache
-# (scripts/fetch-model.sh), python3 (standard library only). About 10 training runs of 1-2
-# minutes each on a quiet 2-core machine.
+# (scripts/fetch-model.sh), python3 (standard library only). 11 training runs a seed of 1-2
+# minutes each (Newsroom) or under a minute (BAGEL) on a quiet 2-core machine.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 DATA="${1:-}"

@@ -2,18 +2,23 @@
 """Active learning with evalloop's annotation queues, measured (driven by scripts/bench/active.sh).
 
 A simulated reviewer (the judgement set's human score plus rater noise, rounded to 1-5) labels
-the picks of a queue in rounds of K items; after each round the evaluator is retrained from the
-labels so far with configs/weekly.toml's [train] settings and scored on held-out groups (whole
-source documents kept out of the pool by `evalloop simulate --holdout-groups`). Round 1 is a
-random queue for every strategy (there is no retrained evaluator yet); later rounds use the
-strategy, `disagreement` comparing the base evaluator with the latest retrained one, each round
+the picks of a queue in rounds of about K labels; after each round the evaluator is retrained
+from the labels so far with configs/weekly.toml's [train] settings and scored on held-out groups
+(whole source documents kept out of the pool by `evalloop simulate --holdout-groups`). A
+strategy is a queue strategy, optionally drawn by whole prompt groups (`NAME:group`, `queue
+create --whole-groups`: K / group size groups a round). Round 1 is a random queue of the same
+unit for every strategy (there is no retrained evaluator yet); later rounds use the strategy,
+`disagreement` and `mix` comparing the base evaluator with the latest retrained one, each round
 leaving out requests labelled before (`--exclude-labelled`). Printed: held-out group-level
-Spearman (the mean over held-out groups of the within-group Spearman correlation) per round.
+Spearman (the mean over held-out groups of the within-group Spearman correlation) per round, and
+for each strategy the fewest labels at which its mean curve reaches `random`'s final value.
 
-Coverage: on one pool (with the first retrained evaluator's scores), D draws of a queue of
-size N by `random` and by `disagreement`, labelled by the simulated reviewer; how often the 95%
-interval of the inverse-probability (Hajek) mean from `evalloop queue show` covers the pool's
-true mean label, beside the plain (unweighted) mean of the disagreement queue's labels.
+Coverage: on one pool (with the first retrained evaluator's scores), D draws of a queue of about
+N labels by each strategy's selection (random probabilities, or the disagreement with that
+evaluator), labelled by the simulated reviewer; how often the 95% intervals of `evalloop queue
+show` cover the pool's true values: the inverse-probability (Hajek) mean label, and the
+evaluator's weighted Pearson correlation with the labels; beside the plain (unweighted) mean and
+correlation of the same labels.
 
 Standard library only. Usage: active_driver.py BIN JUDGEMENTS WORK [options]; see --help.
 """
@@ -53,18 +58,6 @@ def label(truth, request_id, sigma, *seed):
     return int(min(5, max(1, round(truth[request_id] + r.gauss(0.0, sigma)))))
 
 
-def expected_label(h, sigma):
-    """E[label] for human score h under the noise model (exact, from the normal CDF)."""
-    cdf = lambda x: 0.5 * (1.0 + math.erf(x / (sigma * math.sqrt(2.0))))
-    e = 0.0
-    for k in range(1, 6):
-        lo = -math.inf if k == 1 else k - 0.5 - h
-        hi = math.inf if k == 5 else k + 0.5 - h
-        p = (1.0 if hi == math.inf else cdf(hi)) - (0.0 if lo == -math.inf else cdf(lo))
-        e += k * p
-    return e
-
-
 def ranks(v):
     order = sorted(range(len(v)), key=lambda i: v[i])
     r = [0.0] * len(v)
@@ -96,7 +89,7 @@ def group_spearman(rows):
         groups.setdefault(r["group"], []).append(r)
     vals = []
     for g in groups.values():
-        if len(g) < 3:
+        if len(g) < 2:
             continue
         s = spearman([r["score"] for r in g], [r["human_score"] for r in g])
         if s is not None:
@@ -133,75 +126,146 @@ def train_round(a, bin_, db, work, evaluator, heldout, tag):
     return model, group_spearman(rows), secs
 
 
+def parse_strategy(s):
+    """`NAME` or `NAME:group` -> (queue strategy, whole groups?)."""
+    name, _, unit = s.partition(":")
+    if unit not in ("", "group"):
+        sys.exit(f"strategy {s!r}: the unit after ':' can only be 'group'")
+    return name, unit == "group"
+
+
+def queue_args(a, name, size, seed, evaluator, strategy, groups):
+    args = ["queue", "create", "--name", name, "--seed", seed, "--evaluator", evaluator, "--strategy", strategy]
+    if groups:
+        args += ["--whole-groups", "--group-key", "group_id", "--size", max(1, round(size / a.group_size))]
+    else:
+        args += ["--size", size]
+    return args
+
+
+def queue_items(bin_, db, queue):
+    return [json.loads(line)["request_id"] for line in run(bin_, db, "queue", "export", queue).splitlines()]
+
+
 def curves(a, bin_, truth, sim, heldout, evaluator):
     results = []  # (seed, strategy, round, labels, spearman)
     for seed in a.seeds:
         base = os.path.join(a.work, f"seed{seed}")
         os.makedirs(base, exist_ok=True)
-        db0 = os.path.join(base, "round1.db")
-        run(bin_, db0, "ingest", "logs", os.path.join(sim, "logs.jsonl"))
-        run(bin_, db0, "queue", "create", "--name", "round1", "--strategy", "random", "--size", a.k, "--seed", seed,
-            "--evaluator", evaluator)
-        answers_file(bin_, db0, "round1", truth, a.sigma, seed, os.path.join(base, "a1.jsonl"))
-        run(bin_, db0, "queue", "import", "round1", os.path.join(base, "a1.jsonl"))
-        model1, s1, secs = train_round(a, bin_, db0, base, evaluator, heldout, "r1")
-        print(f"seed {seed} round 1 (random, {a.k} labels): held-out group Spearman {s1:.4f} (train {secs:.0f} s)",
-              flush=True)
-        run(bin_, db0, "score", "--model", model1, "--store", "--evaluator-name", "m1")
-        for strategy in a.strategies:
-            results.append((seed, strategy, 1, a.k, s1))
-            work = os.path.join(base, strategy)
+        first = {}  # unit -> (db, model, labels, spearman)
+        for groups in sorted({parse_strategy(x)[1] for x in a.strategies}):
+            tag = "group" if groups else "request"
+            db0 = os.path.join(base, f"round1-{tag}.db")
+            run(bin_, db0, "ingest", "logs", os.path.join(sim, "logs.jsonl"))
+            run(bin_, db0, *queue_args(a, "round1", a.k, seed, evaluator, "random", groups))
+            answers_file(bin_, db0, "round1", truth, a.sigma, seed, os.path.join(base, f"a1-{tag}.jsonl"))
+            run(bin_, db0, "queue", "import", "round1", os.path.join(base, f"a1-{tag}.jsonl"))
+            n1 = len(queue_items(bin_, db0, "round1"))
+            model1, s1, secs = train_round(a, bin_, db0, base, evaluator, heldout, f"r1-{tag}")
+            print(f"seed {seed} round 1 (random by {tag}, {n1} labels): held-out group Spearman {s1:.4f} "
+                  f"(train {secs:.0f} s)", flush=True)
+            run(bin_, db0, "score", "--model", model1, "--store", "--evaluator-name", "m1")
+            first[groups] = (db0, n1, s1)
+            if seed == a.seeds[0]:
+                a.coverage_db = db0
+        for label in a.strategies:
+            strategy, groups = parse_strategy(label)
+            db0, n, s1 = first[groups]
+            results.append((seed, label, 1, n, s1))
+            work = os.path.join(base, label.replace(":", "-"))
             os.makedirs(work, exist_ok=True)
             db = os.path.join(work, "e.db")
             shutil.copy(db0, db)
             for r in range(2, a.rounds + 1):
                 name = f"round{r}"
-                args = ["queue", "create", "--name", name, "--size", a.k, "--seed", seed * 100 + r,
-                        "--evaluator", evaluator, "--exclude-labelled", "--strategy", strategy]
+                args = queue_args(a, name, a.k, seed * 100 + r, evaluator, strategy, groups) + ["--exclude-labelled"]
                 if strategy in ("disagreement", "mix"):
                     args += ["--against", f"m{r - 1}"]
                 run(bin_, db, *args)
                 answers_file(bin_, db, name, truth, a.sigma, seed, os.path.join(work, f"a{r}.jsonl"))
                 run(bin_, db, "queue", "import", name, os.path.join(work, f"a{r}.jsonl"))
+                n += len(queue_items(bin_, db, name))
                 model, s, secs = train_round(a, bin_, db, work, evaluator, heldout, f"r{r}")
                 run(bin_, db, "score", "--model", model, "--store", "--evaluator-name", f"m{r}")
-                results.append((seed, strategy, r, a.k * r, s))
-                print(f"seed {seed} round {r} ({strategy}, {a.k * r} labels): held-out group Spearman {s:.4f} "
+                results.append((seed, label, r, n, s))
+                print(f"seed {seed} round {r} ({label}, {n} labels): held-out group Spearman {s:.4f} "
                       f"(train {secs:.0f} s)", flush=True)
-            if strategy == a.strategies[0] and seed == a.seeds[0]:
-                a.coverage_db = db0
     return results
+
+
+def label_moments(h, sigma):
+    """E[label] and Var[label] for human score h under the noise model (exact)."""
+    cdf = lambda x: 0.5 * (1.0 + math.erf(x / (sigma * math.sqrt(2.0))))
+    probs = []
+    for k in range(1, 6):
+        lo = 0.0 if k == 1 else cdf(k - 0.5 - h)
+        hi = 1.0 if k == 5 else cdf(k + 0.5 - h)
+        probs.append(hi - lo)
+    mean = sum(k * p for k, p in zip(range(1, 6), probs))
+    return mean, sum((k - mean) ** 2 * p for k, p in zip(range(1, 6), probs))
+
+
+def plain_correlation(xs, ys):
+    """Pearson r with the Fisher-z 95% interval (independent observations)."""
+    n = len(xs)
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    sxx = sum((x - mx) ** 2 for x in xs)
+    syy = sum((y - my) ** 2 for y in ys)
+    if sxx == 0 or syy == 0 or n < 4:
+        return None
+    r = sxy / math.sqrt(sxx * syy)
+    z, se = math.atanh(max(-0.999999, min(0.999999, r))), 1.0 / math.sqrt(n - 3)
+    return math.tanh(z - 1.96 * se), math.tanh(z + 1.96 * se)
 
 
 def coverage(a, bin_, truth, evaluator):
     db = os.path.join(a.work, "coverage.db")
     shutil.copy(a.coverage_db, db)
-    pop = [json.loads(l)["request_id"] for l in open(os.path.join(a.sim, "logs.jsonl"))]
-    target = statistics.fmean(expected_label(truth[r], a.sigma) for r in pop)
-    hits = {"random": 0, "disagreement": 0, "disagreement_unweighted": 0}
-    widths = {k: [] for k in hits}
+    logs = [json.loads(line) for line in open(os.path.join(a.sim, "logs.jsonl"))]
+    score = {r["request_id"]: r["eval_scores"]["overall"] for r in logs}
+    moments = {r: label_moments(truth[r], a.sigma) for r in score}
+    # The pool's true values: the mean label and the correlation of the evaluator's score with
+    # the label (whose variance adds the rater noise to that of the expected label).
+    n = len(score)
+    target_mean = statistics.fmean(m[0] for m in moments.values())
+    mx = statistics.fmean(score.values())
+    cov = sum((score[r] - mx) * (moments[r][0] - target_mean) for r in score) / n
+    var_x = sum((x - mx) ** 2 for x in score.values()) / n
+    var_y = sum((m[0] - target_mean) ** 2 + m[1] for m in moments.values()) / n
+    target_r = cov / math.sqrt(var_x * var_y)
+    stats = {}
+
+    def hit(key, low, high, target):
+        h = stats.setdefault(key, [0, []])
+        h[0] += int(low <= target <= high)
+        h[1].append(high - low)
+
     for d in range(a.draws):
-        for strategy in ("random", "disagreement"):
-            name = f"cov-{strategy}-{d}"
-            args = ["queue", "create", "--name", name, "--size", a.n, "--seed", 1000 + d, "--evaluator", evaluator,
-                    "--strategy", strategy]
-            if strategy == "disagreement":
+        for label in a.coverage_strategies:
+            strategy, groups = parse_strategy(label)
+            name = f"cov-{label.replace(':', '-')}-{d}"
+            args = queue_args(a, name, a.n, 1000 + d, evaluator, strategy, groups)
+            if strategy in ("disagreement", "mix"):
                 args += ["--against", "m1"]
             run(bin_, db, *args)
             path = os.path.join(a.work, "cov.jsonl")
             answers_file(bin_, db, name, truth, a.sigma, f"cov{d}", path)
             run(bin_, db, "queue", "import", name, path)
             shown = json.loads(run(bin_, db, "--json", "queue", "show", name, "--bootstrap", "0"))
-            m = shown["ipw_mean"]
-            hits[strategy] += int(m["low"] <= target <= m["high"])
-            widths[strategy].append(m["high"] - m["low"])
-            if strategy == "disagreement":
-                ys = [json.loads(l)["answer"] for l in open(path)]
-                mean = statistics.fmean(ys)
-                se = statistics.stdev(ys) / math.sqrt(len(ys))
-                hits["disagreement_unweighted"] += int(mean - 1.96 * se <= target <= mean + 1.96 * se)
-                widths["disagreement_unweighted"].append(2 * 1.96 * se)
-    return target, {k: (hits[k] / a.draws, statistics.fmean(widths[k])) for k in hits}
+            m, c = shown["ipw_mean"], shown["ipw_correlation"]
+            hit((label, "mean", "weighted"), m["low"], m["high"], target_mean)
+            if "low" in c:
+                hit((label, "correlation", "weighted"), c["low"], c["high"], target_r)
+            answers = [json.loads(line) for line in open(path)]
+            ys = [x["answer"] for x in answers]
+            xs = [score[x["request_id"]] for x in answers]
+            mean, se = statistics.fmean(ys), statistics.stdev(ys) / math.sqrt(len(ys))
+            hit((label, "mean", "unweighted"), mean - 1.96 * se, mean + 1.96 * se, target_mean)
+            ci = plain_correlation(xs, ys)
+            if ci:
+                hit((label, "correlation", "unweighted"), ci[0], ci[1], target_r)
+    return target_mean, target_r, {k: (v[0] / a.draws, statistics.fmean(v[1]), len(v[1])) for k, v in stats.items()}
 
 
 def main():
@@ -213,13 +277,17 @@ def main():
     p.add_argument("--dimension", default="coherence")
     p.add_argument("--holdout-groups", type=int, default=12)
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2])
-    p.add_argument("--strategies", nargs="+", default=["random", "disagreement"])
-    p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--k", type=int, default=40, help="labels per round")
+    p.add_argument("--strategies", nargs="+", default=["random", "random:group", "disagreement:group"],
+                   help="queue strategies, NAME or NAME:group (drawn by whole prompt groups); the first is the "
+                        "baseline")
+    p.add_argument("--rounds", type=int, default=4)
+    p.add_argument("--k", type=int, default=21, help="labels per round (whole groups: k / group size groups)")
     p.add_argument("--sigma", type=float, default=0.5, help="rater noise (sd, 1-5 scale)")
     p.add_argument("--train-config", required=True)
     p.add_argument("--draws", type=int, default=200, help="queue draws for the coverage")
-    p.add_argument("--n", type=int, default=60, help="queue size for the coverage")
+    p.add_argument("--n", type=int, default=56, help="labels per queue for the coverage")
+    p.add_argument("--coverage-strategies", nargs="+",
+                   default=["random", "disagreement", "random:group", "disagreement:group"])
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
     bin_ = os.path.abspath(a.bin)
@@ -232,26 +300,45 @@ def main():
         t = json.loads(line)
         truth[t["request_id"]] = t["human_score"]
     heldout = os.path.join(a.sim, "heldout.jsonl")
-    evaluator = json.loads(open(os.path.join(a.sim, "logs.jsonl")).readline())["evaluator"]
-    pool = sum(1 for _ in open(os.path.join(a.sim, "logs.jsonl")))
+    logs = [json.loads(line) for line in open(os.path.join(a.sim, "logs.jsonl"))]
+    evaluator = logs[0]["evaluator"]
+    groups = {r["metadata"]["group_id"] for r in logs}
+    a.group_size = len(logs) / len(groups)
     held = sum(1 for _ in open(heldout))
-    print(f"{a.dataset} {a.dimension}: pool {pool} requests, held out {held} ({a.holdout_groups} groups); "
-          f"rater noise sd {a.sigma}; {a.rounds} rounds of {a.k} labels; seeds {a.seeds}", flush=True)
-    results = curves(a, bin_, truth, a.sim, heldout, evaluator)
-    print("\nheld-out group Spearman by labels spent (mean over seeds):")
-    print(f"{'strategy':<14}" + "".join(f"{a.k * r:>10}" for r in range(1, a.rounds + 1)))
-    for s in a.strategies:
-        row = []
-        for r in range(1, a.rounds + 1):
-            v = [x[4] for x in results if x[1] == s and x[2] == r]
-            row.append(statistics.fmean(v))
-        print(f"{s:<14}" + "".join(f"{v:>10.4f}" for v in row))
-    print("per seed: " + json.dumps([{"seed": x[0], "strategy": x[1], "round": x[2], "labels": x[3],
-                                      "group_spearman": round(x[4], 4)} for x in results]))
-    target, cov = coverage(a, bin_, truth, evaluator)
-    print(f"\ncoverage of 95% intervals for the pool's mean label ({target:.4f}), {a.draws} draws of {a.n} items:")
-    for k, (c, w) in cov.items():
-        print(f"  {k:<26} coverage {c:.3f}  mean width {w:.4f}")
+    print(f"{a.dataset} {a.dimension}: pool {len(logs)} requests in {len(groups)} groups, held out {held} "
+          f"({a.holdout_groups} groups); rater noise sd {a.sigma}; {a.rounds} rounds of about {a.k} labels; "
+          f"seeds {a.seeds}", flush=True)
+    if a.rounds > 0:
+        results = curves(a, bin_, truth, a.sim, heldout, evaluator)
+        print("\nheld-out group Spearman by round (mean over seeds; labels: mean over seeds):")
+        print(f"{'strategy':<22}" + "".join(f"{'round ' + str(r):>16}" for r in range(1, a.rounds + 1)))
+        curve = {}
+        for s in a.strategies:
+            row = []
+            for r in range(1, a.rounds + 1):
+                v = [x for x in results if x[1] == s and x[2] == r]
+                row.append((statistics.fmean(x[3] for x in v), statistics.fmean(x[4] for x in v)))
+            curve[s] = row
+            print(f"{s:<22}" + "".join(f"{sp:>8.4f} ({n:>4.0f})" for n, sp in row))
+        final_n, final = curve[a.strategies[0]][-1]
+        print(f"\n{a.strategies[0]}'s final value {final:.4f} at {final_n:.0f} labels; the fewest labels at which "
+              "each mean curve reaches it:")
+        for s in a.strategies:
+            reach = next(((n, sp) for n, sp in curve[s] if sp >= final), None)
+            share = f"{reach[0]:.0f} labels ({reach[0] / final_n:.0%})" if reach else "not within the rounds"
+            print(f"  {s:<22} {share}")
+        print("per seed: " + json.dumps([{"seed": x[0], "strategy": x[1], "round": x[2], "labels": x[3],
+                                          "group_spearman": round(x[4], 4)} for x in results]))
+    else:
+        # Coverage alone: a first random round trained on the pool gives the evaluator to disagree with.
+        a.strategies, a.rounds = ["random"], 1
+        curves(a, bin_, truth, a.sim, heldout, evaluator)
+    if a.draws > 0:
+        target_mean, target_r, cov = coverage(a, bin_, truth, evaluator)
+        print(f"\ncoverage of 95% intervals over {a.draws} draws of about {a.n} labels: the pool's mean label "
+              f"{target_mean:.4f}, the evaluator's correlation with the label {target_r:.4f}")
+        for (label, what, how), (c, w, k) in sorted(cov.items()):
+            print(f"  {label:<20} {what:<12} {how:<11} coverage {c:.3f}  mean width {w:.4f}  ({k} defined)")
 
 
 if __name__ == "__main__":

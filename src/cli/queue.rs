@@ -63,10 +63,14 @@ pub struct CreateArgs {
     /// prompt group (each item a pair).
     #[arg(long, value_enum, default_value_t = QueueKind::Rating)]
     pub kind: QueueKind,
-    /// Preference queues: the metadata key naming a request's prompt group (default: a hash of
-    /// the prompt).
+    /// The metadata key naming a request's prompt group (default: a hash of the prompt), for
+    /// preference queues and --whole-groups.
     #[arg(long)]
     pub group_key: Option<String>,
+    /// Rating and thumbs queues: draw whole prompt groups (--size counts groups); every output
+    /// of a drawn group is an item. Labels then rank outputs of one prompt against each other.
+    #[arg(long)]
+    pub whole_groups: bool,
     /// The evaluator compared with --evaluator (disagreement, mix): the retrained one.
     #[arg(long)]
     pub against: Option<String>,
@@ -144,6 +148,7 @@ fn create(settings: &Settings, store: &mut dyn Store, a: CreateArgs) -> Result<O
         against: a.against,
         members: a.members,
         group_key: a.group_key,
+        whole_groups: a.whole_groups,
         floor: a.floor,
         seed: a.seed,
         window,
@@ -265,14 +270,32 @@ fn show(store: &dyn Store, a: ShowArgs) -> Result<Outcome> {
             per_item.entry(l.request_id.as_str()).or_default().push(v);
         }
     }
-    let pairs: Vec<(f64, f64)> = items
+    // Each labelled item: its request, mean label and probability; the sampling units.
+    let labelled: Vec<(&QueueItem, f64)> = items
         .iter()
         .filter_map(|i| {
             let v = per_item.get(i.request_id.as_str())?;
-            Some((v.iter().sum::<f64>() / v.len() as f64, i.probability))
+            Some((i, v.iter().sum::<f64>() / v.len() as f64))
         })
         .collect();
-    let ipw = queue::ipw_mean(&pairs);
+    let requests: Vec<String> = labelled.iter().map(|(i, _)| i.request_id.clone()).collect();
+    let units = queue::sampling_units(store, &spec, &requests)?;
+    let pairs: Vec<(f64, f64)> = labelled.iter().map(|(i, y)| (*y, i.probability)).collect();
+    let ipw = queue::ipw_mean_clustered(&pairs, &units);
+    // The population evaluator's correlation with the labels, over the items it scored.
+    let scores: BTreeMap<String, f64> = store
+        .evaluated_requests(&store::Filter { evaluator: Some(spec.evaluator.clone()), ..Default::default() })?
+        .into_iter()
+        .map(|r| (r.request_id, r.eval_score))
+        .collect();
+    let (mut xyp, mut xy_units) = (Vec::new(), Vec::new());
+    for ((i, y), u) in labelled.iter().zip(&units) {
+        if let Some(x) = scores.get(&i.request_id) {
+            xyp.push((*x, *y, i.probability));
+            xy_units.push(*u);
+        }
+    }
+    let correlation = queue::ipw_correlation(&xyp, &xy_units);
 
     let mut text = show_head(&spec, &p);
     let scale = if spec.kind == QueueKind::Thumbs { "share of thumbs up" } else { "mean rating" };
@@ -288,11 +311,33 @@ fn show(store: &dyn Store, a: ShowArgs) -> Result<Outcome> {
             let _ = writeln!(text, "{scale} over the whole population: undefined: {}", u.reason);
         }
     }
+    match &correlation {
+        Ok(c) => {
+            let _ = writeln!(
+                text,
+                "evaluator {}'s Pearson correlation with the labels over the whole population (weighted): {:.4} \
+                 (95% CI {:.4} to {:.4}, {} items)",
+                escape(&spec.evaluator),
+                c.r,
+                c.low,
+                c.high,
+                c.n
+            );
+        }
+        Err(u) => {
+            let _ = writeln!(text, "the evaluator's correlation with the labels: undefined: {}", u.reason);
+        }
+    }
+    if spec.whole_groups {
+        let units = ipw.as_ref().map_or(0, |m| m.units);
+        let _ = writeln!(text, "drawn by whole prompt groups: the intervals treat the {units} group(s) as the units");
+    }
     text.push_str(&render::agreement(&agreement));
     let json = serde_json::json!({
         "queue": spec,
         "progress": p,
         "ipw_mean": match &ipw { Ok(m) => to_json(m), Err(u) => to_json(u) },
+        "ipw_correlation": match &correlation { Ok(c) => to_json(c), Err(u) => to_json(u) },
         "agreement": agreement,
     });
     Ok(Outcome::ok(text, json))

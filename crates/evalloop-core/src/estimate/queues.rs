@@ -7,7 +7,8 @@
 //! policy, `y_i`), the evaluator's prediction `f_i` and the selection probability `pi_i`:
 //! - classical: the Hajek estimate `sum(y_i / pi_i) / sum(1 / pi_i)` of the mean over the
 //!   queue's pool (the requests it drew from), with the linearised standard error
-//!   ([`crate::queue::design::ipw_mean`]);
+//!   ([`crate::queue::design::ipw_mean_clustered`]; a whole-group queue's units are its prompt
+//!   groups);
 //! - prediction-powered: the mean prediction over the pool plus the Hajek estimate of the mean
 //!   residual `y_i - f_i` (a difference estimator; its standard error is the residuals'). The pool
 //!   is rebuilt from the queue's evaluator and window; when its size is not the queue's recorded
@@ -24,7 +25,8 @@ use statrs::distribution::{ContinuousCDF, Normal};
 use super::Metric;
 use crate::Result;
 use crate::feedback::HumanPolicy;
-use crate::queue::design::ipw_mean;
+use crate::queue::design::ipw_mean_clustered;
+use crate::queue::sampling_units;
 use crate::queue::{QueueLabel, QueueSpec};
 use crate::record::FeedbackEvent;
 use crate::stats::ppi::MeanEstimate;
@@ -107,7 +109,9 @@ pub(super) fn queue_estimates(
         requests.sort_unstable();
         requests.dedup();
         let mut ys: Vec<(f64, f64)> = Vec::new();
+        let mut ys_requests: Vec<String> = Vec::new();
         let mut residuals: Vec<(f64, f64)> = Vec::new();
+        let mut residual_requests: Vec<String> = Vec::new();
         let mut undefined = BTreeMap::new();
         for r in &requests {
             let mine = events.get(*r).map_or(&[][..], Vec::as_slice);
@@ -116,15 +120,19 @@ pub(super) fn queue_estimates(
             };
             let Some(&pi) = items.get(*r) else { continue };
             ys.push((value(h), pi));
+            ys_requests.push(r.to_string());
             match scores.get(r) {
-                Some(s) => residuals.push((value(h) - predict(*s), pi)),
+                Some(s) => {
+                    residuals.push((value(h) - predict(*s), pi));
+                    residual_requests.push(r.to_string());
+                }
                 None => {
                     undefined.insert("ppi".to_string(), format!("request {r:?} has no score of the evaluator"));
                 }
             }
         }
         let probs: Vec<f64> = ys.iter().map(|(_, p)| *p).collect();
-        let classical = match ipw_mean(&ys) {
+        let classical = match ipw_mean_clustered(&ys, &sampling_units(store, spec, &ys_requests)?) {
             Ok(m) => Some(normal(m.mean, m.std_error, level)),
             Err(u) => {
                 undefined.insert("classical".into(), u.reason);
@@ -164,7 +172,7 @@ pub(super) fn queue_estimates(
                 None
             } else {
                 let mean_pred = preds.iter().sum::<f64>() / preds.len().max(1) as f64;
-                match ipw_mean(&residuals) {
+                match ipw_mean_clustered(&residuals, &sampling_units(store, spec, &residual_requests)?) {
                     Ok(m) => Some(normal(mean_pred + m.mean, m.std_error, level)),
                     Err(u) => {
                         undefined.insert("ppi".into(), u.reason);

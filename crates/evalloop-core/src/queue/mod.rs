@@ -27,7 +27,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::record::{Choice, FeedbackEvent, FeedbackType, FeedbackValue};
 
-pub use design::{IpwMean, floored_weights, inclusion_probabilities, ipw_mean, systematic_sample};
+pub use design::{
+    IpwCorrelation, IpwMean, floored_weights, inclusion_probabilities, ipw_correlation, ipw_mean, ipw_mean_clustered,
+    systematic_sample,
+};
 pub use select::{CreateOptions, create};
 
 /// What reviewers answer on a queue's items.
@@ -105,13 +108,19 @@ pub struct QueueSpec {
     /// The ensemble members whose spread is the uncertainty (`uncertainty`, `mix`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub members: Vec<String>,
-    /// Preference queues: the metadata key naming a request's prompt group (`None`: a hash of
-    /// the prompt, as `dataset build` groups).
+    /// The metadata key naming a request's prompt group (`None`: a hash of the prompt, as
+    /// `dataset build` groups): preference queues and `whole_groups`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group_key: Option<String>,
+    /// Rating and thumbs queues drawn by whole prompt groups (cluster sampling): every request
+    /// of a drawn group is an item with its group's probability, and the estimates treat the
+    /// groups as the sampling units.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub whole_groups: bool,
     /// The uniform share of the selection weights (see `design.rs`).
     pub floor: f64,
-    /// Requests the items were drawn from (preference queues: pairs).
+    /// Requests the items were drawn from (preference queues: pairs; whole groups: the
+    /// requests of every group of the population).
     pub population: usize,
     /// Seed of the draw.
     pub seed: u64,
@@ -627,6 +636,24 @@ pub fn labelled_probabilities(items: &[QueueItem], labels: &[QueueLabel]) -> BTr
     out
 }
 
+/// The sampling unit of each of `requests` (items of the queue `spec`), as indices: its prompt
+/// group in a whole-group queue (requests drawn together share a unit), else the request
+/// itself. What [`ipw_mean_clustered`] and [`ipw_correlation`] take.
+pub fn sampling_units(
+    store: &dyn crate::store::Store,
+    spec: &QueueSpec,
+    requests: &[String],
+) -> crate::Result<Vec<usize>> {
+    if !spec.whole_groups {
+        return Ok((0..requests.len()).collect());
+    }
+    let groups = select::groups_of(store, requests, spec.group_key.as_deref())?;
+    let unit: HashMap<&str, usize> =
+        groups.values().enumerate().flat_map(|(u, members)| members.iter().map(move |r| (r.as_str(), u))).collect();
+    // A request no longer in the store (never, as logs are kept) is a unit of its own.
+    Ok(requests.iter().enumerate().map(|(i, r)| unit.get(r.as_str()).copied().unwrap_or(groups.len() + i)).collect())
+}
+
 /// How much of the store's human feedback came from annotation queues, per queue.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct Provenance {
@@ -690,6 +717,7 @@ mod tests {
             against: None,
             members: vec![],
             group_key: None,
+            whole_groups: false,
             floor: 0.2,
             population: 10,
             seed: 1,

@@ -33,8 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Strategy;
-use super::select::{Candidate, CreateOptions, scores_of, strategy_priorities};
-use crate::dataset::{metadata_group, prompt_group};
+use super::select::{Candidate, CreateOptions, groups_of, scores_of, strategy_priorities};
 use crate::feedback::HumanPolicy;
 use crate::store::{Filter, Store};
 use crate::{Error, Result};
@@ -85,13 +84,7 @@ pub fn pair_priorities(
         .collect();
 
     // Groups, then every pair inside a group.
-    let mut groups: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (id, t) in store.request_texts(&ids)? {
-        let meta: serde_json::Value = serde_json::from_str(&t.metadata).unwrap_or_default();
-        let g =
-            o.group_key.as_ref().and_then(|k| metadata_group(meta.get(k))).unwrap_or_else(|| prompt_group(&t.prompt));
-        groups.entry(g).or_default().push(id);
-    }
+    let mut groups = groups_of(store, &ids, o.group_key.as_deref())?;
     let total: usize = groups.values().map(|g| g.len() * g.len().saturating_sub(1) / 2).sum();
     if total > MAX_PAIRS {
         return Err(Error::Input(format!(

@@ -27,6 +27,7 @@ use chrono::Utc;
 
 use super::design::{floored_weights, inclusion_probabilities, systematic_sample};
 use super::{QueueItem, QueueKind, QueueSpec, Strategy, check_name};
+use crate::dataset::{metadata_group, prompt_group};
 use crate::feedback::HumanPolicy;
 use crate::store::{Filter, Store};
 use crate::{Error, Result};
@@ -45,9 +46,12 @@ pub struct CreateOptions {
     pub evaluator: Option<String>,
     pub against: Option<String>,
     pub members: Vec<String>,
-    /// Preference queues: the metadata key naming a request's prompt group (`None`: a hash of
-    /// the prompt).
+    /// The metadata key naming a request's prompt group (`None`: a hash of the prompt), for
+    /// preference queues (pairs come from one group) and `whole_groups`.
     pub group_key: Option<String>,
+    /// Rating and thumbs queues: draw whole prompt groups (cluster sampling): `size` counts
+    /// groups, every request of a drawn group is an item, each with its group's probability.
+    pub whole_groups: bool,
     /// The uniform share of the selection weights, in [0, 1]; default 0.2.
     pub floor: f64,
     pub seed: u64,
@@ -111,6 +115,116 @@ pub(super) fn strategy_priorities(
     })
 }
 
+/// Scores by request id: the `overall` score and the cohort.
+type Scores = BTreeMap<String, (f64, Option<String>)>;
+
+/// A request queue's population: the requests (ordered by id) and the scores its strategy reads.
+struct Population {
+    ids: Vec<String>,
+    base: Scores,
+    /// `--against`'s scores, when the strategy compares with it.
+    against: Option<Scores>,
+    /// The ensemble members' scores, when the strategy reads them.
+    members: Vec<Scores>,
+}
+
+impl Population {
+    /// Reads the population of `o` from the store, checking the strategy's inputs.
+    fn read(store: &dyn Store, policy: &HumanPolicy, o: &CreateOptions, evaluator: &str) -> Result<Population> {
+        let base = scores_of(store, &o.window, evaluator)?;
+        if o.strategy == Strategy::Disagreement && o.against.is_none() {
+            return Err(Error::Input("--strategy disagreement needs --against EVALUATOR (the retrained one)".into()));
+        }
+        if o.strategy == Strategy::Uncertainty && o.members.len() < 2 {
+            return Err(Error::Input(format!(
+                "--strategy uncertainty needs --members with at least two evaluators (the members of a retrained \
+                 ensemble, each scored into the store); got {}",
+                o.members.len()
+            )));
+        }
+        let known = store.evaluators()?;
+        for e in o.against.iter().chain(&o.members) {
+            if !known.contains(e) {
+                return Err(Error::Input(format!(
+                    "evaluator {e:?} has no scores in the store (it has: {})",
+                    known.join(", ")
+                )));
+            }
+        }
+        let use_against = o.against.is_some() && matches!(o.strategy, Strategy::Disagreement | Strategy::Mix);
+        let use_members = o.members.len() >= 2 && matches!(o.strategy, Strategy::Uncertainty | Strategy::Mix);
+        let against = match (&o.against, use_against) {
+            (Some(a), true) => Some(scores_of(store, &o.window, a)?),
+            _ => None,
+        };
+        let members: Vec<Scores> = if use_members {
+            o.members.iter().map(|m| scores_of(store, &o.window, m)).collect::<Result<_>>()?
+        } else {
+            Vec::new()
+        };
+        let labelled: std::collections::HashSet<String> = if o.exclude_labelled {
+            let q = crate::store::ScoredQuery {
+                filter: Filter { evaluator: Some(evaluator.to_string()), ..o.window.clone() },
+                policy: policy.clone(),
+                ..Default::default()
+            };
+            store.scored_requests(&q)?.into_iter().map(|r| r.request_id).collect()
+        } else {
+            Default::default()
+        };
+        // The base evaluator's requests that every other evaluator used scored.
+        let ids: Vec<String> = base
+            .keys()
+            .filter(|id| !labelled.contains(*id))
+            .filter(|id| against.as_ref().is_none_or(|a| a.contains_key(*id)))
+            .filter(|id| members.iter().all(|m| m.contains_key(*id)))
+            .cloned()
+            .collect();
+        Ok(Population { ids, base, against, members })
+    }
+
+    /// `|s - t|` of a request (empty without `--against`).
+    fn disagreement(&self, id: &str) -> Option<f64> {
+        self.against.as_ref().map(|a| (self.base[id].0 - a[id].0).abs())
+    }
+
+    /// The members' standard deviation of `value` (a score or a margin); `None` without members.
+    fn spread(&self, value: impl Fn(&Scores) -> f64) -> Option<f64> {
+        if self.members.is_empty() {
+            return None;
+        }
+        let v: Vec<f64> = self.members.iter().map(value).collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        Some((v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt())
+    }
+
+    /// The `cohort-balanced` priority of every request of the population, in `ids`' order.
+    fn balanced(
+        &self,
+        store: &dyn Store,
+        policy: &HumanPolicy,
+        o: &CreateOptions,
+        evaluator: &str,
+    ) -> Result<Vec<f64>> {
+        let f = Filter { evaluator: Some(evaluator.to_string()), ..o.window.clone() };
+        let labelled: HashMap<Option<String>, u64> =
+            store.cohort_stats(&f, policy)?.into_iter().map(|c| (c.cohort, c.with_human_score)).collect();
+        let mut size: HashMap<&Option<String>, usize> = HashMap::new();
+        for id in &self.ids {
+            *size.entry(&self.base[id].1).or_default() += 1;
+        }
+        Ok(self
+            .ids
+            .iter()
+            .map(|id| {
+                let c = &self.base[id].1;
+                let h = labelled.get(c).copied().unwrap_or(0) as f64;
+                1.0 / (size[c] as f64 * (1.0 + h))
+            })
+            .collect())
+    }
+}
+
 /// The population and each request's priority under `o`'s strategy, ordered by request id.
 pub fn priorities(
     store: &dyn Store,
@@ -118,93 +232,95 @@ pub fn priorities(
     o: &CreateOptions,
     evaluator: &str,
 ) -> Result<Vec<Candidate>> {
-    let base = scores_of(store, &o.window, evaluator)?;
-    let need_against = matches!(o.strategy, Strategy::Disagreement);
-    let need_members = matches!(o.strategy, Strategy::Uncertainty);
-    if need_against && o.against.is_none() {
-        return Err(Error::Input("--strategy disagreement needs --against EVALUATOR (the retrained one)".into()));
-    }
-    if need_members && o.members.len() < 2 {
-        return Err(Error::Input(format!(
-            "--strategy uncertainty needs --members with at least two evaluators (the members of a retrained \
-             ensemble, each scored into the store); got {}",
-            o.members.len()
-        )));
-    }
-    let known = store.evaluators()?;
-    for e in o.against.iter().chain(&o.members) {
-        if !known.contains(e) {
-            return Err(Error::Input(format!(
-                "evaluator {e:?} has no scores in the store (it has: {})",
-                known.join(", ")
-            )));
-        }
-    }
-    let use_against = o.against.is_some() && matches!(o.strategy, Strategy::Disagreement | Strategy::Mix);
-    let use_members = o.members.len() >= 2 && matches!(o.strategy, Strategy::Uncertainty | Strategy::Mix);
-    let against = match (&o.against, use_against) {
-        (Some(a), true) => Some(scores_of(store, &o.window, a)?),
-        _ => None,
-    };
-    let members: Vec<BTreeMap<String, (f64, Option<String>)>> = if use_members {
-        o.members.iter().map(|m| scores_of(store, &o.window, m)).collect::<Result<_>>()?
-    } else {
-        Vec::new()
-    };
-    let labelled: std::collections::HashSet<String> = if o.exclude_labelled {
-        let q = crate::store::ScoredQuery {
-            filter: Filter { evaluator: Some(evaluator.to_string()), ..o.window.clone() },
-            policy: policy.clone(),
-            ..Default::default()
-        };
-        store.scored_requests(&q)?.into_iter().map(|r| r.request_id).collect()
-    } else {
-        Default::default()
-    };
-    // The population: the base evaluator's requests that every other evaluator used scored.
-    let ids: Vec<&String> = base
-        .keys()
-        .filter(|id| !labelled.contains(*id))
-        .filter(|id| against.as_ref().is_none_or(|a| a.contains_key(*id)))
-        .filter(|id| members.iter().all(|m| m.contains_key(*id)))
-        .collect();
-    let disagreement: Vec<f64> = match &against {
-        Some(a) => ids.iter().map(|id| (base[*id].0 - a[*id].0).abs()).collect(),
-        None => Vec::new(),
-    };
-    let uncertainty: Vec<f64> = if members.is_empty() {
-        Vec::new()
-    } else {
-        ids.iter()
-            .map(|id| {
-                let v: Vec<f64> = members.iter().map(|m| m[*id].0).collect();
-                let mean = v.iter().sum::<f64>() / v.len() as f64;
-                (v.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / (v.len() as f64 - 1.0)).sqrt()
-            })
-            .collect()
-    };
-    let balanced = || -> Result<Vec<f64>> {
-        let f = Filter { evaluator: Some(evaluator.to_string()), ..o.window.clone() };
-        let labelled: HashMap<Option<String>, u64> =
-            store.cohort_stats(&f, policy)?.into_iter().map(|c| (c.cohort, c.with_human_score)).collect();
-        let mut size: HashMap<&Option<String>, usize> = HashMap::new();
-        for id in &ids {
-            *size.entry(&base[*id].1).or_default() += 1;
-        }
-        Ok(ids
-            .iter()
-            .map(|id| {
-                let c = &base[*id].1;
-                let h = labelled.get(c).copied().unwrap_or(0) as f64;
-                1.0 / (size[c] as f64 * (1.0 + h))
-            })
-            .collect())
-    };
-    let priority = strategy_priorities(o.strategy, ids.len(), disagreement, uncertainty, balanced)?;
-    Ok(ids
-        .into_iter()
+    let pop = Population::read(store, policy, o, evaluator)?;
+    let disagreement: Vec<f64> = pop.ids.iter().filter_map(|id| pop.disagreement(id)).collect();
+    let uncertainty: Vec<f64> = pop.ids.iter().filter_map(|id| pop.spread(|m| m[id].0)).collect();
+    let balanced = || pop.balanced(store, policy, o, evaluator);
+    let priority = strategy_priorities(o.strategy, pop.ids.len(), disagreement, uncertainty, balanced)?;
+    Ok(pop
+        .ids
+        .iter()
         .zip(priority)
         .map(|(id, p)| Candidate { request_id: id.clone(), other_request_id: None, priority: p })
+        .collect())
+}
+
+/// The prompt groups of `ids`: `group_key`'s metadata value, or a hash of the prompt (as
+/// `dataset build` groups), each group's requests in `ids`' order.
+pub(super) fn groups_of(
+    store: &dyn Store,
+    ids: &[String],
+    group_key: Option<&str>,
+) -> Result<BTreeMap<String, Vec<String>>> {
+    let mut group: HashMap<String, String> = HashMap::new();
+    for (id, t) in store.request_texts(ids)? {
+        let meta: serde_json::Value = serde_json::from_str(&t.metadata).unwrap_or_default();
+        let g = group_key.and_then(|k| metadata_group(meta.get(k))).unwrap_or_else(|| prompt_group(&t.prompt));
+        group.insert(id, g);
+    }
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for id in ids {
+        if let Some(g) = group.get(id) {
+            out.entry(g.clone()).or_default().push(id.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// A prompt group of a whole-group queue's population, with its priority.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GroupCandidate {
+    pub group: String,
+    /// Its requests, by id.
+    pub requests: Vec<String>,
+    pub priority: f64,
+}
+
+/// The prompt groups of the population and each group's priority under `o`'s strategy, ordered
+/// by group (see docs/guide/queues.md, "Whole groups"). A group of two or more requests:
+/// `disagreement` the mean over its pairs of `|(s_A - s_B) - (t_A - t_B)|` (how far the two
+/// evaluators disagree on the group's ranking), `uncertainty` the mean over its pairs of the
+/// members' spread of the margin; a group of one request: the request's own priority. In every
+/// group, `cohort-balanced` is the mean of its requests' priorities; `mix` as for requests.
+pub fn group_priorities(
+    store: &dyn Store,
+    policy: &HumanPolicy,
+    o: &CreateOptions,
+    evaluator: &str,
+) -> Result<Vec<GroupCandidate>> {
+    let pop = Population::read(store, policy, o, evaluator)?;
+    let groups = groups_of(store, &pop.ids, o.group_key.as_deref())?;
+    // Mean over a group's pairs of `pair`, or `single` of its only request.
+    let over = |members: &[String], pair: &dyn Fn(&str, &str) -> Option<f64>, single: &dyn Fn(&str) -> Option<f64>| {
+        if members.len() == 1 {
+            return single(&members[0]);
+        }
+        let mut v = Vec::new();
+        for (i, a) in members.iter().enumerate() {
+            for b in &members[i + 1..] {
+                v.push(pair(a, b)?);
+            }
+        }
+        Some(v.iter().sum::<f64>() / v.len() as f64)
+    };
+    let margin = |m: &Scores, a: &str, b: &str| m[a].0 - m[b].0;
+    let pair_disagreement =
+        |a: &str, b: &str| pop.against.as_ref().map(|t| (margin(&pop.base, a, b) - margin(t, a, b)).abs());
+    let pair_spread = |a: &str, b: &str| pop.spread(|m| margin(m, a, b));
+    let disagreement: Vec<f64> =
+        groups.values().filter_map(|g| over(g, &pair_disagreement, &|id| pop.disagreement(id))).collect();
+    let uncertainty: Vec<f64> =
+        groups.values().filter_map(|g| over(g, &pair_spread, &|id| pop.spread(|m| m[id].0))).collect();
+    let balanced = || -> Result<Vec<f64>> {
+        let per: HashMap<&str, f64> =
+            pop.ids.iter().map(String::as_str).zip(pop.balanced(store, policy, o, evaluator)?).collect();
+        Ok(groups.values().map(|g| g.iter().map(|id| per[id.as_str()]).sum::<f64>() / g.len() as f64).collect())
+    };
+    let priority = strategy_priorities(o.strategy, groups.len(), disagreement, uncertainty, balanced)?;
+    Ok(groups
+        .into_iter()
+        .zip(priority)
+        .map(|((group, requests), priority)| GroupCandidate { group, requests, priority })
         .collect())
 }
 
@@ -213,9 +329,16 @@ pub fn priorities(
 /// strategies missing their inputs.
 pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) -> Result<(QueueSpec, Vec<QueueItem>)> {
     check_name(&o.name).map_err(Error::Input)?;
-    if o.group_key.is_some() && o.kind != QueueKind::Preference {
+    if o.group_key.is_some() && o.kind != QueueKind::Preference && !o.whole_groups {
         return Err(Error::Input(
-            "--group-key applies to preference queues (it names the groups pairs come from)".into(),
+            "--group-key applies to preference queues and --whole-groups (it names the prompt groups)".into(),
+        ));
+    }
+    if o.whole_groups && o.kind == QueueKind::Preference {
+        return Err(Error::Input(
+            "--whole-groups applies to rating and thumbs queues; a preference queue's items are pairs of one group \
+             already"
+                .into(),
         ));
     }
     if o.kind == QueueKind::Thumbs && o.dimension.is_some() {
@@ -261,36 +384,65 @@ pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) ->
             )));
         }
     };
-    let cands = if o.kind == QueueKind::Preference {
-        super::pairs::pair_priorities(store, policy, o, &evaluator)?
-    } else {
-        priorities(store, policy, o, &evaluator)?
-    };
-    if cands.len() < o.size {
-        return Err(Error::Input(format!(
-            "--size {}: the population has only {} {} scored by {}",
-            o.size,
-            cands.len(),
-            if o.kind == QueueKind::Preference { "pair(s) of outputs of one group" } else { "request(s)" },
-            [Some(&evaluator), o.against.as_ref()].into_iter().flatten().cloned().collect::<Vec<_>>().join(" and ")
-        )));
-    }
-    let prios: Vec<f64> = cands.iter().map(|c| c.priority).collect();
     let floor = if o.strategy == Strategy::Random { 1.0 } else { o.floor };
-    let pi = inclusion_probabilities(&floored_weights(&prios, floor), o.size);
-    let taken = systematic_sample(&pi, crate::hash::hash64(&[&o.name, &o.seed.to_string()]));
-    let items: Vec<QueueItem> = taken
-        .iter()
-        .enumerate()
-        .map(|(pos, &i)| QueueItem {
-            queue: o.name.clone(),
-            position: pos as u32,
-            request_id: cands[i].request_id.clone(),
-            other_request_id: cands[i].other_request_id.clone(),
-            probability: pi[i],
-            priority: cands[i].priority,
-        })
-        .collect();
+    let seed = crate::hash::hash64(&[&o.name, &o.seed.to_string()]);
+    let (items, population) = if o.whole_groups {
+        let groups = group_priorities(store, policy, o, &evaluator)?;
+        if groups.len() < o.size {
+            return Err(Error::Input(format!(
+                "--size {} --whole-groups: the population has only {} prompt group(s) scored by {}",
+                o.size,
+                groups.len(),
+                [Some(&evaluator), o.against.as_ref()].into_iter().flatten().cloned().collect::<Vec<_>>().join(" and ")
+            )));
+        }
+        let prios: Vec<f64> = groups.iter().map(|g| g.priority).collect();
+        let pi = inclusion_probabilities(&floored_weights(&prios, floor), o.size);
+        let items: Vec<QueueItem> = systematic_sample(&pi, seed)
+            .iter()
+            .flat_map(|&g| groups[g].requests.iter().map(move |r| (g, r)))
+            .enumerate()
+            .map(|(pos, (g, r))| QueueItem {
+                queue: o.name.clone(),
+                position: pos as u32,
+                request_id: r.clone(),
+                other_request_id: None,
+                probability: pi[g],
+                priority: groups[g].priority,
+            })
+            .collect();
+        (items, groups.iter().map(|g| g.requests.len()).sum())
+    } else {
+        let cands = if o.kind == QueueKind::Preference {
+            super::pairs::pair_priorities(store, policy, o, &evaluator)?
+        } else {
+            priorities(store, policy, o, &evaluator)?
+        };
+        if cands.len() < o.size {
+            return Err(Error::Input(format!(
+                "--size {}: the population has only {} {} scored by {}",
+                o.size,
+                cands.len(),
+                if o.kind == QueueKind::Preference { "pair(s) of outputs of one group" } else { "request(s)" },
+                [Some(&evaluator), o.against.as_ref()].into_iter().flatten().cloned().collect::<Vec<_>>().join(" and ")
+            )));
+        }
+        let prios: Vec<f64> = cands.iter().map(|c| c.priority).collect();
+        let pi = inclusion_probabilities(&floored_weights(&prios, floor), o.size);
+        let items: Vec<QueueItem> = systematic_sample(&pi, seed)
+            .iter()
+            .enumerate()
+            .map(|(pos, &i)| QueueItem {
+                queue: o.name.clone(),
+                position: pos as u32,
+                request_id: cands[i].request_id.clone(),
+                other_request_id: cands[i].other_request_id.clone(),
+                probability: pi[i],
+                priority: cands[i].priority,
+            })
+            .collect();
+        (items, cands.len())
+    };
     let spec = QueueSpec {
         name: o.name.clone(),
         kind: o.kind,
@@ -302,8 +454,9 @@ pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) ->
         against: o.against.clone(),
         members: o.members.clone(),
         group_key: o.group_key.clone(),
+        whole_groups: o.whole_groups,
         floor,
-        population: cands.len(),
+        population,
         seed: o.seed,
         since: o.window.since.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),
         until: o.window.until.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)),

@@ -244,6 +244,7 @@ mod tests {
             against: None,
             members: vec![],
             group_key: None,
+            whole_groups: false,
             floor: 1.0,
             population: 1,
             seed: 1,
