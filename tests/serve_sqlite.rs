@@ -32,6 +32,43 @@ fn rate_limit_answers_429_with_retry_after() {
     assert_eq!(srv.stop(), 0);
 }
 
+/// Behind a trusted proxy the review login limit counts each forwarded client apart; a client
+/// that is not a trusted proxy cannot pick its address with the header.
+#[test]
+fn review_login_limit_reads_forwarded_for_only_from_trusted_proxies() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = sqlite_store(dir.path());
+    let login = |srv: &Server, key: &str, forwarded: &str| {
+        let body = format!("key={key}");
+        request(
+            &srv.addr,
+            "POST",
+            "/review/login",
+            None,
+            Some(("application/x-www-form-urlencoded", body.as_bytes())),
+            &[("X-Forwarded-For", forwarded)],
+        )
+        .status
+    };
+    // The test connects from 127.0.0.1: a trusted proxy here.
+    let srv = Server::start(&db, "[serve]\ntrusted_proxies = [\"127.0.0.0/8\"]\n");
+    for n in 0..10 {
+        assert_eq!(login(&srv, &format!("evk_guess{n}"), "198.51.100.1"), 401);
+    }
+    assert_eq!(login(&srv, "evk_guess", "198.51.100.1"), 429, "the forwarded client is limited");
+    assert_eq!(login(&srv, "evk_guess", "198.51.100.2"), 401, "another client behind the proxy is not");
+    // A forged address left of the proxy's own entry does not escape the limit.
+    assert_eq!(login(&srv, "evk_guess", "203.0.113.9, 198.51.100.1"), 429);
+    assert_eq!(srv.stop(), 0);
+    // Without trusted proxies the header is ignored: every try counts against the peer.
+    let srv = Server::start(&db, "[serve]\n");
+    for n in 0..10 {
+        assert_eq!(login(&srv, &format!("evk_guess{n}"), &format!("198.51.100.{n}")), 401);
+    }
+    assert_eq!(login(&srv, "evk_guess", "198.51.100.99"), 429);
+    assert_eq!(srv.stop(), 0);
+}
+
 #[test]
 fn bad_serve_config_is_refused_with_the_key_named() {
     let dir = tempfile::tempdir().unwrap();

@@ -146,9 +146,11 @@ async fn login(
     headers: HeaderMap,
     form: Result<Form<LoginForm>, FormRejection>,
 ) -> Response {
-    // The peer's address (a router served without connect info, as in-process tests build it,
-    // counts as one client).
-    let addr = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| a.ip());
+    // The client's address: the peer's, or behind a trusted proxy the one it forwards (a router
+    // served without connect info, as in-process tests build it, counts as one client).
+    let peer = peer.map_or(std::net::IpAddr::from([0, 0, 0, 0]), |Extension(ConnectInfo(a))| a.ip());
+    let forwarded = headers.get("x-forwarded-for").and_then(|v| v.to_str().ok());
+    let addr = limit::client_address(peer, forwarded, &state.settings.trusted_proxies);
     let now = std::time::Instant::now();
     if let Err(wait) = state.review_logins.check(addr, now) {
         let mut r = html(

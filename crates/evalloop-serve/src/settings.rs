@@ -36,6 +36,9 @@ pub struct ServeSection {
     /// How often the key list is re-read from the store, in milliseconds (a revoked key stops
     /// working within this time); default 1000.
     pub key_refresh_ms: Option<u64>,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (addresses or CIDR ranges, e.g.
+    /// `["127.0.0.1", "10.0.0.0/8"]`); default none: the TCP peer is the client.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// The settings the service runs with, validated.
@@ -54,6 +57,7 @@ pub struct ServeSettings {
     pub token_max_ttl: Duration,
     pub cors_origins: Vec<String>,
     pub key_refresh: Duration,
+    pub trusted_proxies: Vec<crate::review::limit::IpRange>,
 }
 
 impl ServeSettings {
@@ -90,6 +94,14 @@ impl ServeSettings {
                 return Err(format!("[serve] cors_origins: {o:?} is neither \"*\" nor an http(s):// origin"));
             }
         }
+        let trusted_proxies = section
+            .trusted_proxies
+            .iter()
+            .flatten()
+            .map(|t| {
+                crate::review::limit::IpRange::parse(t).map_err(|e| format!("[serve] trusted_proxies: {t:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, String>>()?;
         Ok(ServeSettings {
             addr,
             max_body_bytes: positive("max_body_bytes", section.max_body_bytes, 1 << 20)?,
@@ -103,6 +115,7 @@ impl ServeSettings {
             token_max_ttl: Duration::from_secs(token_max_ttl),
             cors_origins,
             key_refresh: Duration::from_millis(section.key_refresh_ms.unwrap_or(1000).max(10)),
+            trusted_proxies,
         })
     }
 }
@@ -129,5 +142,8 @@ mod tests {
         assert!(ServeSettings::resolve(&bad, None).unwrap_err().contains("max_rows"));
         let bad = ServeSection { cors_origins: Some(vec!["example.com".into()]), ..Default::default() };
         assert!(ServeSettings::resolve(&bad, None).unwrap_err().contains("cors_origins"));
+        let bad = ServeSection { trusted_proxies: Some(vec!["10.0.0.0/33".into()]), ..Default::default() };
+        let err = ServeSettings::resolve(&bad, None).unwrap_err();
+        assert!(err.contains("trusted_proxies") && err.contains("10.0.0.0/33"), "{err}");
     }
 }
