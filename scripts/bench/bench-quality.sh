@@ -85,6 +85,10 @@
 #                 outputs of a group (labelled or not) also a soft ranking pair from the production
 #                 evaluator's scores (docs/guide/train.md, "Distillation from the production
 #                 evaluator"), temperature DISTILL_T (0.5)
+#   gp_of_umix_last_dapt
+#                 as gp_of_umix_last, after DAPT_EPOCHS (2) epochs of domain-adaptive pretraining
+#                 (masked-language-model training of the encoder on the dataset's texts;
+#                 docs/guide/train.md, "Domain-adaptive pretraining"), peak rate DAPT_LR (5e-5)
 #   graded_imp, graded_imp_nv, graded_nv
 #                 evalloop's plain recipe (graded MSE, longest-first) on those datasets
 #   peer_imp, peer_imp_nv, peer_nv
@@ -104,6 +108,7 @@
 # can be run in parts and printed whole), PEER_PYTHON (/tmp/evalloop-pyenv/bin/python: a python
 # with torch and transformers, for `peer`).
 # DISTILL (1.0), DISTILL_T (0.5): distill and distill_temperature of the *_dist configurations.
+# DAPT_EPOCHS (2), DAPT_LR (5e-5): dapt_epochs and dapt_learning_rate of gp_of_umix_last_dapt.
 # PROD (f1): the production evaluator of the simulated logs, `f1` (simulate's unigram F1 against
 # the reference) or `judge` (simulate's noisy judge: correlation JUDGE_R (0.5) with the human
 # score, judge_bias +0.5 sd for cohort free and -0.5 for enterprise; its runs go to
@@ -132,6 +137,8 @@ PROD="${PROD:-f1}"
 JUDGE_R="${JUDGE_R:-0.5}"
 DISTILL="${DISTILL:-1.0}"
 DISTILL_T="${DISTILL_T:-0.5}"
+DAPT_EPOCHS="${DAPT_EPOCHS:-2}"
+DAPT_LR="${DAPT_LR:-5e-5}"
 case "$PROD" in f1 | judge) ;; *) echo "PROD is f1 or judge, not $PROD" >&2; exit 2 ;; esac
 HOLDOUT_FRAC="${HOLDOUT_FRAC:-0.3}"
 export RAYON_NUM_THREADS="${THREADS:-2}"
@@ -210,6 +217,7 @@ log_every = 1000"
     gp_of_umix_last_blend) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\nblend_evaluator = true\n[train.corruption_mix]\n%s\n' "$common" "$MIX_ALL" ;;
     gp_of_umix_last_dist) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\ndistill = %s\ndistill_temperature = %s\n[train.corruption_mix]\n%s\n' "$common" "$DISTILL" "$DISTILL_T" "$MIX_ALL" ;;
     gp_of_umix_last_dist_blend) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\ndistill = %s\ndistill_temperature = %s\nblend_evaluator = true\n[train.corruption_mix]\n%s\n' "$common" "$DISTILL" "$DISTILL_T" "$MIX_ALL" ;;
+    gp_of_umix_last_dapt) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\ndapt_epochs = %s\ndapt_learning_rate = %s\n[train.corruption_mix]\n%s\n' "$common" "$DAPT_EPOCHS" "$DAPT_LR" "$MIX_ALL" ;;
     gp_of_umix_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\n[train.corruption_mix]\n%s\n' "$common" "$MIX_ALL" ;;
     gp_of_ucoh_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\n[train.corruption_mix]\n%s\n' "$common" "$MIX_COH" ;;
     ss_u_of) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\ntruncation = "output_first"\n' "$common" ;;

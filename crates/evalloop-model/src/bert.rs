@@ -610,6 +610,17 @@ impl BertForSequenceClassification {
         }
     }
 
+    /// The encoder's last hidden state `(b, s, h)` (what the head reads its first token of).
+    pub fn hidden_states(
+        &self,
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        train: bool,
+    ) -> Result<Tensor> {
+        self.bert.forward_t(input_ids, token_type_ids, attention_mask, train)
+    }
+
     /// Number of outputs.
     pub fn num_labels(&self) -> usize {
         self.num_labels

@@ -118,6 +118,26 @@ impl PairTokenizer {
         })
     }
 
+    /// The id of `token` in the vocabulary, if it has one.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(token)
+    }
+
+    /// Entries of the vocabulary, added tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.tokenizer.get_vocab_size(true)
+    }
+
+    /// The ids of the special tokens (`[CLS]`, `[SEP]`, `[PAD]`, `<s>`, ...), sorted.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> =
+            self.tokenizer.get_added_tokens_decoder().iter().filter(|(_, t)| t.special).map(|(id, _)| *id).collect();
+        ids.push(self.pad_id);
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }
+
     /// Sets the truncation rule (see [`Truncation`]).
     pub fn with_truncation(mut self, truncation: Truncation) -> Result<Self, ModelError> {
         let params = match truncation {

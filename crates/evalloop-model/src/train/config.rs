@@ -296,6 +296,15 @@ pub struct TrainConfig {
     /// has two rows). Below it the run trains without distillation and says so in the log and
     /// in `metrics.json` (`distill`); -1 always distils (default 0.1).
     pub distill_min_agreement: f64,
+    /// Domain-adaptive pretraining: epochs of masked-language-model training of the base
+    /// encoder on the dataset's training, validation and unlabelled texts before the scoring
+    /// stage, which then starts from the adapted encoder (BERT and RoBERTa families; default 0:
+    /// off). See `dapt.rs`.
+    pub dapt_epochs: usize,
+    /// The share of ordinary tokens masked in each sequence (default 0.15).
+    pub dapt_mask_probability: f64,
+    /// The peak learning rate of the pretraining stage (default 5e-5).
+    pub dapt_learning_rate: f64,
     /// Model selection: besides the base configuration (named `base`), train one model per
     /// candidate (the base configuration with the candidate's keys replaced) into
     /// `out/candidates/<name>/`, and keep the one with the best `eval_metric` (the base
@@ -359,6 +368,9 @@ impl Default for TrainConfig {
             distill: 0.0,
             distill_temperature: 0.5,
             distill_min_agreement: 0.1,
+            dapt_epochs: 0,
+            dapt_mask_probability: 0.15,
+            dapt_learning_rate: 5e-5,
             keep_best: true,
             candidates: Vec::new(),
             select_min_groups: 5,
@@ -477,6 +489,12 @@ impl TrainConfig {
         }
         if !(self.distill_temperature > 0.0 && self.distill_temperature.is_finite()) {
             return bad("distill_temperature", format!("{} is not a positive number", self.distill_temperature));
+        }
+        if !(self.dapt_mask_probability > 0.0 && self.dapt_mask_probability < 1.0) {
+            return bad("dapt_mask_probability", format!("{} is not in (0, 1)", self.dapt_mask_probability));
+        }
+        if !(self.dapt_learning_rate > 0.0 && self.dapt_learning_rate.is_finite()) {
+            return bad("dapt_learning_rate", format!("{} is not a positive number", self.dapt_learning_rate));
         }
         if !(-1.0..=1.0).contains(&self.distill_min_agreement) {
             return bad("distill_min_agreement", format!("{} is not in [-1, 1]", self.distill_min_agreement));

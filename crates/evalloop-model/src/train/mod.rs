@@ -48,6 +48,7 @@ mod blend;
 mod checkpoint;
 pub mod config;
 pub mod corrupt;
+mod dapt;
 pub mod data;
 mod early_stopping;
 mod error;
@@ -65,6 +66,7 @@ mod trainer;
 
 pub use blend::BlendSummary;
 pub use config::{Corruption, EvalMetric, LabelKind, Objective, PairScope, TrainConfig, Truncation};
+pub use dapt::DaptSummary;
 pub use data::Example;
 pub use evaluate::score_of;
 pub use loss::{dimension_coefficients, dimension_loss, pairwise_loss, per_example_loss, weighted_loss};
@@ -119,6 +121,9 @@ pub struct TrainSummary {
     /// pairs were trained on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub distill: Option<DistillCheck>,
+    /// `dapt_epochs`: the domain-adaptive pretraining stage the model started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dapt: Option<DaptSummary>,
 }
 
 /// One evaluation on the validation split.
@@ -162,6 +167,22 @@ pub fn train(
         return Ok(summary);
     }
     let _ = std::fs::remove_file(out_dir.join(crate::files::BLEND_FILE));
+    if cfg.dapt_epochs > 0 {
+        // Pretrain the encoder on the dataset's texts, then train (ensemble, selection) from it.
+        cfg.validate("train config")?;
+        let device = model::parse_device(&cfg.device)?;
+        let adapted = dapt::base_dir_in(out_dir);
+        let summary_dapt = dapt::adapt(dataset_dir, cfg, &adapted, &device).map_err(evalloop_core::Error::from)?;
+        let inner = TrainConfig { dapt_epochs: 0, base_model: adapted.display().to_string(), ..cfg.clone() };
+        let mut summary = train(dataset_dir, &inner, out_dir, resume)?;
+        summary.dapt = Some(summary_dapt);
+        output::write_summary(out_dir, &summary)?;
+        output::restore_base_model(out_dir, cfg)?;
+        if !cfg.keep_checkpoints {
+            std::fs::remove_dir_all(&adapted).map_err(|e| evalloop_core::Error::io(&adapted, e))?;
+        }
+        return Ok(summary);
+    }
     if !cfg.candidates.is_empty() {
         return select::train_candidates(dataset_dir, cfg, out_dir, resume);
     }

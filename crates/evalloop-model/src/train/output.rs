@@ -87,3 +87,17 @@ fn write_training_config(out_dir: &Path, cfg: &TrainConfig, setup: &Setup) -> ev
     };
     file.write(out_dir)
 }
+
+/// Rewrites `training_config.json` of a run whose scoring stage started from an adapted copy of
+/// the base model (`dapt_epochs`): the file names the configured base model and settings, not
+/// the temporary copy.
+pub(super) fn restore_base_model(out_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Result<()> {
+    let path = out_dir.join("training_config.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| evalloop_core::Error::io(&path, e))?;
+    let mut v: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| evalloop_core::Error::Input(format!("{}: {e}", path.display())))?;
+    let base = crate::resolve_base_model(&cfg.base_model)?;
+    v["train"] = serde_json::to_value(cfg).map_err(|e| evalloop_core::Error::Model(e.to_string()))?;
+    v["base_model_dir"] = serde_json::to_value(base).map_err(|e| evalloop_core::Error::Model(e.to_string()))?;
+    write_json(&path, &v)
+}

@@ -119,6 +119,7 @@ pub(super) fn train_ensemble(
         test: eval_split("test.jsonl")?,
         history: Vec::new(),
         distill: members.first().and_then(|m| m.distill.clone()),
+        dapt: None,
         members,
         selection: None,
         blend: None,

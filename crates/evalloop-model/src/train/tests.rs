@@ -1507,3 +1507,49 @@ fn distill_learns_the_production_evaluators_ranking() {
         assert!(err.contains(needle), "{err}");
     }
 }
+
+/// `dapt_epochs`: masked-language-model pretraining on the dataset's texts lowers its loss over
+/// the epochs, is reproducible, and the scoring stage starts from the adapted encoder (not the
+/// base); `training_config.json` still names the configured base model and the temporary copy
+/// is removed.
+#[test]
+fn domain_adaptive_pretraining_adapts_the_encoder_the_scoring_stage_starts_from() {
+    let tmp = tempfile::tempdir().unwrap();
+    let base = tmp.path().join("base");
+    write_tiny_base(&base, 3, false);
+    let data_dir = tmp.path().join("data");
+    write_dataset(&data_dir, 48, 8, "binary", 5);
+    let cfg = TrainConfig { dapt_epochs: 6, dapt_learning_rate: 5e-3, epochs: 1, ..tiny_cfg(&base) };
+    let out = tmp.path().join("m");
+    let s = train(&data_dir, &cfg, &out, false).unwrap();
+    let d = s.dapt.clone().expect("a pretraining summary");
+    assert_eq!((d.texts, d.epochs, d.steps), (56, 6, 6 * 7), "{d:?}");
+    assert!(d.masked_tokens >= d.steps * 8, "at least one masked token per sequence: {d:?}");
+    assert!(d.last_epoch_loss < d.first_epoch_loss - 0.3, "the masked-token loss falls: {d:?}");
+    assert!(!out.join("dapt-base").exists(), "the adapted copy is removed");
+    let written: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("training_config.json")).unwrap()).unwrap();
+    assert_eq!(written["train"]["base_model"], base.to_string_lossy().as_ref());
+    assert_eq!(written["train"]["dapt_epochs"], 6);
+    let metrics: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(metrics["dapt"]["steps"], 42);
+
+    // The same run again: the same pretraining and the same model.
+    let again = train(&data_dir, &cfg, &tmp.path().join("m2"), false).unwrap();
+    assert_eq!(
+        again.dapt.as_ref().map(|d| (d.first_epoch_loss, d.last_epoch_loss)),
+        Some((d.first_epoch_loss, d.last_epoch_loss))
+    );
+    let bytes = |p: &Path| std::fs::read(p.join("model.safetensors")).unwrap();
+    assert_eq!(bytes(&out), bytes(&tmp.path().join("m2")));
+    // Without the stage the model differs: the scoring stage started from the adapted encoder.
+    let plain = TrainConfig { dapt_epochs: 0, ..cfg.clone() };
+    train(&data_dir, &plain, &tmp.path().join("m3"), false).unwrap();
+    assert_ne!(bytes(&out), bytes(&tmp.path().join("m3")));
+
+    // Bad settings name the key.
+    let bad = TrainConfig { dapt_mask_probability: 1.5, ..cfg.clone() };
+    let err = train(&data_dir, &bad, &tmp.path().join("bad"), false).unwrap_err().to_string();
+    assert!(err.contains("dapt_mask_probability"), "{err}");
+}

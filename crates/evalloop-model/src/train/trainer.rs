@@ -342,6 +342,7 @@ impl<'a> Trainer<'a> {
             selection: None,
             blend: None,
             distill: setup.distill.clone(),
+            dapt: None,
         };
         write_output(out_dir, cfg, setup, &final_weights, &summary)?;
         if !cfg.keep_checkpoints {
