@@ -7,40 +7,14 @@
 mod serve_support;
 
 use std::path::Path;
-use std::process::Command;
 
 use chrono::Utc;
 use evalloop::queue::{self, Answer, Recorded};
 use serde_json::Value;
-use serve_support::{BIN, PgSchema};
+use serve_support::{PgSchema, ok_json, run_in as run};
 
 const LOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/example/logs.jsonl");
 const FEEDBACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/example/feedback.jsonl");
-
-/// `evalloop --db DB ARGS`: exit code, stdout, stderr.
-fn run(db: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(BIN)
-        .current_dir(dir)
-        .env_remove("EVALLOOP_DB")
-        .env_remove("EVALLOOP_CONFIG")
-        .args(["--db", db])
-        .args(args)
-        .output()
-        .expect("run evalloop");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn ok_json(db: &str, dir: &Path, args: &[&str]) -> Value {
-    let mut a = vec!["--json"];
-    a.extend_from_slice(args);
-    let (code, out, err) = run(db, dir, &a);
-    assert_eq!(code, 0, "evalloop {args:?}: {err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
-}
 
 /// A second evaluator on every example request: the first one's score moved by an amount that
 /// grows with the request's position, so disagreements differ between requests.

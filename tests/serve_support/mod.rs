@@ -66,6 +66,32 @@ pub fn cli(db: &str, args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+/// `evalloop --db DB ARGS...` run in `dir`: exit code, stdout, stderr.
+pub fn run_in(db: &str, dir: &Path, args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(BIN)
+        .current_dir(dir)
+        .env_remove("EVALLOOP_DB")
+        .env_remove("EVALLOOP_CONFIG")
+        .args(["--db", db])
+        .args(args)
+        .output()
+        .expect("run evalloop");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// `evalloop --db DB --json ARGS...` run in `dir`, checked to succeed; its JSON.
+pub fn ok_json(db: &str, dir: &Path, args: &[&str]) -> Value {
+    let mut a = vec!["--json"];
+    a.extend_from_slice(args);
+    let (code, out, err) = run_in(db, dir, &a);
+    assert_eq!(code, 0, "evalloop {args:?}: {err}");
+    serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"))
+}
+
 /// A new key of `scope` named `name`.
 pub fn make_key(db: &str, name: &str, scope: &str) -> String {
     let v: Value =

@@ -33,7 +33,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use super::Strategy;
-use super::select::{Candidate, CreateOptions, groups_of, scores_of, strategy_priorities};
+use super::select::{Candidate, CreateOptions, check_compared_evaluators, groups_of, scores_of, strategy_priorities};
 use crate::feedback::HumanPolicy;
 use crate::store::{Filter, Store};
 use crate::{Error, Result};
@@ -55,15 +55,7 @@ pub fn pair_priorities(
     if o.members.len() == 1 {
         return Err(Error::Input("--members: name at least two evaluators (an ensemble's members)".into()));
     }
-    let known = store.evaluators()?;
-    for e in o.against.iter().chain(&o.members) {
-        if !known.contains(e) {
-            return Err(Error::Input(format!(
-                "evaluator {e:?} has no scores in the store (it has: {})",
-                known.join(", ")
-            )));
-        }
-    }
+    check_compared_evaluators(store, o)?;
     let base = scores_of(store, &o.window, evaluator)?;
     let use_against = o.against.is_some() && matches!(o.strategy, Strategy::Disagreement | Strategy::Mix);
     let use_members = !o.members.is_empty() && matches!(o.strategy, Strategy::Uncertainty | Strategy::Mix);

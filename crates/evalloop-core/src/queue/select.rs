@@ -115,6 +115,17 @@ pub(super) fn strategy_priorities(
     })
 }
 
+/// Refuses `--against` and `--members` evaluators without scores in the store.
+pub(super) fn check_compared_evaluators(store: &dyn Store, o: &CreateOptions) -> Result<()> {
+    let known = store.evaluators()?;
+    match o.against.iter().chain(&o.members).find(|e| !known.contains(e)) {
+        Some(e) => {
+            Err(Error::Input(format!("evaluator {e:?} has no scores in the store (it has: {})", known.join(", "))))
+        }
+        None => Ok(()),
+    }
+}
+
 /// Scores by request id: the `overall` score and the cohort.
 type Scores = BTreeMap<String, (f64, Option<String>)>;
 
@@ -142,15 +153,7 @@ impl Population {
                 o.members.len()
             )));
         }
-        let known = store.evaluators()?;
-        for e in o.against.iter().chain(&o.members) {
-            if !known.contains(e) {
-                return Err(Error::Input(format!(
-                    "evaluator {e:?} has no scores in the store (it has: {})",
-                    known.join(", ")
-                )));
-            }
-        }
+        check_compared_evaluators(store, o)?;
         let use_against = o.against.is_some() && matches!(o.strategy, Strategy::Disagreement | Strategy::Mix);
         let use_members = o.members.len() >= 2 && matches!(o.strategy, Strategy::Uncertainty | Strategy::Mix);
         let against = match (&o.against, use_against) {
