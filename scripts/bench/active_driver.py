@@ -268,6 +268,43 @@ def coverage(a, bin_, truth, evaluator):
     return target_mean, target_r, {k: (v[0] / a.draws, statistics.fmean(v[1]), len(v[1])) for k, v in stats.items()}
 
 
+def svg_plot(path, title, curves):
+    """The mean curves (strategy -> [(labels, spearman)]) as a small standalone SVG line chart."""
+    w, h, left, right, top, bottom = 640, 400, 60, 170, 40, 50
+    xs = [n for c in curves.values() for n, _ in c]
+    ys = [v for c in curves.values() for _, v in c]
+    x0, x1 = 0, max(xs)
+    y0, y1 = min(0.0, math.floor(min(ys) * 10) / 10), math.ceil(max(ys) * 10) / 10
+    px = lambda x: left + (x - x0) / (x1 - x0) * (w - left - right)
+    py = lambda y: top + (y1 - y) / (y1 - y0) * (h - top - bottom)
+    colours = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e", "#8c564b"]
+    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" '
+           f'font-size="12"><rect width="{w}" height="{h}" fill="white"/>',
+           f'<text x="{left}" y="22" font-size="14">{title}</text>']
+    for i in range(int(round((y1 - y0) * 10)) + 1):
+        y = y0 + i / 10
+        out.append(f'<line x1="{left}" x2="{w - right}" y1="{py(y):.1f}" y2="{py(y):.1f}" stroke="#ddd"/>'
+                   f'<text x="{left - 8}" y="{py(y) + 4:.1f}" text-anchor="end">{y:.1f}</text>')
+    for n in sorted(set(xs)):
+        out.append(f'<text x="{px(n):.1f}" y="{h - bottom + 18}" text-anchor="middle">{n:.0f}</text>')
+    out.append(f'<text x="{(left + w - right) / 2:.0f}" y="{h - 12}" text-anchor="middle">labels spent</text>')
+    out.append(f'<text x="16" y="{(top + h - bottom) / 2:.0f}" text-anchor="middle" '
+               f'transform="rotate(-90 16 {(top + h - bottom) / 2:.0f})">held-out group-level Spearman</text>')
+    out.append(f'<line x1="{left}" x2="{left}" y1="{top}" y2="{h - bottom}" stroke="black"/>'
+               f'<line x1="{left}" x2="{w - right}" y1="{h - bottom}" y2="{h - bottom}" stroke="black"/>')
+    for i, (name, c) in enumerate(curves.items()):
+        col = colours[i % len(colours)]
+        pts = " ".join(f"{px(n):.1f},{py(v):.1f}" for n, v in c)
+        out.append(f'<polyline points="{pts}" fill="none" stroke="{col}" stroke-width="2"/>')
+        out += [f'<circle cx="{px(n):.1f}" cy="{py(v):.1f}" r="3" fill="{col}"/>' for n, v in c]
+        ly = top + 16 + 20 * i
+        out.append(f'<line x1="{w - right + 12}" x2="{w - right + 36}" y1="{ly}" y2="{ly}" stroke="{col}" '
+                   f'stroke-width="2"/><text x="{w - right + 42}" y="{ly + 4}">{name}</text>')
+    out.append("</svg>")
+    with open(path, "w") as f:
+        f.write("\n".join(out) + "\n")
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("bin")
@@ -286,6 +323,7 @@ def main():
     p.add_argument("--train-config", required=True)
     p.add_argument("--draws", type=int, default=200, help="queue draws for the coverage")
     p.add_argument("--n", type=int, default=56, help="labels per queue for the coverage")
+    p.add_argument("--plot", help="write the mean curves as an SVG line chart to this file")
     p.add_argument("--coverage-strategies", nargs="+",
                    default=["random", "disagreement", "random:group", "disagreement:group"])
     a = p.parse_args()
@@ -327,6 +365,10 @@ def main():
             reach = next(((n, sp) for n, sp in curve[s] if sp >= final), None)
             share = f"{reach[0]:.0f} labels ({reach[0] / final_n:.0%})" if reach else "not within the rounds"
             print(f"  {s:<22} {share}")
+        if a.plot:
+            svg_plot(a.plot, f"{a.dataset} {a.dimension}: mean of seeds {' '.join(map(str, a.seeds))}",
+                     {s: [(n, v) for n, v in curve[s]] for s in a.strategies})
+            print(f"plot: {a.plot}")
         print("per seed: " + json.dumps([{"seed": x[0], "strategy": x[1], "round": x[2], "labels": x[3],
                                           "group_spearman": round(x[4], 4)} for x in results]))
     else:
