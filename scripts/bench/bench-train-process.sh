@@ -49,7 +49,7 @@ with open(f"{work}/logs.jsonl", "w") as logs, open(f"{work}/feedback.jsonl", "w"
         if r["group_id"] not in keep:
             continue
         rid = r["item_id"]
-        logs.write(json.dumps({"request_id": rid, "prompt": r["source"], "output": r["output"],
+        logs.write(json.dumps({"request_id": rid, "timestamp": "2026-05-15T00:00:00Z", "prompt": r["source"], "output": r["output"],
                                "evaluator": "none", "eval_scores": {"overall": 0.5},
                                "metadata": {"group_id": r["group_id"]}}) + "\n")
         score = list(r["human"].values())[0]

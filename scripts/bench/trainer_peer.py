@@ -70,7 +70,7 @@ def main():
         per_device_eval_batch_size=32,
         learning_rate=args.lr,
         weight_decay=0.01,
-        warmup_ratio=0.1,
+        warmup_steps=0.1,  # a float below 1: the share of the steps (transformers 5)
         max_grad_norm=1.0,
         lr_scheduler_type="linear",
         eval_strategy="epoch",
