@@ -3,7 +3,9 @@
 # model (MiniLM-L6), data shape and thread count, in one run, printed as ratios.
 #
 #   training: full fine-tuning, batch 16 x seq 128, AdamW, dropout on (examples/s)
-#   scoring:  batch 32 x seq 128, no gradients (sequences/s)
+#   scoring:  batch 32 x seq 128, no gradients (sequences/s); with onnxruntime installed in
+#             PYTHON's environment also ONNX Runtime fp32 and int8 and PyTorch int8 (dynamic
+#             quantization), each as a ratio to evalloop's fp32 scoring
 #
 # Usage: scripts/bench/bench-train.sh [TRAIN_STEPS] [SCORE_BATCHES]      (defaults 4 and 4)
 # Env:   THREADS (default 2), MODEL_DIR (default models/all-MiniLM-L6-v2, see fetch-model.sh),
@@ -43,6 +45,7 @@ def best(lines):
     runs = [json.loads(l) for l in lines.splitlines() if l.strip()]
     return {k: max(r[k] for r in runs) for k in ("train_examples_per_sec", "score_seq_per_sec")}
 a, b = best(sys.argv[2]), best(sys.argv[3])
+peer_runs = [json.loads(l) for l in sys.argv[3].splitlines() if l.strip()]
 # Model FLOPs of MiniLM-L6 at 128 tokens: 6 layers x (4 h^2 + 2 h i) weights = 10.6M, so
 # 2 x 10.6M + attention (4 s h x 6 = 1.2M) = 22.4 MFLOP a token forward, 2.87 GFLOP a sequence;
 # training = 3x forward = 8.6 GFLOP an example (138 GFLOP a step of 16). Peak for the
@@ -57,4 +60,15 @@ for k, unit in [("train_examples_per_sec", "examples/s"), ("score_seq_per_sec", 
     ga, gb = a[k] * flop[k], b[k] * flop[k]
     print(f"{k:24s} evalloop {a[k]:7.2f} {unit:10s} ({ga:5.1f} GFLOP/s, MFU {ga / peak:4.0%})"
           f"  pytorch {b[k]:7.2f} ({gb:5.1f} GFLOP/s, MFU {gb / peak:4.0%})  ratio {a[k] / b[k]:.2f}x")
+# Scoring on the other runtimes (bench_torch.py runs them when onnxruntime is installed).
+score = a["score_seq_per_sec"]
+for key, name in [("ort_score_seq_per_sec", "onnxruntime fp32"), ("torch_int8_score_seq_per_sec", "pytorch int8"),
+                  ("ort_int8_score_seq_per_sec", "onnxruntime int8")]:
+    vals = [r[key] for r in peer_runs if key in r]
+    if vals:
+        rho_key = key.replace("score_seq_per_sec", "spearman_vs_fp32")
+        rho = min(r[rho_key] for r in peer_runs if rho_key in r)
+        print(f"{'score on ' + name:24s} {max(vals):7.2f} seq/s  evalloop fp32 / it: {score / max(vals):.2f}x  "
+              f"(Spearman with the fp32 scores {rho:.4f} on these synthetic near-identical pairs: not a "
+              f"quality check)")
 PY
