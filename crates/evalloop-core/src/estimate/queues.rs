@@ -15,12 +15,13 @@
 //!   population (requests added since, or a queue drawn with `--exclude-labelled`), the pool mean
 //!   is unknown and only the classical estimate is given.
 //!
-//! Intervals are normal at the report's level.
+//! Intervals are Student's t at the report's level with the number of sampling units (requests,
+//! or a whole-group queue's groups) less one as degrees of freedom.
 
 use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
-use statrs::distribution::{ContinuousCDF, Normal};
+use statrs::distribution::{ContinuousCDF, StudentsT};
 
 use super::Metric;
 use crate::Result;
@@ -69,9 +70,11 @@ pub(super) fn organic_score(events: &[FeedbackEvent], exclude: &HashSet<String>,
     policy.human_score(events.iter().filter(|e| !exclude.contains(&e.event_id)))
 }
 
-fn normal(est: f64, se: f64, level: f64) -> MeanEstimate {
-    let z = Normal::new(0.0, 1.0).map(|n| n.inverse_cdf(0.5 + level / 2.0)).unwrap_or(1.96);
-    MeanEstimate { estimate: est, std_error: se, df: None, lower: est - z * se, upper: est + z * se }
+/// The interval at `level` with Student's t on `units - 1` degrees of freedom.
+fn interval(est: f64, se: f64, units: usize, level: f64) -> MeanEstimate {
+    let df = units.saturating_sub(1).max(1) as f64;
+    let q = StudentsT::new(0.0, 1.0, df).map(|t| t.inverse_cdf(0.5 + level / 2.0)).unwrap_or(1.96);
+    MeanEstimate { estimate: est, std_error: se, df: Some(df), lower: est - q * se, upper: est + q * se }
 }
 
 /// The estimate of every queue with labels. `scores` are the estimate's evaluator's scores by
@@ -133,7 +136,7 @@ pub(super) fn queue_estimates(
         }
         let probs: Vec<f64> = ys.iter().map(|(_, p)| *p).collect();
         let classical = match ipw_mean_clustered(&ys, &sampling_units(store, spec, &ys_requests)?) {
-            Ok(m) => Some(normal(m.mean, m.std_error, level)),
+            Ok(m) => Some(interval(m.mean, m.std_error, m.units, level)),
             Err(u) => {
                 undefined.insert("classical".into(), u.reason);
                 None
@@ -173,7 +176,7 @@ pub(super) fn queue_estimates(
             } else {
                 let mean_pred = preds.iter().sum::<f64>() / preds.len().max(1) as f64;
                 match ipw_mean_clustered(&residuals, &sampling_units(store, spec, &residual_requests)?) {
-                    Ok(m) => Some(normal(mean_pred + m.mean, m.std_error, level)),
+                    Ok(m) => Some(interval(mean_pred + m.mean, m.std_error, m.units, level)),
                     Err(u) => {
                         undefined.insert("ppi".into(), u.reason);
                         None

@@ -103,7 +103,8 @@ pub struct IpwMean {
     /// Its standard error (linearised, with-replacement approximation over the sampling units;
     /// conservative for sampling without replacement).
     pub std_error: f64,
-    /// `mean -/+ 1.96 * std_error`.
+    /// `mean -/+ t * std_error`, `t` the 97.5% quantile of Student's t with `units - 1`
+    /// degrees of freedom (the usual small-sample rule for a design with few units).
     pub low: f64,
     pub high: f64,
     /// Labelled requests it rests on.
@@ -165,7 +166,14 @@ pub fn ipw_mean_clustered(values: &[(f64, f64)], units: &[usize]) -> Result<IpwM
     // Linearisation: z_i = (y_i - mean) / pi_i.
     let z: Vec<f64> = values.iter().map(|(y, p)| (y - mean) / p).collect();
     let se = unit_variance(&z, units, m, wsum).sqrt();
-    Ok(IpwMean { mean, std_error: se, low: mean - 1.96 * se, high: mean + 1.96 * se, n, units: m })
+    let t = t_975(m);
+    Ok(IpwMean { mean, std_error: se, low: mean - t * se, high: mean + t * se, n, units: m })
+}
+
+/// The 97.5% quantile of Student's t with `units - 1` degrees of freedom (`units` >= 2).
+pub fn t_975(units: usize) -> f64 {
+    use statrs::distribution::{ContinuousCDF, StudentsT};
+    StudentsT::new(0.0, 1.0, (units - 1) as f64).map_or(1.96, |t| t.inverse_cdf(0.975))
 }
 
 /// An inverse-probability estimate of a Pearson correlation with its 95% interval.
@@ -176,7 +184,8 @@ pub struct IpwCorrelation {
     pub r: f64,
     /// Its linearised standard error (over the sampling units, as [`IpwMean`]'s).
     pub std_error: f64,
-    /// The 95% interval, formed on Fisher's z scale: `tanh(atanh(r) -/+ 1.96 * se / (1 - r^2))`.
+    /// The 95% interval, formed on Fisher's z scale: `tanh(atanh(r) -/+ t * se / (1 - r^2))`, `t`
+    /// as in [`IpwMean`].
     pub low: f64,
     pub high: f64,
     pub n: usize,
@@ -208,8 +217,8 @@ pub fn ipw_correlation(values: &[(f64, f64, f64)], units: &[usize]) -> Result<Ip
         .collect();
     let se = unit_variance(&z, units, m, wsum).sqrt();
     let (low, high) = if r.abs() < 1.0 {
-        let (zr, zse) = (r.atanh(), se / (1.0 - r * r));
-        ((zr - 1.96 * zse).tanh(), (zr + 1.96 * zse).tanh())
+        let (zr, zse, t) = (r.atanh(), se / (1.0 - r * r), t_975(m));
+        ((zr - t * zse).tanh(), (zr + t * zse).tanh())
     } else {
         (r, r)
     };
@@ -271,8 +280,9 @@ mod tests {
         // y = 1, 2, 4 with pi = 0.5, 0.25, 1: weights 2, 4, 1; mean (2 + 8 + 4) / 7 = 2.
         let m = ipw_mean(&[(1.0, 0.5), (2.0, 0.25), (4.0, 1.0)]).unwrap();
         assert!((m.mean - 2.0).abs() < 1e-12);
-        // z = -2, 0, 2; sum z^2 = 8; var = 3/2 * 8 / 49.
+        // z = -2, 0, 2; sum z^2 = 8; var = 3/2 * 8 / 49; t with 2 df: 4.302653.
         assert!((m.std_error - (12.0f64 / 49.0).sqrt()).abs() < 1e-12);
+        assert!((m.high - m.mean - 4.302653 * m.std_error).abs() < 1e-5, "{m:?}");
         assert!(ipw_mean(&[(1.0, 0.5)]).is_err());
         assert!(ipw_mean(&[(1.0, 0.0), (1.0, 0.5)]).is_err());
     }
