@@ -154,16 +154,22 @@ fn create(settings: &Settings, store: &mut dyn Store, a: CreateArgs) -> Result<O
         window,
         exclude_labelled: a.exclude_labelled,
     };
+    let o_size = o.size;
     let (spec, items) = queue::create(store, &settings.policy, &o)?;
     let (lo, hi) =
         items.iter().fold((f64::INFINITY, 0.0f64), |(lo, hi), i| (lo.min(i.probability), hi.max(i.probability)));
+    let by = if spec.whole_groups {
+        format!("{} by whole prompt groups ({} groups)", spec.strategy.as_str(), o_size)
+    } else {
+        spec.strategy.as_str().to_string()
+    };
     let text = format!(
         "queue {}: {} {} items drawn by {} from {} {} scored by {} (selection probabilities {:.4} to {:.4}); \
          {} reviewer(s) per item\nlabel them on `evalloop serve`'s review page: /review/queues/{}",
         escape(&spec.name),
         spec.size,
         spec.kind.as_str(),
-        spec.strategy.as_str(),
+        by,
         spec.population,
         if spec.kind == QueueKind::Preference { "pairs of outputs of one group" } else { "requests" },
         escape(&spec.evaluator),
