@@ -8,7 +8,8 @@
 //! chosen token is replaced by the mask token 80% of the time, by a random ordinary token 10%,
 //! and left as it is 10%, as BERT was pretrained. The prediction head is BERT's
 //! (`cls.predictions`: dense, GELU, LayerNorm, then the word embeddings transposed plus a bias),
-//! started fresh when the base has none (all-MiniLM-L6-v2 ships without it); its loss is the
+//! read from the base when it has one under those names and started fresh otherwise
+//! (all-MiniLM-L6-v2 ships none; RoBERTa's `lm_head` is not read); its loss is the
 //! cross-entropy of the original tokens at the chosen positions. AdamW with the run's betas,
 //! weight decay and layer decay, `dapt_learning_rate` with linear warm-up over the first 10% of
 //! the steps and linear decay, gradients clipped at `grad_clip`; dropout on. The choices of
