@@ -266,9 +266,18 @@ fn bert_name(name: &str) -> String {
 pub fn load_checkpoint(path: &Path, family: Family) -> Result<BTreeMap<String, Tensor>, ModelError> {
     let raw = candle_core::safetensors::load(path, &Device::Cpu)
         .map_err(|e| ModelError::Checkpoint { path: path.to_path_buf(), msg: e.to_string() })?;
+    canonical_tensors(&raw, family)
+}
+
+/// The tensors of a checkpoint as read (`raw`, its own names) as f32 under `family`'s canonical
+/// names; pre-training heads are left out (see [`canonical_name`]).
+pub fn canonical_tensors(
+    raw: &std::collections::HashMap<String, Tensor>,
+    family: Family,
+) -> Result<BTreeMap<String, Tensor>, ModelError> {
     let mut out = BTreeMap::new();
     for (name, t) in raw {
-        if let Some(canon) = canonical_name(&name, family) {
+        if let Some(canon) = canonical_name(name, family) {
             out.insert(canon, t.to_dtype(DType::F32)?);
         }
     }
@@ -338,7 +347,7 @@ pub fn init_weights(
 }
 
 /// A standard normal draw (Box-Muller).
-fn normal(rng: &mut ChaCha8Rng) -> f64 {
+pub(crate) fn normal(rng: &mut ChaCha8Rng) -> f64 {
     let u1: f64 = 1.0 - rng.random::<f64>();
     let u2: f64 = rng.random::<f64>();
     (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()

@@ -111,10 +111,14 @@ pub(super) fn queue_estimates(
         let mut requests: Vec<&str> = mine.iter().map(|l| l.request_id.as_str()).collect();
         requests.sort_unstable();
         requests.dedup();
+        // Each labelled request's sampling unit (its group in a whole-group queue).
+        let owned: Vec<String> = requests.iter().map(|r| r.to_string()).collect();
+        let unit_of: BTreeMap<&str, usize> =
+            requests.iter().copied().zip(sampling_units(store, spec, &owned)?).collect();
         let mut ys: Vec<(f64, f64)> = Vec::new();
-        let mut ys_requests: Vec<String> = Vec::new();
+        let mut ys_units: Vec<usize> = Vec::new();
         let mut residuals: Vec<(f64, f64)> = Vec::new();
-        let mut residual_requests: Vec<String> = Vec::new();
+        let mut residual_units: Vec<usize> = Vec::new();
         let mut undefined = BTreeMap::new();
         for r in &requests {
             let mine = events.get(*r).map_or(&[][..], Vec::as_slice);
@@ -123,11 +127,11 @@ pub(super) fn queue_estimates(
             };
             let Some(&pi) = items.get(*r) else { continue };
             ys.push((value(h), pi));
-            ys_requests.push(r.to_string());
+            ys_units.push(unit_of[r]);
             match scores.get(r) {
                 Some(s) => {
                     residuals.push((value(h) - predict(*s), pi));
-                    residual_requests.push(r.to_string());
+                    residual_units.push(unit_of[r]);
                 }
                 None => {
                     undefined.insert("ppi".to_string(), format!("request {r:?} has no score of the evaluator"));
@@ -135,7 +139,7 @@ pub(super) fn queue_estimates(
             }
         }
         let probs: Vec<f64> = ys.iter().map(|(_, p)| *p).collect();
-        let classical = match ipw_mean_clustered(&ys, &sampling_units(store, spec, &ys_requests)?) {
+        let classical = match ipw_mean_clustered(&ys, &ys_units) {
             Ok(m) => Some(interval(m.mean, m.std_error, m.units, level)),
             Err(u) => {
                 undefined.insert("classical".into(), u.reason);
@@ -175,7 +179,7 @@ pub(super) fn queue_estimates(
                 None
             } else {
                 let mean_pred = preds.iter().sum::<f64>() / preds.len().max(1) as f64;
-                match ipw_mean_clustered(&residuals, &sampling_units(store, spec, &residual_requests)?) {
+                match ipw_mean_clustered(&residuals, &residual_units) {
                     Ok(m) => Some(interval(mean_pred + m.mean, m.std_error, m.units, level)),
                     Err(u) => {
                         undefined.insert("ppi".into(), u.reason);

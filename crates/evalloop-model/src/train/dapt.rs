@@ -111,7 +111,7 @@ pub(super) fn adapt(dataset_dir: &Path, cfg: &TrainConfig, dir: &Path, device: &
     let ckpt_path = base_dir.join("model.safetensors");
     let raw = candle_core::safetensors::load(&ckpt_path, &Device::Cpu)
         .map_err(|e| evalloop_core::Error::Model(format!("{}: {e}", ckpt_path.display())))?;
-    let ckpt = weights::load_checkpoint(&ckpt_path, config.family())?;
+    let ckpt = weights::canonical_tensors(&raw, config.family())?;
     let (all, _) = weights::init_weights(&config, Some(ckpt), &ckpt_path, cfg.seed)?;
     let model = TrainableModel::new(&config, all, |n| !n.starts_with("classifier."), cfg.seed, device)?;
     let SequenceClassifier::Bert(net) = &model.model else {
@@ -130,7 +130,8 @@ pub(super) fn adapt(dataset_dir: &Path, cfg: &TrainConfig, dir: &Path, device: &
             Some(t) if t.dims() == shape.as_slice() => t.to_dtype(DType::F32)?,
             _ if name.ends_with("dense.weight") => {
                 let n = h * h;
-                let v: Vec<f32> = (0..n).map(|_| (gauss(&mut rng) * config.initializer_range) as f32).collect();
+                let v: Vec<f32> =
+                    (0..n).map(|_| (weights::normal(&mut rng) * config.initializer_range) as f32).collect();
                 Tensor::from_vec(v, shape, &Device::Cpu)?
             }
             _ if name.ends_with("LayerNorm.weight") => Tensor::ones(shape, DType::F32, &Device::Cpu)?,
@@ -153,8 +154,7 @@ pub(super) fn adapt(dataset_dir: &Path, cfg: &TrainConfig, dir: &Path, device: &
         .ok_or_else(|| evalloop_core::Error::Model("the encoder has no word embeddings".into()))?;
 
     let params: Vec<Param> = model.params().iter().cloned().chain(head_params).collect();
-    let opt_cfg = TrainConfig { layer_lr_decay: cfg.layer_lr_decay, ..cfg.clone() };
-    let mut opt = AdamW::new(&params, &opt_cfg, config.num_hidden_layers)?;
+    let mut opt = AdamW::new(&params, cfg, config.num_hidden_layers)?;
     let batch = cfg.batch_size.max(1);
     let steps_per_epoch = encoded.len().div_ceil(batch);
     let total = steps_per_epoch * cfg.dapt_epochs;
@@ -271,13 +271,6 @@ fn mask_batch(
         masked.push(Encoded { ids, type_ids: e.type_ids.clone() });
     }
     (masked, positions, labels)
-}
-
-/// A standard normal draw (Box-Muller).
-fn gauss(rng: &mut ChaCha8Rng) -> f64 {
-    let u1: f64 = 1.0 - rng.random::<f64>();
-    let u2: f64 = rng.random::<f64>();
-    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
 }
 
 /// The adapted base model's directory inside a run's output directory.
