@@ -389,63 +389,48 @@ pub fn create(store: &mut dyn Store, policy: &HumanPolicy, o: &CreateOptions) ->
     };
     let floor = if o.strategy == Strategy::Random { 1.0 } else { o.floor };
     let seed = crate::hash::hash64(&[&o.name, &o.seed.to_string()]);
-    let (items, population) = if o.whole_groups {
+    // The sampling units: whole groups, or single requests / pairs; each its items (request,
+    // output B of a pair) with one priority. What the population holds is named in the size error.
+    type Unit = (Vec<(String, Option<String>)>, f64);
+    let (units, what): (Vec<Unit>, &str) = if o.whole_groups {
         let groups = group_priorities(store, policy, o, &evaluator)?;
-        if groups.len() < o.size {
-            return Err(Error::Input(format!(
-                "--size {} --whole-groups: the population has only {} prompt group(s) scored by {}",
-                o.size,
-                groups.len(),
-                [Some(&evaluator), o.against.as_ref()].into_iter().flatten().cloned().collect::<Vec<_>>().join(" and ")
-            )));
-        }
-        let prios: Vec<f64> = groups.iter().map(|g| g.priority).collect();
-        let pi = inclusion_probabilities(&floored_weights(&prios, floor), o.size);
-        let items: Vec<QueueItem> = systematic_sample(&pi, seed)
-            .iter()
-            .flat_map(|&g| groups[g].requests.iter().map(move |r| (g, r)))
-            .enumerate()
-            .map(|(pos, (g, r))| QueueItem {
-                queue: o.name.clone(),
-                position: pos as u32,
-                request_id: r.clone(),
-                other_request_id: None,
-                probability: pi[g],
-                priority: groups[g].priority,
-            })
-            .collect();
-        (items, groups.iter().map(|g| g.requests.len()).sum())
+        let units = groups.into_iter().map(|g| (g.requests.into_iter().map(|r| (r, None)).collect(), g.priority));
+        (units.collect(), "prompt group(s)")
     } else {
         let cands = if o.kind == QueueKind::Preference {
             super::pairs::pair_priorities(store, policy, o, &evaluator)?
         } else {
             priorities(store, policy, o, &evaluator)?
         };
-        if cands.len() < o.size {
-            return Err(Error::Input(format!(
-                "--size {}: the population has only {} {} scored by {}",
-                o.size,
-                cands.len(),
-                if o.kind == QueueKind::Preference { "pair(s) of outputs of one group" } else { "request(s)" },
-                [Some(&evaluator), o.against.as_ref()].into_iter().flatten().cloned().collect::<Vec<_>>().join(" and ")
-            )));
-        }
-        let prios: Vec<f64> = cands.iter().map(|c| c.priority).collect();
-        let pi = inclusion_probabilities(&floored_weights(&prios, floor), o.size);
-        let items: Vec<QueueItem> = systematic_sample(&pi, seed)
-            .iter()
-            .enumerate()
-            .map(|(pos, &i)| QueueItem {
-                queue: o.name.clone(),
-                position: pos as u32,
-                request_id: cands[i].request_id.clone(),
-                other_request_id: cands[i].other_request_id.clone(),
-                probability: pi[i],
-                priority: cands[i].priority,
-            })
-            .collect();
-        (items, cands.len())
+        let what = if o.kind == QueueKind::Preference { "pair(s) of outputs of one group" } else { "request(s)" };
+        (cands.into_iter().map(|c| (vec![(c.request_id, c.other_request_id)], c.priority)).collect(), what)
     };
+    if units.len() < o.size {
+        return Err(Error::Input(format!(
+            "--size {}{}: the population has only {} {} scored by {}",
+            o.size,
+            if o.whole_groups { " --whole-groups" } else { "" },
+            units.len(),
+            what,
+            [Some(&evaluator), o.against.as_ref()].into_iter().flatten().cloned().collect::<Vec<_>>().join(" and ")
+        )));
+    }
+    let prios: Vec<f64> = units.iter().map(|u| u.1).collect();
+    let pi = inclusion_probabilities(&floored_weights(&prios, floor), o.size);
+    let items: Vec<QueueItem> = systematic_sample(&pi, seed)
+        .iter()
+        .flat_map(|&u| units[u].0.iter().map(move |m| (u, m)))
+        .enumerate()
+        .map(|(pos, (u, (request, other)))| QueueItem {
+            queue: o.name.clone(),
+            position: pos as u32,
+            request_id: request.clone(),
+            other_request_id: other.clone(),
+            probability: pi[u],
+            priority: units[u].1,
+        })
+        .collect();
+    let population: usize = units.iter().map(|u| u.0.len()).sum();
     let spec = QueueSpec {
         name: o.name.clone(),
         kind: o.kind,
