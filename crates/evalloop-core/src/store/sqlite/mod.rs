@@ -59,8 +59,7 @@ impl SqliteStore {
         conn.execute_batch(READ_PRAGMAS).map_err(err)?;
         // 16 KiB pages for a new file (an existing one keeps its own): the analyses read about
         // a gigabyte of pages at 10M logs, a quarter as many reads and cache lookups as 4 KiB.
-        conn.execute_batch("PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-            .map_err(err)?;
+        set_journal_mode(&conn).map_err(err)?;
         conn.execute_batch("PRAGMA cache_size = -65536;").map_err(err)?;
         let mut store = SqliteStore {
             conn,
@@ -94,6 +93,33 @@ impl SqliteStore {
         &self.conn
     }
 }
+
+/// Sets the page size of a new file and switches it to WAL.
+///
+/// On a file that is not yet in WAL mode the switch turns a read lock into a write lock, and
+/// when another process is switching the same file at the same moment SQLite answers "database
+/// is locked" at once instead of waiting (waiting could deadlock the two). So the switch is
+/// retried, with a growing pause, for as long as the busy timeout would have waited.
+fn set_journal_mode(conn: &Connection) -> rusqlite::Result<()> {
+    const SQL: &str = "PRAGMA page_size = 16384; PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;";
+    let deadline = std::time::Instant::now() + std::time::Duration::from_millis(BUSY_TIMEOUT_MS);
+    let mut pause_ms = 2;
+    loop {
+        match conn.execute_batch(SQL) {
+            Err(rusqlite::Error::SqliteFailure(e, _))
+                if e.code == rusqlite::ErrorCode::DatabaseBusy && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(pause_ms));
+                pause_ms = (pause_ms * 2).min(100);
+            }
+            done => return done,
+        }
+    }
+}
+
+/// How long a connection waits for another's lock before answering "database is locked" (the
+/// `busy_timeout` of [`READ_PRAGMAS`]).
+const BUSY_TIMEOUT_MS: u64 = 10_000;
 
 /// Settings for every connection (the writer's and the extra readers').
 const READ_PRAGMAS: &str = "PRAGMA busy_timeout = 10000;
