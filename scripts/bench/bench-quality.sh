@@ -2,8 +2,9 @@
 # Quality benchmark: does the retrained evaluator agree with people, ranking the
 # outputs of one prompt as experts do?
 #
-# For each dataset (Newsroom coherence and relevance, BAGEL quality, from the judgements
-# directory) and each seed:
+# For each dataset (Newsroom coherence and relevance, BAGEL quality, REALSumm's
+# litepyramid_recall: 100 documents of 24 summaries, about five times a Newsroom run; from the
+# judgements directory) and each seed:
 #   1. `evalloop simulate` with biased feedback: cohorts by system (free, pro, enterprise at
 #      feedback rates 0.3 / 0.5 / 0.8), outcome-dependent feedback (outcome_slope = 1.5: bad
 #      outputs are reported more) and per-cohort standards (shift free -0.5, enterprise +0.5),
@@ -99,7 +100,7 @@
 #
 # Usage: scripts/bench/bench-quality.sh
 # Environment (defaults): DATA (../shared/data/judgements), DATASETS ("newsroom:coherence
-# newsroom:relevance bagel:quality"), SEEDS ("1 2 3"), CONFIGS (all above), EPOCHS (3),
+# newsroom:relevance bagel:quality realsumm:litepyramid_recall"), SEEDS ("1 2 3"), CONFIGS (all above), EPOCHS (3),
 # MAX_LENGTH (256), BATCH (16), LR (5e-5), THREADS (2: the CPU threads; with evalloop's default
 # data_parallel = 0 also the number of training shards, so THREADS=1 and 2 train differently), MODEL
 # (models/all-MiniLM-L6-v2), HOLDOUT_FRAC (0.3: share of groups held out), KEEP (unset: set to
@@ -109,6 +110,9 @@
 # with torch and transformers, for `peer`).
 # DISTILL (1.0), DISTILL_T (0.5): distill and distill_temperature of the *_dist configurations.
 # DAPT_EPOCHS (2), DAPT_LR (5e-5): dapt_epochs and dapt_learning_rate of gp_of_umix_last_dapt.
+# A configuration NAME+blend (NAME listed before it in CONFIGS) is NAME's trained model blended
+# with the production evaluator by `evalloop train --blend-only` under [train] blend_rule =
+# BLEND_RULE (regression); no second training run.
 # PROD (f1): the production evaluator of the simulated logs, `f1` (simulate's unigram F1 against
 # the reference) or `judge` (simulate's noisy judge: correlation JUDGE_R (0.5) with the human
 # score, judge_bias +0.5 sd for cohort free and -0.5 for enterprise; its runs go to
@@ -125,7 +129,7 @@ if [[ -z "$DATA" ]]; then
   done
 fi
 [[ -d "$DATA" ]] || { echo "no judgements directory; set DATA" >&2; exit 2; }
-DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality}"
+DATASETS="${DATASETS:-newsroom:coherence newsroom:relevance bagel:quality realsumm:litepyramid_recall}"
 SEEDS="${SEEDS:-1 2 3}"
 CONFIGS="${CONFIGS:-peer graded graded_inv graded_of pairwise_of gp_of gp_of_inv gp_of_sp gp_of_mt gp_of_b gp_of_ens gp_of_cor gp_of_u gp_of_last gp_of_u_last g_of_u_last gp_of_u4_last pw_u ss_u ss_u_of sel_u peer_imp graded_imp gp_of_imp peer_imp_nv graded_imp_nv gp_of_imp_nv peer_nv graded_nv gp_of_nv}"
 EPOCHS="${EPOCHS:-3}"
@@ -139,6 +143,7 @@ DISTILL="${DISTILL:-1.0}"
 DISTILL_T="${DISTILL_T:-0.5}"
 DAPT_EPOCHS="${DAPT_EPOCHS:-2}"
 DAPT_LR="${DAPT_LR:-5e-5}"
+BLEND_RULE="${BLEND_RULE:-regression}"
 case "$PROD" in f1 | judge) ;; *) echo "PROD is f1 or judge, not $PROD" >&2; exit 2 ;; esac
 HOLDOUT_FRAC="${HOLDOUT_FRAC:-0.3}"
 export RAYON_NUM_THREADS="${THREADS:-2}"
@@ -304,6 +309,23 @@ for spec in $DATASETS; do
     fi
     for c in $CONFIGS; do
       [[ -f "$run/scores-$c.jsonl" ]] && continue
+      if [[ "$c" == *+blend ]]; then
+        # The model of the configuration before `+blend` (listed earlier in CONFIGS), blended
+        # with the production evaluator by `train --blend-only` (the same model as a run with
+        # blend_evaluator = true), BLEND_RULE choosing the weight.
+        b="${c%+blend}"
+        [[ -f "$run/m-$b/metrics.json" ]] || { echo "$c: train $b first (list it before $c in CONFIGS)" >&2; exit 1; }
+        rm -rf "$run/m-$c"; cp -r "$run/m-$b" "$run/m-$c"
+        sed "0,/^\[train\]\$/s//[train]\nblend_evaluator = true\nblend_rule = \"$BLEND_RULE\"/" "$run/train-$b.toml" > "$run/train-$c.toml"
+        s="$(config_spec "$b" "$seed")"
+        "$BIN" --config "$run/train-$c.toml" train --blend-only --dataset "$run/ds-${s%%|*}" \
+          --out "$run/m-$c" > "$run/train-$c.log" 2>&1 \
+          || { echo "blend failed: $run/train-$c.log" >&2; tail -5 "$run/train-$c.log" >&2; exit 1; }
+        "$BIN" score --model "$run/m-$c" --input "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" > /dev/null
+        mv "$run/scores-$c.jsonl.tmp" "$run/scores-$c.jsonl"
+        echo "done: $name/$dim seed $seed $c ($(cat "$run/train-$c.log"))" >&2
+        continue
+      fi
       s="$(config_spec "$c" "$seed")"
       w="${s%%|*}"
       printf '[train]\nseed = %s\n%s\n' "$seed" "${s#*|}" > "$run/train-$c.toml"

@@ -20,6 +20,10 @@ pub struct TrainArgs {
     /// cpu, cuda, cuda:N or auto (default: [train] device, else cpu).
     #[arg(long)]
     pub device: Option<String>,
+    /// Do not train: fit only the blend with the production evaluator ([train] blend_rule) on
+    /// the model already in --out, trained on --dataset (rewrites blend.json and metrics.json).
+    #[arg(long, conflicts_with = "resume")]
+    pub blend_only: bool,
 }
 
 /// Trains with the config's `[train]` (the device flag over it).
@@ -27,6 +31,20 @@ pub fn run(settings: &Settings, a: TrainArgs) -> Result<Outcome> {
     let mut cfg: crate::train::TrainConfig = settings.section("train", &settings.config.train)?;
     if let Some(d) = a.device {
         cfg.device = d;
+    }
+    if a.blend_only {
+        let b = crate::train::refit_blend(&a.dataset, &cfg, &a.out)?;
+        let text = format!(
+            "blended {} with the production evaluator: weight {:.3} ({}); validation {} model {}, evaluator {}, blend {}",
+            a.out.display(),
+            b.weight,
+            serde_json::to_string(&b.rule).unwrap_or_default().trim_matches('"'),
+            serde_json::to_string(&b.metric).unwrap_or_default().trim_matches('"'),
+            fmt_opt(b.validation_model),
+            fmt_opt(b.validation_evaluator),
+            fmt_opt(b.validation_blend),
+        );
+        return Ok(Outcome::ok(text, to_json(&b)));
     }
     let s = crate::train::train(&a.dataset, &cfg, &a.out, a.resume)?;
     let mut text = format!(
@@ -41,4 +59,8 @@ pub fn run(settings: &Settings, a: TrainArgs) -> Result<Outcome> {
         text.push_str(&format!("\nmodel selection: {}", crate::train::describe_selection(sel)));
     }
     Ok(Outcome::ok(text, to_json(&s)))
+}
+
+fn fmt_opt(v: Option<f64>) -> String {
+    v.map_or("-".into(), |v| format!("{v:.3}"))
 }

@@ -2,18 +2,32 @@
 //! with the production evaluator's `overall`, so the retrained evaluator builds on the scores
 //! it is meant to improve instead of starting from nothing.
 //!
-//! On the validation split both scores are standardised; the production evaluator's share `w`
-//! is chosen from 0, 0.05, ..., 1 by the run's `eval_metric` (Spearman for `loss`), the
-//! smallest `w` among the best; then a least-squares line maps the blend onto the labels'
-//! scale (a slope that is not positive is replaced by the ratio of the sds, so the order is
-//! kept). The result is `blend.json` ([`BlendFile`]) in the model directory, which every scorer
-//! applies, and a [`BlendSummary`] in `metrics.json`.
+//! On the validation split both scores are standardised and the production evaluator's share
+//! `w` is chosen by `blend_rule`:
+//! - `regression` (the default): the least-squares weights of the two standardised scores for
+//!   the label, `b = R^-1 r`, from three Pearson correlations taken within prompt groups (each
+//!   group centred on its own means; the whole split is one group when `eval_metric` is not
+//!   `group_spearman`): the model's with the label and with the evaluator on the validation
+//!   split, and the evaluator's with the label on the training and validation splits, which it
+//!   never saw, so that figure rests on several times the labels. A negative weight becomes 0
+//!   (so does the evaluator's when its correlation with the label is not positive) and
+//!   `w = b_evaluator / (b_model + b_evaluator)`. Three correlations are steadier than the
+//!   search below on a validation split of a few groups, which can pick a large `w` for an
+//!   evaluator that ranks worse than chance there.
+//! - `search`: `w` in 0, 0.05, ..., 1 with the best validation `eval_metric` (Spearman for
+//!   `loss`), the smallest among the best.
+//!
+//! Then a least-squares line maps the blend onto the labels' scale (a slope that is not positive
+//! is replaced by the ratio of the sds, so the order is kept). The result is `blend.json`
+//! ([`BlendFile`]) in the model directory, which every scorer applies, and a [`BlendSummary`] in
+//! `metrics.json`. [`refit`] fits the stage again on a trained model (`evalloop train
+//! --blend-only`).
 
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use super::config::{EvalMetric, TrainConfig};
+use super::config::{BlendRule, EvalMetric, TrainConfig};
 use super::metrics::{EvalAccumulator, EvalMetrics};
 use crate::files::BlendFile;
 use crate::score::Scorer;
@@ -24,8 +38,14 @@ use evalloop_core::files::{DatasetCard, DatasetRow, LabelKind};
 pub struct BlendSummary {
     /// The production evaluator's share of the blend.
     pub weight: f64,
-    /// The metric `weight` was chosen by.
+    /// The metric of the validation figures below (and of `weight` under `search`).
     pub metric: EvalMetric,
+    /// How `weight` was chosen.
+    #[serde(default = "search_rule")]
+    pub rule: BlendRule,
+    /// Under `regression`, the correlations the weight was computed from.
+    #[serde(default)]
+    pub correlations: Option<BlendCorrelations>,
     /// Validation figure of the model alone (weight 0), of the production evaluator alone
     /// (weight 1) and of the blend chosen; `None` where undefined.
     pub validation_model: Option<f64>,
@@ -38,6 +58,24 @@ pub struct BlendSummary {
     pub test_evaluator: Option<EvalMetrics>,
 }
 
+/// The blend summaries written before `blend_rule` came from the search.
+fn search_rule() -> BlendRule {
+    BlendRule::Search
+}
+
+/// The within-group Pearson correlations behind a `regression` blend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BlendCorrelations {
+    /// The model's score with the label (validation split).
+    pub model_label: f64,
+    /// The production evaluator's score with the label (training and validation splits).
+    pub evaluator_label: f64,
+    /// The labelled rows behind `evaluator_label`.
+    pub evaluator_rows: usize,
+    /// The model's score with the evaluator's (validation split).
+    pub model_evaluator: f64,
+}
+
 /// One labelled row as the stage sees it.
 struct Row {
     model: f64,
@@ -47,14 +85,20 @@ struct Row {
     group: Option<String>,
 }
 
-fn read_rows(dataset_dir: &Path, split: &str, scorer: &Scorer) -> evalloop_core::Result<Vec<Row>> {
+/// The rows of one split, scored by `scorer` (without one, `model` is 0).
+fn read_rows(dataset_dir: &Path, split: &str, scorer: Option<&Scorer>) -> evalloop_core::Result<Vec<Row>> {
     let path = dataset_dir.join(format!("{split}.jsonl"));
     if !path.is_file() {
         return Ok(Vec::new());
     }
     let rows: Vec<(usize, DatasetRow)> = evalloop_core::jsonl::read_numbered(&path)?;
-    let pairs: Vec<(&str, &str)> = rows.iter().map(|(_, r)| (r.prompt.as_str(), r.output.as_str())).collect();
-    let scores = scorer.score_pairs(&pairs)?;
+    let scores = match scorer {
+        Some(scorer) => {
+            let pairs: Vec<(&str, &str)> = rows.iter().map(|(_, r)| (r.prompt.as_str(), r.output.as_str())).collect();
+            scorer.score_pairs(&pairs)?
+        }
+        None => vec![0.0; rows.len()],
+    };
     rows.into_iter()
         .zip(scores)
         .map(|((line, r), model)| {
@@ -104,7 +148,7 @@ pub(super) fn fit(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path) -> eval
     let _ = std::fs::remove_file(out_dir.join(crate::files::BLEND_FILE));
     let scorer = Scorer::load(out_dir, &device)?.with_batch_size(cfg.eval_batch_size.max(1));
     let binary = scorer.label_kind() == LabelKind::Binary;
-    let validation = read_rows(dataset_dir, "validation", &scorer)?;
+    let validation = read_rows(dataset_dir, "validation", Some(&scorer))?;
     if validation.len() < 2 {
         return Err(evalloop_core::Error::Input(format!(
             "[train] blend_evaluator: the blend is chosen on the validation split, which has {} rows in {}",
@@ -112,7 +156,7 @@ pub(super) fn fit(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path) -> eval
             dataset_dir.display()
         )));
     }
-    let test = read_rows(dataset_dir, "test", &scorer)?;
+    let test = read_rows(dataset_dir, "test", Some(&scorer))?;
     let (model_mean, model_sd) = mean_sd(validation.iter().map(|r| r.model));
     let (evaluator_mean, evaluator_sd) = mean_sd(validation.iter().map(|r| r.evaluator));
     let mut blend = BlendFile {
@@ -130,16 +174,29 @@ pub(super) fn fit(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path) -> eval
         let b = BlendFile { weight: w, ..b.clone() };
         figure(&metrics_of(&validation, |r| b.apply_unclamped(r.model, r.evaluator), binary), metric)
     };
-    let mut best: Option<(f64, f64)> = None;
-    for k in 0..=20 {
-        let w = k as f64 / 20.0;
-        if let Some(v) = at(&blend, w)
-            && best.is_none_or(|(_, bv)| v > bv + 1e-12)
-        {
-            best = Some((w, v));
+    let mut correlations = None;
+    blend.weight = match cfg.blend_rule {
+        BlendRule::Search => {
+            let mut best: Option<(f64, f64)> = None;
+            for k in 0..=20 {
+                let w = k as f64 / 20.0;
+                if let Some(v) = at(&blend, w)
+                    && best.is_none_or(|(_, bv)| v > bv + 1e-12)
+                {
+                    best = Some((w, v));
+                }
+            }
+            best.map_or(0.0, |(w, _)| w)
         }
-    }
-    blend.weight = best.map_or(0.0, |(w, _)| w);
+        BlendRule::Regression => {
+            let within = metric == EvalMetric::GroupSpearman;
+            let train = read_rows(dataset_dir, "train", None)?;
+            let c = regression_correlations(&validation, &train, within);
+            let w = regression_weight(&c);
+            correlations = Some(c);
+            w
+        }
+    };
     // The labels' scale: least squares of the label on the blend (weights 1).
     let xs: Vec<f64> = validation.iter().map(|r| blend.apply_unclamped(r.model, r.evaluator)).collect();
     let (xm, xsd) = mean_sd(xs.iter().copied());
@@ -157,6 +214,8 @@ pub(super) fn fit(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path) -> eval
     Ok(BlendSummary {
         weight: blend.weight,
         metric,
+        rule: cfg.blend_rule,
+        correlations,
         validation_model: at(&blend, 0.0),
         validation_evaluator: at(&blend, 1.0),
         validation_blend: at(&blend, blend.weight),
@@ -164,6 +223,75 @@ pub(super) fn fit(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path) -> eval
         test_model: test_of(&|r| r.model),
         test_evaluator: test_of(&|r| r.evaluator),
     })
+}
+
+/// Weighted Pearson correlations of the columns `f(row)` with each other, over rows centred on
+/// their group's weighted means (`within`), or on the whole set's; `None` for a column without
+/// spread.
+fn correlations<const K: usize>(rows: &[&Row], within: bool, f: impl Fn(&Row) -> [f64; K]) -> [[Option<f64>; K]; K] {
+    let mut groups: std::collections::HashMap<Option<&str>, Vec<&Row>> = Default::default();
+    for r in rows {
+        groups.entry(if within { r.group.as_deref() } else { None }).or_default().push(r);
+    }
+    let mut cov = [[0.0; K]; K];
+    for members in groups.values().filter(|m| m.len() >= 2) {
+        let total: f64 = members.iter().map(|r| r.weight).sum();
+        if total <= 0.0 {
+            continue;
+        }
+        let mut mean = [0.0; K];
+        for r in members {
+            let x = f(r);
+            for k in 0..K {
+                mean[k] += r.weight * x[k] / total;
+            }
+        }
+        for r in members {
+            let x = f(r);
+            for i in 0..K {
+                for j in 0..K {
+                    cov[i][j] += r.weight * (x[i] - mean[i]) * (x[j] - mean[j]);
+                }
+            }
+        }
+    }
+    let mut out = [[None; K]; K];
+    for i in 0..K {
+        for j in 0..K {
+            let d = (cov[i][i] * cov[j][j]).sqrt();
+            out[i][j] = (d > 0.0 && d.is_finite()).then(|| cov[i][j] / d);
+        }
+    }
+    out
+}
+
+fn regression_correlations(validation: &[Row], train: &[Row], within: bool) -> BlendCorrelations {
+    let val: Vec<&Row> = validation.iter().collect();
+    let v = correlations(&val, within, |r| [r.model, r.evaluator, r.label]);
+    let labelled: Vec<&Row> = train.iter().chain(validation).collect();
+    let e = correlations(&labelled, within, |r| [r.evaluator, r.label]);
+    BlendCorrelations {
+        model_label: v[0][2].unwrap_or(0.0),
+        evaluator_label: e[0][1].unwrap_or(0.0),
+        evaluator_rows: labelled.len(),
+        model_evaluator: v[0][1].unwrap_or(0.0),
+    }
+}
+
+/// The evaluator's share from the least-squares weights of two standardised predictors with
+/// correlations `model_label`, `evaluator_label` with the label and `model_evaluator` with each
+/// other; a negative weight counts as 0 (0 when both are). An evaluator that does not rank
+/// with the labels at all gets no share, even where the regression would give it one as a
+/// suppressor of the model's error.
+fn regression_weight(c: &BlendCorrelations) -> f64 {
+    let (rm, re, rme) = (c.model_label, c.evaluator_label, c.model_evaluator);
+    if re <= 0.0 {
+        return 0.0;
+    }
+    let det = 1.0 - rme * rme;
+    let (bm, be) = if det > 1e-9 { ((rm - rme * re) / det, (re - rme * rm) / det) } else { (rm, re) };
+    let (bm, be) = (bm.max(0.0), be.max(0.0));
+    if bm + be > 0.0 { be / (bm + be) } else { 0.0 }
 }
 
 impl BlendFile {

@@ -73,6 +73,22 @@ impl Objective {
     }
 }
 
+/// How the blend stage (`blend_evaluator`) chooses the production evaluator's share `w`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BlendRule {
+    /// The least-squares weights of the two standardised scores for the label, from their
+    /// correlations within prompt groups: the model's with the label and with the evaluator on
+    /// the validation split, the evaluator's with the label on the training and validation
+    /// splits (labels it never saw); a negative weight becomes 0, and so does the evaluator's
+    /// when its correlation with the label is not positive.
+    #[default]
+    Regression,
+    /// The `w` in 0, 0.05, ..., 1 with the best validation `eval_metric` (the smallest among
+    /// the best).
+    Search,
+}
+
 /// The metric early stopping and best-checkpoint selection watch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -267,10 +283,12 @@ pub struct TrainConfig {
     pub unlabelled: bool,
     /// The blend stage: after training (and any ensemble or selection), blend the model's score
     /// with the production evaluator's `overall` (the dataset rows' `evaluator_score`), with the
-    /// evaluator's share chosen on the validation split by `eval_metric` and the result mapped
-    /// onto the labels' scale; written as `blend.json`, which every scorer applies (scoring
-    /// then needs each request's production score). Needs a validation split (default false).
+    /// evaluator's share chosen by `blend_rule` and the result mapped onto the labels' scale;
+    /// written as `blend.json`, which every scorer applies (scoring then needs each request's
+    /// production score). Needs a validation split (default false).
     pub blend_evaluator: bool,
+    /// How the blend stage chooses the production evaluator's share (default `"regression"`).
+    pub blend_rule: BlendRule,
     /// Train on the dataset's preference pairs (`pairs.jsonl`, written by `dataset build` when
     /// the store holds preferences): each train-split pair adds the chosen output ranked above
     /// the rejected one to the pairwise term, with weight `preference_pairs` x the pair's
@@ -364,6 +382,7 @@ impl Default for TrainConfig {
             corruption_mix: Default::default(),
             unlabelled: false,
             blend_evaluator: false,
+            blend_rule: BlendRule::Regression,
             preference_pairs: 0.0,
             distill: 0.0,
             distill_temperature: 0.5,

@@ -64,8 +64,8 @@ mod shards;
 mod step;
 mod trainer;
 
-pub use blend::BlendSummary;
-pub use config::{Corruption, EvalMetric, LabelKind, Objective, PairScope, TrainConfig, Truncation};
+pub use blend::{BlendCorrelations, BlendSummary};
+pub use config::{BlendRule, Corruption, EvalMetric, LabelKind, Objective, PairScope, TrainConfig, Truncation};
 pub use dapt::DaptSummary;
 pub use data::Example;
 pub use evaluate::score_of;
@@ -194,6 +194,28 @@ pub fn train(
         Some(summary) => Ok(summary),
         None => Err(evalloop_core::Error::Model("training stopped before the end".into())),
     }
+}
+
+/// Fits the blend stage (`[train] blend_evaluator`, with `cfg.blend_rule`) again on the model
+/// already trained into `out_dir` from `dataset_dir`, without training: rewrites `blend.json`
+/// and the `blend` of `metrics.json`, and returns it. The model is the same as a run with
+/// `blend_evaluator = true` would train (the stage comes after training).
+pub fn refit_blend(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path) -> evalloop_core::Result<BlendSummary> {
+    cfg.validate("train config")?;
+    let path = out_dir.join("metrics.json");
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        evalloop_core::Error::Input(format!(
+            "{}: {e}; --blend-only needs a model trained by `evalloop train` in {}",
+            path.display(),
+            out_dir.display()
+        ))
+    })?;
+    let mut summary: TrainSummary = serde_json::from_str(&text)
+        .map_err(|e| evalloop_core::Error::Input(format!("{}: not a training summary: {e}", path.display())))?;
+    let blend = blend::fit(dataset_dir, cfg, out_dir)?;
+    summary.blend = Some(blend.clone());
+    output::write_summary(out_dir, &summary)?;
+    Ok(blend)
 }
 
 #[cfg(test)]

@@ -1272,8 +1272,10 @@ fn add_evaluator_scores(dir: &Path, f: impl Fn(f64, usize) -> f64) {
 }
 
 /// `blend_evaluator`: the model's score blended with the production evaluator's, chosen on the
-/// validation split (never worse there than either alone), written as blend.json and applied
-/// by every scorer, which then needs the production score of each request.
+/// validation split (by the search: never worse there than either alone; by the regression:
+/// from the correlations it reports), written as blend.json and applied by every scorer, which
+/// then needs the production score of each request; `refit_blend` fits it again without
+/// training.
 #[test]
 fn blend_evaluator_blends_with_the_production_score() {
     let tmp = tempfile::tempdir().unwrap();
@@ -1286,6 +1288,7 @@ fn blend_evaluator_blends_with_the_production_score() {
         objective: Some(Objective::GradedPairwise),
         eval_metric: EvalMetric::GroupSpearman,
         blend_evaluator: true,
+        blend_rule: BlendRule::Search,
         ..tiny_cfg(&base)
     };
     // Rows without a production score: the stage says what is missing.
@@ -1337,6 +1340,37 @@ fn blend_evaluator_blends_with_the_production_score() {
     std::fs::write(&input, "{\"request_id\":\"a\",\"prompt\":\"p\",\"output\":\"o\"}\n").unwrap();
     let err = crate::score::score_jsonl(&out, &input, &output, &Default::default()).unwrap_err().to_string();
     assert!(err.contains("in.jsonl:1: field eval_scores.overall"), "{err}");
+
+    // The regression rule on the same model, without training: this evaluator follows the
+    // labels almost exactly, so it takes most of the blend, and the weight is the least-squares
+    // one of the correlations reported.
+    let regression = TrainConfig { blend_rule: BlendRule::Regression, ..cfg.clone() };
+    let b = refit_blend(&data_dir, &regression, &out).unwrap();
+    assert_eq!(b.rule, BlendRule::Regression);
+    let c = b.correlations.clone().expect("the correlations");
+    let labelled = ["train", "validation"]
+        .iter()
+        .map(|s| std::fs::read_to_string(data_dir.join(format!("{s}.jsonl"))).unwrap().lines().count())
+        .sum::<usize>();
+    assert_eq!(c.evaluator_rows, labelled);
+    assert!(c.evaluator_label > 0.9, "{c:?}");
+    let det = 1.0 - c.model_evaluator * c.model_evaluator;
+    let bm = ((c.model_label - c.model_evaluator * c.evaluator_label) / det).max(0.0);
+    let be = ((c.evaluator_label - c.model_evaluator * c.model_label) / det).max(0.0);
+    assert!((b.weight - be / (bm + be)).abs() < 1e-12, "{b:?}");
+    assert!(b.weight > 0.5, "{b:?}");
+    assert_eq!(crate::files::BlendFile::read(&out).unwrap().unwrap().weight, b.weight);
+    let on_disk: TrainSummary =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    assert_eq!(on_disk.blend, Some(b));
+    // An evaluator that ranks against the labels gets no share, whatever the search would see.
+    add_evaluator_scores(&data_dir, |label, i| 0.9 - 0.5 * label + 0.01 * (i % 3) as f64);
+    let b = refit_blend(&data_dir, &regression, &out).unwrap();
+    assert!(b.correlations.as_ref().unwrap().evaluator_label < -0.9, "{b:?}");
+    assert_eq!(b.weight, 0.0);
+    // Without a trained model there is nothing to blend.
+    let err = refit_blend(&data_dir, &regression, &tmp.path().join("empty")).unwrap_err().to_string();
+    assert!(err.contains("--blend-only needs a model trained by `evalloop train`"), "{err}");
 
     // Trained again without the blend, the directory loses blend.json.
     train(&data_dir, &TrainConfig { blend_evaluator: false, ..cfg }, &out, false).unwrap();
