@@ -7,9 +7,10 @@
 //! - `regression` (the default): the least-squares weights of the two standardised scores for
 //!   the label, `b = R^-1 r`, from three Pearson correlations taken within prompt groups (each
 //!   group centred on its own means; the whole split is one group when `eval_metric` is not
-//!   `group_spearman`): the model's with the label and with the evaluator on the validation
-//!   split, and the evaluator's with the label on the training and validation splits, which it
-//!   never saw, so that figure rests on several times the labels. A negative weight becomes 0
+//!   `group_spearman`, or when the validation split has fewer than [`MIN_WITHIN_DF`]
+//!   within-group degrees of freedom): the model's with the label and with the evaluator on the
+//!   validation split, and the evaluator's with the label on the training and validation splits,
+//!   which it never saw, so that figure rests on several times the labels. A negative weight becomes 0
 //!   (so does the evaluator's when its correlation with the label is not positive) and
 //!   `w = b_evaluator / (b_model + b_evaluator)`. Three correlations are steadier than the
 //!   search below on a validation split of a few groups, which can pick a large `w` for an
@@ -74,7 +75,21 @@ pub struct BlendCorrelations {
     pub evaluator_rows: usize,
     /// The model's score with the evaluator's (validation split).
     pub model_evaluator: f64,
+    /// Whether the correlations were taken within prompt groups: under `group_spearman`, when
+    /// the validation split has at least [`MIN_WITHIN_DF`] within-group degrees of freedom.
+    #[serde(default)]
+    pub within_groups: bool,
+    /// The validation split's within-group degrees of freedom (rows less groups, over the groups
+    /// of two or more rows).
+    #[serde(default)]
+    pub validation_within_df: usize,
 }
+
+/// Below this many within-group degrees of freedom on the validation split, the regression
+/// rule takes its correlations over the whole splits instead: with groups of two outputs
+/// (BAGEL) a validation split of twenty rows has one to three, and a correlation within them is
+/// +1 or -1 by chance.
+pub const MIN_WITHIN_DF: usize = 10;
 
 /// One labelled row as the stage sees it.
 struct Row {
@@ -189,9 +204,8 @@ pub(super) fn fit(dataset_dir: &Path, cfg: &TrainConfig, out_dir: &Path) -> eval
             best.map_or(0.0, |(w, _)| w)
         }
         BlendRule::Regression => {
-            let within = metric == EvalMetric::GroupSpearman;
             let train = read_rows(dataset_dir, "train", None)?;
-            let c = regression_correlations(&validation, &train, within);
+            let c = regression_correlations(&validation, &train, metric == EvalMetric::GroupSpearman);
             let w = regression_weight(&c);
             correlations = Some(c);
             w
@@ -265,7 +279,13 @@ fn correlations<const K: usize>(rows: &[&Row], within: bool, f: impl Fn(&Row) ->
     out
 }
 
-fn regression_correlations(validation: &[Row], train: &[Row], within: bool) -> BlendCorrelations {
+fn regression_correlations(validation: &[Row], train: &[Row], group_metric: bool) -> BlendCorrelations {
+    let mut sizes: std::collections::HashMap<Option<&str>, usize> = Default::default();
+    for r in validation {
+        *sizes.entry(r.group.as_deref()).or_default() += 1;
+    }
+    let validation_within_df = sizes.values().filter(|&&n| n >= 2).map(|n| n - 1).sum::<usize>();
+    let within = group_metric && validation_within_df >= MIN_WITHIN_DF;
     let val: Vec<&Row> = validation.iter().collect();
     let v = correlations(&val, within, |r| [r.model, r.evaluator, r.label]);
     let labelled: Vec<&Row> = train.iter().chain(validation).collect();
@@ -275,6 +295,8 @@ fn regression_correlations(validation: &[Row], train: &[Row], within: bool) -> B
         evaluator_label: e[0][1].unwrap_or(0.0),
         evaluator_rows: labelled.len(),
         model_evaluator: v[0][1].unwrap_or(0.0),
+        within_groups: within,
+        validation_within_df,
     }
 }
 
@@ -301,5 +323,69 @@ impl BlendFile {
         let z = |x: f64, m: f64, sd: f64| (x - m) / if sd > 0.0 { sd } else { 1.0 };
         (1.0 - self.weight) * z(model, self.model_mean, self.model_sd)
             + self.weight * z(evaluator, self.evaluator_mean, self.evaluator_sd)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(group: &str, model: f64, evaluator: f64, label: f64) -> Row {
+        Row { model, evaluator, label, weight: 1.0, group: Some(group.into()) }
+    }
+
+    /// Groups where the evaluator ranks the outputs of each prompt right but the prompts'
+    /// levels the wrong way round (Simpson's paradox): within groups it correlates positively,
+    /// over the whole split negatively; with too few within-group degrees of freedom the rule
+    /// falls back to the whole split.
+    #[test]
+    fn regression_correlations_are_within_groups_when_the_validation_split_allows() {
+        let mut rows = Vec::new();
+        for g in 0..4 {
+            let level = g as f64;
+            for i in 0..4 {
+                let label = level + 0.1 * i as f64;
+                // Evaluator: right within the group, levels reversed; model: noise-free label.
+                rows.push(row(&format!("g{g}"), label, -2.0 * level + 0.1 * i as f64, label));
+            }
+        }
+        let c = regression_correlations(&rows, &[], true);
+        assert_eq!(c.validation_within_df, 12);
+        assert!(c.within_groups);
+        assert!((c.evaluator_label - 1.0).abs() < 1e-9 && (c.model_label - 1.0).abs() < 1e-9, "{c:?}");
+        let whole = regression_correlations(&rows, &[], false);
+        assert!(!whole.within_groups && whole.evaluator_label < -0.9, "{whole:?}");
+        // Three groups of two rows: 3 degrees of freedom, so the whole split.
+        let few: Vec<Row> = rows
+            .iter()
+            .filter(|r| r.group.as_deref() != Some("g3"))
+            .take(6)
+            .map(|r| row(r.group.as_deref().unwrap(), r.model, r.evaluator, r.label))
+            .collect();
+        let c = regression_correlations(&few, &[], true);
+        assert!(c.validation_within_df < MIN_WITHIN_DF && !c.within_groups, "{c:?}");
+        // The training rows count for the evaluator only.
+        let c = regression_correlations(&rows, &rows, true);
+        assert_eq!(c.evaluator_rows, 32);
+    }
+
+    #[test]
+    fn regression_weight_follows_the_least_squares_weights() {
+        let c = |m, e, me| BlendCorrelations {
+            model_label: m,
+            evaluator_label: e,
+            evaluator_rows: 100,
+            model_evaluator: me,
+            within_groups: true,
+            validation_within_df: 20,
+        };
+        // Independent predictors of equal strength share equally.
+        assert!((regression_weight(&c(0.5, 0.5, 0.0)) - 0.5).abs() < 1e-12);
+        // The evaluator adds nothing beyond the model it is collinear with.
+        assert_eq!(regression_weight(&c(0.6, 0.3, 0.5)), 0.0);
+        // An evaluator that does not rank with the labels gets nothing, even as a suppressor.
+        assert_eq!(regression_weight(&c(0.6, -0.05, -0.5)), 0.0);
+        // A model worse than chance leaves everything to the evaluator.
+        assert_eq!(regression_weight(&c(-0.2, 0.4, 0.0)), 1.0);
     }
 }

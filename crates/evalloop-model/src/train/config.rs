@@ -80,8 +80,9 @@ pub enum BlendRule {
     /// The least-squares weights of the two standardised scores for the label, from their
     /// correlations within prompt groups: the model's with the label and with the evaluator on
     /// the validation split, the evaluator's with the label on the training and validation
-    /// splits (labels it never saw); a negative weight becomes 0, and so does the evaluator's
-    /// when its correlation with the label is not positive.
+    /// splits (labels it never saw); over the whole splits when the validation split has fewer
+    /// than 10 within-group degrees of freedom. A negative weight becomes 0, and so does the
+    /// evaluator's when its correlation with the label is not positive.
     #[default]
     Regression,
     /// The `w` in 0, 0.05, ..., 1 with the best validation `eval_metric` (the smallest among

@@ -1353,6 +1353,7 @@ fn blend_evaluator_blends_with_the_production_score() {
         .map(|s| std::fs::read_to_string(data_dir.join(format!("{s}.jsonl"))).unwrap().lines().count())
         .sum::<usize>();
     assert_eq!(c.evaluator_rows, labelled);
+    assert_eq!(c.within_groups, c.validation_within_df >= blend::MIN_WITHIN_DF);
     assert!(c.evaluator_label > 0.9, "{c:?}");
     let det = 1.0 - c.model_evaluator * c.model_evaluator;
     let bm = ((c.model_label - c.model_evaluator * c.evaluator_label) / det).max(0.0);
