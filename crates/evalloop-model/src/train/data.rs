@@ -201,16 +201,21 @@ pub fn read_label_kind(dataset_dir: &Path) -> evalloop_core::Result<LabelKind> {
     Ok(DatasetCard::read(dataset_dir)?.config.label)
 }
 
+/// That `unlabelled.jsonl` can be opened; the error says how to write it.
+pub fn check_unlabelled(path: &Path) -> evalloop_core::Result<()> {
+    std::fs::File::open(path).map(drop).map_err(|e| {
+        evalloop_core::Error::Input(format!(
+            "{}: {e}; [train] unlabelled needs a dataset built with [dataset] unlabelled = N",
+            path.display()
+        ))
+    })
+}
+
 /// Reads `unlabelled.jsonl` (`[dataset] unlabelled`) as examples with label 0, weight 0 (no
 /// pointwise or labelled-pair loss) and no dimension labels (`dims` of them). Errors name
 /// file:line and the field; a missing file is an error that says how to write it.
 pub fn read_unlabelled(path: &Path, dims: usize) -> evalloop_core::Result<Vec<Example>> {
-    if let Err(e) = std::fs::File::open(path) {
-        return Err(evalloop_core::Error::Input(format!(
-            "{}: {e}; [train] unlabelled needs a dataset built with [dataset] unlabelled = N",
-            path.display()
-        )));
-    }
+    check_unlabelled(path)?;
     let rows: Vec<UnlabelledRow> = evalloop_core::jsonl::read(path)?;
     Ok(rows
         .into_iter()

@@ -170,6 +170,10 @@ pub fn train(
     if cfg.dapt_epochs > 0 {
         // Pretrain the encoder on the dataset's texts, then train (ensemble, selection) from it.
         cfg.validate("train config")?;
+        // What the scoring stage will read, checked before the pretraining spends its time.
+        if cfg.unlabelled {
+            data::check_unlabelled(&dataset_dir.join("unlabelled.jsonl"))?;
+        }
         let device = model::parse_device(&cfg.device)?;
         let adapted = dapt::base_dir_in(out_dir);
         let summary_dapt = dapt::adapt(dataset_dir, cfg, &adapted, &device).map_err(evalloop_core::Error::from)?;

@@ -1583,6 +1583,17 @@ fn domain_adaptive_pretraining_adapts_the_encoder_the_scoring_stage_starts_from(
     train(&data_dir, &plain, &tmp.path().join("m3"), false).unwrap();
     assert_ne!(bytes(&out), bytes(&tmp.path().join("m3")));
 
+    // A scoring stage that would fail on a missing file fails before the pretraining runs.
+    let needs = TrainConfig {
+        unlabelled: true,
+        corruption_pairs: 1.0,
+        objective: Some(Objective::GradedPairwise),
+        ..cfg.clone()
+    };
+    let err = train(&data_dir, &needs, &tmp.path().join("nu"), false).unwrap_err().to_string();
+    assert!(err.contains("unlabelled.jsonl") && err.contains("[dataset] unlabelled = N"), "{err}");
+    assert!(!tmp.path().join("nu").join("dapt-base").exists(), "no pretraining ran");
+
     // Bad settings name the key.
     let bad = TrainConfig { dapt_mask_probability: 1.5, ..cfg.clone() };
     let err = train(&data_dir, &bad, &tmp.path().join("bad"), false).unwrap_err().to_string();
