@@ -18,6 +18,11 @@ fn p(x: Option<f64>) -> String {
     x.map_or("-".into(), |v| if v < 1e-4 { format!("{v:.2e}") } else { format!("{v:.4}") })
 }
 
+/// A figure with `digits` decimals, `-` where undefined.
+pub(super) fn opt(x: Option<f64>, digits: usize) -> String {
+    x.map_or("-".to_string(), |v| format!("{v:.digits$}"))
+}
+
 fn ci(x: Option<[f64; 2]>) -> String {
     x.map_or("-".into(), |[a, b]| format!("[{a:.3}, {b:.3}]"))
 }

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use super::render::opt;
 use super::{Outcome, to_json};
 use crate::Result;
 use crate::config::Settings;
@@ -40,9 +41,9 @@ pub fn run(settings: &Settings, a: TrainArgs) -> Result<Outcome> {
             b.weight,
             serde_json::to_string(&b.rule).unwrap_or_default().trim_matches('"'),
             serde_json::to_string(&b.metric).unwrap_or_default().trim_matches('"'),
-            fmt_opt(b.validation_model),
-            fmt_opt(b.validation_evaluator),
-            fmt_opt(b.validation_blend),
+            opt(b.validation_model, 3),
+            opt(b.validation_evaluator, 3),
+            opt(b.validation_blend, 3),
         );
         return Ok(Outcome::ok(text, to_json(&b)));
     }
@@ -59,8 +60,4 @@ pub fn run(settings: &Settings, a: TrainArgs) -> Result<Outcome> {
         text.push_str(&format!("\nmodel selection: {}", crate::train::describe_selection(sel)));
     }
     Ok(Outcome::ok(text, to_json(&s)))
-}
-
-fn fmt_opt(v: Option<f64>) -> String {
-    v.map_or("-".into(), |v| format!("{v:.3}"))
 }

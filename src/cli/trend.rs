@@ -2,6 +2,7 @@
 
 use std::fmt::Write as _;
 
+use super::render::opt;
 use super::{FilterArgs, Outcome, scope, to_json};
 use crate::Result;
 use crate::config::Settings;
@@ -34,10 +35,6 @@ pub fn run(settings: &Settings, a: TrendArgs) -> Result<Outcome> {
 /// User text with control characters escaped.
 fn plain(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
-}
-
-fn opt(x: Option<f64>, digits: usize) -> String {
-    x.map_or("-".to_string(), |v| format!("{v:.digits$}"))
 }
 
 fn figure_name(f: Figure) -> &'static str {

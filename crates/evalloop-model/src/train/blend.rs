@@ -21,8 +21,8 @@
 //! Then a least-squares line maps the blend onto the labels' scale (a slope that is not positive
 //! is replaced by the ratio of the sds, so the order is kept). The result is `blend.json`
 //! ([`BlendFile`]) in the model directory, which every scorer applies, and a [`BlendSummary`] in
-//! `metrics.json`. [`refit`] fits the stage again on a trained model (`evalloop train
-//! --blend-only`).
+//! `metrics.json`. [`super::refit_blend`] fits the stage again on a trained model (`evalloop
+//! train --blend-only`).
 
 use std::path::Path;
 
@@ -76,7 +76,7 @@ pub struct BlendCorrelations {
     /// The model's score with the evaluator's (validation split).
     pub model_evaluator: f64,
     /// Whether the correlations were taken within prompt groups: under `group_spearman`, when
-    /// the validation split has at least [`MIN_WITHIN_DF`] within-group degrees of freedom.
+    /// the validation split has at least 10 within-group degrees of freedom (`MIN_WITHIN_DF`).
     #[serde(default)]
     pub within_groups: bool,
     /// The validation split's within-group degrees of freedom (rows less groups, over the groups
