@@ -5,7 +5,8 @@
 //! ```
 //! Training: the real `train()` loop (full fine-tuning, dropout on, AdamW, batch 16, every pair
 //! truncated to exactly 128 tokens); the first step is left out as warmup. Scoring:
-//! `Scorer::score_pairs` (tokenization included), batch 32 x 128 tokens. Prints one JSON line.
+//! `Scorer::score_pairs` (tokenization included), batch 32 x 128 tokens, in fp32 and then with
+//! int8 linear layers (`Precision::Int8`). Prints one JSON line.
 //! `SHARDS` sets `[train] data_parallel` (default 0: one shard per thread).
 #![allow(clippy::print_stdout)]
 // A benchmark script: its result is its stdout.
@@ -83,11 +84,20 @@ fn main() -> Result<()> {
     scorer.score_pairs(&pairs[..32])?; // warmup
     let t = Instant::now();
     scorer.score_pairs(&pairs)?;
+    let fp32 = scorer.score_pairs(&pairs)?;
     let score_sps = pairs.len() as f64 / t.elapsed().as_secs_f64();
+    // The same scoring with int8 linear layers (`--precision int8`).
+    let scorer = scorer.with_precision(evalloop::model::Precision::Int8)?;
+    scorer.score_pairs(&pairs[..32])?; // warmup (quantizes the weights)
+    let t = Instant::now();
+    let int8 = scorer.score_pairs(&pairs)?;
+    let int8_sps = pairs.len() as f64 / t.elapsed().as_secs_f64();
+    let rho = evalloop::stats::corr::spearman(&fp32, &int8).map(|c| c.estimate).unwrap_or(f64::NAN);
     println!(
         "{}",
         serde_json::json!({"impl": "evalloop-candle", "train_examples_per_sec": train_eps,
-            "score_seq_per_sec": score_sps, "train_steps_timed": times.len() - 1,
+            "score_seq_per_sec": score_sps, "int8_score_seq_per_sec": int8_sps,
+            "int8_spearman_vs_fp32": rho, "train_steps_timed": times.len() - 1,
             "score_seqs_timed": pairs.len()})
     );
     std::fs::remove_dir_all(&tmp).ok();

@@ -12,6 +12,8 @@
 #   groups), rater noise sd 0.5, coverage over 200 draws of 56 labels
 #   (see scripts/bench/active_driver.py --help); BAGEL:
 #   scripts/bench/active.sh -- --dataset bagel --dimension quality --holdout-groups 61 --k 20
+#   `uncertainty` among --strategies trains an ensemble each round (--ensemble-seeds, default 8 9
+#   besides the config's seed): three times the training of the other strategies.
 # Needs: a release build (cargo build --release), the base model in the hub cache
 # (scripts/fetch-model.sh), python3 (standard library only). 11 training runs a seed of 1-2
 # minutes each (Newsroom) or under a minute (BAGEL) on a quiet 2-core machine.
@@ -32,8 +34,10 @@ BIN="${EVALLOOP_BIN:-${CARGO_TARGET_DIR:-target}/release/evalloop}"
 [[ -x "$BIN" ]] || cargo build --release
 WORK="$(mktemp -d)"
 trap 'rm -rf "$WORK"' EXIT
-# configs/weekly.toml's [train] settings (and its corruption mix), nothing else.
-python3 - configs/weekly.toml "$WORK/train.toml" <<'PY'
+# configs/weekly.toml's [train] settings (and its corruption mix), nothing else; TRAIN_CONFIG
+# names another file to take them from (for example an earlier weekly.toml, to extend curves
+# measured with it: `TRAIN_CONFIG=<(git show REV:configs/weekly.toml)`).
+python3 - "${TRAIN_CONFIG:-configs/weekly.toml}" "$WORK/train.toml" <<'PY'
 import sys
 src, dst = sys.argv[1], sys.argv[2]
 out, keep = [], False

@@ -8,8 +8,9 @@ from the labels so far with configs/weekly.toml's [train] settings and scored on
 strategy is a queue strategy, optionally drawn by whole prompt groups (`NAME:group`, `queue
 create --whole-groups`: K / group size groups a round). Round 1 is a random queue of the same
 unit for every strategy (there is no retrained evaluator yet); later rounds use the strategy,
-`disagreement` and `mix` comparing the base evaluator with the latest retrained one, each round
-leaving out requests labelled before (`--exclude-labelled`). Printed: held-out group-level
+`disagreement` and `mix` comparing the base evaluator with the latest retrained one,
+`uncertainty` ranking by the spread of an ensemble's members (retrained each round, `--ensemble-
+seeds`), each round leaving out requests labelled before (`--exclude-labelled`). Printed: held-out group-level
 Spearman (the mean over held-out groups of the within-group Spearman correlation) per round, and
 for each strategy the fewest labels at which its mean curve reaches `random`'s final value.
 
@@ -106,7 +107,43 @@ def answers_file(bin_, db, queue, truth, sigma, seed, path):
             f.write(json.dumps({"request_id": rid, "reviewer": "sim", "answer": label(truth, rid, sigma, seed)}) + "\n")
 
 
-def train_round(a, bin_, db, work, evaluator, heldout, tag):
+def train_seed(path):
+    """The `seed` of a [train] config file (evalloop's default 7 when it names none)."""
+    section = ""
+    for line in open(path):
+        s = line.split("#")[0].strip()
+        if s.startswith("["):
+            section = s
+        elif section == "[train]" and s.replace(" ", "").startswith("seed="):
+            return int(s.split("=", 1)[1])
+    return 7
+
+
+def ensemble_config(a):
+    """The training config with `seeds = [seed, extra...]`: an ensemble whose member with the
+    config's own seed is the model a single run trains (the held-out figure comes from it, so
+    the curves of all strategies measure the same kind of evaluator)."""
+    path = os.path.join(a.work, "train-ensemble.toml")
+    if not os.path.exists(path):
+        seeds = [a.main_seed] + [s for s in a.ensemble_seeds if s != a.main_seed]
+        out, done = [], False
+        for line in open(a.train_config):
+            out.append(line)
+            if line.strip() == "[train]" and not done:
+                out.append(f"seeds = [{', '.join(map(str, seeds))}]\n")
+                done = True
+        if not done:
+            sys.exit(f"{a.train_config}: no [train] section to add the ensemble's seeds to")
+        with open(path, "w") as f:
+            f.write("".join(out))
+    return path
+
+
+def needs_members(strategy):
+    return strategy == "uncertainty"
+
+
+def train_round(a, bin_, db, work, evaluator, heldout, tag, ensemble=False):
     ds_cfg = os.path.join(work, f"ds-{tag}.toml")
     with open(ds_cfg, "w") as f:
         f.write(
@@ -118,8 +155,10 @@ def train_round(a, bin_, db, work, evaluator, heldout, tag):
     run(bin_, db, "dataset", "build", "--out", ds, config=ds_cfg)
     model = os.path.join(work, f"model-{tag}")
     t0 = time.time()
-    run(bin_, db, "train", "--dataset", ds, "--out", model, config=a.train_config)
+    run(bin_, db, "train", "--dataset", ds, "--out", model, config=ensemble_config(a) if ensemble else a.train_config)
     secs = time.time() - t0
+    if ensemble:
+        model = os.path.join(model, f"member-{a.main_seed}")
     scored = os.path.join(work, f"heldout-{tag}.jsonl")
     run(bin_, db, "score", "--model", model, "--input", heldout, "--output", scored)
     rows = [json.loads(l) for l in open(scored)]
@@ -147,8 +186,21 @@ def queue_items(bin_, db, queue):
     return [json.loads(line)["request_id"] for line in run(bin_, db, "queue", "export", queue).splitlines()]
 
 
+def score_members(a, bin_, db, model, r):
+    """Scores each ensemble member of round r's model into the store as `m{r}-s{seed}`; returns
+    the names for `queue create --members`."""
+    ens = os.path.dirname(model)
+    names = []
+    for seed in [a.main_seed] + [s for s in a.ensemble_seeds if s != a.main_seed]:
+        name = f"m{r}-s{seed}"
+        run(bin_, db, "score", "--model", os.path.join(ens, f"member-{seed}"), "--store", "--evaluator-name", name)
+        names.append(name)
+    return ",".join(names)
+
+
 def curves(a, bin_, truth, sim, heldout, evaluator):
     results = []  # (seed, strategy, round, labels, spearman)
+    members_wanted = any(needs_members(parse_strategy(x)[0]) for x in a.strategies)
     for seed in a.seeds:
         base = os.path.join(a.work, f"seed{seed}")
         os.makedirs(base, exist_ok=True)
@@ -161,16 +213,17 @@ def curves(a, bin_, truth, sim, heldout, evaluator):
             answers_file(bin_, db0, "round1", truth, a.sigma, seed, os.path.join(base, f"a1-{tag}.jsonl"))
             run(bin_, db0, "queue", "import", "round1", os.path.join(base, f"a1-{tag}.jsonl"))
             n1 = len(queue_items(bin_, db0, "round1"))
-            model1, s1, secs = train_round(a, bin_, db0, base, evaluator, heldout, f"r1-{tag}")
+            model1, s1, secs = train_round(a, bin_, db0, base, evaluator, heldout, f"r1-{tag}", members_wanted)
             print(f"seed {seed} round 1 (random by {tag}, {n1} labels): held-out group Spearman {s1:.4f} "
                   f"(train {secs:.0f} s)", flush=True)
             run(bin_, db0, "score", "--model", model1, "--store", "--evaluator-name", "m1")
-            first[groups] = (db0, n1, s1)
+            members1 = score_members(a, bin_, db0, model1, 1) if members_wanted else None
+            first[groups] = (db0, n1, s1, members1)
             if seed == a.seeds[0]:
                 a.coverage_db = db0
         for label in a.strategies:
             strategy, groups = parse_strategy(label)
-            db0, n, s1 = first[groups]
+            db0, n, s1, members = first[groups]
             results.append((seed, label, 1, n, s1))
             work = os.path.join(base, label.replace(":", "-"))
             os.makedirs(work, exist_ok=True)
@@ -181,12 +234,18 @@ def curves(a, bin_, truth, sim, heldout, evaluator):
                 args = queue_args(a, name, a.k, seed * 100 + r, evaluator, strategy, groups) + ["--exclude-labelled"]
                 if strategy in ("disagreement", "mix"):
                     args += ["--against", f"m{r - 1}"]
+                if needs_members(strategy):
+                    args += ["--members", members]
                 run(bin_, db, *args)
                 answers_file(bin_, db, name, truth, a.sigma, seed, os.path.join(work, f"a{r}.jsonl"))
                 run(bin_, db, "queue", "import", name, os.path.join(work, f"a{r}.jsonl"))
                 n += len(queue_items(bin_, db, name))
-                model, s, secs = train_round(a, bin_, db, work, evaluator, heldout, f"r{r}")
+                # An ensemble only where the next round's queue reads its members.
+                ensemble = needs_members(strategy) and r < a.rounds
+                model, s, secs = train_round(a, bin_, db, work, evaluator, heldout, f"r{r}", ensemble)
                 run(bin_, db, "score", "--model", model, "--store", "--evaluator-name", f"m{r}")
+                if ensemble:
+                    members = score_members(a, bin_, db, model, r)
                 results.append((seed, label, r, n, s))
                 print(f"seed {seed} round {r} ({label}, {n} labels): held-out group Spearman {s:.4f} "
                       f"(train {secs:.0f} s)", flush=True)
@@ -321,6 +380,9 @@ def main():
     p.add_argument("--k", type=int, default=21, help="labels per round (whole groups: k / group size groups)")
     p.add_argument("--sigma", type=float, default=0.5, help="rater noise (sd, 1-5 scale)")
     p.add_argument("--train-config", required=True)
+    p.add_argument("--ensemble-seeds", type=int, nargs="+", default=[8, 9],
+                   help="`uncertainty`: the seeds of the ensemble trained each round besides the config's own "
+                        "(whose member gives the held-out figure)")
     p.add_argument("--draws", type=int, default=200, help="queue draws for the coverage")
     p.add_argument("--n", type=int, default=56, help="labels per queue for the coverage")
     p.add_argument("--plot", help="write the mean curves as an SVG line chart to this file")
@@ -329,6 +391,7 @@ def main():
     a = p.parse_args()
     os.makedirs(a.work, exist_ok=True)
     bin_ = os.path.abspath(a.bin)
+    a.main_seed = train_seed(a.train_config)
     a.sim = os.path.join(a.work, "sim")
     run(bin_, os.path.join(a.work, "sim.db"), "simulate", "--judgements",
         os.path.join(a.judgements, f"{a.dataset}.jsonl"), "--dimension", a.dimension, "--out", a.sim,

@@ -5,7 +5,8 @@
 #   training: full fine-tuning, batch 16 x seq 128, AdamW, dropout on (examples/s)
 #   scoring:  batch 32 x seq 128, no gradients (sequences/s); with onnxruntime installed in
 #             PYTHON's environment also ONNX Runtime fp32 and int8 and PyTorch int8 (dynamic
-#             quantization), each as a ratio to evalloop's fp32 scoring
+#             quantization), each as a ratio to evalloop's fp32 scoring; evalloop's int8 scoring
+#             (`--precision int8`) against its fp32 and the peers' int8
 #
 # Usage: scripts/bench/bench-train.sh [TRAIN_STEPS] [SCORE_BATCHES]      (defaults 4 and 4)
 # Env:   THREADS (default 2), MODEL_DIR (default models/all-MiniLM-L6-v2, see fetch-model.sh),
@@ -60,6 +61,17 @@ for k, unit in [("train_examples_per_sec", "examples/s"), ("score_seq_per_sec", 
     ga, gb = a[k] * flop[k], b[k] * flop[k]
     print(f"{k:24s} evalloop {a[k]:7.2f} {unit:10s} ({ga:5.1f} GFLOP/s, MFU {ga / peak:4.0%})"
           f"  pytorch {b[k]:7.2f} ({gb:5.1f} GFLOP/s, MFU {gb / peak:4.0%})  ratio {a[k] / b[k]:.2f}x")
+# evalloop's int8 scoring (`--precision int8`), against its fp32 and the peers' int8.
+our_runs = [json.loads(l) for l in sys.argv[2].splitlines() if l.strip()]
+int8 = max((r["int8_score_seq_per_sec"] for r in our_runs if "int8_score_seq_per_sec" in r), default=None)
+if int8:
+    rho = min(r["int8_spearman_vs_fp32"] for r in our_runs if "int8_spearman_vs_fp32" in r)
+    print(f"{'evalloop int8 scoring':24s} {int8:7.2f} seq/s  / evalloop fp32: {int8 / a['score_seq_per_sec']:.2f}x  "
+          f"(Spearman with its fp32 scores {rho:.4f} on the synthetic pairs)")
+    for key, name in [("torch_int8_score_seq_per_sec", "pytorch int8"), ("ort_int8_score_seq_per_sec", "onnxruntime int8")]:
+        vals = [r[key] for r in peer_runs if key in r]
+        if vals:
+            print(f"{'  against ' + name:24s} {max(vals):7.2f} seq/s  evalloop int8 / it: {int8 / max(vals):.2f}x")
 # Scoring on the other runtimes (bench_torch.py runs them when onnxruntime is installed).
 score = a["score_seq_per_sec"]
 for key, name in [("ort_score_seq_per_sec", "onnxruntime fp32"), ("torch_int8_score_seq_per_sec", "pytorch int8"),

@@ -34,6 +34,10 @@ pub struct ScoreArgs {
     /// cpu, cuda, cuda:N or auto.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// The linear layers' arithmetic: fp32 (the model as trained) or int8 (int8 weights and
+    /// activations on the CPU, faster; its scores' Spearman with fp32's is in BENCHMARKS.md).
+    #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+    pub precision: crate::model::Precision,
     /// --store: score with N worker processes on this machine, each a `--worker` (RAYON_NUM_THREADS
     /// of each: the cores divided among them unless set); 0 = in this process.
     #[arg(long, default_value_t = 0, requires = "store", conflicts_with = "worker")]
@@ -64,7 +68,12 @@ pub struct ScoreArgs {
 pub fn run(settings: &Settings, a: ScoreArgs) -> Result<Outcome> {
     let device = crate::model::parse_device(&a.device)?;
     if let (Some(input), Some(output)) = (&a.input, &a.output) {
-        let opts = crate::score::ScoreOptions { batch_size: a.batch_size, device, ..Default::default() };
+        let opts = crate::score::ScoreOptions {
+            batch_size: a.batch_size,
+            device,
+            precision: a.precision,
+            ..Default::default()
+        };
         let s = crate::score::score_jsonl(&a.model, input, output, &opts)?;
         let text = format!("scored {} lines into {} (mean score {:.4})", s.rows, output.display(), s.mean_score);
         return Ok(Outcome::ok(text, json!({"rows": s.rows, "mean_score": s.mean_score, "output": output})));
@@ -75,7 +84,8 @@ pub fn run(settings: &Settings, a: ScoreArgs) -> Result<Outcome> {
     let name = a.evaluator_name.clone().unwrap_or_else(|| {
         a.model.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "retrained".into())
     });
-    let scorer = crate::score::Scorer::load(&a.model, &device)?.with_batch_size(a.batch_size);
+    let scorer =
+        crate::score::Scorer::load(&a.model, &device)?.with_batch_size(a.batch_size).with_precision(a.precision)?;
     let mut store = store::open(&settings.db)?;
     let mut filter = a.filter.resolve()?;
     // A blended model needs each request's production score: that of the evaluator it was
@@ -125,7 +135,7 @@ pub fn run(settings: &Settings, a: ScoreArgs) -> Result<Outcome> {
     }
     let job = match &a.job {
         Some(j) => j.clone(),
-        None => default_job(&name, &a.model, &filter),
+        None => default_job(&name, &a.model, &filter, a.precision),
     };
     store.lease_plan(&job, &crate::store::leases::plan(&ids, a.range_size))?;
     let before = store.lease_progress(&job)?;
@@ -200,8 +210,14 @@ pub fn run(settings: &Settings, a: ScoreArgs) -> Result<Outcome> {
 
 /// The job of a run without `--job`: the evaluator name and a hash of the model's weights file
 /// (path, size, modification time) and the filter, so that running the same command again
-/// resumes it and a retrained model or another filter starts a new one.
-fn default_job(name: &str, model: &std::path::Path, filter: &crate::store::Filter) -> String {
+/// resumes it and a retrained model or another filter starts a new one (int8 scoring too: its
+/// scores are not fp32's).
+fn default_job(
+    name: &str,
+    model: &std::path::Path,
+    filter: &crate::store::Filter,
+    precision: crate::model::Precision,
+) -> String {
     let weights = model.join("model.safetensors");
     let meta = std::fs::metadata(&weights).ok();
     let stamp =
@@ -213,6 +229,11 @@ fn default_job(name: &str, model: &std::path::Path, filter: &crate::store::Filte
         stamp,
         filter
     );
+    // fp32 keeps the key it had before there was a choice, so its jobs resume as they did.
+    let key = match precision {
+        crate::model::Precision::F32 => key,
+        p => format!("{key}|{}", p.name()),
+    };
     format!("{name}@{:012x}", crate::hash::hash64(&[&key]) >> 16)
 }
 
@@ -235,6 +256,7 @@ fn spawn_workers(settings: &Settings, a: &ScoreArgs, name: &str, job: &str) -> R
             .args(["--evaluator-name", name, "--job", job])
             .args(["--range-size", &a.range_size.to_string(), "--lease-seconds", &a.lease_seconds.to_string()])
             .args(["--batch-size", &a.batch_size.to_string(), "--device", &a.device])
+            .args(["--precision", a.precision.name()])
             .args(["--worker-name", &format!("{}-w{i}", std::process::id())])
             .stdout(std::process::Stdio::null());
         for (flag, v) in [
@@ -264,4 +286,8 @@ fn spawn_workers(settings: &Settings, a: &ScoreArgs, name: &str, job: &str) -> R
             failed.join(", ")
         )))
     }
+}
+
+fn parse_precision(s: &str) -> std::result::Result<crate::model::Precision, String> {
+    s.parse()
 }

@@ -448,6 +448,15 @@ def test_scores_equal_evalloop_score(model: Path, tmp_path: Path) -> None:
     assert np.array_equal(scorer.score(t["p"], t["o"]), want)
     with pytest.raises(evalloop.EvalloopError, match="2 prompts but 1 outputs"):
         scorer.score(["a", "b"], ["c"])
+    # int8 scoring: the CLI's `--precision int8` scores, and not fp32's.
+    p = subprocess.run([BIN, "score", "--model", str(model), "--input", str(inp), "--output", str(tmp_path / "int8.jsonl"),
+                        "--precision", "int8"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    want8 = np.asarray([r["score"] for r in jsonl(tmp_path / "int8.jsonl")], dtype=np.float32)
+    got8 = evalloop.Scorer.load(model, precision="int8").score([r["prompt"] for r in logs], [r["output"] for r in logs])
+    assert np.array_equal(got8, want8) and not np.array_equal(got8, want)
+    with pytest.raises(evalloop.EvalloopError, match="unknown precision \"int4\""):
+        evalloop.Scorer.load(model, precision="int4")
 
 
 def test_a_missing_model_names_the_directory(tmp_path: Path) -> None:

@@ -8,10 +8,10 @@
 //! docs use `b` = batch, `s` = sequence length, `h` = hidden size.
 
 use std::cell::RefCell;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{D, DType, IndexOp, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 use rand::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
@@ -237,6 +237,58 @@ impl LayerNorm {
     }
 }
 
+/// A linear layer `y = x W^T + b`: candle's `Linear`, and its int8 weights
+/// ([`ops::Int8Weights`]), quantized on the first call of [`dense`] inside [`ops::int8`].
+#[derive(Debug, Clone)]
+pub struct Linear {
+    inner: candle_nn::Linear,
+    int8: Arc<OnceLock<Option<Arc<ops::Int8Weights>>>>,
+}
+
+impl Linear {
+    /// The layer with `weight` `(out, in)` and an optional `bias` `(out,)`.
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { inner: candle_nn::Linear::new(weight, bias), int8: Arc::default() }
+    }
+
+    /// The weight `(out, in)`.
+    pub fn weight(&self) -> &Tensor {
+        self.inner.weight()
+    }
+
+    /// The bias `(out,)`, if the layer has one.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.inner.bias()
+    }
+
+    /// The int8 weights, quantized on first use; `None` for a layer that stays in f32: an output
+    /// head (under [`INT8_MIN_DIM`] outputs or inputs) or weights not in CPU f32 memory.
+    fn int8_weights(&self) -> Result<Option<&Arc<ops::Int8Weights>>> {
+        if let Some(w) = self.int8.get() {
+            return Ok(w.as_ref());
+        }
+        let w = self.weight();
+        let (n, k) = w.dims2()?;
+        let made = if n < INT8_MIN_DIM || k < INT8_MIN_DIM || !ops::fused_ok(w) {
+            None
+        } else {
+            let bias = self.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
+            Some(Arc::new(ops::Int8Weights::new(&w.flatten_all()?.to_vec1::<f32>()?, bias.as_deref(), n, k)?))
+        };
+        Ok(self.int8.get_or_init(|| made).as_ref())
+    }
+}
+
+impl Module for Linear {
+    fn forward(&self, xs: &Tensor) -> Result<Tensor> {
+        self.inner.forward(xs)
+    }
+}
+
+/// Layers with fewer outputs or inputs than this (the classification heads) keep f32 weights
+/// under [`ops::int8`].
+pub const INT8_MIN_DIM: usize = 16;
+
 /// A linear layer `y = x W^T + b` reading `weight` `(out, in)` and `bias` `(out,)`.
 pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     let weight = vb.get((out_dim, in_dim), "weight")?;
@@ -244,9 +296,17 @@ pub fn linear(in_dim: usize, out_dim: usize, vb: VarBuilder) -> Result<Linear> {
     Ok(Linear::new(weight, Some(bias)))
 }
 
-/// `l` applied to `xs` (`(.., in)` → `(.., out)`): [`ops::linear`] (matrix product and bias in
-/// one gemm, one graph node) on contiguous f32 CPU tensors, candle's `Linear` otherwise.
+/// `l` applied to `xs` (`(.., in)` → `(.., out)`): inside [`ops::int8`], [`ops::linear_int8`]
+/// on contiguous f32 CPU tensors (no gradient); otherwise [`ops::linear`] (matrix product and
+/// bias in one gemm, one graph node) on contiguous f32 CPU tensors, candle's `Linear` for any
+/// other tensor.
 pub(crate) fn dense(l: &Linear, xs: &Tensor) -> Result<Tensor> {
+    if ops::int8_enabled()
+        && ops::fused_ok(xs)
+        && let Some(w) = l.int8_weights()?
+    {
+        return ops::linear_int8(xs, w);
+    }
     if let Some(b) = l.bias()
         && ops::fused_ok(xs)
         && ops::fused_ok(l.weight())

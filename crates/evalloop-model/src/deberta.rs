@@ -10,10 +10,11 @@
 //! batch, `s` = sequence length, `h` = hidden size, `d` = head size, `r` = 2 x the span.
 
 use candle_core::{DType, IndexOp, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
 use super::bert::{
-    BertResidualOutput, Dropout, DropoutRng, LayerNorm, dense, extended_attention_mask, linear, softmax_last_dim,
+    BertResidualOutput, Dropout, DropoutRng, LayerNorm, Linear, dense, extended_attention_mask, linear,
+    softmax_last_dim,
 };
 use super::config::{BertConfig, HiddenAct};
 use super::modernbert::activate;

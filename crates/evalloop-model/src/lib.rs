@@ -178,12 +178,46 @@ fn parse_device_inner(spec: &str) -> Result<Device, ModelError> {
     }
 }
 
+/// The arithmetic of the encoder's linear layers when scoring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 weights and activations (the model as trained).
+    #[default]
+    F32,
+    /// int8 weights (one scale per output row) and activations (one scale per row, at each
+    /// call), exact 32-bit integer sums, on the CPU ([`ops::linear_int8`]); the classification
+    /// head stays f32.
+    Int8,
+}
+
+impl Precision {
+    /// The name `--precision` takes: `fp32` or `int8`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Precision::F32 => "fp32",
+            Precision::Int8 => "int8",
+        }
+    }
+}
+
+impl std::str::FromStr for Precision {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "fp32" | "f32" => Ok(Precision::F32),
+            "int8" => Ok(Precision::Int8),
+            _ => Err(format!("unknown precision {s:?}: expected fp32 or int8")),
+        }
+    }
+}
+
 /// Every output (`num_labels` logits or values) of each encoded pair, in input order, evaluated
 /// without dropout in batches of up to `batch_size` pairs sorted by length. With
 /// `data_parallel` on the CPU and several rayon threads, batches run side by side, each with its
 /// linear layers' gemm on one thread ([`ops::serial`]): small gemms split over threads scale
 /// poorly. Batches are then cut so that every thread gets one when there are fewer pairs than
-/// threads x `batch_size`.
+/// threads x `batch_size`. `precision` chooses the linear layers' arithmetic ([`Precision`]).
 pub fn predict(
     model: &SequenceClassifier,
     tokenizer: &PairTokenizer,
@@ -191,6 +225,7 @@ pub fn predict(
     batch_size: usize,
     device: &Device,
     data_parallel: bool,
+    precision: Precision,
 ) -> Result<Vec<Vec<f32>>, ModelError> {
     use rayon::prelude::*;
     let mut order: Vec<usize> = (0..enc.len()).collect();
@@ -198,7 +233,9 @@ pub fn predict(
     let forward = |chunk: &[usize]| -> Result<Vec<Vec<f32>>, ModelError> {
         let items: Vec<&Encoded> = chunk.iter().map(|&i| &enc[i]).collect();
         let batch = tokenizer.collate(&items, device)?;
-        let out = model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, false)?;
+        let out = ops::int8(precision == Precision::Int8, || {
+            model.forward_t(&batch.input_ids, &batch.token_type_ids, &batch.attention_mask, false)
+        })?;
         Ok(out.to_dtype(candle_core::DType::F32)?.to_vec2::<f32>()?)
     };
     let threads = rayon::current_num_threads();

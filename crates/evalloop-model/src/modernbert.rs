@@ -10,9 +10,9 @@
 //! size, `d` = head size.
 
 use candle_core::{D, DType, IndexOp, Module, Result, Tensor};
-use candle_nn::{Embedding, Linear, VarBuilder};
+use candle_nn::{Embedding, VarBuilder};
 
-use super::bert::{Dropout, DropoutRng, LayerNorm, dense, extended_attention_mask, softmax_last_dim};
+use super::bert::{Dropout, DropoutRng, LayerNorm, Linear, dense, extended_attention_mask, softmax_last_dim};
 use super::config::{BertConfig, HiddenAct};
 use super::ops;
 

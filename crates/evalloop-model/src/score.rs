@@ -27,7 +27,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 use evalloop_core::files::LabelKind;
 
-use crate::{InferenceModel, PairTokenizer, Truncation};
+use crate::{InferenceModel, PairTokenizer, Precision, Truncation};
 
 use crate::files::{BlendFile, TRAINING_CONFIG_FILE, TrainingConfigFile};
 pub use crate::files::{ENSEMBLE_FILE, EnsembleFile};
@@ -49,6 +49,8 @@ pub struct Scorer {
     /// `blend.json` of the directory loaded: the model's score is blended with the production
     /// evaluator's (see [`Scorer::blend`]).
     blend: Option<BlendFile>,
+    /// The linear layers' arithmetic ([`Scorer::with_precision`]).
+    precision: Precision,
 }
 
 /// One model with its tokenizer.
@@ -149,6 +151,7 @@ impl Scorer {
             batch_size: DEFAULT_BATCH_SIZE,
             dir: model_dir.to_path_buf(),
             blend: None,
+            precision: Precision::F32,
         })
     }
 
@@ -200,7 +203,26 @@ impl Scorer {
             batch_size: DEFAULT_BATCH_SIZE,
             dir: model_dir.to_path_buf(),
             blend: None,
+            precision: Precision::F32,
         })
+    }
+
+    /// Scores with the linear layers in `precision` ([`Precision::Int8`]: int8 weights and
+    /// activations, on the CPU only; the default is f32). An error for int8 on another device.
+    pub fn with_precision(mut self, precision: Precision) -> evalloop_core::Result<Self> {
+        if precision == Precision::Int8 && !self.device.is_cpu() {
+            return Err(evalloop_core::Error::Input(format!(
+                "{}: int8 scoring runs on the CPU; score on the GPU in fp32",
+                self.dir.display()
+            )));
+        }
+        self.precision = precision;
+        Ok(self)
+    }
+
+    /// The linear layers' arithmetic.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Sets the number of pairs per forward pass (at least 1).
@@ -246,7 +268,7 @@ impl Scorer {
 
     fn member_logits<S: AsRef<str>>(&self, m: &Member, pairs: &[(S, S)]) -> evalloop_core::Result<Vec<Vec<f32>>> {
         let enc = m.tokenizer.encode_pairs(pairs)?;
-        Ok(crate::predict(&m.model.model, &m.tokenizer, &enc, self.batch_size, &self.device, true)?)
+        Ok(crate::predict(&m.model.model, &m.tokenizer, &enc, self.batch_size, &self.device, true, self.precision)?)
     }
 
     /// One score per (prompt, output) pair, in input order: sigmoid of the logit for binary
@@ -357,11 +379,18 @@ pub struct ScoreOptions {
     pub device: Device,
     /// Lines scored per chunk, bounding memory on large files (default 4096).
     pub chunk_lines: usize,
+    /// The linear layers' arithmetic (default f32; [`Scorer::with_precision`]).
+    pub precision: Precision,
 }
 
 impl Default for ScoreOptions {
     fn default() -> Self {
-        ScoreOptions { batch_size: DEFAULT_BATCH_SIZE, device: Device::Cpu, chunk_lines: 4096 }
+        ScoreOptions {
+            batch_size: DEFAULT_BATCH_SIZE,
+            device: Device::Cpu,
+            chunk_lines: 4096,
+            precision: Precision::F32,
+        }
     }
 }
 
@@ -384,7 +413,8 @@ pub fn score_jsonl(
     output: &Path,
     opts: &ScoreOptions,
 ) -> evalloop_core::Result<ScoreSummary> {
-    let scorer = Scorer::load(model_dir, &opts.device)?.with_batch_size(opts.batch_size);
+    let scorer =
+        Scorer::load(model_dir, &opts.device)?.with_batch_size(opts.batch_size).with_precision(opts.precision)?;
     let text = std::fs::read_to_string(input).map_err(|e| evalloop_core::Error::io(input, e))?;
     let mut rows: Vec<serde_json::Map<String, serde_json::Value>> = Vec::new();
     let mut pairs: Vec<(String, String)> = Vec::new();
@@ -521,6 +551,61 @@ mod tests {
         for ((a, b), c) in one.iter().zip(&two).zip(&three) {
             assert!((a - b).abs() < 1e-6 && (a - c).abs() < 1e-6, "{a} {b} {c}");
         }
+    }
+
+    /// int8 scoring: close to fp32 (a random tiny model's scores sit near 0.5, so the gap is
+    /// small in absolute terms), not equal to it, deterministic, nearly the same whatever the
+    /// threads and batches, and through `score_jsonl` the same as `score_pairs`.
+    #[test]
+    fn int8_scores_are_close_to_fp32_and_do_not_depend_on_threads() {
+        let dir = tempfile::tempdir().unwrap();
+        write_model(dir.path());
+        let pairs: Vec<(String, String)> =
+            (0..11).map(|i| ("what is the answer".to_string(), "good ".repeat(i % 5 + 1) + "bad")).collect();
+        let fp32 = Scorer::load(dir.path(), &Device::Cpu).unwrap().score_pairs(&pairs).unwrap();
+        let scorer = Scorer::load(dir.path(), &Device::Cpu).unwrap().with_precision(Precision::Int8).unwrap();
+        assert_eq!(scorer.precision(), Precision::Int8);
+        let on = |threads, batch| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            let s = Scorer::load(dir.path(), &Device::Cpu)
+                .unwrap()
+                .with_batch_size(batch)
+                .with_precision(Precision::Int8)
+                .unwrap();
+            pool.install(|| s.score_pairs(&pairs).unwrap())
+        };
+        let int8 = scorer.score_pairs(&pairs).unwrap();
+        assert_eq!(int8, scorer.score_pairs(&pairs).unwrap());
+        // Other batches pad to other lengths, which moves the f32 attention's last bits, and
+        // now and then an activation lands on the other side of a rounding step.
+        for other in [on(1, 4), on(3, 2)] {
+            for (a, b) in int8.iter().zip(&other) {
+                assert!((a - b).abs() < 1e-3, "{a} vs {b}");
+            }
+        }
+        assert_ne!(int8, fp32);
+        let spread = fp32.iter().fold(0f64, |m, v| m.max((v - fp32[0]).abs()));
+        for (a, b) in fp32.iter().zip(&int8) {
+            assert!((a - b).abs() < 0.05 * spread.max(1e-3) + 2e-3, "{a} vs {b} (spread {spread})");
+        }
+        let input = dir.path().join("in.jsonl");
+        let lines: String = pairs
+            .iter()
+            .enumerate()
+            .map(|(i, (p, o))| {
+                serde_json::json!({"request_id": format!("r{i}"), "prompt": p, "output": o}).to_string() + "\n"
+            })
+            .collect();
+        std::fs::write(&input, lines).unwrap();
+        let output = dir.path().join("out.jsonl");
+        let opts = ScoreOptions { precision: Precision::Int8, ..Default::default() };
+        score_jsonl(dir.path(), &input, &output, &opts).unwrap();
+        let written: Vec<f64> = std::fs::read_to_string(&output)
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["score"].as_f64().unwrap())
+            .collect();
+        assert_eq!(written, int8);
     }
 
     #[test]

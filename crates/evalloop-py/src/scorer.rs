@@ -16,18 +16,24 @@ pub struct Scorer {
 #[pymethods]
 impl Scorer {
     /// Loads a model directory written by `evalloop train` (or an ensemble directory) on
-    /// `device` (`cpu`, `cuda`, `cuda:N`, `auto`), scoring `batch_size` pairs per forward pass.
+    /// `device` (`cpu`, `cuda`, `cuda:N`, `auto`), scoring `batch_size` pairs per forward pass
+    /// with the linear layers in `precision` (`fp32`, or `int8` on the CPU: `evalloop score
+    /// --precision`).
     #[staticmethod]
-    #[pyo3(signature = (model_dir, *, device="cpu", batch_size=32))]
-    fn load(py: Python<'_>, model_dir: PathBuf, device: &str, batch_size: usize) -> PyResult<Scorer> {
+    #[pyo3(signature = (model_dir, *, device="cpu", batch_size=32, precision="fp32"))]
+    fn load(py: Python<'_>, model_dir: PathBuf, device: &str, batch_size: usize, precision: &str) -> PyResult<Scorer> {
         if batch_size == 0 {
             return Err(input_err("batch_size=0: expected at least 1"));
         }
+        let precision: evalloop_model::Precision =
+            precision.parse().map_err(|e: String| input_err(format!("precision: {e}")))?;
         let device = evalloop_model::parse_device(device).map_err(py_err)?;
         let scorer = py
             .detach(|| evalloop_model::score::Scorer::load(&model_dir, &device))
             .map_err(py_err)?
-            .with_batch_size(batch_size);
+            .with_batch_size(batch_size)
+            .with_precision(precision)
+            .map_err(py_err)?;
         Ok(Scorer { scorer })
     }
 

@@ -23,6 +23,11 @@ pub fn serial<R>(f: impl FnOnce() -> R) -> R {
     f()
 }
 
+/// True inside [`serial`].
+pub(super) fn is_serial() -> bool {
+    SERIAL.with(|c| c.get())
+}
+
 fn parallelism() -> gemm::Parallelism {
     if SERIAL.with(|c| c.get()) {
         return gemm::Parallelism::None;

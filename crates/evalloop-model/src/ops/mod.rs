@@ -13,9 +13,10 @@
 //!
 //! By concern: `linear` (the linear layer, on the gemms of `matmul`, whose [`serial`] switch
 //! keeps them on the calling thread), `layer_norm`, `softmax`, `attention`, `dropout` (with the
-//! residual sum), `gelu`, `inplace` (GELU and the residual sum in place, for inference) and
-//! `adamw`. The per-row loops of attention and GELU sit in `simd` (a safe baseline loop and its
-//! AVX2 and AVX-512 builds, compared bit for bit), the branch-free `exp` and `erf` in `approx`.
+//! residual sum), `gelu`, `inplace` (GELU and the residual sum in place, for inference),
+//! `int8` (the linear layers with int8 weights and activations, for inference) and `adamw`.
+//! The per-row loops of attention and GELU sit in `simd` (a safe baseline loop and its AVX2 and
+//! AVX-512 builds, compared bit for bit), the branch-free `exp` and `erf` in `approx`.
 
 mod adamw;
 mod approx;
@@ -23,6 +24,7 @@ mod attention;
 mod dropout;
 mod gelu;
 mod inplace;
+mod int8;
 mod layer_norm;
 mod linear;
 mod matmul;
@@ -34,6 +36,7 @@ pub use attention::attention;
 pub use dropout::{dropout, dropout_add};
 pub use gelu::gelu_erf;
 pub use inplace::{add_inplace, gelu_erf_inplace};
+pub use int8::{Int8Weights, int8, int8_enabled, linear_int8};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use matmul::serial;

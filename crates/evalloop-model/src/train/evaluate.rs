@@ -97,7 +97,7 @@ pub(super) fn evaluate(
     batch_size: usize,
     device: &Device,
 ) -> evalloop_core::Result<EvalMetrics> {
-    let outputs = model::predict(model, &setup.tokenizer, enc, batch_size, device, false)?;
+    let outputs = model::predict(model, &setup.tokenizer, enc, batch_size, device, false, model::Precision::F32)?;
     let mut acc = EvalAccumulator::default();
     for (e, out) in examples.iter().zip(&outputs) {
         let z = out[0] as f64;
