@@ -291,3 +291,22 @@ fn spawn_workers(settings: &Settings, a: &ScoreArgs, name: &str, job: &str) -> R
 fn parse_precision(s: &str) -> std::result::Result<crate::model::Precision, String> {
     s.parse()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Precision;
+
+    /// int8 scores are not fp32's: the same command in int8 is another job, and fp32 keeps its
+    /// job's name.
+    #[test]
+    fn int8_scoring_is_its_own_job() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("model.safetensors"), b"weights").unwrap();
+        let filter = crate::store::Filter::default();
+        let fp32 = default_job("e", dir.path(), &filter, Precision::F32);
+        assert_eq!(fp32, default_job("e", dir.path(), &filter, Precision::F32));
+        assert_ne!(fp32, default_job("e", dir.path(), &filter, Precision::Int8));
+        assert!(fp32.starts_with("e@"));
+    }
+}

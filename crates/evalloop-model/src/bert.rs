@@ -208,6 +208,14 @@ impl LayerNorm {
         Ok(LayerNorm { weight, bias, eps })
     }
 
+    /// An estimate of each output's magnitude, `3 |weight| + |bias|` (the normalised input is
+    /// rarely beyond 3 standard deviations): the input range of the linear layers it feeds,
+    /// for their int8 weights ([`Linear::set_input_range`]).
+    pub fn output_range(&self) -> Result<Vec<f32>> {
+        let (w, b) = (self.weight.to_vec1::<f32>()?, self.bias.to_vec1::<f32>()?);
+        Ok(w.iter().zip(&b).map(|(w, b)| 3.0 * w.abs() + b.abs()).collect())
+    }
+
     /// `(x - mean) / sqrt(var + eps) * weight + bias` over the last dimension (biased variance,
     /// as PyTorch). When no gradient is being recorded (no input is a `Var` or derived from
     /// one, as in scoring) candle's fused kernel is used; when one is, on contiguous f32 CPU
@@ -243,12 +251,24 @@ impl LayerNorm {
 pub struct Linear {
     inner: candle_nn::Linear,
     int8: Arc<OnceLock<Option<Arc<ops::Int8Weights>>>>,
+    /// An estimate of each input's magnitude (from the LayerNorm that feeds the layer), which
+    /// balances the quantization of inputs and weights ([`Linear::set_input_range`]).
+    input_range: Arc<OnceLock<Vec<f32>>>,
 }
 
 impl Linear {
     /// The layer with `weight` `(out, in)` and an optional `bias` `(out,)`.
     pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
-        Self { inner: candle_nn::Linear::new(weight, bias), int8: Arc::default() }
+        Self { inner: candle_nn::Linear::new(weight, bias), int8: Arc::default(), input_range: Arc::default() }
+    }
+
+    /// Sets the estimated magnitude of each input (`(in,)`, e.g. [`LayerNorm::output_range`]),
+    /// used when the int8 weights are made: input `c` is divided by `s_c = sqrt(r_c / max_j
+    /// |W[j][c]|)` and column `c` of the weight multiplied by it (SmoothQuant's balance, alpha
+    /// 0.5), so that a few large inputs do not coarsen the steps of all the others. The f32 path
+    /// does not change. A second call is ignored.
+    pub fn set_input_range(&self, range: Vec<f32>) {
+        let _ = self.input_range.set(range);
     }
 
     /// The weight `(out, in)`.
@@ -273,7 +293,16 @@ impl Linear {
             None
         } else {
             let bias = self.bias().map(|b| b.to_vec1::<f32>()).transpose()?;
-            Some(Arc::new(ops::Int8Weights::new(&w.flatten_all()?.to_vec1::<f32>()?, bias.as_deref(), n, k)?))
+            let weight = w.flatten_all()?.to_vec1::<f32>()?;
+            let smooth = self.input_range.get().filter(|r| r.len() == k).map(|r| {
+                (0..k)
+                    .map(|c| {
+                        let wmax = (0..n).fold(0f32, |m, j| m.max(weight[j * k + c].abs()));
+                        if r[c] > 0.0 && wmax > 0.0 { (r[c] / wmax).sqrt() } else { 1.0 }
+                    })
+                    .collect::<Vec<f32>>()
+            });
+            Some(Arc::new(ops::Int8Weights::new(&weight, bias.as_deref(), n, k, smooth.as_deref())?))
         };
         Ok(self.int8.get_or_init(|| made).as_ref())
     }
@@ -557,7 +586,18 @@ impl BertModel {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| BertLayer::load(vb.pp(format!("encoder.layer.{i}")), cfg, rng))
             .collect::<Result<Vec<_>>>()?;
-        Ok(BertModel { embeddings: BertEmbeddings::load(vb.pp("embeddings"), cfg, rng)?, layers })
+        let embeddings = BertEmbeddings::load(vb.pp("embeddings"), cfg, rng)?;
+        // Each layer's query, key and value read the previous LayerNorm's output, its
+        // intermediate layer the attention block's; their ranges guide the int8 weights.
+        let mut range = embeddings.layer_norm.output_range()?;
+        for layer in &layers {
+            for l in [&layer.attention.query, &layer.attention.key, &layer.attention.value] {
+                l.set_input_range(range.clone());
+            }
+            layer.intermediate.set_input_range(layer.attention_output.layer_norm.output_range()?);
+            range = layer.output.layer_norm.output_range()?;
+        }
+        Ok(BertModel { embeddings, layers })
     }
 
     /// Token ids, token type ids and attention mask (1 = token, 0 = padding), all `(b, s)`,

@@ -1,8 +1,8 @@
 //! Parity of every encoder family (BERT, RoBERTa, XLM-RoBERTa, ModernBERT, DeBERTa-v2/v3) with
 //! transformers: the small random sequence classifiers of tests/fixtures/encoders/ (written by tests/python/make_encoder_fixtures.py with transformers
 //! 5.23.0 and torch 2.15.0) tokenize to transformers' ids and give its logits within 1e-4, on
-//! the inference path, the training path, and from a base checkpoint in the encoder-only layout;
-//! and each family trains: every parameter gets a gradient and one step lowers the loss.
+//! the inference path, the training path, and from a base checkpoint in the encoder-only layout
+//! (and within 5% of the largest logit with int8 linear layers); and each family trains: every parameter gets a gradient and one step lowers the loss.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -55,6 +55,12 @@ fn check_parity(family: &str, want: Family) {
     let inf = InferenceModel::load(&dir, &Device::Cpu).unwrap();
     let d = max_diff(&logits(&inf.model, &batch, false), &expected.logits);
     assert!(d < 1e-4, "{family}: inference logits differ from transformers' by {d:e}");
+    // int8 linear layers (`--precision int8`): close to the f32 logits, relative to their size
+    // (2-3% on these 32-wide random models).
+    let d8 = max_diff(&evalloop_model::ops::int8(true, || logits(&inf.model, &batch, false)), &expected.logits);
+    let size = expected.logits.iter().flatten().fold(0f64, |m, v| m.max(v.abs()));
+    eprintln!("{family}: int8 logits within {d8:e} of transformers' (largest logit {size:e})");
+    assert!(d8 > 0.0 && d8 < 0.05 * size, "{family}: int8 logits differ by {d8:e} (largest logit {size:e})");
     // Training: canonical names, trainable variables, the fused kernels with backward passes.
     let ckpt = load_checkpoint(&dir.join("model.safetensors"), cfg.family()).unwrap();
     let (weights, report) = init_weights(&cfg, Some(ckpt), &dir, 1).unwrap();

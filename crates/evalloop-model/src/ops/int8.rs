@@ -56,6 +56,9 @@ pub struct Int8Weights {
     k: usize,
     /// `k` rounded up to a multiple of 4 (one `vpdpbusd` lane takes 4 bytes).
     kp: usize,
+    /// `1 / s_c` for each input when the weight's columns were multiplied by `s_c`
+    /// ([`Int8Weights::new`]): the inputs are multiplied by it before they are quantized.
+    inv_smooth: Option<Vec<f32>>,
     /// The quantized weight, in blocks of [`BLOCK`] output columns; within a block, for each
     /// group of 4 inputs, 4 registers of 16 columns x 4 bytes (zero-padded past `n` and `k`).
     packed: Vec<i8>,
@@ -67,11 +70,25 @@ pub struct Int8Weights {
 }
 
 impl Int8Weights {
-    /// Quantizes `weight` (`n x k`, row-major) with one scale per output row.
-    pub fn new(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize) -> Result<Self> {
+    /// Quantizes `weight` (`n x k`, row-major) with one scale per output row; with `smooth`
+    /// (`k` positive factors), column `c` is multiplied by `smooth[c]` first and each input is
+    /// divided by it at every call (the product does not change; the quantization steps do).
+    pub fn new(weight: &[f32], bias: Option<&[f32]>, n: usize, k: usize, smooth: Option<&[f32]>) -> Result<Self> {
         if weight.len() != n * k || bias.is_some_and(|b| b.len() != n) || n == 0 || k == 0 {
             bail!("int8 weights: {} weights and a bias of {:?} for {n} x {k}", weight.len(), bias.map(|b| b.len()));
         }
+        if smooth.is_some_and(|s| s.len() != k || s.iter().any(|v| !(v.is_finite() && *v > 0.0))) {
+            bail!("int8 weights: the smoothing factors must be {k} positive numbers");
+        }
+        let scaled: Vec<f32>;
+        let weight = match smooth {
+            None => weight,
+            Some(s) => {
+                scaled = weight.chunks_exact(k).flat_map(|row| row.iter().zip(s).map(|(w, s)| w * s)).collect();
+                &scaled
+            }
+        };
+        let inv_smooth = smooth.map(|s| s.iter().map(|v| 1.0 / v).collect());
         let kp = k.div_ceil(4) * 4;
         let blocks = n.div_ceil(BLOCK);
         let np = blocks * BLOCK;
@@ -98,7 +115,7 @@ impl Int8Weights {
                 bias_p[j] = bias[j];
             }
         }
-        Ok(Self { n, k, kp, packed, scale, bias: bias_p, colsum })
+        Ok(Self { n, k, kp, inv_smooth, packed, scale, bias: bias_p, colsum })
     }
 
     /// Output size (rows of the weight).
@@ -135,7 +152,7 @@ impl CustomOp1 for Int8Linear {
             let rows = xs.len() / k;
             let mut q = vec![0u8; rows * w.kp];
             let mut sx = vec![(0f32, 0f32); rows];
-            kernel.quantize(xs, k, w.kp, &mut q, &mut sx);
+            kernel.quantize(xs, k, w.kp, w.inv_smooth.as_deref(), &mut q, &mut sx);
             kernel.rows(w, &q, &sx, ys);
         };
         let (xc, yc) = (TASK_ROWS * k, TASK_ROWS * w.n);
@@ -150,10 +167,21 @@ impl CustomOp1 for Int8Linear {
     }
 }
 
-/// Each row of `x` (`rows x k`) as bytes `round((x - min) / s)` into `q` (`rows x kp`; the
-/// padding meets zero weights), with `(s, min)`, `s = (max - min) / 255`, into `sx`.
-fn quantize_rows(x: &[f32], k: usize, kp: usize, q: &mut [u8], sx: &mut [(f32, f32)]) {
+/// Each row of `x` (`rows x k`), times `inv` element by element when given, as bytes
+/// `round((x - min) / s)` into `q` (`rows x kp`; the padding meets zero weights), with `(s,
+/// min)`, `s = (max - min) / 255`, into `sx`.
+fn quantize_rows(x: &[f32], k: usize, kp: usize, inv: Option<&[f32]>, q: &mut [u8], sx: &mut [(f32, f32)]) {
+    let mut scaled = vec![0f32; if inv.is_some() { k } else { 0 }];
     for ((row, qr), s) in x.chunks_exact(k).zip(q.chunks_exact_mut(kp)).zip(sx.iter_mut()) {
+        let row = match inv {
+            None => row,
+            Some(inv) => {
+                for ((d, v), i) in scaled.iter_mut().zip(row).zip(inv) {
+                    *d = v * i;
+                }
+                &scaled
+            }
+        };
         let (lo, hi) = row.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let step = (hi - lo) / 255.0;
         *s = (step, lo);
@@ -193,13 +221,13 @@ impl Kernel {
     }
 
     /// [`quantize_rows`].
-    fn quantize(self, x: &[f32], k: usize, kp: usize, q: &mut [u8], sx: &mut [(f32, f32)]) {
+    fn quantize(self, x: &[f32], k: usize, kp: usize, inv: Option<&[f32]>, q: &mut [u8], sx: &mut [(f32, f32)]) {
         match self {
-            Kernel::Portable => quantize_rows(x, k, kp, q, sx),
+            Kernel::Portable => quantize_rows(x, k, kp, inv, q, sx),
             // SAFETY: chosen only when the CPU has AVX-512 F, BW and VNNI (`detect`); `q` and `sx`
             // hold the rows of `x`.
             #[cfg(target_arch = "x86_64")]
-            Kernel::Vnni => unsafe { vnni::quantize_rows(x, k, kp, q, sx) },
+            Kernel::Vnni => unsafe { vnni::quantize_rows(x, k, kp, inv, q, sx) },
         }
     }
 
@@ -246,13 +274,40 @@ mod vnni {
     /// The CPU must have AVX-512 F, BW and VNNI; `q` holds `rows x kp` bytes and `sx` `rows`
     /// pairs for the `rows = x.len() / k` rows of `x`.
     #[target_feature(enable = "avx512f,avx512bw,avx512vnni")]
-    pub(super) unsafe fn quantize_rows(x: &[f32], k: usize, kp: usize, q: &mut [u8], sx: &mut [(f32, f32)]) {
-        assert!(q.len() == sx.len() * kp && x.len() == sx.len() * k);
+    pub(super) unsafe fn quantize_rows(
+        x: &[f32],
+        k: usize,
+        kp: usize,
+        inv: Option<&[f32]>,
+        q: &mut [u8],
+        sx: &mut [(f32, f32)],
+    ) {
+        assert!(q.len() == sx.len() * kp && x.len() == sx.len() * k && inv.is_none_or(|i| i.len() == k));
+        let mut scaled = vec![0f32; if inv.is_some() { k } else { 0 }];
         let tail = k % 16;
         let tail_mask: __mmask16 = if tail == 0 { 0 } else { (1u16 << tail) - 1 };
         for ((row, qr), s) in x.chunks_exact(k).zip(q.chunks_exact_mut(kp)).zip(sx.iter_mut()) {
-            let p = row.as_ptr();
             let whole = k - tail;
+            let row = match inv {
+                None => row,
+                Some(inv) => {
+                    // SAFETY: the row, `inv` and `scaled` all hold k floats.
+                    unsafe {
+                        for c in (0..whole).step_by(16) {
+                            let v = _mm512_mul_ps(
+                                _mm512_loadu_ps(row.as_ptr().add(c)),
+                                _mm512_loadu_ps(inv.as_ptr().add(c)),
+                            );
+                            _mm512_storeu_ps(scaled.as_mut_ptr().add(c), v);
+                        }
+                    }
+                    for c in whole..k {
+                        scaled[c] = row[c] * inv[c];
+                    }
+                    &scaled
+                }
+            };
+            let p = row.as_ptr();
             let (mut lo, mut hi) = (_mm512_set1_ps(f32::INFINITY), _mm512_set1_ps(f32::NEG_INFINITY));
             // SAFETY: offsets below `whole` and the masked tail lie within the row.
             unsafe {
@@ -399,51 +454,70 @@ mod tests {
     /// not a multiple of 16 or 64, inputs not a multiple of 4.
     const SHAPES: [(usize, usize, usize); 4] = [(1, 1, 1), (7, 17, 5), (203, 70, 38), (100, 130, 384)];
 
+    /// No smoothing, and smoothing factors between 0.25 and 4.
+    fn smoothings(k: usize) -> [Option<Vec<f32>>; 2] {
+        [None, Some(random(k, 9).iter().map(|v| 4f32.powf(*v)).collect())]
+    }
+
     #[test]
     fn every_kernel_gives_the_portable_bits() {
         for (m, n, k) in SHAPES {
-            let (x, wt, b) = (random(m * k, 1), random(n * k, 2), random(n, 3));
-            let w = Int8Weights::new(&wt, Some(&b), n, k).unwrap();
-            let mut q = vec![0u8; m * w.kp];
-            let mut sx = vec![(0f32, 0f32); m];
-            quantize_rows(&x, k, w.kp, &mut q, &mut sx);
-            let mut want = vec![0f32; m * n];
-            portable_rows(&w, &q, &sx, &mut want);
-            let mut got = vec![0f32; m * n];
-            let (mut q2, mut sx2) = (vec![1u8; m * w.kp], vec![(0f32, 0f32); m]);
-            Kernel::detect().quantize(&x, k, w.kp, &mut q2, &mut sx2);
-            assert!(q == q2 && sx == sx2, "{m} x {n} x {k}: quantized rows differ");
-            Kernel::detect().rows(&w, &q, &sx, &mut got);
-            assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{m} x {n} x {k}");
+            for smooth in smoothings(k) {
+                let (x, wt, b) = (random(m * k, 1), random(n * k, 2), random(n, 3));
+                let w = Int8Weights::new(&wt, Some(&b), n, k, smooth.as_deref()).unwrap();
+                let inv = w.inv_smooth.as_deref();
+                let mut q = vec![0u8; m * w.kp];
+                let mut sx = vec![(0f32, 0f32); m];
+                quantize_rows(&x, k, w.kp, inv, &mut q, &mut sx);
+                let mut want = vec![0f32; m * n];
+                portable_rows(&w, &q, &sx, &mut want);
+                let mut got = vec![0f32; m * n];
+                let (mut q2, mut sx2) = (vec![1u8; m * w.kp], vec![(0f32, 0f32); m]);
+                Kernel::detect().quantize(&x, k, w.kp, inv, &mut q2, &mut sx2);
+                assert!(q == q2 && sx == sx2, "{m} x {n} x {k}: quantized rows differ");
+                Kernel::detect().rows(&w, &q, &sx, &mut got);
+                assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{m} x {n} x {k}");
+            }
         }
     }
 
     #[test]
     fn int8_linear_is_close_to_f32_and_threads_do_not_change_it() {
         for (m, n, k) in SHAPES {
-            let (x, wt, b) = (random(m * k, 4), random(n * k, 5), random(n, 6));
-            let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
-            let w = Arc::new(Int8Weights::new(&wt, Some(&b), n, k).unwrap());
-            let got: Vec<f32> = linear_int8(&xt, &w).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            let serial: Vec<f32> =
-                super::super::serial(|| linear_int8(&xt, &w)).unwrap().flatten_all().unwrap().to_vec1().unwrap();
-            assert_eq!(got, serial);
-            let max_abs = |v: &[f32]| v.iter().fold(0f32, |m, v| m.max(v.abs()));
-            for i in 0..m {
-                let xr = &x[i * k..(i + 1) * k];
-                let (lo, hi) = xr.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
-                let sx = (hi - lo) / 255.0;
-                for j in 0..n {
-                    let wr = &wt[j * k..(j + 1) * k];
-                    let sw = max_abs(wr) / 127.0;
-                    let exact: f32 = b[j] + xr.iter().zip(wr).map(|(a, b)| a * b).sum::<f32>();
-                    // Rounding moves each operand by at most half its step: each product by at
-                    // most |x| sw / 2 + |w| sx / 2 + sx sw / 4 (plus f32 rounding).
-                    let bound: f32 =
-                        xr.iter().zip(wr).map(|(a, b)| a.abs() * sw / 2.0 + b.abs() * sx / 2.0 + sx * sw / 4.0).sum();
-                    let tol = bound * 1.001 + 1e-5;
-                    let d = (got[i * n + j] - exact).abs();
-                    assert!(d <= tol, "{m} x {n} x {k} at ({i}, {j}): {} vs {exact}", got[i * n + j]);
+            for smooth in smoothings(k) {
+                let (x, wt, b) = (random(m * k, 4), random(n * k, 5), random(n, 6));
+                let xt = Tensor::from_vec(x.clone(), (m, k), &Device::Cpu).unwrap();
+                let w = Arc::new(Int8Weights::new(&wt, Some(&b), n, k, smooth.as_deref()).unwrap());
+                let got: Vec<f32> = linear_int8(&xt, &w).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                let serial: Vec<f32> =
+                    super::super::serial(|| linear_int8(&xt, &w)).unwrap().flatten_all().unwrap().to_vec1().unwrap();
+                assert_eq!(got, serial);
+                // The operands as quantized: inputs divided by the factors, columns multiplied.
+                let s = smooth.clone().unwrap_or_else(|| vec![1.0; k]);
+                let xs: Vec<f32> = x.chunks_exact(k).flat_map(|r| r.iter().zip(&s).map(|(v, s)| v / s)).collect();
+                let ws: Vec<f32> = wt.chunks_exact(k).flat_map(|r| r.iter().zip(&s).map(|(v, s)| v * s)).collect();
+                let max_abs = |v: &[f32]| v.iter().fold(0f32, |m, v| m.max(v.abs()));
+                for i in 0..m {
+                    let xr = &xs[i * k..(i + 1) * k];
+                    let (lo, hi) =
+                        xr.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
+                    let sx = (hi - lo) / 255.0;
+                    for j in 0..n {
+                        let wr = &ws[j * k..(j + 1) * k];
+                        let sw = max_abs(wr) / 127.0;
+                        let exact: f32 =
+                            b[j] + x[i * k..(i + 1) * k].iter().zip(&wt[j * k..]).map(|(a, b)| a * b).sum::<f32>();
+                        // Rounding moves each operand by at most half its step: each product by
+                        // at most |x| sw / 2 + |w| sx / 2 + sx sw / 4 (plus f32 rounding).
+                        let bound: f32 = xr
+                            .iter()
+                            .zip(wr)
+                            .map(|(a, b)| a.abs() * sw / 2.0 + b.abs() * sx / 2.0 + sx * sw / 4.0)
+                            .sum();
+                        let tol = bound * 1.001 + 1e-5;
+                        let d = (got[i * n + j] - exact).abs();
+                        assert!(d <= tol, "{m} x {n} x {k} at ({i}, {j}): {} vs {exact}", got[i * n + j]);
+                    }
                 }
             }
         }
@@ -453,7 +527,7 @@ mod tests {
     fn zero_rows_give_the_bias_and_a_batch_dimension_is_kept() {
         let (n, k) = (20, 9);
         let (wt, b) = (random(n * k, 7), random(n, 8));
-        let w = Arc::new(Int8Weights::new(&wt, Some(&b), n, k).unwrap());
+        let w = Arc::new(Int8Weights::new(&wt, Some(&b), n, k, None).unwrap());
         let x = Tensor::zeros((2, 3, k), candle_core::DType::F32, &Device::Cpu).unwrap();
         let y = linear_int8(&x, &w).unwrap();
         assert_eq!(y.dims(), [2, 3, n]);
