@@ -83,7 +83,6 @@ fn main() -> Result<()> {
     let pairs: Vec<(String, String)> = (0..32 * score_batches).map(long_pair).collect();
     scorer.score_pairs(&pairs[..32])?; // warmup
     let t = Instant::now();
-    scorer.score_pairs(&pairs)?;
     let fp32 = scorer.score_pairs(&pairs)?;
     let score_sps = pairs.len() as f64 / t.elapsed().as_secs_f64();
     // The same scoring with int8 linear layers (`--precision int8`).

@@ -6,7 +6,7 @@ of the linear layers, torch.ao.quantization.quantize_dynamic) and ONNX Runtime (
 by torch.onnx.export, then onnxruntime.quantization.quantize_dynamic, QInt8 weights). Also the
 scoring rate of each (sequences per second, tokenization left out for the Python runtimes and
 included for evalloop, whose figure is the `score` command's own: process start and model
-load excluded by timing a run of the first 32 rows and subtracting it).
+load cancel out between a run of the rows once and a run of them twice).
 
 Each set's pairs are (source, output) rows of JUDGEMENTS/NAME.jsonl, at most --max-rows of them
 spread evenly over the file. The model's own score is compared (a blend.json is left out: the
@@ -50,7 +50,8 @@ def spearman(x, y):
 
 
 def evalloop_scores(bin_, model, rows, precision, threads, work):
-    """Scores and the rate of `evalloop score --input` (the run's time less that of a 32-row run)."""
+    """Scores and the rate of `evalloop score --input`: the rows over the time a run of them twice
+    takes beyond a run of them once (process start and model load cancel out)."""
     def run(subset, tag):
         inp, out = os.path.join(work, f"in-{tag}.jsonl"), os.path.join(work, f"out-{tag}.jsonl")
         with open(inp, "w") as f:
@@ -63,9 +64,9 @@ def evalloop_scores(bin_, model, rows, precision, threads, work):
         secs = time.perf_counter() - t0
         return [json.loads(line)["score"] for line in open(out)], secs
 
-    _, fixed = run(rows[:32], f"{precision}-warm")
-    scores, secs = run(rows, precision)
-    return scores, (len(rows) - 32) / max(secs - fixed, 1e-9)
+    scores, once = run(rows, precision)
+    _, twice = run(rows + rows, f"{precision}-twice")
+    return scores, len(rows) / max(twice - once, 1e-9)
 
 
 def main():
@@ -88,10 +89,14 @@ def main():
     try:
         model = os.path.join(work, "model")
         shutil.copytree(a.model, model, ignore=shutil.ignore_patterns("blend.json", "checkpoints", "*.jsonl"))
-        max_length = 512
+        max_length, truncation = 512, "longest_first"
         tc = os.path.join(model, "training_config.json")
         if os.path.exists(tc):
-            max_length = json.load(open(tc)).get("max_length", max_length)
+            cfg = json.load(open(tc))
+            max_length = cfg.get("max_length", max_length)
+            truncation = cfg.get("truncation", truncation)
+        if json.load(open(os.path.join(model, "config.json"))).get("model_type") != "bert":
+            truncation = "longest_first"  # the pair layout below is BERT's
         tok = AutoTokenizer.from_pretrained(model) if os.path.exists(os.path.join(model, "tokenizer_config.json")) \
             else PreTrainedTokenizerFast(tokenizer_file=os.path.join(model, "tokenizer.json"), pad_token="[PAD]")
         pt = AutoModelForSequenceClassification.from_pretrained(model).eval()
@@ -99,8 +104,20 @@ def main():
         names = ["input_ids", "attention_mask", "token_type_ids"]
 
         def encode(batch):
-            return tok([p for p, _ in batch], [o for _, o in batch], truncation="longest_first", max_length=max_length,
-                       padding=True, return_token_type_ids=True, return_tensors="pt")
+            if truncation == "longest_first":
+                return tok([p for p, _ in batch], [o for _, o in batch], truncation="longest_first",
+                           max_length=max_length, padding=True, return_token_type_ids=True, return_tensors="pt")
+            # output_first as evalloop cuts: the output up to the budget, the prompt to what is left.
+            budget = max_length - tok.num_special_tokens_to_add(pair=True)
+            rows = []
+            for p, o in batch:
+                ids_o = tok(o, add_special_tokens=False)["input_ids"][:budget]
+                ids_p = tok(p, add_special_tokens=False)["input_ids"][:budget - len(ids_o)]
+                # BERT's pair layout: [CLS] prompt [SEP] output [SEP], types 0 then 1.
+                ids = [tok.cls_token_id, *ids_p, tok.sep_token_id, *ids_o, tok.sep_token_id]
+                types = [0] * (len(ids_p) + 2) + [1] * (len(ids_o) + 1)
+                rows.append({"input_ids": ids, "token_type_ids": types, "attention_mask": [1] * len(ids)})
+            return tok.pad(rows, padding=True, return_tensors="pt")
 
         onnx = os.path.join(work, "model.onnx")
         sample = encode([("a prompt", "an output")] * 2)
@@ -137,7 +154,7 @@ def main():
         def ort_fn(s):
             return lambda enc: s.run(None, {n: enc[n].numpy() for n in names})[0][:, -1].tolist()
 
-        print(f"model {a.model} (max_length {max_length}); threads {a.threads}; torch {torch.__version__}, "
+        print(f"model {a.model} (max_length {max_length}, truncation {truncation}); threads {a.threads}; torch {torch.__version__}, "
               f"onnxruntime {ort.__version__}")
         print(f"{'set':<10} {'rows':>5}  {'runtime':<12} {'Spearman int8 vs fp32':>22}  {'fp32 seq/s':>10}  "
               f"{'int8 seq/s':>10}  {'int8 / fp32':>11}")
