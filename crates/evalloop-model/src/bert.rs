@@ -212,7 +212,8 @@ impl LayerNorm {
     /// rarely beyond 3 standard deviations): the input range of the linear layers it feeds,
     /// for their int8 weights ([`Linear::set_input_range`]).
     pub fn output_range(&self) -> Result<Vec<f32>> {
-        let (w, b) = (self.weight.to_vec1::<f32>()?, self.bias.to_vec1::<f32>()?);
+        let (w, b) =
+            (self.weight.to_dtype(DType::F32)?.to_vec1::<f32>()?, self.bias.to_dtype(DType::F32)?.to_vec1::<f32>()?);
         Ok(w.iter().zip(&b).map(|(w, b)| 3.0 * w.abs() + b.abs()).collect())
     }
 
