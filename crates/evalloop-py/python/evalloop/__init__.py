@@ -259,9 +259,15 @@ class Scorer:
         self._native = native
 
     @classmethod
-    def load(cls, model_dir: PathLike, *, device: str = "cpu", batch_size: int = 32) -> Scorer:
-        """Loads the model on ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``)."""
-        return cls(_evalloop.Scorer.load(os.fspath(model_dir), device=device, batch_size=batch_size))
+    def load(
+        cls, model_dir: PathLike, *, device: str = "cpu", batch_size: int = 32, precision: str = "fp32"
+    ) -> Scorer:
+        """Loads the model on ``device`` (``cpu``, ``cuda``, ``cuda:N``, ``auto``); ``precision``
+        ``"int8"`` runs its linear layers on 8-bit integers on the CPU (``evalloop score
+        --precision int8``)."""
+        return cls(
+            _evalloop.Scorer.load(os.fspath(model_dir), device=device, batch_size=batch_size, precision=precision)
+        )
 
     @property
     def model_dir(self) -> str:
