@@ -247,7 +247,7 @@ impl LayerNorm {
 }
 
 /// A linear layer `y = x W^T + b`: candle's `Linear`, and its int8 weights
-/// ([`ops::Int8Weights`]), quantized on the first call of [`dense`] inside [`ops::int8`].
+/// ([`ops::Int8Weights`]), quantized on the first call of `dense` inside [`ops::int8`].
 #[derive(Debug, Clone)]
 pub struct Linear {
     inner: candle_nn::Linear,

@@ -7,9 +7,8 @@ use super::simd::RowKernels;
 use super::{ELEMS_PER_TASK, f32_slice};
 
 /// Exact GELU, `0.5 x (1 + erf(x / sqrt 2))` (candle's `gelu_erf` formula, with the
-/// vectorisable [`erf_f32`]), with a backward pass. Needs [`fused_ok`] input.
+/// vectorisable `erf_f32` of the `approx` module), with a backward pass. Needs [`fused_ok`] input.
 ///
-/// [`erf_f32`]: super::approx::erf_f32
 /// [`fused_ok`]: super::fused_ok
 pub fn gelu_erf(x: &Tensor) -> Result<Tensor> {
     x.apply_op1(GeluOp)
