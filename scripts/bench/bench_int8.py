@@ -24,29 +24,13 @@ import sys
 import tempfile
 import time
 
-
-def ranks(v):
-    order = sorted(range(len(v)), key=lambda i: v[i])
-    r = [0.0] * len(v)
-    i = 0
-    while i < len(v):
-        j = i
-        while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-            j += 1
-        for k in range(i, j + 1):
-            r[order[k]] = (i + j) / 2.0
-        i = j + 1
-    return r
+from rank_stats import spearman as rank_spearman  # scripts/bench/ is on sys.path: it holds this script
 
 
 def spearman(x, y):
-    rx, ry = ranks(x), ranks(y)
-    n = len(x)
-    mx, my = sum(rx) / n, sum(ry) / n
-    sxy = sum((a - mx) * (b - my) for a, b in zip(rx, ry))
-    sxx = sum((a - mx) ** 2 for a in rx)
-    syy = sum((b - my) ** 2 for b in ry)
-    return sxy / (sxx * syy) ** 0.5 if sxx and syy else float("nan")
+    """Spearman's rho, NaN where it is undefined (a constant column)."""
+    rho = rank_spearman(x, y)
+    return float("nan") if rho is None else rho
 
 
 def evalloop_scores(bin_, model, rows, precision, threads, work):
