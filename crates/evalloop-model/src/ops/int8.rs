@@ -26,14 +26,7 @@ thread_local! {
 
 /// Runs `f` with this thread's linear layers in int8 when `on` (see the module docs).
 pub fn int8<R>(on: bool, f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
-    impl Drop for Reset {
-        fn drop(&mut self) {
-            INT8.with(|c| c.set(self.0));
-        }
-    }
-    let _reset = Reset(INT8.with(|c| c.replace(on)));
-    f()
+    super::matmul::with_flag(&INT8, on, f)
 }
 
 /// True inside [`int8`] with `on`.

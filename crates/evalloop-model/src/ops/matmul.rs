@@ -13,13 +13,23 @@ thread_local! {
 /// run several independent batches side by side (data parallelism) instead of splitting each
 /// gemm over the threads. Other ops keep their own parallel loops.
 pub fn serial<R>(f: impl FnOnce() -> R) -> R {
-    struct Reset(bool);
+    with_flag(&SERIAL, true, f)
+}
+
+/// Runs `f` with the thread-local `flag` set to `on`, and its old value back afterwards (also
+/// when `f` panics).
+pub(super) fn with_flag<R>(
+    flag: &'static std::thread::LocalKey<std::cell::Cell<bool>>,
+    on: bool,
+    f: impl FnOnce() -> R,
+) -> R {
+    struct Reset(&'static std::thread::LocalKey<std::cell::Cell<bool>>, bool);
     impl Drop for Reset {
         fn drop(&mut self) {
-            SERIAL.with(|c| c.set(self.0));
+            self.0.with(|c| c.set(self.1));
         }
     }
-    let _reset = Reset(SERIAL.with(|c| c.replace(true)));
+    let _reset = Reset(flag, flag.with(|c| c.replace(on)));
     f()
 }
 
