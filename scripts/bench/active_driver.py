@@ -119,13 +119,18 @@ def train_seed(path):
     return 7
 
 
+def ensemble_seeds(a):
+    """The ensemble's seeds: the config's own first, then --ensemble-seeds."""
+    return [a.main_seed] + [s for s in a.ensemble_seeds if s != a.main_seed]
+
+
 def ensemble_config(a):
     """The training config with `seeds = [seed, extra...]`: an ensemble whose member with the
     config's own seed is the model a single run trains (the held-out figure comes from it, so
     the curves of all strategies measure the same kind of evaluator)."""
     path = os.path.join(a.work, "train-ensemble.toml")
     if not os.path.exists(path):
-        seeds = [a.main_seed] + [s for s in a.ensemble_seeds if s != a.main_seed]
+        seeds = ensemble_seeds(a)
         out, done = [], False
         for line in open(a.train_config):
             out.append(line)
@@ -191,7 +196,7 @@ def score_members(a, bin_, db, model, r):
     the names for `queue create --members`."""
     ens = os.path.dirname(model)
     names = []
-    for seed in [a.main_seed] + [s for s in a.ensemble_seeds if s != a.main_seed]:
+    for seed in ensemble_seeds(a):
         name = f"m{r}-s{seed}"
         run(bin_, db, "score", "--model", os.path.join(ens, f"member-{seed}"), "--store", "--evaluator-name", name)
         names.append(name)

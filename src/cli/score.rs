@@ -36,7 +36,7 @@ pub struct ScoreArgs {
     pub device: String,
     /// The linear layers' arithmetic: fp32 (the model as trained) or int8 (int8 weights and
     /// activations on the CPU, faster; its scores' Spearman with fp32's is in BENCHMARKS.md).
-    #[arg(long, default_value = "fp32", value_parser = parse_precision)]
+    #[arg(long, default_value = "fp32")]
     pub precision: crate::model::Precision,
     /// --store: score with N worker processes on this machine, each a `--worker` (RAYON_NUM_THREADS
     /// of each: the cores divided among them unless set); 0 = in this process.
@@ -286,10 +286,6 @@ fn spawn_workers(settings: &Settings, a: &ScoreArgs, name: &str, job: &str) -> R
             failed.join(", ")
         )))
     }
-}
-
-fn parse_precision(s: &str) -> std::result::Result<crate::model::Precision, String> {
-    s.parse()
 }
 
 #[cfg(test)]

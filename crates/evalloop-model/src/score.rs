@@ -534,14 +534,18 @@ mod tests {
         }
     }
 
+    /// Eleven pairs of five lengths, for the tests that vary threads and batches.
+    fn varied_pairs() -> Vec<(String, String)> {
+        (0..11).map(|i| ("what is the answer".to_string(), "good ".repeat(i % 5 + 1) + "bad")).collect()
+    }
+
     /// With several threads, batches run side by side on one thread's gemm each; the scores
     /// are those of the one-thread path.
     #[test]
     fn data_parallel_scoring_equals_one_thread() {
         let dir = tempfile::tempdir().unwrap();
         write_model(dir.path());
-        let pairs: Vec<(String, String)> =
-            (0..11).map(|i| ("what is the answer".to_string(), "good ".repeat(i % 5 + 1) + "bad")).collect();
+        let pairs = varied_pairs();
         let scorer = Scorer::load(dir.path(), &Device::Cpu).unwrap().with_batch_size(4);
         let on = |threads| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
@@ -560,8 +564,7 @@ mod tests {
     fn int8_scores_are_close_to_fp32_and_do_not_depend_on_threads() {
         let dir = tempfile::tempdir().unwrap();
         write_model(dir.path());
-        let pairs: Vec<(String, String)> =
-            (0..11).map(|i| ("what is the answer".to_string(), "good ".repeat(i % 5 + 1) + "bad")).collect();
+        let pairs = varied_pairs();
         let fp32 = Scorer::load(dir.path(), &Device::Cpu).unwrap().score_pairs(&pairs).unwrap();
         let scorer = Scorer::load(dir.path(), &Device::Cpu).unwrap().with_precision(Precision::Int8).unwrap();
         assert_eq!(scorer.precision(), Precision::Int8);

@@ -110,11 +110,6 @@ impl Int8Weights {
         }
         Ok(Self { n, k, kp, inv_smooth, packed, scale, bias: bias_p, colsum })
     }
-
-    /// Output size (rows of the weight).
-    pub fn out_dim(&self) -> usize {
-        self.n
-    }
 }
 
 /// `x W^T + b` over the last dimension of a contiguous f32 CPU tensor `x` `(.., k)` → `(.., n)`
@@ -166,15 +161,7 @@ impl CustomOp1 for Int8Linear {
 fn quantize_rows(x: &[f32], k: usize, kp: usize, inv: Option<&[f32]>, q: &mut [u8], sx: &mut [(f32, f32)]) {
     let mut scaled = vec![0f32; if inv.is_some() { k } else { 0 }];
     for ((row, qr), s) in x.chunks_exact(k).zip(q.chunks_exact_mut(kp)).zip(sx.iter_mut()) {
-        let row = match inv {
-            None => row,
-            Some(inv) => {
-                for ((d, v), i) in scaled.iter_mut().zip(row).zip(inv) {
-                    *d = v * i;
-                }
-                &scaled
-            }
-        };
+        let row = scaled_row(row, inv, &mut scaled);
         let (lo, hi) = row.iter().fold((f32::INFINITY, f32::NEG_INFINITY), |(a, b), &v| (a.min(v), b.max(v)));
         let step = (hi - lo) / 255.0;
         *s = (step, lo);
@@ -183,6 +170,21 @@ fn quantize_rows(x: &[f32], k: usize, kp: usize, inv: Option<&[f32]>, q: &mut [u
             *d = ((v - lo) * inv).round_ties_even().clamp(0.0, 255.0) as u8;
         }
         qr[k..].fill(0);
+    }
+}
+
+/// `row` times `inv` element by element, written into `scaled`; `row` itself without `inv`.
+/// Inlined into both quantization loops (the AVX-512 one compiles it with its features).
+#[inline(always)]
+fn scaled_row<'a>(row: &'a [f32], inv: Option<&[f32]>, scaled: &'a mut [f32]) -> &'a [f32] {
+    match inv {
+        None => row,
+        Some(inv) => {
+            for ((d, v), i) in scaled.iter_mut().zip(row).zip(inv) {
+                *d = v * i;
+            }
+            scaled
+        }
     }
 }
 
@@ -281,25 +283,7 @@ mod vnni {
         let tail_mask: __mmask16 = if tail == 0 { 0 } else { (1u16 << tail) - 1 };
         for ((row, qr), s) in x.chunks_exact(k).zip(q.chunks_exact_mut(kp)).zip(sx.iter_mut()) {
             let whole = k - tail;
-            let row = match inv {
-                None => row,
-                Some(inv) => {
-                    // SAFETY: the row, `inv` and `scaled` all hold k floats.
-                    unsafe {
-                        for c in (0..whole).step_by(16) {
-                            let v = _mm512_mul_ps(
-                                _mm512_loadu_ps(row.as_ptr().add(c)),
-                                _mm512_loadu_ps(inv.as_ptr().add(c)),
-                            );
-                            _mm512_storeu_ps(scaled.as_mut_ptr().add(c), v);
-                        }
-                    }
-                    for c in whole..k {
-                        scaled[c] = row[c] * inv[c];
-                    }
-                    &scaled
-                }
-            };
+            let row = super::scaled_row(row, inv, &mut scaled);
             let p = row.as_ptr();
             let (mut lo, mut hi) = (_mm512_set1_ps(f32::INFINITY), _mm512_set1_ps(f32::NEG_INFINITY));
             // SAFETY: offsets below `whole` and the masked tail lie within the row.
