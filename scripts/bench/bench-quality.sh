@@ -90,6 +90,10 @@
 #                 as gp_of_umix_last, after DAPT_EPOCHS (2) epochs of domain-adaptive pretraining
 #                 (masked-language-model training of the encoder on the dataset's texts;
 #                 docs/guide/train.md, "Domain-adaptive pretraining"), peak rate DAPT_LR (5e-5)
+#   gp_of_umix_last_dapt_ens
+#                 as gp_of_umix_last_dapt, an ensemble of three members (seeds s, s+100, s+200)
+#                 trained from the one pretrained encoder, scored as their mean; its member-<s>
+#                 is the gp_of_umix_last_dapt model of the same seed
 #   graded_imp, graded_imp_nv, graded_nv
 #                 evalloop's plain recipe (graded MSE, longest-first) on those datasets
 #   peer_imp, peer_imp_nv, peer_nv
@@ -223,6 +227,7 @@ log_every = 1000"
     gp_of_umix_last_dist) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\ndistill = %s\ndistill_temperature = %s\n[train.corruption_mix]\n%s\n' "$common" "$DISTILL" "$DISTILL_T" "$MIX_ALL" ;;
     gp_of_umix_last_dist_blend) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\ndistill = %s\ndistill_temperature = %s\nblend_evaluator = true\n[train.corruption_mix]\n%s\n' "$common" "$DISTILL" "$DISTILL_T" "$MIX_ALL" ;;
     gp_of_umix_last_dapt) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\ndapt_epochs = %s\ndapt_learning_rate = %s\n[train.corruption_mix]\n%s\n' "$common" "$DAPT_EPOCHS" "$DAPT_LR" "$MIX_ALL" ;;
+    gp_of_umix_last_dapt_ens) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\ndapt_epochs = %s\ndapt_learning_rate = %s\nseeds = [%s, %s, %s]\n[train.corruption_mix]\n%s\n' "$common" "$DAPT_EPOCHS" "$DAPT_LR" "$2" "$(($2 + 100))" "$(($2 + 200))" "$MIX_ALL" ;;
     gp_of_umix_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\n[train.corruption_mix]\n%s\n' "$common" "$MIX_ALL" ;;
     gp_of_ucoh_last) printf 'none-u|%s\nobjective = "graded+pairwise"\ntruncation = "output_first"\neval_metric = "group_spearman"\nlayer_lr_decay = 0.9\ncorruption_pairs = 1.0\nunlabelled = true\nkeep_best = false\n[train.corruption_mix]\n%s\n' "$common" "$MIX_COH" ;;
     ss_u_of) printf 'none-u|%s\nobjective = "pairwise"\npair_min_diff = 2.0\ncorruption_pairs = 1.0\ncorruption = "swap"\nunlabelled = true\nkeep_best = false\ntruncation = "output_first"\n' "$common" ;;

@@ -90,8 +90,15 @@ fn write_training_config(out_dir: &Path, cfg: &TrainConfig, setup: &Setup) -> ev
 
 /// Rewrites `training_config.json` of a run whose scoring stage started from an adapted copy of
 /// the base model (`dapt_epochs`): the file names the configured base model and settings, not
-/// the temporary copy.
+/// the temporary copy. In an ensemble's directory, each member's file (with its own seed).
 pub(super) fn restore_base_model(out_dir: &Path, cfg: &TrainConfig) -> evalloop_core::Result<()> {
+    if let Some(ens) = crate::files::EnsembleFile::read(out_dir)? {
+        for (i, member) in ens.members.iter().enumerate() {
+            let seed = ens.seeds.get(i).copied().unwrap_or(cfg.seed);
+            restore_base_model(&out_dir.join(member), &TrainConfig { seed, seeds: Vec::new(), ..cfg.clone() })?;
+        }
+        return Ok(());
+    }
     let path = out_dir.join("training_config.json");
     let text = std::fs::read_to_string(&path).map_err(|e| evalloop_core::Error::io(&path, e))?;
     let mut v: serde_json::Value =

@@ -1583,6 +1583,30 @@ fn domain_adaptive_pretraining_adapts_the_encoder_the_scoring_stage_starts_from(
     train(&data_dir, &plain, &tmp.path().join("m3"), false).unwrap();
     assert_ne!(bytes(&out), bytes(&tmp.path().join("m3")));
 
+    // An ensemble after one pretraining: each member starts from the adapted encoder (the
+    // member with the run's seed is the single model above, byte for byte), each member's
+    // `training_config.json` names the configured base model and its own seed.
+    let ens_cfg = TrainConfig { seeds: vec![cfg.seed, cfg.seed + 1], ..cfg.clone() };
+    let ens = tmp.path().join("ens");
+    let es = train(&data_dir, &ens_cfg, &ens, false).unwrap();
+    assert_eq!(es.dapt.as_ref().map(|d| d.steps), Some(42), "one pretraining for the ensemble");
+    assert_eq!(es.members.len(), 2);
+    assert!(!ens.join("dapt-base").exists(), "the adapted copy is removed");
+    assert_eq!(bytes(&ens.join(format!("member-{}", cfg.seed))), bytes(&out));
+    for seed in [cfg.seed, cfg.seed + 1] {
+        let member: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(ens.join(format!("member-{seed}")).join("training_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(member["train"]["base_model"], base.to_string_lossy().as_ref());
+        assert_eq!(
+            (member["train"]["seed"].as_u64(), member["train"]["seeds"].as_array().map(Vec::len)),
+            (Some(seed), Some(0))
+        );
+    }
+    crate::score::Scorer::load(&ens, &candle_core::Device::Cpu)
+        .expect("the ensemble loads without its pretraining copy");
+
     // A scoring stage that would fail on a missing file fails before the pretraining runs.
     let needs = TrainConfig {
         unlabelled: true,
