@@ -117,6 +117,9 @@
 # A configuration NAME+blend (NAME listed before it in CONFIGS) is NAME's trained model blended
 # with the production evaluator by `evalloop train --blend-only` under [train] blend_rule =
 # BLEND_RULE (regression); no second training run.
+# REUSE (unset): with PROD=judge, a configuration that does not read the production scores
+# (not *_dist, not peer) takes the unigram-F1 run's trained model from the same WORK, when there
+# is one, instead of training it again (the feedback, splits and seed are the same).
 # PROD (f1): the production evaluator of the simulated logs, `f1` (simulate's unigram F1 against
 # the reference) or `judge` (simulate's noisy judge: correlation JUDGE_R (0.5) with the human
 # score, judge_bias +0.5 sd for cohort free and -0.5 for enterprise; its runs go to
@@ -148,6 +151,7 @@ DISTILL_T="${DISTILL_T:-0.5}"
 DAPT_EPOCHS="${DAPT_EPOCHS:-2}"
 DAPT_LR="${DAPT_LR:-5e-5}"
 BLEND_RULE="${BLEND_RULE:-regression}"
+REUSE="${REUSE:-}"
 case "$PROD" in f1 | judge) ;; *) echo "PROD is f1 or judge, not $PROD" >&2; exit 2 ;; esac
 HOLDOUT_FRAC="${HOLDOUT_FRAC:-0.3}"
 export RAYON_NUM_THREADS="${THREADS:-2}"
@@ -334,6 +338,16 @@ for spec in $DATASETS; do
       s="$(config_spec "$c" "$seed")"
       w="${s%%|*}"
       printf '[train]\nseed = %s\n%s\n' "$seed" "${s#*|}" > "$run/train-$c.toml"
+      f1run="$WORK/$name-$dim-$seed"
+      if [[ -n "$REUSE" && "$PROD" == judge && "$c" != *dist* && "$c" != peer* && -f "$f1run/m-$c/metrics.json" ]]; then
+        # The judge changes only each row's evaluator_score, which this configuration does not
+        # read: the unigram-F1 run's model is this run's model (same feedback, splits, seed).
+        rm -rf "$run/m-$c"; cp -r "$f1run/m-$c" "$run/m-$c"
+        "$BIN" score --model "$run/m-$c" --input "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" > /dev/null
+        mv "$run/scores-$c.jsonl.tmp" "$run/scores-$c.jsonl"
+        echo "done: $name/$dim seed $seed $c (the unigram-F1 run's model)" >&2
+        continue
+      fi
       start=$(date +%s.%N)
       # The PyTorch peer: `peer`, and `peer_<variant>` on that variant's dataset.
       if [[ "$c" == peer || "$c" == peer_* ]]; then
