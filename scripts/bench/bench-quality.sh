@@ -94,6 +94,8 @@
 #                 as gp_of_umix_last_dapt, an ensemble of three members (seeds s, s+100, s+200)
 #                 trained from the one pretrained encoder, scored as their mean; its member-<s>
 #                 is the gp_of_umix_last_dapt model of the same seed
+#                 (with gp_of_umix_last_dapt listed after gp_of_umix_last_dapt_ens in CONFIGS,
+#                 it takes that member instead of training again, and has no training time)
 #   graded_imp, graded_imp_nv, graded_nv
 #                 evalloop's plain recipe (graded MSE, longest-first) on those datasets
 #   peer_imp, peer_imp_nv, peer_nv
@@ -338,6 +340,15 @@ for spec in $DATASETS; do
       s="$(config_spec "$c" "$seed")"
       w="${s%%|*}"
       printf '[train]\nseed = %s\n%s\n' "$seed" "${s#*|}" > "$run/train-$c.toml"
+      if [[ -f "$run/m-${c}_ens/member-$seed/metrics.json" ]]; then
+        # CONFIG_ens's member with this seed is CONFIG's model (the same settings and seed, from
+        # the same pretrained encoder): taken instead of training it again.
+        rm -rf "$run/m-$c"; cp -r "$run/m-${c}_ens/member-$seed" "$run/m-$c"
+        "$BIN" score --model "$run/m-$c" --input "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" > /dev/null
+        mv "$run/scores-$c.jsonl.tmp" "$run/scores-$c.jsonl"
+        echo "done: $name/$dim seed $seed $c (member $seed of ${c}_ens)" >&2
+        continue
+      fi
       f1run="$WORK/$name-$dim-$seed"
       if [[ -n "$REUSE" && "$PROD" == judge && "$c" != *dist* && "$c" != peer* && -f "$f1run/m-$c/metrics.json" ]]; then
         # The judge changes only each row's evaluator_score, which this configuration does not
@@ -411,7 +422,9 @@ for spec in datasets:
                 continue  # not run (yet): the row says how many seeds it has
             v, n = group_spearman(rows(p), "score")
             res[c].append(v); ng[c] = n
-            secs[c].append(float(open(f"{run}/m-{c}/train_seconds").read()))
+            t = f"{run}/m-{c}/train_seconds"
+            if os.path.exists(t):  # not for a model taken from an ensemble's member
+                secs[c].append(float(open(t).read()))
     for c in [base] + configs:
         if not res[c]:
             continue
