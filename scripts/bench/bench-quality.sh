@@ -251,6 +251,13 @@ log_every = 1000"
   esac
 }
 
+# Scores RUN/m-CONFIG on RUN's held-out rows into RUN/scores-CONFIG.jsonl (written whole, then
+# renamed: a file there is a finished run).
+score_heldout() {
+  "$BIN" score --model "$1/m-$2" --input "$1/sim/heldout.jsonl" --output "$1/scores-$2.jsonl.tmp" > /dev/null
+  mv "$1/scores-$2.jsonl.tmp" "$1/scores-$2.jsonl"
+}
+
 for spec in $DATASETS; do
   name="${spec%%:*}"; dim="${spec#*:}"
   groups=$(python3 -c "import json,sys; print(len({json.loads(l)['group_id'] for l in open(sys.argv[1]) if l.strip()}))" "$DATA/$name.jsonl")
@@ -332,31 +339,28 @@ for spec in $DATASETS; do
         "$BIN" --config "$run/train-$c.toml" train --blend-only --dataset "$run/ds-${s%%|*}" \
           --out "$run/m-$c" > "$run/train-$c.log" 2>&1 \
           || { echo "blend failed: $run/train-$c.log" >&2; tail -5 "$run/train-$c.log" >&2; exit 1; }
-        "$BIN" score --model "$run/m-$c" --input "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" > /dev/null
-        mv "$run/scores-$c.jsonl.tmp" "$run/scores-$c.jsonl"
+        score_heldout "$run" "$c"
         echo "done: $name/$dim seed $seed $c ($(cat "$run/train-$c.log"))" >&2
         continue
       fi
       s="$(config_spec "$c" "$seed")"
       w="${s%%|*}"
       printf '[train]\nseed = %s\n%s\n' "$seed" "${s#*|}" > "$run/train-$c.toml"
-      if [[ -f "$run/m-${c}_ens/member-$seed/metrics.json" ]]; then
-        # CONFIG_ens's member with this seed is CONFIG's model (the same settings and seed, from
-        # the same pretrained encoder): taken instead of training it again.
-        rm -rf "$run/m-$c"; cp -r "$run/m-${c}_ens/member-$seed" "$run/m-$c"
-        "$BIN" score --model "$run/m-$c" --input "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" > /dev/null
-        mv "$run/scores-$c.jsonl.tmp" "$run/scores-$c.jsonl"
-        echo "done: $name/$dim seed $seed $c (member $seed of ${c}_ens)" >&2
-        continue
-      fi
+      # A model trained already is taken instead of training it again: CONFIG_ens's member with
+      # this seed is CONFIG's model (the same settings and seed, from the same pretrained
+      # encoder); with REUSE, the unigram-F1 run's model is the judge run's (the judge changes
+      # only each row's evaluator_score, which this configuration does not read).
+      taken=""; from=""
       f1run="$WORK/$name-$dim-$seed"
-      if [[ -n "$REUSE" && "$PROD" == judge && "$c" != *dist* && "$c" != peer* && -f "$f1run/m-$c/metrics.json" ]]; then
-        # The judge changes only each row's evaluator_score, which this configuration does not
-        # read: the unigram-F1 run's model is this run's model (same feedback, splits, seed).
-        rm -rf "$run/m-$c"; cp -r "$f1run/m-$c" "$run/m-$c"
-        "$BIN" score --model "$run/m-$c" --input "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" > /dev/null
-        mv "$run/scores-$c.jsonl.tmp" "$run/scores-$c.jsonl"
-        echo "done: $name/$dim seed $seed $c (the unigram-F1 run's model)" >&2
+      if [[ -f "$run/m-${c}_ens/member-$seed/metrics.json" ]]; then
+        taken="$run/m-${c}_ens/member-$seed"; from="member $seed of ${c}_ens"
+      elif [[ -n "$REUSE" && "$PROD" == judge && "$c" != *dist* && "$c" != peer* && -f "$f1run/m-$c/metrics.json" ]]; then
+        taken="$f1run/m-$c"; from="the unigram-F1 run's model"
+      fi
+      if [[ -n "$taken" ]]; then
+        rm -rf "$run/m-$c"; cp -r "$taken" "$run/m-$c"
+        score_heldout "$run" "$c"
+        echo "done: $name/$dim seed $seed $c ($from)" >&2
         continue
       fi
       start=$(date +%s.%N)
@@ -378,8 +382,7 @@ for spec in $DATASETS; do
         || { echo "train failed: $run/train-$c.log" >&2; tail -5 "$run/train-$c.log" >&2; exit 1; }
       end=$(date +%s.%N)
       python3 -c "print($end - $start)" > "$run/m-$c/train_seconds"
-      "$BIN" score --model "$run/m-$c" --input "$run/sim/heldout.jsonl" --output "$run/scores-$c.jsonl.tmp" > /dev/null
-      mv "$run/scores-$c.jsonl.tmp" "$run/scores-$c.jsonl"
+      score_heldout "$run" "$c"
       echo "done: $name/$dim seed $seed $c ($(cat "$run/m-$c/train_seconds" | cut -c1-6) s)" >&2
     done
   done
