@@ -25,4 +25,7 @@ if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${pa
     echo "python-env: installing ${packages[*]} failed" >&2
     exit 1
 fi
+# Triton is torch.compile's GPU compiler (1 GB); torch run eagerly on the CPU never imports it,
+# and a CI machine's disk is better spent elsewhere.
+"$venv/bin/python" -m pip uninstall --quiet --yes triton
 echo "python-env: installed ${packages[*]} into $venv in $(( $(date +%s) - start )) s"

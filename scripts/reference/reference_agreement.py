@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the reference fixtures for tests/agreement_reference.rs into tests/fixtures/agreement/.
+"""Writes the reference fixtures for tests/integration/agreement_reference.rs into tests/fixtures/agreement/.
 
 Run once (needs numpy, scikit-learn and krippendorff from PyPI) and commit the JSON file:
 

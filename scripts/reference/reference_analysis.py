@@ -2,7 +2,7 @@
 """Writes tests/fixtures/analysis/{logs,feedback}.jsonl and expected.json: a small store whose
 correlation, calibration and impact figures are computed here with scipy / scikit-learn, under
 the human-score policy (docs/guide/ingest.md) (explicit ratings as given, thumbs up 5, thumbs down 1, mean over
-explicit events; implicit ignored). Run once; tests/analysis_cli.rs compares evalloop against it.
+explicit events; implicit ignored). Run once; tests/integration/analysis_cli.rs compares evalloop against it.
 """
 import json, os
 import numpy as np

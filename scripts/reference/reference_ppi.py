@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the reference fixtures for tests/ppi_reference.rs into tests/fixtures/ppi/.
+"""Writes the reference fixtures for tests/integration/ppi_reference.rs into tests/fixtures/ppi/.
 
 Run once (needs ppi-python and numpy from PyPI) and commit the JSON file:
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes the reference fixtures for tests/stats_reference.rs into tests/fixtures/stats/.
+"""Writes the reference fixtures for tests/integration/stats_reference.rs into tests/fixtures/stats/.
 
 Run once (needs numpy, scipy, scikit-learn) and commit the JSON files:
 
@@ -65,7 +65,7 @@ def uniforms(seed, n):
 
 
 def generated(kind, seed, n):
-    """The large-case columns; mirrored by `generated` in tests/stats_reference.rs."""
+    """The large-case columns; mirrored by `generated` in tests/integration/stats_reference.rs."""
     u1, u2 = uniforms(seed, n)
     if kind == "ties_correlated":
         return np.floor(u1 * 50.0), np.floor((0.7 * u1 + 0.3 * u2) * 20.0)

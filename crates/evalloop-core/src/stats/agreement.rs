@@ -18,7 +18,7 @@
 //!   within the unit (Fleiss' `P_i`, averaged unweighted over units).
 //!
 //! Reference values: `scripts/reference/reference_agreement.py` (krippendorff, scikit-learn)
-//! writes `tests/fixtures/agreement/`, which `tests/agreement_reference.rs` compares against.
+//! writes `tests/fixtures/agreement/`, which `tests/integration/agreement_reference.rs` compares against.
 
 use serde::Serialize;
 

@@ -9,7 +9,7 @@
 //! `{"undefined": true, "reason": "..."}`.
 //!
 //! Reference values: `scripts/reference/reference_stats.py` (numpy, scipy, scikit-learn) writes the
-//! fixtures in `tests/fixtures/stats/` that `tests/stats_reference.rs` compares against.
+//! fixtures in `tests/fixtures/stats/` that `tests/integration/stats_reference.rs` compares against.
 //!
 //! Submodules: [`rank`] (average ranks), [`corr`] (Pearson, Spearman, Kendall, CIs),
 //! [`agreement`] (inter-rater agreement: Krippendorff's alpha, Cohen's kappa),

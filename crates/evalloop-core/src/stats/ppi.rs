@@ -15,7 +15,7 @@
 //! population (ddof 0) variances of the interval and the pooled sample (ddof 1) variance of
 //! `yhat` in `lambda`, are those of `ppi_py.ppi_mean_ci` / `ppi_mean_pointestimate` (PyPI
 //! `ppi-python` 0.2.3, unweighted), which `scripts/reference/reference_ppi.py` runs to write the
-//! fixtures of `tests/ppi_reference.rs`. The labelled and unlabelled sets are independent
+//! fixtures of `tests/integration/ppi_reference.rs`. The labelled and unlabelled sets are independent
 //! samples of one population: pass the requests without a label as `yhat_unlabelled`.
 //!
 //! That interval ([`IntervalKind::Normal`]) is asymptotic. With the tens of labels a cohort

@@ -9,7 +9,7 @@
 //! unless `EVALLOOP_REQUIRE_CHROMIUM=1`. The PostgreSQL half of the HTTP test runs under
 //! `scripts/with-postgres.sh`.
 
-mod serve_support;
+use crate::serve_support;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -5,7 +5,7 @@
 //! migrated on open. The PostgreSQL half runs under `scripts/with-postgres.sh`
 //! (`EVALLOOP_TEST_PG`) and says so on stderr when skipped.
 
-mod serve_support;
+use crate::serve_support;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;

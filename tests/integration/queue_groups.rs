@@ -5,7 +5,7 @@
 //! the evaluator's weighted correlation with the labels. The PostgreSQL half runs under
 //! `scripts/with-postgres.sh` (`EVALLOOP_TEST_PG`) and says so on stderr when skipped.
 
-mod serve_support;
+use crate::serve_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! `queue` weight factor, the card's count) read them. The PostgreSQL half runs under
 //! `scripts/with-postgres.sh` (`EVALLOOP_TEST_PG`) and says so on stderr when skipped.
 
-mod serve_support;
+use crate::serve_support;
 
 use std::path::Path;
 

@@ -8,7 +8,7 @@
 //! PPI++ and classical intervals each cover the true mean in at least 93% of the draws; with a
 //! good evaluator the PPI++ interval is narrower than the classical one on average; with a
 //! useless one power tuning keeps it within 10% of the classical width. Figures are printed
-//! (`cargo test --release --test ppi_coverage -- --nocapture`).
+//! (`cargo test --release --test integration ppi_coverage:: -- --nocapture`).
 
 use evalloop::stats::ppi::{IntervalKind, PpiMean, ppi_mean, stratified};
 use rand::{Rng, SeedableRng};

@@ -2,7 +2,7 @@
 //! `scripts/with-postgres.sh` sets it): the same API contract as on SQLite. Skipped, and said so
 //! on stderr, without `EVALLOOP_TEST_PG`.
 
-mod serve_support;
+use crate::serve_support;
 
 use serve_support::*;
 

@@ -4,9 +4,9 @@
 //!
 //! Each area runs for a time budget (`EVALLOOP_FUZZ_SECS`, default 2 seconds) with a seed from
 //! `EVALLOOP_FUZZ_SEED` or the clock; the seed is printed, and every failure names it, so
-//! `EVALLOOP_FUZZ_SEED=N cargo test --release --test fuzz_ingest` replays a failing run. With
-//! `EVALLOOP_TEST_PG` set (`scripts/with-postgres.sh`), the ingest areas also run against a
-//! fresh PostgreSQL schema.
+//! `EVALLOOP_FUZZ_SEED=N cargo test --release --test integration fuzz_ingest::` replays a
+//! failing run. With `EVALLOOP_TEST_PG` set (`scripts/with-postgres.sh`), the ingest areas also
+//! run against a fresh PostgreSQL schema.
 
 use std::io::Write as _;
 use std::path::Path;

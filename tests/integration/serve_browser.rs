@@ -6,7 +6,7 @@
 //! Needs Debian's `chromium` on PATH, as `report_browser.rs`; without it the test says so and
 //! passes, unless `EVALLOOP_REQUIRE_CHROMIUM=1`.
 
-mod serve_support;
+use crate::serve_support;
 
 use std::io::{Read, Write};
 use std::net::TcpListener;

@@ -3,7 +3,7 @@
 //! acknowledged event is in the store exactly once, and sending them all again adds nothing.
 //! On SQLite, and on PostgreSQL when `EVALLOOP_TEST_PG` is set.
 
-mod serve_support;
+use crate::serve_support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
