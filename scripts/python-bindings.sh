@@ -22,7 +22,7 @@ packages=(maturin==1.16.0 pytest==9.2.0 numpy==2.4.6 pyarrow==26.0.1)
 start=$(date +%s)
 if ! { [[ -x "$venv/bin/maturin" ]] && "$venv/bin/python" -c 'import pytest, numpy, pyarrow' 2>/dev/null; }; then
     rm -rf "$venv"
-    if ! python3 -m venv "$venv" || ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"; then
+    if ! python3 -m venv "$venv" || ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir "${packages[@]}"; then
         rm -rf "$venv"
         echo "tests/python/test_bindings.py SKIPPED: could not make the venv $venv (${packages[*]})" >&2
         exit 0
@@ -38,7 +38,7 @@ bin="$target/release/evalloop"
 [[ -x "$bin" ]] || cargo build --release --bin evalloop
 rm -f "$target"/wheels/evalloop-*.whl
 "$venv/bin/maturin" build --release --quiet -m crates/evalloop-py/Cargo.toml --out "$target/wheels" -i "$venv/bin/python"
-"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --force-reinstall --no-deps "$target"/wheels/evalloop-*.whl
+"$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir --force-reinstall --no-deps "$target"/wheels/evalloop-*.whl
 t1=$(date +%s)
 echo "python-bindings: wheel built and installed in $(( t1 - t0 )) s"
 

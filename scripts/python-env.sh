@@ -20,7 +20,7 @@ start=$(date +%s)
 rm -rf "$venv"
 python3 -m venv "$venv"
 # A failed install leaves no venv behind, so scripts/test.sh skips the check instead of failing it.
-if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check "${packages[@]}"; then
+if ! "$venv/bin/python" -m pip install --quiet --disable-pip-version-check --no-cache-dir "${packages[@]}"; then
     rm -rf "$venv"
     echo "python-env: installing ${packages[*]} failed" >&2
     exit 1
