@@ -3,23 +3,13 @@
 //! their reason, and `--json` carries the same report.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 use assert_cmd::Command;
 use evalloop::stats::BootstrapConfig;
 use evalloop::stats::agreement::{MeasurementLevel, krippendorff_alpha, krippendorff_alpha_ci, rater_agreement};
 use serde_json::Value;
 
-fn bin(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").arg("--db").arg(dir.join("t.db"));
-    c
-}
-
-fn json(c: &mut Command) -> Value {
-    let out = c.arg("--json").assert().success().get_output().stdout.clone();
-    serde_json::from_slice(&out).unwrap()
-}
+use crate::cli_support::{bin, json};
 
 fn text(c: &mut Command) -> String {
     String::from_utf8(c.assert().success().get_output().stdout.clone()).unwrap()

@@ -1,23 +1,11 @@
 //! The analysis commands on a small store whose figures scipy / scikit-learn computed
 //! (`scripts/reference/reference_analysis.py` wrote `tests/fixtures/analysis/`).
 
-use std::path::Path;
-
-use assert_cmd::Command;
 use serde_json::Value;
 
+use crate::cli_support::{bin, json};
+
 const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/analysis");
-
-fn bin(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").arg("--db").arg(dir.join("t.db"));
-    c
-}
-
-fn json(c: &mut Command) -> Value {
-    let out = c.arg("--json").assert().success().get_output().stdout.clone();
-    serde_json::from_slice(&out).unwrap()
-}
 
 fn store() -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();

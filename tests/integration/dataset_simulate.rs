@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::Value;
 
+use crate::cli_support::json;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -20,11 +22,6 @@ fn evalloop(dir: &Path) -> Command {
     c
 }
 
-fn json_out(c: &mut Command) -> Value {
-    let out = c.arg("--json").assert().success().get_output().stdout.clone();
-    serde_json::from_slice(&out).unwrap()
-}
-
 fn lines(p: &Path) -> Vec<Value> {
     std::fs::read_to_string(p).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
 }
@@ -33,7 +30,7 @@ fn simulate(dir: &Path, out: &str, extra: &[&str]) -> Value {
     let mut c = evalloop(dir);
     c.args(["simulate", "--judgements"]).arg(sample()).args(["--dimension", "coherence", "--out", out]);
     c.args(extra);
-    json_out(&mut c)
+    json(&mut c)
 }
 
 #[test]
@@ -62,7 +59,7 @@ fn simulate_ingest_build_round_trip() {
 
     // Both files ingest with zero rejects.
     for (what, file) in [("logs", "sim/logs.jsonl"), ("feedback", "sim/feedback.jsonl")] {
-        let r = json_out(evalloop(dir).args(["--db", "e.db", "ingest", what, file, "--strict"]));
+        let r = json(evalloop(dir).args(["--db", "e.db", "ingest", what, file, "--strict"]));
         assert_eq!(r["rejected"], 0, "{what}: {r}");
         assert_eq!(r["orphaned"], 0, "{what}: {r}");
         assert!(r["stored"].as_u64().unwrap() > 0);
@@ -74,7 +71,7 @@ fn simulate_ingest_build_round_trip() {
          group_key = \"group_id\"\nseed = 5\nmin_effective_size = 1.0\n",
     )
     .unwrap();
-    let card = json_out(evalloop(dir).args(["--config", "evalloop.toml", "dataset", "build", "--out", "ds"]));
+    let card = json(evalloop(dir).args(["--config", "evalloop.toml", "dataset", "build", "--out", "ds"]));
     assert_eq!(card["config"]["label"], "binary");
     let mut group_split: BTreeMap<String, &str> = BTreeMap::new();
     let mut total = 0;
@@ -139,7 +136,7 @@ fn simulate_ingest_build_round_trip() {
     let config = std::fs::read_to_string(dir.join("evalloop.toml")).unwrap();
     for (n, out) in [(40, "ds3"), (40, "ds4"), (100_000, "ds5")] {
         std::fs::write(dir.join("u.toml"), format!("{config}unlabelled = {n}\n")).unwrap();
-        let card = json_out(evalloop(dir).args(["--config", "u.toml", "dataset", "build", "--out", out]));
+        let card = json(evalloop(dir).args(["--config", "u.toml", "dataset", "build", "--out", out]));
         for f in ["train.jsonl", "validation.jsonl", "test.jsonl"] {
             assert!(std::fs::read(dir.join("ds").join(f)).unwrap() == std::fs::read(dir.join(out).join(f)).unwrap());
         }
@@ -261,7 +258,7 @@ fn outcome_dependent_feedback_over_reports_bad_outputs() {
     let mut c = evalloop(dir);
     c.args(["--config", "sim.toml", "simulate", "--judgements"]).arg(sample());
     c.args(["--dimension", "coherence", "--out", "o"]);
-    json_out(&mut c);
+    json(&mut c);
     let truth = lines(&dir.join("o/truth.jsonl"));
     let mean = |xs: Vec<f64>| xs.iter().sum::<f64>() / xs.len() as f64;
     let p_low = mean(
@@ -287,7 +284,7 @@ fn disagreements_graded_subsampled_build() {
     let dir = tmp.path();
     let ex = root().join("data/example");
     for (what, file) in [("logs", "logs.jsonl"), ("feedback", "feedback.jsonl")] {
-        let r = json_out(evalloop(dir).args(["--db", "e.db", "ingest", what]).arg(ex.join(file)));
+        let r = json(evalloop(dir).args(["--db", "e.db", "ingest", what]).arg(ex.join(file)));
         assert_eq!(r["rejected"], 0);
     }
     std::fs::write(
@@ -296,7 +293,7 @@ fn disagreements_graded_subsampled_build() {
          weighting = [\"inverse_rate\", \"class_balance\", \"disagreement_boost\", \"normalize\"]\n",
     )
     .unwrap();
-    let card = json_out(evalloop(dir).args(["--db", "e.db", "--config", "c.toml", "dataset", "build", "--out", "ds"]));
+    let card = json(evalloop(dir).args(["--db", "e.db", "--config", "c.toml", "dataset", "build", "--out", "ds"]));
     assert_eq!(card["config"]["label"], "graded");
     assert!(card["dropped_agreeing"].as_u64().unwrap() > 0);
     assert!(card["examples"].as_u64().unwrap() <= 14, "{}", card["examples"]);
@@ -350,7 +347,7 @@ fn extra_dimensions_flow_from_simulate_into_dataset_labels() {
     for (db, sim) in [("one.db", "one"), ("multi.db", "multi")] {
         for what in ["logs", "feedback"] {
             let file = format!("{sim}/{what}.jsonl");
-            json_out(evalloop(dir).args(["--db", db, "ingest", what, &file, "--strict"]));
+            json(evalloop(dir).args(["--db", db, "ingest", what, &file, "--strict"]));
         }
     }
     let cfg =
@@ -361,9 +358,9 @@ fn extra_dimensions_flow_from_simulate_into_dataset_labels() {
         format!("{cfg}dimensions = [\"relevance\", \"fluency\", \"informativeness\"]\n"),
     )
     .unwrap();
-    json_out(evalloop(dir).args(["--db", "one.db", "--config", "plain.toml", "dataset", "build", "--out", "ds-plain"]));
+    json(evalloop(dir).args(["--db", "one.db", "--config", "plain.toml", "dataset", "build", "--out", "ds-plain"]));
     let card =
-        json_out(evalloop(dir).args(["--db", "multi.db", "--config", "mt.toml", "dataset", "build", "--out", "ds-mt"]));
+        json(evalloop(dir).args(["--db", "multi.db", "--config", "mt.toml", "dataset", "build", "--out", "ds-mt"]));
     let mut labelled = 0;
     for split in ["train", "validation", "test"] {
         let a = lines(&dir.join(format!("ds-plain/{split}.jsonl")));

@@ -6,22 +6,12 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use assert_cmd::Command;
 use evalloop::stats::ppi::{IntervalKind, PpiMean, ppi_mean, stratified};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-fn bin(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").arg("--db").arg(dir.join("t.db"));
-    c
-}
-
-fn json(c: &mut Command) -> Value {
-    let out = c.arg("--json").assert().success().get_output().stdout.clone();
-    serde_json::from_slice(&out).unwrap()
-}
+use crate::cli_support::{bin, json};
 
 /// One generated request: cohort, prompt version, week day, evaluator overall, and its 1-5
 /// rating when labelled.

@@ -1,22 +1,12 @@
 //! Regression tests of the hardening defects (issue 17), each named after the defect it pins:
 //! the real binary in a temp dir, on SQLite.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use assert_cmd::Command;
 use serde_json::Value;
 
-fn bin(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").arg("--db").arg(dir.join("t.db"));
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
+use crate::cli_support::{bin, write};
 
 fn json_out(c: &mut Command) -> Value {
     let out = c.arg("--json").assert().success().get_output().clone();

@@ -1,28 +1,11 @@
 //! The foundation commands, run as the built binary in a temp dir: ingest (good, bad, strict,
 //! duplicate, orphan, stdin, CSV, interrupted), record, summary, stats.
 
-use std::path::{Path, PathBuf};
 use std::process::Command as StdCommand;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-fn bin(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").arg("--db").arg(dir.join("t.db"));
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let p = dir.join(name);
-    std::fs::write(&p, text).unwrap();
-    p
-}
-
-fn json_out(c: &mut Command) -> Value {
-    let out = c.arg("--json").assert().success().get_output().stdout.clone();
-    serde_json::from_slice(&out).unwrap()
-}
+use crate::cli_support::{bin, json, write};
 
 const LOGS: &str = r#"{"request_id": "r1", "timestamp": "2026-05-15T10:00:00Z", "prompt": "Summarise A", "output": "A", "eval_scores": {"overall": 0.9, "coherence": 4}, "metadata": {"user_cohort": "free", "use_case": "summarize"}}
 {"request_id": "r2", "timestamp": "2026-05-15T11:00:00+02:00", "prompt": "Summarise B", "output": "B", "eval_scores": {"overall": 0.1}, "evaluator": "judge-v1", "metadata": {"user_cohort": "pro"}}
@@ -34,7 +17,7 @@ const LOGS: &str = r#"{"request_id": "r1", "timestamp": "2026-05-15T10:00:00Z", 
 fn good_logs_and_feedback_are_stored_and_counted() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "logs.jsonl", LOGS);
-    let s = json_out(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
+    let s = json(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
     assert_eq!((s["read"].as_u64(), s["stored"].as_u64(), s["rejected"].as_u64()), (Some(3), Some(3), Some(0)));
     write(
         d.path(),
@@ -46,15 +29,15 @@ fn good_logs_and_feedback_are_stored_and_counted() {
 {"request_id": "r2", "feedback_type": "implicit_edit", "value": false, "timestamp": "2026-05-15T12:00:00Z"}
 "#,
     );
-    let s = json_out(bin(d.path()).args(["ingest", "feedback", "fb.jsonl"]));
+    let s = json(bin(d.path()).args(["ingest", "feedback", "fb.jsonl"]));
     assert_eq!((s["stored"].as_u64(), s["orphaned"].as_u64()), (Some(5), Some(0)));
-    let sum = json_out(bin(d.path()).args(["summary", "r1"]));
+    let sum = json(bin(d.path()).args(["summary", "r1"]));
     assert_eq!(sum["thumbs_up"], 1);
     assert_eq!(sum["avg_rating"], 2.0);
     assert_eq!(sum["comments"][0], "Great summary, thanks!");
     assert_eq!(sum["usage_indicators"]["implicit_discard"], true);
     assert_eq!(sum["human_score"], 3.5, "thumbs-up (5) and rating 2 average to 3.5");
-    let st = json_out(bin(d.path()).args(["stats"]));
+    let st = json(bin(d.path()).args(["stats"]));
     assert_eq!(st["logs"], 3);
     assert_eq!(st["feedback_events"], 5);
     assert_eq!(st["evaluators"], serde_json::json!([["baseline", 2], ["judge-v1", 1]]));
@@ -76,7 +59,7 @@ fn every_kind_of_bad_row_is_named_with_file_line_and_field() {
 not json at all
 "#,
     );
-    let s = json_out(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
+    let s = json(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
     assert_eq!((s["stored"].as_u64(), s["rejected"].as_u64()), (Some(1), Some(6)));
     let rejects = std::fs::read_to_string(d.path().join("logs.jsonl.rejects.jsonl")).unwrap();
     let rows: Vec<Value> = rejects.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
@@ -137,10 +120,10 @@ fn strict_stores_nothing_from_a_file_with_a_bad_row() {
         .code(2)
         .stderr(predicates::str::contains("logs.jsonl:51: field `eval_scores.overall`: missing"))
         .stderr(predicates::str::contains("nothing from this file was stored"));
-    let st = json_out(bin(d.path()).args(["stats"]));
+    let st = json(bin(d.path()).args(["stats"]));
     assert_eq!(st["logs"], 0);
     // Without --strict the 50 good rows go in.
-    let s = json_out(bin(d.path()).args(["ingest", "logs", "logs.jsonl", "--batch-size", "7"]));
+    let s = json(bin(d.path()).args(["ingest", "logs", "logs.jsonl", "--batch-size", "7"]));
     assert_eq!((s["stored"].as_u64(), s["rejected"].as_u64()), (Some(50), Some(1)));
 }
 
@@ -155,23 +138,23 @@ fn reingest_is_idempotent_and_orphans_are_reported() {
 {"request_id": "later", "feedback_type": "explicit_thumbs_down"}
 "#,
     );
-    let s = json_out(bin(d.path()).args(["ingest", "feedback", "fb.jsonl"]));
+    let s = json(bin(d.path()).args(["ingest", "feedback", "fb.jsonl"]));
     assert_eq!((s["stored"].as_u64(), s["orphaned"].as_u64()), (Some(2), Some(2)));
-    json_out(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
-    let s = json_out(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
+    json(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
+    let s = json(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
     assert_eq!((s["stored"].as_u64(), s["duplicate"].as_u64()), (Some(0), Some(3)));
-    let s = json_out(bin(d.path()).args(["ingest", "feedback", "fb.jsonl"]));
+    let s = json(bin(d.path()).args(["ingest", "feedback", "fb.jsonl"]));
     assert_eq!((s["stored"].as_u64(), s["duplicate"].as_u64()), (Some(0), Some(2)), "derived event ids are stable");
-    let st = json_out(bin(d.path()).args(["stats"]));
+    let st = json(bin(d.path()).args(["stats"]));
     assert_eq!(st["orphaned_feedback"], 1, "r1's log arrived; `later` is still orphaned");
-    let sum = json_out(bin(d.path()).args(["summary", "later"]));
+    let sum = json(bin(d.path()).args(["summary", "later"]));
     assert_eq!(sum["log_present"], false);
 }
 
 #[test]
 fn stdin_and_csv_inputs() {
     let d = tempfile::tempdir().unwrap();
-    let s = json_out(bin(d.path()).args(["ingest", "logs", "-"]).write_stdin(LOGS));
+    let s = json(bin(d.path()).args(["ingest", "logs", "-"]).write_stdin(LOGS));
     assert_eq!(s["stored"], 3);
     assert_eq!(s["file"], "<stdin>");
     write(
@@ -182,7 +165,7 @@ fn stdin_and_csv_inputs() {
          c2,2026-05-17T10:00:00Z,P,O,NaN,1,free,false\n\
          c3,2026-05-17T10:00:00Z,P,O,0.25,,pro,\n",
     );
-    let s = json_out(bin(d.path()).args(["ingest", "logs", "more.csv"]));
+    let s = json(bin(d.path()).args(["ingest", "logs", "more.csv"]));
     assert_eq!((s["stored"].as_u64(), s["rejected"].as_u64()), (Some(2), Some(1)));
     let rejects = std::fs::read_to_string(d.path().join("more.csv.rejects.jsonl")).unwrap();
     let r: Value = serde_json::from_str(rejects.lines().next().unwrap()).unwrap();
@@ -192,9 +175,9 @@ fn stdin_and_csv_inputs() {
         "fb.csv",
         "request_id,feedback_type,value,user_id\nc1,explicit_rating,5,u9\nc1,explicit_rating,6,u9\n",
     );
-    let s = json_out(bin(d.path()).args(["ingest", "feedback", "fb.csv"]));
+    let s = json(bin(d.path()).args(["ingest", "feedback", "fb.csv"]));
     assert_eq!((s["stored"].as_u64(), s["rejected"].as_u64()), (Some(1), Some(1)));
-    let st = json_out(bin(d.path()).args(["stats"]));
+    let st = json(bin(d.path()).args(["stats"]));
     assert_eq!(st["cohorts"], serde_json::json!([[null, 1], ["free", 2], ["pro", 2]]));
 }
 
@@ -202,28 +185,19 @@ fn stdin_and_csv_inputs() {
 fn record_validates_like_ingest() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "logs.jsonl", LOGS);
-    json_out(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
+    json(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
     bin(d.path())
         .args(["record", "--request-id", "r2", "--type", "rating", "--value", "7"])
         .assert()
         .code(2)
         .stderr(predicates::str::contains("rating 7 is not an integer from 1 to 5"));
     bin(d.path()).args(["record", "--request-id", "r2", "--type", "comment"]).assert().code(2);
-    let r = json_out(bin(d.path()).args([
-        "record",
-        "--request-id",
-        "r2",
-        "--type",
-        "rating",
-        "--value",
-        "4",
-        "--user",
-        "u",
-    ]));
+    let r =
+        json(bin(d.path()).args(["record", "--request-id", "r2", "--type", "rating", "--value", "4", "--user", "u"]));
     assert_eq!((r["stored"].as_bool(), r["value"].as_u64()), (Some(true), Some(4)));
-    let r = json_out(bin(d.path()).args(["record", "--request-id", "nope", "--type", "thumbs-up"]));
+    let r = json(bin(d.path()).args(["record", "--request-id", "nope", "--type", "thumbs-up"]));
     assert_eq!(r["orphaned"], true);
-    let sum = json_out(bin(d.path()).args(["summary", "r2"]));
+    let sum = json(bin(d.path()).args(["summary", "r2"]));
     assert_eq!(sum["avg_rating"], 4.0);
     bin(d.path()).args(["summary", "unknown"]).assert().code(2);
 }
@@ -260,7 +234,7 @@ fn interrupted_ingest_keeps_whole_batches() {
     }
     child.kill().unwrap();
     let status = child.wait().unwrap();
-    let st = json_out(bin(d.path()).args(["stats"]));
+    let st = json(bin(d.path()).args(["stats"]));
     let n = st["logs"].as_u64().unwrap();
     assert!(status.code().is_none() || n < 400_000, "the ingest should have been killed mid-file");
     assert_eq!(n % 1000, 0, "only whole batches are stored, got {n}");
@@ -270,7 +244,7 @@ fn interrupted_ingest_keeps_whole_batches() {
     let scores: i64 = conn.query_row("SELECT COUNT(*) FROM eval_scores", [], |r| r.get(0)).unwrap();
     assert_eq!(scores as u64, n, "every stored log has its evaluator score");
     // Re-running the ingest completes the file without duplicating anything.
-    let s = json_out(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
+    let s = json(bin(d.path()).args(["ingest", "logs", "logs.jsonl"]));
     assert_eq!((s["stored"].as_u64().unwrap(), s["duplicate"].as_u64().unwrap()), (400_000 - n, n));
 }
 
@@ -295,9 +269,9 @@ fn dimension_ratings_are_stored_and_change_no_correlate_figure() {
     }
     write(d.path(), "logs.jsonl", &logs);
     write(d.path(), "fb.jsonl", &fb);
-    json_out(bin(d.path()).args(["ingest", "logs", "logs.jsonl", "--strict"]));
-    json_out(bin(d.path()).args(["ingest", "feedback", "fb.jsonl", "--strict"]));
-    let before = json_out(bin(d.path()).args(["correlate"]));
+    json(bin(d.path()).args(["ingest", "logs", "logs.jsonl", "--strict"]));
+    json(bin(d.path()).args(["ingest", "feedback", "fb.jsonl", "--strict"]));
+    let before = json(bin(d.path()).args(["correlate"]));
 
     // Dimension ratings opposite to the overall ones: were they counted, every figure would move.
     let mut dims = String::new();
@@ -308,31 +282,31 @@ fn dimension_ratings_are_stored_and_change_no_correlate_figure() {
         ));
     }
     write(d.path(), "dims.jsonl", &dims);
-    let s = json_out(bin(d.path()).args(["ingest", "feedback", "dims.jsonl", "--strict"]));
+    let s = json(bin(d.path()).args(["ingest", "feedback", "dims.jsonl", "--strict"]));
     assert_eq!(s["stored"], 12);
     write(
         d.path(),
         "dims.csv",
         "request_id,feedback_type,value,dimension,user_id\nq1,explicit_rating,2,relevance,u\nq2,explicit_rating,5,,u2\n",
     );
-    let s = json_out(bin(d.path()).args(["ingest", "feedback", "dims.csv", "--strict"]));
+    let s = json(bin(d.path()).args(["ingest", "feedback", "dims.csv", "--strict"]));
     assert_eq!(s["stored"], 2);
     // The CSV row with an empty dimension is an overall rating; the store compared with below
     // gets the same overall rating and no dimension ratings.
-    let st = json_out(bin(d.path()).args(["stats"]));
+    let st = json(bin(d.path()).args(["stats"]));
     assert_eq!((st["feedback_events"].as_u64(), st["dimension_ratings"].as_u64()), (Some(13), Some(13)));
 
     let e = tempfile::tempdir().unwrap();
     write(e.path(), "logs.jsonl", &logs);
     write(e.path(), "fb.jsonl", &fb);
     write(e.path(), "overall.csv", "request_id,feedback_type,value,dimension,user_id\nq2,explicit_rating,5,,u2\n");
-    json_out(bin(e.path()).args(["ingest", "logs", "logs.jsonl", "--strict"]));
-    json_out(bin(e.path()).args(["ingest", "feedback", "fb.jsonl", "--strict"]));
-    json_out(bin(e.path()).args(["ingest", "feedback", "overall.csv", "--strict"]));
-    let with_dims = json_out(bin(d.path()).args(["correlate"]));
-    let without = json_out(bin(e.path()).args(["correlate"]));
+    json(bin(e.path()).args(["ingest", "logs", "logs.jsonl", "--strict"]));
+    json(bin(e.path()).args(["ingest", "feedback", "fb.jsonl", "--strict"]));
+    json(bin(e.path()).args(["ingest", "feedback", "overall.csv", "--strict"]));
+    let with_dims = json(bin(d.path()).args(["correlate"]));
+    let without = json(bin(e.path()).args(["correlate"]));
     assert_eq!(with_dims, without, "dimension ratings changed correlate");
-    assert_eq!(json_out(bin(d.path()).args(["bias"])), json_out(bin(e.path()).args(["bias"])));
+    assert_eq!(json(bin(d.path()).args(["bias"])), json(bin(e.path()).args(["bias"])));
     assert_ne!(before, without, "the overall CSV rating counts (sanity)");
 
     // A dimension on a thumbs-up: rejected, named by file, line and field; --strict stores nothing.
@@ -351,6 +325,6 @@ fn dimension_ratings_are_stored_and_change_no_correlate_figure() {
         .clone();
     let err = String::from_utf8_lossy(&out);
     assert!(err.contains("bad.jsonl:2") && err.contains("field `dimension`"), "{err}");
-    let st = json_out(bin(d.path()).args(["stats"]));
+    let st = json(bin(d.path()).args(["stats"]));
     assert_eq!(st["dimension_ratings"], 13, "--strict stored part of the file");
 }

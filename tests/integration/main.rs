@@ -9,6 +9,7 @@ mod agreement_cli;
 mod agreement_reference;
 mod analysis_cli;
 mod ceiling_gate;
+mod cli_support;
 mod dataset_simulate;
 mod estimate_cli;
 mod export_cli;

@@ -15,15 +15,12 @@ use evalloop::stats::agreement::{MeasurementLevel, krippendorff_alpha};
 use evalloop::stats::preference::{Choice, JudgedPair, bradley_terry, choice_units, pairwise_accuracy};
 use serde_json::{Value, json};
 
+use crate::cli_support::json;
+
 fn evalloop(dir: &Path, db: &str) -> Command {
     let mut c = Command::cargo_bin("evalloop").unwrap();
     c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").args(["--db", db]);
     c
-}
-
-fn json_out(c: &mut Command) -> Value {
-    let out = c.arg("--json").assert().success().get_output().stdout.clone();
-    serde_json::from_slice(&out).unwrap()
 }
 
 /// Two groups: g1 has outputs a1..a4 (scores 0.9, 0.6, 0.4, 0.1), g2 has b1..b3 (0.2, 0.5, 0.8).
@@ -175,9 +172,8 @@ fn preferences_ingest_analyse_and_build_pairs_on_every_store() {
     let (acc, acc1, alpha, bt) = expected();
     for db in databases(d.path()) {
         let on = if db.starts_with("postgres") { "postgres" } else { "sqlite" };
-        json_out(evalloop(d.path(), &db).args(["ingest", "logs", "logs.jsonl"]));
-        let s =
-            json_out(evalloop(d.path(), &db).args(["ingest", "feedback", "feedback.jsonl", "--group-key", "group_id"]));
+        json(evalloop(d.path(), &db).args(["ingest", "logs", "logs.jsonl"]));
+        let s = json(evalloop(d.path(), &db).args(["ingest", "feedback", "feedback.jsonl", "--group-key", "group_id"]));
         assert_eq!(
             (s["stored"].as_u64(), s["rejected"].as_u64(), s["orphaned"].as_u64()),
             (Some(11), Some(5), Some(1)),
@@ -204,7 +200,7 @@ fn preferences_ingest_analyse_and_build_pairs_on_every_store() {
         assert!(rejects[4]["error"].as_str().unwrap().contains("group"), "{on}: {}", rejects[4]);
         // Re-ingest: everything is a duplicate; a changed choice under a stored id is a conflict.
         let again =
-            json_out(evalloop(d.path(), &db).args(["ingest", "feedback", "feedback.jsonl", "--group-key", "group_id"]));
+            json(evalloop(d.path(), &db).args(["ingest", "feedback", "feedback.jsonl", "--group-key", "group_id"]));
         assert_eq!((again["stored"].as_u64(), again["duplicate"].as_u64()), (Some(0), Some(11)), "{on}: {again}");
         let first: Value = serde_json::from_str(
             &evalloop::record::FeedbackEvent::from_json(
@@ -221,15 +217,14 @@ fn preferences_ingest_analyse_and_build_pairs_on_every_store() {
         let mut changed = first.clone();
         changed["value"] = json!("b");
         std::fs::write(d.path().join("changed.jsonl"), format!("{changed}\n")).unwrap();
-        let c = json_out(evalloop(d.path(), &db).args(["ingest", "feedback", "changed.jsonl"]));
+        let c = json(evalloop(d.path(), &db).args(["ingest", "feedback", "changed.jsonl"]));
         assert_eq!((c["conflict"].as_u64(), c["stored"].as_u64()), (Some(1), Some(0)), "{on}: {c}");
 
-        let st = json_out(evalloop(d.path(), &db).arg("stats"));
+        let st = json(evalloop(d.path(), &db).arg("stats"));
         assert_eq!(st["preferences"].as_u64(), Some(10), "{on}: {st}");
         assert_eq!(st["feedback_events"].as_u64(), Some(1), "{on}: preferences are kept apart: {st}");
 
-        let r =
-            json_out(evalloop(d.path(), &db).args(["preferences", "--group-key", "group_id", "--bootstrap", "200"]));
+        let r = json(evalloop(d.path(), &db).args(["preferences", "--group-key", "group_id", "--bootstrap", "200"]));
         assert_eq!((r["events"].as_u64(), r["unscored"].as_u64()), (Some(10), Some(1)), "{on}: {r}");
         assert_eq!((r["pairs"].as_u64(), r["people"].as_u64()), (Some(7), Some(5)), "{on}: {r}");
         assert!((r["accuracy"]["accuracy"].as_f64().unwrap() - acc).abs() < 1e-12, "{on}: {r}");
@@ -255,7 +250,7 @@ fn preferences_ingest_analyse_and_build_pairs_on_every_store() {
         assert!(text.contains("evaluator vs the pairs' majority") && text.contains("Bradley-Terry"), "{text}");
 
         // `record` stores one more, and names the option in its errors.
-        let rec = json_out(evalloop(d.path(), &db).args([
+        let rec = json(evalloop(d.path(), &db).args([
             "record",
             "--request-id",
             "b3",

@@ -7,6 +7,8 @@ use std::path::Path;
 use assert_cmd::Command;
 use serde_json::Value;
 
+use crate::cli_support::json;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -54,11 +56,6 @@ fn evalloop(dir: &Path) -> Command {
     let mut c = Command::cargo_bin("evalloop").unwrap();
     c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG");
     c
-}
-
-fn json(c: &mut Command) -> Value {
-    let out = c.arg("--json").assert().success().get_output().stdout.clone();
-    serde_json::from_slice(&out).unwrap()
 }
 
 #[test]

@@ -8,7 +8,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
-use serde_json::Value;
+
+use crate::cli_support::json;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -18,11 +19,6 @@ fn evalloop(dir: &Path, db: &str) -> Command {
     let mut c = Command::cargo_bin("evalloop").unwrap();
     c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").args(["--db", db]);
     c
-}
-
-fn json_out(c: &mut Command) -> Value {
-    let out = c.arg("--json").assert().success().get_output().stdout.clone();
-    serde_json::from_slice(&out).unwrap()
 }
 
 fn databases(dir: &Path) -> Vec<String> {
@@ -81,7 +77,7 @@ fn killed_worker_loses_only_its_range_and_four_workers_finish_the_job() {
         // The single-process reference.
         let mut c = evalloop(dir, &db);
         store_args(&mut c);
-        let one = json_out(c.args(["--evaluator-name", "one", "--range-size", "50"]));
+        let one = json(c.args(["--evaluator-name", "one", "--range-size", "50"]));
         assert_eq!(one["stored"].as_u64(), Some(392), "{on}: {one}");
 
         // A worker that leases a range and is killed with kill -9 before it writes it.
@@ -113,7 +109,7 @@ fn killed_worker_loses_only_its_range_and_four_workers_finish_the_job() {
         // Four workers finish the job, the killed worker's range once its lease expired.
         let mut c = evalloop(dir, &db);
         store_args(&mut c);
-        let many = json_out(c.args(["--evaluator-name", "many", "--job", "many", "--workers", "4"]).args([
+        let many = json(c.args(["--evaluator-name", "many", "--job", "many", "--workers", "4"]).args([
             "--range-size",
             "50",
             "--lease-seconds",
@@ -139,7 +135,7 @@ fn killed_worker_loses_only_its_range_and_four_workers_finish_the_job() {
         // Running the job again finds nothing to do.
         let mut c = evalloop(dir, &db);
         store_args(&mut c);
-        let rerun = json_out(c.args(["--evaluator-name", "many", "--job", "many", "--range-size", "50"]));
+        let rerun = json(c.args(["--evaluator-name", "many", "--job", "many", "--range-size", "50"]));
         assert_eq!(rerun["stored"].as_u64(), Some(0), "{on}: {rerun}");
     }
 }

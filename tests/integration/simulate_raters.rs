@@ -9,6 +9,8 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 use serde_json::Value;
 
+use crate::cli_support::json;
+
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -19,11 +21,6 @@ fn evalloop(dir: &Path) -> Command {
     c
 }
 
-fn json_out(c: &mut Command) -> Value {
-    let out = c.arg("--json").assert().success().get_output().stdout.clone();
-    serde_json::from_slice(&out).unwrap()
-}
-
 /// Simulates the sample into `dir/out` with `toml` as the config file.
 fn simulate(dir: &Path, out: &str, toml: &str) -> Value {
     std::fs::write(dir.join(format!("{out}.toml")), toml).unwrap();
@@ -31,7 +28,7 @@ fn simulate(dir: &Path, out: &str, toml: &str) -> Value {
     c.arg("--config").arg(format!("{out}.toml"));
     c.args(["simulate", "--judgements"]).arg(root().join("data/example/newsroom-sample.jsonl"));
     c.args(["--dimension", "coherence", "--dimensions", "relevance", "--out", out, "--seed", "5"]);
-    json_out(&mut c)
+    json(&mut c)
 }
 
 fn read(dir: &Path, f: &str) -> Vec<u8> {
@@ -91,7 +88,7 @@ fn the_panel_rates_the_share_and_agreement_measures_it() {
     for (kind, f) in [("logs", "sim/logs.jsonl"), ("feedback", "sim/feedback.jsonl")] {
         evalloop(dir).arg("--db").arg(&db).args(["ingest", kind, f]).assert().success();
     }
-    let a = json_out(evalloop(dir).arg("--db").arg(&db).args(["agreement", "--bootstrap", "100"]));
+    let a = json(evalloop(dir).arg("--db").arg(&db).args(["agreement", "--bootstrap", "100"]));
     let r = &a["ratings"]["agreement"];
     assert!(r["items_used"].as_u64().unwrap() >= panel);
     let alpha = r["alpha"].as_f64().unwrap();
@@ -101,13 +98,8 @@ fn the_panel_rates_the_share_and_agreement_measures_it() {
     assert!(c["raters_used"].as_u64().unwrap() >= 10, "{c}");
     let (ceiling, reached) = (c["person_vs_others"].as_f64().unwrap(), c["evaluator_vs_others"].as_f64().unwrap());
     assert!(ceiling > reached, "people agree with each other ({ceiling}) more than unigram F1 does ({reached})");
-    let d = json_out(evalloop(dir).arg("--db").arg(&db).args([
-        "agreement",
-        "--bootstrap",
-        "0",
-        "--dimension",
-        "relevance",
-    ]));
+    let d =
+        json(evalloop(dir).arg("--db").arg(&db).args(["agreement", "--bootstrap", "0", "--dimension", "relevance"]));
     assert!(d["ratings"]["agreement"]["items_used"].as_u64().unwrap() >= panel);
     assert!(d["ratings"]["agreement"]["alpha"].as_f64().is_some());
 }

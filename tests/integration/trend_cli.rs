@@ -5,24 +5,13 @@
 //! `check` fails on the drop.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
-use assert_cmd::Command;
 use evalloop::stats::fdr::benjamini_hochberg;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-fn bin(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").arg("--db").arg(dir.join("t.db"));
-    c
-}
-
-fn json(c: &mut Command) -> Value {
-    let out = c.arg("--json").assert().success().get_output().stdout.clone();
-    serde_json::from_slice(&out).unwrap()
-}
+use crate::cli_support::{bin, json};
 
 /// Three ISO weeks (2026-W46..W48, Mondays 2026-11-09, -16, -23), 300 requests each in two
 /// cohorts, 30% labelled at random. Weeks 1 and 2: quality ~3.6 and an evaluator that tracks
