@@ -24,6 +24,7 @@ mod preferences_cli;
 mod queue_groups;
 mod queue_pairs;
 mod queue_store;
+mod queue_support;
 mod report_browser;
 mod review_browser;
 mod run_cli;

@@ -5,8 +5,6 @@
 //! migrated on open. The PostgreSQL half runs under `scripts/with-postgres.sh`
 //! (`EVALLOOP_TEST_PG`) and says so on stderr when skipped.
 
-use crate::serve_support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
@@ -14,40 +12,9 @@ use chrono::Utc;
 use evalloop::queue::{self, Answer, QueueItem, Recorded};
 use evalloop::record::{Choice, FeedbackValue};
 use serde_json::Value;
-use serve_support::{PgSchema, ok_json, run_in as run};
 
-const LOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/example/logs.jsonl");
-const FEEDBACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/example/feedback.jsonl");
-
-/// Each example request's base score, group and cohort; and a second evaluator's scores
-/// (written to `retrained.jsonl`): the base moved by an amount that depends on the request.
-struct Example {
-    base: HashMap<String, f64>,
-    retrained: HashMap<String, f64>,
-    group: HashMap<String, String>,
-    cohort: HashMap<String, String>,
-}
-
-fn example(dir: &Path) -> Example {
-    let mut e =
-        Example { base: HashMap::new(), retrained: HashMap::new(), group: HashMap::new(), cohort: HashMap::new() };
-    let mut out = String::new();
-    for (i, line) in std::fs::read_to_string(LOGS).unwrap().lines().enumerate() {
-        let v: Value = serde_json::from_str(line).unwrap();
-        let id = v["request_id"].as_str().unwrap().to_string();
-        let base = v["eval_scores"]["overall"].as_f64().unwrap();
-        let moved = if i % 3 == 0 { 1.0 - base } else { (base + 0.02).min(1.0) };
-        out.push_str(&format!(
-            "{{\"request_id\": \"{id}\", \"evaluator\": \"retrained\", \"eval_scores\": {{\"overall\": {moved}}}}}\n"
-        ));
-        e.base.insert(id.clone(), base);
-        e.retrained.insert(id.clone(), moved);
-        e.group.insert(id.clone(), v["metadata"]["group_id"].as_str().unwrap().to_string());
-        e.cohort.insert(id, v["metadata"]["user_cohort"].as_str().unwrap().to_string());
-    }
-    std::fs::write(dir.join("retrained.jsonl"), out).unwrap();
-    e
-}
+use crate::queue_support::{FEEDBACK, LOGS, example};
+use crate::serve_support::{PgSchema, ok_json, run_in as run};
 
 fn create(db: &str, d: &Path, name: &str, strategy: &str, size: &str, extra: &[&str]) -> Value {
     let mut args = vec![

@@ -4,14 +4,13 @@
 //! `queue` weight factor, the card's count) read them. The PostgreSQL half runs under
 //! `scripts/with-postgres.sh` (`EVALLOOP_TEST_PG`) and says so on stderr when skipped.
 
-use crate::serve_support;
-
 use std::path::Path;
 
 use chrono::Utc;
 use evalloop::queue::{self, Answer, Recorded};
 use serde_json::Value;
-use serve_support::{PgSchema, ok_json, run_in as run};
+
+use crate::serve_support::{PgSchema, ok_json, run_in as run};
 
 const LOGS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/example/logs.jsonl");
 const FEEDBACK: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/data/example/feedback.jsonl");

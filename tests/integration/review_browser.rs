@@ -9,15 +9,14 @@
 //! unless `EVALLOOP_REQUIRE_CHROMIUM=1`. The PostgreSQL half of the HTTP test runs under
 //! `scripts/with-postgres.sh`.
 
-use crate::serve_support;
-
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
-use serve_support::*;
+
+use crate::serve_support::*;
 
 const EVIL: &str = "<script>window.hacked = 1</script><img src=x onerror=\"window.hacked = 2\">";
 

@@ -6,8 +6,6 @@
 //! Needs Debian's `chromium` on PATH, as `report_browser.rs`; without it the test says so and
 //! passes, unless `EVALLOOP_REQUIRE_CHROMIUM=1`.
 
-use crate::serve_support;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -15,7 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use serve_support::*;
+
+use crate::serve_support::*;
 
 fn on_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;

@@ -3,14 +3,13 @@
 //! acknowledged event is in the store exactly once, and sending them all again adds nothing.
 //! On SQLite, and on PostgreSQL when `EVALLOOP_TEST_PG` is set.
 
-use crate::serve_support;
-
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{Value, json};
-use serve_support::*;
+
+use crate::serve_support::*;
 
 /// The event with this id; its content depends on the id only, so a resend is a duplicate.
 fn event(id: &str) -> Value {

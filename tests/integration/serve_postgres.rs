@@ -2,9 +2,7 @@
 //! `scripts/with-postgres.sh` sets it): the same API contract as on SQLite. Skipped, and said so
 //! on stderr, without `EVALLOOP_TEST_PG`.
 
-use crate::serve_support;
-
-use serve_support::*;
+use crate::serve_support::*;
 
 #[test]
 fn api_contract_on_postgres() {

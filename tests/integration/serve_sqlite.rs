@@ -1,10 +1,9 @@
 //! `evalloop serve` on a SQLite store, run as the real binary on a free loopback port: every
 //! route and status code, and the limits that need a server of their own.
 
-use crate::serve_support;
-
 use serde_json::json;
-use serve_support::*;
+
+use crate::serve_support::*;
 
 #[test]
 fn api_contract_on_sqlite() {
