@@ -4,17 +4,12 @@
 
 use std::path::{Path, PathBuf};
 
-use assert_cmd::Command;
 use serde_json::Value;
+
+use crate::cli_support::evalloop;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn evalloop(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG");
-    c
 }
 
 /// Simulates the Newsroom sample with a review panel whose reviewers are `noise_sd` noisy.

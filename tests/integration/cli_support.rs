@@ -5,11 +5,17 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
-/// `evalloop` in `dir` on the store `dir/t.db`, with no store or configuration taken from the
-/// environment.
-pub fn bin(dir: &Path) -> Command {
+/// `evalloop` in `dir`, with no store or configuration taken from the environment.
+pub fn evalloop(dir: &Path) -> Command {
     let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").arg("--db").arg(dir.join("t.db"));
+    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG");
+    c
+}
+
+/// [`evalloop`] on the store `dir/t.db`.
+pub fn bin(dir: &Path) -> Command {
+    let mut c = evalloop(dir);
+    c.arg("--db").arg(dir.join("t.db"));
     c
 }
 

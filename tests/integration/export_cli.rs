@@ -12,6 +12,8 @@ use evalloop::feedback::HumanPolicy;
 use evalloop::store::{Filter, ScoredQuery};
 use serde_json::Value;
 
+use crate::cli_support::evalloop;
+
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
@@ -21,9 +23,8 @@ fn config() -> PathBuf {
 }
 
 fn bin(dir: &Path, db: &str) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").arg("--db").arg(db);
-    c.arg("--config").arg(config());
+    let mut c = evalloop(dir);
+    c.arg("--db").arg(db).arg("--config").arg(config());
     c
 }
 

@@ -6,7 +6,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use serde_json::Value;
 
-use crate::cli_support::{bin, write};
+use crate::cli_support::{bin, evalloop, write};
 
 fn json_out(c: &mut Command) -> Value {
     let out = c.arg("--json").assert().success().get_output().clone();
@@ -48,11 +48,7 @@ fn empty_store_path_is_refused() {
         let err = String::from_utf8_lossy(&out.stderr).to_string();
         assert!(err.contains("store"), "{err}");
     };
-    let plain = || {
-        let mut c = Command::cargo_bin("evalloop").unwrap();
-        c.current_dir(d.path()).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG");
-        c
-    };
+    let plain = || evalloop(d.path());
     run(plain().args(["--db", ""]));
     run(plain().args(["--db", ":memory:"]));
     run(plain().args(["--db", "file::memory:?cache=shared"]));
@@ -65,8 +61,8 @@ fn store_in_a_missing_folder_is_created() {
     let d = tempfile::tempdir().unwrap();
     write(d.path(), "logs.jsonl", &log("a", "p", 0.5));
     let db = d.path().join("out/weekly/evalloop.db");
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(d.path()).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").arg("--db").arg(&db);
+    let mut c = evalloop(d.path());
+    c.arg("--db").arg(&db);
     let s = json_out(c.args(["ingest", "logs", "logs.jsonl"]));
     assert_eq!(s["stored"], 1);
     assert!(db.exists());
@@ -102,8 +98,8 @@ fn concurrent_first_use_of_new_store() {
             let out = child.wait_with_output().unwrap();
             assert!(out.status.success(), "round {round}: {}", String::from_utf8_lossy(&out.stderr));
         }
-        let mut c = Command::cargo_bin("evalloop").unwrap();
-        c.current_dir(d.path()).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").arg("--db").arg(&db);
+        let mut c = evalloop(d.path());
+        c.arg("--db").arg(&db);
         let st = json_out(c.arg("stats"));
         assert_eq!(st["logs"], procs * 50);
     }
@@ -398,14 +394,14 @@ fn nul_characters_are_rejected_on_every_backend() {
         dbs.push(format!("{url}{sep}options=-csearch_path%3D{schema}"));
     }
     for db in dbs {
-        let mut c = Command::cargo_bin("evalloop").unwrap();
-        c.current_dir(d.path()).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").args(["--db", &db]);
+        let mut c = evalloop(d.path());
+        c.args(["--db", &db]);
         let s = json_out(c.args(["ingest", "logs", "logs.jsonl"]));
         assert_eq!((s["stored"].as_u64(), s["rejected"].as_u64()), (Some(1), Some(2)), "{s}");
         let r = rejects(&d.path().join("logs.jsonl.rejects.jsonl"));
         assert_eq!(r.iter().map(|r| r["field"].as_str().unwrap()).collect::<Vec<_>>(), ["prompt", "request_id"]);
-        let mut c = Command::cargo_bin("evalloop").unwrap();
-        c.current_dir(d.path()).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").args(["--db", &db]);
+        let mut c = evalloop(d.path());
+        c.args(["--db", &db]);
         let s = json_out(c.args(["ingest", "scores", "s.csv"]));
         assert_eq!((s["stored"].as_u64(), s["rejected"].as_u64()), (Some(1), Some(1)), "{s}");
     }

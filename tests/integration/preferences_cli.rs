@@ -15,11 +15,11 @@ use evalloop::stats::agreement::{MeasurementLevel, krippendorff_alpha};
 use evalloop::stats::preference::{Choice, JudgedPair, bradley_terry, choice_units, pairwise_accuracy};
 use serde_json::{Value, json};
 
-use crate::cli_support::json;
+use crate::cli_support::{self, json};
 
 fn evalloop(dir: &Path, db: &str) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").args(["--db", db]);
+    let mut c = cli_support::evalloop(dir);
+    c.args(["--db", db]);
     c
 }
 

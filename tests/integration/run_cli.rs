@@ -4,10 +4,9 @@
 
 use std::path::Path;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-use crate::cli_support::json;
+use crate::cli_support::{evalloop, json};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -50,12 +49,6 @@ max_length = 48
     let p = dir.join(format!("weekly{}.toml", extra_run.len()));
     std::fs::write(&p, text).unwrap();
     p
-}
-
-fn evalloop(dir: &Path) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG");
-    c
 }
 
 #[test]

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 
 use assert_cmd::Command;
 
-use crate::cli_support::json;
+use crate::cli_support::{self, json};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 fn evalloop(dir: &Path, db: &str) -> Command {
-    let mut c = Command::cargo_bin("evalloop").unwrap();
-    c.current_dir(dir).env_remove("EVALLOOP_DB").env_remove("EVALLOOP_CONFIG").args(["--db", db]);
+    let mut c = cli_support::evalloop(dir);
+    c.args(["--db", db]);
     c
 }
 
