@@ -8,6 +8,7 @@ mod serve_support;
 mod agreement_cli;
 mod agreement_reference;
 mod analysis_cli;
+mod browser_support;
 mod ceiling_gate;
 mod cli_support;
 mod dataset_simulate;

@@ -10,6 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use crate::browser_support::{HEADLESS, on_path};
+
 const FIXTURE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/report-synthetic.json");
 
 /// The `data-chart` ids report.html must carry (`evalloop::report::CHART_IDS`).
@@ -56,11 +58,6 @@ fn report_command_names_the_bad_file() -> anyhow::Result<()> {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&bad.display().to_string()), "{err}");
     Ok(())
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// Runs a command with a deadline; returns its stdout.
@@ -116,17 +113,8 @@ fn report_html_renders_its_svg_charts_in_headless_chromium() -> anyhow::Result<(
     let profile = tempfile::tempdir()?;
     let dom = run_with_timeout(
         Command::new(&chromium)
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-quic",
-                "--no-first-run",
-                "--disable-background-networking",
-                "--disable-component-update",
-                "--disable-sync",
-                "--dump-dom",
-            ])
+            .args(HEADLESS)
+            .arg("--dump-dom")
             .arg(format!("--user-data-dir={}", profile.path().display()))
             .arg(format!("file://{}", html.canonicalize()?.display())),
         Duration::from_secs(120),

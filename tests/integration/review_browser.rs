@@ -10,12 +10,13 @@
 //! `scripts/with-postgres.sh`.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
+use crate::browser_support::on_path;
 use crate::serve_support::*;
 
 const EVIL: &str = "<script>window.hacked = 1</script><img src=x onerror=\"window.hacked = 2\">";
@@ -284,11 +285,6 @@ fn review_page_over_http_on_sqlite() {
 fn review_page_over_http_on_postgres() {
     let Some(pg) = PgSchema::new("review") else { return };
     review_contract(&pg.url);
-}
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
 }
 
 /// One HTTP/1.1 exchange with chromedriver: the answer is read up to its `Content-Length`

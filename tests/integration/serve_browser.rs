@@ -8,18 +8,13 @@
 
 use std::io::{Read, Write};
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
+use crate::browser_support::{HEADLESS, on_path};
 use crate::serve_support::*;
-
-fn on_path(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
-    std::env::split_paths(&path).map(|d| d.join(name)).find(|p| p.is_file())
-}
 
 /// Answers every request on `listener` with the page it receives on `page`, from a thread.
 fn serve_page(listener: TcpListener, page: std::sync::mpsc::Receiver<String>) {
@@ -80,18 +75,8 @@ fn a_click_on_thumbs_up_lands_as_a_feedback_event() {
 
     let profile = tempfile::tempdir().unwrap();
     let mut child = Command::new(&chromium)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-        ])
+        .args(HEADLESS)
+        .args(["--virtual-time-budget=10000", "--dump-dom"])
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(format!("{page_origin}/"))
         .stdout(Stdio::piped())
