@@ -1,5 +1,5 @@
 //! The integration tests, one module per area, linked into one test binary (one link and one
-//! binary of about 150 MB instead of one per file: the build takes less time and a fraction of
+//! binary of about 180 MB instead of one per file: the build takes less time and a fraction of
 //! the disk). Run one area with a filter on its module path, for example
 //! `cargo test --release --test integration ppi_coverage:: -- --nocapture`.
 
