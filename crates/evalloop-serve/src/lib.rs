@@ -98,6 +98,9 @@ pub fn serve(opts: ServeOptions, on_listen: impl FnOnce(SocketAddr)) -> Result<(
 
     let addr = opts.settings.addr;
     let served = rt.block_on(async {
+        // The handlers are installed before the address is announced: a SIGTERM that comes as
+        // soon as the service is reachable still stops it cleanly.
+        let shutdown = shutdown_signal()?;
         let listener =
             tokio::net::TcpListener::bind(addr).await.map_err(|e| ServeError::Io(format!("binding {addr}: {e}")))?;
         let local = listener.local_addr().map_err(|e| ServeError::Io(format!("binding {addr}: {e}")))?;
@@ -106,7 +109,7 @@ pub fn serve(opts: ServeOptions, on_listen: impl FnOnce(SocketAddr)) -> Result<(
         // The peer address reaches the handlers (the review login's limit is per address).
         let app = app::router(state.clone()).into_make_service_with_connect_info::<std::net::SocketAddr>();
         axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown_signal())
+            .with_graceful_shutdown(shutdown)
             .await
             .map_err(|e| ServeError::Io(format!("serving on {local}: {e}")))
     });
@@ -131,24 +134,27 @@ fn load_keys(state: &app::AppState, ks: &mut keys::KeyStore) -> Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Registers the SIGTERM and Ctrl-C handlers now and returns the future that waits for either.
+/// Registering here rather than when the future is first polled matters: axum polls it on a
+/// worker thread some time after the listener is up, and a signal before that would kill the
+/// process instead of stopping it.
+fn shutdown_signal() -> Result<impl std::future::Future<Output = ()>> {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
+    let (mut term, mut int) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let register = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| ServeError::Io(format!("installing the {name} handler: {e}")))
+        };
+        (register(SignalKind::terminate(), "SIGTERM")?, register(SignalKind::interrupt(), "SIGINT")?)
     };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
-    tracing::info!("shutting down: no new connections; finishing the requests in flight");
+    Ok(async move {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = term.recv() => {},
+            _ = int.recv() => {},
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+        tracing::info!("shutting down: no new connections; finishing the requests in flight");
+    })
 }
