@@ -60,7 +60,13 @@ fn kill_under_load(db: &str) {
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(800));
+    // The kill comes once the load is real (at least 100 acknowledged events) and still going,
+    // however slow the machine: a fixed wait left too few on a loaded CI runner.
+    let start = std::time::Instant::now();
+    while acked.lock().unwrap().len() < 100 && start.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(200));
     srv.child.kill().expect("SIGKILL the server");
     srv.child.wait().unwrap();
     for c in clients {

@@ -162,7 +162,7 @@ fn generated(kind: &str, seed: u64, n: usize) -> (Vec<f64>, Vec<f64>) {
 }
 
 #[test]
-fn million_row_correlations_match_scipy_quickly() {
+fn million_row_correlations_match_scipy_in_n_log_n() {
     let f = fixture("large.json");
     assert_eq!(cases(&f).len(), 3);
     for case in cases(&f) {
@@ -173,9 +173,10 @@ fn million_row_correlations_match_scipy_quickly() {
         let start = Instant::now();
         let k = kendall(&x, &y).unwrap();
         let secs = start.elapsed().as_secs_f64();
-        // O(n log n): a million rows take well under a second in release; O(n^2) would not end.
+        // Not a speed target (scripts/bench/ has those): a guard against a quadratic algorithm.
+        // O(n log n) takes well under a second in release; O(n^2) on 1e6 rows would take hours.
         eprintln!("{}: kendall on {n} rows took {secs:.3} s", case["name"]);
-        assert!(secs < 3.0, "kendall on 1e6 rows took {secs:.2} s");
+        assert!(secs < 60.0, "kendall on 1e6 rows took {secs:.2} s: quadratic?");
         assert!(k.estimate.is_finite());
         check_corr_case(case, &x, &y);
     }
