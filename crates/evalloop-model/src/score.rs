@@ -216,6 +216,12 @@ impl Scorer {
                 self.dir.display()
             )));
         }
+        if precision == Precision::Int8 && !crate::ops::int8_has_vnni() {
+            tracing::warn!(
+                "int8 scoring on a CPU without AVX-512 VNNI runs on 16-bit integer products and is \
+                 slower than fp32 here (BENCHMARKS.md, \"int8 scoring\"); the scores are the same"
+            );
+        }
         self.precision = precision;
         Ok(self)
     }

@@ -5,9 +5,10 @@
 //! summed exactly in 32-bit integers, and `sum_k x w = s_x s_w sum_k u q + min s_w sum_k q`.
 //!
 //! The integer products run on AVX-512 VNNI (`vpdpbusd`, unsigned by signed bytes: 64 products
-//! per instruction, against 16 f32 multiply-adds for an AVX-512 FMA) where the CPU has it, and on
-//! a portable loop otherwise; both give the same integers and, with the same epilogue operations,
-//! the same f32 bits (test).
+//! per instruction, against 16 f32 multiply-adds for an AVX-512 FMA) where the CPU has it, on
+//! AVX2 otherwise (`vpmaddwd` on the bytes widened to 16 bits: 16 exact products per instruction,
+//! from a 16-bit copy of the weights made on first use), and on a portable loop without either;
+//! all give the same integers and, with the same epilogue operations, the same f32 bits (test).
 //!
 //! Inference only: [`linear_int8`] records no gradient. Used by [`crate::bert::dense`] inside
 //! [`int8`] (set by [`crate::predict`] when scoring with `Precision::Int8`).
@@ -27,6 +28,15 @@ thread_local! {
 /// Runs `f` with this thread's linear layers in int8 when `on` (see the module docs).
 pub fn int8<R>(on: bool, f: impl FnOnce() -> R) -> R {
     super::matmul::with_flag(&INT8, on, f)
+}
+
+/// Whether the int8 products run on AVX-512 VNNI here, the kernel that makes int8 faster than
+/// f32 (the AVX2 and portable kernels give the same results, more slowly).
+pub fn int8_has_vnni() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    return matches!(Kernel::detect(), Kernel::Vnni);
+    #[cfg(not(target_arch = "x86_64"))]
+    false
 }
 
 /// True inside [`int8`] with `on`.
@@ -60,6 +70,10 @@ pub struct Int8Weights {
     scale: Vec<f32>,
     bias: Vec<f32>,
     colsum: Vec<f32>,
+    /// The AVX2 kernel's copy of the weights as 16-bit integers, made on its first call
+    /// ([`Int8Weights::packed16`]).
+    #[cfg(target_arch = "x86_64")]
+    packed16: std::sync::OnceLock<Vec<i16>>,
 }
 
 impl Int8Weights {
@@ -108,7 +122,50 @@ impl Int8Weights {
                 bias_p[j] = bias[j];
             }
         }
-        Ok(Self { n, k, kp, inv_smooth, packed, scale, bias: bias_p, colsum })
+        Ok(Self {
+            n,
+            k,
+            kp,
+            inv_smooth,
+            packed,
+            scale,
+            bias: bias_p,
+            colsum,
+            #[cfg(target_arch = "x86_64")]
+            packed16: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The quantized weight of output `j` and input `kk` (zero in the padding).
+    fn q(&self, j: usize, kk: usize) -> i8 {
+        let (b, c) = (j / BLOCK, j % BLOCK);
+        let (reg, lane) = (c / 16, c % 16);
+        self.packed[((b * (self.kp / 4) + kk / 4) * 4 + reg) * 64 + lane * 4 + kk % 4]
+    }
+
+    /// The weights for the AVX2 kernel: in blocks of [`avx2::COLS`] output columns; within a
+    /// block, for each pair of inputs, 4 registers of 8 columns x 2 16-bit values.
+    #[cfg(target_arch = "x86_64")]
+    fn packed16(&self) -> &[i16] {
+        self.packed16.get_or_init(|| {
+            let blocks = self.n.div_ceil(avx2::COLS);
+            let pairs = self.kp / 2;
+            let mut out = vec![0i16; blocks * pairs * avx2::COLS * 2];
+            for b in 0..blocks {
+                for p in 0..pairs {
+                    for c in 0..avx2::COLS {
+                        let j = b * avx2::COLS + c;
+                        if j >= self.n {
+                            break;
+                        }
+                        let at = ((b * pairs + p) * avx2::COLS + c) * 2;
+                        out[at] = i16::from(self.q(j, 2 * p));
+                        out[at + 1] = i16::from(self.q(j, 2 * p + 1));
+                    }
+                }
+            }
+            out
+        })
     }
 }
 
@@ -196,29 +253,46 @@ fn epilogue(acc: i32, (sx, lo): (f32, f32), sw: f32, colsum: f32, bias: f32) -> 
     acc as f32 * (sx * sw) + (lo * colsum + bias)
 }
 
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Debug)]
 enum Kernel {
     Portable,
+    #[cfg(target_arch = "x86_64")]
+    Avx2,
     #[cfg(target_arch = "x86_64")]
     Vnni,
 }
 
 impl Kernel {
+    /// The fastest kernel this CPU runs.
     fn detect() -> Self {
+        *Self::available().last().expect("the portable kernel always runs")
+    }
+
+    /// Every kernel this CPU runs, slowest first.
+    fn available() -> Vec<Self> {
+        #[allow(unused_mut)]
+        let mut all = vec![Kernel::Portable];
         #[cfg(target_arch = "x86_64")]
-        if std::arch::is_x86_feature_detected!("avx512f")
-            && std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
         {
-            return Kernel::Vnni;
+            if std::arch::is_x86_feature_detected!("avx2") {
+                all.push(Kernel::Avx2);
+            }
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
+                && std::arch::is_x86_feature_detected!("avx512vnni")
+            {
+                all.push(Kernel::Vnni);
+            }
         }
-        Kernel::Portable
+        all
     }
 
     /// [`quantize_rows`].
     fn quantize(self, x: &[f32], k: usize, kp: usize, inv: Option<&[f32]>, q: &mut [u8], sx: &mut [(f32, f32)]) {
         match self {
             Kernel::Portable => quantize_rows(x, k, kp, inv, q, sx),
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => quantize_rows(x, k, kp, inv, q, sx),
             // SAFETY: chosen only when the CPU has AVX-512 F, BW and VNNI (`detect`); `q` and `sx`
             // hold the rows of `x`.
             #[cfg(target_arch = "x86_64")]
@@ -230,6 +304,10 @@ impl Kernel {
     fn rows(self, w: &Int8Weights, q: &[u8], sx: &[(f32, f32)], y: &mut [f32]) {
         match self {
             Kernel::Portable => portable_rows(w, q, sx, y),
+            // SAFETY: chosen only when the CPU has AVX2 (`available`); the slices' sizes are
+            // those `avx2::rows` expects.
+            #[cfg(target_arch = "x86_64")]
+            Kernel::Avx2 => unsafe { avx2::rows(w, w.packed16(), q, sx, y) },
             // SAFETY: chosen only when the CPU has AVX-512 F, BW and VNNI (`detect`); the slices'
             // sizes are those `rows_vnni` expects (`rows x kp`, `rows`, `rows x n`).
             #[cfg(target_arch = "x86_64")]
@@ -252,6 +330,112 @@ fn portable_rows(w: &Int8Weights, q: &[u8], sx: &[(f32, f32)], y: &mut [f32]) {
                 }
             }
             *out = epilogue(acc, s, w.scale[j], w.colsum[j], w.bias[j]);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod avx2 {
+    use std::arch::x86_64::*;
+
+    use super::Int8Weights;
+
+    /// Output columns of one block of [`Int8Weights::packed16`]: four registers of 8 i32 sums.
+    pub(super) const COLS: usize = 32;
+    /// Rows of one register tile: 2 rows x 4 registers = 8 accumulators, beside the 4 weight
+    /// registers, within the 16.
+    const TILE_ROWS: usize = 2;
+
+    /// [`super::portable_rows`] with `vpmaddwd`: each activation pair, widened to two 16-bit
+    /// values, times each column's pair of weights, summed exactly into 32 bits.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2; `w16` is `w.packed16()`, `q` holds `rows x kp` bytes, `sx` `rows`
+    /// scales and `y` `rows x n` floats.
+    #[target_feature(enable = "avx2")]
+    pub(super) unsafe fn rows(w: &Int8Weights, w16: &[i16], q: &[u8], sx: &[(f32, f32)], y: &mut [f32]) {
+        let rows = sx.len();
+        assert!(q.len() == rows * w.kp && y.len() == rows * w.n && w16.len() == w.n.div_ceil(COLS) * w.kp * COLS);
+        // Each pair of activation bytes as the two 16-bit halves of one i32, once for every
+        // block: the tile broadcasts it with one instruction.
+        let pairs: Vec<i32> = q.chunks_exact(2).map(|p| i32::from(p[0]) | (i32::from(p[1]) << 16)).collect();
+        for b in 0..w.n.div_ceil(COLS) {
+            let mut r = 0;
+            while r < rows {
+                let t = (rows - r).min(TILE_ROWS);
+                // SAFETY: rows r..r + t exist in q, sx and y (checked above), block b in w16.
+                unsafe {
+                    if t == 2 {
+                        tile::<2>(w, w16, b, &pairs, sx, y, r);
+                    } else {
+                        tile::<1>(w, w16, b, &pairs, sx, y, r);
+                    }
+                }
+                r += t;
+            }
+        }
+    }
+
+    /// Rows `r..r + R` by the columns of block `b`; `q` holds each row's activation pairs.
+    #[target_feature(enable = "avx2")]
+    unsafe fn tile<const R: usize>(
+        w: &Int8Weights,
+        w16: &[i16],
+        b: usize,
+        q: &[i32],
+        sx: &[(f32, f32)],
+        y: &mut [f32],
+        r: usize,
+    ) {
+        let pairs = w.kp / 2;
+        let mut acc = [[_mm256_setzero_si256(); 4]; R];
+        let block = &w16[b * pairs * COLS * 2..(b + 1) * pairs * COLS * 2];
+        let rows = &q[r * pairs..(r + R) * pairs];
+        for p in 0..pairs {
+            // SAFETY: the block holds `pairs` groups of 4 registers (64 values).
+            let v = unsafe {
+                let bw = block.as_ptr().add(p * COLS * 2);
+                [
+                    _mm256_loadu_si256(bw.cast()),
+                    _mm256_loadu_si256(bw.add(16).cast()),
+                    _mm256_loadu_si256(bw.add(32).cast()),
+                    _mm256_loadu_si256(bw.add(48).cast()),
+                ]
+            };
+            for (i, acc) in acc.iter_mut().enumerate() {
+                let a = _mm256_set1_epi32(rows[i * pairs + p]);
+                for (acc, v) in acc.iter_mut().zip(v) {
+                    *acc = _mm256_add_epi32(*acc, _mm256_madd_epi16(a, v));
+                }
+            }
+        }
+        let col = b * COLS;
+        for (reg, c) in (col..col + COLS).step_by(8).enumerate() {
+            if c >= w.n {
+                break;
+            }
+            let left = (w.n - c).min(8);
+            // SAFETY: the scale, bias and column-sum vectors are padded to whole blocks of 64,
+            // a multiple of COLS.
+            let (sw, bias, colsum) = unsafe {
+                (
+                    _mm256_loadu_ps(w.scale.as_ptr().add(c)),
+                    _mm256_loadu_ps(w.bias.as_ptr().add(c)),
+                    _mm256_loadu_ps(w.colsum.as_ptr().add(c)),
+                )
+            };
+            for (i, acc) in acc.iter().enumerate() {
+                let (step, lo) = sx[r + i];
+                // The epilogue's operations in its order: multiplies, then adds; no FMA.
+                let s = _mm256_mul_ps(_mm256_set1_ps(step), sw);
+                let shift = _mm256_add_ps(_mm256_mul_ps(_mm256_set1_ps(lo), colsum), bias);
+                let out = _mm256_add_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(acc[reg]), s), shift);
+                let mut lanes = [0f32; 8];
+                // SAFETY: `lanes` has 8 floats.
+                unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), out) };
+                let at = (r + i) * w.n + c;
+                y[at..at + left].copy_from_slice(&lanes[..left]);
+            }
         }
     }
 }
@@ -448,12 +632,15 @@ mod tests {
                 quantize_rows(&x, k, w.kp, inv, &mut q, &mut sx);
                 let mut want = vec![0f32; m * n];
                 portable_rows(&w, &q, &sx, &mut want);
-                let mut got = vec![0f32; m * n];
-                let (mut q2, mut sx2) = (vec![1u8; m * w.kp], vec![(0f32, 0f32); m]);
-                Kernel::detect().quantize(&x, k, w.kp, inv, &mut q2, &mut sx2);
-                assert!(q == q2 && sx == sx2, "{m} x {n} x {k}: quantized rows differ");
-                Kernel::detect().rows(&w, &q, &sx, &mut got);
-                assert!(want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{m} x {n} x {k}");
+                for kernel in Kernel::available() {
+                    let mut got = vec![0f32; m * n];
+                    let (mut q2, mut sx2) = (vec![1u8; m * w.kp], vec![(0f32, 0f32); m]);
+                    kernel.quantize(&x, k, w.kp, inv, &mut q2, &mut sx2);
+                    assert!(q == q2 && sx == sx2, "{kernel:?} {m} x {n} x {k}: quantized rows differ");
+                    kernel.rows(&w, &q, &sx, &mut got);
+                    let same = want.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits());
+                    assert!(same, "{kernel:?} {m} x {n} x {k}");
+                }
             }
         }
     }

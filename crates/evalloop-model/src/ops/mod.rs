@@ -36,7 +36,7 @@ pub use attention::attention;
 pub use dropout::{dropout, dropout_add};
 pub use gelu::gelu_erf;
 pub use inplace::{add_inplace, gelu_erf_inplace};
-pub use int8::{Int8Weights, int8, int8_enabled, linear_int8};
+pub use int8::{Int8Weights, int8, int8_enabled, int8_has_vnni, linear_int8};
 pub use layer_norm::layer_norm;
 pub use linear::linear;
 pub use matmul::serial;
