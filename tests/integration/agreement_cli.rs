@@ -4,16 +4,11 @@
 
 use std::fmt::Write as _;
 
-use assert_cmd::Command;
 use evalloop::stats::BootstrapConfig;
 use evalloop::stats::agreement::{MeasurementLevel, krippendorff_alpha, krippendorff_alpha_ci, rater_agreement};
 use serde_json::Value;
 
-use crate::cli_support::{bin, json};
-
-fn text(c: &mut Command) -> String {
-    String::from_utf8(c.assert().success().get_output().stdout.clone()).unwrap()
-}
+use crate::cli_support::{bin, json, text};
 
 /// Ratings by u1, u2, u3 on r0..r5 (`None`: not rated); the latest per user and request.
 const RATINGS: [[Option<u8>; 3]; 6] = [

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::cli_support::evalloop;
+use crate::cli_support::{evalloop, text};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -105,8 +105,7 @@ max_length = 32
     );
     std::fs::write(dir.join("weekly.toml"), cfg).unwrap();
     let run_dir = dir.join("run");
-    let out = evalloop(dir).args(["--config", "weekly.toml", "run", "--out"]).arg(&run_dir).assert().success();
-    let text = String::from_utf8(out.get_output().stdout.clone()).unwrap();
+    let text = text(evalloop(dir).args(["--config", "weekly.toml", "run", "--out"]).arg(&run_dir));
     assert!(text.contains("warning: people agree little with each other"), "{text}");
     let report: Value = serde_json::from_slice(&std::fs::read(run_dir.join("report.json")).unwrap()).unwrap();
     let h = &report["human_ceiling"];

@@ -26,6 +26,11 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     p
 }
 
+/// Runs `c`, asserts success, and returns its standard output.
+pub fn text(c: &mut Command) -> String {
+    String::from_utf8(c.assert().success().get_output().stdout.clone()).unwrap()
+}
+
 /// Runs `c` with `--json`, asserts success, and parses its standard output.
 pub fn json(c: &mut Command) -> serde_json::Value {
     let out = c.arg("--json").assert().success().get_output().stdout.clone();

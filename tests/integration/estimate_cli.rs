@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use crate::cli_support::{bin, json};
+use crate::cli_support::{bin, json, text};
 
 /// One generated request: cohort, prompt version, week day, evaluator overall, and its 1-5
 /// rating when labelled.
@@ -159,8 +159,7 @@ fn by_prompt_version_and_pass_rate_match_the_statistics() {
 fn text_output_names_the_cohorts_and_undefined_cells_say_why() {
     let reqs = generate();
     let d = store(&reqs);
-    let out = bin(d.path()).args(["estimate", "--cohort", "enterprise"]).assert().success().get_output().stdout.clone();
-    let text = String::from_utf8(out).unwrap();
+    let text = text(bin(d.path()).args(["estimate", "--cohort", "enterprise"]));
     assert!(text.contains("PPI++     95%"), "{text}");
     assert!(text.contains("enterprise"), "{text}");
     assert!(!text.contains("free"), "{text}");
@@ -196,16 +195,7 @@ fn impact_compares_the_ppi_estimates_of_two_prompt_versions() {
     close(&ppi["z"], diff / se, "z");
     // The two versions come from the same generator: no significant difference.
     assert!(ppi["p_value"].as_f64().unwrap() > 0.01, "{ppi}");
-    let text = String::from_utf8(
-        bin(d.path())
-            .args(["impact", "--metadata", "prompt_version=v1:v2", "--bootstrap", "10"])
-            .assert()
-            .success()
-            .get_output()
-            .stdout
-            .clone(),
-    )
-    .unwrap();
+    let text = text(bin(d.path()).args(["impact", "--metadata", "prompt_version=v1:v2", "--bootstrap", "10"]));
     assert!(text.contains("human score, PPI++ by cohort:"), "{text}");
     // A side without labels: undefined, with the side named.
     let none = json(bin(d.path()).args(["impact", "--metadata", "prompt_version=v1:v9", "--bootstrap", "10"]));
@@ -263,6 +253,6 @@ fn queue_labels_are_estimated_apart_with_their_selection_probabilities() {
     assert!((q["classical"]["estimate"].as_f64().unwrap() - ipw).abs() < 1e-9, "{q} vs {show}");
     let ppi = &q["ppi"];
     assert!(ppi["lower"].as_f64().unwrap() < ppi["estimate"].as_f64().unwrap(), "{q}");
-    let text = String::from_utf8(bin(d.path()).arg("estimate").assert().success().get_output().stdout.clone()).unwrap();
+    let text = text(bin(d.path()).arg("estimate"));
     assert!(text.contains("queue q1 (random): pool 392, labelled 40"), "{text}");
 }

@@ -12,7 +12,7 @@ use evalloop::feedback::HumanPolicy;
 use evalloop::store::{Filter, ScoredQuery};
 use serde_json::Value;
 
-use crate::cli_support::evalloop;
+use crate::cli_support::{evalloop, text};
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -290,9 +290,7 @@ fn summary_shows_the_edited_output_escaped() {
     let d = tempfile::tempdir().unwrap();
     let db = d.path().join("t.db").display().to_string();
     example(d.path(), &db);
-    let out =
-        bin(d.path(), &db).args(["summary", "newsroom-2140-fragments"]).assert().success().get_output().stdout.clone();
-    let text = String::from_utf8(out).unwrap();
+    let text = text(bin(d.path(), &db).args(["summary", "newsroom-2140-fragments"]));
     assert!(!text.contains('\u{1b}'), "{text}");
     assert!(text.contains("edited outputs (2):"), "{text}");
     assert!(text.contains("party.\\nSecond line \\u{1b}[31mred\\u{1b}[0m."), "{text}");

@@ -6,7 +6,7 @@ use std::path::Path;
 use assert_cmd::Command;
 use serde_json::Value;
 
-use crate::cli_support::{bin, evalloop, write};
+use crate::cli_support::{bin, evalloop, text, write};
 
 fn json_out(c: &mut Command) -> Value {
     let out = c.arg("--json").assert().success().get_output().clone();
@@ -137,8 +137,7 @@ fn text_output_escapes_control_characters() {
         &["disagreements", "--threshold", "0.5"],
         &["summary", "r1\nlogs 999"],
     ] {
-        let out = bin(d.path()).args(args).assert().success().get_output().stdout.clone();
-        let text = String::from_utf8(out).unwrap();
+        let text = text(bin(d.path()).args(args));
         assert!(!text.chars().any(|c| c.is_control() && c != '\n'), "{args:?} printed a control character: {text:?}");
         assert!(!text.lines().any(|l| l.starts_with("logs 999") || l.starts_with("logs 0")), "{args:?}: {text}");
     }

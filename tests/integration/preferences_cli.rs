@@ -15,7 +15,7 @@ use evalloop::stats::agreement::{MeasurementLevel, krippendorff_alpha};
 use evalloop::stats::preference::{Choice, JudgedPair, bradley_terry, choice_units, pairwise_accuracy};
 use serde_json::{Value, json};
 
-use crate::cli_support::{self, json};
+use crate::cli_support::{self, json, text};
 
 fn evalloop(dir: &Path, db: &str) -> Command {
     let mut c = cli_support::evalloop(dir);
@@ -237,16 +237,7 @@ fn preferences_ingest_analyse_and_build_pairs_on_every_store() {
             let i = ["a1", "a2", "a3", "a4"].iter().position(|x| *x == o["request_id"].as_str().unwrap()).unwrap();
             assert!((o["strength"].as_f64().unwrap() - bt[i]).abs() < 1e-9, "{on}: {o} vs {}", bt[i]);
         }
-        let text = String::from_utf8(
-            evalloop(d.path(), &db)
-                .args(["preferences", "--group-key", "group_id"])
-                .assert()
-                .success()
-                .get_output()
-                .stdout
-                .clone(),
-        )
-        .unwrap();
+        let text = text(evalloop(d.path(), &db).args(["preferences", "--group-key", "group_id"]));
         assert!(text.contains("evaluator vs the pairs' majority") && text.contains("Bradley-Terry"), "{text}");
 
         // `record` stores one more, and names the option in its errors.

@@ -11,7 +11,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde_json::Value;
 
-use crate::cli_support::{bin, json};
+use crate::cli_support::{bin, json, text};
 
 /// Three ISO weeks (2026-W46..W48, Mondays 2026-11-09, -16, -23), 300 requests each in two
 /// cohorts, 30% labelled at random. Weeks 1 and 2: quality ~3.6 and an evaluator that tracks
@@ -99,7 +99,7 @@ fn the_prompt_change_is_flagged_and_the_stable_weeks_are_not() {
     let got = windows[2]["human_score"]["estimate"].as_f64().unwrap();
     assert!((got - e["overall"]["ppi"]["estimate"].as_f64().unwrap()).abs() < 1e-12);
 
-    let text = String::from_utf8(bin(d.path()).arg("trend").assert().success().get_output().stdout.clone()).unwrap();
+    let text = text(bin(d.path()).arg("trend"));
     assert!(text.contains("human score 2026-W47 -> 2026-W48"), "{text}");
 }
 
