@@ -109,13 +109,11 @@ impl Int8Weights {
             let s = max / 127.0;
             scale[j] = s;
             let inv = if s > 0.0 { 1.0 / s } else { 0.0 };
-            let (b, c) = (j / BLOCK, j % BLOCK);
-            let (reg, lane) = (c / 16, c % 16);
             let mut sum = 0i32;
             for (kk, &w) in row.iter().enumerate() {
                 let q = (w * inv).round().clamp(-127.0, 127.0) as i8;
                 sum += i32::from(q);
-                packed[((b * (kp / 4) + kk / 4) * 4 + reg) * 64 + lane * 4 + kk % 4] = q;
+                packed[packed_at(kp, j, kk)] = q;
             }
             colsum[j] = s * sum as f32;
             if let Some(bias) = bias {
@@ -138,9 +136,7 @@ impl Int8Weights {
 
     /// The quantized weight of output `j` and input `kk` (zero in the padding).
     fn q(&self, j: usize, kk: usize) -> i8 {
-        let (b, c) = (j / BLOCK, j % BLOCK);
-        let (reg, lane) = (c / 16, c % 16);
-        self.packed[((b * (self.kp / 4) + kk / 4) * 4 + reg) * 64 + lane * 4 + kk % 4]
+        self.packed[packed_at(self.kp, j, kk)]
     }
 
     /// The weights for the AVX2 kernel: in blocks of [`avx2::COLS`] output columns; within a
@@ -167,6 +163,15 @@ impl Int8Weights {
             out
         })
     }
+}
+
+/// Where the weight of output `j` and input `kk` lies in [`Int8Weights`]' `packed` (inputs padded
+/// to `kp`): block `j / BLOCK`, input group `kk / 4`, register and lane of `j % BLOCK`, byte
+/// `kk % 4`. The next group of 4 inputs of the same output is `BLOCK * 4` bytes further on.
+fn packed_at(kp: usize, j: usize, kk: usize) -> usize {
+    let (b, c) = (j / BLOCK, j % BLOCK);
+    let (reg, lane) = (c / 16, c % 16);
+    ((b * (kp / 4) + kk / 4) * 4 + reg) * 64 + lane * 4 + kk % 4
 }
 
 /// `x W^T + b` over the last dimension of a contiguous f32 CPU tensor `x` `(.., k)` → `(.., n)`
@@ -263,9 +268,10 @@ enum Kernel {
 }
 
 impl Kernel {
-    /// The fastest kernel this CPU runs.
+    /// The fastest kernel this CPU runs (found once: every int8 layer call asks).
     fn detect() -> Self {
-        *Self::available().last().expect("the portable kernel always runs")
+        static BEST: std::sync::OnceLock<Kernel> = std::sync::OnceLock::new();
+        *BEST.get_or_init(|| *Self::available().last().expect("the portable kernel always runs"))
     }
 
     /// Every kernel this CPU runs, slowest first.
@@ -320,11 +326,10 @@ fn portable_rows(w: &Int8Weights, q: &[u8], sx: &[(f32, f32)], y: &mut [f32]) {
     let kq = w.kp / 4;
     for ((qr, &s), yr) in q.chunks_exact(w.kp).zip(sx).zip(y.chunks_exact_mut(w.n)) {
         for (j, out) in yr.iter_mut().enumerate() {
-            let (b, c) = (j / BLOCK, j % BLOCK);
-            let (reg, lane) = (c / 16, c % 16);
+            let first = packed_at(w.kp, j, 0);
             let mut acc = 0i32;
             for kk in 0..kq {
-                let wb = &w.packed[((b * kq + kk) * 4 + reg) * 64 + lane * 4..][..4];
+                let wb = &w.packed[first + kk * BLOCK * 4..][..4];
                 for t in 0..4 {
                     acc += i32::from(qr[kk * 4 + t]) * i32::from(wb[t]);
                 }
